@@ -1,0 +1,160 @@
+/** Protobuf writer bytes, model structure, hoisting, output aliasing, dead code and product dims. */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { type HostTensor, hostTensor } from "../../ir/host.js";
+import { reduceSeed, uniformAt } from "../../ir/random.js";
+import { constant, iota, randomUniform } from "../../trace/tensor.js";
+import { spec, trace } from "../../trace/trace.js";
+import { emitOnnx } from "./emit.js";
+import { HOIST_BYTES } from "./lower.js";
+import { encodeModel } from "./onnx-proto.js";
+import { ProtoWriter } from "./protobuf.js";
+import { OrtExecutor } from "./session.js";
+import { randomTensor } from "./test-util.js";
+
+const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+
+test("protobuf writer produces the wire format byte for byte", () => {
+  // The protobuf encoding guide's examples: field 1 = 150, field 2 = "testing".
+  assert.equal(hex(new ProtoWriter().int(1, 150).finish()), "089601");
+  assert.equal(hex(new ProtoWriter().string(2, "testing").finish()), "120774657374696e67");
+  // a negative int64 is ten bytes of two's complement
+  assert.equal(hex(new ProtoWriter().int(3, -1).finish()), "18ffffffffffffffffff01");
+  assert.equal(hex(new ProtoWriter().int(1, 2n ** 40n).finish()), "08808080808020");
+  // nested message: field 3 { field 1 = 150 }
+  const inner = new ProtoWriter().int(1, 150);
+  assert.equal(hex(new ProtoWriter().message(3, inner).finish()), "1a03089601");
+  // packed varints [3, 270, 86942] in field 4
+  assert.equal(hex(new ProtoWriter().packedVarints(4, [3, 270, 86942]).finish()), "2206038e029ea705");
+  assert.equal(hex(new ProtoWriter().fixed32Float(2, 1).finish()), "150000803f");
+  assert.equal(hex(new ProtoWriter().fixed64Double(1, -2).finish()), "0900000000000000c0");
+});
+
+test("protobuf writer: large payloads are referenced, and many fields assemble correctly", () => {
+  const big = new Uint8Array(100000).map((_, i) => (i * 31) & 255);
+  const w = new ProtoWriter();
+  for (let i = 0; i < 2000; i++) w.int(1, i);
+  w.bytes(2, big);
+  w.int(3, 7);
+  const out = w.finish();
+  // 2000 varint fields (tag + 1..2 bytes), then tag + 3-byte length + payload, then 2 bytes
+  let expect = 0;
+  for (let i = 0; i < 2000; i++) expect += 1 + (i < 128 ? 1 : 2);
+  expect += 1 + 3 + big.length + 2;
+  assert.equal(out.length, expect);
+  const at = expect - 2 - big.length;
+  assert.deepEqual(out.subarray(at, at + big.length), big);
+  assert.equal(hex(out.subarray(out.length - 2)), "1807");
+});
+
+test("model header: ir_version 8, producer peftkit, opset 18", () => {
+  const m = encodeModel({ name: "g", nodes: [], initializers: [], inputs: [], outputs: [] });
+  // field 1 varint 8, field 2 "peftkit"
+  assert.equal(hex(m.subarray(0, 11)), `0808120770656674${"6b6974"}`);
+  // opset import (field 8) = { domain "" (field 1), version 18 (field 2) }
+  assert.ok(hex(m).endsWith("42040a001012"));
+});
+
+async function runOnce(g: ReturnType<typeof trace>, inputs: HostTensor[]): Promise<HostTensor[]> {
+  const ex = await OrtExecutor.create(g, { threads: 1 });
+  try {
+    return await ex.run(inputs);
+  } finally {
+    await ex.release();
+  }
+}
+
+test("constants over 1 MiB are hoisted to inputs and fed at run time", async () => {
+  const n = (HOIST_BYTES >> 2) + 1000;
+  const c = randomTensor("f32", [n]);
+  const small = hostTensor("f32", [1], [0.5]);
+  const g = trace((x) => x.add(constant(c)).mul(constant(small)), [spec("f32", [n], "x")]);
+  const em = emitOnnx(g);
+  assert.equal(em.hoisted.length, 1);
+  assert.equal(em.hoisted[0].tensor, c);
+  assert.ok(em.model.length < 4096, `model is ${em.model.length} bytes; the big constant should not be inside`);
+  const x = randomTensor("f32", [n]);
+  const [y] = await runOnce(g, [x]);
+  const X = x.data as Float32Array;
+  const C = c.data as Float32Array;
+  for (let i = 0; i < n; i += 997) assert.equal((y.data as Float32Array)[i], Math.fround(Math.fround(X[i] + C[i]) * 0.5));
+});
+
+test("outputs that are inputs, constants, repeated values or aliases all come out", async () => {
+  const k = hostTensor("i64", [2], [3, -4]);
+  const g = trace(
+    (x) => {
+      const e = x.exp();
+      return { same: x, e, e2: e, k: constant(k), sg: x.stopGradient(), sg2: e.stopGradient() };
+    },
+    [spec("f32", ["batch"], "same")],
+  );
+  const x = randomTensor("f32", [3]);
+  const out = await runOnce(g, [x]);
+  const ex = Float32Array.from(x.data as Float32Array, (v) => Math.exp(v));
+  assert.deepEqual(Array.from(out[0].data as Float32Array), Array.from(x.data as Float32Array));
+  for (const j of [1, 2, 5]) {
+    (out[j].data as Float32Array).forEach((v, i) => {
+      assert.ok(Math.abs(v - ex[i]) <= 1e-6 * Math.abs(ex[i]));
+    });
+  }
+  assert.deepEqual(Array.from(out[3].data as BigInt64Array), [3n, -4n]);
+  assert.deepEqual(Array.from(out[4].data as Float32Array), Array.from(x.data as Float32Array));
+});
+
+test("dead nodes are not emitted", () => {
+  const g = trace(
+    (x) => {
+      x.log()
+        .sin()
+        .matmul(x.reshape([1, 4]));
+      return x.neg();
+    },
+    [spec("f32", [4, 1], "x")],
+  );
+  const em = emitOnnx(g);
+  assert.equal(em.liveNodes, 1);
+  assert.ok(g.nodes.length > 3);
+});
+
+test("product dims (batch*seq) from flattening, and symbolic iota/expand/random shapes", async () => {
+  const g = trace(
+    (x, s) => {
+      const flat = x.reshape([-1]);
+      const rows = x.reshape(["batch", -1]);
+      return [flat, rows, iota(["batch", "seq"], 1, "i64"), randomUniform(s, ["batch", "seq"]), rows.expand([2, "batch", rows.shape[1]])];
+    },
+    [spec("f32", ["batch", "seq", 3], "x"), spec("i64", [], "seed")],
+  );
+  assert.equal(typeof g.type(g.outputs[0].id).shape[0], "string", "flatten of symbolic dims gives a product dim");
+  for (const [b, q] of [
+    [2, 3],
+    [1, 5],
+  ]) {
+    const x = randomTensor("f32", [b, q, 3]);
+    const seed = BigInt(Math.floor(Math.random() * 1e12));
+    const [flat, rows, io, ru, ex] = await runOnce(g, [x, hostTensor("i64", [], new BigInt64Array([seed]))]);
+    assert.deepEqual(flat.shape, [b * q * 3]);
+    assert.deepEqual(Array.from(flat.data as Float32Array), Array.from(x.data as Float32Array));
+    assert.deepEqual(rows.shape, [b, q * 3]);
+    assert.deepEqual(io.shape, [b, q]);
+    assert.deepEqual(
+      Array.from(io.data as BigInt64Array, Number),
+      Array.from({ length: b * q }, (_, i) => i % q),
+    );
+    const s32 = reduceSeed(seed);
+    assert.deepEqual(
+      Array.from(ru.data as Float32Array),
+      Array.from({ length: b * q }, (_, i) => uniformAt(s32, i)),
+    );
+    assert.deepEqual(ex.shape, [2, b, q * 3]);
+    assert.deepEqual(Array.from(ex.data as Float32Array), [...Array.from(x.data as Float32Array), ...Array.from(x.data as Float32Array)]);
+  }
+});
+
+test("input and output names are kept, and sanitized when they clash", () => {
+  const g = trace((a, b) => ({ a: a.add(b), out: a }), [spec("f32", [2], "a"), spec("f32", [2], "_pk_x")]);
+  const em = emitOnnx(g);
+  assert.deepEqual(em.inputNames, ["a", "u_pk_x"]);
+  assert.deepEqual(em.outputNames, ["a__1", "out"]);
+});

@@ -1,0 +1,199 @@
+/**
+ * IR Graph → serialized ONNX ModelProto.
+ *
+ * Large constants (> HOIST_BYTES, 1 MiB) are not written into the protobuf. They become extra graph
+ * inputs that the executor feeds on every run straight from JS memory (ORT does not copy inputs).
+ * That keeps the model far from protobuf's 2 GB ceiling whatever the weights weigh, keeps model
+ * hashing and session creation cheap, and lets two graphs that differ only in constant values share
+ * one ORT session.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { BackendError, PeftkitError } from "../../errors.js";
+import type { Graph } from "../../ir/graph.js";
+import type { HostTensor } from "../../ir/host.js";
+import type { Dim } from "../../ir/shape.js";
+import { LOWERINGS, type LowerArgs, OnnxBuilder, type SymbolSource } from "./lower.js";
+import { encodeModel, type GraphSpec, type ValueInfoSpec } from "./onnx-proto.js";
+
+export interface EmitOptions {
+  /** Name of the ONNX graph (default "peftkit"). */
+  name?: string;
+}
+
+export interface HoistedConstant {
+  /** ONNX input name to feed it under. */
+  name: string;
+  tensor: HostTensor;
+}
+
+export interface EmitResult {
+  model: Uint8Array;
+  /** Constants emitted as extra inputs, to be fed after the graph's own inputs. */
+  hoisted: HoistedConstant[];
+  /** ONNX input name of each graph input, in graph.inputs order. */
+  inputNames: string[];
+  /** ONNX output name of each graph output, in graph.outputs order. */
+  outputNames: string[];
+  /** ONNX node-name prefix → IR node description, for error messages. */
+  nodeContext: Map<string, string>;
+  /** Number of IR nodes lowered (dead nodes excluded). */
+  liveNodes: number;
+}
+
+/** Keeps user names readable but unique and clear of the generated-name prefix. */
+function sanitize(name: string, used: Set<string>, prefix: string): string {
+  let n = name.length > 0 ? name : "value";
+  if (n.startsWith(prefix)) n = `u${n}`;
+  let out = n;
+  for (let k = 1; used.has(out); k++) out = `${n}__${k}`;
+  used.add(out);
+  return out;
+}
+
+/** Value ids needed to compute the graph outputs. */
+function liveValues(g: Graph): Set<number> {
+  const live = new Set<number>(g.outputs.map((o) => o.id));
+  for (let i = g.nodes.length - 1; i >= 0; i--) {
+    const n = g.nodes[i];
+    const usedOuts = n.outputs.map((o) => live.has(o));
+    if (!usedOuts.some((u) => u)) continue;
+    if (n.op === "custom_vjp") {
+      // Outputs are identities of the forward outputs; primals are only for the backward rule.
+      const np = n.attrs.nPrimals as number;
+      usedOuts.forEach((u, j) => {
+        if (u) live.add(n.inputs[np + j]);
+      });
+    } else for (const x of n.inputs) live.add(x);
+  }
+  return live;
+}
+
+export function emitOnnx(graph: Graph, opts: EmitOptions = {}): EmitResult {
+  const prefix = "_pk_";
+  const used = new Set<string>();
+  const names = new Map<number, string>();
+
+  const inputNames = graph.inputs.map((i) => sanitize(i.name, used, prefix));
+  graph.inputs.forEach((inp, k) => {
+    names.set(inp.id, inputNames[k]);
+  });
+  const outputNames = graph.outputs.map((o) => sanitize(o.name, used, prefix));
+
+  // Symbolic dims are read off the first graph input that carries them.
+  const symbols = new Map<string, SymbolSource>();
+  graph.inputs.forEach((inp, k) => {
+    graph.type(inp.id).shape.forEach((d, axis) => {
+      if (typeof d === "string" && !symbols.has(d)) symbols.set(d, { input: inputNames[k], axis });
+    });
+  });
+
+  const b = new OnnxBuilder(prefix, symbols);
+  const hoisted: HoistedConstant[] = [];
+  const hoist = (t: HostTensor) => {
+    const name = `${prefix}hoisted_${hoisted.length}`;
+    hoisted.push({ name, tensor: t });
+    return name;
+  };
+
+  // The first graph output holding a value gets that value written under its name directly.
+  const outNameOf = new Map<number, string>();
+  graph.outputs.forEach((o, k) => {
+    if (!outNameOf.has(o.id) && !names.has(o.id)) outNameOf.set(o.id, outputNames[k]);
+  });
+
+  const live = liveValues(graph);
+  const nodeContext = new Map<string, string>();
+  let liveNodes = 0;
+  graph.nodes.forEach((node, idx) => {
+    if (!node.outputs.some((o) => live.has(o))) return;
+    liveNodes++;
+    const ctx = `${node.op}#${idx}`;
+    b.context = ctx;
+    nodeContext.set(ctx, describeNode(graph, idx));
+    const outs = node.outputs.map((o) => outNameOf.get(o) ?? b.fresh(`v${o}`));
+    const args: LowerArgs = {
+      node,
+      ins: node.inputs.map((i) => {
+        const n = names.get(i);
+        if (n === undefined) throw new BackendError(`ONNX export: ${ctx} reads value %${i} before it is defined`);
+        return n;
+      }),
+      outs,
+      inTypes: node.inputs.map((i) => graph.type(i)),
+      outTypes: node.outputs.map((o) => graph.type(o)),
+      attrs: node.attrs,
+      hoist,
+    };
+    const lowering = LOWERINGS[node.op];
+    if (!lowering) throw new BackendError(`ONNX export: no lowering for op "${node.op}" (${ctx})`);
+    let aliases: string[] | undefined;
+    try {
+      aliases = lowering(b, args);
+    } catch (e) {
+      if (e instanceof PeftkitError) throw e;
+      throw new BackendError(`ONNX export of ${describeNode(graph, idx)} failed: ${(e as Error).message}`);
+    }
+    node.outputs.forEach((o, j) => {
+      if (aliases) {
+        names.set(o, aliases[j]);
+        const want = outNameOf.get(o);
+        if (want !== undefined) b.op("Identity", [aliases[j]], [], want);
+      } else names.set(o, outs[j]);
+    });
+  });
+  b.context = "output";
+  // Outputs that alias an input, or repeat another output's value, become Identity copies.
+  graph.outputs.forEach((o, k) => {
+    if (outNameOf.get(o.id) === outputNames[k]) {
+      names.set(o.id, names.get(o.id) ?? outputNames[k]);
+      return;
+    }
+    const src = names.get(o.id);
+    if (src === undefined) throw new BackendError(`ONNX export: output ${o.name} (value %${o.id}) is never computed`);
+    b.op("Identity", [src], [], outputNames[k]);
+  });
+
+  const vi = (name: string, id: number): ValueInfoSpec => ({ name, dtype: graph.type(id).dtype, shape: graph.type(id).shape as Dim[] });
+  const spec: GraphSpec = {
+    name: opts.name ?? "peftkit",
+    nodes: b.nodes,
+    initializers: b.initializers,
+    inputs: [
+      ...graph.inputs.map((inp, k) => vi(inputNames[k], inp.id)),
+      ...hoisted.map((h) => ({ name: h.name, dtype: h.tensor.dtype, shape: h.tensor.shape })),
+    ],
+    outputs: graph.outputs.map((o, k) => vi(outputNames[k], o.id)),
+  };
+  const model = encodeModel(spec);
+  maybeDump(model, opts.name);
+  return { model, hoisted, inputNames, outputNames, nodeContext, liveNodes };
+}
+
+function describeNode(g: Graph, idx: number): string {
+  const n = g.nodes[idx];
+  const ty = (id: number) => {
+    const t = g.values[id];
+    return `%${id}:${t.dtype}[${t.shape.join(", ")}]`;
+  };
+  const attrs = Object.entries(n.attrs)
+    .filter(([k]) => k !== "value" && k !== "bwd")
+    .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
+    .join(" ");
+  return `node #${idx} ${n.outputs.map(ty).join(", ")} = ${n.op}(${n.inputs.map(ty).join(", ")})${attrs ? ` ${attrs}` : ""}`;
+}
+
+let dumpCount = 0;
+
+/** Debug aid: with PEFTKIT_DUMP_ONNX=dir every emitted model is written to dir/<name>-<n>.onnx. */
+function maybeDump(model: Uint8Array, name = "peftkit"): void {
+  const dir = process.env.PEFTKIT_DUMP_ONNX;
+  if (!dir) return;
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, `${name}-${process.pid}-${dumpCount++}.onnx`), model);
+}
+
+/** Writes an emitted model to a file (for inspection with Netron or onnx.checker). */
+export function dumpOnnx(graph: Graph, path: string): void {
+  writeFileSync(path, emitOnnx(graph).model);
+}

@@ -1,0 +1,242 @@
+/**
+ * Runs IR graphs on onnxruntime-node. A graph is emitted once to an ONNX model and run in one
+ * InferenceSession; sessions are shared between executors whose emitted model bytes and options
+ * are identical (sha256 key), and released when the last executor using them is released.
+ */
+import { createHash } from "node:crypto";
+import { availableParallelism } from "node:os";
+import * as ort from "onnxruntime-node";
+import { BackendError, EngineUsageError } from "../../errors.js";
+import type { DType, TypedArray } from "../../ir/dtype.js";
+import type { Graph } from "../../ir/graph.js";
+import type { HostTensor } from "../../ir/host.js";
+import { dimFactors, shapeStr } from "../../ir/shape.js";
+import { type EmitResult, emitOnnx } from "./emit.js";
+
+export interface OrtOptions {
+  /** Intra-op threads; default os.availableParallelism() (2 on the project's machines). */
+  threads?: number;
+  /** ORT graph optimization level; default "all". */
+  optimizationLevel?: "disabled" | "basic" | "extended" | "all";
+}
+
+const ORT_TYPE: Readonly<Record<DType, ort.Tensor.Type>> = {
+  f32: "float32",
+  f64: "float64",
+  f16: "float16",
+  i64: "int64",
+  i32: "int32",
+  bool: "bool",
+};
+
+const FROM_ORT: Readonly<Record<string, DType>> = {
+  float32: "f32",
+  float64: "f64",
+  float16: "f16",
+  int64: "i64",
+  int32: "i32",
+  bool: "bool",
+};
+
+interface CachedSession {
+  session: Promise<ort.InferenceSession>;
+  refs: number;
+}
+
+const sessionCache = new Map<string, CachedSession>();
+/** Graphs are immutable once traced, so their emitted form can be memoized per object. */
+const emitCache = new WeakMap<Graph, EmitResult>();
+
+function toOrtTensor(t: HostTensor): ort.Tensor {
+  // The typed array is wrapped, not copied: ORT reads it in place during run().
+  return new ort.Tensor(ORT_TYPE[t.dtype], t.data as never, t.shape as number[]);
+}
+
+function fromOrtTensor(t: ort.Tensor, name: string): HostTensor {
+  const dtype = FROM_ORT[t.type];
+  if (!dtype) throw new BackendError(`ORT returned output ${name} of unsupported type ${t.type}`);
+  let data = t.data as unknown as TypedArray;
+  // Float16Array (when the runtime has one) is converted back to our raw-bits storage.
+  if (dtype === "f16" && !(data instanceof Uint16Array)) {
+    const view = data as unknown as ArrayBufferView;
+    data = new Uint16Array(view.buffer, view.byteOffset, view.byteLength / 2);
+  }
+  if (dtype === "bool" && !(data instanceof Uint8Array)) {
+    const view = data as unknown as ArrayBufferView;
+    data = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+  }
+  return { dtype, shape: t.dims.map(Number), data };
+}
+
+export class OrtExecutor {
+  private released = false;
+
+  private constructor(
+    readonly graph: Graph,
+    /** The ORT session (shared with other executors of the same model). */
+    readonly session: ort.InferenceSession,
+    private readonly emitted: EmitResult,
+    private readonly key: string,
+    /** Milliseconds spent emitting and creating (or fetching from cache) the session. */
+    readonly compileMs: number,
+    private readonly hoistedFeeds: Record<string, ort.Tensor>,
+  ) {}
+
+  static async create(graph: Graph, opts: OrtOptions = {}): Promise<OrtExecutor> {
+    const t0 = performance.now();
+    let emitted = emitCache.get(graph);
+    if (!emitted) {
+      emitted = emitOnnx(graph);
+      emitCache.set(graph, emitted);
+    }
+    const threads = opts.threads ?? availableParallelism();
+    const level = opts.optimizationLevel ?? "all";
+    const key = createHash("sha256").update(emitted.model).update(`|threads=${threads}|opt=${level}`).digest("hex");
+    let cached = sessionCache.get(key);
+    if (!cached) {
+      const sessOpts: ort.InferenceSession.SessionOptions = {
+        executionProviders: ["cpu"],
+        intraOpNumThreads: threads,
+        interOpNumThreads: 1,
+        executionMode: "sequential",
+        graphOptimizationLevel: level,
+        logSeverityLevel: 3,
+      };
+      cached = { session: ort.InferenceSession.create(emitted.model, sessOpts), refs: 0 };
+      sessionCache.set(key, cached);
+    }
+    cached.refs++;
+    let session: ort.InferenceSession;
+    try {
+      session = await cached.session;
+    } catch (e) {
+      if (sessionCache.get(key) === cached) sessionCache.delete(key);
+      throw new BackendError(`ONNX Runtime could not load the emitted model (${emitted.liveNodes} IR nodes): ${wrapMessage(e, emitted)}`);
+    }
+    const hoistedFeeds: Record<string, ort.Tensor> = {};
+    for (const h of emitted.hoisted) hoistedFeeds[h.name] = toOrtTensor(h.tensor);
+    return new OrtExecutor(graph, session, emitted, key, performance.now() - t0, hoistedFeeds);
+  }
+
+  /** Runs the graph; outputs come back in graph.outputs order. */
+  async run(inputs: readonly HostTensor[] | Readonly<Record<string, HostTensor>>): Promise<HostTensor[]> {
+    if (this.released) throw new EngineUsageError("OrtExecutor.run: the executor was released");
+    const feeds: Record<string, ort.Tensor> = { ...this.hoistedFeeds };
+    const list = this.orderInputs(inputs);
+    checkInputs(this.graph, list);
+    list.forEach((t, k) => {
+      feeds[this.emitted.inputNames[k]] = toOrtTensor(t);
+    });
+    let res: ort.InferenceSession.ReturnType;
+    try {
+      res = await this.session.run(feeds);
+    } catch (e) {
+      throw new BackendError(`ONNX Runtime failed running the graph: ${wrapMessage(e, this.emitted)}`);
+    }
+    return this.emitted.outputNames.map((name, k) => {
+      const t = res[name];
+      if (!t) throw new BackendError(`ONNX Runtime returned no value for output "${this.graph.outputs[k].name}"`);
+      return fromOrtTensor(t, this.graph.outputs[k].name);
+    });
+  }
+
+  private orderInputs(inputs: readonly HostTensor[] | Readonly<Record<string, HostTensor>>): HostTensor[] {
+    const want = this.graph.inputs;
+    if (Array.isArray(inputs)) {
+      if (inputs.length !== want.length) {
+        throw new EngineUsageError(
+          `OrtExecutor.run: expected ${want.length} inputs (${want.map((i) => i.name).join(", ")}), got ${inputs.length}`,
+        );
+      }
+      return inputs as HostTensor[];
+    }
+    const rec = inputs as Readonly<Record<string, HostTensor>>;
+    const extra = Object.keys(rec).filter((k) => !want.some((i) => i.name === k));
+    if (extra.length)
+      throw new EngineUsageError(
+        `OrtExecutor.run: unknown input(s) ${extra.join(", ")}; the graph takes ${want.map((i) => i.name).join(", ")}`,
+      );
+    return want.map((i) => {
+      const t = rec[i.name];
+      if (!t) throw new EngineUsageError(`OrtExecutor.run: missing input "${i.name}"`);
+      return t;
+    });
+  }
+
+  /** Drops this executor's hold on the shared session; the last holder frees it in ORT. */
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    const cached = sessionCache.get(this.key);
+    if (!cached) return;
+    cached.refs--;
+    if (cached.refs <= 0) {
+      sessionCache.delete(this.key);
+      await this.session.release();
+    }
+  }
+}
+
+/**
+ * Checks dtypes, ranks, fixed dims and the consistency of symbolic dims across inputs before ORT
+ * sees them, so errors name the graph input rather than an ONNX node. Plain symbols are bound first;
+ * product dims ("batch*seq") are then checked against their factors, or against each other.
+ */
+function checkInputs(graph: Graph, list: readonly HostTensor[]): void {
+  const bound = new Map<string, { size: number; where: string }>();
+  const products: { d: string; got: number; where: string }[] = [];
+  const bind = (d: string, got: number, where: string) => {
+    const prev = bound.get(d);
+    if (prev && prev.size !== got) throw new EngineUsageError(`${where} gives ${d}=${got}, but ${prev.where} gives ${d}=${prev.size}`);
+    if (!prev) bound.set(d, { size: got, where });
+  };
+  graph.inputs.forEach((inp, k) => {
+    const t = list[k];
+    const want = graph.type(inp.id);
+    const where = `OrtExecutor.run: input "${inp.name}"`;
+    if (!t?.data || !Array.isArray(t.shape)) throw new EngineUsageError(`${where} is missing or not a HostTensor`);
+    const expected = `expects ${want.dtype}${shapeStr(want.shape)}, got ${t.dtype}${shapeStr(t.shape)}`;
+    if (t.dtype !== want.dtype) throw new EngineUsageError(`${where} ${expected} (dtype differs)`);
+    if (t.shape.length !== want.shape.length) throw new EngineUsageError(`${where} ${expected} (rank differs)`);
+    let n = 1;
+    want.shape.forEach((d, i) => {
+      const got = t.shape[i];
+      n *= got;
+      if (!Number.isInteger(got) || got < 0) throw new EngineUsageError(`${where} has a bad size ${got} on axis ${i}`);
+      if (typeof d === "number") {
+        if (got !== d) throw new EngineUsageError(`${where} ${expected} (axis ${i})`);
+        return;
+      }
+      const f = dimFactors(d);
+      const at = `input "${inp.name}" axis ${i}`;
+      if (f.fixed === 1 && f.symbols.length === 1) bind(d, got, at);
+      else products.push({ d, got, where: at });
+    });
+    if (t.data.length !== n) throw new EngineUsageError(`${where}: ${t.data.length} values do not fill shape ${shapeStr(t.shape)}`);
+  });
+  for (const p of products) {
+    const f = dimFactors(p.d);
+    if (f.symbols.every((s) => bound.has(s))) {
+      let v = f.fixed;
+      for (const s of f.symbols) v *= bound.get(s)?.size ?? 0;
+      if (v !== p.got) {
+        const parts = f.symbols.map((s) => `${s}=${bound.get(s)?.size} (from ${bound.get(s)?.where})`).join(", ");
+        throw new EngineUsageError(`OrtExecutor.run: ${p.where} has size ${p.got} for "${p.d}", but ${parts} make it ${v}`);
+      }
+    } else bind(p.d, p.got, p.where);
+  }
+}
+
+/** ORT's message plus the IR node it came from, found through the node names we emitted. */
+function wrapMessage(e: unknown, emitted: EmitResult): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  for (const [ctx, desc] of emitted.nodeContext) {
+    if (msg.includes(`${ctx}/`)) return `${msg} [while running IR ${desc}]`;
+  }
+  return msg;
+}
+
+/** Number of ORT sessions currently cached (for tests and diagnostics). */
+export function cachedSessionCount(): number {
+  return sessionCache.size;
+}

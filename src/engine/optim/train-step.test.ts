@@ -1,0 +1,157 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { type HostTensor, hostTensor } from "../ir/host.js";
+import { dropout } from "../trace/composites.js";
+import type { OptimizerConfig } from "./optimizers.js";
+import { type LossContext, TrainStep, traceTrainStep } from "./train-step.js";
+
+function rand(shape: number[], scale = 1): HostTensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  return hostTensor(
+    "f32",
+    shape,
+    Float32Array.from({ length: n }, () => (Math.random() * 2 - 1) * scale),
+  );
+}
+
+/** Independent JS reference of the optimizers on L = Σ (p − t)², whose gradient is 2(p − t). */
+function referenceRun(cfg: OptimizerConfig, p0: Float32Array, t: Float32Array, lrs: number[], clip?: number): Float64Array {
+  const p = Float64Array.from(p0);
+  const m = new Float64Array(p.length);
+  const v = new Float64Array(p.length);
+  lrs.forEach((lr, s) => {
+    const step = s + 1;
+    let g = Array.from(p, (x, i) => 2 * (x - t[i]));
+    if (clip !== undefined) {
+      const norm = Math.sqrt(g.reduce((a, x) => a + x * x, 0));
+      const scale = Math.min(1, clip / (norm + 1e-6));
+      g = g.map((x) => x * scale);
+    }
+    for (let i = 0; i < p.length; i++) {
+      if (cfg.kind === "adamw") {
+        const b1 = cfg.beta1 ?? 0.9;
+        const b2 = cfg.beta2 ?? 0.999;
+        const eps = cfg.eps ?? 1e-8;
+        p[i] -= lr * (cfg.weightDecay ?? 0) * p[i];
+        m[i] = b1 * m[i] + (1 - b1) * g[i];
+        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+        const mh = m[i] / (1 - b1 ** step);
+        const vh = v[i] / (1 - b2 ** step);
+        p[i] -= (lr * mh) / (Math.sqrt(vh) + eps);
+      } else {
+        const gi = g[i] + (cfg.weightDecay ?? 0) * p[i];
+        const mu = cfg.momentum ?? 0;
+        let d = gi;
+        if (mu) {
+          m[i] = mu * m[i] + gi;
+          d = cfg.nesterov ? gi + mu * m[i] : m[i];
+        }
+        p[i] -= lr * d;
+      }
+    }
+  });
+  return p;
+}
+
+describe("in-graph optimizers match an independent JS implementation", () => {
+  const cases: [string, OptimizerConfig, number | undefined][] = [
+    ["adamw", { kind: "adamw", weightDecay: 0.1, beta1: 0.8, beta2: 0.95 }, undefined],
+    ["adamw + clipping", { kind: "adamw" }, 0.5],
+    ["sgd", { kind: "sgd" }, undefined],
+    ["sgd momentum + wd", { kind: "sgd", momentum: 0.9, weightDecay: 0.01 }, undefined],
+    ["sgd nesterov + clipping", { kind: "sgd", momentum: 0.5, nesterov: true }, 1.0],
+  ];
+  for (const [name, cfg, clip] of cases) {
+    for (const backend of ["ort", "interpreter"] as const) {
+      test(`${name} on ${backend}`, async () => {
+        const p0 = rand([3, 5]);
+        const target = rand([3, 5]);
+        const step = await TrainStep.create(
+          {
+            params: { p: { dtype: "f32", shape: [3, 5] } },
+            batch: { t: { dtype: "f32", shape: [3, 5] } },
+            loss: ({ params, batch }) => params.p.sub(batch.t).square().sum(),
+            optimizer: cfg,
+            clipNorm: clip,
+          },
+          { params: { p: p0 } },
+          { backend },
+        );
+        const lrs = [0.1, 0.05, 0.2, 0.1];
+        for (const lr of lrs) await step.step({ t: target }, { lr });
+        const want = referenceRun(cfg, p0.data as Float32Array, target.data as Float32Array, lrs, clip);
+        const got = step.getParams().p.data as Float32Array;
+        want.forEach((w, i) => {
+          assert.ok(Math.abs(w - got[i]) <= 1e-5 * Math.max(1, Math.abs(w)), `${name}: p[${i}] = ${got[i]}, want ${w}`);
+        });
+      });
+    }
+  }
+});
+
+describe("the step graph does no work for frozen weights", () => {
+  test("a LoRA-style layer stack has no weight-gradient matmul for frozen W", () => {
+    const g = traceTrainStep({
+      params: { a1: { dtype: "f32", shape: [8, 2] }, b1: { dtype: "f32", shape: [2, 8] } },
+      frozen: { w1: { dtype: "f32", shape: [8, 8] }, w2: { dtype: "f32", shape: [8, 8] } },
+      batch: { x: { dtype: "f32", shape: [4, 8] } },
+      loss: ({ params: p, frozen: f, batch }) => {
+        const h = batch.x.matmul(f.w1);
+        const h1 = h.add(h.matmul(p.a1).matmul(p.b1));
+        return h1.matmul(f.w2).square().sum();
+      },
+      optimizer: { kind: "adamw" },
+    });
+    const matmuls = g.nodes.filter((n) => n.op === "matmul").length;
+    // forward: x·W1, h·A, (hA)·B, h1·W2 = 4. backward: g·W2ᵀ (input gradient), (hA)ᵀ·g for B,
+    // g·Bᵀ, hᵀ·g for A = 4. A gradient for W1, W2 or x would add more.
+    assert.equal(matmuls, 8);
+  });
+
+  test("only params, optimizer state and the batch are outputs/changing inputs", () => {
+    const g = traceTrainStep({
+      params: { a: { dtype: "f32", shape: [4] } },
+      frozen: { w: { dtype: "f32", shape: [4] } },
+      batch: { x: { dtype: "f32", shape: ["batch", 4] } },
+      loss: ({ params: p, frozen: f, batch }) => batch.x.mul(f.w).mul(p.a).sum(),
+      optimizer: { kind: "adamw" },
+    });
+    assert.deepEqual(
+      g.outputs.map((o) => o.name),
+      ["loss", "grad_norm", "p.a", "s.exp_avg.a", "s.exp_avg_sq.a"],
+    );
+    assert.deepEqual(
+      g.inputs.map((o) => o.name),
+      ["p.a", "s.exp_avg.a", "s.exp_avg_sq.a", "f.w", "b.x", "step", "lr", "seed"],
+    );
+  });
+});
+
+test("ORT and interpreter agree on several steps of a small network with dropout", async () => {
+  const params = { w: rand([6, 4], 0.5), b: rand([4], 0.1) };
+  const frozen = { e: rand([6, 6]) };
+  const def = {
+    params: { w: { dtype: "f32" as const, shape: [6, 4] }, b: { dtype: "f32" as const, shape: [4] } },
+    frozen: { e: { dtype: "f32" as const, shape: [6, 6] } },
+    batch: { x: { dtype: "f32" as const, shape: ["batch", 6] } },
+    loss: ({ params: p, frozen: f, batch, seed }: LossContext) => {
+      const h = batch.x.matmul(f.e).gelu();
+      const keep = dropout(h, 0.25, seed);
+      return keep.matmul(p.w).add(p.b).softmax(-1).square().mean();
+    },
+    optimizer: { kind: "adamw" as const },
+  };
+  const a = await TrainStep.create(def, { params, frozen });
+  const b = await TrainStep.create(def, { params, frozen }, { backend: "interpreter" });
+  const x = rand([5, 6]);
+  for (let i = 0; i < 3; i++) {
+    const ra = await a.step({ x }, { lr: 0.05, seed: 100 + i });
+    const rb = await b.step({ x }, { lr: 0.05, seed: 100 + i });
+    assert.ok(Math.abs(ra.loss - rb.loss) <= 1e-5 * Math.max(1, Math.abs(rb.loss)), `loss ${ra.loss} vs ${rb.loss}`);
+  }
+  const pa = a.getParams().w.data as Float32Array;
+  const pb = b.getParams().w.data as Float32Array;
+  pa.forEach((v, i) => {
+    assert.ok(Math.abs(v - pb[i]) <= 1e-5, `w[${i}] ${v} vs ${pb[i]}`);
+  });
+});

@@ -1,0 +1,209 @@
+/**
+ * A whole training step as one graph: (params, optimizer state, frozen tensors, batch, step, lr,
+ * seed) → (loss, new params, new state, metrics). Traced and differentiated once, compiled once,
+ * then run every step. Frozen tensors are fed zero-copy each run; only params, state and the batch
+ * change hands between steps.
+ */
+import { backward } from "../autodiff/grad.js";
+import { onesLike } from "../autodiff/rules.js";
+import { EngineUsageError, ShapeError } from "../errors.js";
+import { type CompileOptions, compileGraph, type Executor } from "../exec/backend.js";
+import type { DType } from "../ir/dtype.js";
+import { Graph } from "../ir/graph.js";
+import { type HostTensor, hostTensor, readNumber } from "../ir/host.js";
+import { type Dim, sameShape, shapeStr } from "../ir/shape.js";
+import { withGraph } from "../trace/context.js";
+import { Tensor } from "../trace/tensor.js";
+import { applyUpdate, clipByGlobalNorm, globalNorm, type OptimizerConfig, stateSlots } from "./optimizers.js";
+
+export interface TensorDecl {
+  dtype: DType;
+  shape: readonly Dim[];
+}
+
+export interface LossContext {
+  params: Record<string, Tensor>;
+  frozen: Record<string, Tensor>;
+  batch: Record<string, Tensor>;
+  /** i64 scalar that changes every step: feed it to dropout and other random ops. */
+  seed: Tensor;
+}
+
+export type LossResult = Tensor | { loss: Tensor; metrics?: Record<string, Tensor> };
+
+export interface TrainStepDefinition {
+  params: Readonly<Record<string, TensorDecl>>;
+  frozen?: Readonly<Record<string, TensorDecl>>;
+  batch: Readonly<Record<string, TensorDecl>>;
+  loss: (ctx: LossContext) => LossResult;
+  optimizer: OptimizerConfig;
+  /** Clip the global gradient norm to this value (no clipping when absent). */
+  clipNorm?: number;
+}
+
+const P = "p.";
+const F = "f.";
+const B = "b.";
+const M = "m.";
+const S = (slot: string) => `s.${slot}.`;
+
+/** Builds the step graph. Exposed so tests can inspect it (e.g. count weight-gradient matmuls). */
+export function traceTrainStep(def: TrainStepDefinition): Graph {
+  const g = new Graph();
+  return withGraph(g, () => {
+    const slots = stateSlots(def.optimizer);
+    const add = (prefix: string, decls: Readonly<Record<string, TensorDecl>> | undefined) => {
+      const out: Record<string, Tensor> = {};
+      for (const [k, d] of Object.entries(decls ?? {})) out[k] = new Tensor(g, g.addInput(prefix + k, d));
+      return out;
+    };
+    const params = add(P, def.params);
+    const state = slots.map((s) => add(S(s), def.params));
+    const frozen = add(F, def.frozen);
+    const batch = add(B, def.batch);
+    const step = new Tensor(g, g.addInput("step", { dtype: "f32", shape: [] }));
+    const lr = new Tensor(g, g.addInput("lr", { dtype: "f32", shape: [] }));
+    const seed = new Tensor(g, g.addInput("seed", { dtype: "i64", shape: [] }));
+
+    const start = g.nodes.length;
+    const res = def.loss({ params, frozen, batch, seed });
+    const loss = res instanceof Tensor ? res : res.loss;
+    const metrics = res instanceof Tensor ? {} : (res.metrics ?? {});
+    if (loss.rank !== 0) throw new ShapeError(`train step: the loss must be a scalar, got ${shapeStr(loss.shape)}`);
+
+    const names = Object.keys(params);
+    let grads = backward(
+      [loss],
+      [onesLike(loss)],
+      names.map((n) => params[n]),
+      start,
+    );
+    let norm: Tensor;
+    if (def.clipNorm !== undefined) ({ grads, norm } = clipByGlobalNorm(grads, def.clipNorm));
+    else norm = globalNorm(grads);
+
+    g.addOutput("loss", loss.cast("f32").id);
+    g.addOutput("grad_norm", norm.id);
+    names.forEach((n, i) => {
+      const upd = applyUpdate(def.optimizer, {
+        param: params[n],
+        grad: grads[i],
+        state: slots.map((_, j) => state[j][n]),
+        step,
+        lr,
+      });
+      g.addOutput(P + n, upd.param.id);
+      upd.state.forEach((t, j) => {
+        g.addOutput(S(slots[j]) + n, t.id);
+      });
+    });
+    for (const [k, t] of Object.entries(metrics)) g.addOutput(M + k, t.cast("f32").id);
+    return g;
+  });
+}
+
+export interface StepResult {
+  loss: number;
+  gradNorm: number;
+  metrics: Record<string, number>;
+}
+
+/** A compiled training step that owns the trainable parameters and optimizer state between steps. */
+export class TrainStep {
+  private params: Record<string, HostTensor>;
+  private state: Record<string, HostTensor>;
+  private steps = 0;
+
+  private constructor(
+    readonly graph: Graph,
+    private readonly exec: Executor,
+    private readonly def: TrainStepDefinition,
+    params: Record<string, HostTensor>,
+    private readonly frozen: Record<string, HostTensor>,
+  ) {
+    this.params = params;
+    this.state = {};
+    for (const slot of stateSlots(def.optimizer)) {
+      for (const [k, p] of Object.entries(params)) this.state[S(slot) + k] = hostTensor(p.dtype, p.shape);
+    }
+  }
+
+  static async create(
+    def: TrainStepDefinition,
+    init: { params: Record<string, HostTensor>; frozen?: Record<string, HostTensor> },
+    opts: CompileOptions = {},
+  ): Promise<TrainStep> {
+    checkTensors("parameter", def.params, init.params);
+    checkTensors("frozen tensor", def.frozen ?? {}, init.frozen ?? {});
+    const graph = traceTrainStep(def);
+    const exec = await compileGraph(graph, opts);
+    return new TrainStep(graph, exec, def, { ...init.params }, { ...(init.frozen ?? {}) });
+  }
+
+  get stepCount(): number {
+    return this.steps;
+  }
+
+  async step(batch: Record<string, HostTensor>, opts: { lr: number; seed?: number }): Promise<StepResult> {
+    checkTensors("batch tensor", this.def.batch, batch);
+    this.steps += 1;
+    const feeds: Record<string, HostTensor> = { ...this.state };
+    for (const [k, v] of Object.entries(this.params)) feeds[P + k] = v;
+    for (const [k, v] of Object.entries(this.frozen)) feeds[F + k] = v;
+    for (const [k, v] of Object.entries(batch)) feeds[B + k] = v;
+    feeds.step = hostTensor("f32", [], [this.steps]);
+    feeds.lr = hostTensor("f32", [], [opts.lr]);
+    feeds.seed = hostTensor("i64", [], [opts.seed ?? this.steps]);
+    const outs = await this.exec.run(feeds);
+    const res: StepResult = { loss: Number.NaN, gradNorm: Number.NaN, metrics: {} };
+    this.graph.outputs.forEach((o, i) => {
+      const t = outs[i];
+      if (o.name === "loss") res.loss = readNumber(t, 0);
+      else if (o.name === "grad_norm") res.gradNorm = readNumber(t, 0);
+      else if (o.name.startsWith(P)) this.params[o.name.slice(P.length)] = t;
+      else if (o.name.startsWith(M)) res.metrics[o.name.slice(M.length)] = readNumber(t, 0);
+      else this.state[o.name] = t;
+    });
+    return res;
+  }
+
+  /** The current trainable parameters (the step's latest outputs). */
+  getParams(): Record<string, HostTensor> {
+    return { ...this.params };
+  }
+
+  /** Optimizer state and step count, for checkpoints. */
+  getState(): { step: number; tensors: Record<string, HostTensor> } {
+    return { step: this.steps, tensors: { ...this.state } };
+  }
+
+  setState(s: { step: number; tensors: Record<string, HostTensor>; params?: Record<string, HostTensor> }): void {
+    for (const k of Object.keys(this.state)) {
+      if (!s.tensors[k]) throw new EngineUsageError(`optimizer state is missing "${k}"`);
+    }
+    this.state = { ...s.tensors };
+    if (s.params) {
+      checkTensors("parameter", this.def.params, s.params);
+      this.params = { ...s.params };
+    }
+    this.steps = s.step;
+  }
+
+  release(): Promise<void> {
+    return this.exec.release();
+  }
+}
+
+function checkTensors(what: string, decls: Readonly<Record<string, TensorDecl>>, given: Record<string, HostTensor>): void {
+  for (const k of Object.keys(decls)) {
+    if (!given[k]) throw new EngineUsageError(`missing ${what} "${k}"`);
+  }
+  for (const [k, t] of Object.entries(given)) {
+    const d = decls[k];
+    if (!d) throw new EngineUsageError(`unexpected ${what} "${k}" (declared: ${Object.keys(decls).join(", ") || "none"})`);
+    const staticShape = d.shape.every((x) => typeof x === "number");
+    if (t.dtype !== d.dtype || (staticShape && !sameShape(t.shape, d.shape)) || t.shape.length !== d.shape.length) {
+      throw new ShapeError(`${what} "${k}": expected ${d.dtype}${shapeStr(d.shape)}, got ${t.dtype}${shapeStr(t.shape)}`);
+    }
+  }
+}

@@ -1,0 +1,99 @@
+/**
+ * Composite ops built from primitives. Their derivatives come from the primitives' rules, so
+ * they need no rules of their own; a fused version with a hand-written backward can replace
+ * one later through customVjp if a benchmark shows it pays.
+ */
+import { ShapeError } from "../errors.js";
+import { isInt } from "../ir/dtype.js";
+import { normAxis, shapeStr } from "../ir/shape.js";
+import { randomUniform, type Tensor, where } from "./tensor.js";
+
+export function softmax(x: Tensor, axis = -1): Tensor {
+  // Subtracting the max changes nothing mathematically, so it carries no gradient.
+  const m = x.max(axis, true).stopGradient();
+  const e = x.sub(m).exp();
+  return e.div(e.sum(axis, true));
+}
+
+export function logSumExp(x: Tensor, axis = -1, keepdim = false): Tensor {
+  const m = x.max(axis, true).stopGradient();
+  const out = x.sub(m).exp().sum(axis, true).log().add(m);
+  return keepdim ? out : out.squeeze(axis);
+}
+
+export function logSoftmax(x: Tensor, axis = -1): Tensor {
+  return x.sub(logSumExp(x, axis, true));
+}
+
+/** LayerNorm over the last axis with biased variance, as torch.nn.LayerNorm. */
+export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps = 1e-5): Tensor {
+  const mu = x.mean(-1, true);
+  const xc = x.sub(mu);
+  const variance = xc.mul(xc).mean(-1, true);
+  let y = xc.mul(variance.add(eps).rsqrt());
+  if (weight) y = y.mul(weight);
+  if (bias) y = y.add(bias);
+  return y;
+}
+
+/** RMSNorm as in LLaMA: x · rsqrt(mean(x²) + eps) · w. */
+export function rmsNorm(x: Tensor, weight: Tensor | null, eps = 1e-6): Tensor {
+  const y = x.mul(x.mul(x).mean(-1, true).add(eps).rsqrt());
+  return weight ? y.mul(weight) : y;
+}
+
+/** GELU, exact (erf) or with the tanh approximation GPT-2 uses ("gelu_new"). */
+export function gelu(x: Tensor, approximate: "none" | "tanh" = "none"): Tensor {
+  if (approximate === "tanh") {
+    const inner = x.add(x.mul(x).mul(x).mul(0.044715)).mul(Math.sqrt(2 / Math.PI));
+    return x.mul(0.5).mul(inner.tanh().add(1));
+  }
+  return x.mul(0.5).mul(x.mul(Math.SQRT1_2).erf().add(1));
+}
+
+export function silu(x: Tensor): Tensor {
+  return x.mul(x.sigmoid());
+}
+
+export interface CrossEntropyOptions {
+  /** Label value whose positions count neither in the loss nor in the mean (default -100, as PyTorch). */
+  ignoreIndex?: number;
+  reduction?: "mean" | "sum" | "none";
+}
+
+/**
+ * Cross-entropy of logits [..., C] against integer labels [...]. With reduction "mean", the mean is
+ * over non-ignored positions (0 when all are ignored).
+ */
+export function crossEntropy(logits: Tensor, labels: Tensor, opts: CrossEntropyOptions = {}): Tensor {
+  if (!isInt(labels.dtype)) throw new ShapeError(`crossEntropy: labels must be integers, got ${labels.dtype}${shapeStr(labels.shape)}`);
+  if (labels.rank !== logits.rank - 1 || labels.shape.some((d, i) => d !== logits.shape[i])) {
+    throw new ShapeError(
+      `crossEntropy: labels ${shapeStr(labels.shape)} do not match logits ${shapeStr(logits.shape)} without the class axis`,
+    );
+  }
+  const ignore = opts.ignoreIndex ?? -100;
+  const valid = labels.ne(ignore);
+  const safe = where(valid, labels, 0).unsqueeze(-1);
+  const picked = logSoftmax(logits, -1).takeAlongAxis(safe, -1).squeeze(-1);
+  const validF = valid.cast(logits.dtype);
+  const nll = picked.neg().mul(validF);
+  const reduction = opts.reduction ?? "mean";
+  if (reduction === "none") return nll;
+  const total = nll.sum();
+  if (reduction === "sum") return total;
+  return total.div(validF.sum().maximum(1));
+}
+
+/** Inverted dropout with a mask drawn from the seed tensor, so a step is replayable. */
+export function dropout(x: Tensor, p: number, seed: Tensor): Tensor {
+  if (p <= 0) return x;
+  if (p >= 1) throw new ShapeError(`dropout: p must be < 1, got ${p}`);
+  const keep = randomUniform(seed, [...x.shape], x.dtype).ge(p);
+  return where(keep, x.mul(1 / (1 - p)), 0);
+}
+
+/** Index of the class axis, for callers that take negative axes. */
+export function classAxis(x: Tensor, axis: number): number {
+  return normAxis(axis, x.rank, "class axis");
+}

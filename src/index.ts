@@ -1,0 +1,2 @@
+/** peftkit's public API. */
+export * from "./engine/index.js";
