@@ -7,7 +7,7 @@
 import { ShapeError } from "../errors.js";
 import { type DType, isFloat } from "./dtype.js";
 import type { HostTensor } from "./host.js";
-import { broadcastShapes, type Dim, normAxis, type Shape, sameSize, shapeStr } from "./shape.js";
+import { broadcastShapes, type Dim, normAxis, type Shape, sameSize, shapeStr, sumDims } from "./shape.js";
 
 export interface ValueType {
   dtype: DType;
@@ -278,15 +278,13 @@ export function inferTypes<O extends OpName>(op: O, ins: readonly ValueType[], a
       requireSameDType(op, ins);
       const r = ins[0].shape.length;
       const axis = normAxis(a.axis as number, r, op);
-      let total = 0;
       for (const v of ins) {
         if (v.shape.length !== r || v.shape.some((d, i) => i !== axis && d !== ins[0].shape[i])) {
           throw new ShapeError(`concat: shapes ${ins.map((x) => shapeStr(x.shape)).join(", ")} differ outside axis ${axis}`);
         }
-        total += requireStaticDim(op, v.shape[axis], "the concatenated axis");
       }
       const shape = [...ins[0].shape];
-      shape[axis] = total;
+      shape[axis] = sumDims(ins.map((v) => v.shape[axis]));
       return [{ dtype: ins[0].dtype, shape }];
     }
     case "slice": {

@@ -3,7 +3,9 @@ import { ShapeError } from "../errors.js";
 /**
  * A dimension: a fixed size, or a symbol such as "batch" or "seq" bound when the graph runs.
  * A symbolic dim may be a product written "batch*seq" or "4*batch" (canonical form: one number
- * factor first if not 1, then symbol names sorted), which is what flattening symbolic dims gives.
+ * factor first if not 1, then symbol names sorted), which is what flattening symbolic dims gives,
+ * or a sum written "past+seq" (terms sorted, a number term last), which is what concatenating
+ * along a symbolic axis gives (a KV cache). Sums are atomic names as far as products go.
  */
 export type Dim = number | string;
 export type Shape = readonly Dim[];
@@ -33,6 +35,7 @@ export function symbolicSize(s: Shape): { fixed: number; symbols: string[] } {
   const symbols: string[] = [];
   for (const d of s) {
     if (typeof d === "number") fixed *= d;
+    else if (d.includes("+")) symbols.push(d);
     else {
       for (const f of d.split("*")) {
         const n = Number(f);
@@ -50,6 +53,21 @@ export function productDim(fixed: number, symbols: readonly string[]): Dim {
   if (symbols.length === 0) return fixed;
   const sorted = [...symbols].sort();
   return fixed === 1 ? sorted.join("*") : `${fixed}*${sorted.join("*")}`;
+}
+
+/** The canonical dim for the sum of dims (concatenation along an axis). */
+export function sumDims(dims: readonly Dim[]): Dim {
+  let fixed = 0;
+  const terms: string[] = [];
+  for (const d of dims) {
+    if (typeof d === "number") fixed += d;
+    else terms.push(...d.split("+").map((t) => t.trim()));
+  }
+  const named = terms.filter((t) => !/^\d+$/.test(t));
+  for (const t of terms) if (/^\d+$/.test(t)) fixed += Number(t);
+  if (named.length === 0) return fixed;
+  named.sort();
+  return fixed === 0 ? named.join("+") : `${named.join("+")}+${fixed}`;
 }
 
 /** The factors of a symbolic dim: its fixed part and its symbol names. */

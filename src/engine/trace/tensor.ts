@@ -246,6 +246,10 @@ export class Tensor {
   gather(idx: Tensor, axis = 0): Tensor {
     return op1("gather", [this, idx], { axis: normAxis(axis, this.rank, "gather") });
   }
+  /** x[..., i, ...]: one index along an axis, which is removed (works on symbolic axes). */
+  select(axis: number, i: number): Tensor {
+    return this.gather(constant(hostTensor("i64", [], [i])), axis);
+  }
   indexSelect(axis: number, idx: Tensor): Tensor {
     return this.gather(idx, axis);
   }

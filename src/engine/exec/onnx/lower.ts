@@ -95,6 +95,11 @@ export class OnnxBuilder {
     const src = this.symbols.get(sym);
     if (src) {
       name = this.op("Shape", [src.input], [attrInt("start", src.axis), attrInt("end", src.axis + 1)]);
+    } else if (sym.includes("+")) {
+      // A sum dim ("past+seq", from concatenating a KV cache) is the sum of its terms.
+      const terms = sym.split("+");
+      const parts = terms.map((t) => (/^\d+$/.test(t) ? this.i64s([Number(t)]) : this.symDim(t)));
+      name = parts.slice(1).reduce((acc, p) => this.op("Add", [acc, p]), parts[0]);
     } else {
       const { fixed, symbols } = dimFactors(sym);
       if (symbols.length === 1 && symbols[0] === sym) {

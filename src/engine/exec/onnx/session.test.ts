@@ -1,9 +1,9 @@
 /** Session cache, input validation, error wrapping and float64 graphs. */
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { describe, test } from "node:test";
 import { BackendError, EngineUsageError } from "../../errors.js";
 import { hostTensor } from "../../ir/host.js";
-import type { Tensor } from "../../trace/tensor.js";
+import { concat, iota, type Tensor } from "../../trace/tensor.js";
 import { spec, trace } from "../../trace/trace.js";
 import { interpret } from "../reference/interpreter.js";
 import { cachedSessionCount, OrtExecutor } from "./session.js";
@@ -114,4 +114,37 @@ test("inputs are passed without copying (a subarray view works as a feed)", asyn
   } finally {
     await ex.release();
   }
+});
+
+describe("sum dims (KV-cache concatenation)", () => {
+  test("concat along symbolic axes gives past+seq; ORT and the interpreter agree, with an empty past", async () => {
+    const g = trace(
+      (past, cur) => {
+        const kv = concat([past, cur], 1);
+        const pos = iota([2, "past+seq"], 1, "f32");
+        return kv.sum(-1).add(pos).reshape([2, -1, 1]);
+      },
+      [
+        { dtype: "f32", shape: [2, "past", 3] },
+        { dtype: "f32", shape: [2, "seq", 3] },
+      ],
+    );
+    assert.deepEqual(g.values[g.outputs[0].id].shape, [2, "past+seq", 1]);
+    const exec = await OrtExecutor.create(g);
+    for (const [p, s] of [
+      [0, 3],
+      [4, 1],
+    ]) {
+      const past = hostTensor("f32", [2, p, 3], Float32Array.from({ length: 6 * p }, () => Math.random()));
+      const cur = hostTensor("f32", [2, s, 3], Float32Array.from({ length: 6 * s }, () => Math.random()));
+      const [a] = await exec.run([past, cur]);
+      const [b] = interpret(g, [past, cur]);
+      assert.deepEqual(a.shape, [2, p + s, 1]);
+      assert.deepEqual(b.shape, [2, p + s, 1]);
+      Array.from(a.data as Float32Array).forEach((v, i) => {
+        assert.ok(Math.abs(v - (b.data as Float32Array)[i]) < 1e-5);
+      });
+    }
+    await exec.release();
+  });
 });

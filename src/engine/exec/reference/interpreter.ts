@@ -42,6 +42,8 @@ export function interpret(
         if (typeof d === "number") return d;
         const direct = bindings.get(d)?.size;
         if (direct !== undefined) return direct;
+        // A sum dim ("past+seq") is the sum of its terms.
+        if (d.includes("+")) return d.split("+").reduce((acc, t) => acc + (/^\d+$/.test(t) ? Number(t) : this.dims([t], op)[0]), 0);
         // A product dim ("batch*seq", "4*seq") is the product of its bound factors.
         const { fixed, symbols } = dimFactors(d);
         let v = fixed;

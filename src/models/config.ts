@@ -1,0 +1,96 @@
+/** Reading typed fields out of a Hugging Face config.json, with errors that name the field. */
+import { ModelError } from "../nn/context.js";
+
+export type RawConfig = Readonly<Record<string, unknown>>;
+
+export class ConfigReader {
+  constructor(
+    readonly raw: RawConfig,
+    private readonly file = "config.json",
+  ) {}
+
+  private fail(field: string, want: string): never {
+    throw new ModelError(`${this.file}: field "${field}" must be ${want}, got ${JSON.stringify(this.raw[field])}`);
+  }
+
+  has(field: string): boolean {
+    return this.raw[field] !== undefined && this.raw[field] !== null;
+  }
+
+  int(field: string, dflt?: number): number {
+    const v = this.raw[field];
+    if (v === undefined || v === null) {
+      if (dflt === undefined) this.fail(field, "a positive integer (it is required)");
+      return dflt;
+    }
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 0) this.fail(field, "a non-negative integer");
+    return v;
+  }
+
+  num(field: string, dflt?: number): number {
+    const v = this.raw[field];
+    if (v === undefined || v === null) {
+      if (dflt === undefined) this.fail(field, "a number (it is required)");
+      return dflt;
+    }
+    if (typeof v !== "number" || !Number.isFinite(v)) this.fail(field, "a finite number");
+    return v;
+  }
+
+  bool(field: string, dflt: boolean): boolean {
+    const v = this.raw[field];
+    if (v === undefined || v === null) return dflt;
+    if (typeof v !== "boolean") this.fail(field, "true or false");
+    return v;
+  }
+
+  str(field: string, dflt?: string): string {
+    const v = this.raw[field];
+    if (v === undefined || v === null) {
+      if (dflt === undefined) this.fail(field, "a string (it is required)");
+      return dflt;
+    }
+    if (typeof v !== "string") this.fail(field, "a string");
+    return v;
+  }
+
+  /** An optional integer or list of integers (e.g. eos_token_id). */
+  intList(field: string): number[] {
+    const v = this.raw[field];
+    if (v === undefined || v === null) return [];
+    if (typeof v === "number" && Number.isInteger(v)) return [v];
+    if (Array.isArray(v) && v.every((x) => typeof x === "number" && Number.isInteger(x))) return v as number[];
+    this.fail(field, "an integer or a list of integers");
+  }
+
+  obj(field: string): Record<string, unknown> | null {
+    const v = this.raw[field];
+    if (v === undefined || v === null) return null;
+    if (typeof v !== "object" || Array.isArray(v)) this.fail(field, "an object");
+    return v as Record<string, unknown>;
+  }
+
+  /** Fails unless `field` divides evenly. */
+  divisible(a: string, av: number, b: string, bv: number): void {
+    if (bv === 0 || av % bv !== 0) throw new ModelError(`${this.file}: "${a}" (${av}) must be a multiple of "${b}" (${bv})`);
+  }
+}
+
+/** The activation functions config.json may name, as transformers' ACT2FN. */
+export function activationName(name: string, file = "config.json"): "silu" | "gelu" | "gelu_tanh" | "relu" {
+  switch (name) {
+    case "silu":
+    case "swish":
+      return "silu";
+    case "gelu":
+      return "gelu";
+    case "gelu_new":
+    case "gelu_pytorch_tanh":
+    case "gelu_fast":
+      return "gelu_tanh";
+    case "relu":
+      return "relu";
+    default:
+      throw new ModelError(`${file}: unsupported activation "${name}" (supported: silu, gelu, gelu_new, gelu_pytorch_tanh, relu)`);
+  }
+}

@@ -1,0 +1,230 @@
+/**
+ * LLaMA-family decoders: llama (SmolLM, TinyLlama, Llama 3.x), mistral (no sliding window),
+ * qwen2 (q/k/v biases). Follows transformers' modeling_llama.py: RMSNorm in f32, rotary with
+ * rotate_half, grouped-query attention, SwiGLU MLP, optional tied embeddings.
+ */
+import { hostTensor } from "../engine/ir/host.js";
+import * as F from "../engine/trace/composites.js";
+import { concat, constant, iota, type Tensor } from "../engine/trace/tensor.js";
+import { applyRotary, attend, mergeHeads, rotaryTables, splitHeads } from "../nn/attention.js";
+import type { ForwardContext } from "../nn/context.js";
+import { ModelError } from "../nn/context.js";
+import { lastTokenPool } from "../nn/pooling.js";
+import type { Architecture, ArchInputs, ArchOutputs, KeyValue, TaskHead } from "./architecture.js";
+import { activationName, ConfigReader, type RawConfig } from "./config.js";
+
+export interface LlamaConfig {
+  modelType: string;
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  intermediate: number;
+  vocab: number;
+  eps: number;
+  ropeTheta: number;
+  /** Inverse rotary frequencies [headDim/2], rope scaling applied, rounded to f32 as torch has them. */
+  invFreq: Float32Array;
+  tied: boolean;
+  qkvBias: boolean;
+  oBias: boolean;
+  mlpBias: boolean;
+  act: "silu" | "gelu" | "gelu_tanh" | "relu";
+  numLabels: number;
+  bos: number[];
+  eos: number[];
+  pad: number | null;
+}
+
+/** inv_freq with rope_scaling, following transformers' modeling_rope_utils. */
+export function ropeInvFreq(r: ConfigReader, headDim: number, theta: number): Float32Array {
+  const half = headDim / 2;
+  const base = Array.from({ length: half }, (_, i) => Math.fround(1 / Math.fround(theta ** Math.fround((2 * i) / headDim))));
+  const scaling = r.obj("rope_scaling");
+  if (!scaling) return Float32Array.from(base);
+  const type = (scaling.rope_type ?? scaling.type) as string | undefined;
+  const factor = scaling.factor as number;
+  if (type === "default") return Float32Array.from(base);
+  if (typeof factor !== "number" || !(factor > 0)) throw new ModelError(`config.json: rope_scaling.factor must be a positive number, got ${JSON.stringify(factor)}`);
+  if (type === "linear") return Float32Array.from(base, (f) => f / factor);
+  if (type === "llama3") {
+    const low = scaling.low_freq_factor as number;
+    const high = scaling.high_freq_factor as number;
+    const oldCtx = scaling.original_max_position_embeddings as number;
+    for (const [k, v] of Object.entries({ low_freq_factor: low, high_freq_factor: high, original_max_position_embeddings: oldCtx })) {
+      if (typeof v !== "number" || !(v > 0)) throw new ModelError(`config.json: rope_scaling.${k} must be a positive number, got ${JSON.stringify(v)}`);
+    }
+    const lowWavelen = oldCtx / low;
+    const highWavelen = oldCtx / high;
+    return Float32Array.from(base, (f) => {
+      const wavelen = (2 * Math.PI) / f;
+      if (wavelen < highWavelen) return f;
+      if (wavelen > lowWavelen) return f / factor;
+      const smooth = (oldCtx / wavelen - low) / (high - low);
+      return (1 - smooth) * (f / factor) + smooth * f;
+    });
+  }
+  throw new ModelError(`config.json: rope_scaling type "${type}" is not supported (supported: linear, llama3)`);
+}
+
+function parseConfig(raw: RawConfig, opts: { numLabels?: number }): LlamaConfig {
+  const r = new ConfigReader(raw);
+  const modelType = r.str("model_type");
+  const hidden = r.int("hidden_size");
+  const heads = r.int("num_attention_heads");
+  const kvHeads = r.int("num_key_value_heads", heads);
+  r.divisible("num_attention_heads", heads, "num_key_value_heads", kvHeads);
+  const headDim = r.has("head_dim") ? r.int("head_dim") : hidden / heads;
+  if (!Number.isInteger(headDim) || headDim % 2 !== 0) throw new ModelError(`config.json: head dimension ${headDim} must be an even integer`);
+  const ropeTheta = r.num("rope_theta", 10000);
+  const qwen = modelType === "qwen2";
+  const attentionBias = r.bool("attention_bias", false);
+  const idToLabel = r.obj("id2label");
+  return {
+    modelType,
+    hidden,
+    layers: r.int("num_hidden_layers"),
+    heads,
+    kvHeads,
+    headDim,
+    intermediate: r.int("intermediate_size"),
+    vocab: r.int("vocab_size"),
+    eps: r.num("rms_norm_eps", 1e-6),
+    ropeTheta,
+    invFreq: ropeInvFreq(r, headDim, ropeTheta),
+    tied: r.bool("tie_word_embeddings", false),
+    qkvBias: qwen || attentionBias,
+    oBias: !qwen && attentionBias,
+    mlpBias: r.bool("mlp_bias", false),
+    act: activationName(r.str("hidden_act", "silu")),
+    numLabels: opts.numLabels ?? (idToLabel ? Object.keys(idToLabel).length : r.int("num_labels", 2)),
+    bos: r.intList("bos_token_id"),
+    eos: r.intList("eos_token_id"),
+    pad: r.has("pad_token_id") ? r.int("pad_token_id") : null,
+  };
+}
+
+function activation(x: Tensor, act: LlamaConfig["act"]): Tensor {
+  if (act === "silu") return x.silu();
+  if (act === "gelu") return x.gelu();
+  if (act === "gelu_tanh") return x.gelu("tanh");
+  return x.relu();
+}
+
+const P = "model.";
+
+function layerLinears(c: LlamaConfig, i: number): Record<string, [number, number, boolean]> {
+  const p = `${P}layers.${i}.`;
+  return {
+    [`${p}self_attn.q_proj`]: [c.heads * c.headDim, c.hidden, c.qkvBias],
+    [`${p}self_attn.k_proj`]: [c.kvHeads * c.headDim, c.hidden, c.qkvBias],
+    [`${p}self_attn.v_proj`]: [c.kvHeads * c.headDim, c.hidden, c.qkvBias],
+    [`${p}self_attn.o_proj`]: [c.hidden, c.heads * c.headDim, c.oBias],
+    [`${p}mlp.gate_proj`]: [c.intermediate, c.hidden, c.mlpBias],
+    [`${p}mlp.up_proj`]: [c.intermediate, c.hidden, c.mlpBias],
+    [`${p}mlp.down_proj`]: [c.hidden, c.intermediate, c.mlpBias],
+  };
+}
+
+function expectedWeights(c: LlamaConfig, head: TaskHead): Map<string, number[]> {
+  const w = new Map<string, number[]>();
+  w.set(`${P}embed_tokens.weight`, [c.vocab, c.hidden]);
+  for (let i = 0; i < c.layers; i++) {
+    w.set(`${P}layers.${i}.input_layernorm.weight`, [c.hidden]);
+    w.set(`${P}layers.${i}.post_attention_layernorm.weight`, [c.hidden]);
+    for (const [path, [out, inp, bias]] of Object.entries(layerLinears(c, i))) {
+      w.set(`${path}.weight`, [out, inp]);
+      if (bias) w.set(`${path}.bias`, [out]);
+    }
+  }
+  w.set(`${P}norm.weight`, [c.hidden]);
+  if (head === "causal_lm") w.set("lm_head.weight", [c.vocab, c.hidden]);
+  if (head === "sequence_classification") w.set("score.weight", [c.numLabels, c.hidden]);
+  return w;
+}
+
+/**
+ * Causal + padding mask [B, T, S]: query i (absolute position cachePosition[i]) may see key j when
+ * j <= cachePosition[i] and the key is not padding.
+ */
+function decoderMask(inputs: ArchInputs, seqLen: Tensor): Tensor {
+  const mask = inputs.attentionMask;
+  const cachePos = inputs.cachePosition ?? iota([seqLen.shape[1]], 0);
+  const keyCount = mask ? mask.shape[1] : seqLen.shape[1];
+  const keys = iota([1, keyCount], 1);
+  const causal = keys.le(cachePos.unsqueeze(-1)).unsqueeze(0);
+  if (!mask) return causal;
+  return causal.and(mask.ne(0).unsqueeze(1));
+}
+
+function forward(ctx: ForwardContext, c: LlamaConfig, inputs: ArchInputs, head: TaskHead): ArchOutputs {
+  const ids = inputs.inputIds;
+  if (!ids) throw new ModelError(`${c.modelType}: forward needs inputIds`);
+  let h = ctx.embedding(`${P}embed_tokens`, ids);
+  h = ctx.hook({ kind: "embeddings", x: h }, h);
+  const positions = inputs.positionIds ?? iota([ids.shape[0], ids.shape[1]], 1);
+  const { cos, sin } = rotaryTables(positions, constant(hostTensor("f32", [c.headDim / 2], c.invFreq)));
+  const allowed = decoderMask(inputs, ids);
+  const present: KeyValue[] = [];
+  for (let i = 0; i < c.layers; i++) {
+    const p = `${P}layers.${i}.`;
+    const x = F.rmsNorm(h, ctx.weight(`${p}input_layernorm.weight`), c.eps);
+    const q = applyRotary(splitHeads(ctx.linear(`${p}self_attn.q_proj`, x), c.heads, c.headDim), cos, sin);
+    let k = applyRotary(splitHeads(ctx.linear(`${p}self_attn.k_proj`, x), c.kvHeads, c.headDim), cos, sin);
+    let v = splitHeads(ctx.linear(`${p}self_attn.v_proj`, x), c.kvHeads, c.headDim);
+    k = ctx.hook({ kind: "key", layer: i, path: `${p}self_attn.k_proj` }, k);
+    v = ctx.hook({ kind: "value", layer: i, path: `${p}self_attn.v_proj` }, v);
+    const past = inputs.past?.[i];
+    if (past) {
+      k = concat([past.key, k], 2);
+      v = concat([past.value, v], 2);
+    }
+    present.push({ key: k, value: v });
+    let keys = k;
+    let values = v;
+    let layerMask: Tensor | null = allowed;
+    const prefix = ctx.attentionPrefix(i, ids);
+    if (prefix) {
+      keys = concat([prefix.key, k], 2);
+      values = concat([prefix.value, v], 2);
+      const n = prefix.key.dim(2);
+      layerMask = concat([iota([1, 1, n], 2).ge(0).expand([allowed.shape[0], allowed.shape[1], n]), allowed], 2);
+    }
+    const attn = attend(q, keys, values, layerMask, 1 / Math.sqrt(c.headDim));
+    const o = ctx.hook({ kind: "attention_output", layer: i }, ctx.linear(`${p}self_attn.o_proj`, mergeHeads(attn)));
+    h = h.add(o);
+    const x2 = F.rmsNorm(h, ctx.weight(`${p}post_attention_layernorm.weight`), c.eps);
+    const gated = activation(ctx.linear(`${p}mlp.gate_proj`, x2), c.act).mul(ctx.linear(`${p}mlp.up_proj`, x2));
+    const hidden = ctx.hook({ kind: "mlp_hidden", layer: i, path: `${p}mlp.down_proj` }, gated);
+    const m = ctx.hook({ kind: "mlp_output", layer: i }, ctx.linear(`${p}mlp.down_proj`, hidden));
+    h = h.add(m);
+  }
+  h = F.rmsNorm(h, ctx.weight(`${P}norm.weight`), c.eps);
+  const out: ArchOutputs = { lastHiddenState: h, present };
+  if (head === "causal_lm") out.logits = ctx.linear("lm_head", h);
+  if (head === "sequence_classification") out.logits = ctx.linear("score", lastTokenPool(h, inputs.attentionMask));
+  return out;
+}
+
+export const LLAMA: Architecture<LlamaConfig> = {
+  name: "llama",
+  modelTypes: ["llama", "mistral", "qwen2"],
+  heads: ["base", "causal_lm", "sequence_classification"],
+  basePrefix: () => P,
+  parseConfig,
+  expectedWeights,
+  ignorable: (n) => n.endsWith("rotary_emb.inv_freq"),
+  tiedWeights: (c, head) => (head === "causal_lm" && c.tied ? new Map([["lm_head.weight", `${P}embed_tokens.weight`]]) : new Map()),
+  forward,
+  decoderShape: (c) => ({ layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim }),
+  specialTokens: (c) => ({ bos: c.bos, eos: c.eos, pad: c.pad }),
+  linearLayers: (c, head) => {
+    const names: string[] = [];
+    for (let i = 0; i < c.layers; i++) names.push(...Object.keys(layerLinears(c, i)));
+    if (head === "causal_lm") names.push("lm_head");
+    if (head === "sequence_classification") names.push("score");
+    return names;
+  },
+  fanInFanOut: false,
+};

@@ -1,0 +1,74 @@
+/**
+ * What a model's forward pass asks of the world: its weights, and a few operations that PEFT
+ * methods replace (linear layers, embeddings) or hook into (named activation points). The
+ * models never know which tuner is attached; a tuner wraps the context instead.
+ */
+import { PeftkitError } from "../engine/errors.js";
+import type { Tensor } from "../engine/trace/tensor.js";
+
+export class ModelError extends PeftkitError {}
+
+export interface LinearOptions {
+  /** The weight is stored [in, out] (GPT-2's Conv1D) instead of PyTorch Linear's [out, in]. */
+  fanInFanOut?: boolean;
+}
+
+/** Activation points where tuners may insert computation, e.g. bottleneck adapters or IA3 scales. */
+export type HookPoint =
+  | { kind: "embeddings"; x: Tensor }
+  | { kind: "attention_output"; layer: number }
+  | { kind: "mlp_output"; layer: number }
+  | { kind: "mlp_hidden"; layer: number; path: string }
+  | { kind: "key"; layer: number; path: string }
+  | { kind: "value"; layer: number; path: string };
+
+export interface ForwardContext {
+  /** A weight by its checkpoint name (e.g. "model.layers.0.input_layernorm.weight"). */
+  weight(name: string): Tensor;
+  hasWeight(name: string): boolean;
+  /** y = x·Wᵀ + b for the linear layer at `path` (weight `${path}.weight`, bias `${path}.bias` if present). */
+  linear(path: string, x: Tensor, opts?: LinearOptions): Tensor;
+  /** Rows of the embedding table `${path}.weight` for integer ids. */
+  embedding(path: string, ids: Tensor): Tensor;
+  /** Identity unless a tuner transforms the activation at this point. */
+  hook(point: HookPoint, x: Tensor): Tensor;
+  /** Extra key/value rows prepended to a layer's attention (prefix tuning); null when none. */
+  attentionPrefix(layer: number, batch: Tensor): { key: Tensor; value: Tensor } | null;
+}
+
+/** The plain context: weights come from an accessor (graph inputs), nothing is hooked. */
+export class WeightContext implements ForwardContext {
+  constructor(
+    private readonly get: (name: string) => Tensor | undefined,
+    private readonly names: ReadonlySet<string>,
+  ) {}
+
+  weight(name: string): Tensor {
+    const t = this.names.has(name) ? this.get(name) : undefined;
+    if (!t) throw new ModelError(`the model has no weight "${name}"`);
+    return t;
+  }
+
+  hasWeight(name: string): boolean {
+    return this.names.has(name);
+  }
+
+  linear(path: string, x: Tensor, opts: LinearOptions = {}): Tensor {
+    const w = this.weight(`${path}.weight`);
+    let y = x.matmul(opts.fanInFanOut ? w : w.transpose());
+    if (this.hasWeight(`${path}.bias`)) y = y.add(this.weight(`${path}.bias`));
+    return y;
+  }
+
+  embedding(path: string, ids: Tensor): Tensor {
+    return this.weight(`${path}.weight`).gather(ids, 0);
+  }
+
+  hook(_point: HookPoint, x: Tensor): Tensor {
+    return x;
+  }
+
+  attentionPrefix(): null {
+    return null;
+  }
+}
