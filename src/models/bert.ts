@@ -8,7 +8,7 @@ import * as F from "../engine/trace/composites.js";
 import { iota, type Tensor, zeros } from "../engine/trace/tensor.js";
 import { attend, mergeHeads, splitHeads } from "../nn/attention.js";
 import { type ForwardContext, ModelError } from "../nn/context.js";
-import type { Architecture, ArchInputs, ArchOutputs, TaskHead } from "./architecture.js";
+import type { ArchInputs, Architecture, ArchOutputs, TaskHead } from "./architecture.js";
 import { activationName, ConfigReader, type RawConfig } from "./config.js";
 
 export interface BertConfig {
@@ -133,11 +133,28 @@ function forward(ctx: ForwardContext, c: BertConfig, inputs: ArchInputs, head: T
   for (let i = 0; i < c.layers; i++) {
     const l = `${p}encoder.layer.${i}.`;
     const q = splitHeads(ctx.linear(`${l}attention.self.query`, h), c.heads, hd);
-    const k = ctx.hook({ kind: "key", layer: i, path: `${l}attention.self.key` }, splitHeads(ctx.linear(`${l}attention.self.key`, h), c.heads, hd));
-    const v = ctx.hook({ kind: "value", layer: i, path: `${l}attention.self.value` }, splitHeads(ctx.linear(`${l}attention.self.value`, h), c.heads, hd));
-    const attn = ctx.hook({ kind: "attention_output", layer: i }, ctx.linear(`${l}attention.output.dense`, mergeHeads(attend(q, k, v, allowed, 1 / Math.sqrt(hd)))));
-    h = F.layerNorm(attn.add(h), ctx.weight(`${l}attention.output.LayerNorm.weight`), ctx.weight(`${l}attention.output.LayerNorm.bias`), c.eps);
-    const inner = ctx.hook({ kind: "mlp_hidden", layer: i, path: `${l}output.dense` }, activation(ctx.linear(`${l}intermediate.dense`, h), c.act));
+    const k = ctx.hook(
+      { kind: "key", layer: i, path: `${l}attention.self.key` },
+      splitHeads(ctx.linear(`${l}attention.self.key`, h), c.heads, hd),
+    );
+    const v = ctx.hook(
+      { kind: "value", layer: i, path: `${l}attention.self.value` },
+      splitHeads(ctx.linear(`${l}attention.self.value`, h), c.heads, hd),
+    );
+    const attn = ctx.hook(
+      { kind: "attention_output", layer: i },
+      ctx.linear(`${l}attention.output.dense`, mergeHeads(attend(q, k, v, allowed, 1 / Math.sqrt(hd)))),
+    );
+    h = F.layerNorm(
+      attn.add(h),
+      ctx.weight(`${l}attention.output.LayerNorm.weight`),
+      ctx.weight(`${l}attention.output.LayerNorm.bias`),
+      c.eps,
+    );
+    const inner = ctx.hook(
+      { kind: "mlp_hidden", layer: i, path: `${l}output.dense` },
+      activation(ctx.linear(`${l}intermediate.dense`, h), c.act),
+    );
     const m = ctx.hook({ kind: "mlp_output", layer: i }, ctx.linear(`${l}output.dense`, inner));
     h = F.layerNorm(m.add(h), ctx.weight(`${l}output.LayerNorm.weight`), ctx.weight(`${l}output.LayerNorm.bias`), c.eps);
   }
@@ -145,7 +162,9 @@ function forward(ctx: ForwardContext, c: BertConfig, inputs: ArchInputs, head: T
   const cls = h.select(1, 0);
   if (hasPooler(c, head)) out.poolerOutput = ctx.linear(`${p}pooler.dense`, cls).tanh();
   if (head === "sequence_classification") {
-    out.logits = c.roberta ? ctx.linear("classifier.out_proj", ctx.linear("classifier.dense", cls).tanh()) : ctx.linear("classifier", out.poolerOutput as Tensor);
+    out.logits = c.roberta
+      ? ctx.linear("classifier.out_proj", ctx.linear("classifier.dense", cls).tanh())
+      : ctx.linear("classifier", out.poolerOutput as Tensor);
   }
   if (head === "token_classification") out.logits = ctx.linear("classifier", h);
   return out;
@@ -162,6 +181,9 @@ export const BERT: Architecture<BertConfig> = {
   tiedWeights: () => new Map(),
   forward,
   specialTokens: (c) => ({ bos: [], eos: [], pad: c.pad }),
-  linearLayers: (c, head) => [...Array.from({ length: c.layers }, (_, i) => Object.keys(layerLinears(c, i))).flat(), ...Object.keys(headLinears(c, head))],
+  linearLayers: (c, head) => [
+    ...Array.from({ length: c.layers }, (_, i) => Object.keys(layerLinears(c, i))).flat(),
+    ...Object.keys(headLinears(c, head)),
+  ],
   fanInFanOut: false,
 };

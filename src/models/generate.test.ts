@@ -73,8 +73,14 @@ describe("generation with a KV cache", () => {
     const long = randomPrompt(6, 200);
     const pad = 0;
     const ids = [[pad, pad, pad, ...short], long];
-    const mask = [[0, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1]];
-    const positions = [[1, 1, 1, 0, 1, 2], [0, 1, 2, 3, 4, 5]];
+    const mask = [
+      [0, 0, 0, 1, 1, 1],
+      [1, 1, 1, 1, 1, 1],
+    ];
+    const positions = [
+      [1, 1, 1, 0, 1, 2],
+      [0, 1, 2, 3, 4, 5],
+    ];
     const { logits: batched } = await model.forward({ inputIds: ids, attentionMask: mask, positionIds: positions });
     const { logits: alone } = await model.forward({ inputIds: [short] });
     assert.ok(batched && alone);
@@ -106,7 +112,11 @@ describe("generation with a KV cache", () => {
     const firstNew = free[prompt.length];
     const [eos] = await model.generate([prompt], { maxNewTokens: 6, eosTokenId: firstNew });
     assert.deepEqual(eos, [...prompt, firstNew]);
-    const [stopped] = await model.generate([prompt], { maxNewTokens: 6, eosTokenId: [], stop: [free.slice(prompt.length, prompt.length + 2)] });
+    const [stopped] = await model.generate([prompt], {
+      maxNewTokens: 6,
+      eosTokenId: [],
+      stop: [free.slice(prompt.length, prompt.length + 2)],
+    });
     assert.deepEqual(stopped, free.slice(0, prompt.length + 2));
   });
 });

@@ -70,7 +70,8 @@ export function pickToken(logits: Float32Array, opts: GenerateOptions, rand: () 
 
 function decodeGraph(model: PreTrainedModel) {
   const shape = model.arch.decoderShape?.(model.archConfig);
-  if (!shape || model.head !== "causal_lm") throw new ModelError(`generate() needs a causal LM with a KV cache; this is a ${model.modelType} ${model.head} model`);
+  if (!shape || model.head !== "causal_lm")
+    throw new ModelError(`generate() needs a causal LM with a KV cache; this is a ${model.modelType} ${model.head} model`);
   const decls: Record<string, { dtype: "i64" | "f32"; shape: (number | string)[] }> = {
     input_ids: { dtype: "i64", shape: ["batch", "seq"] },
     attention_mask: { dtype: "i64", shape: ["batch", "past+seq"] },
@@ -103,10 +104,19 @@ function decodeGraph(model: PreTrainedModel) {
   };
 }
 
-const i64 = (shape: number[], values: number[]) => hostTensor("i64", shape, BigInt64Array.from(values, (v) => BigInt(v)));
+const i64 = (shape: number[], values: number[]) =>
+  hostTensor(
+    "i64",
+    shape,
+    BigInt64Array.from(values, (v) => BigInt(v)),
+  );
 
 /** Generates for a batch of prompts (any lengths: they are left-padded); returns prompt + new tokens per row. */
-export async function generate(model: PreTrainedModel, prompts: readonly (readonly number[])[], opts: GenerateOptions = {}): Promise<number[][]> {
+export async function generate(
+  model: PreTrainedModel,
+  prompts: readonly (readonly number[])[],
+  opts: GenerateOptions = {},
+): Promise<number[][]> {
   if (prompts.length === 0 || prompts.some((p) => p.length === 0)) throw new ModelError("generate: every prompt needs at least one token");
   const special = model.arch.specialTokens(model.archConfig);
   const eos = new Set(opts.eosTokenId === undefined ? special.eos : Array.isArray(opts.eosTokenId) ? opts.eosTokenId : [opts.eosTokenId]);
@@ -167,10 +177,18 @@ export async function generate(model: PreTrainedModel, prompts: readonly (readon
       const tok = pickToken(logits.subarray(r * vocab, (r + 1) * vocab), opts, rand);
       out[r].push(tok);
       chosen.push(tok);
-      if (eos.has(tok) || (opts.stop ?? []).some((s) => s.length > 0 && s.every((v, k) => out[r][out[r].length - s.length + k] === v))) done[r] = true;
+      if (eos.has(tok) || (opts.stop ?? []).some((s) => s.length > 0 && s.every((v, k) => out[r][out[r].length - s.length + k] === v)))
+        done[r] = true;
     }
     for (let r = 0; r < b; r++) maskRows[r].push(1);
-    step = { ids: i64([b, 1], chosen), pos: i64([b, 1], realCount.map((c) => c + n)), cache: [total] };
+    step = {
+      ids: i64([b, 1], chosen),
+      pos: i64(
+        [b, 1],
+        realCount.map((c) => c + n),
+      ),
+      cache: [total],
+    };
     total += 1;
   }
   return out;

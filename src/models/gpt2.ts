@@ -7,7 +7,7 @@ import { concat, iota, type Tensor } from "../engine/trace/tensor.js";
 import { attend, mergeHeads, splitHeads } from "../nn/attention.js";
 import { type ForwardContext, ModelError } from "../nn/context.js";
 import { lastTokenPool } from "../nn/pooling.js";
-import type { Architecture, ArchInputs, ArchOutputs, KeyValue, TaskHead } from "./architecture.js";
+import type { ArchInputs, Architecture, ArchOutputs, KeyValue, TaskHead } from "./architecture.js";
 import { activationName, ConfigReader, type RawConfig } from "./config.js";
 
 export interface Gpt2Config {
@@ -122,7 +122,10 @@ function forward(ctx: ForwardContext, c: Gpt2Config, inputs: ArchInputs, head: T
     const o = ctx.hook({ kind: "attention_output", layer: i }, ctx.linear(`${p}attn.c_proj`, mergeHeads(attn), fif));
     h = h.add(o);
     const x2 = F.layerNorm(h, ctx.weight(`${p}ln_2.weight`), ctx.weight(`${p}ln_2.bias`), c.eps);
-    const inner = ctx.hook({ kind: "mlp_hidden", layer: i, path: `${p}mlp.c_proj` }, activation(ctx.linear(`${p}mlp.c_fc`, x2, fif), c.act));
+    const inner = ctx.hook(
+      { kind: "mlp_hidden", layer: i, path: `${p}mlp.c_proj` },
+      activation(ctx.linear(`${p}mlp.c_fc`, x2, fif), c.act),
+    );
     h = h.add(ctx.hook({ kind: "mlp_output", layer: i }, ctx.linear(`${p}mlp.c_proj`, inner, fif)));
   }
   h = F.layerNorm(h, ctx.weight(`${P}ln_f.weight`), ctx.weight(`${P}ln_f.bias`), c.eps);

@@ -12,7 +12,10 @@ export function toIdTensor(x: IdsLike, what: string): HostTensor {
     if (rows.length === 0 || t === 0) throw new ModelError(`${what}: needs at least one row with at least one token`);
     const data = new BigInt64Array(rows.length * t);
     rows.forEach((r, i) => {
-      if (!Array.isArray(r) || r.length !== t) throw new ModelError(`${what}: row ${i} has ${Array.isArray(r) ? r.length : "no"} entries, row 0 has ${t} (rows must be equal length; pad them)`);
+      if (!Array.isArray(r) || r.length !== t)
+        throw new ModelError(
+          `${what}: row ${i} has ${Array.isArray(r) ? r.length : "no"} entries, row 0 has ${t} (rows must be equal length; pad them)`,
+        );
       r.forEach((v, j) => {
         if (!Number.isInteger(v)) throw new ModelError(`${what}: entry [${i}][${j}] is ${v}, not an integer`);
         data[i * t + j] = BigInt(v);

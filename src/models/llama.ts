@@ -10,7 +10,7 @@ import { applyRotary, attend, mergeHeads, rotaryTables, splitHeads } from "../nn
 import type { ForwardContext } from "../nn/context.js";
 import { ModelError } from "../nn/context.js";
 import { lastTokenPool } from "../nn/pooling.js";
-import type { Architecture, ArchInputs, ArchOutputs, KeyValue, TaskHead } from "./architecture.js";
+import type { ArchInputs, Architecture, ArchOutputs, KeyValue, TaskHead } from "./architecture.js";
 import { activationName, ConfigReader, type RawConfig } from "./config.js";
 
 export interface LlamaConfig {
@@ -46,14 +46,16 @@ export function ropeInvFreq(r: ConfigReader, headDim: number, theta: number): Fl
   const type = (scaling.rope_type ?? scaling.type) as string | undefined;
   const factor = scaling.factor as number;
   if (type === "default") return Float32Array.from(base);
-  if (typeof factor !== "number" || !(factor > 0)) throw new ModelError(`config.json: rope_scaling.factor must be a positive number, got ${JSON.stringify(factor)}`);
+  if (typeof factor !== "number" || !(factor > 0))
+    throw new ModelError(`config.json: rope_scaling.factor must be a positive number, got ${JSON.stringify(factor)}`);
   if (type === "linear") return Float32Array.from(base, (f) => f / factor);
   if (type === "llama3") {
     const low = scaling.low_freq_factor as number;
     const high = scaling.high_freq_factor as number;
     const oldCtx = scaling.original_max_position_embeddings as number;
     for (const [k, v] of Object.entries({ low_freq_factor: low, high_freq_factor: high, original_max_position_embeddings: oldCtx })) {
-      if (typeof v !== "number" || !(v > 0)) throw new ModelError(`config.json: rope_scaling.${k} must be a positive number, got ${JSON.stringify(v)}`);
+      if (typeof v !== "number" || !(v > 0))
+        throw new ModelError(`config.json: rope_scaling.${k} must be a positive number, got ${JSON.stringify(v)}`);
     }
     const lowWavelen = oldCtx / low;
     const highWavelen = oldCtx / high;
@@ -76,7 +78,8 @@ function parseConfig(raw: RawConfig, opts: { numLabels?: number }): LlamaConfig 
   const kvHeads = r.int("num_key_value_heads", heads);
   r.divisible("num_attention_heads", heads, "num_key_value_heads", kvHeads);
   const headDim = r.has("head_dim") ? r.int("head_dim") : hidden / heads;
-  if (!Number.isInteger(headDim) || headDim % 2 !== 0) throw new ModelError(`config.json: head dimension ${headDim} must be an even integer`);
+  if (!Number.isInteger(headDim) || headDim % 2 !== 0)
+    throw new ModelError(`config.json: head dimension ${headDim} must be an even integer`);
   const ropeTheta = r.num("rope_theta", 10000);
   const qwen = modelType === "qwen2";
   const attentionBias = r.bool("attention_bias", false);

@@ -47,7 +47,10 @@ describe("loading rejects checkpoints that do not match their config", () => {
       const w = t["model.layers.0.self_attn.q_proj.weight"];
       t["model.layers.0.self_attn.q_proj.weight"] = hostTensor("f32", [w.shape[0] + 1, w.shape[1]]);
     });
-    await assert.rejects(AutoModelForCausalLM.fromPretrained(dir), /model\.layers\.0\.self_attn\.q_proj\.weight: checkpoint \[\d+, \d+\], expected \[\d+, \d+\]/);
+    await assert.rejects(
+      AutoModelForCausalLM.fromPretrained(dir),
+      /model\.layers\.0\.self_attn\.q_proj\.weight: checkpoint \[\d+, \d+\], expected \[\d+, \d+\]/,
+    );
   });
 
   test("misnamed tensors are reported both as unexpected and as missing", async () => {
@@ -71,16 +74,24 @@ describe("loading rejects checkpoints that do not match their config", () => {
   });
 
   test("an unknown model_type names the field and the supported types", async () => {
-    const dir = variant("llama_basic", () => {}, (c) => {
-      c.model_type = "mamba";
-    });
+    const dir = variant(
+      "llama_basic",
+      () => {},
+      (c) => {
+        c.model_type = "mamba";
+      },
+    );
     await assert.rejects(AutoModelForCausalLM.fromPretrained(dir), /model_type "mamba" is not supported \(supported: .*llama/);
   });
 
   test("a bad config field names the field", async () => {
-    const dir = variant("llama_basic", () => {}, (c) => {
-      c.num_attention_heads = "four";
-    });
+    const dir = variant(
+      "llama_basic",
+      () => {},
+      (c) => {
+        c.num_attention_heads = "four";
+      },
+    );
     await assert.rejects(AutoModelForCausalLM.fromPretrained(dir), /config\.json: field "num_attention_heads"/);
   });
 
@@ -96,6 +107,30 @@ describe("loading rejects checkpoints that do not match their config", () => {
     const { logits } = await model.forward({ inputIds: [[1, 2, 3]] });
     assert.deepEqual(logits?.shape, [1, 3]);
     await model.release();
+  });
+
+  test("a sharded checkpoint (model.safetensors.index.json) gives the same logits", async () => {
+    const from = join(GOLDEN_MODELS, "llama_basic");
+    const dir = mkdtempSync(join(tmp, "sharded-"));
+    const { tensors } = readSafetensors(join(from, "model.safetensors"));
+    const names = Object.keys(tensors).sort();
+    const half = Math.floor(names.length / 2);
+    const shards = [names.slice(0, half), names.slice(half)];
+    const weightMap: Record<string, string> = {};
+    shards.forEach((list, i) => {
+      const file = `model-0000${i + 1}-of-00002.safetensors`;
+      writeSafetensors(join(dir, file), Object.fromEntries(list.map((n) => [n, tensors[n]])), { format: "pt" });
+      for (const n of list) weightMap[n] = file;
+    });
+    writeFileSync(join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+    copyFileSync(join(from, "config.json"), join(dir, "config.json"));
+    const a = await AutoModelForCausalLM.fromPretrained(from);
+    const b = await AutoModelForCausalLM.fromPretrained(dir);
+    const ids = [[3, 1, 4, 1, 5, 9, 2, 6]];
+    const [la, lb] = [(await a.forward({ inputIds: ids })).logits, (await b.forward({ inputIds: ids })).logits];
+    assert.deepEqual(la?.data, lb?.data);
+    await a.release();
+    await b.release();
   });
 
   test("AutoModel loads the backbone of a task checkpoint and returns hidden states", async () => {

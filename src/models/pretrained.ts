@@ -13,7 +13,7 @@ import { withGraph } from "../engine/trace/context.js";
 import { Tensor } from "../engine/trace/tensor.js";
 import { loadConfig, openCheckpoint } from "../io/hf-folder.js";
 import { type ForwardContext, ModelError, WeightContext } from "../nn/context.js";
-import type { Architecture, ArchInputs, ArchOutputs, TaskHead } from "./architecture.js";
+import type { ArchInputs, Architecture, ArchOutputs, TaskHead } from "./architecture.js";
 import { type GenerateOptions, generate } from "./generate.js";
 import { type IdsLike, onesLike, toFloatTensor, toIdTensor } from "./inputs.js";
 import { architectureFor, supportedModelTypes } from "./registry.js";
@@ -45,7 +45,10 @@ export interface LoadOptions extends CompileOptions {
 }
 
 /** Wraps the plain weight context (tuners use this to attach themselves). */
-export type ContextWrapper = (base: ForwardContext, graphInput: (name: string, dtype: DType, shape: readonly Dim[]) => Tensor) => ForwardContext;
+export type ContextWrapper = (
+  base: ForwardContext,
+  graphInput: (name: string, dtype: DType, shape: readonly Dim[]) => Tensor,
+) => ForwardContext;
 
 const W = "w.";
 
@@ -102,7 +105,9 @@ export class PreTrainedModel {
     const modelType = raw.model_type as string;
     const arch = architectureFor(modelType);
     if (!arch) {
-      throw new ModelError(`${dir}/config.json: model_type "${modelType}" is not supported (supported: ${supportedModelTypes().join(", ")})`);
+      throw new ModelError(
+        `${dir}/config.json: model_type "${modelType}" is not supported (supported: ${supportedModelTypes().join(", ")})`,
+      );
     }
     if (!arch.heads.includes(head)) {
       throw new ModelError(`${dir}: ${modelType} models have no ${head} head (available: ${arch.heads.join(", ")})`);
@@ -112,7 +117,9 @@ export class PreTrainedModel {
     try {
       const loaded = loadWeights(arch, cfg, head, store, { seed: opts.seed });
       if (loaded.newlyInitialized.length) {
-        process.emitWarning(`${dir}: newly initialised ${head} head weights (not in the checkpoint): ${loaded.newlyInitialized.join(", ")}; train them before use`);
+        process.emitWarning(
+          `${dir}: newly initialised ${head} head weights (not in the checkpoint): ${loaded.newlyInitialized.join(", ")}; train them before use`,
+        );
       }
       const { seed: _s, numLabels: _n, ...compile } = opts;
       return new PreTrainedModel(raw, arch, cfg, head, loaded.weights, dir, loaded.newlyInitialized, compile);
@@ -130,7 +137,8 @@ export class PreTrainedModel {
     const feeds: Record<string, HostTensor> = {};
     for (const inp of graph.inputs) {
       if (given[inp.name]) feeds[inp.name] = given[inp.name];
-      else if (inp.name.startsWith(W) && this.weights.has(inp.name.slice(W.length))) feeds[inp.name] = this.weights.get(inp.name.slice(W.length)) as HostTensor;
+      else if (inp.name.startsWith(W) && this.weights.has(inp.name.slice(W.length)))
+        feeds[inp.name] = this.weights.get(inp.name.slice(W.length)) as HostTensor;
       else if (this.extraInputs.has(inp.name)) feeds[inp.name] = this.extraInputs.get(inp.name) as HostTensor;
       else throw new ModelError(`no value for graph input "${inp.name}"`);
     }
@@ -174,10 +182,7 @@ export class PreTrainedModel {
   }
 
   /** Traces the forward for the given kinds of input; shared by forward() and the trainers. */
-  traceForward(
-    ctx: ForwardContext,
-    t: Record<string, Tensor>,
-  ): ArchOutputs {
+  traceForward(ctx: ForwardContext, t: Record<string, Tensor>): ArchOutputs {
     const inputs: ArchInputs = {
       inputIds: t.input_ids,
       attentionMask: t.attention_mask,
@@ -194,7 +199,8 @@ export class PreTrainedModel {
     const feeds: Record<string, HostTensor> = {};
     if (inputs.inputIds !== undefined) {
       feeds.input_ids = toIdTensor(inputs.inputIds, "inputIds");
-      feeds.attention_mask = inputs.attentionMask !== undefined ? toIdTensor(inputs.attentionMask, "attentionMask") : onesLike(feeds.input_ids);
+      feeds.attention_mask =
+        inputs.attentionMask !== undefined ? toIdTensor(inputs.attentionMask, "attentionMask") : onesLike(feeds.input_ids);
     }
     if (inputs.tokenTypeIds !== undefined) feeds.token_type_ids = toIdTensor(inputs.tokenTypeIds, "tokenTypeIds");
     if (inputs.positionIds !== undefined) feeds.position_ids = toIdTensor(inputs.positionIds, "positionIds");

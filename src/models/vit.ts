@@ -7,7 +7,7 @@ import * as F from "../engine/trace/composites.js";
 import { concat, type Tensor } from "../engine/trace/tensor.js";
 import { attend, mergeHeads, splitHeads } from "../nn/attention.js";
 import { type ForwardContext, ModelError } from "../nn/context.js";
-import type { Architecture, ArchInputs, ArchOutputs, TaskHead } from "./architecture.js";
+import type { ArchInputs, Architecture, ArchOutputs, TaskHead } from "./architecture.js";
 import { activationName, ConfigReader, type RawConfig } from "./config.js";
 
 export interface VitConfig {
@@ -117,12 +117,24 @@ function forward(ctx: ForwardContext, c: VitConfig, inputs: ArchInputs, head: Ta
     const l = `${P}encoder.layer.${i}.`;
     const x = F.layerNorm(h, ctx.weight(`${l}layernorm_before.weight`), ctx.weight(`${l}layernorm_before.bias`), c.eps);
     const q = splitHeads(ctx.linear(`${l}attention.attention.query`, x), c.heads, hd);
-    const k = ctx.hook({ kind: "key", layer: i, path: `${l}attention.attention.key` }, splitHeads(ctx.linear(`${l}attention.attention.key`, x), c.heads, hd));
-    const v = ctx.hook({ kind: "value", layer: i, path: `${l}attention.attention.value` }, splitHeads(ctx.linear(`${l}attention.attention.value`, x), c.heads, hd));
-    const attn = ctx.hook({ kind: "attention_output", layer: i }, ctx.linear(`${l}attention.output.dense`, mergeHeads(attend(q, k, v, null, 1 / Math.sqrt(hd)))));
+    const k = ctx.hook(
+      { kind: "key", layer: i, path: `${l}attention.attention.key` },
+      splitHeads(ctx.linear(`${l}attention.attention.key`, x), c.heads, hd),
+    );
+    const v = ctx.hook(
+      { kind: "value", layer: i, path: `${l}attention.attention.value` },
+      splitHeads(ctx.linear(`${l}attention.attention.value`, x), c.heads, hd),
+    );
+    const attn = ctx.hook(
+      { kind: "attention_output", layer: i },
+      ctx.linear(`${l}attention.output.dense`, mergeHeads(attend(q, k, v, null, 1 / Math.sqrt(hd)))),
+    );
     h = h.add(attn);
     const x2 = F.layerNorm(h, ctx.weight(`${l}layernorm_after.weight`), ctx.weight(`${l}layernorm_after.bias`), c.eps);
-    const inner = ctx.hook({ kind: "mlp_hidden", layer: i, path: `${l}output.dense` }, activation(ctx.linear(`${l}intermediate.dense`, x2), c.act));
+    const inner = ctx.hook(
+      { kind: "mlp_hidden", layer: i, path: `${l}output.dense` },
+      activation(ctx.linear(`${l}intermediate.dense`, x2), c.act),
+    );
     h = h.add(ctx.hook({ kind: "mlp_output", layer: i }, ctx.linear(`${l}output.dense`, inner)));
   }
   h = F.layerNorm(h, ctx.weight(`${P}layernorm.weight`), ctx.weight(`${P}layernorm.bias`), c.eps);
@@ -144,6 +156,9 @@ export const VIT: Architecture<VitConfig> = {
   tiedWeights: () => new Map(),
   forward,
   specialTokens: () => ({ bos: [], eos: [], pad: null }),
-  linearLayers: (c, head) => [...Array.from({ length: c.layers }, (_, i) => Object.keys(layerLinears(c, i))).flat(), ...Object.keys(headLinears(c, head))],
+  linearLayers: (c, head) => [
+    ...Array.from({ length: c.layers }, (_, i) => Object.keys(layerLinears(c, i))).flat(),
+    ...Object.keys(headLinears(c, head)),
+  ],
   fanInFanOut: false,
 };

@@ -31,7 +31,13 @@ function seededNormal(seed: number): () => number {
   return () => Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
 }
 
-export function loadWeights<C>(arch: Architecture<C>, cfg: C, head: TaskHead, store: WeightStore, opts: { seed?: number } = {}): LoadedWeights {
+export function loadWeights<C>(
+  arch: Architecture<C>,
+  cfg: C,
+  head: TaskHead,
+  store: WeightStore,
+  opts: { seed?: number } = {},
+): LoadedWeights {
   const expected = arch.expectedWeights(cfg, head);
   const prefix = arch.basePrefix(cfg);
   const otherHeads = new Set<string>();
@@ -42,7 +48,12 @@ export function loadWeights<C>(arch: Architecture<C>, cfg: C, head: TaskHead, st
   const unused: string[] = [];
   for (const name of store.names()) {
     if (arch.ignorable(name)) continue;
-    const c = expected.has(name) || otherHeads.has(name) ? name : expected.has(prefix + name) || otherHeads.has(prefix + name) ? prefix + name : null;
+    const c =
+      expected.has(name) || otherHeads.has(name)
+        ? name
+        : expected.has(prefix + name) || otherHeads.has(prefix + name)
+          ? prefix + name
+          : null;
     if (c === null) unexpected.push(name);
     else if (otherHeads.has(c)) unused.push(name);
     else canonical.set(c, name);

@@ -135,8 +135,16 @@ describe("sum dims (KV-cache concatenation)", () => {
       [0, 3],
       [4, 1],
     ]) {
-      const past = hostTensor("f32", [2, p, 3], Float32Array.from({ length: 6 * p }, () => Math.random()));
-      const cur = hostTensor("f32", [2, s, 3], Float32Array.from({ length: 6 * s }, () => Math.random()));
+      const past = hostTensor(
+        "f32",
+        [2, p, 3],
+        Float32Array.from({ length: 6 * p }, () => Math.random()),
+      );
+      const cur = hostTensor(
+        "f32",
+        [2, s, 3],
+        Float32Array.from({ length: 6 * s }, () => Math.random()),
+      );
       const [a] = await exec.run([past, cur]);
       const [b] = interpret(g, [past, cur]);
       assert.deepEqual(a.shape, [2, p + s, 1]);
