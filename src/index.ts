@@ -1,5 +1,8 @@
 /** peftkit's public API. */
 export * from "./engine/index.js";
+export { CheckpointError, loadConfig, openCheckpoint } from "./io/hf-folder.js";
+export { readSafetensors, SafetensorsError, SafetensorsFile, writeSafetensors } from "./io/safetensors.js";
+export { AutoTokenizer, PreTrainedTokenizer, TokenizerError } from "./io/tokenizer.js";
 export {
   AutoModel,
   AutoModelForCausalLM,
@@ -8,9 +11,7 @@ export {
   AutoModelForTokenClassification,
 } from "./models/auto.js";
 export type { GenerateOptions } from "./models/generate.js";
-export { PreTrainedModel, type ForwardInputs, type ModelOutput, type LoadOptions } from "./models/pretrained.js";
+export { type ForwardInputs, type LoadOptions, type ModelOutput, PreTrainedModel } from "./models/pretrained.js";
 export { supportedModelTypes } from "./models/registry.js";
 export { ModelError } from "./nn/context.js";
-export { AutoTokenizer, PreTrainedTokenizer, TokenizerError } from "./io/tokenizer.js";
-export { SafetensorsFile, SafetensorsError, readSafetensors, writeSafetensors } from "./io/safetensors.js";
-export { CheckpointError, openCheckpoint, loadConfig } from "./io/hf-folder.js";
+export * from "./tuners/index.js";

@@ -145,9 +145,15 @@ export class PreTrainedModel {
     return feeds;
   }
 
-  /** Compiles (once per key) and returns an executor. Call invalidate() after changing the graph structure. */
+  /**
+   * Describes what contextWrapper currently does (set by PeftModel, e.g. the active adapters), so
+   * compiled graphs are cached per structure and switching back reuses a session.
+   */
+  contextKey = "";
+
+  /** Compiles (once per key and context) and returns an executor. */
   executor(key: string, build: () => Graph): Promise<Executor> {
-    const fullKey = `${key}|${this.contextVersion}`;
+    const fullKey = `${key}|${this.contextKey}|${this.contextVersion}`;
     let e = this.executors.get(fullKey);
     if (!e) {
       e = compileGraph(build(), this.compileOptions);

@@ -25,6 +25,11 @@ export interface GradCheckOptions {
   h?: number;
   /** Checks at most this many elements per input, chosen evenly (default all). */
   maxElements?: number;
+  /**
+   * Trace f64 inputs as f32 (the f64 interpreter still computes and differentiates in f64): for
+   * code written for f32, such as whole models.
+   */
+  traceAsF32?: boolean;
 }
 
 function randomCotangent(shape: readonly number[]): HostTensor {
@@ -43,11 +48,12 @@ export function gradCheck(f: (...xs: Tensor[]) => Tensor, inputs: readonly HostT
   for (const i of wrt) {
     if (inputs[i].dtype !== "f64") throw new EngineUsageError(`gradCheck: input ${i} must be f64, got ${inputs[i].dtype}`);
   }
-  const specs = inputs.map((t) => ({ dtype: t.dtype, shape: t.shape }));
+  const asF32 = opts.traceAsF32 ?? false;
+  const specs = inputs.map((t) => ({ dtype: asF32 && t.dtype === "f64" ? ("f32" as const) : t.dtype, shape: t.shape }));
   const probe = trace((...xs) => f(...xs), specs);
   const outShape = probe.values[probe.outputs[0].id].shape as number[];
   const r = randomCotangent(outShape);
-  const allSpecs = [...specs, { dtype: "f64" as const, shape: outShape }];
+  const allSpecs = [...specs, { dtype: asF32 ? ("f32" as const) : ("f64" as const), shape: outShape }];
 
   const lossOf = (xs: Tensor[], rt: Tensor) =>
     f(...xs)

@@ -1,0 +1,215 @@
+/**
+ * The checks HF PEFT's test suite makes of every method, as reusable test helpers: each method's
+ * test file calls runConformance() with its configs. Used only by tests.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { gradCheck } from "../engine/autodiff/gradcheck.js";
+import { type HostTensor, hostTensor } from "../engine/ir/host.js";
+import { crossEntropy } from "../engine/trace/composites.js";
+import type { Tensor } from "../engine/trace/tensor.js";
+import { AutoModelForCausalLM, AutoModelForSequenceClassification } from "../models/auto.js";
+import type { PreTrainedModel } from "../models/pretrained.js";
+import { type ForwardContext, WeightContext } from "../nn/context.js";
+import { GOLDEN_MODELS } from "../testing/paths.js";
+import { ADAPTER_CONFIG } from "./format.js";
+import { ModulesToSaveContext, modulesToSaveKeys } from "./modules-to-save.js";
+import { PeftModel } from "./peft-model.js";
+import { PeftTrainer, shiftLabels } from "./train.js";
+
+export type TestModel = "llama_basic" | "llama_gqa_tied" | "qwen2" | "gpt2" | "bert_seq_cls" | "roberta_seq_cls" | "vit_cls";
+
+export async function loadTestModel(name: TestModel): Promise<PreTrainedModel> {
+  const dir = join(GOLDEN_MODELS, name);
+  if (name.endsWith("_seq_cls")) return AutoModelForSequenceClassification.fromPretrained(dir, { numLabels: 3 });
+  return AutoModelForCausalLM.fromPretrained(dir);
+}
+
+export function randomIds(b: number, t: number, vocab: number): number[][] {
+  return Array.from({ length: b }, () => Array.from({ length: t }, () => 2 + Math.floor(Math.random() * (vocab - 2))));
+}
+
+export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+async function logits(m: { forward: PeftModel["forward"] } | PreTrainedModel, ids: number[][]): Promise<Float32Array> {
+  const out = await m.forward({ inputIds: ids });
+  assert.ok(out.logits, "no logits");
+  return out.logits.data;
+}
+
+export interface ConformanceCase {
+  /** Test title. */
+  name: string;
+  model: TestModel;
+  /** A config whose default init leaves the model unchanged (omit when the method has none). */
+  identityConfig?: Record<string, unknown>;
+  /** A config with non-trivial init (outputs differ from the base). */
+  config: Record<string, unknown>;
+  /** Whether the method can merge (default true). */
+  mergeable?: boolean;
+  /** Whether rows of mixed-adapter batches are supported (default true). */
+  mixedBatch?: boolean;
+  /** Elements checked per adapter tensor in the gradient check (default 6). */
+  gradElements?: number;
+}
+
+const vocabOf = (m: PreTrainedModel) => (m.config.vocab_size as number) ?? 100;
+
+/** Registers the PEFT-suite checks for one method on one model. */
+export function runConformance(c: ConformanceCase): void {
+  const mergeable = c.mergeable ?? true;
+
+  if (c.identityConfig) {
+    test(`${c.name}: default init is a no-op on the outputs`, async () => {
+      const model = await loadTestModel(c.model);
+      const ids = randomIds(2, 6, vocabOf(model));
+      const base = await logits(model, ids);
+      const peft = PeftModel.create(model, c.identityConfig as Record<string, unknown>, { seed: 1 });
+      assert.ok(maxAbsDiff(await logits(peft, ids), base) < 1e-6);
+      await model.release();
+    });
+  }
+
+  if (mergeable) {
+    test(`${c.name}: unmerged = merged = unmerged again = mergeAndUnload, and differs from the base`, async () => {
+      const model = await loadTestModel(c.model);
+      const ids = randomIds(2, 7, vocabOf(model));
+      const base = await logits(model, ids);
+      const peft = PeftModel.create(model, c.config, { seed: 2 });
+      const unmerged = await logits(peft, ids);
+      assert.ok(maxAbsDiff(unmerged, base) > 1e-3, "the adapter changes nothing");
+      peft.mergeAdapter();
+      const merged = await logits(peft, ids);
+      peft.unmergeAdapter();
+      const again = await logits(peft, ids);
+      const unloaded = peft.mergeAndUnload({ safeMerge: true });
+      const final = await logits(unloaded, ids);
+      assert.ok(maxAbsDiff(merged, unmerged) < 1e-4, `merged vs unmerged ${maxAbsDiff(merged, unmerged)}`);
+      assert.ok(maxAbsDiff(again, unmerged) < 1e-4, `unmerged again ${maxAbsDiff(again, unmerged)}`);
+      assert.ok(maxAbsDiff(final, unmerged) < 1e-4, `mergeAndUnload ${maxAbsDiff(final, unmerged)}`);
+      await model.release();
+    });
+  }
+
+  test(`${c.name}: save → load round-trips every tensor exactly and gives the same outputs`, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "peftkit-adapter-"));
+    try {
+      const model = await loadTestModel(c.model);
+      const ids = randomIds(2, 5, vocabOf(model));
+      const peft = PeftModel.create(model, c.config, { seed: 3 });
+      peft.addAdapter("second", c.config, { seed: 4 });
+      const before = await logits(peft, ids);
+      peft.savePretrained(dir);
+      const cfg = JSON.parse(readFileSync(join(dir, ADAPTER_CONFIG), "utf8"));
+      assert.equal(typeof cfg.peft_type, "string");
+      for (const k of Object.keys(cfg)) assert.equal(k, k.replace(/[A-Z]/g, ""), `config key ${k} is not snake_case`);
+      const saved = peft.adapter("default").tensors;
+      const second = peft.adapter("second").tensors;
+      const fresh = await loadTestModel(c.model);
+      const loaded = PeftModel.fromPretrained(fresh, dir);
+      loaded.loadAdapter(join(dir, "second"), "second");
+      for (const [name, want] of [
+        ["default", saved],
+        ["second", second],
+      ] as const) {
+        const got = loaded.adapter(name).tensors;
+        assert.deepEqual([...got.keys()].sort(), [...want.keys()].sort());
+        for (const [k, t] of want) assert.deepEqual(got.get(k)?.data, t.data, `${name}: ${k}`);
+      }
+      assert.ok(maxAbsDiff(await logits(loaded, ids), before) < 1e-6);
+      await model.release();
+      await fresh.release();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  if (c.mixedBatch ?? true) {
+    test(`${c.name}: rows of a mixed-adapter batch equal separate runs`, async () => {
+      const model = await loadTestModel(c.model);
+      const ids = randomIds(3, 5, vocabOf(model));
+      const peft = PeftModel.create(model, c.config, { seed: 5 });
+      peft.addAdapter("other", c.config, { seed: 6 });
+      const mixed = (await peft.forward({ inputIds: ids, adapterNames: ["default", "__base__", "other"] })).logits?.data as Float32Array;
+      const per = mixed.length / 3;
+      const rowOf = async (name: string | null, row: number) => {
+        const one =
+          name === null
+            ? await peft.disableAdapter(() => logits(peft, [ids[row]]))
+            : (peft.setAdapter(name), await logits(peft, [ids[row]]));
+        return one;
+      };
+      const expectRows = [await rowOf("default", 0), await rowOf(null, 1), await rowOf("other", 2)];
+      expectRows.forEach((want, r) => {
+        assert.ok(maxAbsDiff(mixed.subarray(r * per, (r + 1) * per), want) < 1e-5, `row ${r}`);
+      });
+      await model.release();
+    });
+  }
+
+  test(`${c.name}: one optimizer step changes only adapter tensors`, async () => {
+    const model = await loadTestModel(c.model);
+    const baseCopy = new Map([...model.weights].map(([k, t]) => [k, Float32Array.from(t.data as Float32Array)]));
+    const peft = PeftModel.create(model, c.config, { seed: 7 });
+    const before = new Map([...peft.adapter("default").tensors].map(([k, t]) => [k, Float32Array.from(t.data as Float32Array)]));
+    const trainer = await PeftTrainer.create(peft, { optimizer: { kind: "adamw" } });
+    const ids = randomIds(2, 6, vocabOf(model));
+    const labels = model.head === "sequence_classification" ? [[0], [2]] : ids;
+    const r = await trainer.train({ inputIds: ids, labels }, { lr: 1e-2 });
+    assert.ok(Number.isFinite(r.loss));
+    for (const [k, t] of model.weights) assert.deepEqual(t.data, baseCopy.get(k), `base weight ${k} changed`);
+    let changed = 0;
+    for (const [k, t] of peft.adapter("default").tensors)
+      if (maxAbsDiff(t.data as Float32Array, before.get(k) as Float32Array) > 0) changed++;
+    assert.ok(changed > 0, "no adapter tensor changed");
+    await trainer.release();
+    await model.release();
+  });
+
+  test(`${c.name}: adapter gradients match f64 finite differences`, async () => {
+    const model = await loadTestModel(c.model);
+    const peft = PeftModel.create(model, c.config, { seed: 8 });
+    const a = peft.adapter("default");
+    const keys = [...a.tensors.keys()].slice(0, 4);
+    const weightNames = [...model.weights.keys()];
+    const ids = randomIds(2, 4, vocabOf(model));
+    const idsT = hostTensor("i64", [2, 4], BigInt64Array.from(ids.flat(), BigInt));
+    const maskT = hostTensor("i64", [2, 4], new BigInt64Array(8).fill(1n));
+    const labelsT = model.head === "sequence_classification" ? hostTensor("i64", [2], [1n, 2n] as unknown as number[]) : shiftLabels(idsT);
+    const f64 = (t: HostTensor) => (t.dtype === "f32" ? hostTensor("f64", t.shape, Float64Array.from(t.data as Float32Array)) : t);
+    const otherKeys = [...a.tensors.keys()].filter((k) => !keys.includes(k));
+    const inputs = [
+      ...keys.map((k) => f64(a.tensors.get(k) as HostTensor)),
+      ...otherKeys.map((k) => f64(a.tensors.get(k) as HostTensor)),
+      ...weightNames.map((n) => f64(model.weights.get(n) as HostTensor)),
+      idsT,
+      maskT,
+      labelsT,
+    ];
+    const mts = modulesToSaveKeys(peft.info, a.config.modulesToSave ?? null);
+    const f = (...xs: Tensor[]) => {
+      const adapterT = new Map<string, Tensor>();
+      [...keys, ...otherKeys].forEach((k, i) => adapterT.set(k, xs[i]));
+      const off = keys.length + otherKeys.length;
+      const w = new Map(weightNames.map((n, i) => [n, xs[off + i]]));
+      const [inIds, inMask, inLabels] = xs.slice(off + weightNames.length);
+      let ctx: ForwardContext = new WeightContext((n) => w.get(n), new Set(weightNames));
+      const tensor = (k: string) => adapterT.get(k) as Tensor;
+      if (mts.size) ctx = new ModulesToSaveContext(ctx, mts, tensor);
+      ctx = a.tuner.wrap(ctx, peft.info, a.config, { adapterName: "default", tensor, rowMask: null, training: false, seed: null });
+      const out = model.traceForward(ctx, { input_ids: inIds, attention_mask: inMask });
+      return crossEntropy(out.logits as Tensor, inLabels);
+    };
+    const res = gradCheck(f, inputs, { wrt: keys.map((_, i) => i), maxElements: c.gradElements ?? 6, traceAsF32: true });
+    assert.ok(res.maxRelError <= 1e-6, `relative errors ${res.relErrors.map((e) => e.toExponential(2)).join(", ")}`);
+    await model.release();
+  });
+}

@@ -1,0 +1,108 @@
+/**
+ * HF PEFT adapter folders: adapter_config.json + adapter_model.safetensors (metadata format=pt,
+ * keys "base_model.model.<module>.<param>", adapter name stripped). A non-default adapter is
+ * saved in a sub-folder of its name. Loading checks every key: unknown, missing or mis-shaped
+ * tensors are an error listing them, never a partial load.
+ */
+import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { HostTensor } from "../engine/ir/host.js";
+import { readJsonFile } from "../io/hf-folder.js";
+import { SafetensorsFile, writeSafetensors } from "../io/safetensors.js";
+import type { PreTrainedModel } from "../models/pretrained.js";
+import { PeftConfigError, sortedJson } from "./config.js";
+import { type Adapter, type AnyConfig, type PeftModel, parsePeftConfig } from "./peft-model.js";
+import type { Tuner } from "./tuner.js";
+
+export const ADAPTER_CONFIG = "adapter_config.json";
+export const ADAPTER_WEIGHTS = "adapter_model.safetensors";
+const PREFIX = "base_model.model.";
+
+/** Prompt-learning methods save their tensors without the module prefix ("prompt_embeddings"). */
+function savedKey(tuner: Tuner, key: string): string {
+  return tuner.promptLearning ? key : PREFIX + key;
+}
+
+function writeJsonAtomic(path: string, value: unknown): void {
+  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`);
+  renameSync(tmp, path);
+}
+
+export function adapterConfigJson(a: Adapter, base: PreTrainedModel): Record<string, unknown> {
+  const json = a.tuner.toJson(a.config);
+  json.inference_mode = true;
+  if (json.base_model_name_or_path === null || json.base_model_name_or_path === undefined) json.base_model_name_or_path = base.dir;
+  if (!("modules_to_save" in json)) json.modules_to_save = a.config.modulesToSave ?? null;
+  json.peft_version = "peftkit";
+  return sortedJson(json);
+}
+
+/** Writes one adapter into `dir` (created if needed). */
+export function saveAdapter(peft: PeftModel, name: string, dir: string): void {
+  const a = peft.adapter(name);
+  mkdirSync(dir, { recursive: true });
+  const tensors: Record<string, HostTensor> = {};
+  for (const [k, t] of a.tensors) tensors[savedKey(a.tuner, k)] = t;
+  writeSafetensors(join(dir, ADAPTER_WEIGHTS), tensors, { format: "pt" });
+  writeJsonAtomic(join(dir, ADAPTER_CONFIG), adapterConfigJson(a, peft.base));
+}
+
+/** savePretrained: "default" in dir itself, every other adapter in dir/<name>. */
+export function savePretrained(peft: PeftModel, dir: string, opts: { selectedAdapters?: string[] } = {}): void {
+  for (const name of opts.selectedAdapters ?? peft.adapterNames) saveAdapter(peft, name, name === "default" ? dir : join(dir, name));
+}
+
+/** Reads and validates an adapter folder against a model, without attaching it. */
+export function readAdapter(peft: PeftModel, dir: string): { tuner: Tuner; config: AnyConfig; tensors: Map<string, HostTensor> } {
+  const cfgPath = join(dir, ADAPTER_CONFIG);
+  if (!existsSync(cfgPath)) throw new PeftConfigError(`${dir}: no ${ADAPTER_CONFIG} (is this a PEFT adapter folder?)`);
+  const raw = readJsonFile(cfgPath, "adapter config");
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new PeftConfigError(`${cfgPath}: must be a JSON object`);
+  const { tuner, config } = parsePeftConfig(raw as Record<string, unknown>, cfgPath);
+  const weightsPath = join(dir, ADAPTER_WEIGHTS);
+  if (!existsSync(weightsPath)) {
+    const bin = existsSync(join(dir, "adapter_model.bin"))
+      ? " (adapter_model.bin is PyTorch pickle, which is not supported: save with safe_serialization=True)"
+      : "";
+    throw new PeftConfigError(`${dir}: no ${ADAPTER_WEIGHTS}${bin}`);
+  }
+  const expected = peft.expectedTensors(tuner, config);
+  const file = SafetensorsFile.open(weightsPath);
+  try {
+    const tensors = new Map<string, HostTensor>();
+    const unknown: string[] = [];
+    const misshaped: string[] = [];
+    for (const e of file.entries) {
+      const key = tuner.promptLearning ? e.name : e.name.startsWith(PREFIX) ? e.name.slice(PREFIX.length) : null;
+      const shape = key === null ? undefined : expected.get(key);
+      if (key === null || !shape) {
+        unknown.push(`${e.name} [${e.shape.join(", ")}]`);
+        continue;
+      }
+      if (shape.length !== e.shape.length || shape.some((d, i) => d !== e.shape[i])) {
+        misshaped.push(`${e.name}: file [${e.shape.join(", ")}], expected [${shape.join(", ")}]`);
+        continue;
+      }
+      tensors.set(key, file.read(e.name));
+    }
+    const missing = [...expected]
+      .filter(([k]) => !tensors.has(k) && !misshaped.some((m) => m.startsWith(savedKey(tuner, k))))
+      .map(([k, s]) => `${savedKey(tuner, k)} [${s.join(", ")}]`);
+    const problems: string[] = [];
+    if (missing.length) problems.push(`missing tensors:\n  ${missing.join("\n  ")}`);
+    if (misshaped.length) problems.push(`tensors with the wrong shape:\n  ${misshaped.join("\n  ")}`);
+    if (unknown.length) problems.push(`tensors this ${tuner.peftType} config on this model does not use:\n  ${unknown.join("\n  ")}`);
+    if (problems.length)
+      throw new PeftConfigError(`${weightsPath}: the adapter does not match its config and the model\n${problems.join("\n")}`);
+    return { tuner, config, tensors };
+  } finally {
+    file.close();
+  }
+}
+
+/** loadAdapter: reads an adapter folder into a new named adapter. */
+export function loadAdapter(peft: PeftModel, dir: string, name: string): Adapter {
+  const { tuner, config, tensors } = readAdapter(peft, dir);
+  return peft.insertAdapter(name, tuner, config, tensors);
+}

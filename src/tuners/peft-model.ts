@@ -1,0 +1,382 @@
+/**
+ * PeftModel: a base model plus named adapters, in the style of HF PEFT. Adapter tensors live in
+ * JS memory and are fed to the compiled graphs as inputs, so swapping or training adapters needs
+ * no recompilation; the graph is rebuilt only when which adapters apply changes (and cached per
+ * such state).
+ */
+
+import type { DType } from "../engine/ir/dtype.js";
+import type { HostTensor } from "../engine/ir/host.js";
+import { hostTensor } from "../engine/ir/host.js";
+import type { Dim } from "../engine/ir/shape.js";
+import type { Tensor } from "../engine/trace/tensor.js";
+import type { GenerateOptions } from "../models/generate.js";
+import type { ForwardInputs, ModelOutput, PreTrainedModel } from "../models/pretrained.js";
+import type { ForwardContext } from "../nn/context.js";
+import { Rng } from "../util/rng.js";
+import { type CommonConfig, normalizeKeys, PeftConfigError } from "./config.js";
+import { loadAdapter, savePretrained } from "./format.js";
+import { modelInfo } from "./model-info.js";
+import { createModulesToSave, ModulesToSaveContext, modulesToSaveKeys } from "./modules-to-save.js";
+import { tunerFor } from "./registry.js";
+import type { ModelInfo, Tuner } from "./tuner.js";
+
+export type AnyConfig = CommonConfig & { modulesToSave?: string[] | null };
+
+export interface Adapter {
+  readonly name: string;
+  readonly tuner: Tuner;
+  readonly config: AnyConfig;
+  /** Adapter tensors by key (PEFT's key without "base_model.model." and the adapter name). */
+  tensors: Map<string, HostTensor>;
+}
+
+export const BASE_ROW = "__base__";
+
+/** Parses a user config object (camelCase or snake_case keys) for its peft_type. */
+export function parsePeftConfig(raw: Readonly<Record<string, unknown>>, where = "adapter config"): { tuner: Tuner; config: AnyConfig } {
+  const norm = normalizeKeys(raw, where);
+  const type = norm.peft_type;
+  if (typeof type !== "string") throw new PeftConfigError(`${where}: field "peft_type" is required (e.g. "LORA")`);
+  const tuner = tunerFor(type);
+  return { tuner, config: tuner.parseConfig(norm, where) as AnyConfig };
+}
+
+export class PeftModel {
+  readonly info: ModelInfo;
+  private readonly adapters = new Map<string, Adapter>();
+  private active: string[] = [];
+  private readonly merged: string[] = [];
+  /** Base weights as they were before the first merge touching them. */
+  private readonly originals = new Map<string, HostTensor>();
+  private disabled = false;
+  /** Per-call override of the adapters that apply (mixed batches). */
+  private mixed: string[] | null = null;
+  private detached = false;
+
+  constructor(readonly base: PreTrainedModel) {
+    if (base.contextWrapper) throw new PeftConfigError("this model already has adapters attached; use the existing PeftModel");
+    this.info = modelInfo(base);
+    base.contextWrapper = (ctx, graphInput) => this.wrapContext(ctx, graphInput);
+    this.refresh();
+  }
+
+  /** getPeftModel(model, config): attaches a new adapter named "default" (or opts.adapterName). */
+  static create(
+    model: PreTrainedModel,
+    config: Readonly<Record<string, unknown>>,
+    opts: { adapterName?: string; seed?: number } = {},
+  ): PeftModel {
+    const peft = new PeftModel(model);
+    peft.addAdapter(opts.adapterName ?? "default", config, { seed: opts.seed });
+    return peft;
+  }
+
+  // ---- adapters ----
+
+  get adapterNames(): string[] {
+    return [...this.adapters.keys()];
+  }
+
+  get activeAdapters(): string[] {
+    return [...this.active];
+  }
+
+  get peftConfig(): Record<string, AnyConfig> {
+    return Object.fromEntries([...this.adapters].map(([k, a]) => [k, a.config]));
+  }
+
+  adapter(name: string): Adapter {
+    const a = this.adapters.get(name);
+    if (!a) throw new PeftConfigError(`no adapter named "${name}" (adapters: ${this.adapterNames.join(", ") || "none"})`);
+    return a;
+  }
+
+  /** Adds an adapter with fresh tensors; it becomes the active one if none is active. */
+  addAdapter(name: string, config: Readonly<Record<string, unknown>>, opts: { seed?: number } = {}): Adapter {
+    this.checkUsable();
+    if (this.adapters.has(name)) throw new PeftConfigError(`an adapter named "${name}" already exists`);
+    if (name === BASE_ROW) throw new PeftConfigError(`"${BASE_ROW}" is reserved for base-model rows`);
+    const { tuner, config: cfg } = parsePeftConfig(config);
+    const created = tuner.create(this.info, cfg, new Rng(opts.seed ?? 0));
+    for (const [k, v] of createModulesToSave(this.info, cfg.modulesToSave ?? null)) created.tensors.set(k, v);
+    if (created.baseEdits) {
+      for (const [w, t] of created.baseEdits) this.base.weights.set(w, t);
+    }
+    const a = this.insertAdapter(name, tuner, cfg, created.tensors);
+    this.trainable.add(name);
+    return a;
+  }
+
+  /** Registers an adapter whose tensors are known (loading, weighted combination). */
+  insertAdapter(name: string, tuner: Tuner, config: AnyConfig, tensors: Map<string, HostTensor>): Adapter {
+    if (this.adapters.has(name)) throw new PeftConfigError(`an adapter named "${name}" already exists`);
+    const a: Adapter = { name, tuner, config, tensors };
+    this.adapters.set(name, a);
+    if (this.active.length === 0) this.active = [name];
+    this.refresh();
+    return a;
+  }
+
+  /** The keys and shapes an adapter of this config must have on this model. */
+  expectedTensors(tuner: Tuner, config: AnyConfig): Map<string, number[]> {
+    const exp = tuner.expectedTensors(this.info, config);
+    for (const [name, key] of modulesToSaveKeys(this.info, config.modulesToSave ?? null)) exp.set(key, [...this.info.weight(name).shape]);
+    return exp;
+  }
+
+  setAdapter(names: string | string[]): void {
+    const list = typeof names === "string" ? [names] : [...names];
+    for (const n of list) this.adapter(n);
+    this.active = list;
+    this.refresh();
+  }
+
+  deleteAdapter(name: string): void {
+    this.adapter(name);
+    if (this.merged.includes(name)) throw new PeftConfigError(`adapter "${name}" is merged; unmerge it before deleting`);
+    this.adapters.delete(name);
+    this.active = this.active.filter((n) => n !== name);
+    this.refresh();
+  }
+
+  /** Replaces an adapter's tensors (after training); shapes must match. */
+  setAdapterTensors(name: string, tensors: Map<string, HostTensor>): void {
+    const a = this.adapter(name);
+    for (const [k, t] of tensors) {
+      const old = a.tensors.get(k);
+      if (!old || old.shape.length !== t.shape.length || old.shape.some((d, i) => d !== t.shape[i])) {
+        throw new PeftConfigError(`adapter "${name}": tensor "${k}" is unknown or has the wrong shape`);
+      }
+    }
+    a.tensors = new Map([...a.tensors, ...tensors]);
+    this.refresh();
+  }
+
+  /** Runs fn with every adapter switched off (the base model). */
+  async disableAdapter<T>(fn: () => Promise<T> | T): Promise<T> {
+    const was = this.disabled;
+    this.disabled = true;
+    this.refresh();
+    try {
+      return await fn();
+    } finally {
+      this.disabled = was;
+      this.refresh();
+    }
+  }
+
+  // ---- running ----
+
+  /** Adapters that the forward applies in the graph (active, not merged), or the mixed-batch set. */
+  private applied(): string[] {
+    if (this.disabled) return [];
+    const list = this.mixed ?? this.active;
+    return list.filter((n) => !this.merged.includes(n));
+  }
+
+  private wrapContext(base: ForwardContext, graphInput: (name: string, dtype: DType, shape: readonly Dim[]) => Tensor): ForwardContext {
+    let ctx = base;
+    for (const name of this.applied()) {
+      const a = this.adapter(name);
+      const tensor = (key: string): Tensor => {
+        const t = a.tensors.get(key);
+        if (!t) throw new PeftConfigError(`adapter "${name}" has no tensor "${key}"`);
+        return graphInput(`a.${name}.${key}`, t.dtype, t.shape);
+      };
+      const rowMask = this.mixed ? graphInput(`rows.${name}`, "f32", ["batch"]) : null;
+      const mts = modulesToSaveKeys(this.info, a.config.modulesToSave ?? null);
+      if (mts.size) {
+        if (rowMask) throw new PeftConfigError(`adapter "${name}" has modules_to_save, which mixed-adapter batches do not support`);
+        ctx = new ModulesToSaveContext(ctx, mts, tensor);
+      }
+      ctx = a.tuner.wrap(ctx, this.info, a.config, { adapterName: name, tensor, rowMask, training: false, seed: null });
+    }
+    return ctx;
+  }
+
+  /** Re-publishes adapter tensors as graph inputs and the structure key compiled graphs are cached by. */
+  private refresh(): void {
+    this.base.extraInputs.clear();
+    for (const a of this.adapters.values()) for (const [k, t] of a.tensors) this.base.extraInputs.set(`a.${a.name}.${k}`, t);
+    this.base.contextKey = `peft:${this.applied().join(",")}|mixed:${this.mixed ? 1 : 0}`;
+  }
+
+  private checkUsable(): void {
+    if (this.detached) throw new PeftConfigError("this PeftModel was unloaded; its base model is on its own now");
+  }
+
+  /**
+   * The model's forward with the active adapters. `adapterNames` gives one adapter name (or
+   * "__base__") per row: each row then runs with its own adapter, in one batch.
+   */
+  async forward(
+    inputs: ForwardInputs & { adapterNames?: readonly string[] },
+    opts: { outputHiddenStates?: boolean } = {},
+  ): Promise<ModelOutput> {
+    this.checkUsable();
+    const { adapterNames, ...rest } = inputs;
+    if (!adapterNames) return this.base.forward(rest, opts);
+    const used = [...new Set(adapterNames.filter((n) => n !== BASE_ROW))];
+    for (const n of used) {
+      const a = this.adapter(n);
+      if (!a.tuner.supportsMixedBatch)
+        throw new PeftConfigError(`adapter "${n}" (${a.tuner.peftType}) cannot be used in a mixed-adapter batch`);
+      if (this.merged.includes(n)) throw new PeftConfigError(`adapter "${n}" is merged; unmerge before mixed-adapter batches`);
+    }
+    if (this.merged.length) throw new PeftConfigError("mixed-adapter batches need all adapters unmerged");
+    this.mixed = used;
+    this.refresh();
+    try {
+      const rows: Record<string, HostTensor> = {};
+      for (const n of used)
+        rows[`rows.${n}`] = hostTensor(
+          "f32",
+          [adapterNames.length],
+          Float32Array.from(adapterNames, (x) => (x === n ? 1 : 0)),
+        );
+      for (const [k, v] of Object.entries(rows)) this.base.extraInputs.set(k, v);
+      return await this.base.forward(rest, opts);
+    } finally {
+      this.mixed = null;
+      this.refresh();
+    }
+  }
+
+  generate(prompts: readonly (readonly number[])[], opts: GenerateOptions = {}): Promise<number[][]> {
+    this.checkUsable();
+    return this.base.generate(prompts, opts);
+  }
+
+  // ---- merging ----
+
+  /** Folds adapters (default: the active ones) into the base weights; they stop running in the graph. */
+  mergeAdapter(names?: string[], opts: { safeMerge?: boolean } = {}): void {
+    this.checkUsable();
+    for (const n of names ?? this.active) {
+      if (this.merged.includes(n)) continue;
+      const a = this.adapter(n);
+      if (!a.tuner.merge) throw new PeftConfigError(`${a.tuner.peftType} adapters cannot be merged into the base weights`);
+      const updates = a.tuner.merge(this.info, a.config, a.tensors);
+      for (const [name, key] of modulesToSaveKeys(this.info, a.config.modulesToSave ?? null))
+        updates.set(name, a.tensors.get(key) as HostTensor);
+      if (opts.safeMerge) {
+        for (const [w, t] of updates) {
+          const d = t.data as Float32Array;
+          for (let i = 0; i < d.length; i++) {
+            if (!Number.isFinite(d[i]))
+              throw new PeftConfigError(`safe merge: merging adapter "${n}" gives a non-finite value in "${w}"; nothing was merged`);
+          }
+        }
+      }
+      for (const [w, t] of updates) {
+        if (!this.originals.has(w)) this.originals.set(w, this.base.weights.get(w) as HostTensor);
+        this.base.weights.set(w, t);
+      }
+      this.merged.push(n);
+    }
+    this.refresh();
+  }
+
+  /** Restores the base weights from before every merge. */
+  unmergeAdapter(): void {
+    this.checkUsable();
+    for (const [w, t] of this.originals) this.base.weights.set(w, t);
+    this.originals.clear();
+    this.merged.length = 0;
+    this.refresh();
+  }
+
+  get mergedAdapters(): string[] {
+    return [...this.merged];
+  }
+
+  /** Merges the active adapters and returns the base model on its own. */
+  mergeAndUnload(opts: { safeMerge?: boolean; adapterNames?: string[] } = {}): PreTrainedModel {
+    this.mergeAdapter(opts.adapterNames, opts);
+    return this.detach();
+  }
+
+  /** Removes every adapter without merging and returns the untouched base model. */
+  unload(): PreTrainedModel {
+    this.unmergeAdapter();
+    return this.detach();
+  }
+
+  private detach(): PreTrainedModel {
+    this.originals.clear();
+    this.merged.length = 0;
+    this.adapters.clear();
+    this.active = [];
+    this.base.contextWrapper = null;
+    this.base.extraInputs.clear();
+    this.base.contextKey = "";
+    this.detached = true;
+    return this.base;
+  }
+
+  // ---- files ----
+
+  /** Writes every adapter (or the selected ones) in HF PEFT's folder format. */
+  savePretrained(dir: string, opts: { selectedAdapters?: string[] } = {}): void {
+    this.checkUsable();
+    savePretrained(this, dir, opts);
+  }
+
+  /** Loads an adapter folder (written by peftkit or HF PEFT) as a new named adapter. */
+  loadAdapter(dir: string, name: string, opts: { isTrainable?: boolean } = {}): Adapter {
+    this.checkUsable();
+    const a = loadAdapter(this, dir, name);
+    if (opts.isTrainable) this.trainable.add(name);
+    return a;
+  }
+
+  /** PeftModel.fromPretrained(model, dir): the model with the adapter in `dir` attached and active. */
+  static fromPretrained(model: PreTrainedModel, dir: string, opts: { adapterName?: string; isTrainable?: boolean } = {}): PeftModel {
+    const peft = new PeftModel(model);
+    try {
+      peft.loadAdapter(dir, opts.adapterName ?? "default", opts);
+    } catch (e) {
+      peft.detach();
+      throw e;
+    }
+    return peft;
+  }
+
+  /** Adapters that may be trained: those created here, or loaded with isTrainable. */
+  private readonly trainable = new Set<string>();
+
+  isTrainable(name: string): boolean {
+    return this.trainable.has(name);
+  }
+
+  // ---- reporting ----
+
+  /** Trainable parameters (the active adapters') and all parameters (base + every adapter). */
+  parameterCounts(): { trainable: number; total: number } {
+    const seen = new Set<HostTensor>();
+    let base = 0;
+    for (const t of this.base.weights.values()) {
+      if (seen.has(t)) continue;
+      seen.add(t);
+      base += t.data.length;
+    }
+    let trainable = 0;
+    let adapters = 0;
+    for (const a of this.adapters.values()) {
+      let n = 0;
+      for (const t of a.tensors.values()) n += t.data.length;
+      adapters += n;
+      if (this.active.includes(a.name)) trainable += n;
+    }
+    return { trainable, total: base + adapters };
+  }
+
+  /** Prints "trainable params: … || all params: … || trainable%: …" as PEFT does, and returns the line. */
+  printTrainableParameters(log: (s: string) => void = console.log): string {
+    const { trainable, total } = this.parameterCounts();
+    const line = `trainable params: ${trainable.toLocaleString("en-US")} || all params: ${total.toLocaleString("en-US")} || trainable%: ${((100 * trainable) / total).toFixed(4)}`;
+    log(line);
+    return line;
+  }
+}

@@ -1,0 +1,155 @@
+/**
+ * Training an adapter: one compiled step (forward with the adapter, loss, backward through the
+ * frozen model, optimizer update) whose trainable inputs are only the adapter's tensors
+ * (and modules_to_save copies). The frozen base weights are fed zero-copy and get no gradients.
+ */
+import type { CompileOptions } from "../engine/exec/backend.js";
+import { type HostTensor, hostTensor } from "../engine/ir/host.js";
+import type { OptimizerConfig } from "../engine/optim/optimizers.js";
+import { type StepResult, type TensorDecl, TrainStep } from "../engine/optim/train-step.js";
+import { crossEntropy } from "../engine/trace/composites.js";
+import type { Tensor } from "../engine/trace/tensor.js";
+import type { TaskHead } from "../models/architecture.js";
+import { type IdsLike, onesLike, toIdTensor } from "../models/inputs.js";
+import { type ForwardContext, ModelError, WeightContext } from "../nn/context.js";
+import { PeftConfigError } from "./config.js";
+import { ModulesToSaveContext, modulesToSaveKeys } from "./modules-to-save.js";
+import type { PeftModel } from "./peft-model.js";
+
+export interface PeftTrainerOptions {
+  /** The adapter to train (default: the only active one). */
+  adapterName?: string;
+  optimizer?: OptimizerConfig;
+  clipNorm?: number;
+  compile?: CompileOptions;
+}
+
+export interface TrainBatch {
+  inputIds: IdsLike;
+  attentionMask?: IdsLike;
+  /**
+   * Causal LM: [B, T] token ids, -100 where no loss is taken; the shift by one happens here.
+   * Sequence classification: [B] class ids ([[c0], [c1], ...] or a [B, 1] tensor).
+   * Token classification: [B, T] class ids, -100 to ignore.
+   */
+  labels: IdsLike;
+}
+
+const IGNORE = -100;
+
+/** labels[:, 1:] padded with -100, so logits at position t are scored against token t+1. */
+export function shiftLabels(labels: HostTensor): HostTensor {
+  const [b, t] = labels.shape;
+  const src = labels.data as BigInt64Array;
+  const out = new BigInt64Array(b * t).fill(BigInt(IGNORE));
+  for (let i = 0; i < b; i++) for (let j = 0; j + 1 < t; j++) out[i * t + j] = src[i * t + j + 1];
+  return hostTensor("i64", [b, t], out);
+}
+
+export class PeftTrainer {
+  private constructor(
+    private readonly peft: PeftModel,
+    readonly adapterName: string,
+    readonly step: TrainStep,
+    private readonly head: TaskHead,
+    private readonly labelPrefix: number,
+  ) {}
+
+  static async create(peft: PeftModel, opts: PeftTrainerOptions = {}): Promise<PeftTrainer> {
+    const name = opts.adapterName ?? (peft.activeAdapters.length === 1 ? peft.activeAdapters[0] : undefined);
+    if (!name) throw new PeftConfigError(`choose the adapter to train (active: ${peft.activeAdapters.join(", ") || "none"})`);
+    const a = peft.adapter(name);
+    if (!peft.isTrainable(name))
+      throw new PeftConfigError(`adapter "${name}" was loaded for inference; load it with isTrainable: true to train it`);
+    if (peft.mergedAdapters.length) throw new PeftConfigError("unmerge adapters before training");
+    const model = peft.base;
+    const head = model.head;
+    const params: Record<string, TensorDecl> = {};
+    const init: Record<string, HostTensor> = {};
+    for (const [k, t] of a.tensors) {
+      params[k] = { dtype: t.dtype, shape: t.shape };
+      init[k] = t;
+    }
+    const frozen: Record<string, HostTensor> = Object.fromEntries(model.weights);
+    const frozenDecl: Record<string, TensorDecl> = Object.fromEntries(
+      [...model.weights].map(([k, t]) => [k, { dtype: t.dtype, shape: t.shape }]),
+    );
+    const labelShape = head === "sequence_classification" ? ["batch"] : ["batch", "seq"];
+    const mts = modulesToSaveKeys(peft.info, a.config.modulesToSave ?? null);
+    const prefix = a.tuner.virtualTokens?.(a.config) ?? 0;
+    const step = await TrainStep.create(
+      {
+        params,
+        frozen: frozenDecl,
+        batch: {
+          input_ids: { dtype: "i64", shape: ["batch", "seq"] },
+          attention_mask: { dtype: "i64", shape: ["batch", "seq"] },
+          labels: { dtype: "i64", shape: labelShape },
+        },
+        optimizer: opts.optimizer ?? { kind: "adamw" },
+        clipNorm: opts.clipNorm,
+        loss: ({ params: p, frozen: f, batch, seed }) => {
+          let ctx: ForwardContext = new WeightContext((n) => f[n], new Set(Object.keys(f)));
+          const tensor = (k: string): Tensor => {
+            const t = p[k];
+            if (!t) throw new PeftConfigError(`adapter "${name}" has no tensor "${k}"`);
+            return t;
+          };
+          if (mts.size) ctx = new ModulesToSaveContext(ctx, mts, tensor);
+          ctx = a.tuner.wrap(ctx, peft.info, a.config, { adapterName: name, tensor, rowMask: null, training: true, seed });
+          const out = model.traceForward(ctx, { input_ids: batch.input_ids, attention_mask: batch.attention_mask });
+          if (!out.logits) throw new ModelError(`a ${head} model has no logits to train on`);
+          return crossEntropy(out.logits, batch.labels, { ignoreIndex: IGNORE });
+        },
+      },
+      { params: init, frozen },
+      { ...model.compileOptions, ...opts.compile },
+    );
+    return new PeftTrainer(peft, name, step, head, prefix);
+  }
+
+  /** Converts a user batch into the step's tensors (shifting causal-LM labels). */
+  prepare(batch: TrainBatch): Record<string, HostTensor> {
+    const ids = toIdTensor(batch.inputIds, "inputIds");
+    const mask = batch.attentionMask !== undefined ? toIdTensor(batch.attentionMask, "attentionMask") : onesLike(ids);
+    let labels: HostTensor;
+    if (this.head === "sequence_classification") {
+      const l = Array.isArray(batch.labels)
+        ? (batch.labels as readonly (readonly number[])[]).map((r) => (Array.isArray(r) ? r[0] : (r as unknown as number)))
+        : null;
+      labels = l
+        ? hostTensor(
+            "i64",
+            [l.length],
+            BigInt64Array.from(l, (x) => BigInt(x)),
+          )
+        : toIdTensor(batch.labels, "labels");
+      if (labels.shape.length === 2) labels = hostTensor("i64", [labels.shape[0]], labels.data);
+    } else {
+      labels = toIdTensor(batch.labels, "labels");
+      if (labels.shape[0] !== ids.shape[0] || labels.shape[1] !== ids.shape[1]) {
+        throw new ModelError(`labels [${labels.shape}] must have the shape of inputIds [${ids.shape}]`);
+      }
+      if (this.head === "causal_lm") labels = shiftLabels(labels);
+      if (this.labelPrefix) {
+        const [b, t] = labels.shape;
+        const out = new BigInt64Array(b * (t + this.labelPrefix)).fill(BigInt(IGNORE));
+        for (let i = 0; i < b; i++)
+          out.set((labels.data as BigInt64Array).subarray(i * t, (i + 1) * t), i * (t + this.labelPrefix) + this.labelPrefix);
+        labels = hostTensor("i64", [b, t + this.labelPrefix], out);
+      }
+    }
+    return { input_ids: ids, attention_mask: mask, labels };
+  }
+
+  /** One optimizer step; the adapter's tensors in the PeftModel are updated in place. */
+  async train(batch: TrainBatch, opts: { lr: number; seed?: number }): Promise<StepResult> {
+    const res = await this.step.step(this.prepare(batch), opts);
+    this.peft.setAdapterTensors(this.adapterName, new Map(Object.entries(this.step.getParams())));
+    return res;
+  }
+
+  release(): Promise<void> {
+    return this.step.release();
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * The contract of a PEFT method. A method is a folder (tuners/<method>/) exporting one Tuner;
+ * the registry lists them. PeftModel does everything method-independent: adapters by name,
+ * activation, merging bookkeeping, saving and loading, training, mixed batches.
+ */
+import type { HostTensor } from "../engine/ir/host.js";
+import type { Tensor } from "../engine/trace/tensor.js";
+import type { PreTrainedModel } from "../models/pretrained.js";
+import type { ForwardContext } from "../nn/context.js";
+import type { Rng } from "../util/rng.js";
+import type { CommonConfig, RawPeftConfig } from "./config.js";
+
+/** What a tuner may know about the model it attaches to. */
+export interface ModelInfo {
+  readonly model: PreTrainedModel;
+  readonly modelType: string;
+  /** Linear layers as canonical paths (e.g. "model.layers.0.self_attn.q_proj"). */
+  readonly linearLayers: readonly string[];
+  /** Linear layers eligible for "all-linear" (everything but output heads). */
+  readonly allLinear: readonly string[];
+  /** Weights are stored [in, out] (GPT-2 Conv1D). */
+  readonly fanInFanOut: boolean;
+  /** The module path PEFT uses for a canonical path (task models: the same; bare backbones: no prefix). */
+  peftName(canonical: string): string;
+  canonicalName(peftName: string): string;
+  /** Current base weight by canonical name. */
+  weight(name: string): HostTensor;
+  hasWeight(name: string): boolean;
+  /** Every base weight name. */
+  weightNames(): string[];
+  /** Number of transformer layers and hidden size, for prompt methods. */
+  readonly numLayers: number;
+  readonly hidden: number;
+  readonly heads: number;
+  readonly kvHeads: number;
+  readonly headDim: number;
+}
+
+export interface WrapOptions {
+  readonly adapterName: string;
+  /** The graph tensor of one of this adapter's tensors (by its key). */
+  tensor(key: string): Tensor;
+  /** [B] f32 with 1 for the rows that use this adapter (mixed batches); null when all rows do. */
+  readonly rowMask: Tensor | null;
+  /** True inside a training step (dropout on). */
+  readonly training: boolean;
+  /** i64 scalar seed for random ops in training; null otherwise. */
+  readonly seed: Tensor | null;
+}
+
+export interface CreatedAdapter {
+  /** Adapter tensors by key: PEFT's state-dict key without "base_model.model." and adapter name. */
+  tensors: Map<string, HostTensor>;
+  /** Base weights the method replaces at creation (PiSSA/OLoRA residuals), by canonical name. */
+  baseEdits?: Map<string, HostTensor>;
+}
+
+export interface Tuner<C extends CommonConfig = CommonConfig> {
+  /** PEFT's peft_type ("LORA", "IA3", ...). */
+  readonly peftType: string;
+  /** Parses a normalised (snake_case) config; errors name the field. */
+  parseConfig(raw: RawPeftConfig, where: string): C;
+  /** Every field PEFT writes for this method, snake_case. */
+  toJson(c: C): Record<string, unknown>;
+  /** Fresh adapter tensors for this model. */
+  create(info: ModelInfo, c: C, rng: Rng): CreatedAdapter;
+  /** The keys and shapes a saved adapter of this config must hold. */
+  expectedTensors(info: ModelInfo, c: C): Map<string, number[]>;
+  /** The forward pass with the adapter: a context wrapping `base`. */
+  wrap(base: ForwardContext, info: ModelInfo, c: C, opts: WrapOptions): ForwardContext;
+  /** Base weights with the adapter folded in, for each weight it changes; absent when the method cannot merge. */
+  merge?(info: ModelInfo, c: C, tensors: ReadonlyMap<string, HostTensor>): Map<string, HostTensor>;
+  /** Whether mixed-adapter batches are supported (prompt methods cannot). */
+  readonly supportsMixedBatch: boolean;
+  /** Prompt-learning methods save keys without the "base_model.model." prefix. */
+  readonly promptLearning?: boolean;
+  /** Soft tokens the method prepends to the sequence (prompt tuning), which shift the labels. */
+  virtualTokens?(c: C): number;
+}
+
+/** Passes every call through; tuners extend it and override what they change. */
+export class DelegatingContext implements ForwardContext {
+  constructor(protected readonly inner: ForwardContext) {}
+  weight(name: string): Tensor {
+    return this.inner.weight(name);
+  }
+  hasWeight(name: string): boolean {
+    return this.inner.hasWeight(name);
+  }
+  linear(path: string, x: Tensor, opts?: import("../nn/context.js").LinearOptions): Tensor {
+    return this.inner.linear(path, x, opts);
+  }
+  embedding(path: string, ids: Tensor): Tensor {
+    return this.inner.embedding(path, ids);
+  }
+  hook(point: import("../nn/context.js").HookPoint, x: Tensor): Tensor {
+    return this.inner.hook(point, x);
+  }
+  attentionPrefix(layer: number, batch: Tensor): { key: Tensor; value: Tensor } | null {
+    return this.inner.attentionPrefix(layer, batch);
+  }
+}
+
+/** x scaled per row by a [B] mask (broadcast over the remaining dims), or x when there is no mask. */
+export function maskRows(x: Tensor, rowMask: Tensor | null): Tensor {
+  if (!rowMask) return x;
+  let m = rowMask;
+  for (let i = 1; i < x.rank; i++) m = m.unsqueeze(-1);
+  return x.mul(m.cast(x.dtype));
+}
