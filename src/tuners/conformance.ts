@@ -141,11 +141,9 @@ export function runConformance(c: ConformanceCase): void {
       const mixed = (await peft.forward({ inputIds: ids, adapterNames: ["default", "__base__", "other"] })).logits?.data as Float32Array;
       const per = mixed.length / 3;
       const rowOf = async (name: string | null, row: number) => {
-        const one =
-          name === null
-            ? await peft.disableAdapter(() => logits(peft, [ids[row]]))
-            : (peft.setAdapter(name), await logits(peft, [ids[row]]));
-        return one;
+        if (name === null) return peft.disableAdapter(() => logits(peft, [ids[row]]));
+        peft.setAdapter(name);
+        return logits(peft, [ids[row]]);
       };
       const expectRows = [await rowOf("default", 0), await rowOf(null, 1), await rowOf("other", 2)];
       expectRows.forEach((want, r) => {
@@ -197,7 +195,9 @@ export function runConformance(c: ConformanceCase): void {
     const mts = modulesToSaveKeys(peft.info, a.config.modulesToSave ?? null);
     const f = (...xs: Tensor[]) => {
       const adapterT = new Map<string, Tensor>();
-      [...keys, ...otherKeys].forEach((k, i) => adapterT.set(k, xs[i]));
+      [...keys, ...otherKeys].forEach((k, i) => {
+        adapterT.set(k, xs[i]);
+      });
       const off = keys.length + otherKeys.length;
       const w = new Map(weightNames.map((n, i) => [n, xs[off + i]]));
       const [inIds, inMask, inLabels] = xs.slice(off + weightNames.length);
