@@ -141,3 +141,38 @@ describe("loading rejects checkpoints that do not match their config", () => {
     await model.release();
   });
 });
+
+describe("fromConfig and savePretrained", () => {
+  test("a model saved in f32 reloads with identical logits; f16 within f16 rounding", async () => {
+    const a = await AutoModelForCausalLM.fromPretrained(join(GOLDEN_MODELS, "llama_gqa_tied"));
+    const dir32 = mkdtempSync(join(tmp, "save32-"));
+    const dir16 = mkdtempSync(join(tmp, "save16-"));
+    a.savePretrained(dir32);
+    a.savePretrained(dir16, { dtype: "f16" });
+    const ids = [[4, 8, 15, 16, 23, 42]];
+    const want = (await a.forward({ inputIds: ids })).logits?.data as Float32Array;
+    const b = await AutoModelForCausalLM.fromPretrained(dir32);
+    assert.deepEqual((await b.forward({ inputIds: ids })).logits?.data, want);
+    assert.equal(readSafetensors(join(dir32, "model.safetensors")).tensors["lm_head.weight"], undefined, "tied lm_head written");
+    const c = await AutoModelForCausalLM.fromPretrained(dir16);
+    const got = (await c.forward({ inputIds: ids })).logits?.data as Float32Array;
+    let worst = 0;
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
+    assert.ok(worst > 0 && worst < 0.05, `f16 difference ${worst}`);
+    for (const m of [a, b, c]) await m.release();
+  });
+
+  test("fromConfig builds a model with initialised weights of the right shapes", async () => {
+    const config = JSON.parse(readFileSync(join(GOLDEN_MODELS, "qwen2", "config.json"), "utf8"));
+    const { PreTrainedModel } = await import("./pretrained.js");
+    const m = PreTrainedModel.fromConfig(config, "causal_lm", { seed: 3 });
+    const { logits } = await m.forward({ inputIds: [[1, 2, 3]] });
+    assert.deepEqual(logits?.shape, [1, 3, config.vocab_size]);
+    const norm = m.weights.get("model.norm.weight")?.data as Float32Array;
+    assert.ok(norm.every((v) => v === 1));
+    const q = m.weights.get("model.layers.0.self_attn.q_proj.weight")?.data as Float32Array;
+    const std = Math.sqrt(q.reduce((s, v) => s + v * v, 0) / q.length);
+    assert.ok(Math.abs(std - 0.02) < 0.004, `std ${std}`);
+    await m.release();
+  });
+});

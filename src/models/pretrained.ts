@@ -3,16 +3,21 @@
  * zero-copy), and compiled forward graphs with symbolic batch and sequence dims, so one ORT
  * session serves every input shape.
  */
+
+import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import type { CompileOptions, Executor } from "../engine/exec/backend.js";
 import { compileGraph } from "../engine/exec/backend.js";
 import type { DType } from "../engine/ir/dtype.js";
 import { Graph } from "../engine/ir/graph.js";
-import type { HostTensor } from "../engine/ir/host.js";
+import { f32ToF16, type HostTensor, hostTensor } from "../engine/ir/host.js";
 import type { Dim } from "../engine/ir/shape.js";
 import { withGraph } from "../engine/trace/context.js";
 import { Tensor } from "../engine/trace/tensor.js";
 import { loadConfig, openCheckpoint } from "../io/hf-folder.js";
+import { type RawTensor, toBf16Raw, writeSafetensors } from "../io/safetensors.js";
 import { type ForwardContext, ModelError, WeightContext } from "../nn/context.js";
+import { fillNormal, Rng } from "../util/rng.js";
 import type { ArchInputs, Architecture, ArchOutputs, TaskHead } from "./architecture.js";
 import { type GenerateOptions, generate } from "./generate.js";
 import { type IdsLike, onesLike, toFloatTensor, toIdTensor } from "./inputs.js";
@@ -126,6 +131,55 @@ export class PreTrainedModel {
     } finally {
       store.close();
     }
+  }
+
+  /**
+   * A model of a config with freshly initialised weights (as transformers' _init_weights:
+   * normal(0, initializer_range) for matrices and embeddings, ones for norm weights, zeros for
+   * biases), for pretraining and benchmarks.
+   */
+  static fromConfig(config: Record<string, unknown>, head: TaskHead, opts: LoadOptions = {}): PreTrainedModel {
+    const modelType = config.model_type as string;
+    const arch = architectureFor(modelType);
+    if (!arch) throw new ModelError(`config: model_type "${modelType}" is not supported (supported: ${supportedModelTypes().join(", ")})`);
+    const cfg = arch.parseConfig(config, { numLabels: opts.numLabels });
+    const std = typeof config.initializer_range === "number" ? config.initializer_range : 0.02;
+    const rng = new Rng(opts.seed ?? 0);
+    const weights = new Map<string, HostTensor>();
+    const ties = arch.tiedWeights(cfg, head);
+    for (const [name, shape] of arch.expectedWeights(cfg, head)) {
+      if (ties.has(name)) continue;
+      const n = shape.reduce((a, b) => a * b, 1);
+      const isNorm = /(norm|ln_\w+|LayerNorm|layernorm\w*)\.weight$/.test(name);
+      const data = name.endsWith(".bias") ? new Float32Array(n) : isNorm ? new Float32Array(n).fill(1) : fillNormal(n, std, rng);
+      weights.set(name, hostTensor("f32", shape, data));
+    }
+    for (const [name, target] of ties) weights.set(name, weights.get(target) as HostTensor);
+    const { seed: _s, numLabels: _n, ...compile } = opts;
+    return new PreTrainedModel({ ...config }, arch, cfg, head, weights, null, [], compile);
+  }
+
+  /**
+   * Writes config.json and model.safetensors (HF layout; tied weights are not written twice).
+   * `dtype` "f16"/"bf16" halves the file. Both files are written atomically.
+   */
+  savePretrained(dir: string, opts: { dtype?: "f32" | "f16" | "bf16" } = {}): void {
+    mkdirSync(dir, { recursive: true });
+    const ties = this.arch.tiedWeights(this.archConfig, this.head);
+    const tensors: Record<string, HostTensor | RawTensor> = {};
+    for (const [name, t] of this.weights) {
+      const target = ties.get(name);
+      if (target && this.weights.get(target) === t) continue;
+      if (opts.dtype === "bf16" && t.dtype === "f32") tensors[name] = toBf16Raw(t);
+      else if (opts.dtype === "f16" && t.dtype === "f32")
+        tensors[name] = hostTensor("f16", t.shape, Uint16Array.from(t.data as Float32Array, f32ToF16));
+      else tensors[name] = t;
+    }
+    writeSafetensors(join(dir, "model.safetensors"), tensors, { format: "pt" });
+    const config = { ...this.config, torch_dtype: opts.dtype === "f16" ? "float16" : opts.dtype === "bf16" ? "bfloat16" : "float32" };
+    const tmp = join(dir, `config.json.tmp-${process.pid}`);
+    writeFileSync(tmp, `${JSON.stringify(config, null, 2)}\n`);
+    renameSync(tmp, join(dir, "config.json"));
   }
 
   get modelType(): string {

@@ -46,6 +46,34 @@ export function shiftLabels(labels: HostTensor): HostTensor {
   return hostTensor("i64", [b, t], out);
 }
 
+/**
+ * The step's batch tensors from a user batch: ids, mask (ones by default) and labels, shifted
+ * for causal LMs and prefixed with -100 for `labelPrefix` virtual tokens.
+ */
+export function prepareBatch(head: TaskHead, batch: TrainBatch, labelPrefix = 0): Record<string, HostTensor> {
+  const ids = toIdTensor(batch.inputIds, "inputIds");
+  const mask = batch.attentionMask !== undefined ? toIdTensor(batch.attentionMask, "attentionMask") : onesLike(ids);
+  let labels: HostTensor;
+  if (head === "sequence_classification") {
+    const l = Array.isArray(batch.labels) ? (batch.labels as readonly (readonly number[] | number)[]).map((r) => (Array.isArray(r) ? r[0] : (r as number))) : null;
+    labels = l ? hostTensor("i64", [l.length], BigInt64Array.from(l, (x) => BigInt(x))) : toIdTensor(batch.labels, "labels");
+    if (labels.shape.length === 2) labels = hostTensor("i64", [labels.shape[0]], labels.data);
+  } else {
+    labels = toIdTensor(batch.labels, "labels");
+    if (labels.shape[0] !== ids.shape[0] || labels.shape[1] !== ids.shape[1]) {
+      throw new ModelError(`labels [${labels.shape}] must have the shape of inputIds [${ids.shape}]`);
+    }
+    if (head === "causal_lm") labels = shiftLabels(labels);
+    if (labelPrefix) {
+      const [b, t] = labels.shape;
+      const out = new BigInt64Array(b * (t + labelPrefix)).fill(BigInt(IGNORE));
+      for (let i = 0; i < b; i++) out.set((labels.data as BigInt64Array).subarray(i * t, (i + 1) * t), i * (t + labelPrefix) + labelPrefix);
+      labels = hostTensor("i64", [b, t + labelPrefix], out);
+    }
+  }
+  return { input_ids: ids, attention_mask: mask, labels };
+}
+
 export class PeftTrainer {
   private constructor(
     private readonly peft: PeftModel,
@@ -110,36 +138,7 @@ export class PeftTrainer {
 
   /** Converts a user batch into the step's tensors (shifting causal-LM labels). */
   prepare(batch: TrainBatch): Record<string, HostTensor> {
-    const ids = toIdTensor(batch.inputIds, "inputIds");
-    const mask = batch.attentionMask !== undefined ? toIdTensor(batch.attentionMask, "attentionMask") : onesLike(ids);
-    let labels: HostTensor;
-    if (this.head === "sequence_classification") {
-      const l = Array.isArray(batch.labels)
-        ? (batch.labels as readonly (readonly number[])[]).map((r) => (Array.isArray(r) ? r[0] : (r as unknown as number)))
-        : null;
-      labels = l
-        ? hostTensor(
-            "i64",
-            [l.length],
-            BigInt64Array.from(l, (x) => BigInt(x)),
-          )
-        : toIdTensor(batch.labels, "labels");
-      if (labels.shape.length === 2) labels = hostTensor("i64", [labels.shape[0]], labels.data);
-    } else {
-      labels = toIdTensor(batch.labels, "labels");
-      if (labels.shape[0] !== ids.shape[0] || labels.shape[1] !== ids.shape[1]) {
-        throw new ModelError(`labels [${labels.shape}] must have the shape of inputIds [${ids.shape}]`);
-      }
-      if (this.head === "causal_lm") labels = shiftLabels(labels);
-      if (this.labelPrefix) {
-        const [b, t] = labels.shape;
-        const out = new BigInt64Array(b * (t + this.labelPrefix)).fill(BigInt(IGNORE));
-        for (let i = 0; i < b; i++)
-          out.set((labels.data as BigInt64Array).subarray(i * t, (i + 1) * t), i * (t + this.labelPrefix) + this.labelPrefix);
-        labels = hostTensor("i64", [b, t + this.labelPrefix], out);
-      }
-    }
-    return { input_ids: ids, attention_mask: mask, labels };
+    return prepareBatch(this.head, batch, this.labelPrefix);
   }
 
   /** One optimizer step; the adapter's tensors in the PeftModel are updated in place. */

@@ -1,0 +1,81 @@
+/**
+ * Full fine-tuning (every weight trains): used to pretrain the embedded demo model and as the
+ * reference point of the benchmarks. Same batch format as PeftTrainer.
+ */
+import type { CompileOptions } from "../engine/exec/backend.js";
+import type { HostTensor } from "../engine/ir/host.js";
+import type { OptimizerConfig } from "../engine/optim/optimizers.js";
+import { type StepResult, type TensorDecl, TrainStep } from "../engine/optim/train-step.js";
+import { crossEntropy } from "../engine/trace/composites.js";
+import type { PreTrainedModel } from "../models/pretrained.js";
+import { ModelError, WeightContext } from "../nn/context.js";
+import { prepareBatch, type TrainBatch } from "../tuners/train.js";
+
+export class FullTrainer {
+  /** Names of distinct weights (a tied weight trains once, under its first name). */
+  private readonly aliases = new Map<string, string>();
+
+  private constructor(
+    private readonly model: PreTrainedModel,
+    readonly step: TrainStep,
+    aliases: Map<string, string>,
+  ) {
+    this.aliases = aliases;
+  }
+
+  static async create(
+    model: PreTrainedModel,
+    opts: { optimizer?: OptimizerConfig; clipNorm?: number; compile?: CompileOptions } = {},
+  ): Promise<FullTrainer> {
+    const params: Record<string, TensorDecl> = {};
+    const init: Record<string, HostTensor> = {};
+    const firstName = new Map<HostTensor, string>();
+    const aliases = new Map<string, string>();
+    for (const [k, t] of model.weights) {
+      const first = firstName.get(t);
+      if (first) {
+        aliases.set(k, first);
+        continue;
+      }
+      firstName.set(t, k);
+      params[k] = { dtype: t.dtype, shape: t.shape };
+      init[k] = t;
+    }
+    const head = model.head;
+    const step = await TrainStep.create(
+      {
+        params,
+        batch: {
+          input_ids: { dtype: "i64", shape: ["batch", "seq"] },
+          attention_mask: { dtype: "i64", shape: ["batch", "seq"] },
+          labels: { dtype: "i64", shape: head === "sequence_classification" ? ["batch"] : ["batch", "seq"] },
+        },
+        optimizer: opts.optimizer ?? { kind: "adamw" },
+        clipNorm: opts.clipNorm,
+        loss: ({ params: p, batch }) => {
+          const names = new Set(model.weights.keys());
+          const ctx = new WeightContext((n) => p[aliases.get(n) ?? n], names);
+          const out = model.traceForward(ctx, { input_ids: batch.input_ids, attention_mask: batch.attention_mask });
+          if (!out.logits) throw new ModelError(`a ${head} model has no logits to train on`);
+          return crossEntropy(out.logits, batch.labels);
+        },
+      },
+      { params: init },
+      { ...model.compileOptions, ...opts.compile },
+    );
+    return new FullTrainer(model, step, aliases);
+  }
+
+  /** One step; the model's weights are replaced by the updated ones. */
+  async train(batch: TrainBatch, opts: { lr: number; seed?: number }): Promise<StepResult> {
+    const res = await this.step.step(prepareBatch(this.model.head, batch), opts);
+    const p = this.step.getParams();
+    for (const [k, t] of Object.entries(p)) this.model.weights.set(k, t);
+    for (const [alias, first] of this.aliases) this.model.weights.set(alias, p[first]);
+    return res;
+  }
+
+  release(): Promise<void> {
+    return this.step.release();
+  }
+}
