@@ -122,7 +122,7 @@ describe("the step graph does no work for frozen weights", () => {
     );
     assert.deepEqual(
       g.inputs.map((o) => o.name),
-      ["p.a", "s.exp_avg.a", "s.exp_avg_sq.a", "f.w", "b.x", "step", "lr", "seed"],
+      ["p.a", "s.exp_avg.a", "s.exp_avg_sq.a", "step", "lr", "f.w", "b.x", "seed"],
     );
   });
 });
@@ -154,4 +154,36 @@ test("ORT and interpreter agree on several steps of a small network with dropout
   pa.forEach((v, i) => {
     assert.ok(Math.abs(v - pb[i]) <= 1e-5, `w[${i}] ${v} vs ${pb[i]}`);
   });
+});
+
+test("gradient accumulation over micro-batches equals one step on the concatenated batch", async () => {
+  const w0 = rand([4, 3], 0.5);
+  const def = {
+    params: { w: { dtype: "f32" as const, shape: [4, 3] } },
+    batch: { x: { dtype: "f32" as const, shape: ["batch", 4] } },
+    loss: ({ params: p, batch }: LossContext) => batch.x.matmul(p.w).tanh().square().mean(),
+    optimizer: { kind: "adamw" as const },
+    clipNorm: 0.5,
+  };
+  const x1 = rand([3, 4]);
+  const x2 = rand([3, 4]);
+  const both = hostTensor("f32", [6, 4], Float32Array.from([...(x1.data as Float32Array), ...(x2.data as Float32Array)]));
+  const fused = await TrainStep.create(def, { params: { w: w0 } });
+  const accum = await TrainStep.create(def, { params: { w: w0 } });
+  for (let i = 0; i < 3; i++) {
+    await fused.step({ x: both }, { lr: 0.05 });
+    const l1 = await accum.accumulate({ x: x1 });
+    const l2 = await accum.accumulate({ x: x2 });
+    assert.ok(Number.isFinite(l1.loss + l2.loss));
+    await accum.apply({ lr: 0.05 });
+  }
+  const a = fused.getParams().w.data as Float32Array;
+  const b = accum.getParams().w.data as Float32Array;
+  // Equal-size micro-batches: the mean of the two means is the mean over the whole batch.
+  a.forEach((v, i) => {
+    assert.ok(Math.abs(v - b[i]) < 1e-6, `w[${i}] ${v} vs ${b[i]}`);
+  });
+  assert.equal(accum.stepCount, 3);
+  await fused.release();
+  await accum.release();
 });

@@ -47,57 +47,114 @@ const B = "b.";
 const M = "m.";
 const S = (slot: string) => `s.${slot}.`;
 
-/** Builds the step graph. Exposed so tests can inspect it (e.g. count weight-gradient matmuls). */
+const A = "acc.";
+
+interface StepInputs {
+  params: Record<string, Tensor>;
+  state: Record<string, Tensor>[];
+  step: Tensor;
+  lr: Tensor;
+}
+
+function declare(g: Graph, prefix: string, decls: Readonly<Record<string, TensorDecl>> | undefined): Record<string, Tensor> {
+  const out: Record<string, Tensor> = {};
+  for (const [k, d] of Object.entries(decls ?? {})) out[k] = new Tensor(g, g.addInput(prefix + k, d));
+  return out;
+}
+
+/** Traces the loss and its gradients with respect to the params; returns them with the metrics. */
+function lossAndGrads(g: Graph, def: TrainStepDefinition, params: Record<string, Tensor>): { loss: Tensor; grads: Tensor[]; metrics: Record<string, Tensor> } {
+  const frozen = declare(g, F, def.frozen);
+  const batch = declare(g, B, def.batch);
+  const seed = new Tensor(g, g.addInput("seed", { dtype: "i64", shape: [] }));
+  const start = g.nodes.length;
+  const res = def.loss({ params, frozen, batch, seed });
+  const loss = res instanceof Tensor ? res : res.loss;
+  const metrics = res instanceof Tensor ? {} : (res.metrics ?? {});
+  if (loss.rank !== 0) throw new ShapeError(`train step: the loss must be a scalar, got ${shapeStr(loss.shape)}`);
+  const names = Object.keys(params);
+  const grads = backward(
+    [loss],
+    [onesLike(loss)],
+    names.map((n) => params[n]),
+    start,
+  );
+  return { loss, grads, metrics };
+}
+
+/** Clipping and the optimizer update, as graph outputs. */
+function emitUpdate(g: Graph, def: TrainStepDefinition, inp: StepInputs, rawGrads: Tensor[]): void {
+  const slots = stateSlots(def.optimizer);
+  let grads = rawGrads;
+  let norm: Tensor;
+  if (def.clipNorm !== undefined) ({ grads, norm } = clipByGlobalNorm(grads, def.clipNorm));
+  else norm = globalNorm(grads);
+  g.addOutput("grad_norm", norm.id);
+  Object.keys(inp.params).forEach((n, i) => {
+    const upd = applyUpdate(def.optimizer, {
+      param: inp.params[n],
+      grad: grads[i],
+      state: slots.map((_, j) => inp.state[j][n]),
+      step: inp.step,
+      lr: inp.lr,
+    });
+    g.addOutput(P + n, upd.param.id);
+    upd.state.forEach((t, j) => {
+      g.addOutput(S(slots[j]) + n, t.id);
+    });
+  });
+}
+
+function updateInputs(g: Graph, def: TrainStepDefinition): StepInputs {
+  const params = declare(g, P, def.params);
+  const state = stateSlots(def.optimizer).map((s) => declare(g, S(s), def.params));
+  const step = new Tensor(g, g.addInput("step", { dtype: "f32", shape: [] }));
+  const lr = new Tensor(g, g.addInput("lr", { dtype: "f32", shape: [] }));
+  return { params, state, step, lr };
+}
+
+/** Builds the fused step graph. Exposed so tests can inspect it (e.g. count weight-gradient matmuls). */
 export function traceTrainStep(def: TrainStepDefinition): Graph {
   const g = new Graph();
   return withGraph(g, () => {
-    const slots = stateSlots(def.optimizer);
-    const add = (prefix: string, decls: Readonly<Record<string, TensorDecl>> | undefined) => {
-      const out: Record<string, Tensor> = {};
-      for (const [k, d] of Object.entries(decls ?? {})) out[k] = new Tensor(g, g.addInput(prefix + k, d));
-      return out;
-    };
-    const params = add(P, def.params);
-    const state = slots.map((s) => add(S(s), def.params));
-    const frozen = add(F, def.frozen);
-    const batch = add(B, def.batch);
-    const step = new Tensor(g, g.addInput("step", { dtype: "f32", shape: [] }));
-    const lr = new Tensor(g, g.addInput("lr", { dtype: "f32", shape: [] }));
-    const seed = new Tensor(g, g.addInput("seed", { dtype: "i64", shape: [] }));
-
-    const start = g.nodes.length;
-    const res = def.loss({ params, frozen, batch, seed });
-    const loss = res instanceof Tensor ? res : res.loss;
-    const metrics = res instanceof Tensor ? {} : (res.metrics ?? {});
-    if (loss.rank !== 0) throw new ShapeError(`train step: the loss must be a scalar, got ${shapeStr(loss.shape)}`);
-
-    const names = Object.keys(params);
-    let grads = backward(
-      [loss],
-      [onesLike(loss)],
-      names.map((n) => params[n]),
-      start,
-    );
-    let norm: Tensor;
-    if (def.clipNorm !== undefined) ({ grads, norm } = clipByGlobalNorm(grads, def.clipNorm));
-    else norm = globalNorm(grads);
-
+    const inp = updateInputs(g, def);
+    const { loss, grads, metrics } = lossAndGrads(g, def, inp.params);
     g.addOutput("loss", loss.cast("f32").id);
-    g.addOutput("grad_norm", norm.id);
-    names.forEach((n, i) => {
-      const upd = applyUpdate(def.optimizer, {
-        param: params[n],
-        grad: grads[i],
-        state: slots.map((_, j) => state[j][n]),
-        step,
-        lr,
-      });
-      g.addOutput(P + n, upd.param.id);
-      upd.state.forEach((t, j) => {
-        g.addOutput(S(slots[j]) + n, t.id);
-      });
+    emitUpdate(g, def, inp, grads);
+    for (const [k, t] of Object.entries(metrics)) g.addOutput(M + k, t.cast("f32").id);
+    return g;
+  });
+}
+
+/** Gradient accumulation, first graph: (params, frozen, batch, seed, acc) → (loss, acc + grads). */
+export function traceAccumulateStep(def: TrainStepDefinition): Graph {
+  const g = new Graph();
+  return withGraph(g, () => {
+    const params = declare(g, P, def.params);
+    const acc = declare(g, A, def.params);
+    const { loss, grads, metrics } = lossAndGrads(g, def, params);
+    g.addOutput("loss", loss.cast("f32").id);
+    Object.keys(params).forEach((n, i) => {
+      g.addOutput(A + n, acc[n].add(grads[i]).id);
     });
     for (const [k, t] of Object.entries(metrics)) g.addOutput(M + k, t.cast("f32").id);
+    return g;
+  });
+}
+
+/** Gradient accumulation, second graph: (params, state, acc, count, step, lr) → update with the mean gradient. */
+export function traceApplyStep(def: TrainStepDefinition): Graph {
+  const g = new Graph();
+  return withGraph(g, () => {
+    const inp = updateInputs(g, def);
+    const acc = declare(g, A, def.params);
+    const count = new Tensor(g, g.addInput("count", { dtype: "f32", shape: [] }));
+    emitUpdate(
+      g,
+      def,
+      inp,
+      Object.keys(inp.params).map((n) => acc[n].div(count.cast(acc[n].dtype))),
+    );
     return g;
   });
 }
@@ -120,6 +177,7 @@ export class TrainStep {
     private readonly def: TrainStepDefinition,
     params: Record<string, HostTensor>,
     private readonly frozen: Record<string, HostTensor>,
+    private readonly opts: CompileOptions,
   ) {
     this.params = params;
     this.state = {};
@@ -137,7 +195,7 @@ export class TrainStep {
     checkTensors("frozen tensor", def.frozen ?? {}, init.frozen ?? {});
     const graph = traceTrainStep(def);
     const exec = await compileGraph(graph, opts);
-    return new TrainStep(graph, exec, def, { ...init.params }, { ...(init.frozen ?? {}) });
+    return new TrainStep(graph, exec, def, { ...init.params }, { ...(init.frozen ?? {}) }, opts);
   }
 
   get stepCount(): number {
@@ -145,6 +203,7 @@ export class TrainStep {
   }
 
   async step(batch: Record<string, HostTensor>, opts: { lr: number; seed?: number }): Promise<StepResult> {
+    if (this.pending) throw new EngineUsageError("train step: gradients are being accumulated; call apply() first");
     checkTensors("batch tensor", this.def.batch, batch);
     this.steps += 1;
     const feeds: Record<string, HostTensor> = { ...this.state };
@@ -154,17 +213,62 @@ export class TrainStep {
     feeds.step = hostTensor("f32", [], [this.steps]);
     feeds.lr = hostTensor("f32", [], [opts.lr]);
     feeds.seed = hostTensor("i64", [], [opts.seed ?? this.steps]);
-    const outs = await this.exec.run(feeds);
+    return this.collect(this.exec, await this.exec.run(feeds));
+  }
+
+  private collect(exec: Executor, outs: HostTensor[]): StepResult {
     const res: StepResult = { loss: Number.NaN, gradNorm: Number.NaN, metrics: {} };
-    this.graph.outputs.forEach((o, i) => {
+    exec.graph.outputs.forEach((o, i) => {
       const t = outs[i];
       if (o.name === "loss") res.loss = readNumber(t, 0);
       else if (o.name === "grad_norm") res.gradNorm = readNumber(t, 0);
       else if (o.name.startsWith(P)) this.params[o.name.slice(P.length)] = t;
       else if (o.name.startsWith(M)) res.metrics[o.name.slice(M.length)] = readNumber(t, 0);
+      else if (o.name.startsWith(A)) this.acc[o.name] = t;
       else this.state[o.name] = t;
     });
     return res;
+  }
+
+  // ---- gradient accumulation: accumulate() per micro-batch, then apply() ----
+
+  private accExec: Promise<Executor> | null = null;
+  private applyExec: Promise<Executor> | null = null;
+  private acc: Record<string, HostTensor> = {};
+  private pending = 0;
+
+  /** Adds one micro-batch's gradients to the accumulator; returns its loss. */
+  async accumulate(batch: Record<string, HostTensor>, opts: { seed?: number } = {}): Promise<StepResult> {
+    checkTensors("batch tensor", this.def.batch, batch);
+    this.accExec ??= compileGraph(traceAccumulateStep(this.def), this.opts);
+    const exec = await this.accExec;
+    if (this.pending === 0) {
+      this.acc = {};
+      for (const [k, p] of Object.entries(this.params)) this.acc[A + k] = hostTensor(p.dtype, p.shape);
+    }
+    const feeds: Record<string, HostTensor> = { ...this.acc };
+    for (const [k, v] of Object.entries(this.params)) feeds[P + k] = v;
+    for (const [k, v] of Object.entries(this.frozen)) feeds[F + k] = v;
+    for (const [k, v] of Object.entries(batch)) feeds[B + k] = v;
+    feeds.seed = hostTensor("i64", [], [opts.seed ?? this.steps * 1000 + this.pending + 1]);
+    this.pending += 1;
+    return this.collect(exec, await exec.run(feeds));
+  }
+
+  /** One optimizer update with the mean of the accumulated gradients. */
+  async apply(opts: { lr: number }): Promise<StepResult> {
+    if (this.pending === 0) throw new EngineUsageError("train step: apply() without accumulated gradients");
+    this.applyExec ??= compileGraph(traceApplyStep(this.def), this.opts);
+    const exec = await this.applyExec;
+    this.steps += 1;
+    const feeds: Record<string, HostTensor> = { ...this.state, ...this.acc };
+    for (const [k, v] of Object.entries(this.params)) feeds[P + k] = v;
+    feeds.step = hostTensor("f32", [], [this.steps]);
+    feeds.lr = hostTensor("f32", [], [opts.lr]);
+    feeds.count = hostTensor("f32", [], [this.pending]);
+    this.pending = 0;
+    this.acc = {};
+    return this.collect(exec, await exec.run(feeds));
   }
 
   /** The current trainable parameters (the step's latest outputs). */
@@ -189,8 +293,10 @@ export class TrainStep {
     this.steps = s.step;
   }
 
-  release(): Promise<void> {
-    return this.exec.release();
+  async release(): Promise<void> {
+    await this.exec.release();
+    if (this.accExec) await (await this.accExec).release();
+    if (this.applyExec) await (await this.applyExec).release();
   }
 }
 
