@@ -148,6 +148,18 @@ export class PeftTrainer {
     return res;
   }
 
+  /** Gradient accumulation: adds one micro-batch's gradients (no update yet). */
+  accumulate(batch: TrainBatch, opts: { seed?: number } = {}): Promise<StepResult> {
+    return this.step.accumulate(this.prepare(batch), opts);
+  }
+
+  /** Gradient accumulation: one update with the mean accumulated gradient. */
+  async apply(opts: { lr: number }): Promise<StepResult> {
+    const res = await this.step.apply(opts);
+    this.peft.setAdapterTensors(this.adapterName, new Map(Object.entries(this.step.getParams())));
+    return res;
+  }
+
   release(): Promise<void> {
     return this.step.release();
   }

@@ -1,0 +1,278 @@
+/**
+ * The training loop: epochs or max steps, gradient accumulation, LR schedules with warmup,
+ * evaluation and early stopping, atomic checkpoints with exact resume, a graceful stop on
+ * request (SIGINT), and a clear stop on a non-finite loss with the last good checkpoint kept.
+ */
+import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { HostTensor } from "../engine/ir/host.js";
+import type { StepResult } from "../engine/optim/train-step.js";
+import type { PreTrainedTokenizer } from "../io/tokenizer.js";
+import type { PeftModel } from "../tuners/peft-model.js";
+import type { PeftTrainer, TrainBatch } from "../tuners/train.js";
+import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from "./checkpoint.js";
+import { type CompletionItem, type EvalBatch, type EvalMetrics, evaluate } from "./evaluate.js";
+import { lineChartSvg } from "./plot.js";
+import type { Progress } from "./progress.js";
+import { readAdapterTensors } from "./resume.js";
+import { learningRate, type ScheduleName, TrainingArgsError, warmupSteps } from "./schedule.js";
+
+export interface BatchSource {
+  /** Micro-batches per epoch. */
+  readonly batchesPerEpoch: number;
+  /** The micro-batch at a position; the same position always gives the same batch. */
+  batch(epoch: number, index: number): TrainBatch & { tokens: number };
+}
+
+export interface TrainerArgs {
+  outputDir: string;
+  epochs?: number;
+  maxSteps?: number;
+  gradAccum?: number;
+  lr: number;
+  schedule?: ScheduleName;
+  /** Steps (>= 1) or a fraction of all steps (< 1). */
+  warmup?: number;
+  seed?: number;
+  saveSteps?: number;
+  saveTotalLimit?: number;
+  evalSteps?: number;
+  logSteps?: number;
+  /** Stop after this many evaluations without a better eval loss. */
+  earlyStoppingPatience?: number;
+  resume?: boolean;
+}
+
+export interface EvalSource {
+  batches: EvalBatch[];
+  completions?: CompletionItem[];
+}
+
+export interface TrainResult {
+  steps: number;
+  stoppedBy: "max_steps" | "epochs" | "early_stopping" | "interrupted" | "non_finite_loss";
+  finalLoss: number;
+  bestEval: number | null;
+  lastEval: EvalMetrics | null;
+  wallSeconds: number;
+  tokensSeen: number;
+  lastCheckpoint: string | null;
+}
+
+export class NonFiniteLossError extends TrainingArgsError {}
+
+/** The parts of the loop that depend on the model being trained (adapter or full). */
+export interface TrainTarget {
+  readonly trainer: PeftTrainer;
+  readonly peft: PeftModel;
+  readonly tokenizer?: PreTrainedTokenizer;
+  readonly causal: boolean;
+  readonly classification: boolean;
+}
+
+/** Per-micro-batch seed: the same at a given point of the run, with or without resume. */
+function microSeed(seed: number, micro: number): number {
+  let x = (seed ^ 0x9e3779b9) >>> 0;
+  x = Math.imul(x ^ (micro + 1), 0x85ebca6b) >>> 0;
+  return (x ^ (x >>> 13)) >>> 0;
+}
+
+export class Trainer {
+  private stopRequested = false;
+  readonly metricsPath: string;
+
+  constructor(
+    private readonly target: TrainTarget,
+    private readonly train: BatchSource,
+    private readonly evalSet: EvalSource | null,
+    private readonly args: TrainerArgs,
+    private readonly progress: Progress,
+  ) {
+    if (args.epochs === undefined && args.maxSteps === undefined) throw new TrainingArgsError("set epochs or maxSteps");
+    if (!(args.lr > 0)) throw new TrainingArgsError(`the learning rate must be > 0, got ${args.lr}`);
+    if (train.batchesPerEpoch === 0) throw new TrainingArgsError("the training set has no batches");
+    this.metricsPath = join(args.outputDir, "metrics.jsonl");
+  }
+
+  /** Asks the loop to stop after the current step, saving a checkpoint. */
+  requestStop(): void {
+    this.stopRequested = true;
+  }
+
+  get totalSteps(): number {
+    const accum = this.args.gradAccum ?? 1;
+    const perEpoch = Math.max(1, Math.floor(this.train.batchesPerEpoch / accum));
+    const byEpochs = this.args.epochs !== undefined ? Math.ceil(this.args.epochs * perEpoch) : Number.POSITIVE_INFINITY;
+    return Math.min(this.args.maxSteps ?? Number.POSITIVE_INFINITY, byEpochs);
+  }
+
+  private log(record: Record<string, unknown>): void {
+    appendFileSync(this.metricsPath, `${JSON.stringify(record)}\n`);
+  }
+
+  private checkpoint(state: TrainerState): string {
+    const step = this.target.trainer.step;
+    const s = step.getState();
+    const optimizer: Record<string, HostTensor> = {};
+    for (const [k, t] of Object.entries(s.tensors)) optimizer[k] = t;
+    return saveCheckpoint(
+      this.args.outputDir,
+      state,
+      optimizer,
+      (dir) => this.target.peft.savePretrained(dir, { selectedAdapters: [this.target.trainer.adapterName] }),
+      this.args.saveTotalLimit,
+    );
+  }
+
+  async run(): Promise<TrainResult> {
+    const args = this.args;
+    mkdirSync(args.outputDir, { recursive: true });
+    const total = this.totalSteps;
+    const accum = args.gradAccum ?? 1;
+    const warm = warmupSteps(args.warmup ?? 0, total);
+    const schedule = args.schedule ?? "linear";
+    const seed = args.seed ?? 42;
+    let state: TrainerState = {
+      step: 0,
+      epoch: 0,
+      batchIndex: 0,
+      microStep: 0,
+      seed,
+      bestEval: null,
+      evalsWithoutImprovement: 0,
+      tokensSeen: 0,
+    };
+    let lastCheckpoint: string | null = null;
+    if (args.resume) {
+      const dir = latestCheckpoint(args.outputDir);
+      if (dir) {
+        const ck = loadCheckpoint(dir);
+        state = ck.state;
+        const adapter = this.target.peft.adapter(this.target.trainer.adapterName);
+        const tensors = readAdapterTensors(this.target.peft, dir);
+        this.target.peft.setAdapterTensors(adapter.name, tensors);
+        this.target.trainer.step.setState({ step: state.step, tensors: ck.optimizer, params: Object.fromEntries(tensors) });
+        lastCheckpoint = dir;
+        this.progress.line(`resuming from ${dir} (step ${state.step})`);
+      } else this.progress.line(`no checkpoint in ${args.outputDir}; starting from scratch`);
+    } else writeFileSync(this.metricsPath, "");
+    const started = Date.now();
+    let lastLoss = Number.NaN;
+    let lastEval: EvalMetrics | null = null;
+    let stoppedBy: TrainResult["stoppedBy"] = args.maxSteps !== undefined && args.maxSteps <= total ? "max_steps" : "epochs";
+    let windowTokens = 0;
+    let windowStart = Date.now();
+    while (state.step < total) {
+      const lr = learningRate(schedule, args.lr, state.step, total, warm);
+      let res: StepResult;
+      let lossSum = 0;
+      let stepTokens = 0;
+      for (let m = 0; m < accum; m++) {
+        const b = this.train.batch(state.epoch, state.batchIndex);
+        const s = microSeed(seed, state.microStep);
+        if (accum === 1) res = await this.target.trainer.train(b, { lr, seed: s });
+        else res = await this.target.trainer.accumulate(b, { seed: s });
+        lossSum += res.loss;
+        stepTokens += b.tokens;
+        state.microStep++;
+        state.batchIndex++;
+        if (state.batchIndex >= this.train.batchesPerEpoch) {
+          state.batchIndex = 0;
+          state.epoch++;
+        }
+      }
+      const loss = lossSum / accum;
+      if (!Number.isFinite(loss)) {
+        stoppedBy = "non_finite_loss";
+        this.progress.line(
+          `loss is ${loss} at step ${state.step + 1}: training stopped. The adapter was not saved past ${lastCheckpoint ?? "the start (no checkpoint yet)"}; lower the learning rate or check the data.`,
+        );
+        this.log({ step: state.step + 1, event: "non_finite_loss", loss: String(loss) });
+        throw new NonFiniteLossError(
+          `non-finite loss (${loss}) at step ${state.step + 1}; last good checkpoint: ${lastCheckpoint ?? "none"}`,
+        );
+      }
+      let gradNorm: number;
+      if (accum > 1) gradNorm = (await this.target.trainer.apply({ lr })).gradNorm;
+      else gradNorm = (res! as StepResult).gradNorm;
+      state.step++;
+      state.tokensSeen += stepTokens;
+      windowTokens += stepTokens;
+      lastLoss = loss;
+      const elapsed = (Date.now() - started) / 1000;
+      const tps = windowTokens / Math.max(1e-3, (Date.now() - windowStart) / 1000);
+      if (Date.now() - windowStart > 10000) {
+        windowTokens = 0;
+        windowStart = Date.now();
+      }
+      this.log({ step: state.step, epoch: state.epoch, loss, lr, grad_norm: gradNorm, tokens: state.tokensSeen, elapsed });
+      this.progress.update({ step: state.step, total, loss, tokensPerSecond: tps, elapsedSeconds: elapsed, lr });
+      let early = false;
+      if (this.evalSet && args.evalSteps && (state.step % args.evalSteps === 0 || state.step === total)) {
+        lastEval = await this.evaluate();
+        this.log({ step: state.step, ...lastEval });
+        this.progress.line(
+          `eval at step ${state.step}: ${Object.entries(lastEval)
+            .map(([k, v]) => `${k} ${typeof v === "number" ? v.toFixed(4) : v}`)
+            .join("  ")}`,
+        );
+        if (state.bestEval === null || lastEval.eval_loss < state.bestEval) {
+          state.bestEval = lastEval.eval_loss;
+          state.evalsWithoutImprovement = 0;
+        } else {
+          state.evalsWithoutImprovement++;
+          if (args.earlyStoppingPatience && state.evalsWithoutImprovement >= args.earlyStoppingPatience) early = true;
+        }
+      }
+      const save = (args.saveSteps && state.step % args.saveSteps === 0) || this.stopRequested || early;
+      if (save && state.step < total) lastCheckpoint = this.checkpoint(state);
+      if (early) {
+        stoppedBy = "early_stopping";
+        break;
+      }
+      if (this.stopRequested) {
+        stoppedBy = "interrupted";
+        this.progress.line(`stopped at step ${state.step}; checkpoint saved to ${lastCheckpoint}. Resume with --resume.`);
+        break;
+      }
+    }
+    this.progress.done();
+    if (stoppedBy !== "interrupted") lastCheckpoint = this.checkpoint(state);
+    return {
+      steps: state.step,
+      stoppedBy,
+      finalLoss: lastLoss,
+      bestEval: state.bestEval,
+      lastEval,
+      wallSeconds: (Date.now() - started) / 1000,
+      tokensSeen: state.tokensSeen,
+      lastCheckpoint,
+    };
+  }
+
+  async evaluate(): Promise<EvalMetrics> {
+    if (!this.evalSet) throw new TrainingArgsError("no evaluation data");
+    return evaluate(this.target.peft, this.evalSet.batches, {
+      causal: this.target.causal,
+      classification: this.target.classification,
+      completions: this.evalSet.completions,
+      tokenizer: this.target.tokenizer,
+    });
+  }
+
+  /** The loss and eval curves of metrics.jsonl as an SVG. */
+  static curveSvg(records: Record<string, unknown>[]): string {
+    const train = records.filter((r) => typeof r.loss === "number").map((r) => [r.step as number, r.loss as number] as [number, number]);
+    const ev = records
+      .filter((r) => typeof r.eval_loss === "number")
+      .map((r) => [r.step as number, r.eval_loss as number] as [number, number]);
+    return lineChartSvg(
+      "peftkit training",
+      [
+        { name: "train loss", color: "#1f77b4", points: train },
+        { name: "eval loss", color: "#d62728", points: ev },
+      ],
+      { xLabel: "step", yLabel: "loss" },
+    );
+  }
+}
