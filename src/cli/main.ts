@@ -1,72 +1,61 @@
 #!/usr/bin/env node
-/** The `peftkit` command. Models, training and PEFT commands arrive with later issues. */
-import { PeftkitError } from "../engine/errors.js";
-import { runEngineDemo } from "./demo.js";
+/** The `peftkit` command: dispatches to one module per command. Exit codes: 0 ok, 1 failure, 2 bad usage. */
+import { type CommandSpec, helpText, parseFlags, UsageError } from "./args.js";
+import { benchCommand } from "./commands/bench.js";
+import { demoCommand } from "./commands/demo.js";
+import { generateCommand } from "./commands/generate.js";
+import { infoCommand } from "./commands/info.js";
+import { mergeCommand } from "./commands/merge.js";
 
-const USAGE = `peftkit <command> [options]
+const COMMANDS: CommandSpec[] = [demoCommand, generateCommand, mergeCommand, infoCommand, benchCommand];
 
-Commands:
-  demo [--steps N] [--threads N]   train a small network with the compiled AdamW step (engine demo)
-  bench engine [--json]            engine benchmark (same as npm run bench:engine)
-  help                             show this text
-
-Options:
-  --verbose                        print stack traces on errors
-`;
-
-class UsageError extends PeftkitError {}
-
-function flag(args: string[], name: string): string | undefined {
-  const i = args.indexOf(name);
-  if (i < 0) return undefined;
-  const v = args[i + 1];
-  if (v === undefined || v.startsWith("--")) throw new UsageError(`${name} needs a value`);
-  return v;
+export function registerCommand(c: CommandSpec): void {
+  COMMANDS.push(c);
 }
 
-function intFlag(args: string[], name: string, dflt: number): number {
-  const v = flag(args, name);
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`${name} must be a positive integer, got "${v}"`);
-  return n;
+function usage(): string {
+  const w = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;
+  return [
+    "Usage: peftkit <command> [options]",
+    "",
+    "Commands:",
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(w)}${c.summary}`),
+    "",
+    "Run peftkit <command> --help for the options of a command.",
+    "",
+  ].join("\n");
 }
 
 async function main(argv: string[]): Promise<number> {
-  const [cmd, ...rest] = argv;
-  if (!cmd || cmd === "help" || cmd === "--help" || cmd === "-h") {
-    process.stdout.write(USAGE);
+  const [name, ...rest] = argv;
+  if (!name || name === "help" || name === "--help" || name === "-h") {
+    process.stdout.write(usage());
     return 0;
   }
-  if (rest.includes("--help")) {
-    process.stdout.write(USAGE);
+  if (name === "--version") {
+    process.stdout.write("peftkit 0.1.0\n");
     return 0;
   }
-  switch (cmd) {
-    case "demo":
-      await runEngineDemo({ steps: intFlag(rest, "--steps", 1500), threads: intFlag(rest, "--threads", 2) });
-      return 0;
-    case "bench": {
-      if (rest[0] !== "engine") throw new UsageError(`unknown benchmark "${rest[0] ?? ""}"; available: engine`);
-      const { runEngineBench } = await import("../../bench/engine.js");
-      await runEngineBench({ json: rest.includes("--json") });
-      return 0;
-    }
-    default:
-      throw new UsageError(`unknown command "${cmd}"; run peftkit help`);
+  const cmd = COMMANDS.find((c) => c.name === name);
+  if (!cmd) throw new UsageError(`unknown command "${name}" (commands: ${COMMANDS.map((c) => c.name).join(", ")})`);
+  // A leading positional argument fills the command's first flag (peftkit info DIR, peftkit bench engine).
+  const args = rest.length && !rest[0].startsWith("--") && cmd.flags.length ? [`--${cmd.flags[0].name}`, ...rest] : rest;
+  const flags = parseFlags(args, cmd);
+  if (flags.help) {
+    process.stdout.write(helpText(cmd));
+    return 0;
   }
+  return cmd.run(flags);
 }
 
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => {
+    process.exitCode = code;
+  },
   (e: unknown) => {
     const verbose = process.argv.includes("--verbose");
-    if (e instanceof UsageError) {
-      process.stderr.write(`peftkit: ${e.message}\n`);
-      process.exit(2);
-    }
     const msg = e instanceof Error ? (verbose ? (e.stack ?? e.message) : e.message) : String(e);
     process.stderr.write(`peftkit: ${msg}\n`);
-    process.exit(1);
+    process.exitCode = e instanceof UsageError ? 2 : 1;
   },
 );

@@ -1,0 +1,80 @@
+import { createInterface } from "node:readline/promises";
+import type { ChatMessage } from "../../io/chat-template.js";
+import { type CommandSpec, UsageError } from "../args.js";
+import { loadModelAndAdapter } from "../load.js";
+
+export const generateCommand: CommandSpec = {
+  name: "generate",
+  summary: "Generate text from a prompt, or chat interactively on a terminal when no --prompt is given.",
+  usage:
+    "peftkit generate --model DIR [--adapter DIR] [--prompt TEXT] [--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]",
+  flags: [
+    { name: "model", type: "string", meta: "DIR", help: "model folder (with tokenizer.json)", required: true },
+    { name: "adapter", type: "string", meta: "DIR", help: "PEFT adapter folder to apply" },
+    { name: "prompt", type: "string", meta: "TEXT", help: "the prompt; without it, an interactive chat starts on a terminal" },
+    { name: "max-new-tokens", type: "int", meta: "N", help: "tokens to generate", default: 64 },
+    { name: "temperature", type: "number", meta: "T", help: "0 = greedy", default: 0 },
+    { name: "top-p", type: "number", meta: "P", help: "nucleus sampling threshold", default: 1 },
+    { name: "top-k", type: "int", meta: "K", help: "sample among the K most likely tokens (0 = all)", default: 0 },
+    { name: "seed", type: "int", meta: "S", help: "sampling seed", default: 0 },
+    { name: "chat", type: "boolean", help: "wrap --prompt in the model's chat template" },
+  ],
+  examples: [
+    'peftkit generate --model models/wordnet-llama --prompt "a poodle is a kind of"',
+    "peftkit generate --model models/wordnet-llama --adapter runs/demo",
+  ],
+  async run(o) {
+    const { model, peft, tokenizer } = await loadModelAndAdapter(o.model as string, {
+      adapter: o.adapter as string | undefined,
+      threads: o.threads as number | undefined,
+      needTokenizer: true,
+    });
+    if (!tokenizer) throw new UsageError("the model folder has no tokenizer.json");
+    const runner = peft ?? model;
+    const gen = async (ids: number[]) => {
+      const [out] = await runner.generate([ids], {
+        maxNewTokens: o.maxNewTokens as number,
+        temperature: o.temperature as number,
+        topP: o.topP as number,
+        topK: o.topK as number,
+        seed: o.seed as number,
+        eosTokenId: tokenizer.eosTokenId ?? undefined,
+      });
+      return tokenizer.decode(out.slice(ids.length), { skipSpecialTokens: true });
+    };
+    try {
+      if (typeof o.prompt === "string") {
+        const ids = o.chat
+          ? (tokenizer.applyChatTemplate([{ role: "user", content: o.prompt }], { addGenerationPrompt: true, tokenize: true }) as number[])
+          : tokenizer.encode(o.prompt);
+        process.stdout.write(`${o.chat ? "" : o.prompt}${await gen(ids)}\n`);
+        return 0;
+      }
+      if (!process.stdin.isTTY) throw new UsageError("--prompt is required when standard input is not a terminal");
+      const rl = createInterface({ input: process.stdin, output: process.stdout });
+      const history: ChatMessage[] = [];
+      const chat = tokenizer.chatTemplate !== null;
+      console.log(`${chat ? "chat" : "completion"} mode; an empty line or Ctrl-D quits.`);
+      for (;;) {
+        let line: string;
+        try {
+          line = await rl.question("> ");
+        } catch {
+          break;
+        }
+        if (!line.trim()) break;
+        if (chat) {
+          history.push({ role: "user", content: line });
+          const ids = tokenizer.applyChatTemplate(history, { addGenerationPrompt: true, tokenize: true }) as number[];
+          const reply = (await gen(ids)).trim();
+          history.push({ role: "assistant", content: reply });
+          console.log(reply);
+        } else console.log(line + (await gen(tokenizer.encode(line))));
+      }
+      rl.close();
+      return 0;
+    } finally {
+      await model.release();
+    }
+  },
+};

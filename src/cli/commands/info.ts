@@ -1,0 +1,87 @@
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { readJsonFile } from "../../io/hf-folder.js";
+import { SafetensorsFile } from "../../io/safetensors.js";
+import { table } from "../../train/progress.js";
+import { type CommandSpec, UsageError } from "../args.js";
+
+function describeSafetensors(path: string): { tensors: number; params: number; dtypes: string } {
+  const f = SafetensorsFile.open(path);
+  try {
+    let params = 0;
+    const dtypes = new Set<string>();
+    for (const e of f.entries) {
+      params += e.shape.reduce((a, b) => a * b, 1);
+      dtypes.add(e.dtype);
+    }
+    return { tensors: f.entries.length, params, dtypes: [...dtypes].join(", ") };
+  } finally {
+    f.close();
+  }
+}
+
+const mb = (bytes: number) => `${(bytes / 1e6).toFixed(2)} MB`;
+
+export const infoCommand: CommandSpec = {
+  name: "info",
+  summary: "Describe a Hugging Face model folder or a PEFT adapter folder.",
+  usage: "peftkit info DIR",
+  flags: [{ name: "dir", type: "string", meta: "DIR", help: "the folder (may also be given as the first argument)" }],
+  examples: ["peftkit info models/wordnet-llama", "peftkit info runs/my-adapter"],
+  async run(o) {
+    const dir = o.dir as string | undefined;
+    if (!dir) throw new UsageError("peftkit info: give a folder, e.g. peftkit info models/wordnet-llama");
+    if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`peftkit info: ${dir} is not a folder`);
+    const rows: [string, string][] = [];
+    if (existsSync(join(dir, "adapter_config.json"))) {
+      const cfg = readJsonFile(join(dir, "adapter_config.json"), "adapter config") as Record<string, unknown>;
+      rows.push(
+        ["kind", "PEFT adapter"],
+        ["peft_type", String(cfg.peft_type)],
+        ["task_type", String(cfg.task_type)],
+        ["base model", String(cfg.base_model_name_or_path)],
+      );
+      for (const k of ["r", "lora_alpha", "use_dora", "use_rslora", "target_modules", "num_virtual_tokens", "modules_to_save"]) {
+        if (cfg[k] !== undefined && cfg[k] !== null) rows.push([k, JSON.stringify(cfg[k])]);
+      }
+      const w = join(dir, "adapter_model.safetensors");
+      if (existsSync(w)) {
+        const d = describeSafetensors(w);
+        rows.push(
+          ["tensors", String(d.tensors)],
+          ["parameters", d.params.toLocaleString("en-US")],
+          ["dtypes", d.dtypes],
+          ["file size", mb(statSync(w).size)],
+        );
+      }
+    } else if (existsSync(join(dir, "config.json"))) {
+      const cfg = readJsonFile(join(dir, "config.json"), "model config") as Record<string, unknown>;
+      rows.push(["kind", "model"], ["model_type", String(cfg.model_type)], ["architectures", JSON.stringify(cfg.architectures ?? null)]);
+      for (const k of [
+        "hidden_size",
+        "n_embd",
+        "num_hidden_layers",
+        "n_layer",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+        "vocab_size",
+        "max_position_embeddings",
+        "tie_word_embeddings",
+        "torch_dtype",
+      ]) {
+        if (cfg[k] !== undefined) rows.push([k, JSON.stringify(cfg[k])]);
+      }
+      const single = join(dir, "model.safetensors");
+      if (existsSync(single)) {
+        const d = describeSafetensors(single);
+        rows.push(["parameters", d.params.toLocaleString("en-US")], ["dtypes", d.dtypes], ["weights file", mb(statSync(single).size)]);
+      } else if (existsSync(join(dir, "model.safetensors.index.json"))) rows.push(["weights", "sharded (model.safetensors.index.json)"]);
+      rows.push(["tokenizer", existsSync(join(dir, "tokenizer.json")) ? "tokenizer.json" : "none"]);
+      const tc = join(dir, "tokenizer_config.json");
+      if (existsSync(tc)) rows.push(["chat template", JSON.parse(readFileSync(tc, "utf8")).chat_template ? "yes" : "no"]);
+    } else throw new UsageError(`peftkit info: ${dir} has neither config.json (model) nor adapter_config.json (adapter)`);
+    console.log(table(rows));
+    return 0;
+  },
+};
