@@ -5,9 +5,10 @@
  * its classification head (dense + tanh + out_proj on <s>, no pooler).
  */
 import * as F from "../engine/trace/composites.js";
-import { iota, type Tensor, zeros } from "../engine/trace/tensor.js";
+import { concat, iota, type Tensor, zeros } from "../engine/trace/tensor.js";
 import { attend, mergeHeads, splitHeads } from "../nn/attention.js";
 import { type ForwardContext, ModelError } from "../nn/context.js";
+import { layerPrefixes, maskWithOnes, prependSeq, withLeadingKeys } from "../nn/prompt.js";
 import type { ArchInputs, Architecture, ArchOutputs, TaskHead } from "./architecture.js";
 import { activationName, ConfigReader, type RawConfig } from "./config.js";
 
@@ -110,25 +111,45 @@ function activation(x: Tensor, act: BertConfig["act"]): Tensor {
   return x.relu();
 }
 
-function positionIds(c: BertConfig, ids: Tensor): Tensor {
-  if (!c.roberta) return iota([ids.shape[0], ids.shape[1]], 1);
+/** Default positions; `past` counts key rows before the input (transformers' past_key_values_length). */
+function positionIds(c: BertConfig, ids: Tensor, past = 0): Tensor {
+  if (!c.roberta) return iota([ids.shape[0], ids.shape[1]], 1).add(past);
   const real = ids.ne(c.pad).cast("i64");
-  return real.cumsum(1).mul(real).add(c.pad);
+  const counted = real.cumsum(1);
+  return (past ? counted.add(past) : counted).mul(real).add(c.pad);
 }
 
+/**
+ * Prompt-learning inputs follow HF PEFT on transformers: soft tokens are prepended to the word
+ * embeddings (token type 0, positions counted over the whole sequence, and for RoBERTa the
+ * sequential positions transformers gives inputs_embeds), so the pooler reads the first soft
+ * token; a prefix of n key/value rows shifts the real tokens' positions by n, as transformers
+ * does with past_key_values.
+ */
 function forward(ctx: ForwardContext, c: BertConfig, inputs: ArchInputs, head: TaskHead): ArchOutputs {
   const ids = inputs.inputIds;
   if (!ids) throw new ModelError(`${c.roberta ? "roberta" : "bert"}: forward needs inputIds`);
   const p = prefix(c);
-  const types = inputs.tokenTypeIds ?? zeros([ids.shape[0], ids.shape[1]], "i64");
-  const pos = inputs.positionIds ?? positionIds(c, ids);
-  let h = ctx
-    .embedding(`${p}embeddings.word_embeddings`, ids)
+  const { prefixes, length: pre } = layerPrefixes(ctx, c.layers, ids);
+  const soft = ctx.softPrompt(ids);
+  const n = soft ? soft.dim(1) : 0;
+  let words = ctx.embedding(`${p}embeddings.word_embeddings`, ids);
+  let types = inputs.tokenTypeIds ?? zeros([ids.shape[0], ids.shape[1]], "i64");
+  let pos: Tensor;
+  if (soft) {
+    words = prependSeq(soft, words, 1);
+    types = concat([zeros([ids.shape[0], n], "i64"), types], 1);
+    const seq = iota([words.shape[0], words.shape[1]], 1).add(pre);
+    pos = c.roberta ? seq.add(c.pad + 1) : seq;
+  } else if (inputs.positionIds) pos = pre ? inputs.positionIds.add(pre) : inputs.positionIds;
+  else pos = positionIds(c, ids, pre);
+  let h = words
     .add(ctx.embedding(`${p}embeddings.token_type_embeddings`, types))
     .add(ctx.embedding(`${p}embeddings.position_embeddings`, pos));
   h = F.layerNorm(h, ctx.weight(`${p}embeddings.LayerNorm.weight`), ctx.weight(`${p}embeddings.LayerNorm.bias`), c.eps);
   h = ctx.hook({ kind: "embeddings", x: h }, h);
-  const allowed = inputs.attentionMask ? inputs.attentionMask.ne(0).unsqueeze(1) : null;
+  const mask = inputs.attentionMask ? maskWithOnes(inputs.attentionMask, n) : null;
+  const allowed = withLeadingKeys(mask ? mask.ne(0).unsqueeze(1) : null, pre);
   const hd = c.hidden / c.heads;
   for (let i = 0; i < c.layers; i++) {
     const l = `${p}encoder.layer.${i}.`;
@@ -141,9 +162,12 @@ function forward(ctx: ForwardContext, c: BertConfig, inputs: ArchInputs, head: T
       { kind: "value", layer: i, path: `${l}attention.self.value` },
       splitHeads(ctx.linear(`${l}attention.self.value`, h), c.heads, hd),
     );
+    const lead = prefixes[i];
+    const keys = lead ? prependSeq(lead.key, k, 2) : k;
+    const values = lead ? prependSeq(lead.value, v, 2) : v;
     const attn = ctx.hook(
       { kind: "attention_output", layer: i },
-      ctx.linear(`${l}attention.output.dense`, mergeHeads(attend(q, k, v, allowed, 1 / Math.sqrt(hd)))),
+      ctx.linear(`${l}attention.output.dense`, mergeHeads(attend(q, keys, values, allowed, 1 / Math.sqrt(hd)))),
     );
     h = F.layerNorm(
       attn.add(h),
@@ -151,9 +175,10 @@ function forward(ctx: ForwardContext, c: BertConfig, inputs: ArchInputs, head: T
       ctx.weight(`${l}attention.output.LayerNorm.bias`),
       c.eps,
     );
+    const x2 = ctx.hook({ kind: "mlp_input", layer: i }, h);
     const inner = ctx.hook(
       { kind: "mlp_hidden", layer: i, path: `${l}output.dense` },
-      activation(ctx.linear(`${l}intermediate.dense`, h), c.act),
+      activation(ctx.linear(`${l}intermediate.dense`, x2), c.act),
     );
     const m = ctx.hook({ kind: "mlp_output", layer: i }, ctx.linear(`${l}output.dense`, inner));
     h = F.layerNorm(m.add(h), ctx.weight(`${l}output.LayerNorm.weight`), ctx.weight(`${l}output.LayerNorm.bias`), c.eps);

@@ -7,6 +7,7 @@ import { concat, iota, type Tensor } from "../engine/trace/tensor.js";
 import { attend, mergeHeads, splitHeads } from "../nn/attention.js";
 import { type ForwardContext, ModelError } from "../nn/context.js";
 import { lastTokenPool } from "../nn/pooling.js";
+import { causalSquare, layerPrefixes, maskWithOnes, prependSeq, withLeadingKeys } from "../nn/prompt.js";
 import type { ArchInputs, Architecture, ArchOutputs, KeyValue, TaskHead } from "./architecture.js";
 import { activationName, ConfigReader, type RawConfig } from "./config.js";
 
@@ -90,48 +91,87 @@ function activation(x: Tensor, act: Gpt2Config["act"]): Tensor {
   return x.relu();
 }
 
+/** One block; `lead` are key/value rows before the layer's own (prefix, soft tokens), covered by `allowed`. */
+function block(
+  ctx: ForwardContext,
+  c: Gpt2Config,
+  i: number,
+  h: Tensor,
+  allowed: Tensor | null,
+  lead: KeyValue | null,
+  past: KeyValue | undefined,
+): { h: Tensor; kv: KeyValue } {
+  const p = `${P}h.${i}.`;
+  const hd = c.hidden / c.heads;
+  const fif = { fanInFanOut: true };
+  const x = F.layerNorm(h, ctx.weight(`${p}ln_1.weight`), ctx.weight(`${p}ln_1.bias`), c.eps);
+  const [q0, k0, v0] = ctx.linear(`${p}attn.c_attn`, x, fif).split([c.hidden, c.hidden, c.hidden], -1);
+  const q = splitHeads(q0, c.heads, hd);
+  let k = ctx.hook({ kind: "key", layer: i, path: `${p}attn.c_attn` }, splitHeads(k0, c.heads, hd));
+  let v = ctx.hook({ kind: "value", layer: i, path: `${p}attn.c_attn` }, splitHeads(v0, c.heads, hd));
+  if (past) {
+    k = concat([past.key, k], 2);
+    v = concat([past.value, v], 2);
+  }
+  const keys = lead ? prependSeq(lead.key, k, 2) : k;
+  const values = lead ? prependSeq(lead.value, v, 2) : v;
+  const scale = 1 / Math.sqrt(hd) / (c.scaleByInverseLayer ? i + 1 : 1);
+  const attn = attend(q, keys, values, allowed, scale);
+  const o = ctx.hook({ kind: "attention_output", layer: i }, ctx.linear(`${p}attn.c_proj`, mergeHeads(attn), fif));
+  const h1 = h.add(o);
+  const x2 = ctx.hook({ kind: "mlp_input", layer: i }, F.layerNorm(h1, ctx.weight(`${p}ln_2.weight`), ctx.weight(`${p}ln_2.bias`), c.eps));
+  const inner = ctx.hook({ kind: "mlp_hidden", layer: i, path: `${p}mlp.c_proj` }, activation(ctx.linear(`${p}mlp.c_fc`, x2, fif), c.act));
+  return { h: h1.add(ctx.hook({ kind: "mlp_output", layer: i }, ctx.linear(`${p}mlp.c_proj`, inner, fif))), kv: { key: k, value: v } };
+}
+
+/** Prompt-learning inputs as in llama.ts: prefixes shift positions by n; soft tokens run first, then act as a prefix. */
 function forward(ctx: ForwardContext, c: Gpt2Config, inputs: ArchInputs, head: TaskHead): ArchOutputs {
   const ids = inputs.inputIds;
   if (!ids) throw new ModelError("gpt2: forward needs inputIds");
-  const positions = inputs.positionIds ?? iota([ids.shape[0], ids.shape[1]], 1);
+  const [b, t] = ids.shape;
+  const { prefixes, length: pre } = layerPrefixes(ctx, c.layers, ids);
+  const soft = ctx.softPrompt(ids);
+  const n = soft ? soft.dim(1) : 0;
+  let leads: (KeyValue | null)[] = prefixes;
+  let promptHidden: Tensor | null = null;
+  if (soft) {
+    let hp = soft.add(ctx.embedding(`${P}wpe`, iota([b, n], 1).add(pre)));
+    hp = ctx.hook({ kind: "embeddings", x: hp }, hp);
+    const allowedP = withLeadingKeys(causalSquare(n), pre);
+    leads = [];
+    for (let i = 0; i < c.layers; i++) {
+      const lead = prefixes[i];
+      const r = block(ctx, c, i, hp, allowedP, lead, undefined);
+      hp = r.h;
+      leads.push(lead ? { key: prependSeq(lead.key, r.kv.key, 2), value: prependSeq(lead.value, r.kv.value, 2) } : r.kv);
+    }
+    promptHidden = hp;
+  }
+  let positions: Tensor;
+  if (soft) positions = (inputs.cachePosition ? inputs.cachePosition.unsqueeze(0).expand([b, t]) : iota([b, t], 1)).add(pre + n);
+  else {
+    positions = inputs.positionIds ?? iota([b, t], 1);
+    if (pre) positions = positions.add(pre);
+  }
   let h = ctx.embedding(`${P}wte`, ids).add(ctx.embedding(`${P}wpe`, positions));
   h = ctx.hook({ kind: "embeddings", x: h }, h);
   const mask = inputs.attentionMask;
-  const cachePos = inputs.cachePosition ?? iota([ids.shape[1]], 0);
-  const keys = iota([1, mask ? mask.shape[1] : ids.shape[1]], 1);
+  const cachePos = inputs.cachePosition ?? iota([t], 0);
+  const keys = iota([1, mask ? mask.shape[1] : t], 1);
   let allowed = keys.le(cachePos.unsqueeze(-1)).unsqueeze(0);
   if (mask) allowed = allowed.and(mask.ne(0).unsqueeze(1));
-  const hd = c.hidden / c.heads;
+  const allowedAll = withLeadingKeys(allowed, pre + n);
   const present: KeyValue[] = [];
-  const fif = { fanInFanOut: true };
   for (let i = 0; i < c.layers; i++) {
-    const p = `${P}h.${i}.`;
-    const x = F.layerNorm(h, ctx.weight(`${p}ln_1.weight`), ctx.weight(`${p}ln_1.bias`), c.eps);
-    const [q0, k0, v0] = ctx.linear(`${p}attn.c_attn`, x, fif).split([c.hidden, c.hidden, c.hidden], -1);
-    const q = splitHeads(q0, c.heads, hd);
-    let k = ctx.hook({ kind: "key", layer: i, path: `${p}attn.c_attn` }, splitHeads(k0, c.heads, hd));
-    let v = ctx.hook({ kind: "value", layer: i, path: `${p}attn.c_attn` }, splitHeads(v0, c.heads, hd));
-    const past = inputs.past?.[i];
-    if (past) {
-      k = concat([past.key, k], 2);
-      v = concat([past.value, v], 2);
-    }
-    present.push({ key: k, value: v });
-    const scale = 1 / Math.sqrt(hd) / (c.scaleByInverseLayer ? i + 1 : 1);
-    const attn = attend(q, k, v, allowed, scale);
-    const o = ctx.hook({ kind: "attention_output", layer: i }, ctx.linear(`${p}attn.c_proj`, mergeHeads(attn), fif));
-    h = h.add(o);
-    const x2 = F.layerNorm(h, ctx.weight(`${p}ln_2.weight`), ctx.weight(`${p}ln_2.bias`), c.eps);
-    const inner = ctx.hook(
-      { kind: "mlp_hidden", layer: i, path: `${p}mlp.c_proj` },
-      activation(ctx.linear(`${p}mlp.c_fc`, x2, fif), c.act),
-    );
-    h = h.add(ctx.hook({ kind: "mlp_output", layer: i }, ctx.linear(`${p}mlp.c_proj`, inner, fif)));
+    const r = block(ctx, c, i, h, allowedAll, leads[i], inputs.past?.[i]);
+    h = r.h;
+    present.push(r.kv);
   }
+  if (promptHidden) h = prependSeq(promptHidden, h, 1);
   h = F.layerNorm(h, ctx.weight(`${P}ln_f.weight`), ctx.weight(`${P}ln_f.bias`), c.eps);
   const out: ArchOutputs = { lastHiddenState: h, present };
   if (head === "causal_lm") out.logits = ctx.linear("lm_head", h);
-  if (head === "sequence_classification") out.logits = ctx.linear("score", lastTokenPool(h, mask));
+  if (head === "sequence_classification") out.logits = ctx.linear("score", lastTokenPool(h, mask ? maskWithOnes(mask, n) : undefined));
   return out;
 }
 

@@ -10,6 +10,7 @@ import { applyRotary, attend, mergeHeads, rotaryTables, splitHeads } from "../nn
 import type { ForwardContext } from "../nn/context.js";
 import { ModelError } from "../nn/context.js";
 import { lastTokenPool } from "../nn/pooling.js";
+import { causalSquare, layerPrefixes, maskWithOnes, prependSeq, withLeadingKeys } from "../nn/prompt.js";
 import type { ArchInputs, Architecture, ArchOutputs, KeyValue, TaskHead } from "./architecture.js";
 import { activationName, ConfigReader, type RawConfig } from "./config.js";
 
@@ -161,52 +162,104 @@ function decoderMask(inputs: ArchInputs, seqLen: Tensor): Tensor {
   return causal.and(mask.ne(0).unsqueeze(1));
 }
 
+interface Rotary {
+  cos: Tensor;
+  sin: Tensor;
+}
+
+/**
+ * One decoder layer. `lead` holds key/value rows placed before this layer's own keys (prefix
+ * tuning's prefix, soft-prompt tokens); `allowed` already covers them. Returns the new hidden
+ * state and the layer's own keys/values (with the past), which is what the KV cache keeps.
+ */
+function decoderLayer(
+  ctx: ForwardContext,
+  c: LlamaConfig,
+  i: number,
+  h: Tensor,
+  rot: Rotary,
+  allowed: Tensor | null,
+  lead: KeyValue | null,
+  past: KeyValue | undefined,
+): { h: Tensor; kv: KeyValue } {
+  const p = `${P}layers.${i}.`;
+  const x = F.rmsNorm(h, ctx.weight(`${p}input_layernorm.weight`), c.eps);
+  const q = applyRotary(splitHeads(ctx.linear(`${p}self_attn.q_proj`, x), c.heads, c.headDim), rot.cos, rot.sin);
+  let k = applyRotary(splitHeads(ctx.linear(`${p}self_attn.k_proj`, x), c.kvHeads, c.headDim), rot.cos, rot.sin);
+  let v = splitHeads(ctx.linear(`${p}self_attn.v_proj`, x), c.kvHeads, c.headDim);
+  k = ctx.hook({ kind: "key", layer: i, path: `${p}self_attn.k_proj` }, k);
+  v = ctx.hook({ kind: "value", layer: i, path: `${p}self_attn.v_proj` }, v);
+  if (past) {
+    k = concat([past.key, k], 2);
+    v = concat([past.value, v], 2);
+  }
+  const keys = lead ? prependSeq(lead.key, k, 2) : k;
+  const values = lead ? prependSeq(lead.value, v, 2) : v;
+  const attn = attend(q, keys, values, allowed, 1 / Math.sqrt(c.headDim));
+  const o = ctx.hook({ kind: "attention_output", layer: i }, ctx.linear(`${p}self_attn.o_proj`, mergeHeads(attn)));
+  const h1 = h.add(o);
+  const x2 = ctx.hook({ kind: "mlp_input", layer: i }, F.rmsNorm(h1, ctx.weight(`${p}post_attention_layernorm.weight`), c.eps));
+  const gated = activation(ctx.linear(`${p}mlp.gate_proj`, x2), c.act).mul(ctx.linear(`${p}mlp.up_proj`, x2));
+  const hidden = ctx.hook({ kind: "mlp_hidden", layer: i, path: `${p}mlp.down_proj` }, gated);
+  const m = ctx.hook({ kind: "mlp_output", layer: i }, ctx.linear(`${p}mlp.down_proj`, hidden));
+  return { h: h1.add(m), kv: { key: k, value: v } };
+}
+
+/**
+ * Prompt-learning inputs follow HF PEFT on transformers: a prefix of n key/value rows per layer
+ * shifts the positions of the real tokens by n (transformers counts the cache), and n soft tokens
+ * take positions 0..n−1 with the real tokens after them (PEFT drops given position ids for prompt
+ * tuning, so positions are the cache positions). Soft tokens come first and see only each other,
+ * so in a causal decoder their keys/values do not depend on the input: they are computed in a
+ * pass of their own and then act as a prefix, which also serves cached decoding.
+ */
 function forward(ctx: ForwardContext, c: LlamaConfig, inputs: ArchInputs, head: TaskHead): ArchOutputs {
   const ids = inputs.inputIds;
   if (!ids) throw new ModelError(`${c.modelType}: forward needs inputIds`);
+  const [b, t] = ids.shape;
   let h = ctx.embedding(`${P}embed_tokens`, ids);
   h = ctx.hook({ kind: "embeddings", x: h }, h);
-  const positions = inputs.positionIds ?? iota([ids.shape[0], ids.shape[1]], 1);
-  const { cos, sin } = rotaryTables(positions, constant(hostTensor("f32", [c.headDim / 2], c.invFreq)));
-  const allowed = decoderMask(inputs, ids);
+  const invFreq = constant(hostTensor("f32", [c.headDim / 2], c.invFreq));
+  const { prefixes, length: pre } = layerPrefixes(ctx, c.layers, ids);
+  const soft = ctx.softPrompt(ids);
+  const n = soft ? soft.dim(1) : 0;
+  let leads: (KeyValue | null)[] = prefixes;
+  let promptHidden: Tensor | null = null;
+  if (soft) {
+    let hp = ctx.hook({ kind: "embeddings", x: soft }, soft);
+    const rot = rotaryTables(iota([b, n], 1).add(pre), invFreq);
+    const allowedP = withLeadingKeys(causalSquare(n), pre);
+    leads = [];
+    for (let i = 0; i < c.layers; i++) {
+      const lead = prefixes[i];
+      const r = decoderLayer(ctx, c, i, hp, rot, allowedP, lead, undefined);
+      hp = r.h;
+      leads.push(lead ? { key: prependSeq(lead.key, r.kv.key, 2), value: prependSeq(lead.value, r.kv.value, 2) } : r.kv);
+    }
+    promptHidden = hp;
+  }
+  let positions: Tensor;
+  if (soft) positions = (inputs.cachePosition ? inputs.cachePosition.unsqueeze(0).expand([b, t]) : iota([b, t], 1)).add(pre + n);
+  else {
+    positions = inputs.positionIds ?? iota([b, t], 1);
+    if (pre) positions = positions.add(pre);
+  }
+  const rot = rotaryTables(positions, invFreq);
+  const allowed = withLeadingKeys(decoderMask(inputs, ids), pre + n);
   const present: KeyValue[] = [];
   for (let i = 0; i < c.layers; i++) {
-    const p = `${P}layers.${i}.`;
-    const x = F.rmsNorm(h, ctx.weight(`${p}input_layernorm.weight`), c.eps);
-    const q = applyRotary(splitHeads(ctx.linear(`${p}self_attn.q_proj`, x), c.heads, c.headDim), cos, sin);
-    let k = applyRotary(splitHeads(ctx.linear(`${p}self_attn.k_proj`, x), c.kvHeads, c.headDim), cos, sin);
-    let v = splitHeads(ctx.linear(`${p}self_attn.v_proj`, x), c.kvHeads, c.headDim);
-    k = ctx.hook({ kind: "key", layer: i, path: `${p}self_attn.k_proj` }, k);
-    v = ctx.hook({ kind: "value", layer: i, path: `${p}self_attn.v_proj` }, v);
-    const past = inputs.past?.[i];
-    if (past) {
-      k = concat([past.key, k], 2);
-      v = concat([past.value, v], 2);
-    }
-    present.push({ key: k, value: v });
-    let keys = k;
-    let values = v;
-    let layerMask: Tensor | null = allowed;
-    const prefix = ctx.attentionPrefix(i, ids);
-    if (prefix) {
-      keys = concat([prefix.key, k], 2);
-      values = concat([prefix.value, v], 2);
-      const n = prefix.key.dim(2);
-      layerMask = concat([iota([1, 1, n], 2).ge(0).expand([allowed.shape[0], allowed.shape[1], n]), allowed], 2);
-    }
-    const attn = attend(q, keys, values, layerMask, 1 / Math.sqrt(c.headDim));
-    const o = ctx.hook({ kind: "attention_output", layer: i }, ctx.linear(`${p}self_attn.o_proj`, mergeHeads(attn)));
-    h = h.add(o);
-    const x2 = F.rmsNorm(h, ctx.weight(`${p}post_attention_layernorm.weight`), c.eps);
-    const gated = activation(ctx.linear(`${p}mlp.gate_proj`, x2), c.act).mul(ctx.linear(`${p}mlp.up_proj`, x2));
-    const hidden = ctx.hook({ kind: "mlp_hidden", layer: i, path: `${p}mlp.down_proj` }, gated);
-    const m = ctx.hook({ kind: "mlp_output", layer: i }, ctx.linear(`${p}mlp.down_proj`, hidden));
-    h = h.add(m);
+    const r = decoderLayer(ctx, c, i, h, rot, allowed, leads[i], inputs.past?.[i]);
+    h = r.h;
+    present.push(r.kv);
   }
+  if (promptHidden) h = prependSeq(promptHidden, h, 1);
   h = F.rmsNorm(h, ctx.weight(`${P}norm.weight`), c.eps);
   const out: ArchOutputs = { lastHiddenState: h, present };
   if (head === "causal_lm") out.logits = ctx.linear("lm_head", h);
-  if (head === "sequence_classification") out.logits = ctx.linear("score", lastTokenPool(h, inputs.attentionMask));
+  if (head === "sequence_classification") {
+    const mask = inputs.attentionMask ? maskWithOnes(inputs.attentionMask, n) : undefined;
+    out.logits = ctx.linear("score", lastTokenPool(h, mask));
+  }
   return out;
 }
 

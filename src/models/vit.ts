@@ -7,6 +7,7 @@ import * as F from "../engine/trace/composites.js";
 import { concat, type Tensor } from "../engine/trace/tensor.js";
 import { attend, mergeHeads, splitHeads } from "../nn/attention.js";
 import { type ForwardContext, ModelError } from "../nn/context.js";
+import { layerPrefixes } from "../nn/prompt.js";
 import type { ArchInputs, Architecture, ArchOutputs, TaskHead } from "./architecture.js";
 import { activationName, ConfigReader, type RawConfig } from "./config.js";
 
@@ -111,7 +112,12 @@ function forward(ctx: ForwardContext, c: VitConfig, inputs: ArchInputs, head: Ta
   const emb = flat.matmul(kernel.transpose()).add(ctx.weight(`${P}embeddings.patch_embeddings.projection.bias`));
   const cls = ctx.weight(`${P}embeddings.cls_token`).expand([b, 1, c.hidden]);
   let h = concat([cls, emb], 1).add(ctx.weight(`${P}embeddings.position_embeddings`));
+  // Soft tokens go right after [CLS], without position embeddings (VPT-shallow, Jia et al. 2022);
+  // the classifier keeps reading [CLS].
+  const soft = ctx.softPrompt(px);
+  if (soft) h = concat([h.slice(1, 0, 1), soft, h.slice(1, 1)], 1);
   h = ctx.hook({ kind: "embeddings", x: h }, h);
+  const { prefixes } = layerPrefixes(ctx, c.layers, px);
   const hd = c.hidden / c.heads;
   for (let i = 0; i < c.layers; i++) {
     const l = `${P}encoder.layer.${i}.`;
@@ -125,12 +131,18 @@ function forward(ctx: ForwardContext, c: VitConfig, inputs: ArchInputs, head: Ta
       { kind: "value", layer: i, path: `${l}attention.attention.value` },
       splitHeads(ctx.linear(`${l}attention.attention.value`, x), c.heads, hd),
     );
+    const lead = prefixes[i];
+    const keys = lead ? concat([lead.key, k], 2) : k;
+    const values = lead ? concat([lead.value, v], 2) : v;
     const attn = ctx.hook(
       { kind: "attention_output", layer: i },
-      ctx.linear(`${l}attention.output.dense`, mergeHeads(attend(q, k, v, null, 1 / Math.sqrt(hd)))),
+      ctx.linear(`${l}attention.output.dense`, mergeHeads(attend(q, keys, values, null, 1 / Math.sqrt(hd)))),
     );
     h = h.add(attn);
-    const x2 = F.layerNorm(h, ctx.weight(`${l}layernorm_after.weight`), ctx.weight(`${l}layernorm_after.bias`), c.eps);
+    const x2 = ctx.hook(
+      { kind: "mlp_input", layer: i },
+      F.layerNorm(h, ctx.weight(`${l}layernorm_after.weight`), ctx.weight(`${l}layernorm_after.bias`), c.eps),
+    );
     const inner = ctx.hook(
       { kind: "mlp_hidden", layer: i, path: `${l}output.dense` },
       activation(ctx.linear(`${l}intermediate.dense`, x2), c.act),

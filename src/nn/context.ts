@@ -18,6 +18,8 @@ export type HookPoint =
   | { kind: "embeddings"; x: Tensor }
   | { kind: "attention_output"; layer: number }
   | { kind: "mlp_output"; layer: number }
+  /** The input of the MLP sub-block (after its LayerNorm where the block has one); parallel adapters read it. */
+  | { kind: "mlp_input"; layer: number }
   | { kind: "mlp_hidden"; layer: number; path: string }
   | { kind: "key"; layer: number; path: string }
   | { kind: "value"; layer: number; path: string };
@@ -34,6 +36,11 @@ export interface ForwardContext {
   hook(point: HookPoint, x: Tensor): Tensor;
   /** Extra key/value rows prepended to a layer's attention (prefix tuning); null when none. */
   attentionPrefix(layer: number, batch: Tensor): { key: Tensor; value: Tensor } | null;
+  /**
+   * Embeddings [B, n, hidden] prepended to the input sequence (prompt tuning); null when none.
+   * `batch` is any tensor whose first dim is the batch.
+   */
+  softPrompt(batch: Tensor): Tensor | null;
 }
 
 /** The plain context: weights come from an accessor (graph inputs), nothing is hooked. */
@@ -69,6 +76,10 @@ export class WeightContext implements ForwardContext {
   }
 
   attentionPrefix(): null {
+    return null;
+  }
+
+  softPrompt(): null {
     return null;
   }
 }

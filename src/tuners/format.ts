@@ -43,7 +43,7 @@ export function saveAdapter(peft: PeftModel, name: string, dir: string): void {
   const a = peft.adapter(name);
   mkdirSync(dir, { recursive: true });
   const tensors: Record<string, HostTensor> = {};
-  for (const [k, t] of a.tensors) tensors[savedKey(a.tuner, k)] = t;
+  for (const [k, t] of a.tuner.tensorsToSave?.(peft.info, a.config, a.tensors) ?? a.tensors) tensors[savedKey(a.tuner, k)] = t;
   writeSafetensors(join(dir, ADAPTER_WEIGHTS), tensors, { format: "pt" });
   writeJsonAtomic(join(dir, ADAPTER_CONFIG), adapterConfigJson(a, peft.base));
 }

@@ -9,14 +9,21 @@ import { PeftConfigError } from "./config.js";
 import { matchesModules } from "./targets.js";
 import { DelegatingContext, type ModelInfo } from "./tuner.js";
 
-/** Canonical weight name → adapter key, for every parameter of the selected modules. */
+/**
+ * Canonical weight name → adapter key for every parameter of the selected modules. A module is
+ * selected when its path or any enclosing path matches (["classifier"] selects RoBERTa's
+ * classifier.dense and classifier.out_proj). The key is the parameter's own path: PEFT saves
+ * modules_to_save copies as "base_model.model.<module>.<param>".
+ */
 export function modulesToSaveKeys(info: ModelInfo, modules: string[] | null): Map<string, string> {
   const out = new Map<string, string>();
   if (!modules || modules.length === 0) return out;
   for (const name of info.weightNames()) {
-    const dot = name.lastIndexOf(".");
-    const module = info.peftName(name.slice(0, dot));
-    if (matchesModules(modules, module)) out.set(name, `${module}.modules_to_save.${name.slice(dot + 1)}`);
+    const peftPath = info.peftName(name);
+    const parts = peftPath.split(".").slice(0, -1);
+    let hit = false;
+    for (let i = parts.length; i > 0 && !hit; i--) hit = matchesModules(modules, parts.slice(0, i).join("."));
+    if (hit) out.set(name, peftPath);
   }
   if (out.size === 0) throw new PeftConfigError(`modules_to_save ${JSON.stringify(modules)} matched no module of this model`);
   return out;

@@ -16,6 +16,7 @@ import type { ForwardContext } from "../nn/context.js";
 import { Rng } from "../util/rng.js";
 import { type CommonConfig, normalizeKeys, PeftConfigError } from "./config.js";
 import { loadAdapter, savePretrained } from "./format.js";
+import { addWeightedAdapter, type WeightedAdapterOptions } from "./lora/weighted.js";
 import { modelInfo } from "./model-info.js";
 import { createModulesToSave, ModulesToSaveContext, modulesToSaveKeys } from "./modules-to-save.js";
 import { tunerFor } from "./registry.js";
@@ -116,6 +117,12 @@ export class PeftModel {
     if (this.active.length === 0) this.active = [name];
     this.refresh();
     return a;
+  }
+
+  /** PEFT's add_weighted_adapter: a new (frozen) LoRA adapter combining existing LoRA adapters; see lora/weighted.ts. */
+  addWeightedAdapter(adapters: string[], weights: number[], name: string, opts: WeightedAdapterOptions = {}): Adapter {
+    this.checkUsable();
+    return addWeightedAdapter(this, adapters, weights, name, opts);
   }
 
   /** The keys and shapes an adapter of this config must have on this model. */
@@ -269,20 +276,34 @@ export class PeftModel {
           }
         }
       }
+      let added = false;
       for (const [w, t] of updates) {
-        if (!this.originals.has(w)) this.originals.set(w, this.base.weights.get(w) as HostTensor);
+        if (!this.base.weights.has(w)) {
+          // A merge may create a weight the model lacked (an SSF shift becomes a bias).
+          this.addedByMerge.add(w);
+          added = true;
+        } else if (!this.originals.has(w)) this.originals.set(w, this.base.weights.get(w) as HostTensor);
         this.base.weights.set(w, t);
       }
+      if (added) this.base.invalidate();
       this.merged.push(n);
     }
     this.refresh();
   }
+
+  /** Weights that merges created, removed again on unmerge. */
+  private readonly addedByMerge = new Set<string>();
 
   /** Restores the base weights from before every merge. */
   unmergeAdapter(): void {
     this.checkUsable();
     for (const [w, t] of this.originals) this.base.weights.set(w, t);
     this.originals.clear();
+    if (this.addedByMerge.size) {
+      for (const w of this.addedByMerge) this.base.weights.delete(w);
+      this.addedByMerge.clear();
+      this.base.invalidate();
+    }
     this.merged.length = 0;
     this.refresh();
   }
@@ -305,6 +326,7 @@ export class PeftModel {
 
   private detach(): PreTrainedModel {
     this.originals.clear();
+    this.addedByMerge.clear();
     this.merged.length = 0;
     this.adapters.clear();
     this.active = [];

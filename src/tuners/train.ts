@@ -12,6 +12,7 @@ import type { Tensor } from "../engine/trace/tensor.js";
 import type { TaskHead } from "../models/architecture.js";
 import { type IdsLike, onesLike, toIdTensor } from "../models/inputs.js";
 import { type ForwardContext, ModelError, WeightContext } from "../nn/context.js";
+import { dropLeading } from "../nn/prompt.js";
 import { PeftConfigError } from "./config.js";
 import { ModulesToSaveContext, modulesToSaveKeys } from "./modules-to-save.js";
 import type { PeftModel } from "./peft-model.js";
@@ -48,15 +49,23 @@ export function shiftLabels(labels: HostTensor): HostTensor {
 
 /**
  * The step's batch tensors from a user batch: ids, mask (ones by default) and labels, shifted
- * for causal LMs and prefixed with -100 for `labelPrefix` virtual tokens.
+ * for causal LMs. (Soft-prompt positions are skipped inside the loss, not in the labels.)
  */
-export function prepareBatch(head: TaskHead, batch: TrainBatch, labelPrefix = 0): Record<string, HostTensor> {
+export function prepareBatch(head: TaskHead, batch: TrainBatch): Record<string, HostTensor> {
   const ids = toIdTensor(batch.inputIds, "inputIds");
   const mask = batch.attentionMask !== undefined ? toIdTensor(batch.attentionMask, "attentionMask") : onesLike(ids);
   let labels: HostTensor;
   if (head === "sequence_classification") {
-    const l = Array.isArray(batch.labels) ? (batch.labels as readonly (readonly number[] | number)[]).map((r) => (Array.isArray(r) ? r[0] : (r as number))) : null;
-    labels = l ? hostTensor("i64", [l.length], BigInt64Array.from(l, (x) => BigInt(x))) : toIdTensor(batch.labels, "labels");
+    const l = Array.isArray(batch.labels)
+      ? (batch.labels as readonly (readonly number[] | number)[]).map((r) => (Array.isArray(r) ? r[0] : (r as number)))
+      : null;
+    labels = l
+      ? hostTensor(
+          "i64",
+          [l.length],
+          BigInt64Array.from(l, (x) => BigInt(x)),
+        )
+      : toIdTensor(batch.labels, "labels");
     if (labels.shape.length === 2) labels = hostTensor("i64", [labels.shape[0]], labels.data);
   } else {
     labels = toIdTensor(batch.labels, "labels");
@@ -64,12 +73,6 @@ export function prepareBatch(head: TaskHead, batch: TrainBatch, labelPrefix = 0)
       throw new ModelError(`labels [${labels.shape}] must have the shape of inputIds [${ids.shape}]`);
     }
     if (head === "causal_lm") labels = shiftLabels(labels);
-    if (labelPrefix) {
-      const [b, t] = labels.shape;
-      const out = new BigInt64Array(b * (t + labelPrefix)).fill(BigInt(IGNORE));
-      for (let i = 0; i < b; i++) out.set((labels.data as BigInt64Array).subarray(i * t, (i + 1) * t), i * (t + labelPrefix) + labelPrefix);
-      labels = hostTensor("i64", [b, t + labelPrefix], out);
-    }
   }
   return { input_ids: ids, attention_mask: mask, labels };
 }
@@ -80,7 +83,6 @@ export class PeftTrainer {
     readonly adapterName: string,
     readonly step: TrainStep,
     private readonly head: TaskHead,
-    private readonly labelPrefix: number,
   ) {}
 
   static async create(peft: PeftModel, opts: PeftTrainerOptions = {}): Promise<PeftTrainer> {
@@ -127,18 +129,23 @@ export class PeftTrainer {
           ctx = a.tuner.wrap(ctx, peft.info, a.config, { adapterName: name, tensor, rowMask: null, training: true, seed });
           const out = model.traceForward(ctx, { input_ids: batch.input_ids, attention_mask: batch.attention_mask });
           if (!out.logits) throw new ModelError(`a ${head} model has no logits to train on`);
-          return crossEntropy(out.logits, batch.labels, { ignoreIndex: IGNORE });
+          // Soft tokens (prompt tuning) add logits in front, which PEFT labels −100: the loss skips
+          // them instead (same value), by a gather since the sequence length is symbolic.
+          const logits =
+            prefix && head !== "sequence_classification" ? dropLeading(out.logits, prefix, 1, batch.input_ids.shape[1]) : out.logits;
+          return crossEntropy(logits, batch.labels, { ignoreIndex: IGNORE });
         },
       },
       { params: init, frozen },
       { ...model.compileOptions, ...opts.compile },
     );
-    return new PeftTrainer(peft, name, step, head, prefix);
+    return new PeftTrainer(peft, name, step, head);
   }
 
   /** Converts a user batch into the step's tensors (shifting causal-LM labels). */
   prepare(batch: TrainBatch): Record<string, HostTensor> {
-    return prepareBatch(this.head, batch, this.labelPrefix);
+    // Labels keep the input's length: the loss drops the soft tokens' logits (see create).
+    return prepareBatch(this.head, batch);
   }
 
   /** One optimizer step; the adapter's tensors in the PeftModel are updated in place. */

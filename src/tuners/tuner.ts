@@ -76,6 +76,11 @@ export interface Tuner<C extends CommonConfig = CommonConfig> {
   readonly promptLearning?: boolean;
   /** Soft tokens the method prepends to the sequence (prompt tuning), which shift the labels. */
   virtualTokens?(c: C): number;
+  /**
+   * The tensors written by savePretrained when they differ from the trained ones (prefix tuning
+   * with prefix_projection saves the projected prefix, as PEFT does); absent: the tensors as they are.
+   */
+  tensorsToSave?(info: ModelInfo, c: C, tensors: ReadonlyMap<string, HostTensor>): Map<string, HostTensor>;
 }
 
 /** Passes every call through; tuners extend it and override what they change. */
@@ -98,6 +103,9 @@ export class DelegatingContext implements ForwardContext {
   }
   attentionPrefix(layer: number, batch: Tensor): { key: Tensor; value: Tensor } | null {
     return this.inner.attentionPrefix(layer, batch);
+  }
+  softPrompt(batch: Tensor): Tensor | null {
+    return this.inner.softPrompt(batch);
   }
 }
 

@@ -63,7 +63,11 @@ function declare(g: Graph, prefix: string, decls: Readonly<Record<string, Tensor
 }
 
 /** Traces the loss and its gradients with respect to the params; returns them with the metrics. */
-function lossAndGrads(g: Graph, def: TrainStepDefinition, params: Record<string, Tensor>): { loss: Tensor; grads: Tensor[]; metrics: Record<string, Tensor> } {
+function lossAndGrads(
+  g: Graph,
+  def: TrainStepDefinition,
+  params: Record<string, Tensor>,
+): { loss: Tensor; grads: Tensor[]; metrics: Record<string, Tensor> } {
   const frozen = declare(g, F, def.frozen);
   const batch = declare(g, B, def.batch);
   const seed = new Tensor(g, g.addInput("seed", { dtype: "i64", shape: [] }));

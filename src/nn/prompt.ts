@@ -1,0 +1,66 @@
+/**
+ * Helpers the architectures share for prompt-learning methods: soft tokens prepended to the
+ * sequence (prompt tuning) and key/value rows prepended to attention (prefix tuning). Both add
+ * key positions every query may attend to, so masks gain leading all-true columns.
+ */
+import { type Dim, sumDims } from "../engine/ir/shape.js";
+import { concat, iota, type Tensor } from "../engine/trace/tensor.js";
+import type { ForwardContext } from "./context.js";
+
+/** A bool tensor of the given shape, all true. */
+export function allTrue(shape: readonly Dim[]): Tensor {
+  return iota(shape, 0).ge(0);
+}
+
+/** `allowed` [B|1, T, S] (or [B, 1, S]) with `extra` leading all-true key columns; null stays null. */
+export function withLeadingKeys(allowed: Tensor | null, extra: number): Tensor | null {
+  if (!allowed || extra === 0) return allowed;
+  return concat([allTrue([allowed.shape[0], allowed.shape[1], extra]), allowed], 2);
+}
+
+/** An attention mask [B, S] (i64) with `n` leading ones for soft tokens. */
+export function maskWithOnes(mask: Tensor, n: number): Tensor {
+  if (n === 0) return mask;
+  return concat([allTrue([mask.shape[0], n]).cast(mask.dtype), mask], 1);
+}
+
+/** The attention prefix of every layer (prefix tuning), and its length (0 when there is none). */
+export function layerPrefixes(
+  ctx: ForwardContext,
+  layers: number,
+  batch: Tensor,
+): { prefixes: ({ key: Tensor; value: Tensor } | null)[]; length: number } {
+  const prefixes = Array.from({ length: layers }, (_, i) => ctx.attentionPrefix(i, batch));
+  const first = prefixes.find((p) => p !== null);
+  return { prefixes, length: first ? first.key.dim(2) : 0 };
+}
+
+/** Causal mask [1, n, n] among n tokens that see only each other. */
+export function causalSquare(n: number): Tensor {
+  return iota([1, n], 1)
+    .le(iota([n, 1], 0))
+    .unsqueeze(0);
+}
+
+/**
+ * concat([a, b], axis) for a fixed-size `a` and a `b` whose axis may be symbolic, built from
+ * gathers so that gradients reach both without slicing a symbolic axis (which the engine's
+ * slice, and so concat's gradient, cannot do).
+ */
+export function prependSeq(a: Tensor, b: Tensor, axis: number): Tensor {
+  const ax = axis < 0 ? axis + a.rank : axis;
+  const m = b.shape[ax];
+  if (typeof m === "number") return concat([a, b], ax);
+  const n = a.dim(ax);
+  const idx = iota([sumDims([n, m])], 0);
+  const first = idx.lt(n);
+  const fromA = a.gather(idx.minimum(n - 1), ax);
+  const fromB = b.gather(idx.sub(n).maximum(0), ax);
+  const shape = fromA.shape.map((_, i) => (i === ax ? fromA.shape[i] : 1));
+  return first.reshape(shape).where(fromA, fromB);
+}
+
+/** x without its first n entries along a symbolic axis, by a gather (differentiable). */
+export function dropLeading(x: Tensor, n: number, axis: number, length: Dim): Tensor {
+  return x.gather(iota([length], 0).add(n), axis);
+}

@@ -1,0 +1,102 @@
+/**
+ * The LoRA forward pass (PEFT's lora.Linear / lora.Embedding and the DoRA variants), as a
+ * context that wraps the model's: linear and embedding layers gain their low-rank update, and
+ * trained biases replace the base ones.
+ */
+import * as F from "../../engine/trace/composites.js";
+import type { Tensor } from "../../engine/trace/tensor.js";
+import type { ForwardContext, LinearOptions } from "../../nn/context.js";
+import { DelegatingContext, type ModelInfo, maskRows, type WrapOptions } from "../tuner.js";
+import type { LoraConfig } from "./config.js";
+import { type BiasTarget, biasTargets, type LoraLayer, loraKeys, loraLayers } from "./layers.js";
+
+/** [B] row mask shaped [B, 1, …, 1] (rank `rank`), to scale a tensor that broadcasts against a rank-`rank` activation. */
+function batchMask(rowMask: Tensor, rank: number): Tensor {
+  let m = rowMask;
+  for (let i = 1; i < rank; i++) m = m.unsqueeze(-1);
+  return m;
+}
+
+/**
+ * ‖V‖ per row of V = W + s·B·A ([out, in]), detached from the gradient as DoRA prescribes.
+ * Computed in f64 and rounded once, like the magnitude created on the host, so that a fresh
+ * adapter gives m / ‖V‖ = 1 exactly and is a no-op.
+ */
+function doraNorm(wLogical: Tensor, a: Tensor, b: Tensor, scaling: number): Tensor {
+  const lw = b.cast("f64").matmul(a.cast("f64")).stopGradient();
+  return wLogical.cast("f64").add(lw.mul(scaling)).square().sum(1).sqrt().cast(wLogical.dtype).stopGradient();
+}
+
+export class LoraContext extends DelegatingContext {
+  private readonly linears = new Map<string, LoraLayer>();
+  private readonly embeddings = new Map<string, LoraLayer>();
+  /** Canonical bias name → target. */
+  private readonly biases = new Map<string, BiasTarget>();
+
+  constructor(
+    inner: ForwardContext,
+    private readonly info: ModelInfo,
+    private readonly c: LoraConfig,
+    private readonly opts: WrapOptions,
+  ) {
+    super(inner);
+    const layers = loraLayers(info, c);
+    for (const l of layers) (l.kind === "linear" ? this.linears : this.embeddings).set(l.path, l);
+    for (const t of biasTargets(info, c, layers)) this.biases.set(t.name, t);
+  }
+
+  /** Trained biases replace the base ones (per row in mixed batches; activations are [B, T, …]). */
+  override weight(name: string): Tensor {
+    const t = this.biases.get(name);
+    if (!t) return this.inner.weight(name);
+    const mine = this.opts.tensor(t.key);
+    if (!this.opts.rowMask) return mine;
+    const base = this.inner.weight(name);
+    return base.add(mine.sub(base).mul(batchMask(this.opts.rowMask, mine.rank + 2)));
+  }
+
+  override linear(path: string, x: Tensor, lin?: LinearOptions): Tensor {
+    let y = this.inner.linear(path, x, lin);
+    const bias = this.biases.get(`${path}.bias`);
+    if (bias) {
+      // The inner layer added the base bias; add the difference to the trained one.
+      let d = this.opts.tensor(bias.key).sub(this.inner.weight(bias.name));
+      if (this.opts.rowMask) d = d.mul(batchMask(this.opts.rowMask, y.rank));
+      y = y.add(d);
+    }
+    const l = this.linears.get(path);
+    if (!l) return y;
+    const k = loraKeys(l);
+    const a = this.opts.tensor(k.a);
+    const b = this.opts.tensor(k.b);
+    const seed = this.opts.training && this.c.loraDropout > 0 ? this.opts.seed : null;
+    const xin = seed ? F.dropout(x, this.c.loraDropout, seed) : x;
+    const lora = xin.matmul(a.transpose()).matmul(b.transpose()).mul(l.scaling);
+    if (!this.c.useDora) return y.add(maskRows(lora, this.opts.rowMask));
+    // DoRA (PEFT's DoraLinearLayer.forward): with g = m / ‖W + s·B·A‖ (detached),
+    // out = base(x) + (g − 1)·(x·Wᵀ) + g·s·B·A·x; under dropout both terms see the dropped x.
+    const w = this.inner.weight(`${path}.weight`);
+    const fif = this.info.fanInFanOut;
+    const g = this.opts.tensor(k.m).div(doraNorm(fif ? w.transpose() : w, a, b, l.scaling));
+    const plain = xin.matmul(fif ? w : w.transpose());
+    const change = plain.mul(g.sub(1)).add(lora.mul(g));
+    return y.add(maskRows(change, this.opts.rowMask));
+  }
+
+  override embedding(path: string, ids: Tensor): Tensor {
+    const y = this.inner.embedding(path, ids);
+    const l = this.embeddings.get(path);
+    if (!l) return y;
+    const k = loraKeys(l);
+    const a = this.opts.tensor(k.a);
+    const b = this.opts.tensor(k.b);
+    // PEFT's Embedding.forward: (A.T[ids]) @ B.T · s; embeddings have no LoRA dropout.
+    const lora = a.transpose().gather(ids, 0).matmul(b.transpose()).mul(l.scaling);
+    if (!this.c.useDora) return y.add(maskRows(lora, this.opts.rowMask));
+    // DoRA on embeddings: g per embedding dim from ‖Wᵀ + s·B·A‖ rows; out = g·base + g·lora.
+    const w = this.inner.weight(`${path}.weight`);
+    const g = this.opts.tensor(k.m).div(doraNorm(w.transpose(), a, b, l.scaling));
+    const change = w.gather(ids, 0).mul(g.sub(1)).add(lora.mul(g));
+    return y.add(maskRows(change, this.opts.rowMask));
+  }
+}
