@@ -3,15 +3,13 @@
 import { type CommandSpec, helpText, parseFlags, UsageError } from "./args.js";
 import { benchCommand } from "./commands/bench.js";
 import { demoCommand } from "./commands/demo.js";
+import { evalCommand } from "./commands/eval.js";
 import { generateCommand } from "./commands/generate.js";
 import { infoCommand } from "./commands/info.js";
 import { mergeCommand } from "./commands/merge.js";
+import { trainCommand } from "./commands/train.js";
 
-const COMMANDS: CommandSpec[] = [demoCommand, generateCommand, mergeCommand, infoCommand, benchCommand];
-
-export function registerCommand(c: CommandSpec): void {
-  COMMANDS.push(c);
-}
+const COMMANDS: CommandSpec[] = [trainCommand, evalCommand, generateCommand, mergeCommand, infoCommand, demoCommand, benchCommand];
 
 function usage(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;

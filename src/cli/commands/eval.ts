@@ -1,0 +1,83 @@
+import { existsSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { BatchStream, DATA_FORMATS, type DataFormat, loadDataset } from "../../train/data/index.js";
+import { type EvalBatch, evaluate } from "../../train/evaluate.js";
+import { table } from "../../train/progress.js";
+import { completionItems } from "../../train/run.js";
+import { type CommandSpec, UsageError } from "../args.js";
+import { loadModelAndAdapter } from "../load.js";
+
+export const evalCommand: CommandSpec = {
+  name: "eval",
+  summary: "Evaluate a model (optionally with an adapter) on a dataset: loss, perplexity, accuracy or exact match.",
+  usage: "peftkit eval --model DIR [--adapter DIR] --data FILE [--output FILE]",
+  flags: [
+    { name: "model", type: "string", meta: "DIR", help: "base model folder", required: true },
+    { name: "adapter", type: "string", meta: "DIR", help: "PEFT adapter folder to apply" },
+    { name: "data", type: "string", meta: "FILE", help: "evaluation data (same formats as train)", required: true },
+    { name: "format", type: "string", help: "record format (default: detected)", choices: DATA_FORMATS },
+    { name: "batch-size", type: "int", meta: "N", help: "examples per batch", default: 16 },
+    { name: "max-length", type: "int", meta: "N", help: "longest example in tokens", default: 512 },
+    {
+      name: "exact-match-limit",
+      type: "int",
+      meta: "N",
+      help: "prompt/completion data: check exact match on at most N examples",
+      default: 200,
+    },
+    { name: "on-bad-record", type: "string", help: "what to do with a malformed record", default: "error", choices: ["error", "skip"] },
+    {
+      name: "output",
+      type: "string",
+      meta: "FILE",
+      help: "write the metrics as JSON here (default: eval_results.json in the adapter folder, else only printed)",
+    },
+  ],
+  examples: ["peftkit eval --model models/wordnet-llama --adapter runs/demo --data eval.jsonl"],
+  async run(o) {
+    if (!existsSync(o.data as string)) throw new UsageError(`--data ${o.data}: no such file or folder`);
+    const { model, peft, tokenizer } = await loadModelAndAdapter(o.model as string, {
+      adapter: o.adapter as string | undefined,
+      threads: o.threads as number | undefined,
+      needTokenizer: true,
+    });
+    if (!tokenizer) throw new UsageError("the model has no tokenizer");
+    const data = await loadDataset(o.data as string, {
+      tokenizer,
+      format: o.format as DataFormat | undefined,
+      maxLength: o.maxLength as number,
+      onBadRecord: o.onBadRecord as "error" | "skip",
+    });
+    const runner = peft ?? model;
+    const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
+    const batches = new BatchStream(data.examples, { batchSize: o.batchSize as number, seed: 0, padId, shuffle: false }).epochBatches(
+      0,
+    ) as EvalBatch[];
+    const metrics = await evaluate(runner, batches, {
+      causal: model.head === "causal_lm",
+      classification: model.head === "sequence_classification",
+      completions: data.format === "prompt_completion" ? completionItems(data.examples, tokenizer, o.exactMatchLimit as number) : undefined,
+      tokenizer,
+    });
+    const result = {
+      ...metrics,
+      examples: data.examples.length,
+      skipped: data.skipped.length,
+      model: o.model,
+      adapter: o.adapter ?? null,
+      data: o.data,
+    };
+    console.log(
+      table(
+        Object.entries(metrics).map(([k, v]) => [k, typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toFixed(4)) : String(v)]),
+      ),
+    );
+    const outFile = (o.output as string | undefined) ?? (o.adapter ? join(o.adapter as string, "eval_results.json") : undefined);
+    if (outFile) {
+      writeFileSync(outFile, `${JSON.stringify(result, null, 2)}\n`);
+      console.log(`wrote ${outFile}`);
+    }
+    await model.release();
+    return 0;
+  },
+};

@@ -1,0 +1,194 @@
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { AutoTokenizer } from "../../io/tokenizer.js";
+import { PreTrainedModel } from "../../models/pretrained.js";
+import { DATA_FORMATS, type DataFormat, type Example, loadDataset, splitDataset } from "../../train/data/index.js";
+import { METHODS, MethodError, methodConfig } from "../../train/methods.js";
+import { runTraining } from "../../train/run.js";
+import type { ScheduleName } from "../../train/schedule.js";
+import { type CommandSpec, type Flags, UsageError } from "../args.js";
+import { requireDir } from "../load.js";
+
+export const TRAIN_FLAGS: CommandSpec["flags"] = [
+  { name: "model", type: "string", meta: "DIR", help: "base model folder (config.json, safetensors, tokenizer.json)", required: true },
+  {
+    name: "data",
+    type: "string",
+    meta: "FILE",
+    help: "training data: .jsonl, .json, .csv, .parquet, .txt or a folder of .txt",
+    required: true,
+  },
+  { name: "eval-data", type: "string", meta: "FILE", help: "evaluation data (default: --eval-fraction of --data)" },
+  {
+    name: "eval-fraction",
+    type: "number",
+    meta: "F",
+    help: "share of --data held out for evaluation when --eval-data is absent",
+    default: 0.05,
+  },
+  { name: "format", type: "string", help: "record format (default: detected from the fields)", choices: DATA_FORMATS },
+  { name: "on-bad-record", type: "string", help: "what to do with a malformed record", default: "error", choices: ["error", "skip"] },
+  { name: "max-length", type: "int", meta: "N", help: "longest example in tokens", default: 512 },
+  { name: "pack", type: "boolean", help: "pack text examples into rows of --max-length tokens" },
+  { name: "method", type: "string", help: "PEFT method", default: "lora", choices: METHODS },
+  { name: "r", type: "int", meta: "N", help: "LoRA rank", default: 8 },
+  { name: "alpha", type: "number", meta: "A", help: "LoRA alpha (default 2·r)" },
+  { name: "dropout", type: "number", meta: "P", help: "LoRA / adapter dropout", default: 0.05 },
+  { name: "target", type: "list", meta: "LIST", help: 'target modules, comma-separated, or "all-linear"' },
+  { name: "num-virtual-tokens", type: "int", meta: "N", help: "prompt/prefix tuning: soft tokens", default: 20 },
+  { name: "bottleneck-size", type: "int", meta: "N", help: "adapter: bottleneck width", default: 32 },
+  {
+    name: "adapter-type",
+    type: "string",
+    help: "adapter: where adapters go",
+    default: "houlsby",
+    choices: ["houlsby", "pfeiffer", "parallel"],
+  },
+  { name: "output-dir", type: "string", meta: "DIR", help: "where the adapter, checkpoints and metrics go", required: true },
+  { name: "epochs", type: "number", meta: "N", help: "passes over the data (ignored when --max-steps is smaller)", default: 1 },
+  { name: "max-steps", type: "int", meta: "N", help: "stop after N optimizer steps" },
+  { name: "batch-size", type: "int", meta: "N", help: "examples per micro-batch", default: 8 },
+  { name: "grad-accum", type: "int", meta: "N", help: "micro-batches per optimizer step", default: 1 },
+  { name: "lr", type: "number", meta: "LR", help: "peak learning rate", default: 2e-4 },
+  { name: "schedule", type: "string", help: "learning-rate schedule", default: "linear", choices: ["constant", "linear", "cosine"] },
+  { name: "warmup", type: "number", meta: "N", help: "warmup steps (>= 1) or fraction of all steps (< 1)", default: 0 },
+  { name: "optimizer", type: "string", help: "optimizer", default: "adamw", choices: ["adamw", "sgd"] },
+  { name: "weight-decay", type: "number", meta: "W", help: "weight decay", default: 0 },
+  { name: "clip-norm", type: "number", meta: "N", help: "clip the global gradient norm (0 = off)", default: 1 },
+  { name: "seed", type: "int", meta: "S", help: "seed for initialisation, shuffling and dropout", default: 42 },
+  { name: "save-steps", type: "int", meta: "N", help: "checkpoint every N steps (0 = only at the end)", default: 100 },
+  { name: "save-total-limit", type: "int", meta: "N", help: "keep at most N checkpoints", default: 2 },
+  { name: "eval-steps", type: "int", meta: "N", help: "evaluate every N steps (default: at the end)" },
+  { name: "early-stopping-patience", type: "int", meta: "N", help: "stop after N evaluations without a better eval loss" },
+  { name: "log-steps", type: "int", meta: "N", help: "log line every N steps when not on a terminal", default: 10 },
+  { name: "resume", type: "boolean", help: "continue from the newest checkpoint in --output-dir" },
+];
+
+function positive(o: Flags, name: string, key: string, allowZero = false): void {
+  const v = o[key] as number | undefined;
+  if (v !== undefined && (allowZero ? v < 0 : v <= 0)) throw new UsageError(`--${name} must be ${allowZero ? ">= 0" : "> 0"}, got ${v}`);
+}
+
+export const trainCommand: CommandSpec = {
+  name: "train",
+  summary: "Fine-tune a model with a PEFT method on your data; writes an HF PEFT adapter folder.",
+  usage: "peftkit train --model DIR --data FILE --method lora --output-dir DIR [options]",
+  flags: TRAIN_FLAGS,
+  examples: [
+    "peftkit train --model models/wordnet-llama --data data.jsonl --method lora --r 16 --target all-linear --output-dir runs/lora --epochs 2",
+    "peftkit train --config train.yaml --lr 1e-4",
+  ],
+  async run(o) {
+    for (const [flag, key] of [
+      ["lr", "lr"],
+      ["batch-size", "batchSize"],
+      ["grad-accum", "gradAccum"],
+      ["epochs", "epochs"],
+      ["max-steps", "maxSteps"],
+      ["r", "r"],
+      ["max-length", "maxLength"],
+    ] as const)
+      positive(o, flag, key);
+    for (const [flag, key] of [
+      ["weight-decay", "weightDecay"],
+      ["warmup", "warmup"],
+      ["save-steps", "saveSteps"],
+      ["clip-norm", "clipNorm"],
+    ] as const)
+      positive(o, flag, key, true);
+    const ef = o.evalFraction as number;
+    if (ef < 0 || ef >= 1) throw new UsageError(`--eval-fraction must be in [0, 1), got ${ef}`);
+    const modelDir = requireDir(o.model as string, "--model");
+    if (!existsSync(o.data as string)) throw new UsageError(`--data ${o.data}: no such file or folder`);
+    if (o.evalData && !existsSync(o.evalData as string)) throw new UsageError(`--eval-data ${o.evalData}: no such file or folder`);
+    if (!existsSync(join(modelDir, "tokenizer.json"))) throw new UsageError(`--model ${modelDir}: no tokenizer.json`);
+    let peftConfig: Record<string, unknown>;
+    try {
+      peftConfig = methodConfig(o.method as string, {
+        r: o.r as number,
+        alpha: o.alpha as number | undefined,
+        dropout: o.dropout as number,
+        target: o.target as string[] | undefined,
+        numVirtualTokens: o.numVirtualTokens as number,
+        bottleneckSize: o.bottleneckSize as number,
+        adapterType: o.adapterType as "houlsby",
+      });
+    } catch (e) {
+      if (e instanceof MethodError) throw new UsageError(e.message);
+      throw e;
+    }
+    const tokenizer = await AutoTokenizer.fromPretrained(modelDir);
+    const loadOpts = {
+      tokenizer,
+      format: o.format as DataFormat | undefined,
+      maxLength: o.maxLength as number,
+      onBadRecord: o.onBadRecord as "error" | "skip",
+    };
+    const data = await loadDataset(o.data as string, loadOpts);
+    for (const m of data.skipped) process.stderr.write(`skipped ${m}\n`);
+    if (data.skipped.length) process.stderr.write(`skipped ${data.skipped.length} bad record(s) in ${o.data}\n`);
+    let train: Example[] = data.examples;
+    let evalSet: Example[] = [];
+    if (o.evalData) {
+      const ev = await loadDataset(o.evalData as string, { ...loadOpts, labels: data.labelNames });
+      evalSet = ev.examples;
+    } else if (ef > 0 && data.examples.length >= 20) ({ train, eval: evalSet } = splitDataset(data.examples, ef, o.seed as number));
+    const classification = data.format === "classification";
+    if (classification) peftConfig.task_type = "SEQ_CLS";
+    const model = await PreTrainedModel.load(modelDir, classification ? "sequence_classification" : "causal_lm", {
+      threads: o.threads as number | undefined,
+      numLabels: data.numLabels,
+    });
+    if (classification && !peftConfig.modules_to_save)
+      peftConfig.modules_to_save = ["classifier", "score"].filter((m) => [...model.weights.keys()].some((k) => k.startsWith(`${m}.`)));
+    const record = {
+      ...o,
+      data_format: data.format,
+      train_examples: train.length,
+      eval_examples: evalSet.length,
+      label_names: data.labelNames ?? null,
+      peft_config: peftConfig,
+    };
+    let stopping = false;
+    const summary = await runTraining({
+      outputDir: o.outputDir as string,
+      model,
+      tokenizer,
+      peftConfig,
+      train,
+      eval: evalSet,
+      batchSize: o.batchSize as number,
+      pack: Boolean(o.pack),
+      seqLen: o.maxLength as number,
+      epochs: o.maxSteps !== undefined ? undefined : (o.epochs as number),
+      maxSteps: o.maxSteps as number | undefined,
+      gradAccum: o.gradAccum as number,
+      lr: o.lr as number,
+      schedule: o.schedule as ScheduleName,
+      warmup: o.warmup as number,
+      optimizer: o.optimizer as "adamw" | "sgd",
+      weightDecay: o.weightDecay as number,
+      clipNorm: (o.clipNorm as number) > 0 ? (o.clipNorm as number) : undefined,
+      seed: o.seed as number,
+      saveSteps: (o.saveSteps as number) || undefined,
+      saveTotalLimit: o.saveTotalLimit as number,
+      evalSteps: (o.evalSteps as number | undefined) ?? (evalSet.length ? Number.MAX_SAFE_INTEGER : undefined),
+      earlyStoppingPatience: o.earlyStoppingPatience as number | undefined,
+      logSteps: o.logSteps as number,
+      resume: Boolean(o.resume),
+      exactMatchLimit: data.format === "prompt_completion" ? 200 : 0,
+      record,
+      onTrainer: (t) => {
+        process.on("SIGINT", () => {
+          if (stopping) process.exit(130);
+          stopping = true;
+          process.stderr.write("\ninterrupt: finishing this step and saving a checkpoint (press Ctrl-C again to quit at once)\n");
+          t.requestStop();
+        });
+      },
+    });
+    await model.release();
+    // An interrupted run is not a success (its checkpoint is resumable); the spec reserves 2 for bad usage.
+    return summary.stoppedBy === "interrupted" ? 1 : 0;
+  },
+};

@@ -1,0 +1,66 @@
+/** The --method names of the CLI and the adapter configs they stand for. */
+import { PeftkitError } from "../engine/errors.js";
+
+export class MethodError extends PeftkitError {}
+
+export const METHODS = ["lora", "dora", "rslora", "pissa", "ia3", "adapter", "prompt", "prefix", "ssf", "bitfit", "ln_tuning"] as const;
+export type MethodName = (typeof METHODS)[number];
+
+export interface MethodOptions {
+  r?: number;
+  alpha?: number;
+  dropout?: number;
+  /** Module names or "all-linear". */
+  target?: string[];
+  numVirtualTokens?: number;
+  bottleneckSize?: number;
+  adapterType?: "houlsby" | "pfeiffer" | "parallel";
+  taskType?: string;
+}
+
+/** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
+export function methodConfig(method: string, o: MethodOptions): Record<string, unknown> {
+  if (!(METHODS as readonly string[]).includes(method)) {
+    throw new MethodError(`unknown method "${method}" (methods: ${METHODS.join(", ")})`);
+  }
+  const target = o.target?.length ? (o.target.length === 1 && o.target[0] === "all-linear" ? "all-linear" : o.target) : undefined;
+  const common = { task_type: o.taskType ?? "CAUSAL_LM" };
+  const lora = {
+    ...common,
+    peft_type: "LORA",
+    r: o.r ?? 8,
+    lora_alpha: o.alpha ?? 2 * (o.r ?? 8),
+    lora_dropout: o.dropout ?? 0.05,
+    target_modules: target ?? "all-linear",
+  };
+  switch (method as MethodName) {
+    case "lora":
+      return lora;
+    case "dora":
+      return { ...lora, use_dora: true };
+    case "rslora":
+      return { ...lora, use_rslora: true };
+    case "pissa":
+      return { ...lora, init_lora_weights: "pissa", lora_dropout: 0 };
+    case "ia3":
+      return { ...common, peft_type: "IA3", ...(target ? { target_modules: target } : {}) };
+    case "adapter":
+      return {
+        ...common,
+        peft_type: "BOTTLENECK",
+        adapter_type: o.adapterType ?? "houlsby",
+        bottleneck_size: o.bottleneckSize ?? 32,
+        dropout: o.dropout ?? 0,
+      };
+    case "prompt":
+      return { ...common, peft_type: "PROMPT_TUNING", num_virtual_tokens: o.numVirtualTokens ?? 20 };
+    case "prefix":
+      return { ...common, peft_type: "PREFIX_TUNING", num_virtual_tokens: o.numVirtualTokens ?? 20 };
+    case "ssf":
+      return { ...common, peft_type: "SSF", ...(target ? { target_modules: target } : {}) };
+    case "bitfit":
+      return { ...common, peft_type: "BITFIT", ...(target ? { target_modules: target } : {}) };
+    case "ln_tuning":
+      return { ...common, peft_type: "LN_TUNING", ...(target ? { target_modules: target } : {}) };
+  }
+}

@@ -1,0 +1,153 @@
+/**
+ * A whole fine-tuning run, as `peftkit train` and `peftkit demo` do it: data → adapter →
+ * Trainer → a valid HF PEFT folder plus training_args.json, metrics.jsonl, loss_curve.svg.
+ * The final adapter files are written only at the end, so an output folder with an
+ * adapter_config.json is always a finished run.
+ */
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { PreTrainedTokenizer } from "../io/tokenizer.js";
+import type { PreTrainedModel } from "../models/pretrained.js";
+import { PeftModel } from "../tuners/peft-model.js";
+import { PeftTrainer } from "../tuners/train.js";
+import { latestCheckpoint } from "./checkpoint.js";
+import { BatchStream, type Example, IGNORE_INDEX } from "./data/index.js";
+import type { CompletionItem, EvalBatch } from "./evaluate.js";
+import { Progress, table } from "./progress.js";
+import { TrainingArgsError } from "./schedule.js";
+import { Trainer, type TrainerArgs, type TrainResult } from "./trainer.js";
+
+export interface RunOptions extends Omit<TrainerArgs, "outputDir"> {
+  outputDir: string;
+  model: PreTrainedModel;
+  tokenizer: PreTrainedTokenizer;
+  peftConfig: Record<string, unknown>;
+  train: Example[];
+  eval: Example[];
+  batchSize: number;
+  evalBatchSize?: number;
+  pack?: boolean;
+  seqLen?: number;
+  optimizer?: "adamw" | "sgd";
+  weightDecay?: number;
+  momentum?: number;
+  clipNorm?: number;
+  /** Evaluate exact match of completions on at most this many eval examples (prompt/completion data). */
+  exactMatchLimit?: number;
+  /** Everything else worth recording in training_args.json. */
+  record?: Record<string, unknown>;
+  /** Called with the Trainer so the caller can wire SIGINT to requestStop(). */
+  onTrainer?: (t: Trainer) => void;
+  out?: NodeJS.WriteStream;
+}
+
+export interface RunSummary extends TrainResult {
+  trainable: number;
+  total: number;
+  outputDir: string;
+  files: string[];
+}
+
+/** Prompt/completion eval examples as (prompt ids, completion text) pairs. */
+export function completionItems(examples: readonly Example[], tok: PreTrainedTokenizer, limit: number): CompletionItem[] {
+  const out: CompletionItem[] = [];
+  for (const e of examples) {
+    if (!e.labels || out.length >= limit) continue;
+    const first = e.labels.findIndex((l) => l !== IGNORE_INDEX);
+    if (first <= 0) continue;
+    const target = e.labels.slice(first).filter((l) => l !== IGNORE_INDEX && l !== tok.eosTokenId);
+    out.push({ prompt: e.inputIds.slice(0, first), completion: tok.decode(target, { skipSpecialTokens: true }) });
+  }
+  return out;
+}
+
+export async function runTraining(o: RunOptions): Promise<RunSummary> {
+  const out = o.out ?? process.stdout;
+  if (existsSync(join(o.outputDir, "adapter_config.json")) && !o.resume) {
+    throw new TrainingArgsError(
+      `${o.outputDir} already holds a trained adapter; pass --resume to continue it or choose another --output-dir`,
+    );
+  }
+  mkdirSync(o.outputDir, { recursive: true });
+  const padId = o.tokenizer.padTokenId ?? o.tokenizer.eosTokenId ?? 0;
+  const stream = new BatchStream(o.train, {
+    batchSize: o.batchSize,
+    seed: o.seed ?? 42,
+    padId,
+    pack: o.pack,
+    seqLen: o.seqLen,
+    eosId: o.tokenizer.eosTokenId,
+  });
+  const evalBatches = o.eval.length
+    ? (new BatchStream(o.eval, { batchSize: o.evalBatchSize ?? o.batchSize, seed: 0, padId, shuffle: false }).epochBatches(
+        0,
+      ) as EvalBatch[])
+    : [];
+  const classification = o.model.head === "sequence_classification";
+  const peft = PeftModel.create(o.model, o.peftConfig, { seed: o.seed ?? 42 });
+  const { trainable, total } = peft.parameterCounts();
+  const trainer = await PeftTrainer.create(peft, {
+    optimizer:
+      o.optimizer === "sgd"
+        ? { kind: "sgd", momentum: o.momentum ?? 0.9, weightDecay: o.weightDecay ?? 0 }
+        : { kind: "adamw", weightDecay: o.weightDecay ?? 0 },
+    clipNorm: o.clipNorm,
+  });
+  const progress = new Progress(out, o.logSteps ?? 10);
+  const completions = !classification && o.exactMatchLimit ? completionItems(o.eval, o.tokenizer, o.exactMatchLimit) : undefined;
+  const loop = new Trainer(
+    { trainer, peft, tokenizer: o.tokenizer, causal: o.model.head === "causal_lm", classification },
+    stream,
+    evalBatches.length ? { batches: evalBatches, completions } : null,
+    { ...o, outputDir: o.outputDir },
+    progress,
+  );
+  o.onTrainer?.(loop);
+  progress.line(
+    `training ${o.peftConfig.peft_type} on ${o.train.length} examples (${stream.batchesPerEpoch} batches/epoch), ${loop.totalSteps} steps; trainable ${trainable.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} parameters (${((100 * trainable) / total).toFixed(3)}%)`,
+  );
+  let result: TrainResult;
+  try {
+    result = await loop.run();
+  } finally {
+    await trainer.release();
+  }
+  const files: string[] = [];
+  const metrics = readFileSync(loop.metricsPath, "utf8")
+    .trim()
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  writeFileSync(join(o.outputDir, "loss_curve.svg"), Trainer.curveSvg(metrics));
+  files.push("loss_curve.svg", "metrics.jsonl");
+  if (result.stoppedBy !== "interrupted") {
+    // The adapter goes in last, via a temporary folder, so its presence marks a finished run.
+    const tmp = join(o.outputDir, `.final-${process.pid}`);
+    peft.savePretrained(tmp);
+    writeFileSync(join(o.outputDir, "training_args.json"), `${JSON.stringify({ ...o.record, result: { ...result } }, null, 2)}\n`);
+    for (const f of ["adapter_model.safetensors", "adapter_config.json"]) renameSync(join(tmp, f), join(o.outputDir, f));
+    rmSync(tmp, { recursive: true, force: true });
+    files.push("adapter_config.json", "adapter_model.safetensors", "training_args.json");
+  }
+  const summary: RunSummary = { ...result, trainable, total, outputDir: o.outputDir, files };
+  out.write(`\n${summarize(summary)}\n`);
+  return summary;
+}
+
+export function summarize(s: RunSummary): string {
+  const rows: [string, string][] = [
+    [
+      "trainable params",
+      `${s.trainable.toLocaleString("en-US")} (${((100 * s.trainable) / s.total).toFixed(3)}% of ${s.total.toLocaleString("en-US")})`,
+    ],
+    ["steps", `${s.steps} (${s.stoppedBy.replace(/_/g, " ")})`],
+    ["final train loss", s.finalLoss.toFixed(4)],
+    ["wall time", `${s.wallSeconds.toFixed(1)} s (${(s.tokensSeen / Math.max(s.wallSeconds, 1e-3)).toFixed(0)} tokens/s)`],
+  ];
+  if (s.bestEval !== null) rows.push(["best eval loss", s.bestEval.toFixed(4)]);
+  if (s.lastEval?.eval_accuracy !== undefined) rows.push(["eval accuracy", `${(100 * s.lastEval.eval_accuracy).toFixed(1)}%`]);
+  if (s.lastEval?.eval_exact_match !== undefined) rows.push(["eval exact match", `${(100 * s.lastEval.eval_exact_match).toFixed(1)}%`]);
+  rows.push(["output", `${s.outputDir} (${s.files.join(", ")})`]);
+  if (s.stoppedBy === "interrupted" && s.lastCheckpoint) rows.push(["resume from", latestCheckpoint(s.outputDir) ?? s.lastCheckpoint]);
+  return `Summary\n${table(rows)}`;
+}
