@@ -63,9 +63,9 @@ function randomF32(n: number): Float32Array {
   return Float32Array.from({ length: n }, () => Math.random() * 2 - 1);
 }
 
-async function matmulRows(threads: number): Promise<BenchRow[]> {
+export async function matmulRows(threads: number, sizes: readonly number[] = [1024, 2048, 4096]): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
-  for (const n of [1024, 2048, 4096]) {
+  for (const n of sizes) {
     const flops = 2 * n ** 3;
     const a = hostTensor("f32", [n, n], randomF32(n * n));
     const b = hostTensor("f32", [n, n], randomF32(n * n));

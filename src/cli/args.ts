@@ -96,8 +96,14 @@ function readConfigFile(path: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
+/** The command's flags plus the common ones it does not redefine (bench's --config is a model config). */
+function allSpecs(cmd: CommandSpec): FlagSpec[] {
+  return [...cmd.flags, ...COMMON_FLAGS.filter((c) => !cmd.flags.some((f) => f.name === c.name))];
+}
+
 export function parseFlags(argv: readonly string[], cmd: CommandSpec): Flags {
-  const specs = [...cmd.flags, ...COMMON_FLAGS];
+  const specs = allSpecs(cmd);
+  const ownConfig = cmd.flags.some((f) => f.name === "config");
   const byName = new Map(specs.map((s) => [s.name, s]));
   const given: Record<string, unknown> = {};
   for (let i = 0; i < argv.length; i++) {
@@ -118,7 +124,7 @@ export function parseFlags(argv: readonly string[], cmd: CommandSpec): Flags {
   }
   const out: Flags = {};
   if (given.help) return { help: true };
-  const fromFile = typeof given.config === "string" ? readConfigFile(given.config) : {};
+  const fromFile = typeof given.config === "string" && !ownConfig ? readConfigFile(given.config) : {};
   for (const [k, v] of Object.entries(fromFile)) {
     const name = kebab(k);
     const spec = byName.get(name);
@@ -136,7 +142,7 @@ export function parseFlags(argv: readonly string[], cmd: CommandSpec): Flags {
 
 export function helpText(cmd: CommandSpec): string {
   const lines = [`Usage: ${cmd.usage}`, "", cmd.summary, "", "Options:"];
-  const specs = [...cmd.flags, ...COMMON_FLAGS];
+  const specs = allSpecs(cmd);
   const left = specs.map((s) => `  --${s.name}${s.type === "boolean" ? "" : ` ${s.meta ?? s.type.toUpperCase()}`}`);
   const w = Math.max(...left.map((l) => l.length)) + 2;
   specs.forEach((s, i) => {

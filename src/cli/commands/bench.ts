@@ -2,17 +2,79 @@ import { type CommandSpec, UsageError } from "../args.js";
 
 export const benchCommand: CommandSpec = {
   name: "bench",
-  summary: "Benchmarks: engine (matmul and a transformer-block LoRA step).",
-  usage: "peftkit bench engine [--json]",
+  summary: "Benchmarks: engine (matmul, transformer-block step), train (LoRA/full steps on an HF config), generate (KV-cache decoding).",
+  usage: "peftkit bench engine|train|generate [options] [--json]",
   flags: [
-    { name: "what", type: "string", meta: "NAME", help: "the benchmark to run", choices: ["engine"], required: true },
-    { name: "json", type: "boolean", help: "print one JSON line per result" },
+    { name: "what", type: "string", meta: "NAME", help: "the benchmark", choices: ["engine", "train", "generate"], required: true },
+    { name: "config", type: "string", meta: "FILE", help: "train/generate: an HF config.json (random weights are used)" },
+    { name: "method", type: "string", help: "train: PEFT method", default: "lora" },
+    { name: "r", type: "int", meta: "N", help: "LoRA rank", default: 16 },
+    { name: "target", type: "list", meta: "LIST", help: 'target modules or "all-linear"', default: ["all-linear"] },
+    { name: "batch", type: "int", meta: "N", help: "batch size", default: 4 },
+    { name: "seq", type: "int", meta: "N", help: "train: sequence length", default: 256 },
+    { name: "steps", type: "int", meta: "N", help: "train: timed steps after one warm-up", default: 3 },
+    { name: "full", type: "boolean", help: "train: full fine-tuning instead of an adapter" },
+    { name: "gradient-checkpointing", type: "boolean", help: "train: recompute activations in the backward pass (not implemented yet)" },
+    { name: "peak", type: "number", meta: "GFLOPS", help: "train: matmul peak to compare with (default: measured)" },
+    { name: "prompt-length", type: "int", meta: "N", help: "generate: prompt tokens", default: 32 },
+    { name: "new-tokens", type: "int", meta: "N", help: "generate: tokens to decode", default: 64 },
+    { name: "repeats", type: "int", meta: "N", help: "generate: timed repeats", default: 3 },
+    { name: "json", type: "boolean", help: "print JSON lines" },
   ],
-  examples: ["peftkit bench engine", "peftkit bench engine --json"],
+  examples: [
+    "peftkit bench engine --json",
+    "peftkit bench train --config ../shared/bench/smollm2-135m.config.json --method lora --r 16 --target all-linear --batch 4 --seq 256 --steps 3 --json",
+    "peftkit bench generate --config ../shared/bench/smollm2-135m.config.json --batch 1",
+  ],
   async run(o) {
-    if (o.what !== "engine") throw new UsageError(`unknown benchmark "${o.what}"`);
-    const { runEngineBench } = await import("../../../bench/engine.js");
-    await runEngineBench({ json: Boolean(o.json), threads: o.threads as number | undefined });
+    const threads = o.threads as number | undefined;
+    if (o.what === "engine") {
+      const { runEngineBench } = await import("../../../bench/engine.js");
+      await runEngineBench({ json: Boolean(o.json), threads });
+      return 0;
+    }
+    if (!o.config) throw new UsageError(`peftkit bench ${o.what}: --config is required`);
+    if (o.gradientCheckpointing) throw new UsageError("--gradient-checkpointing is not implemented yet");
+    if (o.what === "train") {
+      const { runTrainBench } = await import("../../../bench/train.js");
+      const r = await runTrainBench({
+        config: o.config as string,
+        method: o.method as string,
+        r: o.r as number,
+        target: o.target as string[],
+        batch: o.batch as number,
+        seq: o.seq as number,
+        steps: o.steps as number,
+        full: Boolean(o.full),
+        threads,
+        peak: o.peak as number | undefined,
+      });
+      console.log(
+        o.json
+          ? JSON.stringify(r)
+          : Object.entries(r)
+              .map(([k, v]) => `${k}: ${typeof v === "number" ? +v.toFixed(3) : v}`)
+              .join("\n"),
+      );
+      return 0;
+    }
+    const { runGenerateBench } = await import("../../../bench/generate.js");
+    const rows = await runGenerateBench({
+      config: o.config as string,
+      r: o.r as number,
+      target: o.target as string[],
+      promptLength: o.promptLength as number,
+      newTokens: o.newTokens as number,
+      batch: o.batch as number,
+      repeats: o.repeats as number,
+      threads,
+    });
+    for (const r of rows)
+      console.log(
+        o.json
+          ? JSON.stringify(r)
+          : `${r.mode}: ${(r.tokens_per_s as number).toFixed(1)} tokens/s (${(r.vs_merged as number).toFixed(3)}× merged time)`,
+      );
     return 0;
   },
 };
