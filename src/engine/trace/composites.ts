@@ -7,12 +7,23 @@ import { ShapeError } from "../errors.js";
 import { isInt } from "../ir/dtype.js";
 import { normAxis, shapeStr } from "../ir/shape.js";
 import { randomUniform, type Tensor, where } from "./tensor.js";
+import { customVjp } from "./trace.js";
 
+/**
+ * Softmax with a hand-written backward, dx = y·(g − Σ g·y), which keeps one temporary of the
+ * input's size instead of the several that differentiating exp/sum/div would record.
+ */
 export function softmax(x: Tensor, axis = -1): Tensor {
-  // Subtracting the max changes nothing mathematically, so it carries no gradient.
-  const m = x.max(axis, true).stopGradient();
-  const e = x.sub(m).exp();
-  return e.div(e.sum(axis, true));
+  const fused = customVjp(
+    "softmax",
+    (t) => {
+      // Subtracting the max changes nothing mathematically; it only keeps exp finite.
+      const e = t.sub(t.max(axis, true)).exp();
+      return [e.div(e.sum(axis, true))];
+    },
+    (_p, [y], [g]) => [g ? y.mul(g.sub(g.mul(y).sum(axis, true))) : null],
+  );
+  return fused(x)[0];
 }
 
 export function logSumExp(x: Tensor, axis = -1, keepdim = false): Tensor {
@@ -75,9 +86,22 @@ export function crossEntropy(logits: Tensor, labels: Tensor, opts: CrossEntropyO
   const ignore = opts.ignoreIndex ?? -100;
   const valid = labels.ne(ignore);
   const safe = where(valid, labels, 0).unsqueeze(-1);
-  const picked = logSoftmax(logits, -1).takeAlongAxis(safe, -1).squeeze(-1);
   const validF = valid.cast(logits.dtype);
-  const nll = picked.neg().mul(validF);
+  // Per-position NLL with a fused backward: softmax(z) − onehot(label), scaled by the incoming
+  // gradient. Differentiating log-softmax step by step would keep several vocab-sized temporaries.
+  const nllOf = customVjp(
+    "cross_entropy",
+    (z) => {
+      const lse = logSumExp(z, -1, true);
+      return [lse.sub(z.takeAlongAxis(safe, -1)).squeeze(-1).mul(validF), lse];
+    },
+    ([z], [, lse], [g]) => {
+      if (!g) return [null];
+      const w = g.mul(validF).unsqueeze(-1);
+      return [z.sub(lse).exp().mul(w).putAlongAxisAdd(safe, w.neg(), -1)];
+    },
+  );
+  const nll = nllOf(logits)[0];
   const reduction = opts.reduction ?? "mean";
   if (reduction === "none") return nll;
   const total = nll.sum();
