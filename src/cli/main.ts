@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** The `peftkit` command: dispatches to one module per command. Exit codes: 0 ok, 1 failure, 2 bad usage. */
+import { realpathSync } from "node:fs";
 import { type CommandSpec, helpText, parseFlags, UsageError } from "./args.js";
 import { benchCommand } from "./commands/bench.js";
 import { demoCommand } from "./commands/demo.js";
@@ -9,7 +10,7 @@ import { infoCommand } from "./commands/info.js";
 import { mergeCommand } from "./commands/merge.js";
 import { trainCommand } from "./commands/train.js";
 
-const COMMANDS: CommandSpec[] = [trainCommand, evalCommand, generateCommand, mergeCommand, infoCommand, demoCommand, benchCommand];
+export const COMMANDS: CommandSpec[] = [trainCommand, evalCommand, generateCommand, mergeCommand, infoCommand, demoCommand, benchCommand];
 
 function usage(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;
@@ -46,14 +47,17 @@ async function main(argv: string[]): Promise<number> {
   return cmd.run(flags);
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (e: unknown) => {
-    const verbose = process.argv.includes("--verbose");
-    const msg = e instanceof Error ? (verbose ? (e.stack ?? e.message) : e.message) : String(e);
-    process.stderr.write(`peftkit: ${msg}\n`);
-    process.exitCode = e instanceof UsageError ? 2 : 1;
-  },
-);
+// Run only as the program, not when imported (the docs generator imports COMMANDS).
+const isMain = process.argv[1] !== undefined && import.meta.url === new URL(`file://${realpathSync(process.argv[1])}`).href;
+if (isMain)
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e: unknown) => {
+      const verbose = process.argv.includes("--verbose");
+      const msg = e instanceof Error ? (verbose ? (e.stack ?? e.message) : e.message) : String(e);
+      process.stderr.write(`peftkit: ${msg}\n`);
+      process.exitCode = e instanceof UsageError ? 2 : 1;
+    },
+  );
