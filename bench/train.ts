@@ -23,6 +23,7 @@ export interface TrainBenchOptions {
   seq: number;
   steps: number;
   full?: boolean;
+  gradientCheckpointing?: boolean;
   threads?: number;
   /** Matmul peak in GFLOP/s; measured (best engine matmul over 1024–4096) when absent. */
   peak?: number;
@@ -43,13 +44,13 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
   let release: () => Promise<void>;
   let trainable: number;
   if (o.full) {
-    const t = await FullTrainer.create(model, { optimizer: { kind: "adamw" } });
+    const t = await FullTrainer.create(model, { optimizer: { kind: "adamw" }, gradientCheckpointing: o.gradientCheckpointing });
     train = (i) => t.train(batch, { lr: 1e-5, seed: i });
     release = () => t.release();
     trainable = [...new Set(model.weights.values())].reduce((a, w) => a + w.data.length, 0);
   } else {
     const peft = PeftModel.create(model, methodConfig(o.method, { r: o.r, alpha: 2 * o.r, dropout: 0, target: o.target }), { seed: 0 });
-    const t = await PeftTrainer.create(peft, { optimizer: { kind: "adamw" } });
+    const t = await PeftTrainer.create(peft, { optimizer: { kind: "adamw" }, gradientCheckpointing: o.gradientCheckpointing });
     train = (i) => t.train(batch, { lr: 1e-4, seed: i });
     release = () => t.release();
     trainable = peft.parameterCounts().trainable;
@@ -77,6 +78,7 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
   return {
     bench: "train",
     method: o.full ? "full" : o.method,
+    gradient_checkpointing: Boolean(o.gradientCheckpointing),
     r: o.full ? null : o.r,
     target: o.target.join(","),
     batch: o.batch,

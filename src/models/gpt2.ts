@@ -4,6 +4,7 @@
  */
 import * as F from "../engine/trace/composites.js";
 import { concat, iota, type Tensor } from "../engine/trace/tensor.js";
+import { checkpoint } from "../engine/trace/trace.js";
 import { attend, mergeHeads, splitHeads } from "../nn/attention.js";
 import { type ForwardContext, ModelError } from "../nn/context.js";
 import { lastTokenPool } from "../nn/pooling.js";
@@ -163,7 +164,7 @@ function forward(ctx: ForwardContext, c: Gpt2Config, inputs: ArchInputs, head: T
   const allowedAll = withLeadingKeys(allowed, pre + n);
   const present: KeyValue[] = [];
   for (let i = 0; i < c.layers; i++) {
-    const r = block(ctx, c, i, h, allowedAll, leads[i], inputs.past?.[i]);
+    const r = checkpoint(() => block(ctx, c, i, h, allowedAll, leads[i], inputs.past?.[i]));
     h = r.h;
     present.push(r.kv);
   }

@@ -6,6 +6,7 @@
 import { hostTensor } from "../engine/ir/host.js";
 import * as F from "../engine/trace/composites.js";
 import { concat, constant, iota, type Tensor } from "../engine/trace/tensor.js";
+import { checkpoint } from "../engine/trace/trace.js";
 import { applyRotary, attend, mergeHeads, rotaryTables, splitHeads } from "../nn/attention.js";
 import type { ForwardContext } from "../nn/context.js";
 import { ModelError } from "../nn/context.js";
@@ -248,7 +249,7 @@ function forward(ctx: ForwardContext, c: LlamaConfig, inputs: ArchInputs, head: 
   const allowed = withLeadingKeys(decoderMask(inputs, ids), pre + n);
   const present: KeyValue[] = [];
   for (let i = 0; i < c.layers; i++) {
-    const r = decoderLayer(ctx, c, i, h, rot, allowed, leads[i], inputs.past?.[i]);
+    const r = checkpoint(() => decoderLayer(ctx, c, i, h, rot, allowed, leads[i], inputs.past?.[i]));
     h = r.h;
     present.push(r.kv);
   }

@@ -25,7 +25,7 @@ export class FullTrainer {
 
   static async create(
     model: PreTrainedModel,
-    opts: { optimizer?: OptimizerConfig; clipNorm?: number; compile?: CompileOptions } = {},
+    opts: { optimizer?: OptimizerConfig; clipNorm?: number; compile?: CompileOptions; gradientCheckpointing?: boolean } = {},
   ): Promise<FullTrainer> {
     const params: Record<string, TensorDecl> = {};
     const init: Record<string, HostTensor> = {};
@@ -52,6 +52,7 @@ export class FullTrainer {
         },
         optimizer: opts.optimizer ?? { kind: "adamw" },
         clipNorm: opts.clipNorm,
+        recompute: opts.gradientCheckpointing,
         loss: ({ params: p, batch }) => {
           const names = new Set(model.weights.keys());
           const ctx = new WeightContext((n) => p[aliases.get(n) ?? n], names);

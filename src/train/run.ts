@@ -32,6 +32,7 @@ export interface RunOptions extends Omit<TrainerArgs, "outputDir"> {
   weightDecay?: number;
   momentum?: number;
   clipNorm?: number;
+  gradientCheckpointing?: boolean;
   /** Evaluate exact match of completions on at most this many eval examples (prompt/completion data). */
   exactMatchLimit?: number;
   /** Everything else worth recording in training_args.json. */
@@ -92,6 +93,7 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
         ? { kind: "sgd", momentum: o.momentum ?? 0.9, weightDecay: o.weightDecay ?? 0 }
         : { kind: "adamw", weightDecay: o.weightDecay ?? 0 },
     clipNorm: o.clipNorm,
+    gradientCheckpointing: o.gradientCheckpointing,
   });
   const progress = new Progress(out, o.logSteps ?? 10);
   const completions = !classification && o.exactMatchLimit ? completionItems(o.eval, o.tokenizer, o.exactMatchLimit) : undefined;

@@ -15,7 +15,21 @@ import { onesLike, VJP_RULES } from "./rules.js";
  * recorded at index >= `fromNode` are differentiated (earlier ones are constants here), and only
  * along paths from a `wrt` value to an output: work for other inputs is never recorded.
  */
-export function backward(outputs: readonly Tensor[], cts: readonly Tensor[], wrt: readonly Tensor[], fromNode = 0): Tensor[] {
+export interface BackwardOptions {
+  /**
+   * Gradient checkpointing: nodes recorded inside recomputeRegion() are recomputed in the
+   * backward pass from the region's inputs, so their activations need not stay alive.
+   */
+  recompute?: boolean;
+}
+
+export function backward(
+  outputs: readonly Tensor[],
+  cts: readonly Tensor[],
+  wrt: readonly Tensor[],
+  fromNode = 0,
+  opts: BackwardOptions = {},
+): Tensor[] {
   const g = currentGraph();
   for (const w of wrt) {
     if (!isFloat(w.dtype)) throw new EngineUsageError(`cannot differentiate with respect to ${w}: it is not a float tensor`);
@@ -30,14 +44,26 @@ export function backward(outputs: readonly Tensor[], cts: readonly Tensor[], wrt
     if (active.has(o.id)) accumulate(o.id, cts[i]);
   });
   const end = g.nodes.length;
+  /** region -> (forward value -> its recomputed copy), built when the sweep first enters the region. */
+  const recomputed = new Map<number, Map<number, number>>();
   for (let n = end - 1; n >= fromNode; n--) {
     const node = g.nodes[n];
     if (!node.outputs.some((o) => ct.has(o))) continue;
     const needs = node.inputs.map((i) => active.has(i) && isFloat(g.type(i).dtype));
     if (!needs.some(Boolean)) continue;
+    const region = opts.recompute ? g.nodeRegion.get(n) : undefined;
+    let remap: Map<number, number> | undefined;
+    if (region !== undefined) {
+      remap = recomputed.get(region);
+      if (!remap) {
+        remap = recomputeRegion(g, region, fromNode, end, node.outputs.map((o) => ct.get(o)).find((c) => c !== undefined) as Tensor);
+        recomputed.set(region, remap);
+      }
+    }
+    const at = (id: number) => new Tensor(g, remap?.get(id) ?? id);
     const rule = VJP_RULES[node.op];
-    const inputs = node.inputs.map((i) => new Tensor(g, i));
-    const outs = node.outputs.map((o) => new Tensor(g, o));
+    const inputs = node.inputs.map(at);
+    const outs = node.outputs.map(at);
     const outCts = node.outputs.map((o) => ct.get(o) ?? null);
     const inCts = rule({ inputs, outputs: outs, attrs: node.attrs, needs }, outCts);
     inCts.forEach((c, i) => {
@@ -52,6 +78,39 @@ export function backward(outputs: readonly Tensor[], cts: readonly Tensor[], wrt
     });
   }
   return wrt.map((w) => ct.get(w.id) ?? zeros([...w.shape], w.dtype));
+}
+
+/**
+ * Re-emits a region's forward nodes after the current point of the backward pass. Activations
+ * entering the region (values made by nodes outside it) get a data dependency on `trigger`, a
+ * cotangent that exists only now, so the copies are computed late and the runtime cannot merge
+ * them with the forward originals (common-subexpression elimination would undo the saving).
+ */
+function recomputeRegion(g: Graph, region: number, fromNode: number, end: number, trigger: Tensor): Map<number, number> {
+  const map = new Map<number, number>();
+  const zero = trigger.sum().mul(0);
+  const inRegion = (n: number) => g.nodeRegion.get(n) === region;
+  for (let n = fromNode; n < end; n++) {
+    if (!inRegion(n)) continue;
+    const node = g.nodes[n];
+    const inputs = node.inputs.map((i) => {
+      const mapped = map.get(i);
+      if (mapped !== undefined) return mapped;
+      const p = g.producer.get(i);
+      const t = g.type(i);
+      if (p !== undefined && !inRegion(p) && isFloat(t.dtype) && t.dtype !== "f16") {
+        const gated = new Tensor(g, i).add(zero.cast(t.dtype)).id;
+        map.set(i, gated);
+        return gated;
+      }
+      return i;
+    });
+    const outs = g.addNode(node.op, inputs, node.attrs as never);
+    node.outputs.forEach((o, k) => {
+      map.set(o, outs[k]);
+    });
+  }
+  return map;
 }
 
 /** Values that depend on any of `wrt` through nodes at index >= fromNode. */

@@ -25,6 +25,24 @@ export class Graph {
   readonly outputs: NamedValue[] = [];
   /** value id -> index of the node that produces it (absent for graph inputs). */
   readonly producer = new Map<number, number>();
+  /**
+   * node index -> recompute region (gradient checkpointing): nodes recorded inside
+   * `recomputeRegion()` may be recomputed in the backward pass instead of kept alive.
+   */
+  readonly nodeRegion = new Map<number, number>();
+  private regionStack: number[] = [];
+  private regionCount = 0;
+
+  /** Records the nodes `fn` adds as one recompute region. Regions do not nest: the outer one wins. */
+  inRegion<T>(fn: () => T): T {
+    if (this.regionStack.length) return fn();
+    this.regionStack.push(this.regionCount++);
+    try {
+      return fn();
+    } finally {
+      this.regionStack.pop();
+    }
+  }
 
   newValue(t: ValueType): number {
     this.values.push({ dtype: t.dtype, shape: [...t.shape] });
@@ -49,6 +67,8 @@ export class Graph {
     const idx = this.nodes.length;
     this.nodes.push({ op, inputs: [...inputs], outputs, attrs: attrs as Record<string, unknown> });
     for (const o of outputs) this.producer.set(o, idx);
+    const region = this.regionStack[this.regionStack.length - 1];
+    if (region !== undefined) this.nodeRegion.set(idx, region);
     return outputs;
   }
 

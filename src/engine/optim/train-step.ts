@@ -39,6 +39,8 @@ export interface TrainStepDefinition {
   optimizer: OptimizerConfig;
   /** Clip the global gradient norm to this value (no clipping when absent). */
   clipNorm?: number;
+  /** Gradient checkpointing: recompute checkpoint() regions in the backward pass. */
+  recompute?: boolean;
 }
 
 const P = "p.";
@@ -82,6 +84,7 @@ function lossAndGrads(
     [onesLike(loss)],
     names.map((n) => params[n]),
     start,
+    { recompute: def.recompute },
   );
   return { loss, grads, metrics };
 }

@@ -68,3 +68,12 @@ export function customVjp(name: string, fwd: (...primals: Tensor[]) => Tensor[],
 export function activeGraph(): Graph {
   return currentGraph();
 }
+
+/**
+ * Marks what `fn` records as a gradient-checkpointing region: with `recompute` on, the backward
+ * pass recomputes these activations from the region's inputs instead of keeping them (models wrap
+ * each transformer layer in one).
+ */
+export function checkpoint<T>(fn: () => T): T {
+  return currentGraph().inRegion(fn);
+}
