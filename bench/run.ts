@@ -1,41 +1,146 @@
 /**
- * `npm run bench`: runs the benchmarks and writes BENCHMARKS.md (atomically: temp file + rename).
- * Every row carries the machine, date and command, so any figure can be reproduced.
+ * `npm run bench`: runs every benchmark, each in its own process (so peak RSS is per benchmark),
+ * and writes BENCHMARKS.md atomically. The PyTorch peer (../shared/bench/torch_lora_peer.py,
+ * Debian's python3-torch) runs in the same session when it is installed, so ratios compare like
+ * with like. Every row records machine, date and command.
  */
-import { renameSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { existsSync, renameSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
-import { runEngineBench } from "./engine.js";
+import { join, resolve } from "node:path";
 
-const rows = await runEngineBench({ json: false });
-const date = new Date().toISOString().slice(0, 10);
+const root = resolve(process.argv[1], "../../..");
+const cli = join(root, "dist/src/cli/main.js");
+const headline = "bench/configs/smollm2-135m.json";
+const tiny = "test/golden/models/llama_basic/config.json";
+const peerScript = resolve(root, "../shared/bench/torch_lora_peer.py");
 const machine = `${cpus()[0]?.model ?? "unknown"}, ${cpus().length} cores, Node ${process.version}`;
-const cmd = "`npm run bench:engine`";
-const mm = rows.filter((r) => r.bench === "matmul");
-const block = rows.find((r) => r.bench === "block_step");
-const f = (n: unknown, d = 1) => (typeof n === "number" ? n.toFixed(d) : String(n));
-const lines = [
+const date = new Date().toISOString().slice(0, 10);
+const steps = Number(process.env.PEFTKIT_BENCH_STEPS ?? 3);
+
+type Row = Record<string, unknown>;
+
+function runJson(args: string[], env?: NodeJS.ProcessEnv): Row[] {
+  process.stderr.write(`$ peftkit ${args.join(" ")}\n`);
+  const r = spawnSync(process.execPath, [cli, ...args, "--json"], { cwd: root, encoding: "utf8", env: env ?? process.env, maxBuffer: 1 << 26 });
+  if (r.status !== 0) throw new Error(`peftkit ${args.join(" ")} failed:\n${r.stderr}`);
+  return r.stdout
+    .trim()
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l) as Row);
+}
+
+/** Runs the PyTorch peer with its peak RSS; OpenBLAS core overrides of this workplace are removed for that command only. */
+function runPeer(config: string, batch: number, seq: number, n: number, rank: number): Row | null {
+  if (!existsSync("/usr/bin/python3") || !existsSync(peerScript)) return null;
+  const probe = spawnSync("/usr/bin/python3", ["-c", "import torch"], { encoding: "utf8" });
+  if (probe.status !== 0) return null;
+  const env = { ...process.env };
+  delete env.OPENBLAS_CORETYPE;
+  delete env.OPENBLAS_L2_SIZE;
+  const wrapper = [
+    "import resource, runpy, sys",
+    `sys.argv = ${JSON.stringify([peerScript, config, String(batch), String(seq), String(n), String(rank)])}`,
+    "runpy.run_path(sys.argv[0], run_name='__main__')",
+    "print('{\"peak_rss_mb\": %f}' % (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1000.0))",
+  ].join("\n");
+  process.stderr.write(`$ /usr/bin/python3 ${peerScript} ${config} ${batch} ${seq} ${n} ${rank}\n`);
+  const r = spawnSync("/usr/bin/python3", ["-c", wrapper], { cwd: root, encoding: "utf8", env, maxBuffer: 1 << 24 });
+  if (r.status !== 0) throw new Error(`torch peer failed:\n${r.stderr}`);
+  const rows = r.stdout
+    .trim()
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l) as Row);
+  const blas = spawnSync("/usr/bin/python3", ["-c", "import torch; print(torch.__version__)"], { encoding: "utf8", env }).stdout.trim();
+  return { ...rows[0], ...rows[1], torch: blas };
+}
+
+const f = (v: unknown, d = 1) => (typeof v === "number" ? v.toFixed(d) : String(v ?? "—"));
+const cmdOf = (r: Row, extra = "") =>
+  `\`peftkit bench train --config ${r.config} --method ${r.method} --r ${r.r ?? 16} --target all-linear --batch ${r.batch} --seq ${r.seq} --steps ${r.steps}${extra}\``;
+
+const engine = runJson(["bench", "engine"]);
+const peak = Math.max(...engine.filter((r) => r.bench === "matmul").map((r) => r.gflops as number));
+const trainArgs = (config: string, method: string, extra: string[] = []) => [
+  "bench",
+  "train",
+  "--config",
+  config,
+  "--method",
+  method,
+  "--r",
+  "16",
+  "--target",
+  "all-linear",
+  "--batch",
+  "4",
+  "--seq",
+  config === tiny ? "32" : "256",
+  "--steps",
+  String(steps),
+  "--peak",
+  String(peak),
+  ...extra,
+];
+const lora: Row = { ...runJson(trainArgs(headline, "lora"))[0], config: headline };
+const loraCkpt: Row = { ...runJson(trainArgs(headline, "lora", ["--gradient-checkpointing"]))[0], config: headline };
+const peer = runPeer(join(root, headline), 4, 256, steps, 16);
+const methods: Row[] = ["lora", "dora", "ia3", "adapter", "prompt"].map((m) => ({ ...runJson(trainArgs(tiny, m))[0], config: tiny }));
+const full: Row = { ...runJson(trainArgs(tiny, "lora", ["--full"]))[0], config: tiny };
+const gen = runJson(["bench", "generate", "--config", headline, "--batch", "1", "--prompt-length", "32", "--new-tokens", "64", "--repeats", "3"]);
+
+const lines: string[] = [
   "# Benchmarks",
   "",
-  "Produced by `npm run bench`; do not edit by hand. Timings are medians; engine and bare ORT runs are interleaved so both see the same machine state.",
+  `Produced by \`npm run bench\` on ${date} (${machine}); do not edit by hand. Each benchmark runs in its own process; timings are medians after a warm-up.`,
   "",
-  "## Engine: matmul through the engine vs a bare single-node ORT session",
+  "## LoRA training, SmolLM2-135M shape (batch 4 × seq 256, r = 16 on every linear layer, AdamW)",
   "",
-  "| case | engine GFLOP/s | bare ORT GFLOP/s | engine / bare | machine | date | command |",
-  "|---|---|---|---|---|---|---|",
-  ...mm.map((r) => `| ${r.case} | ${f(r.gflops)} | ${f(r.bare_gflops)} | ${f(r.engine_vs_bare, 3)} | ${machine} | ${date} | ${cmd} |`),
-  "",
-  "## Engine: one transformer block, forward + backward + AdamW in one session",
-  "",
-  "Frozen block weights, rank-16 low-rank updates on all 7 linear layers; GFLOP counted analytically; peak = best engine matmul above.",
-  "",
-  "| case | step ms | GFLOP | GFLOP/s | fraction of matmul peak | tokens/s | compile ms | machine | date | command |",
+  "| run | step s | tokens/s | vs PyTorch | GFLOP/s (analytic) | of matmul peak | peak RSS MB | RSS vs PyTorch | compile s | command |",
   "|---|---|---|---|---|---|---|---|---|---|",
-  block
-    ? `| ${block.case} | ${f(block.ms)} | ${f(block.analytic_gflop, 2)} | ${f(block.gflops)} | ${f((block.fraction_of_peak as number) * 100)}% | ${f(block.tokens_per_s, 0)} | ${f(block.compile_ms, 0)} | ${machine} | ${date} | ${cmd} |`
-    : "| (not run) |",
-  "",
 ];
-const tmp = "BENCHMARKS.md.tmp";
-writeFileSync(tmp, lines.join("\n"));
-renameSync(tmp, "BENCHMARKS.md");
-console.log("wrote BENCHMARKS.md");
+const peerTps = peer ? (peer.tokens_per_s as number) : null;
+const peerRss = peer ? (peer.peak_rss_mb as number) : null;
+const headlineRuns: [string, Row, string][] = [
+  ["peftkit", lora, ""],
+  ["peftkit, gradient checkpointing", loraCkpt, " --gradient-checkpointing"],
+];
+for (const [name, r, extra] of headlineRuns) {
+  lines.push(
+    `| ${name} | ${f((r.step_ms as number) / 1000, 2)} | ${f(r.tokens_per_s)} | ${peerTps ? `${f((r.tokens_per_s as number) / peerTps, 2)}×` : "—"} | ${f(r.gflops)} | ${f((r.fraction_of_peak as number) * 100)}% | ${f(r.peak_rss_mb, 0)} | ${peerRss ? `${f((100 * (r.peak_rss_mb as number)) / peerRss, 0)}%` : "—"} | ${f((r.compile_ms as number) / 1000, 1)} | ${cmdOf(r, extra)} |`,
+  );
+}
+lines.push(
+  peer
+    ? `| PyTorch ${peer.torch} peer | ${f(peer.step_s, 2)} | ${f(peer.tokens_per_s)} | 1.00× | — | — | ${f(peer.peak_rss_mb, 0)} | 100% | — | \`/usr/bin/python3 ../shared/bench/torch_lora_peer.py ${headline} 4 256 ${steps} 16\` (OpenBLAS, OPENBLAS_CORETYPE unset) |`
+    : "| PyTorch peer | not run: /usr/bin/python3 with torch (Debian python3-torch) or ../shared/bench/torch_lora_peer.py is missing | | | | | | | | |",
+  "",
+  `Matmul peak = best engine matmul over 1024³–4096³ in this run: ${f(peak)} GFLOP/s.`,
+  "",
+  "## Engine",
+  "",
+  "| case | engine GFLOP/s | bare ORT GFLOP/s | engine / bare | command |",
+  "|---|---|---|---|---|",
+  ...engine.filter((r) => r.bench === "matmul").map((r) => `| matmul ${r.case} | ${f(r.gflops)} | ${f(r.bare_gflops)} | ${f(r.engine_vs_bare, 3)} | \`peftkit bench engine\` |`),
+  ...engine
+    .filter((r) => r.bench === "block_step")
+    .map((r) => `| block step: ${r.case} | ${f(r.gflops)} (${f((r.fraction_of_peak as number) * 100)}% of peak) | — | — | \`peftkit bench engine\` |`),
+  "",
+  "## Methods on a tiny config (smoke test of every path; batch 4 × seq 32)",
+  "",
+  "| method | step ms | tokens/s | trainable params | peak RSS MB | command |",
+  "|---|---|---|---|---|---|",
+  ...[...methods, full].map((r) => `| ${r.method} | ${f(r.step_ms, 2)} | ${f(r.tokens_per_s, 0)} | ${r.trainable_params} | ${f(r.peak_rss_mb, 0)} | ${cmdOf(r, r.method === "full" ? " --full" : "")} |`),
+  "",
+  "## Generation with the KV cache, SmolLM2-135M shape (batch 1, 32 prompt + 64 new tokens, greedy)",
+  "",
+  "| mode | tokens/s | time vs merged | command |",
+  "|---|---|---|---|",
+  ...gen.map((r) => `| ${r.mode} | ${f(r.tokens_per_s)} | ${f(r.vs_merged, 3)}× | \`peftkit bench generate --config ${headline} --batch 1\` |`),
+  "",
+);
+writeFileSync(join(root, "BENCHMARKS.md.tmp"), lines.join("\n"));
+renameSync(join(root, "BENCHMARKS.md.tmp"), join(root, "BENCHMARKS.md"));
+console.log(lines.join("\n"));
