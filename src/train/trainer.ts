@@ -40,6 +40,11 @@ export interface TrainerArgs {
   logSteps?: number;
   /** Stop after this many evaluations without a better eval loss. */
   earlyStoppingPatience?: number;
+  /**
+   * Stop after this many seconds of training (the schedule still spans the full step count, so
+   * the learning rate is then not fully decayed); for time-boxed runs such as the demo.
+   */
+  maxSeconds?: number;
   resume?: boolean;
 }
 
@@ -50,7 +55,7 @@ export interface EvalSource {
 
 export interface TrainResult {
   steps: number;
-  stoppedBy: "max_steps" | "epochs" | "early_stopping" | "interrupted" | "non_finite_loss";
+  stoppedBy: "max_steps" | "epochs" | "early_stopping" | "interrupted" | "non_finite_loss" | "time_budget";
   finalLoss: number;
   bestEval: number | null;
   lastEval: EvalMetrics | null;
@@ -228,6 +233,10 @@ export class Trainer {
       if (save && state.step < total) lastCheckpoint = this.checkpoint(state);
       if (early) {
         stoppedBy = "early_stopping";
+        break;
+      }
+      if (args.maxSeconds !== undefined && (Date.now() - started) / 1000 >= args.maxSeconds && state.step < total) {
+        stoppedBy = "time_budget";
         break;
       }
       if (this.stopRequested) {
