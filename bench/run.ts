@@ -22,7 +22,12 @@ type Row = Record<string, unknown>;
 
 function runJson(args: string[], env?: NodeJS.ProcessEnv): Row[] {
   process.stderr.write(`$ peftkit ${args.join(" ")}\n`);
-  const r = spawnSync(process.execPath, [cli, ...args, "--json"], { cwd: root, encoding: "utf8", env: env ?? process.env, maxBuffer: 1 << 26 });
+  const r = spawnSync(process.execPath, [cli, ...args, "--json"], {
+    cwd: root,
+    encoding: "utf8",
+    env: env ?? process.env,
+    maxBuffer: 1 << 26,
+  });
   if (r.status !== 0) throw new Error(`peftkit ${args.join(" ")} failed:\n${r.stderr}`);
   return r.stdout
     .trim()
@@ -89,7 +94,20 @@ const loraCkpt: Row = { ...runJson(trainArgs(headline, "lora", ["--gradient-chec
 const peer = runPeer(join(root, headline), 4, 256, steps, 16);
 const methods: Row[] = ["lora", "dora", "ia3", "adapter", "prompt"].map((m) => ({ ...runJson(trainArgs(tiny, m))[0], config: tiny }));
 const full: Row = { ...runJson(trainArgs(tiny, "lora", ["--full"]))[0], config: tiny };
-const gen = runJson(["bench", "generate", "--config", headline, "--batch", "1", "--prompt-length", "32", "--new-tokens", "64", "--repeats", "3"]);
+const gen = runJson([
+  "bench",
+  "generate",
+  "--config",
+  headline,
+  "--batch",
+  "1",
+  "--prompt-length",
+  "32",
+  "--new-tokens",
+  "64",
+  "--repeats",
+  "3",
+]);
 
 const lines: string[] = [
   "# Benchmarks",
@@ -123,22 +141,32 @@ lines.push(
   "",
   "| case | engine GFLOP/s | bare ORT GFLOP/s | engine / bare | command |",
   "|---|---|---|---|---|",
-  ...engine.filter((r) => r.bench === "matmul").map((r) => `| matmul ${r.case} | ${f(r.gflops)} | ${f(r.bare_gflops)} | ${f(r.engine_vs_bare, 3)} | \`peftkit bench engine\` |`),
+  ...engine
+    .filter((r) => r.bench === "matmul")
+    .map((r) => `| matmul ${r.case} | ${f(r.gflops)} | ${f(r.bare_gflops)} | ${f(r.engine_vs_bare, 3)} | \`peftkit bench engine\` |`),
   ...engine
     .filter((r) => r.bench === "block_step")
-    .map((r) => `| block step: ${r.case} | ${f(r.gflops)} (${f((r.fraction_of_peak as number) * 100)}% of peak) | — | — | \`peftkit bench engine\` |`),
+    .map(
+      (r) =>
+        `| block step: ${r.case} | ${f(r.gflops)} (${f((r.fraction_of_peak as number) * 100)}% of peak) | — | — | \`peftkit bench engine\` |`,
+    ),
   "",
   "## Methods on a tiny config (smoke test of every path; batch 4 × seq 32)",
   "",
   "| method | step ms | tokens/s | trainable params | peak RSS MB | command |",
   "|---|---|---|---|---|---|",
-  ...[...methods, full].map((r) => `| ${r.method} | ${f(r.step_ms, 2)} | ${f(r.tokens_per_s, 0)} | ${r.trainable_params} | ${f(r.peak_rss_mb, 0)} | ${cmdOf(r, r.method === "full" ? " --full" : "")} |`),
+  ...[...methods, full].map(
+    (r) =>
+      `| ${r.method} | ${f(r.step_ms, 2)} | ${f(r.tokens_per_s, 0)} | ${r.trainable_params} | ${f(r.peak_rss_mb, 0)} | ${cmdOf(r, r.method === "full" ? " --full" : "")} |`,
+  ),
   "",
   "## Generation with the KV cache, SmolLM2-135M shape (batch 1, 32 prompt + 64 new tokens, greedy)",
   "",
   "| mode | tokens/s | time vs merged | command |",
   "|---|---|---|---|",
-  ...gen.map((r) => `| ${r.mode} | ${f(r.tokens_per_s)} | ${f(r.vs_merged, 3)}× | \`peftkit bench generate --config ${headline} --batch 1\` |`),
+  ...gen.map(
+    (r) => `| ${r.mode} | ${f(r.tokens_per_s)} | ${f(r.vs_merged, 3)}× | \`peftkit bench generate --config ${headline} --batch 1\` |`,
+  ),
   "",
 );
 writeFileSync(join(root, "BENCHMARKS.md.tmp"), lines.join("\n"));

@@ -109,7 +109,9 @@ async function main(): Promise<void> {
       attentionMask: rows.map((r) => [...r.ids.map(() => 1), ...new Array(len - r.ids.length).fill(0)]),
       labels: rows.map((r) => [...r.labels, ...new Array(len - r.ids.length).fill(-100)]),
     };
-    const res = await trainer.train(batch, { lr: lr * Math.min(1, (step + 1) / 20) });
+    // Warm-up, then linear decay over the time budget.
+    const frac = (performance.now() - start) / 1000 / seconds;
+    const res = await trainer.train(batch, { lr: lr * Math.min(1, (step + 1) / 20) * Math.max(0.05, 1 - frac) });
     step++;
     avg = step === 1 ? res.loss : 0.95 * avg + 0.05 * res.loss;
     if (step % 25 === 0)

@@ -5,8 +5,10 @@
  *
  *   npm run pretrain-demo-model [-- --steps N --out DIR --seed S]
  *
- * Deterministic under its seed (data order, initialisation and tokenizer are seeded; ONNX Runtime's
- * multithreaded reductions may differ in the last bits between machines).
+ * Deterministic under its seed: the tokenizer, data order and initialisation depend only on it.
+ * It runs ONNX Runtime on one intra-op thread by default, which makes runs bit-identical; with
+ * `--threads 2` it is about 25% faster but multithreaded reductions make the weights differ in
+ * the last bits between runs.
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -26,16 +28,18 @@ const EOS = "<|endoftext|>";
 
 const { values: args } = parseArgs({
   options: {
-    steps: { type: "string", default: "1200" },
+    steps: { type: "string", default: "2600" },
     out: { type: "string", default: join(REPO, "models/wordnet-llama") },
     seed: { type: "string", default: "1234" },
     "vocab-size": { type: "string", default: "4096" },
     "seq-len": { type: "string", default: "128" },
     "batch-size": { type: "string", default: "16" },
-    lr: { type: "string", default: "2.5e-3" },
+    lr: { type: "string", default: "3e-3" },
     "warmup-steps": { type: "string", default: "60" },
     "save-every": { type: "string", default: "200" },
     "log-every": { type: "string", default: "10" },
+    /** ONNX Runtime intra-op threads; 1 (the default) makes runs bit-identical, multithreaded reductions are not. */
+    threads: { type: "string", default: "1" },
   },
 });
 const steps = Number(args.steps);
@@ -49,6 +53,7 @@ const saveEvery = Number(args["save-every"]);
 const logEvery = Number(args["log-every"]);
 const outDir = resolve(args.out as string);
 const minLr = peakLr * 0.1;
+const threads = Number(args.threads);
 
 const CHAT_TEMPLATE =
   "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}";
@@ -64,12 +69,12 @@ function fmtTime(s: number): string {
   return `${m}m${String(Math.round(s - 60 * m)).padStart(2, "0")}s`;
 }
 
-/** Token stream of blocks, each encoded without special tokens. */
-function encodeAll(tok: { encode(t: string, o: { addSpecialTokens: boolean }): number[] }, blocks: string[]): Int32Array {
+/** Token stream of blocks, each encoded without special tokens and followed by end-of-text. */
+function encodeAll(tok: { encode(t: string, o: { addSpecialTokens: boolean }): number[] }, blocks: string[], eos: number): Int32Array {
   const parts: number[][] = [];
   let n = 0;
   for (const b of blocks) {
-    const ids = tok.encode(b, { addSpecialTokens: false });
+    const ids = [...tok.encode(b, { addSpecialTokens: false }), eos];
     parts.push(ids);
     n += ids.length;
   }
@@ -142,7 +147,8 @@ definitions and example sentences, so it writes WordNet-style English and little
   ${DEFAULT_HELD_OUT_FRACTION * 100}% (\`src/data/split.ts\`). Held-out synsets contribute nothing to pretraining: not their
   definitions, examples or "lemma: definition" lines. They supply the demo's evaluation items.
 - Text (\`src/data/corpus.ts\`): per training synset, a line "lemma: definition" then its example
-  sentences, one per line; ${corpus.blocks} synset blocks in a seeded shuffled order, ${corpus.tokens} tokens.
+  sentences, one per line, then \`<|endoftext|>\`; ${corpus.blocks} synset blocks in a seeded shuffled order, ${corpus.tokens} tokens,
+  packed into sequences of ${seqLen} tokens.
 - Tokenizer: byte-level BPE (GPT-2 pre-tokenization), ${config.vocab_size} tokens, trained on the same text by
   \`src/io/bpe-trainer.ts\`. \`<|endoftext|>\` (id 0) is bos, eos and pad.
 
@@ -154,13 +160,13 @@ intermediate ${config.intermediate_size}, tied input/output embeddings, ${params
 ## Training
 
 Full training with peftkit's \`FullTrainer\`: AdamW (weight decay 0.1), peak learning rate ${peakLr}, ${warmup} warm-up
-steps then cosine decay to ${minLr}, gradient clipping at 1, batches of ${batchSize} packed sequences of ${seqLen} tokens,
+steps then cosine decay to ${Number(minLr.toPrecision(3))}, gradient clipping at 1, batches of ${batchSize} packed sequences of ${seqLen} tokens,
 seed ${seed}.
 
 - Steps: ${p.step}; tokens seen: ${p.tokensSeen}
 - Final training loss (mean of the last steps): ${p.loss.toFixed(3)}
 - Loss on held-out synsets' text: ${p.valLoss === null ? "n/a" : p.valLoss.toFixed(3)}
-- Wall time: ${fmtTime(p.seconds)} on 2 CPU cores (ONNX Runtime)
+- Wall time: ${fmtTime(p.seconds)} (ONNX Runtime on ${threads} thread${threads === 1 ? "" : "s"}; runs on one thread are bit-identical)
 
 Reproduce with:
 
@@ -214,8 +220,9 @@ async function main(): Promise<void> {
   const tok = await AutoTokenizer.fromPretrained(tokDir);
   console.log(`tokenizer: ${tok.vocabSize} tokens, ${bpe.merges.length} merges (${(performance.now() - t0).toFixed(0)} ms)`);
 
-  const stream = encodeAll(tok, blocks);
-  const valStream = encodeAll(tok, heldOutBlocks(wn).slice(0, 2000));
+  const eosId = tok.eosTokenId as number;
+  const stream = encodeAll(tok, blocks, eosId);
+  const valStream = encodeAll(tok, heldOutBlocks(wn).slice(0, 2000), eosId);
   const chunks = Math.floor(stream.length / seqLen);
   console.log(`corpus: ${stream.length} tokens = ${chunks} sequences of ${seqLen} (${(performance.now() - t0).toFixed(0)} ms)`);
 
@@ -240,7 +247,7 @@ async function main(): Promise<void> {
     eos_token_id: 0,
     pad_token_id: 0,
   };
-  const model = PreTrainedModel.fromConfig(config, "causal_lm", { seed });
+  const model = PreTrainedModel.fromConfig(config, "causal_lm", { seed, threads });
   const distinct = new Set(model.weights.values());
   const params = [...distinct].reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0);
   console.log(`model: ${params} parameters (${((params * 2) / 1e6).toFixed(2)} MB in f16)`);

@@ -47,5 +47,7 @@ const entry = process.argv[1] ?? "";
 if (entry.endsWith("quickstart.js")) {
   const modelDir = process.argv[2] ?? "models/wordnet-llama";
   const outDir = process.argv[3] ?? mkdtempSync(join(tmpdir(), "peftkit-quickstart-"));
-  quickstart(modelDir, outDir).then((r) => console.log(`loss ${r.before.toFixed(3)} → ${r.after.toFixed(3)}; adapter in ${outDir}; merged = unmerged: ${r.mergedMatches}`));
+  quickstart(modelDir, outDir).then((r) =>
+    console.log(`loss ${r.before.toFixed(3)} → ${r.after.toFixed(3)}; adapter in ${outDir}; merged = unmerged: ${r.mergedMatches}`),
+  );
 }
