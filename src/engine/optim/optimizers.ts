@@ -38,26 +38,52 @@ export interface UpdateInputs {
   lr: Tensor;
 }
 
+/**
+ * Scalars every parameter's update shares (AdamW's bias-corrected step size and its second-moment
+ * correction), traced once per step rather than once per parameter.
+ */
+export interface SharedScalars {
+  stepSize?: Tensor;
+  bc2?: Tensor;
+  decay?: Tensor;
+}
+
+export function sharedScalars(cfg: OptimizerConfig, step: Tensor, lr: Tensor): SharedScalars {
+  if (cfg.kind !== "adamw") return {};
+  const b1 = cfg.beta1 ?? 0.9;
+  const b2 = cfg.beta2 ?? 0.999;
+  const t = step.cast("f32");
+  const bc1 = scalar(1).sub(scalar(b1).pow(t));
+  return {
+    stepSize: lr.cast("f32").div(bc1),
+    bc2: scalar(1).sub(scalar(b2).pow(t)),
+    decay: cfg.weightDecay ? lr.cast("f32").mul(cfg.weightDecay) : undefined,
+  };
+}
+
 /** One parameter's update; returns the new parameter and new state, slot order as stateSlots. */
-export function applyUpdate(cfg: OptimizerConfig, u: UpdateInputs): { param: Tensor; state: Tensor[] } {
-  const { param: p, grad: g, step, lr } = u;
+export function applyUpdate(
+  cfg: OptimizerConfig,
+  u: UpdateInputs,
+  shared: SharedScalars = sharedScalars(cfg, u.step, u.lr),
+): { param: Tensor; state: Tensor[] } {
+  const { param: p, grad: g, lr } = u;
   if (cfg.kind === "adamw") {
     const b1 = cfg.beta1 ?? 0.9;
     const b2 = cfg.beta2 ?? 0.999;
     const eps = cfg.eps ?? 1e-8;
-    const wd = cfg.weightDecay ?? 0;
     const [m0, v0] = u.state;
     const m = m0.mul(b1).add(g.mul(1 - b1));
     const v = v0.mul(b2).add(g.mul(g).mul(1 - b2));
     const dt = p.dtype;
-    const bc1 = scalar(1, dt).sub(scalar(b1, dt).pow(step.cast(dt)));
-    const bc2 = scalar(1, dt).sub(scalar(b2, dt).pow(step.cast(dt)));
-    // lr·m̂/(√v̂+ε) with the corrections folded into scalars: one pass over the big tensors.
-    const stepSize = lr.cast(dt).div(bc1);
-    const denom = v.div(bc2).sqrt().add(eps);
+    // lr·m̂/(√v̂+ε) with the corrections folded into shared scalars: one pass over the big tensors.
+    const denom = v
+      .div((shared.bc2 as Tensor).cast(dt))
+      .sqrt()
+      .add(eps);
     let next = p;
-    if (wd) next = next.sub(p.mul(lr.cast(dt).mul(wd)));
-    next = next.sub(m.div(denom).mul(stepSize));
+    if (shared.decay) next = next.sub(p.mul(shared.decay.cast(dt)));
+    next = next.sub(m.div(denom).mul((shared.stepSize as Tensor).cast(dt)));
     return { param: next, state: [m, v] };
   }
   const mu = cfg.momentum ?? 0;

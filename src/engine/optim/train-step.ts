@@ -13,8 +13,8 @@ import { Graph } from "../ir/graph.js";
 import { type HostTensor, hostTensor, readNumber } from "../ir/host.js";
 import { type Dim, sameShape, shapeStr } from "../ir/shape.js";
 import { withGraph } from "../trace/context.js";
-import { Tensor } from "../trace/tensor.js";
-import { applyUpdate, clipByGlobalNorm, globalNorm, type OptimizerConfig, stateSlots } from "./optimizers.js";
+import { concat, Tensor } from "../trace/tensor.js";
+import { applyUpdate, clipByGlobalNorm, globalNorm, type OptimizerConfig, sharedScalars, stateSlots } from "./optimizers.js";
 
 export interface TensorDecl {
   dtype: DType;
@@ -47,15 +47,32 @@ const P = "p.";
 const F = "f.";
 const B = "b.";
 const M = "m.";
-const S = (slot: string) => `s.${slot}.`;
+/** Optimizer state is one flat vector per slot covering every parameter (see emitUpdate). */
+const S = (slot: string) => `s.${slot}`;
 
 const A = "acc.";
 
 interface StepInputs {
   params: Record<string, Tensor>;
-  state: Record<string, Tensor>[];
+  /** One flat [total] vector per optimizer slot. */
+  state: Tensor[];
   step: Tensor;
   lr: Tensor;
+}
+
+/** Total element count of the params, which must share one float dtype. */
+function flatLayout(def: TrainStepDefinition): { total: number; dtype: DType } {
+  let total = 0;
+  let dtype: DType | null = null;
+  for (const [k, d] of Object.entries(def.params)) {
+    if (!d.shape.every((x) => typeof x === "number"))
+      throw new ShapeError(`train step: parameter "${k}" needs a fixed shape, got ${shapeStr(d.shape)}`);
+    if (dtype && d.dtype !== dtype)
+      throw new ShapeError(`train step: parameters must share one dtype (${dtype} and ${d.dtype} for "${k}")`);
+    dtype = d.dtype;
+    total += (d.shape as number[]).reduce((a, b) => a * b, 1);
+  }
+  return { total, dtype: dtype ?? "f32" };
 }
 
 function declare(g: Graph, prefix: string, decls: Readonly<Record<string, TensorDecl>> | undefined): Record<string, Tensor> {
@@ -89,32 +106,52 @@ function lossAndGrads(
   return { loss, grads, metrics };
 }
 
-/** Clipping and the optimizer update, as graph outputs. */
-function emitUpdate(g: Graph, def: TrainStepDefinition, inp: StepInputs, rawGrads: Tensor[]): void {
+/**
+ * Clipping and the optimizer update, as graph outputs. All parameters are updated as one flat
+ * vector (gradients concatenated, state stored flat, new values sliced back): a LoRA model has
+ * hundreds of small tensors, and per-tensor update chains made the graph several thousand nodes
+ * larger, which ONNX Runtime's session setup pays for more than linearly.
+ */
+function emitUpdate(g: Graph, def: TrainStepDefinition, inp: StepInputs, grads: Tensor[]): void {
   const slots = stateSlots(def.optimizer);
-  let grads = rawGrads;
+  const names = Object.keys(inp.params);
+  const flatG = concat(
+    grads.map((t) => t.reshape([-1])),
+    0,
+  );
+  const flatP = concat(
+    names.map((n) => inp.params[n].reshape([-1])),
+    0,
+  );
+  let grad = flatG;
   let norm: Tensor;
-  if (def.clipNorm !== undefined) ({ grads, norm } = clipByGlobalNorm(grads, def.clipNorm));
-  else norm = globalNorm(grads);
+  if (def.clipNorm !== undefined) {
+    const c = clipByGlobalNorm([flatG], def.clipNorm);
+    grad = c.grads[0];
+    norm = c.norm;
+  } else norm = globalNorm([flatG]);
   g.addOutput("grad_norm", norm.id);
-  Object.keys(inp.params).forEach((n, i) => {
-    const upd = applyUpdate(def.optimizer, {
-      param: inp.params[n],
-      grad: grads[i],
-      state: slots.map((_, j) => inp.state[j][n]),
-      step: inp.step,
-      lr: inp.lr,
-    });
-    g.addOutput(P + n, upd.param.id);
-    upd.state.forEach((t, j) => {
-      g.addOutput(S(slots[j]) + n, t.id);
-    });
+  const upd = applyUpdate(
+    def.optimizer,
+    { param: flatP, grad, state: inp.state, step: inp.step, lr: inp.lr },
+    sharedScalars(def.optimizer, inp.step, inp.lr),
+  );
+  let at = 0;
+  for (const n of names) {
+    const shape = inp.params[n].shape;
+    const size = (shape as number[]).reduce((a, b) => a * b, 1);
+    g.addOutput(P + n, upd.param.slice(0, at, at + size).reshape([...shape]).id);
+    at += size;
+  }
+  upd.state.forEach((t, j) => {
+    g.addOutput(S(slots[j]), t.id);
   });
 }
 
 function updateInputs(g: Graph, def: TrainStepDefinition): StepInputs {
   const params = declare(g, P, def.params);
-  const state = stateSlots(def.optimizer).map((s) => declare(g, S(s), def.params));
+  const { total, dtype } = flatLayout(def);
+  const state = stateSlots(def.optimizer).map((s) => new Tensor(g, g.addInput(S(s), { dtype, shape: [total] })));
   const step = new Tensor(g, g.addInput("step", { dtype: "f32", shape: [] }));
   const lr = new Tensor(g, g.addInput("lr", { dtype: "f32", shape: [] }));
   return { params, state, step, lr };
@@ -189,7 +226,8 @@ export class TrainStep {
     this.params = params;
     this.state = {};
     for (const slot of stateSlots(def.optimizer)) {
-      for (const [k, p] of Object.entries(params)) this.state[S(slot) + k] = hostTensor(p.dtype, p.shape);
+      const { total, dtype } = flatLayout(def);
+      this.state[S(slot)] = hostTensor(dtype, [total]);
     }
   }
 

@@ -3,6 +3,8 @@
  * implements. Where ORT lacks a kernel for a dtype the IR allows, the lowering computes in a wider
  * dtype and casts back (documented per op in DTYPE_WORKAROUNDS below).
  */
+
+import { createHash } from "node:crypto";
 import { BackendError } from "../../errors.js";
 import { allocArray, type DType, type TypedArray } from "../../ir/dtype.js";
 import type { Node } from "../../ir/graph.js";
@@ -55,6 +57,24 @@ export class OnnxBuilder {
   initializer(dtype: DType, dims: readonly number[], data: TypedArray, hint = "const"): string {
     const name = this.fresh(hint);
     this.initializers.push({ name, dtype, dims: [...dims], data });
+    return name;
+  }
+
+  private readonly contentCache = new Map<string, string>();
+
+  /**
+   * An initializer shared by every constant with the same dtype, shape and bytes. Traced graphs
+   * repeat the same scalars thousands of times, and ORT's session setup grows faster than
+   * linearly with the number of initializers.
+   */
+  sharedInitializer(dtype: DType, dims: readonly number[], data: TypedArray): string {
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const key = `${dtype}|${dims.join(",")}|${bytes.byteLength <= 64 ? Buffer.from(bytes).toString("hex") : createHash("sha1").update(bytes).digest("hex")}`;
+    let name = this.contentCache.get(key);
+    if (name === undefined) {
+      name = this.initializer(dtype, dims, data, "const");
+      this.contentCache.set(key, name);
+    }
     return name;
   }
 
@@ -564,7 +584,7 @@ export const LOWERINGS: Readonly<Record<OpName, Lowering>> = {
   constant: (b, a) => {
     const v = a.attrs.value as HostTensor;
     if (v.data.byteLength > HOIST_BYTES) return [a.hoist(v)];
-    return [b.initializer(v.dtype, v.shape, v.data, "const")];
+    return [b.sharedInitializer(v.dtype, v.shape, v.data)];
   },
 };
 
