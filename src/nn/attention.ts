@@ -17,7 +17,10 @@ export function attend(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | null, 
   const kg = k.unsqueeze(2);
   const vg = v.unsqueeze(2);
   let scores = qg.matmul(kg.transpose(-1, -2)).mul(scale);
-  if (allowed) scores = where(allowed.unsqueeze(1).unsqueeze(1), scores, scalar(MASKED, scores.dtype));
+  // An additive bias (0 or MASKED) built on the small mask shape: adding it costs one fast
+  // broadcast Add and nothing in the backward pass, where a Where over the full score tensor
+  // cost a slow broadcast select forward and another one backward.
+  if (allowed) scores = scores.add(where(allowed, scalar(0, scores.dtype), scalar(MASKED, scores.dtype)).unsqueeze(1).unsqueeze(1));
   const out = scores.softmax(-1).matmul(vg);
   return out.reshape([b, h, t, d]);
 }
