@@ -71,7 +71,8 @@ export class LoraContext extends DelegatingContext {
     const b = this.opts.tensor(k.b);
     const seed = this.opts.training && this.c.loraDropout > 0 ? this.opts.seed : null;
     const xin = seed ? F.dropout(x, this.c.loraDropout, seed) : x;
-    const lora = xin.matmul(a.transpose()).matmul(b.transpose()).mul(l.scaling);
+    // The scale is applied to the rank-r intermediate, the smallest tensor on the path.
+    const lora = xin.matmul(a.transpose()).mul(l.scaling).matmul(b.transpose());
     if (!this.c.useDora) return y.add(maskRows(lora, this.opts.rowMask));
     // DoRA (PEFT's DoraLinearLayer.forward): with g = m / ‖W + s·B·A‖ (detached),
     // out = base(x) + (g − 1)·(x·Wᵀ) + g·s·B·A·x; under dropout both terms see the dropped x.
