@@ -26,25 +26,32 @@ export interface BenchRow {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /**
- * Times two runs interleaved (a, b, a, b, ...) after warming both, so clock-frequency and
- * thread-pool drift land on both sides equally; returns the two medians.
+ * Times two runs interleaved after warming both, alternating which goes first in each pair, so
+ * clock-frequency and thread-pool drift land on both sides equally. Returns both medians and the
+ * median of the per-pair ratios b/a (robust to drift across the whole measurement).
  */
-async function timePair(a: () => Promise<unknown>, b: () => Promise<unknown>, runs: number): Promise<[number, number]> {
+async function timePair(a: () => Promise<unknown>, b: () => Promise<unknown>, runs: number): Promise<[number, number, number]> {
   for (let i = 0; i < 3; i++) {
     await a();
     await b();
   }
   const ta: number[] = [];
   const tb: number[] = [];
+  const timeOne = async (f: () => Promise<unknown>) => {
+    const t = performance.now();
+    await f();
+    return performance.now() - t;
+  };
   for (let i = 0; i < runs; i++) {
-    let t = performance.now();
-    await a();
-    ta.push(performance.now() - t);
-    t = performance.now();
-    await b();
-    tb.push(performance.now() - t);
+    if (i % 2 === 0) {
+      ta.push(await timeOne(a));
+      tb.push(await timeOne(b));
+    } else {
+      tb.push(await timeOne(b));
+      ta.push(await timeOne(a));
+    }
   }
-  return [median(ta), median(tb)];
+  return [median(ta), median(tb), median(ta.map((x, i) => tb[i] / x))];
 }
 
 async function timeIt(run: () => Promise<unknown>, minRuns: number, minMs: number): Promise<number> {
@@ -98,10 +105,10 @@ export async function matmulRows(threads: number, sizes: readonly number[] = [10
       a: new ort.Tensor("float32", a.data as Float32Array, [n, n]),
       b: new ort.Tensor("float32", b.data as Float32Array, [n, n]),
     };
-    const [engineMs, bareMs] = await timePair(
+    const [engineMs, bareMs, ratio] = await timePair(
       () => exec.run([a, b]),
       () => session.run(feeds),
-      n >= 4096 ? 5 : 20,
+      n >= 4096 ? 6 : n >= 2048 ? 20 : 60,
     );
     await session.release();
     await exec.release();
@@ -112,7 +119,7 @@ export async function matmulRows(threads: number, sizes: readonly number[] = [10
       gflops: flops / engineMs / 1e6,
       bare_ms: bareMs,
       bare_gflops: flops / bareMs / 1e6,
-      engine_vs_bare: bareMs / engineMs,
+      engine_vs_bare: ratio,
     });
   }
   return rows;
