@@ -26,26 +26,34 @@ export async function runGenerateBench(o: GenerateBenchOptions): Promise<Record<
     Array.from({ length: o.promptLength }, (_, t) => (b * 31 + t * 17 + 5) % vocab),
   );
   const opts = { maxNewTokens: o.newTokens, eosTokenId: [] as number[] };
-  const time = async (gen: () => Promise<unknown>) => {
-    await gen();
-    const ts: number[] = [];
-    for (let i = 0; i < o.repeats; i++) {
+  // Two copies of the model: one keeps the adapter unmerged (and runs the base with it disabled),
+  // the other has the same adapter merged. The three modes alternate in every round, so warm-up
+  // and drift in machine speed do not favour whichever runs last.
+  const loraConfig = { ...methodConfig("lora", { r: o.r, alpha: 2 * o.r, target: o.target }), init_lora_weights: false };
+  const peft = PeftModel.create(model, loraConfig, { seed: 1 });
+  const other = PreTrainedModel.fromConfig(config, "causal_lm", { threads: o.threads ?? 2, seed: 0 });
+  const merged = PeftModel.create(other, loraConfig, { seed: 1 }).mergeAndUnload();
+  const modes: [string, () => Promise<unknown>][] = [
+    ["base", () => peft.disableAdapter(() => peft.generate(prompts, opts))],
+    ["lora_unmerged", () => peft.generate(prompts, opts)],
+    ["lora_merged", () => merged.generate(prompts, opts)],
+  ];
+  const times = new Map<string, number[]>(modes.map(([m]) => [m, []]));
+  for (const [, run] of modes) await run();
+  for (let i = 0; i < o.repeats; i++) {
+    for (const [m, run] of i % 2 ? [...modes].reverse() : modes) {
       const s = performance.now();
-      await gen();
-      ts.push(performance.now() - s);
+      await run();
+      times.get(m)?.push(performance.now() - s);
     }
-    return [...ts].sort((a, b) => a - b)[Math.floor(ts.length / 2)];
+  }
+  const med = (m: string) => {
+    const ts = [...(times.get(m) as number[])].sort((a, b) => a - b);
+    return ts[Math.floor(ts.length / 2)];
   };
-  const base = await time(() => model.generate(prompts, opts));
-  const peft = PeftModel.create(
-    model,
-    { ...methodConfig("lora", { r: o.r, alpha: 2 * o.r, target: o.target }), init_lora_weights: false },
-    { seed: 1 },
-  );
-  const unmerged = await time(() => peft.generate(prompts, opts));
-  peft.mergeAdapter();
-  const merged = await time(() => peft.generate(prompts, opts));
+  const [base, unmerged, mergedMs] = ["base", "lora_unmerged", "lora_merged"].map(med);
   await model.release();
+  await other.release();
   const row = (mode: string, ms: number) => ({
     bench: "generate",
     mode,
@@ -54,8 +62,8 @@ export async function runGenerateBench(o: GenerateBenchOptions): Promise<Record<
     new_tokens: o.newTokens,
     ms,
     tokens_per_s: (o.batch * o.newTokens) / (ms / 1000),
-    vs_merged: ms / merged,
+    vs_merged: ms / mergedMs,
     date: new Date().toISOString(),
   });
-  return [row("base", base), row("lora_unmerged", unmerged), row("lora_merged", merged)];
+  return [row("base", base), row("lora_unmerged", unmerged), row("lora_merged", mergedMs)];
 }
