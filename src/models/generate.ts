@@ -6,6 +6,7 @@
 import { type HostTensor, hostTensor } from "../engine/ir/host.js";
 import type { Tensor } from "../engine/trace/tensor.js";
 import { ModelError } from "../nn/context.js";
+import { Rng } from "../util/rng.js";
 import type { KeyValue } from "./architecture.js";
 import { type PreTrainedModel, traceModelGraph } from "./pretrained.js";
 
@@ -24,17 +25,6 @@ export interface GenerateOptions {
   padTokenId?: number;
   /** Token sequences that end a row when generated (the sequence is kept). */
   stop?: number[][];
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Picks the next token from one row of logits. */
@@ -147,7 +137,8 @@ export async function generate(
   }
   const out = prompts.map((p) => [...p]);
   const done = prompts.map(() => false);
-  const rand = mulberry32(opts.seed ?? 0);
+  const rng = new Rng(opts.seed ?? 0);
+  const rand = () => rng.next();
   let step = { ids: i64([b, t0], ids), pos: i64([b, t0], pos), cache: Array.from({ length: t0 }, (_, j) => j) };
   let total = t0;
   for (let n = 0; n < maxNew && done.some((d) => !d); n++) {

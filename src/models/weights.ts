@@ -6,6 +6,7 @@
 import { type HostTensor, hostTensor } from "../engine/ir/host.js";
 import type { WeightStore } from "../io/hf-folder.js";
 import { ModelError } from "../nn/context.js";
+import { Rng } from "../util/rng.js";
 import type { Architecture, TaskHead } from "./architecture.js";
 
 export interface LoadedWeights {
@@ -17,19 +18,6 @@ export interface LoadedWeights {
 }
 
 const shapeStr = (s: readonly number[]) => `[${s.join(", ")}]`;
-
-/** Box-Muller normal from a seeded mulberry32 stream, so head initialisation is reproducible. */
-function seededNormal(seed: number): () => number {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return () => Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
-}
 
 export function loadWeights<C>(
   arch: Architecture<C>,
@@ -91,7 +79,8 @@ export function loadWeights<C>(
     if (!t) throw new ModelError(`${store.dir}: "${name}" is tied to "${target}", which is missing`);
     if (!weights.has(name)) weights.set(name, t);
   }
-  const normal = seededNormal(opts.seed ?? 0);
+  const rng = new Rng(opts.seed ?? 0);
+  const normal = () => rng.normal();
   for (const name of fresh) {
     const shape = expected.get(name) as number[];
     const n = shape.reduce((a, b) => a * b, 1);
