@@ -1,6 +1,6 @@
-/** Paths for tests, which run from dist/src/...: the repository root and its test data. */
-import { dirname, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+/** Paths for tests: the repository root and its test data. */
+import { resolve } from "node:path";
+import { PACKAGE_ROOT } from "../util/paths.js";
 
-export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
+export const REPO_ROOT = PACKAGE_ROOT;
 export const GOLDEN_MODELS = resolve(REPO_ROOT, "test/golden/models");

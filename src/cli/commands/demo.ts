@@ -8,11 +8,11 @@ import { join } from "node:path";
 import { demoTask } from "../../data/demo-task.js";
 import { AutoTokenizer, type PreTrainedTokenizer } from "../../io/tokenizer.js";
 import { PreTrainedModel } from "../../models/pretrained.js";
-import { REPO_ROOT } from "../../testing/paths.js";
 import { datasetFromRecords, type Example } from "../../train/data/index.js";
 import { type CompletionItem, normalizeAnswer } from "../../train/evaluate.js";
 import { completionItems, runTraining } from "../../train/run.js";
 import { PeftModel } from "../../tuners/peft-model.js";
+import { PACKAGE_ROOT } from "../../util/paths.js";
 import { type CommandSpec, UsageError } from "../args.js";
 
 interface Generator {
@@ -67,7 +67,7 @@ export const demoCommand: CommandSpec = {
   ],
   examples: ["npm run demo", "peftkit demo --max-seconds 60"],
   async run(o) {
-    const modelDir = existsSync(o.model as string) ? (o.model as string) : join(REPO_ROOT, o.model as string);
+    const modelDir = existsSync(o.model as string) ? (o.model as string) : join(PACKAGE_ROOT, o.model as string);
     if (!existsSync(join(modelDir, "config.json"))) throw new UsageError(`--model ${o.model}: not a model folder`);
     const t0 = Date.now();
     const tok = await AutoTokenizer.fromPretrained(modelDir);
