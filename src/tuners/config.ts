@@ -153,3 +153,32 @@ export function sortedJson(o: Record<string, unknown>): Record<string, unknown> 
       .map((k) => [k, o[k]]),
   );
 }
+
+/** The module-selection fields LoRA-style configs share (PEFT's names and meanings). */
+export interface TargetFields {
+  targetModules: string[] | string | null;
+  excludeModules: string[] | string | null;
+  layersToTransform: number | number[] | null;
+  layersPattern: string[] | string | null;
+  modulesToSave: string[] | null;
+}
+
+export function readTargetFields(r: FieldReader): TargetFields {
+  return {
+    targetModules: r.targets("target_modules"),
+    excludeModules: r.targets("exclude_modules"),
+    layersToTransform: r.intOrList("layers_to_transform"),
+    layersPattern: r.targets("layers_pattern"),
+    modulesToSave: r.strList("modules_to_save"),
+  };
+}
+
+export function targetFieldsJson(c: TargetFields): Record<string, unknown> {
+  return {
+    target_modules: c.targetModules,
+    exclude_modules: c.excludeModules,
+    layers_to_transform: c.layersToTransform,
+    layers_pattern: c.layersPattern,
+    modules_to_save: c.modulesToSave,
+  };
+}

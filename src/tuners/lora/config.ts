@@ -1,21 +1,26 @@
-import { type CommonConfig, commonJson, FieldReader, PeftConfigError, type RawPeftConfig, readCommon } from "../config.js";
+import {
+  type CommonConfig,
+  commonJson,
+  FieldReader,
+  PeftConfigError,
+  type RawPeftConfig,
+  readCommon,
+  readTargetFields,
+  type TargetFields,
+  targetFieldsJson,
+} from "../config.js";
 
 export type LoraInit = true | false | "gaussian" | "pissa" | "olora" | `pissa_niter_${number}`;
 
-export interface LoraConfig extends CommonConfig {
+export interface LoraConfig extends CommonConfig, TargetFields {
   r: number;
   loraAlpha: number;
   loraDropout: number;
-  targetModules: string[] | string | null;
-  excludeModules: string[] | string | null;
   fanInFanOut: boolean;
   bias: "none" | "all" | "lora_only";
   useRslora: boolean;
   useDora: boolean;
-  modulesToSave: string[] | null;
   initLoraWeights: LoraInit;
-  layersToTransform: number | number[] | null;
-  layersPattern: string[] | string | null;
   rankPattern: Record<string, number>;
   alphaPattern: Record<string, number>;
   loraBias: boolean;
@@ -38,16 +43,12 @@ export function parseLoraConfig(raw: RawPeftConfig, where: string): LoraConfig {
     r: r.int("r", 8, 1),
     loraAlpha: r.num("lora_alpha", 8),
     loraDropout: r.num("lora_dropout", 0),
-    targetModules: r.targets("target_modules"),
-    excludeModules: r.targets("exclude_modules"),
+    ...readTargetFields(r),
     fanInFanOut: r.bool("fan_in_fan_out", false),
     bias: r.str("bias", "none", ["none", "all", "lora_only"] as const),
     useRslora: r.bool("use_rslora", false),
     useDora: r.bool("use_dora", false),
-    modulesToSave: r.strList("modules_to_save"),
     initLoraWeights: parseInit(r.any("init_lora_weights"), where),
-    layersToTransform: r.intOrList("layers_to_transform"),
-    layersPattern: r.targets("layers_pattern"),
     rankPattern: r.numberMap("rank_pattern"),
     alphaPattern: r.numberMap("alpha_pattern"),
     loraBias: r.bool("lora_bias", false),
@@ -65,16 +66,12 @@ export function loraConfigJson(c: LoraConfig): Record<string, unknown> {
     r: c.r,
     lora_alpha: c.loraAlpha,
     lora_dropout: c.loraDropout,
-    target_modules: c.targetModules,
-    exclude_modules: c.excludeModules,
+    ...targetFieldsJson(c),
     fan_in_fan_out: c.fanInFanOut,
     bias: c.bias,
     use_rslora: c.useRslora,
     use_dora: c.useDora,
-    modules_to_save: c.modulesToSave,
     init_lora_weights: c.initLoraWeights,
-    layers_to_transform: c.layersToTransform,
-    layers_pattern: c.layersPattern,
     rank_pattern: c.rankPattern,
     alpha_pattern: c.alphaPattern,
     lora_bias: c.loraBias,

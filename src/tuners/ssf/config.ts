@@ -1,12 +1,16 @@
-import { type CommonConfig, commonJson, FieldReader, type RawPeftConfig, readCommon } from "../config.js";
+import {
+  type CommonConfig,
+  commonJson,
+  FieldReader,
+  type RawPeftConfig,
+  readCommon,
+  readTargetFields,
+  type TargetFields,
+  targetFieldsJson,
+} from "../config.js";
 
 /** SSF is not in HF PEFT: these fields follow LoRA's conventions for choosing layers. */
-export interface SsfConfig extends CommonConfig {
-  targetModules: string[] | string | null;
-  excludeModules: string[] | string | null;
-  layersToTransform: number | number[] | null;
-  layersPattern: string[] | string | null;
-  modulesToSave: string[] | null;
+export interface SsfConfig extends CommonConfig, TargetFields {
   initSsfWeights: boolean;
 }
 
@@ -14,11 +18,7 @@ export function parseSsfConfig(raw: RawPeftConfig, where: string): SsfConfig {
   const r = new FieldReader(raw, where);
   return {
     ...readCommon(r, "SSF"),
-    targetModules: r.targets("target_modules"),
-    excludeModules: r.targets("exclude_modules"),
-    layersToTransform: r.intOrList("layers_to_transform"),
-    layersPattern: r.targets("layers_pattern"),
-    modulesToSave: r.strList("modules_to_save"),
+    ...readTargetFields(r),
     initSsfWeights: r.bool("init_ssf_weights", true),
   };
 }
@@ -26,11 +26,7 @@ export function parseSsfConfig(raw: RawPeftConfig, where: string): SsfConfig {
 export function ssfConfigJson(c: SsfConfig): Record<string, unknown> {
   return {
     ...commonJson(c),
-    target_modules: c.targetModules,
-    exclude_modules: c.excludeModules,
-    layers_to_transform: c.layersToTransform,
-    layers_pattern: c.layersPattern,
-    modules_to_save: c.modulesToSave,
+    ...targetFieldsJson(c),
     init_ssf_weights: c.initSsfWeights,
   };
 }
