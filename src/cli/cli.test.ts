@@ -11,6 +11,7 @@ import { after, describe, test } from "node:test";
 import { readSafetensors } from "../io/safetensors.js";
 import { AutoModelForCausalLM } from "../models/auto.js";
 import { REPO_ROOT } from "../testing/paths.js";
+import { latestCheckpoint } from "../train/checkpoint.js";
 import { PeftModel } from "../tuners/peft-model.js";
 
 const CLI = join(REPO_ROOT, "dist/src/cli/main.js");
@@ -123,6 +124,37 @@ describe("peftkit CLI", () => {
         assert.ok(Math.abs(v - g[i]) <= 1e-6, `${k}[${i}] ${v} vs ${g[i]}`);
       });
     }
+  });
+
+  test("SIGINT saves a checkpoint, exits 1, and the run resumes to completion", async () => {
+    const out = join(tmp, "sigint");
+    const args = [...TRAIN, "--max-steps", "400", "--save-steps", "1000", "--output-dir", out];
+    const child: ChildProcess = spawn(process.execPath, [CLI, "train", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let stderr = "";
+    child.stderr?.on("data", (d) => {
+      stderr += String(d);
+    });
+    const code = await new Promise<number | null>((resolve) => {
+      const poll = setInterval(() => {
+        // Interrupt once training is under way (metrics.jsonl has lines).
+        if (existsSync(join(out, "metrics.jsonl")) && readFileSync(join(out, "metrics.jsonl"), "utf8").split("\n").length > 3) {
+          clearInterval(poll);
+          child.kill("SIGINT");
+        }
+      }, 5);
+      child.on("exit", (c) => {
+        clearInterval(poll);
+        resolve(c);
+      });
+    });
+    assert.equal(code, 1, stderr);
+    assert.match(stderr, /interrupt: finishing this step and saving a checkpoint/);
+    assert.ok(!existsSync(join(out, "adapter_config.json")), "an interrupted run must not look finished");
+    const ck = latestCheckpoint(out);
+    assert.ok(ck, "no checkpoint after SIGINT");
+    const r = run(["train", ...args, "--resume"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(existsSync(join(out, "adapter_config.json")));
   });
 
   describe("bad input: one line, exit code 1 or 2, no finished-looking output", () => {
