@@ -1,26 +1,11 @@
 /** Analytic FLOP counts of training steps, for achieved-GFLOP/s figures. */
-export interface LlamaShape {
-  hidden: number;
-  layers: number;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
-  intermediate: number;
-  vocab: number;
-}
+import { LLAMA, type LlamaConfig } from "../src/models/llama.js";
+
+/** The parsed config (validated by the llama architecture, so a bad field is reported there). */
+export type LlamaShape = Pick<LlamaConfig, "hidden" | "layers" | "heads" | "kvHeads" | "headDim" | "intermediate" | "vocab">;
 
 export function llamaShape(c: Record<string, unknown>): LlamaShape {
-  const hidden = c.hidden_size as number;
-  const heads = c.num_attention_heads as number;
-  return {
-    hidden,
-    layers: c.num_hidden_layers as number,
-    heads,
-    kvHeads: (c.num_key_value_heads as number) ?? heads,
-    headDim: (c.head_dim as number) ?? hidden / heads,
-    intermediate: c.intermediate_size as number,
-    vocab: c.vocab_size as number,
-  };
+  return LLAMA.parseConfig(c, {});
 }
 
 /** Linear layers of one block as [out, in]. */

@@ -10,13 +10,13 @@ import math
 import os
 import shutil
 import sys
-import zlib
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nn_crosscheck  # noqa: E402
 import ref_models as R  # noqa: E402
+from common import SeededGen, check, maxdiff  # noqa: E402
 from st_io import read_safetensors, write_safetensors  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
@@ -35,24 +35,10 @@ torch.set_num_threads(1)
 REPORT = []
 
 
-def check(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
-def maxdiff(a, b, mask=None):
-    d = (a.double() - b.double()).abs()
-    if mask is not None:
-        d = d[mask.bool()]
-    return float(d.max()) if d.numel() else 0.0
-
-
-class Gen:
-    def __init__(self, case):
-        self.g = torch.Generator().manual_seed(BASE_SEED + zlib.crc32(case.encode()) % 100000)
-
-    def normal(self, shape, std=1.0):
-        return torch.randn(shape, generator=self.g, dtype=torch.float32) * std
+class Gen(SeededGen):
+    base_seed = BASE_SEED
 
     def lin(self, out, inp):
         # scale 1/sqrt(fan_in) keeps activations O(1), so the nonlinearities matter and
@@ -65,8 +51,6 @@ class Gen:
     def bias(self, n, std=0.1):
         return self.normal((n,), std)
 
-    def ints(self, lo, hi, shape):
-        return torch.randint(lo, hi, shape, generator=self.g, dtype=torch.int64)
 
 
 # ---------------------------------------------------------------- writing

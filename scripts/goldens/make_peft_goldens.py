@@ -20,12 +20,12 @@ import os
 import shutil
 import subprocess
 import sys
-import zlib
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ref_models as R  # noqa: E402
+from common import SeededGen, check, maxdiff  # noqa: E402
 from st_io import read_safetensors, write_safetensors  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
@@ -49,27 +49,10 @@ torch.set_num_threads(1)
 REPORT = []
 
 
-def check(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
-def maxdiff(a, b, valid=None):
-    d = (a.double() - b.double()).abs()
-    if valid is not None:
-        d = d[valid.bool()]
-    return float(d.max()) if d.numel() else 0.0
-
-
-class Gen:
-    def __init__(self, case):
-        self.g = torch.Generator().manual_seed(BASE_SEED + zlib.crc32(case.encode()) % 100000)
-
-    def normal(self, shape, std=1.0):
-        return torch.randn(shape, generator=self.g, dtype=torch.float32) * std
-
-    def uniform(self, shape, lo, hi):
-        return lo + (hi - lo) * torch.rand(shape, generator=self.g, dtype=torch.float32)
+class Gen(SeededGen):
+    base_seed = BASE_SEED
 
 
 def load_base(name):

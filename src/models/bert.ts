@@ -10,7 +10,7 @@ import { attend, mergeHeads, splitHeads } from "../nn/attention.js";
 import { type ForwardContext, ModelError } from "../nn/context.js";
 import { layerPrefixes, maskWithOnes, prependSeq, withLeadingKeys } from "../nn/prompt.js";
 import type { ArchInputs, Architecture, ArchOutputs, TaskHead } from "./architecture.js";
-import { activationName, ConfigReader, type RawConfig } from "./config.js";
+import { type Activation, activate, activationName, ConfigReader, type RawConfig } from "./config.js";
 
 export interface BertConfig {
   roberta: boolean;
@@ -22,7 +22,7 @@ export interface BertConfig {
   positions: number;
   typeVocab: number;
   eps: number;
-  act: "silu" | "gelu" | "gelu_tanh" | "relu";
+  act: Activation;
   pad: number;
   numLabels: number;
 }
@@ -104,13 +104,6 @@ function expectedWeights(c: BertConfig, head: TaskHead): Map<string, number[]> {
   return w;
 }
 
-function activation(x: Tensor, act: BertConfig["act"]): Tensor {
-  if (act === "gelu") return x.gelu();
-  if (act === "gelu_tanh") return x.gelu("tanh");
-  if (act === "silu") return x.silu();
-  return x.relu();
-}
-
 /** Default positions; `past` counts key rows before the input (transformers' past_key_values_length). */
 function positionIds(c: BertConfig, ids: Tensor, past = 0): Tensor {
   if (!c.roberta) return iota([ids.shape[0], ids.shape[1]], 1).add(past);
@@ -178,7 +171,7 @@ function forward(ctx: ForwardContext, c: BertConfig, inputs: ArchInputs, head: T
     const x2 = ctx.hook({ kind: "mlp_input", layer: i }, h);
     const inner = ctx.hook(
       { kind: "mlp_hidden", layer: i, path: `${l}output.dense` },
-      activation(ctx.linear(`${l}intermediate.dense`, x2), c.act),
+      activate(ctx.linear(`${l}intermediate.dense`, x2), c.act),
     );
     const m = ctx.hook({ kind: "mlp_output", layer: i }, ctx.linear(`${l}output.dense`, inner));
     h = F.layerNorm(m.add(h), ctx.weight(`${l}output.LayerNorm.weight`), ctx.weight(`${l}output.LayerNorm.bias`), c.eps);

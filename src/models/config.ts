@@ -1,4 +1,5 @@
 /** Reading typed fields out of a Hugging Face config.json, with errors that name the field. */
+import type { Tensor } from "../engine/trace/tensor.js";
 import { ModelError } from "../nn/context.js";
 
 export type RawConfig = Readonly<Record<string, unknown>>;
@@ -76,8 +77,18 @@ export class ConfigReader {
   }
 }
 
+export type Activation = "silu" | "gelu" | "gelu_tanh" | "relu";
+
+/** Applies an activation named by activationName. */
+export function activate(x: Tensor, act: Activation): Tensor {
+  if (act === "silu") return x.silu();
+  if (act === "gelu") return x.gelu();
+  if (act === "gelu_tanh") return x.gelu("tanh");
+  return x.relu();
+}
+
 /** The activation functions config.json may name, as transformers' ACT2FN. */
-export function activationName(name: string, file = "config.json"): "silu" | "gelu" | "gelu_tanh" | "relu" {
+export function activationName(name: string, file = "config.json"): Activation {
   switch (name) {
     case "silu":
     case "swish":

@@ -8,9 +8,17 @@ import { checkpoint } from "../engine/trace/trace.js";
 import { attend, mergeHeads, splitHeads } from "../nn/attention.js";
 import { type ForwardContext, ModelError } from "../nn/context.js";
 import { lastTokenPool } from "../nn/pooling.js";
-import { causalSquare, layerPrefixes, maskWithOnes, prependSeq, withLeadingKeys } from "../nn/prompt.js";
+import {
+  causalSquare,
+  layerPrefixes,
+  maskWithOnes,
+  prependSeq,
+  realTokenPositions,
+  softPromptPass,
+  withLeadingKeys,
+} from "../nn/prompt.js";
 import type { ArchInputs, Architecture, ArchOutputs, KeyValue, TaskHead } from "./architecture.js";
-import { activationName, ConfigReader, type RawConfig } from "./config.js";
+import { type Activation, activate, activationName, ConfigReader, type RawConfig } from "./config.js";
 
 export interface Gpt2Config {
   hidden: number;
@@ -20,7 +28,7 @@ export interface Gpt2Config {
   vocab: number;
   positions: number;
   eps: number;
-  act: "silu" | "gelu" | "gelu_tanh" | "relu";
+  act: Activation;
   scaleByInverseLayer: boolean;
   numLabels: number;
   bos: number[];
@@ -85,13 +93,6 @@ function expectedWeights(c: Gpt2Config, head: TaskHead): Map<string, number[]> {
   return w;
 }
 
-function activation(x: Tensor, act: Gpt2Config["act"]): Tensor {
-  if (act === "gelu_tanh") return x.gelu("tanh");
-  if (act === "gelu") return x.gelu();
-  if (act === "silu") return x.silu();
-  return x.relu();
-}
-
 /** One block; `lead` are key/value rows before the layer's own (prefix, soft tokens), covered by `allowed`. */
 function block(
   ctx: ForwardContext,
@@ -121,7 +122,7 @@ function block(
   const o = ctx.hook({ kind: "attention_output", layer: i }, ctx.linear(`${p}attn.c_proj`, mergeHeads(attn), fif));
   const h1 = h.add(o);
   const x2 = ctx.hook({ kind: "mlp_input", layer: i }, F.layerNorm(h1, ctx.weight(`${p}ln_2.weight`), ctx.weight(`${p}ln_2.bias`), c.eps));
-  const inner = ctx.hook({ kind: "mlp_hidden", layer: i, path: `${p}mlp.c_proj` }, activation(ctx.linear(`${p}mlp.c_fc`, x2, fif), c.act));
+  const inner = ctx.hook({ kind: "mlp_hidden", layer: i, path: `${p}mlp.c_proj` }, activate(ctx.linear(`${p}mlp.c_fc`, x2, fif), c.act));
   return { h: h1.add(ctx.hook({ kind: "mlp_output", layer: i }, ctx.linear(`${p}mlp.c_proj`, inner, fif))), kv: { key: k, value: v } };
 }
 
@@ -136,24 +137,15 @@ function forward(ctx: ForwardContext, c: Gpt2Config, inputs: ArchInputs, head: T
   let leads: (KeyValue | null)[] = prefixes;
   let promptHidden: Tensor | null = null;
   if (soft) {
-    let hp = soft.add(ctx.embedding(`${P}wpe`, iota([b, n], 1).add(pre)));
-    hp = ctx.hook({ kind: "embeddings", x: hp }, hp);
+    const hp = soft.add(ctx.embedding(`${P}wpe`, iota([b, n], 1).add(pre)));
     const allowedP = withLeadingKeys(causalSquare(n), pre);
-    leads = [];
-    for (let i = 0; i < c.layers; i++) {
-      const lead = prefixes[i];
-      const r = block(ctx, c, i, hp, allowedP, lead, undefined);
-      hp = r.h;
-      leads.push(lead ? { key: prependSeq(lead.key, r.kv.key, 2), value: prependSeq(lead.value, r.kv.value, 2) } : r.kv);
-    }
-    promptHidden = hp;
+    const pass = softPromptPass(c.layers, prefixes, ctx.hook({ kind: "embeddings", x: hp }, hp), (i, h, lead) =>
+      block(ctx, c, i, h, allowedP, lead, undefined),
+    );
+    leads = pass.leads;
+    promptHidden = pass.hidden;
   }
-  let positions: Tensor;
-  if (soft) positions = (inputs.cachePosition ? inputs.cachePosition.unsqueeze(0).expand([b, t]) : iota([b, t], 1)).add(pre + n);
-  else {
-    positions = inputs.positionIds ?? iota([b, t], 1);
-    if (pre) positions = positions.add(pre);
-  }
+  const positions = realTokenPositions(b, t, pre, n, inputs.positionIds, inputs.cachePosition);
   let h = ctx.embedding(`${P}wte`, ids).add(ctx.embedding(`${P}wpe`, positions));
   h = ctx.hook({ kind: "embeddings", x: h }, h);
   const mask = inputs.attentionMask;

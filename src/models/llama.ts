@@ -11,9 +11,17 @@ import { applyRotary, attend, mergeHeads, rotaryTables, splitHeads } from "../nn
 import type { ForwardContext } from "../nn/context.js";
 import { ModelError } from "../nn/context.js";
 import { lastTokenPool } from "../nn/pooling.js";
-import { causalSquare, layerPrefixes, maskWithOnes, prependSeq, withLeadingKeys } from "../nn/prompt.js";
+import {
+  causalSquare,
+  layerPrefixes,
+  maskWithOnes,
+  prependSeq,
+  realTokenPositions,
+  softPromptPass,
+  withLeadingKeys,
+} from "../nn/prompt.js";
 import type { ArchInputs, Architecture, ArchOutputs, KeyValue, TaskHead } from "./architecture.js";
-import { activationName, ConfigReader, type RawConfig } from "./config.js";
+import { type Activation, activate, activationName, ConfigReader, type RawConfig } from "./config.js";
 
 export interface LlamaConfig {
   modelType: string;
@@ -32,7 +40,7 @@ export interface LlamaConfig {
   qkvBias: boolean;
   oBias: boolean;
   mlpBias: boolean;
-  act: "silu" | "gelu" | "gelu_tanh" | "relu";
+  act: Activation;
   numLabels: number;
   bos: number[];
   eos: number[];
@@ -108,13 +116,6 @@ function parseConfig(raw: RawConfig, opts: { numLabels?: number }): LlamaConfig 
     eos: r.intList("eos_token_id"),
     pad: r.has("pad_token_id") ? r.int("pad_token_id") : null,
   };
-}
-
-function activation(x: Tensor, act: LlamaConfig["act"]): Tensor {
-  if (act === "silu") return x.silu();
-  if (act === "gelu") return x.gelu();
-  if (act === "gelu_tanh") return x.gelu("tanh");
-  return x.relu();
 }
 
 const P = "model.";
@@ -200,7 +201,7 @@ function decoderLayer(
   const o = ctx.hook({ kind: "attention_output", layer: i }, ctx.linear(`${p}self_attn.o_proj`, mergeHeads(attn)));
   const h1 = h.add(o);
   const x2 = ctx.hook({ kind: "mlp_input", layer: i }, F.rmsNorm(h1, ctx.weight(`${p}post_attention_layernorm.weight`), c.eps));
-  const gated = activation(ctx.linear(`${p}mlp.gate_proj`, x2), c.act).mul(ctx.linear(`${p}mlp.up_proj`, x2));
+  const gated = activate(ctx.linear(`${p}mlp.gate_proj`, x2), c.act).mul(ctx.linear(`${p}mlp.up_proj`, x2));
   const hidden = ctx.hook({ kind: "mlp_hidden", layer: i, path: `${p}mlp.down_proj` }, gated);
   const m = ctx.hook({ kind: "mlp_output", layer: i }, ctx.linear(`${p}mlp.down_proj`, hidden));
   return { h: h1.add(m), kv: { key: k, value: v } };
@@ -227,24 +228,15 @@ function forward(ctx: ForwardContext, c: LlamaConfig, inputs: ArchInputs, head: 
   let leads: (KeyValue | null)[] = prefixes;
   let promptHidden: Tensor | null = null;
   if (soft) {
-    let hp = ctx.hook({ kind: "embeddings", x: soft }, soft);
     const rot = rotaryTables(iota([b, n], 1).add(pre), invFreq);
     const allowedP = withLeadingKeys(causalSquare(n), pre);
-    leads = [];
-    for (let i = 0; i < c.layers; i++) {
-      const lead = prefixes[i];
-      const r = decoderLayer(ctx, c, i, hp, rot, allowedP, lead, undefined);
-      hp = r.h;
-      leads.push(lead ? { key: prependSeq(lead.key, r.kv.key, 2), value: prependSeq(lead.value, r.kv.value, 2) } : r.kv);
-    }
-    promptHidden = hp;
+    const pass = softPromptPass(c.layers, prefixes, ctx.hook({ kind: "embeddings", x: soft }, soft), (i, hp, lead) =>
+      decoderLayer(ctx, c, i, hp, rot, allowedP, lead, undefined),
+    );
+    leads = pass.leads;
+    promptHidden = pass.hidden;
   }
-  let positions: Tensor;
-  if (soft) positions = (inputs.cachePosition ? inputs.cachePosition.unsqueeze(0).expand([b, t]) : iota([b, t], 1)).add(pre + n);
-  else {
-    positions = inputs.positionIds ?? iota([b, t], 1);
-    if (pre) positions = positions.add(pre);
-  }
+  const positions = realTokenPositions(b, t, pre, n, inputs.positionIds, inputs.cachePosition);
   const rot = rotaryTables(positions, invFreq);
   const allowed = withLeadingKeys(decoderMask(inputs, ids), pre + n);
   const present: KeyValue[] = [];

@@ -4,12 +4,12 @@
  * classifier on the CLS token.
  */
 import * as F from "../engine/trace/composites.js";
-import { concat, type Tensor } from "../engine/trace/tensor.js";
+import { concat } from "../engine/trace/tensor.js";
 import { attend, mergeHeads, splitHeads } from "../nn/attention.js";
 import { type ForwardContext, ModelError } from "../nn/context.js";
 import { layerPrefixes } from "../nn/prompt.js";
 import type { ArchInputs, Architecture, ArchOutputs, TaskHead } from "./architecture.js";
-import { activationName, ConfigReader, type RawConfig } from "./config.js";
+import { type Activation, activate, activationName, ConfigReader, type RawConfig } from "./config.js";
 
 export interface VitConfig {
   hidden: number;
@@ -17,7 +17,7 @@ export interface VitConfig {
   heads: number;
   intermediate: number;
   eps: number;
-  act: "silu" | "gelu" | "gelu_tanh" | "relu";
+  act: Activation;
   image: number;
   patch: number;
   channels: number;
@@ -92,13 +92,6 @@ function expectedWeights(c: VitConfig, head: TaskHead): Map<string, number[]> {
   return w;
 }
 
-function activation(x: Tensor, act: VitConfig["act"]): Tensor {
-  if (act === "gelu") return x.gelu();
-  if (act === "gelu_tanh") return x.gelu("tanh");
-  if (act === "silu") return x.silu();
-  return x.relu();
-}
-
 function forward(ctx: ForwardContext, c: VitConfig, inputs: ArchInputs, head: TaskHead): ArchOutputs {
   const px = inputs.pixelValues;
   if (!px) throw new ModelError("vit: forward needs pixelValues [batch, channels, height, width]");
@@ -145,7 +138,7 @@ function forward(ctx: ForwardContext, c: VitConfig, inputs: ArchInputs, head: Ta
     );
     const inner = ctx.hook(
       { kind: "mlp_hidden", layer: i, path: `${l}output.dense` },
-      activation(ctx.linear(`${l}intermediate.dense`, x2), c.act),
+      activate(ctx.linear(`${l}intermediate.dense`, x2), c.act),
     );
     h = h.add(ctx.hook({ kind: "mlp_output", layer: i }, ctx.linear(`${l}output.dense`, inner)));
   }

@@ -64,3 +64,38 @@ export function prependSeq(a: Tensor, b: Tensor, axis: number): Tensor {
 export function dropLeading(x: Tensor, n: number, axis: number, length: Dim): Tensor {
   return x.gather(iota([length], 0).add(n), axis);
 }
+
+type Kv = { key: Tensor; value: Tensor };
+
+/**
+ * Runs the n soft tokens of a causal decoder through every layer on their own (they attend only
+ * to each other and to any prefix), returning their last hidden state and, per layer, the
+ * key/value rows the real tokens then attend to (prefix rows first).
+ */
+export function softPromptPass(
+  layers: number,
+  prefixes: readonly (Kv | null)[],
+  hidden: Tensor,
+  layer: (i: number, h: Tensor, lead: Kv | null) => { h: Tensor; kv: Kv },
+): { hidden: Tensor; leads: Kv[] } {
+  let h = hidden;
+  const leads: Kv[] = [];
+  for (let i = 0; i < layers; i++) {
+    const lead = prefixes[i];
+    const r = layer(i, h, lead);
+    h = r.h;
+    leads.push(lead ? { key: prependSeq(lead.key, r.kv.key, 2), value: prependSeq(lead.value, r.kv.value, 2) } : r.kv);
+  }
+  return { hidden: h, leads };
+}
+
+/**
+ * Positions [B, T] of the real tokens behind `prefix` key/value rows and `soft` soft tokens:
+ * with soft tokens they follow the cache positions (PEFT drops given position ids for prompt
+ * tuning); otherwise the given (or arange) positions, shifted past any prefix.
+ */
+export function realTokenPositions(b: Dim, t: Dim, prefix: number, soft: number, positionIds?: Tensor, cachePosition?: Tensor): Tensor {
+  if (soft) return (cachePosition ? cachePosition.unsqueeze(0).expand([b, t]) : iota([b, t], 1)).add(prefix + soft);
+  const positions = positionIds ?? iota([b, t], 1);
+  return prefix ? positions.add(prefix) : positions;
+}

@@ -27,50 +27,40 @@ export interface EvalMetrics {
   eval_tokens: number;
 }
 
-/** Summed token NLL and count for one batch from host logits (causal: labels shifted by one). */
+/** −log softmax(z)[target] and whether target is the argmax, for one row of logits. */
+function rowNll(z: Float32Array, target: number): { nll: number; hit: boolean } {
+  let m = Number.NEGATIVE_INFINITY;
+  let arg = 0;
+  for (let j = 0; j < z.length; j++) if (z[j] > m) [m, arg] = [z[j], j];
+  let s = 0;
+  for (let j = 0; j < z.length; j++) s += Math.exp(z[j] - m);
+  return { nll: Math.log(s) + m - z[target], hit: arg === target };
+}
+
+/**
+ * Summed NLL, count and argmax hits for one batch from host logits: classification logits
+ * [B, C] with labels [[c], ...], or token logits [B, T, V] (causal: labels shifted by one).
+ */
 function batchNll(
   logits: Float32Array,
   shape: number[],
   labels: number[][],
   causal: boolean,
 ): { nll: number; count: number; correct: number } {
-  let nll = 0;
-  let count = 0;
-  let correct = 0;
   const v = shape[shape.length - 1];
-  if (shape.length === 2) {
-    // Classification: logits [B, C], labels [[c], ...].
-    labels.forEach((row, b) => {
-      const l = row[0];
-      const z = logits.subarray(b * v, (b + 1) * v);
-      let m = Number.NEGATIVE_INFINITY;
-      let arg = 0;
-      for (let j = 0; j < v; j++) if (z[j] > m) [m, arg] = [z[j], j];
-      let s = 0;
-      for (let j = 0; j < v; j++) s += Math.exp(z[j] - m);
-      nll += Math.log(s) + m - z[l];
-      count++;
-      if (arg === l) correct++;
-    });
-    return { nll, count, correct };
-  }
-  const t = shape[1];
+  const t = shape.length === 2 ? 1 : shape[1];
+  const acc = { nll: 0, count: 0, correct: 0 };
   labels.forEach((row, b) => {
     for (let i = 0; i < t; i++) {
-      const target = causal ? row[i + 1] : row[i];
+      const target = shape.length === 2 ? row[0] : causal ? row[i + 1] : row[i];
       if (target === undefined || target < 0) continue;
-      const z = logits.subarray((b * t + i) * v, (b * t + i + 1) * v);
-      let m = Number.NEGATIVE_INFINITY;
-      let arg = 0;
-      for (let j = 0; j < v; j++) if (z[j] > m) [m, arg] = [z[j], j];
-      let s = 0;
-      for (let j = 0; j < v; j++) s += Math.exp(z[j] - m);
-      nll += Math.log(s) + m - z[target];
-      count++;
-      if (arg === target) correct++;
+      const r = rowNll(logits.subarray((b * t + i) * v, (b * t + i + 1) * v), target);
+      acc.nll += r.nll;
+      acc.count++;
+      if (r.hit) acc.correct++;
     }
   });
-  return { nll, count, correct };
+  return acc;
 }
 
 export async function evaluate(
