@@ -8,13 +8,13 @@ import { join } from "node:path";
 import type { HostTensor } from "../engine/ir/host.js";
 import type { StepResult } from "../engine/optim/train-step.js";
 import type { PreTrainedTokenizer } from "../io/tokenizer.js";
+import { readAdapter } from "../tuners/format.js";
 import type { PeftModel } from "../tuners/peft-model.js";
 import type { PeftTrainer, TrainBatch } from "../tuners/train.js";
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from "./checkpoint.js";
 import { type CompletionItem, type EvalBatch, type EvalMetrics, evaluate } from "./evaluate.js";
 import { lineChartSvg } from "./plot.js";
 import type { Progress } from "./progress.js";
-import { readAdapterTensors } from "./resume.js";
 import { learningRate, type ScheduleName, TrainingArgsError, warmupSteps } from "./schedule.js";
 
 export interface BatchSource {
@@ -154,7 +154,7 @@ export class Trainer {
         const ck = loadCheckpoint(dir);
         state = ck.state;
         const adapter = this.target.peft.adapter(this.target.trainer.adapterName);
-        const tensors = readAdapterTensors(this.target.peft, dir);
+        const { tensors } = readAdapter(this.target.peft, dir);
         this.target.peft.setAdapterTensors(adapter.name, tensors);
         this.target.trainer.step.setState({ step: state.step, tensors: ck.optimizer, params: Object.fromEntries(tensors) });
         lastCheckpoint = dir;
