@@ -9,7 +9,7 @@ import { concat, constant, iota, type Tensor } from "../engine/trace/tensor.js";
 import { checkpoint } from "../engine/trace/trace.js";
 import { applyRotary, attend, mergeHeads, rotaryTables, splitHeads } from "../nn/attention.js";
 import type { ForwardContext } from "../nn/context.js";
-import { ModelError } from "../nn/context.js";
+import { linears, ModelError } from "../nn/context.js";
 import { lastTokenPool } from "../nn/pooling.js";
 import {
   causalSquare,
@@ -186,9 +186,14 @@ function decoderLayer(
 ): { h: Tensor; kv: KeyValue } {
   const p = `${P}layers.${i}.`;
   const x = F.rmsNorm(h, ctx.weight(`${p}input_layernorm.weight`), c.eps);
-  const q = applyRotary(splitHeads(ctx.linear(`${p}self_attn.q_proj`, x), c.heads, c.headDim), rot.cos, rot.sin);
-  let k = applyRotary(splitHeads(ctx.linear(`${p}self_attn.k_proj`, x), c.kvHeads, c.headDim), rot.cos, rot.sin);
-  let v = splitHeads(ctx.linear(`${p}self_attn.v_proj`, x), c.kvHeads, c.headDim);
+  const [qy, ky, vy] = linears(ctx, [`${p}self_attn.q_proj`, `${p}self_attn.k_proj`, `${p}self_attn.v_proj`], x, [
+    c.heads * c.headDim,
+    c.kvHeads * c.headDim,
+    c.kvHeads * c.headDim,
+  ]);
+  const q = applyRotary(splitHeads(qy, c.heads, c.headDim), rot.cos, rot.sin);
+  let k = applyRotary(splitHeads(ky, c.kvHeads, c.headDim), rot.cos, rot.sin);
+  let v = splitHeads(vy, c.kvHeads, c.headDim);
   k = ctx.hook({ kind: "key", layer: i, path: `${p}self_attn.k_proj` }, k);
   v = ctx.hook({ kind: "value", layer: i, path: `${p}self_attn.v_proj` }, v);
   if (past) {
@@ -201,7 +206,8 @@ function decoderLayer(
   const o = ctx.hook({ kind: "attention_output", layer: i }, ctx.linear(`${p}self_attn.o_proj`, mergeHeads(attn)));
   const h1 = h.add(o);
   const x2 = ctx.hook({ kind: "mlp_input", layer: i }, F.rmsNorm(h1, ctx.weight(`${p}post_attention_layernorm.weight`), c.eps));
-  const gated = activate(ctx.linear(`${p}mlp.gate_proj`, x2), c.act).mul(ctx.linear(`${p}mlp.up_proj`, x2));
+  const [gate, up] = linears(ctx, [`${p}mlp.gate_proj`, `${p}mlp.up_proj`], x2, [c.intermediate, c.intermediate]);
+  const gated = activate(gate, c.act).mul(up);
   const hidden = ctx.hook({ kind: "mlp_hidden", layer: i, path: `${p}mlp.down_proj` }, gated);
   const m = ctx.hook({ kind: "mlp_output", layer: i }, ctx.linear(`${p}mlp.down_proj`, hidden));
   return { h: h1.add(m), kv: { key: k, value: v } };

@@ -22,6 +22,7 @@ import type { ArchInputs, Architecture, ArchOutputs, TaskHead } from "./architec
 import { type GenerateOptions, generate } from "./generate.js";
 import { type IdsLike, onesLike, toFloatTensor, toIdTensor } from "./inputs.js";
 import { architectureFor, supportedModelTypes } from "./registry.js";
+import { canStack, stackedShape, WeightStacks } from "./stacked.js";
 import { loadWeights } from "./weights.js";
 
 export interface ModelOutputTensor {
@@ -56,6 +57,8 @@ export type ContextWrapper = (
 ) => ForwardContext;
 
 const W = "w.";
+/** Input-name prefix of stacked weights (names joined by "+"). */
+const STACK = "stack.";
 
 /** Graph inputs that the model feeds from its own weights or from extra tensors (adapters). */
 export function traceModelGraph(
@@ -76,10 +79,15 @@ export function traceModelGraph(
       }
       return x;
     };
-    const base = new WeightContext((name) => {
-      const w = model.weights.get(name);
-      return w ? graphInput(W + name, w.dtype, w.shape) : undefined;
-    }, new Set(model.weights.keys()));
+    const base = new WeightContext(
+      (name) => {
+        const w = model.weights.get(name);
+        return w ? graphInput(W + name, w.dtype, w.shape) : undefined;
+      },
+      new Set(model.weights.keys()),
+      (names) =>
+        canStack(model.weights, names) ? graphInput(STACK + names.join("+"), "f32", stackedShape(model.weights, names)) : undefined,
+    );
     const ctx = model.contextWrapper ? model.contextWrapper(base, graphInput) : base;
     for (const [k, v] of Object.entries(body(ctx, t))) g.addOutput(k, v.id);
     return g;
@@ -91,7 +99,13 @@ export class PreTrainedModel {
   contextWrapper: ContextWrapper | null = null;
   /** Tensors fed to graph inputs that are not model weights (e.g. adapter tensors), by input name. */
   readonly extraInputs = new Map<string, HostTensor>();
+  /**
+   * Graph inputs computed on demand from other state (e.g. an adapter's tensors transposed and
+   * pre-scaled for inference), by input name. Each function returns the current value.
+   */
+  readonly derivedInputs = new Map<string, () => HostTensor>();
   private readonly executors = new Map<string, Promise<Executor>>();
+  private readonly stacks: WeightStacks;
 
   constructor(
     /** The parsed config.json. */
@@ -103,7 +117,9 @@ export class PreTrainedModel {
     readonly dir: string | null,
     readonly newlyInitialized: string[],
     readonly compileOptions: CompileOptions = {},
-  ) {}
+  ) {
+    this.stacks = new WeightStacks(weights);
+  }
 
   static async load(dir: string, head: TaskHead, opts: LoadOptions = {}): Promise<PreTrainedModel> {
     const raw = loadConfig(dir);
@@ -151,7 +167,10 @@ export class PreTrainedModel {
       if (ties.has(name)) continue;
       const n = shape.reduce((a, b) => a * b, 1);
       const isNorm = /(norm|ln_\w+|LayerNorm|layernorm\w*)\.weight$/.test(name);
-      const data = name.endsWith(".bias") ? new Float32Array(n) : isNorm ? new Float32Array(n).fill(1) : fillNormal(n, std, rng);
+      // Random values are generated slowly, so the pages of the array they are written into end up
+      // scattered in physical memory, and streaming such weights measured ~5% slower at decode
+      // time than a loaded checkpoint's. One bulk copy gives the weights a loaded model's layout.
+      const data = name.endsWith(".bias") ? new Float32Array(n) : isNorm ? new Float32Array(n).fill(1) : fillNormal(n, std, rng).slice();
       weights.set(name, hostTensor("f32", shape, data));
     }
     for (const [name, target] of ties) weights.set(name, weights.get(target) as HostTensor);
@@ -193,7 +212,9 @@ export class PreTrainedModel {
       if (given[inp.name]) feeds[inp.name] = given[inp.name];
       else if (inp.name.startsWith(W) && this.weights.has(inp.name.slice(W.length)))
         feeds[inp.name] = this.weights.get(inp.name.slice(W.length)) as HostTensor;
+      else if (inp.name.startsWith(STACK)) feeds[inp.name] = this.stacks.get(inp.name.slice(STACK.length).split("+"));
       else if (this.extraInputs.has(inp.name)) feeds[inp.name] = this.extraInputs.get(inp.name) as HostTensor;
+      else if (this.derivedInputs.has(inp.name)) feeds[inp.name] = (this.derivedInputs.get(inp.name) as () => HostTensor)();
       else throw new ModelError(`no value for graph input "${inp.name}"`);
     }
     return feeds;

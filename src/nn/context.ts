@@ -30,6 +30,12 @@ export interface ForwardContext {
   hasWeight(name: string): boolean;
   /** y = x·Wᵀ + b for the linear layer at `path` (weight `${path}.weight`, bias `${path}.bias` if present). */
   linear(path: string, x: Tensor, opts?: LinearOptions): Tensor;
+  /**
+   * The outputs of several linear layers that read the same input, concatenated along the last
+   * axis, computed as one matrix product ([out, in] weights only); null when this context cannot
+   * (callers then run the layers one by one). Inference contexts fuse to cut per-op overhead.
+   */
+  fusedLinear(paths: readonly string[], x: Tensor): Tensor | null;
   /** Rows of the embedding table `${path}.weight` for integer ids. */
   embedding(path: string, ids: Tensor): Tensor;
   /** Identity unless a tuner transforms the activation at this point. */
@@ -48,6 +54,8 @@ export class WeightContext implements ForwardContext {
   constructor(
     private readonly get: (name: string) => Tensor | undefined,
     private readonly names: ReadonlySet<string>,
+    /** Weights (or biases) of several layers stacked along the output axis, one tensor; absent: no fusion. */
+    private readonly stacked?: (names: readonly string[]) => Tensor | undefined,
   ) {}
 
   weight(name: string): Tensor {
@@ -67,6 +75,21 @@ export class WeightContext implements ForwardContext {
     return y;
   }
 
+  fusedLinear(paths: readonly string[], x: Tensor): Tensor | null {
+    if (!this.stacked) return null;
+    const biases = paths.filter((p) => this.hasWeight(`${p}.bias`)).length;
+    if (biases !== 0 && biases !== paths.length) return null;
+    const w = this.stacked(paths.map((p) => `${p}.weight`));
+    if (!w) return null;
+    let y = x.matmul(w.transpose());
+    if (biases) {
+      const b = this.stacked(paths.map((p) => `${p}.bias`));
+      if (!b) return null;
+      y = y.add(b);
+    }
+    return y;
+  }
+
   embedding(path: string, ids: Tensor): Tensor {
     return this.weight(`${path}.weight`).gather(ids, 0);
   }
@@ -82,4 +105,13 @@ export class WeightContext implements ForwardContext {
   softPrompt(): null {
     return null;
   }
+}
+
+/**
+ * The layers at `paths` applied to x (each [out_i, in]), through one fused product when the
+ * context offers it; `outs` gives each layer's output width.
+ */
+export function linears(ctx: ForwardContext, paths: readonly string[], x: Tensor, outs: readonly number[]): Tensor[] {
+  const y = ctx.fusedLinear(paths, x);
+  return y ? y.split(outs, -1) : paths.map((p) => ctx.linear(p, x));
 }

@@ -144,6 +144,9 @@ export class PeftModel {
     if (this.merged.includes(name)) throw new PeftConfigError(`adapter "${name}" is merged; unmerge it before deleting`);
     this.adapters.delete(name);
     this.active = this.active.filter((n) => n !== name);
+    for (const k of [...this.base.derivedInputs.keys()]) if (k.startsWith(`d.${name}.`)) this.base.derivedInputs.delete(k);
+    // Compiled graphs are cached by adapter names; a new adapter under this name may differ in shape.
+    this.base.invalidate();
     this.refresh();
   }
 
@@ -197,9 +200,29 @@ export class PeftModel {
         if (rowMask) throw new PeftConfigError(`adapter "${name}" has modules_to_save, which mixed-adapter batches do not support`);
         ctx = new ModulesToSaveContext(ctx, mts, tensor);
       }
-      ctx = a.tuner.wrap(ctx, this.info, a.config, { adapterName: name, tensor, rowMask, training: false, seed: null });
+      const prepared = (key: string, sources: readonly string[], compute: (...src: HostTensor[]) => HostTensor): Tensor => {
+        const inputName = `d.${name}.${key}`;
+        this.base.derivedInputs.set(inputName, this.preparedValue(name, sources, compute));
+        const v = (this.base.derivedInputs.get(inputName) as () => HostTensor)();
+        return graphInput(inputName, v.dtype, v.shape);
+      };
+      ctx = a.tuner.wrap(ctx, this.info, a.config, { adapterName: name, tensor, rowMask, training: false, seed: null, prepared });
     }
     return ctx;
+  }
+
+  /** The current value of a prepared tensor, recomputed only when one of its sources was replaced. */
+  private preparedValue(name: string, sources: readonly string[], compute: (...src: HostTensor[]) => HostTensor): () => HostTensor {
+    let memo: { src: HostTensor[]; value: HostTensor } | null = null;
+    return () => {
+      const src = sources.map((k) => {
+        const t = this.adapter(name).tensors.get(k);
+        if (!t) throw new PeftConfigError(`adapter "${name}" has no tensor "${k}"`);
+        return t;
+      });
+      if (!memo || memo.src.some((t, i) => t !== src[i])) memo = { src, value: compute(...src) };
+      return memo.value;
+    };
   }
 
   /** Re-publishes adapter tensors as graph inputs and the structure key compiled graphs are cached by. */
@@ -332,6 +355,7 @@ export class PeftModel {
     this.active = [];
     this.base.contextWrapper = null;
     this.base.extraInputs.clear();
+    this.base.derivedInputs.clear();
     this.base.contextKey = "";
     this.detached = true;
     return this.base;

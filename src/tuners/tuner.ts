@@ -46,6 +46,13 @@ export interface WrapOptions {
   readonly training: boolean;
   /** i64 scalar seed for random ops in training; null otherwise. */
   readonly seed: Tensor | null;
+  /**
+   * Inference only (absent when gradients flow to the adapter): a tensor computed on the host
+   * from this adapter's tensors `sources` and fed as a graph input, e.g. a weight transposed and
+   * pre-scaled so the graph runs fewer ops per token. It is recomputed when a source is replaced.
+   * `key` must name everything `compute` depends on besides the sources' values.
+   */
+  readonly prepared?: (key: string, sources: readonly string[], compute: (...sources: HostTensor[]) => HostTensor) => Tensor;
 }
 
 export interface CreatedAdapter {
@@ -94,6 +101,10 @@ export class DelegatingContext implements ForwardContext {
   }
   linear(path: string, x: Tensor, opts?: import("../nn/context.js").LinearOptions): Tensor {
     return this.inner.linear(path, x, opts);
+  }
+  /** No fusion unless a tuner opts in: a tuner that overrides linear() must see every layer. */
+  fusedLinear(_paths: readonly string[], _x: Tensor): Tensor | null {
+    return null;
   }
   embedding(path: string, ids: Tensor): Tensor {
     return this.inner.embedding(path, ids);

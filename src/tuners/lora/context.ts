@@ -3,11 +3,13 @@
  * context that wraps the model's: linear and embedding layers gain their low-rank update, and
  * trained biases replace the base ones.
  */
+import type { HostTensor } from "../../engine/ir/host.js";
 import * as F from "../../engine/trace/composites.js";
 import type { Tensor } from "../../engine/trace/tensor.js";
 import type { ForwardContext, LinearOptions } from "../../nn/context.js";
 import { DelegatingContext, type ModelInfo, maskRows, type WrapOptions } from "../tuner.js";
 import type { LoraConfig } from "./config.js";
+import { blockDiagonalB, type FusedSite, stackedScaledA } from "./inference.js";
 import { type BiasTarget, biasTargets, type LoraLayer, loraKeys, loraLayers } from "./layers.js";
 
 /** [B] row mask shaped [B, 1, …, 1] (rank `rank`), to scale a tensor that broadcasts against a rank-`rank` activation. */
@@ -82,6 +84,33 @@ export class LoraContext extends DelegatingContext {
     const plain = xin.matmul(fif ? w : w.transpose());
     const change = plain.mul(g.sub(1)).add(lora.mul(g));
     return y.add(maskRows(change, this.opts.rowMask));
+  }
+
+  /**
+   * Inference only: the fused base output of layers sharing an input plus all their LoRA updates,
+   * from host-prepared stacked A and block-diagonal B (see inference.ts).
+   */
+  override fusedLinear(paths: readonly string[], x: Tensor): Tensor | null {
+    const prepared = this.opts.prepared;
+    if (!prepared || this.c.useDora || paths.some((p) => this.biases.has(`${p}.bias`))) return null;
+    const y = this.inner.fusedLinear(paths, x);
+    if (!y) return null;
+    const layers = paths.map((p) => this.linears.get(p) ?? null);
+    if (layers.every((l) => !l)) return y;
+    const keys = layers.map((l) => (l ? loraKeys(l) : null));
+    if (keys.some((k) => k && (this.opts.tensor(k.a).dtype !== "f32" || this.opts.tensor(k.b).dtype !== "f32"))) return null;
+    const sources = keys.flatMap((k) => (k ? [k.a, k.b] : []));
+    const sites = (src: HostTensor[]): (FusedSite | null)[] => {
+      let i = 0;
+      return layers.map((l) => (l ? { a: src[i++], b: src[i++], scaling: l.scaling } : null));
+    };
+    const outs = paths.map((p) => this.info.weight(`${p}.weight`).shape[0]);
+    const id = `fused:${paths.join("+")}`;
+    const a = prepared(`${id}:A*${layers.map((l) => l?.scaling ?? 0).join(",")}`, sources, (...src) =>
+      stackedScaledA(sites(src), x.shape[x.rank - 1] as number),
+    );
+    const b = prepared(`${id}:B`, sources, (...src) => blockDiagonalB(sites(src), outs));
+    return y.add(maskRows(x.matmul(a.transpose()).matmul(b.transpose()), this.opts.rowMask));
   }
 
   override embedding(path: string, ids: Tensor): Tensor {

@@ -158,3 +158,43 @@ test("input and output names are kept, and sanitized when they clash", () => {
   assert.deepEqual(em.inputNames, ["a", "u_pk_x"]);
   assert.deepEqual(em.outputNames, ["a__1", "out"]);
 });
+
+test("slices that tile an axis become one Split node; other slices stay Slices", async () => {
+  const opTypes = (m: Uint8Array) => ({ split: Buffer.from(m).includes("Split"), slice: Buffer.from(m).includes("Slice") });
+  // Pieces listed out of order, one of them also a graph output: the Split must still match each.
+  const tiled = trace(
+    (x) => {
+      const c = x.slice(1, 7, 10);
+      const a = x.slice(1, 0, 3);
+      const b = x.slice(1, 3, 7);
+      return { a: a.mul(2), b: b.sum(1), c };
+    },
+    [spec("f32", ["batch", 10], "x")],
+  );
+  assert.deepEqual(opTypes(emitOnnx(tiled).model), { split: true, slice: false });
+  const x = randomTensor("f32", [2, 10]);
+  const X = x.data as Float32Array;
+  const [a, b, c] = await runOnce(tiled, [x]);
+  assert.deepEqual(a.shape, [2, 3]);
+  for (let r = 0; r < 2; r++) {
+    for (let j = 0; j < 3; j++) assert.equal((a.data as Float32Array)[r * 3 + j], X[r * 10 + j] * 2);
+    let s = 0;
+    for (let j = 3; j < 7; j++) s = Math.fround(s + X[r * 10 + j]);
+    assert.ok(Math.abs((b.data as Float32Array)[r] - s) <= 1e-6);
+    for (let j = 0; j < 3; j++) assert.equal((c.data as Float32Array)[r * 3 + j], X[r * 10 + 7 + j]);
+  }
+  // A gap (columns 3..4 unused) or an overlap is not a split.
+  const gap = trace((x) => [x.slice(1, 0, 3), x.slice(1, 5, 10)], [spec("f32", [2, 10], "x")]);
+  assert.deepEqual(opTypes(emitOnnx(gap).model), { split: false, slice: true });
+  const overlap = trace((x) => [x.slice(1, 0, 6), x.slice(1, 5, 10)], [spec("f32", [2, 10], "x")]);
+  assert.deepEqual(opTypes(emitOnnx(overlap).model), { split: false, slice: true });
+  const [g0, g1] = await runOnce(gap, [x]);
+  assert.deepEqual(
+    Array.from(g0.data as Float32Array),
+    [0, 1, 2, 10, 11, 12].map((i) => X[i]),
+  );
+  assert.deepEqual(
+    Array.from(g1.data as Float32Array),
+    [5, 6, 7, 8, 9, 15, 16, 17, 18, 19].map((i) => X[i]),
+  );
+});

@@ -13,7 +13,7 @@ import { BackendError, PeftkitError } from "../../errors.js";
 import type { Graph } from "../../ir/graph.js";
 import type { HostTensor } from "../../ir/host.js";
 import type { Dim } from "../../ir/shape.js";
-import { LOWERINGS, type LowerArgs, OnnxBuilder, type SymbolSource } from "./lower.js";
+import { attrInt, LOWERINGS, type LowerArgs, OnnxBuilder, type SymbolSource } from "./lower.js";
 import { encodeModel, type GraphSpec, type ValueInfoSpec } from "./onnx-proto.js";
 
 export interface EmitOptions {
@@ -103,14 +103,33 @@ export function emitOnnx(graph: Graph, opts: EmitOptions = {}): EmitResult {
   });
 
   const live = liveValues(graph);
+  const splits = splitSets(graph, live);
+  const emittedBySplit = new Set<number>();
   const nodeContext = new Map<string, string>();
   let liveNodes = 0;
   graph.nodes.forEach((node, idx) => {
     if (!node.outputs.some((o) => live.has(o))) return;
+    if (emittedBySplit.has(idx)) return;
     liveNodes++;
     const ctx = `${node.op}#${idx}`;
     b.context = ctx;
     nodeContext.set(ctx, describeNode(graph, idx));
+    const split = splits.get(idx);
+    if (split) {
+      // Slices that tile one axis become one Split node: each ONNX node has a fixed cost at run
+      // time, which dominates small per-token graphs.
+      const input = names.get(node.inputs[0]);
+      if (input === undefined) throw new BackendError(`ONNX export: ${ctx} reads value %${node.inputs[0]} before it is defined`);
+      const outs = split.nodes.map((k) => {
+        const o = graph.nodes[k].outputs[0];
+        const name = outNameOf.get(o) ?? b.fresh(`v${o}`);
+        names.set(o, name);
+        emittedBySplit.add(k);
+        return name;
+      });
+      b.node("Split", [input, b.i64s(split.sizes)], [attrInt("axis", split.axis)], outs);
+      return;
+    }
     const outs = node.outputs.map((o) => outNameOf.get(o) ?? b.fresh(`v${o}`));
     const args: LowerArgs = {
       node,
@@ -168,6 +187,46 @@ export function emitOnnx(graph: Graph, opts: EmitOptions = {}): EmitResult {
   const model = encodeModel(spec);
   maybeDump(model, opts.name);
   return { model, hoisted, inputNames, outputNames, nodeContext, liveNodes };
+}
+
+interface SplitSet {
+  axis: number;
+  /** Slice node indices in order of their start. */
+  nodes: number[];
+  sizes: number[];
+}
+
+/**
+ * Live slice nodes that, together, cut one value along one axis into adjacent pieces covering it
+ * exactly; keyed by the index of the first of them in graph order (where the Split is emitted).
+ */
+function splitSets(g: Graph, live: ReadonlySet<number>): Map<number, SplitSet> {
+  const byInput = new Map<string, number[]>();
+  g.nodes.forEach((n, idx) => {
+    if (n.op !== "slice" || !live.has(n.outputs[0])) return;
+    const rank = g.type(n.inputs[0]).shape.length;
+    const axis = ((n.attrs.axis as number) + rank) % rank;
+    const key = `${n.inputs[0]}:${axis}`;
+    byInput.set(key, [...(byInput.get(key) ?? []), idx]);
+  });
+  const out = new Map<number, SplitSet>();
+  for (const [key, idxs] of byInput) {
+    if (idxs.length < 2) continue;
+    const axis = Number(key.split(":")[1]);
+    const size = g.type(g.nodes[idxs[0]].inputs[0]).shape[axis] as number;
+    const sorted = [...idxs].sort((x, y) => (g.nodes[x].attrs.start as number) - (g.nodes[y].attrs.start as number));
+    let at = 0;
+    const sizes: number[] = [];
+    for (const k of sorted) {
+      const { start, end } = g.nodes[k].attrs as { start: number; end: number };
+      if (start !== at || end <= start) break;
+      sizes.push(end - start);
+      at = end;
+    }
+    if (sizes.length !== sorted.length || at !== size) continue;
+    out.set(Math.min(...idxs), { axis, nodes: sorted, sizes });
+  }
+  return out;
 }
 
 function describeNode(g: Graph, idx: number): string {

@@ -47,9 +47,24 @@ const sessionCache = new Map<string, CachedSession>();
 /** Graphs are immutable once traced, so their emitted form can be memoized per object. */
 const emitCache = new WeakMap<Graph, EmitResult>();
 
+/** Wrappers of tensors fed before: weights are fed on every decode step, and wrapping has a cost. */
+const wrapped = new WeakMap<HostTensor, ort.Tensor>();
+
 function toOrtTensor(t: HostTensor): ort.Tensor {
-  // The typed array is wrapped, not copied: ORT reads it in place during run().
-  return new ort.Tensor(ORT_TYPE[t.dtype], t.data as never, t.shape as number[]);
+  let w = wrapped.get(t);
+  // A HostTensor's fields may be reassigned; reuse the wrapper only while they are the same.
+  if (
+    !w ||
+    w.data !== t.data ||
+    w.type !== ORT_TYPE[t.dtype] ||
+    w.dims.length !== t.shape.length ||
+    w.dims.some((d, i) => d !== t.shape[i])
+  ) {
+    // The typed array is wrapped, not copied: ORT reads it in place during run().
+    w = new ort.Tensor(ORT_TYPE[t.dtype], t.data as never, t.shape as number[]);
+    wrapped.set(t, w);
+  }
+  return w;
 }
 
 function fromOrtTensor(t: ort.Tensor, name: string): HostTensor {
@@ -70,6 +85,7 @@ function fromOrtTensor(t: ort.Tensor, name: string): HostTensor {
 
 export class OrtExecutor {
   private released = false;
+  private inputNameSet: Set<string> | undefined;
 
   private constructor(
     readonly graph: Graph,
@@ -151,7 +167,9 @@ export class OrtExecutor {
       return inputs as HostTensor[];
     }
     const rec = inputs as Readonly<Record<string, HostTensor>>;
-    const extra = Object.keys(rec).filter((k) => !want.some((i) => i.name === k));
+    this.inputNameSet ??= new Set(want.map((i) => i.name));
+    const names = this.inputNameSet;
+    const extra = Object.keys(rec).filter((k) => !names.has(k));
     if (extra.length)
       throw new EngineUsageError(
         `OrtExecutor.run: unknown input(s) ${extra.join(", ")}; the graph takes ${want.map((i) => i.name).join(", ")}`,
@@ -193,18 +211,19 @@ function checkInputs(graph: Graph, list: readonly HostTensor[]): void {
   graph.inputs.forEach((inp, k) => {
     const t = list[k];
     const want = graph.type(inp.id);
-    const where = `OrtExecutor.run: input "${inp.name}"`;
-    if (!t?.data || !Array.isArray(t.shape)) throw new EngineUsageError(`${where} is missing or not a HostTensor`);
-    const expected = `expects ${want.dtype}${shapeStr(want.shape)}, got ${t.dtype}${shapeStr(t.shape)}`;
-    if (t.dtype !== want.dtype) throw new EngineUsageError(`${where} ${expected} (dtype differs)`);
-    if (t.shape.length !== want.shape.length) throw new EngineUsageError(`${where} ${expected} (rank differs)`);
+    // Messages are built only on failure: this runs for every input of every decode step.
+    const where = () => `OrtExecutor.run: input "${inp.name}"`;
+    if (!t?.data || !Array.isArray(t.shape)) throw new EngineUsageError(`${where()} is missing or not a HostTensor`);
+    const expected = () => `expects ${want.dtype}${shapeStr(want.shape)}, got ${t.dtype}${shapeStr(t.shape)}`;
+    if (t.dtype !== want.dtype) throw new EngineUsageError(`${where()} ${expected()} (dtype differs)`);
+    if (t.shape.length !== want.shape.length) throw new EngineUsageError(`${where()} ${expected()} (rank differs)`);
     let n = 1;
     want.shape.forEach((d, i) => {
       const got = t.shape[i];
       n *= got;
-      if (!Number.isInteger(got) || got < 0) throw new EngineUsageError(`${where} has a bad size ${got} on axis ${i}`);
+      if (!Number.isInteger(got) || got < 0) throw new EngineUsageError(`${where()} has a bad size ${got} on axis ${i}`);
       if (typeof d === "number") {
-        if (got !== d) throw new EngineUsageError(`${where} ${expected} (axis ${i})`);
+        if (got !== d) throw new EngineUsageError(`${where()} ${expected()} (axis ${i})`);
         return;
       }
       const f = dimFactors(d);
@@ -212,7 +231,7 @@ function checkInputs(graph: Graph, list: readonly HostTensor[]): void {
       if (f.fixed === 1 && f.symbols.length === 1) bind(d, got, at);
       else products.push({ d, got, where: at });
     });
-    if (t.data.length !== n) throw new EngineUsageError(`${where}: ${t.data.length} values do not fill shape ${shapeStr(t.shape)}`);
+    if (t.data.length !== n) throw new EngineUsageError(`${where()}: ${t.data.length} values do not fill shape ${shapeStr(t.shape)}`);
   });
   for (const p of products) {
     const f = dimFactors(p.d);
