@@ -105,6 +105,7 @@ export function emitOnnx(graph: Graph, opts: EmitOptions = {}): EmitResult {
   const live = liveValues(graph);
   const splits = splitSets(graph, live);
   const emittedBySplit = new Set<number>();
+  const sums = sumChains(graph, live, new Set(graph.outputs.map((o) => o.id)));
   const nodeContext = new Map<string, string>();
   let liveNodes = 0;
   graph.nodes.forEach((node, idx) => {
@@ -114,6 +115,21 @@ export function emitOnnx(graph: Graph, opts: EmitOptions = {}): EmitResult {
     const ctx = `${node.op}#${idx}`;
     b.context = ctx;
     nodeContext.set(ctx, describeNode(graph, idx));
+    if (sums.folded.has(idx)) return;
+    const terms = sums.at.get(idx);
+    if (terms) {
+      // a + (b + c) with the inner sum used only here: one Sum node instead of two Adds.
+      const ins = terms.map((v) => {
+        const n = names.get(v);
+        if (n === undefined) throw new BackendError(`ONNX export: ${ctx} reads value %${v} before it is defined`);
+        return n;
+      });
+      const o = node.outputs[0];
+      const out = outNameOf.get(o) ?? b.fresh(`v${o}`);
+      b.op("Sum", ins, [], out);
+      names.set(o, out);
+      return;
+    }
     const split = splits.get(idx);
     if (split) {
       // Slices that tile one axis become one Split node: each ONNX node has a fixed cost at run
@@ -187,6 +203,44 @@ export function emitOnnx(graph: Graph, opts: EmitOptions = {}): EmitResult {
   const model = encodeModel(spec);
   maybeDump(model, opts.name);
   return { model, hoisted, inputNames, outputNames, nodeContext, liveNodes };
+}
+
+/**
+ * Adds of three same-shaped terms, a + (b + c), whose inner add feeds nothing else: the outer add
+ * becomes one Sum (`at`: outer node → its terms) and the inner add is not emitted (`folded`).
+ * A LoRA update joining a residual stream is the common case.
+ */
+function sumChains(g: Graph, live: ReadonlySet<number>, outputs: ReadonlySet<number>): { at: Map<number, number[]>; folded: Set<number> } {
+  const uses = new Map<number, number>();
+  const producer = new Map<number, number>();
+  g.nodes.forEach((n, idx) => {
+    if (!n.outputs.some((o) => live.has(o))) return;
+    for (const i of n.inputs) uses.set(i, (uses.get(i) ?? 0) + 1);
+    for (const o of n.outputs) producer.set(o, idx);
+  });
+  const sameShape = (x: number, y: number) => {
+    const a = g.type(x).shape;
+    const b = g.type(y).shape;
+    return a.length === b.length && a.every((d, i) => d === b[i]);
+  };
+  const at = new Map<number, number[]>();
+  const folded = new Set<number>();
+  g.nodes.forEach((n, idx) => {
+    // ONNX Sum is defined for floating types only.
+    if (n.op !== "add" || !live.has(n.outputs[0]) || !["f32", "f64", "f16"].includes(g.type(n.outputs[0]).dtype)) return;
+    for (const side of [0, 1]) {
+      const inner = producer.get(n.inputs[side]);
+      if (inner === undefined || folded.has(inner) || at.has(inner)) continue;
+      const m = g.nodes[inner];
+      if (m.op !== "add" || uses.get(m.outputs[0]) !== 1 || outputs.has(m.outputs[0])) continue;
+      const terms = [n.inputs[1 - side], ...m.inputs];
+      if (!terms.every((t) => sameShape(t, n.outputs[0]))) continue;
+      at.set(idx, terms);
+      folded.add(inner);
+      return;
+    }
+  });
+  return { at, folded };
 }
 
 interface SplitSet {
