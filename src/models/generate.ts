@@ -74,8 +74,8 @@ function decodeGraph(model: PreTrainedModel) {
   }
   return {
     shape,
-    build: () =>
-      traceModelGraph(model, decls, (ctx, t) => {
+    build: () => {
+      const g = traceModelGraph(model, decls, (ctx, t) => {
         const past: KeyValue[] = [];
         for (let i = 0; i < shape.layers; i++) past.push({ key: t[`past.${i}.key`], value: t[`past.${i}.value`] });
         const out = model.arch.forward(
@@ -90,7 +90,11 @@ function decodeGraph(model: PreTrainedModel) {
           o[`present.${i}.value`] = kv.value;
         });
         return o;
-      }),
+      });
+      // All runs but the prefill see one token per row.
+      g.smallTensors = true;
+      return g;
+    },
   };
 }
 

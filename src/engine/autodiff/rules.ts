@@ -71,7 +71,12 @@ const matmulRule: VjpRule = ({ inputs: [a, b], needs }, [g]) => {
     if (b.rank === 2 && a.rank > 2) {
       const k = a.shape[a.rank - 1];
       const n = g.shape[g.rank - 1];
-      gb = mT(a.reshape([-1, k])).matmul(g.reshape([-1, n]));
+      const a2 = a.reshape([-1, k]);
+      const g2 = g.reshape([-1, n]);
+      // For b = Wᵀ (x·Wᵀ, PyTorch's Linear), (g2ᵀ·a2)ᵀ lets the transpose rule hand back W's
+      // gradient untransposed, and the transposed operand is g (often narrow: LoRA's rank)
+      // instead of the activations.
+      gb = b.transposedFrom() ? mT(mT(g2).matmul(a2)) : mT(a2).matmul(g2);
     } else gb = unbroadcast(mT(a).matmul(g), b.shape);
   }
   return [ga, gb];

@@ -30,6 +30,12 @@ export class Graph {
    * `recomputeRegion()` may be recomputed in the backward pass instead of kept alive.
    */
   readonly nodeRegion = new Map<number, number>();
+  /**
+   * The graph mostly runs on tiny tensors (one token per row, e.g. decoding), where every ONNX
+   * node's fixed cost outweighs memory traffic: the emitter then prefers fewer, wider nodes even
+   * where they move more bytes (one Sum of three terms is ~2× slower than two Adds on large tensors).
+   */
+  smallTensors = false;
   private regionStack: number[] = [];
   private regionCount = 0;
 

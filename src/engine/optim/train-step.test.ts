@@ -108,6 +108,27 @@ describe("the step graph does no work for frozen weights", () => {
     assert.equal(matmuls, 8);
   });
 
+  test("the gradient of a weight used as x·Wᵀ comes out in W's layout: only the narrow operand is transposed", () => {
+    // LoRA's A is [r, in] and enters as x·Aᵀ with x [B, T, in]: its gradient should be gᵀ·x
+    // ([r, B·T]·[B·T, in]), not (xᵀ·g)ᵀ, which transposes the activations and then the result.
+    const g = traceTrainStep({
+      params: { a: { dtype: "f32", shape: [2, 8] } },
+      frozen: {},
+      batch: { x: { dtype: "f32", shape: [3, 5, 8] } },
+      loss: ({ params: p, batch }) => batch.x.matmul(p.a.transpose()).square().sum(),
+      optimizer: { kind: "sgd" },
+    });
+    const live = new Set<number>(g.outputs.map((o) => o.id));
+    for (let i = g.nodes.length - 1; i >= 0; i--) {
+      if (g.nodes[i].outputs.some((o) => live.has(o))) for (const x of g.nodes[i].inputs) live.add(x);
+    }
+    const transposed = g.nodes
+      .filter((n) => n.op === "transpose" && n.outputs.some((o) => live.has(o)))
+      .map((n) => g.type(n.inputs[0]).shape.join("x"));
+    // Aᵀ in the forward and gᵀ ([15, 2]) in the backward; never x ([15, 8]) or a [8, 2] gradient.
+    assert.deepEqual(transposed.sort(), ["15x2", "2x8"]);
+  });
+
   test("only params, optimizer state and the batch are outputs/changing inputs", () => {
     const g = traceTrainStep({
       params: { a: { dtype: "f32", shape: [4] } },

@@ -197,7 +197,18 @@ export class Tensor {
   }
   permute(perm: readonly number[]): Tensor {
     if (perm.every((p, i) => p === i) && perm.length === this.rank) return this;
+    // Undoing a transpose gives back its input: weight gradients come out of the matmul rule
+    // already transposed for weights that enter the graph transposed (x·Wᵀ).
+    const prev = this.transposedFrom();
+    if (prev && prev.perm.length === perm.length && perm.every((p, i) => prev.perm[p] === i)) return prev.input;
     return op1("transpose", [this], { perm: [...perm] });
+  }
+  /** The input and permutation of the transpose node that produced this tensor, if one did. */
+  transposedFrom(): { input: Tensor; perm: readonly number[] } | null {
+    const idx = this.graph.producer.get(this.id);
+    const node = idx === undefined ? undefined : this.graph.nodes[idx];
+    if (node?.op !== "transpose") return null;
+    return { input: new Tensor(this.graph, node.inputs[0]), perm: node.attrs.perm as number[] };
   }
   unsqueeze(axis: number): Tensor {
     const a = normAxis(axis, this.rank + 1, "unsqueeze");

@@ -105,7 +105,9 @@ export function emitOnnx(graph: Graph, opts: EmitOptions = {}): EmitResult {
   const live = liveValues(graph);
   const splits = splitSets(graph, live);
   const emittedBySplit = new Set<number>();
-  const sums = sumChains(graph, live, new Set(graph.outputs.map((o) => o.id)));
+  const sums = graph.smallTensors
+    ? sumChains(graph, live, new Set(graph.outputs.map((o) => o.id)))
+    : { at: new Map<number, number[]>(), folded: new Set<number>() };
   const nodeContext = new Map<string, string>();
   let liveNodes = 0;
   graph.nodes.forEach((node, idx) => {

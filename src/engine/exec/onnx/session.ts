@@ -117,6 +117,8 @@ export class OrtExecutor {
         executionMode: "sequential",
         graphOptimizationLevel: level,
         logSeverityLevel: 3,
+        // Debug aid: PEFTKIT_ORT_PROFILE=prefix writes ORT's per-node timings (chrome://tracing JSON) when the session is released.
+        ...(process.env.PEFTKIT_ORT_PROFILE ? { enableProfiling: true, profileFilePrefix: process.env.PEFTKIT_ORT_PROFILE } : {}),
       };
       cached = { session: ort.InferenceSession.create(emitted.model, sessOpts), refs: 0 };
       sessionCache.set(key, cached);
