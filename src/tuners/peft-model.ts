@@ -200,10 +200,17 @@ export class PeftModel {
         if (rowMask) throw new PeftConfigError(`adapter "${name}" has modules_to_save, which mixed-adapter batches do not support`);
         ctx = new ModulesToSaveContext(ctx, mts, tensor);
       }
-      const prepared = (key: string, sources: readonly string[], compute: (...src: HostTensor[]) => HostTensor): Tensor => {
+      const prepared = (key: string, sources: readonly string[], compute: (...src: HostTensor[]) => HostTensor | null): Tensor | null => {
         const inputName = `d.${name}.${key}`;
-        this.base.derivedInputs.set(inputName, this.preparedValue(name, sources, compute));
-        const v = (this.base.derivedInputs.get(inputName) as () => HostTensor)();
+        const value = this.preparedValue(name, sources, compute);
+        const v = value();
+        if (!v) return null;
+        this.base.derivedInputs.set(inputName, () => {
+          const now = value();
+          if (!now)
+            throw new PeftConfigError(`adapter "${name}": cannot prepare "${key}" from its current tensors (${sources.join(", ")})`);
+          return now;
+        });
         return graphInput(inputName, v.dtype, v.shape);
       };
       ctx = a.tuner.wrap(ctx, this.info, a.config, { adapterName: name, tensor, rowMask, training: false, seed: null, prepared });
@@ -212,8 +219,12 @@ export class PeftModel {
   }
 
   /** The current value of a prepared tensor, recomputed only when one of its sources was replaced. */
-  private preparedValue(name: string, sources: readonly string[], compute: (...src: HostTensor[]) => HostTensor): () => HostTensor {
-    let memo: { src: HostTensor[]; value: HostTensor } | null = null;
+  private preparedValue(
+    name: string,
+    sources: readonly string[],
+    compute: (...src: HostTensor[]) => HostTensor | null,
+  ): () => HostTensor | null {
+    let memo: { src: HostTensor[]; value: HostTensor | null } | null = null;
     return () => {
       const src = sources.map((k) => {
         const t = this.adapter(name).tensors.get(k);

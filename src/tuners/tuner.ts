@@ -50,9 +50,10 @@ export interface WrapOptions {
    * Inference only (absent when gradients flow to the adapter): a tensor computed on the host
    * from this adapter's tensors `sources` and fed as a graph input, e.g. a weight transposed and
    * pre-scaled so the graph runs fewer ops per token. It is recomputed when a source is replaced.
-   * `key` must name everything `compute` depends on besides the sources' values.
+   * `key` must name everything `compute` depends on besides the sources' values. `compute`
+   * returns null when it cannot handle the sources (then so does `prepared`, and no input is made).
    */
-  readonly prepared?: (key: string, sources: readonly string[], compute: (...sources: HostTensor[]) => HostTensor) => Tensor;
+  readonly prepared?: (key: string, sources: readonly string[], compute: (...sources: HostTensor[]) => HostTensor | null) => Tensor | null;
 }
 
 export interface CreatedAdapter {

@@ -73,10 +73,11 @@ const matmulRule: VjpRule = ({ inputs: [a, b], needs }, [g]) => {
       const n = g.shape[g.rank - 1];
       const a2 = a.reshape([-1, k]);
       const g2 = g.reshape([-1, n]);
-      // For b = Wᵀ (x·Wᵀ, PyTorch's Linear), (g2ᵀ·a2)ᵀ lets the transpose rule hand back W's
-      // gradient untransposed, and the transposed operand is g (often narrow: LoRA's rank)
-      // instead of the activations.
-      gb = b.transposedFrom() ? mT(mT(g2).matmul(a2)) : mT(a2).matmul(g2);
+      // For b = Wᵀ (x·Wᵀ, PyTorch's Linear) with g narrower than a (LoRA's A: g has r columns),
+      // (g2ᵀ·a2)ᵀ transposes g instead of the activations, and the transpose rule then hands
+      // back W's gradient without transposing the result.
+      const narrowG = typeof n === "number" && typeof k === "number" && n < k;
+      gb = narrowG && b.transposedFrom() ? mT(mT(g2).matmul(a2)) : mT(a2).matmul(g2);
     } else gb = unbroadcast(mT(a).matmul(g), b.shape);
   }
   return [ga, gb];

@@ -98,7 +98,6 @@ export class LoraContext extends DelegatingContext {
     const layers = paths.map((p) => this.linears.get(p) ?? null);
     if (layers.every((l) => !l)) return y;
     const keys = layers.map((l) => (l ? loraKeys(l) : null));
-    if (keys.some((k) => k && (this.opts.tensor(k.a).dtype !== "f32" || this.opts.tensor(k.b).dtype !== "f32"))) return null;
     const sources = keys.flatMap((k) => (k ? [k.a, k.b] : []));
     const sites = (src: HostTensor[]): (FusedSite | null)[] => {
       let i = 0;
@@ -106,10 +105,13 @@ export class LoraContext extends DelegatingContext {
     };
     const outs = paths.map((p) => this.info.weight(`${p}.weight`).shape[0]);
     const id = `fused:${paths.join("+")}`;
+    // Only f32 adapters (what loading gives) are prepared; others keep the per-layer path.
+    const allF32 = (src: HostTensor[]) => src.every((t) => t.dtype === "f32");
     const a = prepared(`${id}:A*${layers.map((l) => l?.scaling ?? 0).join(",")}`, sources, (...src) =>
-      stackedScaledA(sites(src), x.shape[x.rank - 1] as number),
+      allF32(src) ? stackedScaledA(sites(src), x.shape[x.rank - 1] as number) : null,
     );
-    const b = prepared(`${id}:B`, sources, (...src) => blockDiagonalB(sites(src), outs));
+    const b = prepared(`${id}:B`, sources, (...src) => (allF32(src) ? blockDiagonalB(sites(src), outs) : null));
+    if (!a || !b) return null;
     return y.add(maskRows(x.matmul(a.transpose()).matmul(b.transpose()), this.opts.rowMask));
   }
 

@@ -230,3 +230,21 @@ test("in graphs of small tensors, a + (b + c) with the inner sum used once is on
   });
   assert.equal(s0.shape[0], 3);
 });
+
+test("inputs the graph never reads are left out of the model and not fed, unless a shape is read off them", async () => {
+  // "unused" and "shapeOnly" are never read; in "sized", "n" is read only for its length.
+  const g = trace(
+    (x, _unused, _shapeOnly) => x.mul(2),
+    [spec("f32", [3], "x"), spec("f32", [4, 4], "unused"), spec("f32", ["n"], "shapeOnly")],
+  );
+  const em = emitOnnx(g);
+  assert.deepEqual(em.inputNames, ["x", null, null]);
+  assert.ok(!Buffer.from(em.model).includes("unused"));
+  const sized = trace((_x, n) => iota([n.shape[0]], 0, "f32"), [spec("f32", [3], "x"), spec("f32", ["n"], "n")]);
+  assert.deepEqual(emitOnnx(sized).inputNames, [null, "n"]);
+  // Run with values for every graph input: the executor drops the unread ones.
+  const [y] = await runOnce(g, [hostTensor("f32", [3], [1, 2, 3]), randomTensor("f32", [4, 4]), randomTensor("f32", [5])]);
+  assert.deepEqual(Array.from(y.data as Float32Array), [2, 4, 6]);
+  const [r] = await runOnce(sized, [randomTensor("f32", [3]), randomTensor("f32", [5])]);
+  assert.deepEqual(Array.from(r.data as Float32Array), [0, 1, 2, 3, 4]);
+});

@@ -31,8 +31,8 @@ export interface EmitResult {
   model: Uint8Array;
   /** Constants emitted as extra inputs, to be fed after the graph's own inputs. */
   hoisted: HoistedConstant[];
-  /** ONNX input name of each graph input, in graph.inputs order. */
-  inputNames: string[];
+  /** ONNX input name of each graph input, in graph.inputs order; null for inputs the graph never reads (not declared, not fed). */
+  inputNames: (string | null)[];
   /** ONNX output name of each graph output, in graph.outputs order. */
   outputNames: string[];
   /** ONNX node-name prefix → IR node description, for error messages. */
@@ -80,13 +80,16 @@ export function emitOnnx(graph: Graph, opts: EmitOptions = {}): EmitResult {
   });
   const outputNames = graph.outputs.map((o) => sanitize(o.name, used, prefix));
 
-  // Symbolic dims are read off the first graph input that carries them.
+  const live = liveValues(graph);
+  // Symbolic dims are read off the first graph input that carries them, preferring inputs the
+  // graph reads anyway (unread inputs are dropped unless a shape is read off them).
   const symbols = new Map<string, SymbolSource>();
-  graph.inputs.forEach((inp, k) => {
+  const byUse = graph.inputs.map((inp, k) => ({ inp, k })).sort((x, y) => Number(live.has(y.inp.id)) - Number(live.has(x.inp.id)));
+  for (const { inp, k } of byUse) {
     graph.type(inp.id).shape.forEach((d, axis) => {
       if (typeof d === "string" && !symbols.has(d)) symbols.set(d, { input: inputNames[k], axis });
     });
-  });
+  }
 
   const b = new OnnxBuilder(prefix, symbols);
   const hoisted: HoistedConstant[] = [];
@@ -102,7 +105,6 @@ export function emitOnnx(graph: Graph, opts: EmitOptions = {}): EmitResult {
     if (!outNameOf.has(o.id) && !names.has(o.id)) outNameOf.set(o.id, outputNames[k]);
   });
 
-  const live = liveValues(graph);
   const splits = splitSets(graph, live);
   const emittedBySplit = new Set<number>();
   const sums = graph.smallTensors
@@ -192,19 +194,22 @@ export function emitOnnx(graph: Graph, opts: EmitOptions = {}): EmitResult {
   });
 
   const vi = (name: string, id: number): ValueInfoSpec => ({ name, dtype: graph.type(id).dtype, shape: graph.type(id).shape as Dim[] });
+  // Inputs nothing reads (e.g. a tensor a context looked at but did not use) would still have to
+  // be fed on every run; they are left out of the model.
+  const kept = graph.inputs.map((inp, k) => live.has(inp.id) || b.shapeSources.has(inputNames[k]));
   const spec: GraphSpec = {
     name: opts.name ?? "peftkit",
     nodes: b.nodes,
     initializers: b.initializers,
     inputs: [
-      ...graph.inputs.map((inp, k) => vi(inputNames[k], inp.id)),
+      ...graph.inputs.filter((_, k) => kept[k]).map((inp) => vi(names.get(inp.id) as string, inp.id)),
       ...hoisted.map((h) => ({ name: h.name, dtype: h.tensor.dtype, shape: h.tensor.shape })),
     ],
     outputs: graph.outputs.map((o, k) => vi(outputNames[k], o.id)),
   };
   const model = encodeModel(spec);
   maybeDump(model, opts.name);
-  return { model, hoisted, inputNames, outputNames, nodeContext, liveNodes };
+  return { model, hoisted, inputNames: inputNames.map((n, k) => (kept[k] ? n : null)), outputNames, nodeContext, liveNodes };
 }
 
 /**

@@ -27,6 +27,8 @@ export class OnnxBuilder {
   private counter = 0;
   private constCache = new Map<string, string>();
   private symCache = new Map<string, string>();
+  /** Graph inputs read only for their shape (symbolic dims); they must stay graph inputs. */
+  readonly shapeSources = new Set<string>();
   private shapeCache = new Map<string, string>();
   /** Name of the IR node being lowered, attached to every ONNX node for error messages. */
   context = "";
@@ -114,6 +116,7 @@ export class OnnxBuilder {
     if (name !== undefined) return name;
     const src = this.symbols.get(sym);
     if (src) {
+      this.shapeSources.add(src.input);
       name = this.op("Shape", [src.input], [attrInt("start", src.axis), attrInt("end", src.axis + 1)]);
     } else if (sym.includes("+")) {
       // A sum dim ("past+seq", from concatenating a KV cache) is the sum of its terms.

@@ -143,7 +143,8 @@ export class OrtExecutor {
     const list = this.orderInputs(inputs);
     checkInputs(this.graph, list);
     list.forEach((t, k) => {
-      feeds[this.emitted.inputNames[k]] = toOrtTensor(t);
+      const name = this.emitted.inputNames[k];
+      if (name !== null) feeds[name] = toOrtTensor(t);
     });
     let res: ort.InferenceSession.ReturnType;
     try {
