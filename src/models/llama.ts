@@ -7,7 +7,7 @@ import { hostTensor } from "../engine/ir/host.js";
 import * as F from "../engine/trace/composites.js";
 import { concat, constant, iota, type Tensor } from "../engine/trace/tensor.js";
 import { checkpoint } from "../engine/trace/trace.js";
-import { applyRotary, attend, mergeHeads, rotaryTables, splitHeads } from "../nn/attention.js";
+import { applyRotary, attend, mergeHeads, type RotaryTables, rotaryTables, splitHeads } from "../nn/attention.js";
 import type { ForwardContext } from "../nn/context.js";
 import { linears, ModelError } from "../nn/context.js";
 import { lastTokenPool } from "../nn/pooling.js";
@@ -164,11 +164,6 @@ function decoderMask(inputs: ArchInputs, seqLen: Tensor): Tensor {
   return causal.and(mask.ne(0).unsqueeze(1));
 }
 
-interface Rotary {
-  cos: Tensor;
-  sin: Tensor;
-}
-
 /**
  * One decoder layer. `lead` holds key/value rows placed before this layer's own keys (prefix
  * tuning's prefix, soft-prompt tokens); `allowed` already covers them. Returns the new hidden
@@ -179,7 +174,7 @@ function decoderLayer(
   c: LlamaConfig,
   i: number,
   h: Tensor,
-  rot: Rotary,
+  rot: RotaryTables,
   allowed: Tensor | null,
   lead: KeyValue | null,
   past: KeyValue | undefined,
@@ -191,8 +186,8 @@ function decoderLayer(
     c.kvHeads * c.headDim,
     c.kvHeads * c.headDim,
   ]);
-  const q = applyRotary(splitHeads(qy, c.heads, c.headDim), rot.cos, rot.sin);
-  let k = applyRotary(splitHeads(ky, c.kvHeads, c.headDim), rot.cos, rot.sin);
+  const q = applyRotary(splitHeads(qy, c.heads, c.headDim), rot);
+  let k = applyRotary(splitHeads(ky, c.kvHeads, c.headDim), rot);
   let v = splitHeads(vy, c.kvHeads, c.headDim);
   k = ctx.hook({ kind: "key", layer: i, path: `${p}self_attn.k_proj` }, k);
   v = ctx.hook({ kind: "value", layer: i, path: `${p}self_attn.v_proj` }, v);

@@ -1,5 +1,7 @@
 /** Attention building blocks shared by the architectures. */
-import { concat, scalar, type Tensor, where } from "../engine/trace/tensor.js";
+import { hostTensor } from "../engine/ir/host.js";
+import { concat, constant, scalar, type Tensor, where } from "../engine/trace/tensor.js";
+import { customVjp } from "../engine/trace/trace.js";
 
 /** Large negative used for masked scores: like transformers' finfo.min, fully masked rows stay finite. */
 export const MASKED = -3.0e38;
@@ -25,25 +27,47 @@ export function attend(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | null, 
   return out.reshape([b, h, t, d]);
 }
 
-/** rotate_half as in transformers: cat(−x[d/2:], x[:d/2]). */
-export function rotateHalf(x: Tensor): Tensor {
+function gatherSwapped(x: Tensor): Tensor {
+  const shape = [...x.shape];
   const half = x.dim(-1) / 2;
-  const [x1, x2] = x.split([half, half], -1);
-  return concat([x2.neg(), x1], -1);
+  const swap = constant(hostTensor("i64", [2], BigInt64Array.from([1n, 0n])));
+  return x
+    .reshape([...shape.slice(0, -1), 2, half])
+    .gather(swap, -2)
+    .reshape(shape);
 }
+
+/**
+ * cat(x[d/2:], x[:d/2]). Swapping is its own inverse, so the backward is the same gather; split,
+ * negate and concatenate would cost pads and adds in the backward pass instead.
+ */
+const swapHalves = customVjp(
+  "swap_halves",
+  (x) => [gatherSwapped(x)],
+  (_primals, _outs, [g]) => [g ? gatherSwapped(g) : null],
+);
 
 /**
  * cos and sin of shape [B, 1, T, D] for position ids [B, T] and inverse frequencies [D/2],
  * laid out as transformers does ([freqs, freqs]).
  */
-export function rotaryTables(positionIds: Tensor, invFreq: Tensor): { cos: Tensor; sin: Tensor } {
+export function rotaryTables(positionIds: Tensor, invFreq: Tensor): RotaryTables {
   const freqs = positionIds.cast("f32").unsqueeze(-1).mul(invFreq);
   const emb = concat([freqs, freqs], -1).unsqueeze(1);
-  return { cos: emb.cos(), sin: emb.sin() };
+  const s = freqs.sin().unsqueeze(1);
+  return { cos: emb.cos(), sin: emb.sin(), signedSin: concat([s.neg(), s], -1) };
 }
 
-export function applyRotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
-  return x.mul(cos).add(rotateHalf(x).mul(sin));
+export interface RotaryTables {
+  cos: Tensor;
+  sin: Tensor;
+  /** sin with the first half negated: rotate_half(x)·sin = swapHalves(x)·signedSin. */
+  signedSin: Tensor;
+}
+
+/** x·cos + rotate_half(x)·sin, computed as x·cos + swapHalves(x)·signedSin (one gather, no slices). */
+export function applyRotary(x: Tensor, rot: RotaryTables): Tensor {
+  return x.mul(rot.cos).add(swapHalves(x)[0].mul(rot.signedSin));
 }
 
 /** [B, T, H·D] → [B, H, T, D]. */

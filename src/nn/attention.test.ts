@@ -1,0 +1,44 @@
+/** Rotary embeddings: the gather-based form against transformers' rotate_half, and its gradient. */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { rand } from "../engine/autodiff/cases.js";
+import { gradCheck } from "../engine/autodiff/gradcheck.js";
+import { interpret } from "../engine/exec/reference/interpreter.js";
+import { concat } from "../engine/trace/tensor.js";
+import { spec, trace } from "../engine/trace/trace.js";
+import { applyRotary, rotaryTables } from "./attention.js";
+
+const invFreq = (d: number) => Array.from({ length: d / 2 }, (_, i) => 10000 ** (-(2 * i) / d));
+
+test("applyRotary equals x·cos + rotate_half(x)·sin written as transformers does", () => {
+  const d = 8;
+  const g = trace(
+    (x, pos, inv) => {
+      const rot = rotaryTables(pos, inv);
+      const [x1, x2] = x.split([d / 2, d / 2], -1);
+      const reference = x.mul(rot.cos).add(concat([x2.neg(), x1], -1).mul(rot.sin));
+      return [applyRotary(x, rot), reference];
+    },
+    [spec("f32", [2, 3, 5, d], "x"), spec("i64", [2, 5], "pos"), spec("f32", [d / 2], "inv")],
+  );
+  const pos = { dtype: "i64" as const, shape: [2, 5], data: BigInt64Array.from({ length: 10 }, (_, i) => BigInt((i * 7) % 11)) };
+  const inv = { dtype: "f32" as const, shape: [d / 2], data: Float32Array.from(invFreq(d)) };
+  const x = rand([2, 3, 5, d]);
+  const x32 = { dtype: "f32" as const, shape: x.shape, data: Float32Array.from(x.data as Float64Array) };
+  const [got, want] = interpret(g, [x32, pos, inv], { precision: "f64" });
+  (got.data as Float64Array).forEach((v, i) => {
+    assert.ok(Math.abs(v - (want.data as Float64Array)[i]) <= 1e-6, `${v} vs ${(want.data as Float64Array)[i]}`);
+  });
+});
+
+test("applyRotary's gradient (a custom swap-halves backward) matches finite differences", () => {
+  const d = 6;
+  const r = gradCheck(
+    (x, c, s) => {
+      const signedSin = concat([s.slice(-1, 0, d / 2).neg(), s.slice(-1, d / 2, d)], -1);
+      return applyRotary(x, { cos: c, sin: s, signedSin }).square().sum();
+    },
+    [rand([2, 4, d]), rand([1, 4, d]), rand([1, 4, d])],
+  );
+  assert.ok(r.maxRelError <= 1e-6, `rel err ${r.maxRelError}`);
+});
