@@ -6,7 +6,7 @@
 import { ShapeError } from "../errors.js";
 import { isInt } from "../ir/dtype.js";
 import { normAxis, shapeStr } from "../ir/shape.js";
-import { randomUniform, type Tensor, where } from "./tensor.js";
+import { randomUniform, scalar, type Tensor, where } from "./tensor.js";
 import { customVjp } from "./trace.js";
 
 /**
@@ -62,8 +62,21 @@ export function gelu(x: Tensor, approximate: "none" | "tanh" = "none"): Tensor {
   return x.mul(0.5).mul(x.mul(Math.SQRT1_2).erf().add(1));
 }
 
+/**
+ * x·σ(x), with a hand-written backward g·(σ + y·(1 − σ)) from the saved σ and output y: four
+ * elementwise passes instead of the seven that the product and sigmoid rules give.
+ */
+const siluVjp = customVjp(
+  "silu",
+  (x) => {
+    const s = x.sigmoid();
+    return [x.mul(s), s];
+  },
+  (_primals, [y, s], [g]) => [g ? g.mul(s.add(y.mul(scalar(1, s.dtype).sub(s)))) : null],
+);
+
 export function silu(x: Tensor): Tensor {
-  return x.mul(x.sigmoid());
+  return siluVjp(x)[0];
 }
 
 export interface CrossEntropyOptions {
