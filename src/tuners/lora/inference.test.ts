@@ -80,3 +80,28 @@ test("fused LoRA inference equals the merged weights, follows replaced tensors, 
   assert.ok(maxAbsDiff(again, await viaMerge()) <= 1e-4);
   await model.release();
 });
+
+test("fused LoRA inference on qwen2 (stacked q/k/v biases) and on a batch mixing adapters equals the merged weights", async () => {
+  const model = await loadTestModel("qwen2");
+  const config = { peft_type: "LORA", r: 4, lora_alpha: 8, target_modules: "all-linear", init_lora_weights: false };
+  const peft = PeftModel.create(model, config, { seed: 5 });
+  peft.addAdapter("other", { ...config, r: 2 }, { seed: 6 });
+  const ids = randomIds(3, 4, model.config.vocab_size as number);
+  const fused = await logitsOf(peft, ids);
+  assert.ok(
+    [...model.derivedInputs.keys()].some((k) => k.includes("fused:")),
+    "the forward should take the fused path",
+  );
+  const mixed = (await peft.forward({ inputIds: ids, adapterNames: ["default", "other", "__base__"] })).logits?.data as Float32Array;
+  peft.mergeAdapter();
+  const merged = await logitsOf(peft, ids);
+  peft.unmergeAdapter();
+  assert.ok(maxAbsDiff(fused, merged) <= 1e-4);
+  // Row 0 of the mixed batch used "default": it matches the merged model's row 0.
+  const row = merged.length / 3;
+  assert.ok(maxAbsDiff(mixed.subarray(0, row), merged.subarray(0, row)) <= 1e-4);
+  const base = await peft.disableAdapter(() => logitsOf(peft, ids));
+  assert.ok(maxAbsDiff(mixed.subarray(2 * row), base.subarray(2 * row)) <= 1e-4);
+  assert.ok(maxAbsDiff(mixed.subarray(row, 2 * row), merged.subarray(row, 2 * row)) > 1e-4, "row 1 used the other adapter");
+  await model.release();
+});
