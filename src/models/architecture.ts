@@ -59,3 +59,13 @@ export interface Architecture<C = unknown> {
   /** Whether linear weights are stored [in, out] (GPT-2 Conv1D). */
   fanInFanOut: boolean;
 }
+
+/** Linear-layer paths: every layer's (keys of `perLayer(i)`), then the head's. */
+export function linearLayerPaths(layers: number, perLayer: (i: number) => object, head: readonly string[]): string[] {
+  return [...Array.from({ length: layers }, (_, i) => Object.keys(perLayer(i))).flat(), ...head];
+}
+
+/** The output linear of a decoder's task head. */
+export function decoderHeadLinears(head: TaskHead): string[] {
+  return head === "causal_lm" ? ["lm_head"] : head === "sequence_classification" ? ["score"] : [];
+}

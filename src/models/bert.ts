@@ -9,7 +9,7 @@ import { concat, iota, type Tensor, zeros } from "../engine/trace/tensor.js";
 import { attend, mergeHeads, splitHeads } from "../nn/attention.js";
 import { type ForwardContext, ModelError } from "../nn/context.js";
 import { layerPrefixes, maskWithOnes, prependSeq, withLeadingKeys } from "../nn/prompt.js";
-import type { ArchInputs, Architecture, ArchOutputs, TaskHead } from "./architecture.js";
+import { type ArchInputs, type Architecture, type ArchOutputs, linearLayerPaths, type TaskHead } from "./architecture.js";
 import { type Activation, activate, activationName, ConfigReader, type RawConfig } from "./config.js";
 
 export interface BertConfig {
@@ -199,9 +199,6 @@ export const BERT: Architecture<BertConfig> = {
   tiedWeights: () => new Map(),
   forward,
   specialTokens: (c) => ({ bos: [], eos: [], pad: c.pad }),
-  linearLayers: (c, head) => [
-    ...Array.from({ length: c.layers }, (_, i) => Object.keys(layerLinears(c, i))).flat(),
-    ...Object.keys(headLinears(c, head)),
-  ],
+  linearLayers: (c, head) => linearLayerPaths(c.layers, (i) => layerLinears(c, i), Object.keys(headLinears(c, head))),
   fanInFanOut: false,
 };

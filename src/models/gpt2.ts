@@ -17,7 +17,15 @@ import {
   softPromptPass,
   withLeadingKeys,
 } from "../nn/prompt.js";
-import type { ArchInputs, Architecture, ArchOutputs, KeyValue, TaskHead } from "./architecture.js";
+import {
+  type ArchInputs,
+  type Architecture,
+  type ArchOutputs,
+  decoderHeadLinears,
+  type KeyValue,
+  linearLayerPaths,
+  type TaskHead,
+} from "./architecture.js";
 import { type Activation, activate, activationName, ConfigReader, type RawConfig } from "./config.js";
 
 export interface Gpt2Config {
@@ -180,12 +188,6 @@ export const GPT2: Architecture<Gpt2Config> = {
   forward,
   decoderShape: (c) => ({ layers: c.layers, kvHeads: c.heads, headDim: c.hidden / c.heads }),
   specialTokens: (c) => ({ bos: c.bos, eos: c.eos, pad: c.pad }),
-  linearLayers: (c, head) => {
-    const names: string[] = [];
-    for (let i = 0; i < c.layers; i++) names.push(...Object.keys(layerLinears(c, i)));
-    if (head === "causal_lm") names.push("lm_head");
-    if (head === "sequence_classification") names.push("score");
-    return names;
-  },
+  linearLayers: (c, head) => linearLayerPaths(c.layers, (i) => layerLinears(c, i), decoderHeadLinears(head)),
   fanInFanOut: true,
 };

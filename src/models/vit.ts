@@ -8,7 +8,7 @@ import { concat } from "../engine/trace/tensor.js";
 import { attend, mergeHeads, splitHeads } from "../nn/attention.js";
 import { type ForwardContext, ModelError } from "../nn/context.js";
 import { layerPrefixes } from "../nn/prompt.js";
-import type { ArchInputs, Architecture, ArchOutputs, TaskHead } from "./architecture.js";
+import { type ArchInputs, type Architecture, type ArchOutputs, linearLayerPaths, type TaskHead } from "./architecture.js";
 import { type Activation, activate, activationName, ConfigReader, type RawConfig } from "./config.js";
 
 export interface VitConfig {
@@ -161,9 +161,6 @@ export const VIT: Architecture<VitConfig> = {
   tiedWeights: () => new Map(),
   forward,
   specialTokens: () => ({ bos: [], eos: [], pad: null }),
-  linearLayers: (c, head) => [
-    ...Array.from({ length: c.layers }, (_, i) => Object.keys(layerLinears(c, i))).flat(),
-    ...Object.keys(headLinears(c, head)),
-  ],
+  linearLayers: (c, head) => linearLayerPaths(c.layers, (i) => layerLinears(c, i), Object.keys(headLinears(c, head))),
   fanInFanOut: false,
 };

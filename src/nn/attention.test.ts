@@ -15,8 +15,11 @@ test("applyRotary equals x·cos + rotate_half(x)·sin written as transformers do
   const g = trace(
     (x, pos, inv) => {
       const rot = rotaryTables(pos, inv);
+      // transformers: emb = cat(freqs, freqs); x·cos(emb) + rotate_half(x)·sin(emb).
+      const freqs = pos.cast("f32").unsqueeze(-1).mul(inv);
+      const emb = concat([freqs, freqs], -1).unsqueeze(1);
       const [x1, x2] = x.split([d / 2, d / 2], -1);
-      const reference = x.mul(rot.cos).add(concat([x2.neg(), x1], -1).mul(rot.sin));
+      const reference = x.mul(emb.cos()).add(concat([x2.neg(), x1], -1).mul(emb.sin()));
       return [applyRotary(x, rot), reference];
     },
     [spec("f32", [2, 3, 5, d], "x"), spec("i64", [2, 5], "pos"), spec("f32", [d / 2], "inv")],
@@ -36,7 +39,7 @@ test("applyRotary's gradient (a custom swap-halves backward) matches finite diff
   const r = gradCheck(
     (x, c, s) => {
       const signedSin = concat([s.slice(-1, 0, d / 2).neg(), s.slice(-1, d / 2, d)], -1);
-      return applyRotary(x, { cos: c, sin: s, signedSin }).square().sum();
+      return applyRotary(x, { cos: c, signedSin }).square().sum();
     },
     [rand([2, 4, d]), rand([1, 4, d]), rand([1, 4, d])],
   );

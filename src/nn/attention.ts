@@ -48,19 +48,18 @@ const swapHalves = customVjp(
 );
 
 /**
- * cos and sin of shape [B, 1, T, D] for position ids [B, T] and inverse frequencies [D/2],
- * laid out as transformers does ([freqs, freqs]).
+ * cos and sign-adjusted sin of shape [B, 1, T, D] for position ids [B, T] and inverse
+ * frequencies [D/2], laid out as transformers does ([freqs, freqs]).
  */
 export function rotaryTables(positionIds: Tensor, invFreq: Tensor): RotaryTables {
-  const freqs = positionIds.cast("f32").unsqueeze(-1).mul(invFreq);
-  const emb = concat([freqs, freqs], -1).unsqueeze(1);
-  const s = freqs.sin().unsqueeze(1);
-  return { cos: emb.cos(), sin: emb.sin(), signedSin: concat([s.neg(), s], -1) };
+  const freqs = positionIds.cast("f32").unsqueeze(-1).mul(invFreq).unsqueeze(1);
+  const c = freqs.cos();
+  const s = freqs.sin();
+  return { cos: concat([c, c], -1), signedSin: concat([s.neg(), s], -1) };
 }
 
 export interface RotaryTables {
   cos: Tensor;
-  sin: Tensor;
   /** sin with the first half negated: rotate_half(x)·sin = swapHalves(x)·signedSin. */
   signedSin: Tensor;
 }

@@ -262,18 +262,19 @@ interface SplitSet {
  * exactly; keyed by the index of the first of them in graph order (where the Split is emitted).
  */
 function splitSets(g: Graph, live: ReadonlySet<number>): Map<number, SplitSet> {
-  const byInput = new Map<string, number[]>();
+  const byInput = new Map<string, { axis: number; idxs: number[] }>();
   g.nodes.forEach((n, idx) => {
     if (n.op !== "slice" || !live.has(n.outputs[0])) return;
     const rank = g.type(n.inputs[0]).shape.length;
     const axis = ((n.attrs.axis as number) + rank) % rank;
     const key = `${n.inputs[0]}:${axis}`;
-    byInput.set(key, [...(byInput.get(key) ?? []), idx]);
+    const set = byInput.get(key) ?? { axis, idxs: [] };
+    set.idxs.push(idx);
+    byInput.set(key, set);
   });
   const out = new Map<number, SplitSet>();
-  for (const [key, idxs] of byInput) {
+  for (const { axis, idxs } of byInput.values()) {
     if (idxs.length < 2) continue;
-    const axis = Number(key.split(":")[1]);
     const size = g.type(g.nodes[idxs[0]].inputs[0]).shape[axis] as number;
     const sorted = [...idxs].sort((x, y) => (g.nodes[x].attrs.start as number) - (g.nodes[y].attrs.start as number));
     let at = 0;
