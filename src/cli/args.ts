@@ -20,6 +20,15 @@ export interface FlagSpec {
   choices?: readonly string[];
   /** Shown as the value placeholder in help (e.g. DIR). */
   meta?: string;
+  /**
+   * Bounds of a number or int flag, checked for the command line and --config alike; every
+   * numeric flag declares at least one (args.test.ts walks the commands to enforce it).
+   * `min`/`max` are inclusive, `exclusiveMin`/`exclusiveMax` strict; set at most one of each pair.
+   */
+  min?: number;
+  max?: number;
+  exclusiveMin?: number;
+  exclusiveMax?: number;
 }
 
 export interface CommandSpec {
@@ -35,10 +44,35 @@ export type Flags = Record<string, string | number | boolean | string[] | undefi
 
 export const COMMON_FLAGS: FlagSpec[] = [
   { name: "config", type: "string", meta: "FILE", help: "read options from a YAML or JSON file; flags on the command line override it" },
-  { name: "threads", type: "int", meta: "N", help: "ONNX Runtime intra-op threads (default: all cores)" },
+  { name: "threads", type: "int", meta: "N", help: "ONNX Runtime intra-op threads (default: all cores)", min: 1 },
   { name: "verbose", type: "boolean", help: "print stack traces on errors" },
   { name: "help", type: "boolean", help: "show this help" },
 ];
+
+/** Whether the spec declares any bound (numeric flags must). */
+export function hasBounds(spec: FlagSpec): boolean {
+  return spec.min !== undefined || spec.max !== undefined || spec.exclusiveMin !== undefined || spec.exclusiveMax !== undefined;
+}
+
+/** The bounds as text: ">= 1", "> 0", "in [0, 1)", "in (0, 1]"; "" when there are none. */
+export function boundsText(spec: FlagSpec): string {
+  const lo = spec.min ?? spec.exclusiveMin;
+  const hi = spec.max ?? spec.exclusiveMax;
+  if (lo !== undefined && hi !== undefined)
+    return `in ${spec.min !== undefined ? "[" : "("}${lo}, ${hi}${spec.max !== undefined ? "]" : ")"}`;
+  if (lo !== undefined) return `${spec.min !== undefined ? ">=" : ">"} ${lo}`;
+  if (hi !== undefined) return `${spec.max !== undefined ? "<=" : "<"} ${hi}`;
+  return "";
+}
+
+function inBounds(spec: FlagSpec, n: number): boolean {
+  return (
+    (spec.min === undefined || n >= spec.min) &&
+    (spec.exclusiveMin === undefined || n > spec.exclusiveMin) &&
+    (spec.max === undefined || n <= spec.max) &&
+    (spec.exclusiveMax === undefined || n < spec.exclusiveMax)
+  );
+}
 
 const camel = (s: string) => s.replace(/[-_]([a-z])/g, (_, c: string) => c.toUpperCase());
 const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`).replace(/_/g, "-");
@@ -58,6 +92,9 @@ function convert(spec: FlagSpec, raw: unknown, where: string): string | number |
       const n = typeof raw === "number" ? raw : typeof raw === "string" && raw.trim() !== "" ? Number(raw) : Number.NaN;
       if (!Number.isFinite(n)) return bad("a number");
       if (spec.type === "int" && !Number.isInteger(n)) return bad("an integer");
+      // Larger integers lose their low digits silently (a seed of 2^60 would not be the seed given).
+      if (spec.type === "int" && !Number.isSafeInteger(n)) return bad(`an integer of at most ${Number.MAX_SAFE_INTEGER} in magnitude`);
+      if (!inBounds(spec, n)) throw new UsageError(`${where}: --${spec.name} must be ${boundsText(spec)}, got ${n}`);
       return n;
     }
     case "list":
@@ -148,6 +185,7 @@ export function helpText(cmd: CommandSpec): string {
   specs.forEach((s, i) => {
     const extra = [
       s.choices ? `one of: ${s.choices.join(", ")}` : "",
+      hasBounds(s) ? boundsText(s) : "",
       s.default !== undefined ? `default: ${Array.isArray(s.default) ? s.default.join(",") : s.default}` : "",
       s.required ? "required" : "",
     ]

@@ -16,14 +16,15 @@ export const evalCommand: CommandSpec = {
     { name: "adapter", type: "string", meta: "DIR", help: "PEFT adapter folder to apply" },
     { name: "data", type: "string", meta: "FILE", help: "evaluation data (same formats as train)", required: true },
     { name: "format", type: "string", help: "record format (default: detected)", choices: DATA_FORMATS },
-    { name: "batch-size", type: "int", meta: "N", help: "examples per batch", default: 16 },
-    { name: "max-length", type: "int", meta: "N", help: "longest example in tokens", default: 512 },
+    { name: "batch-size", type: "int", meta: "N", help: "examples per batch", default: 16, min: 1 },
+    { name: "max-length", type: "int", meta: "N", help: "longest example in tokens", default: 512, min: 1 },
     {
       name: "exact-match-limit",
       type: "int",
       meta: "N",
-      help: "prompt/completion data: check exact match on at most N examples",
+      help: "prompt/completion data: check exact match on at most N examples (0 = skip)",
       default: 200,
+      min: 0,
     },
     { name: "on-bad-record", type: "string", help: "what to do with a malformed record", default: "error", choices: ["error", "skip"] },
     {

@@ -6,7 +6,7 @@ import { DATA_FORMATS, type DataFormat, type Example, loadDataset, splitDataset 
 import { METHODS, MethodError, methodConfig } from "../../train/methods.js";
 import { runTraining } from "../../train/run.js";
 import type { ScheduleName } from "../../train/schedule.js";
-import { type CommandSpec, type Flags, UsageError } from "../args.js";
+import { type CommandSpec, UsageError } from "../args.js";
 import { requireDir } from "../load.js";
 
 export const TRAIN_FLAGS: CommandSpec["flags"] = [
@@ -25,18 +25,20 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     meta: "F",
     help: "share of --data held out for evaluation when --eval-data is absent",
     default: 0.05,
+    min: 0,
+    exclusiveMax: 1,
   },
   { name: "format", type: "string", help: "record format (default: detected from the fields)", choices: DATA_FORMATS },
   { name: "on-bad-record", type: "string", help: "what to do with a malformed record", default: "error", choices: ["error", "skip"] },
-  { name: "max-length", type: "int", meta: "N", help: "longest example in tokens", default: 512 },
+  { name: "max-length", type: "int", meta: "N", help: "longest example in tokens", default: 512, min: 1 },
   { name: "pack", type: "boolean", help: "pack text examples into rows of --max-length tokens" },
   { name: "method", type: "string", help: "PEFT method", default: "lora", choices: METHODS },
-  { name: "r", type: "int", meta: "N", help: "LoRA rank", default: 8 },
-  { name: "alpha", type: "number", meta: "A", help: "LoRA alpha (default 2·r)" },
-  { name: "dropout", type: "number", meta: "P", help: "LoRA / adapter dropout", default: 0.05 },
+  { name: "r", type: "int", meta: "N", help: "LoRA rank", default: 8, min: 1 },
+  { name: "alpha", type: "number", meta: "A", help: "LoRA alpha (default 2·r)", exclusiveMin: 0 },
+  { name: "dropout", type: "number", meta: "P", help: "LoRA / adapter dropout", default: 0.05, min: 0, exclusiveMax: 1 },
   { name: "target", type: "list", meta: "LIST", help: 'target modules, comma-separated, or "all-linear"' },
-  { name: "num-virtual-tokens", type: "int", meta: "N", help: "prompt/prefix tuning: soft tokens", default: 20 },
-  { name: "bottleneck-size", type: "int", meta: "N", help: "adapter: bottleneck width", default: 32 },
+  { name: "num-virtual-tokens", type: "int", meta: "N", help: "prompt/prefix tuning: soft tokens", default: 20, min: 1 },
+  { name: "bottleneck-size", type: "int", meta: "N", help: "adapter: bottleneck width", default: 32, min: 1 },
   {
     name: "adapter-type",
     type: "string",
@@ -45,22 +47,29 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     choices: ["houlsby", "pfeiffer", "parallel"],
   },
   { name: "output-dir", type: "string", meta: "DIR", help: "where the adapter, checkpoints and metrics go", required: true },
-  { name: "epochs", type: "number", meta: "N", help: "passes over the data (ignored when --max-steps is smaller)", default: 1 },
-  { name: "max-steps", type: "int", meta: "N", help: "stop after N optimizer steps" },
-  { name: "batch-size", type: "int", meta: "N", help: "examples per micro-batch", default: 8 },
-  { name: "grad-accum", type: "int", meta: "N", help: "micro-batches per optimizer step", default: 1 },
-  { name: "lr", type: "number", meta: "LR", help: "peak learning rate", default: 2e-4 },
+  {
+    name: "epochs",
+    type: "number",
+    meta: "N",
+    help: "passes over the data (ignored when --max-steps is smaller)",
+    default: 1,
+    exclusiveMin: 0,
+  },
+  { name: "max-steps", type: "int", meta: "N", help: "stop after N optimizer steps", min: 1 },
+  { name: "batch-size", type: "int", meta: "N", help: "examples per micro-batch", default: 8, min: 1 },
+  { name: "grad-accum", type: "int", meta: "N", help: "micro-batches per optimizer step", default: 1, min: 1 },
+  { name: "lr", type: "number", meta: "LR", help: "peak learning rate", default: 2e-4, exclusiveMin: 0 },
   { name: "schedule", type: "string", help: "learning-rate schedule", default: "linear", choices: ["constant", "linear", "cosine"] },
-  { name: "warmup", type: "number", meta: "N", help: "warmup steps (>= 1) or fraction of all steps (< 1)", default: 0 },
+  { name: "warmup", type: "number", meta: "N", help: "warmup steps (>= 1) or fraction of all steps (< 1)", default: 0, min: 0 },
   { name: "optimizer", type: "string", help: "optimizer", default: "adamw", choices: ["adamw", "sgd"] },
-  { name: "weight-decay", type: "number", meta: "W", help: "weight decay", default: 0 },
-  { name: "clip-norm", type: "number", meta: "N", help: "clip the global gradient norm (0 = off)", default: 1 },
-  { name: "seed", type: "int", meta: "S", help: "seed for initialisation, shuffling and dropout", default: 42 },
-  { name: "save-steps", type: "int", meta: "N", help: "checkpoint every N steps (0 = only at the end)", default: 100 },
-  { name: "save-total-limit", type: "int", meta: "N", help: "keep at most N checkpoints", default: 2 },
-  { name: "eval-steps", type: "int", meta: "N", help: "evaluate every N steps (default: at the end)" },
-  { name: "early-stopping-patience", type: "int", meta: "N", help: "stop after N evaluations without a better eval loss" },
-  { name: "log-steps", type: "int", meta: "N", help: "log line every N steps when not on a terminal", default: 10 },
+  { name: "weight-decay", type: "number", meta: "W", help: "weight decay", default: 0, min: 0 },
+  { name: "clip-norm", type: "number", meta: "N", help: "clip the global gradient norm (0 = off)", default: 1, min: 0 },
+  { name: "seed", type: "int", meta: "S", help: "seed for initialisation, shuffling and dropout", default: 42, min: 0 },
+  { name: "save-steps", type: "int", meta: "N", help: "checkpoint every N steps (0 = only at the end)", default: 100, min: 0 },
+  { name: "save-total-limit", type: "int", meta: "N", help: "keep at most N checkpoints (0 = keep all)", default: 2, min: 0 },
+  { name: "eval-steps", type: "int", meta: "N", help: "evaluate every N steps (default: at the end)", min: 1 },
+  { name: "early-stopping-patience", type: "int", meta: "N", help: "stop after N evaluations without a better eval loss", min: 1 },
+  { name: "log-steps", type: "int", meta: "N", help: "log line every N steps when not on a terminal", default: 10, min: 1 },
   { name: "resume", type: "boolean", help: "continue from the newest checkpoint in --output-dir" },
   {
     name: "gradient-checkpointing",
@@ -68,11 +77,6 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     help: "recompute each layer's activations in the backward pass: less memory, about a third more compute",
   },
 ];
-
-function positive(o: Flags, name: string, key: string, allowZero = false): void {
-  const v = o[key] as number | undefined;
-  if (v !== undefined && (allowZero ? v < 0 : v <= 0)) throw new UsageError(`--${name} must be ${allowZero ? ">= 0" : "> 0"}, got ${v}`);
-}
 
 export const trainCommand: CommandSpec = {
   name: "train",
@@ -84,25 +88,8 @@ export const trainCommand: CommandSpec = {
     "peftkit train --config train.yaml --lr 1e-4",
   ],
   async run(o) {
-    for (const [flag, key] of [
-      ["lr", "lr"],
-      ["batch-size", "batchSize"],
-      ["grad-accum", "gradAccum"],
-      ["epochs", "epochs"],
-      ["max-steps", "maxSteps"],
-      ["r", "r"],
-      ["max-length", "maxLength"],
-    ] as const)
-      positive(o, flag, key);
-    for (const [flag, key] of [
-      ["weight-decay", "weightDecay"],
-      ["warmup", "warmup"],
-      ["save-steps", "saveSteps"],
-      ["clip-norm", "clipNorm"],
-    ] as const)
-      positive(o, flag, key, true);
+    // Numeric ranges were checked by parseFlags from the flags' bounds.
     const ef = o.evalFraction as number;
-    if (ef < 0 || ef >= 1) throw new UsageError(`--eval-fraction must be in [0, 1), got ${ef}`);
     const modelDir = requireDir(o.model as string, "--model");
     if (!existsSync(o.data as string)) throw new UsageError(`--data ${o.data}: no such file or folder`);
     if (o.evalData && !existsSync(o.evalData as string)) throw new UsageError(`--eval-data ${o.evalData}: no such file or folder`);
