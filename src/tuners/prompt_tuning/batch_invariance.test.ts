@@ -72,7 +72,8 @@ describe("prompt learning is batch-invariant", () => {
           const v = logits.shape[2];
           assert.deepEqual(logits.shape, [2, n + t, v]);
           const padN = t - SHORT.length;
-          const row = (r: number, from: number, to: number) => rows(logits.data, 2, n + t, v, from, to).subarray(r * (to - from) * v, (r + 1) * (to - from) * v);
+          const row = (r: number, from: number, to: number) =>
+            rows(logits.data, 2, n + t, v, from, to).subarray(r * (to - from) * v, (r + 1) * (to - from) * v);
           // Soft tokens (input-independent) and real tokens; padding positions are not compared.
           const want0 = alone.logits?.data as Float32Array;
           const d0 = Math.max(
