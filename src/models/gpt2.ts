@@ -134,7 +134,7 @@ function block(
   return { h: h1.add(ctx.hook({ kind: "mlp_output", layer: i }, ctx.linear(`${p}mlp.c_proj`, inner, fif))), kv: { key: k, value: v } };
 }
 
-/** Prompt-learning inputs as in llama.ts: prefixes shift positions by n; soft tokens run first, then act as a prefix. */
+/** Prompt-learning inputs as in llama.ts: prefixes and soft tokens shift real positions by n; soft tokens run first, then act as a prefix. */
 function forward(ctx: ForwardContext, c: Gpt2Config, inputs: ArchInputs, head: TaskHead): ArchOutputs {
   const ids = inputs.inputIds;
   if (!ids) throw new ModelError("gpt2: forward needs inputIds");

@@ -217,12 +217,13 @@ function decoderLayer(
 }
 
 /**
- * Prompt-learning inputs follow HF PEFT on transformers: a prefix of n key/value rows per layer
- * shifts the positions of the real tokens by n (transformers counts the cache), and n soft tokens
- * take positions 0..n−1 with the real tokens after them (PEFT drops given position ids for prompt
- * tuning, so positions are the cache positions). Soft tokens come first and see only each other,
- * so in a causal decoder their keys/values do not depend on the input: they are computed in a
- * pass of their own and then act as a prefix, which also serves cached decoding.
+ * Prompt-learning inputs: a prefix of n key/value rows per layer shifts the positions of the real
+ * tokens by n (transformers counts the cache), and n soft tokens take positions 0..n−1 just before
+ * each row's first real token, whose positions (given ones skip left padding) shift by n — see
+ * realTokenPositions; this keeps a left-padded row equal to the row alone. Soft tokens come first
+ * and see only each other, so in a causal decoder their keys/values do not depend on the input:
+ * they are computed in a pass of their own and then act as a prefix, which also serves cached
+ * decoding.
  */
 function forward(ctx: ForwardContext, c: LlamaConfig, inputs: ArchInputs, head: TaskHead): ArchOutputs {
   const ids = inputs.inputIds;

@@ -90,12 +90,14 @@ export function softPromptPass(
 }
 
 /**
- * Positions [B, T] of the real tokens behind `prefix` key/value rows and `soft` soft tokens:
- * with soft tokens they follow the cache positions (PEFT drops given position ids for prompt
- * tuning); otherwise the given (or arange) positions, shifted past any prefix.
+ * Positions [B, T] of the real tokens behind `prefix` key/value rows and `soft` soft tokens: the
+ * positions the base model would give them (the given ones, which skip left padding, else
+ * the cache positions, else 0..T−1), shifted by prefix + soft. Soft tokens take prefix..prefix+soft−1,
+ * so they sit just before each row's first real token whatever its padding: a left-padded row
+ * sees exactly what it sees alone. (PEFT drops given position ids for prompt tuning, which makes
+ * a row's positions count its padding; prefix tuning it shifts by n, as here.)
  */
 export function realTokenPositions(b: Dim, t: Dim, prefix: number, soft: number, positionIds?: Tensor, cachePosition?: Tensor): Tensor {
-  if (soft) return (cachePosition ? cachePosition.unsqueeze(0).expand([b, t]) : iota([b, t], 1)).add(prefix + soft);
-  const positions = positionIds ?? iota([b, t], 1);
-  return prefix ? positions.add(prefix) : positions;
+  const positions = positionIds ?? (cachePosition ? cachePosition.unsqueeze(0).expand([b, t]) : iota([b, t], 1));
+  return prefix + soft ? positions.add(prefix + soft) : positions;
 }

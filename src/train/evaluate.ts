@@ -98,26 +98,53 @@ export function normalizeAnswer(s: string): string {
   return s.split("\n")[0].trim().toLowerCase();
 }
 
+/** What exact-match scoring needs of a tokenizer. */
+export type CompletionTokenizer = Pick<PreTrainedTokenizer, "encode" | "decode" | "eosTokenId">;
+
+/** One scored completion: the model's normalised answer and whether it matches the reference. */
+export interface ExactMatchResult {
+  prediction: string;
+  hit: boolean;
+}
+
+/**
+ * The greedy continuation of every prompt, scored against its reference. Each item gets its own
+ * token budget (`maxNew`, else its reference's length + 2) and the rows of a batch are cut to
+ * their own budget, so an item's result does not depend on the batch size or its neighbours
+ * (generation itself is batch-invariant: left padding is masked and positions skip it).
+ */
+export async function exactMatchResults(
+  model: EvalModel,
+  items: readonly CompletionItem[],
+  tok: CompletionTokenizer,
+  maxNew?: number,
+  batchSize = 16,
+): Promise<ExactMatchResult[]> {
+  const results: ExactMatchResult[] = [];
+  for (let i = 0; i < items.length; i += batchSize) {
+    const chunk = items.slice(i, i + batchSize);
+    const budgets = chunk.map((c) => maxNew ?? tok.encode(c.completion, { addSpecialTokens: false }).length + 2);
+    const outs = await model.generate(
+      chunk.map((c) => c.prompt),
+      { maxNewTokens: Math.max(...budgets), eosTokenId: tok.eosTokenId ?? undefined },
+    );
+    outs.forEach((o, j) => {
+      const start = chunk[j].prompt.length;
+      const prediction = normalizeAnswer(tok.decode(o.slice(start, start + budgets[j]), { skipSpecialTokens: true }));
+      results.push({ prediction, hit: prediction === normalizeAnswer(chunk[j].completion) });
+    });
+  }
+  return results;
+}
+
 /** Fraction of prompts whose greedy continuation equals the reference completion. */
 export async function exactMatch(
   model: EvalModel,
   items: readonly CompletionItem[],
-  tok: PreTrainedTokenizer,
+  tok: CompletionTokenizer,
   maxNew?: number,
   batchSize = 16,
 ): Promise<number> {
-  let hits = 0;
-  for (let i = 0; i < items.length; i += batchSize) {
-    const chunk = items.slice(i, i + batchSize);
-    const longest = Math.max(...chunk.map((c) => tok.encode(c.completion, { addSpecialTokens: false }).length));
-    const outs = await model.generate(
-      chunk.map((c) => c.prompt),
-      { maxNewTokens: maxNew ?? longest + 2, eosTokenId: tok.eosTokenId ?? undefined },
-    );
-    outs.forEach((o, j) => {
-      const text = tok.decode(o.slice(chunk[j].prompt.length), { skipSpecialTokens: true });
-      if (normalizeAnswer(text) === normalizeAnswer(chunk[j].completion)) hits++;
-    });
-  }
-  return items.length ? hits / items.length : 0;
+  const results = await exactMatchResults(model, items, tok, maxNew, batchSize);
+  return results.length ? results.filter((r) => r.hit).length / results.length : 0;
 }

@@ -1,8 +1,8 @@
 /**
  * Prompt tuning (Lester et al. 2021, "The Power of Scale for Parameter-Efficient Prompt Tuning"):
  * n trainable soft-token embeddings are prepended to the input embeddings of a frozen model. The
- * model sees them as ordinary tokens (attention mask 1, positions 0..n−1 before the real tokens),
- * so logits come back for n + T positions; training pads labels with n × −100. Saved as PEFT's
+ * model sees them as ordinary tokens (attention mask 1, positions 0..n−1 just before each row's
+ * first real token, so left padding changes nothing), so logits come back for n + T positions; training pads labels with n × −100. Saved as PEFT's
  * `prompt_embeddings` [n, token_dim].
  */
 import { readFileSync } from "node:fs";
