@@ -227,7 +227,7 @@ def llama_weights(cfg, gen):
     return W
 
 
-def make_llama_case(name, cfg, description, extra_checks=None, generate=False):
+def make_llama_case(name, cfg, description, extra_checks=None, generate=False, atol=ATOL):
     gen = Gen(name)
     weights = llama_weights(cfg, gen)
     W = R.Weights(weights)
@@ -257,7 +257,7 @@ def make_llama_case(name, cfg, description, extra_checks=None, generate=False):
         "architecture": cfg["architectures"][0],
         "model_type": cfg["model_type"],
         "description": description,
-        "atol": ATOL,
+        "atol": atol,
         "rtol": 0.0,
         "inputs": ["input_ids", "attention_mask"],
         "outputs": DECODER_OUTPUTS,
@@ -303,6 +303,31 @@ def greedy_generate(cfg, W, gen, prompt_len, new_tokens):
     inc = R.llama_like_incremental(cfg, W, seq)
     check(torch.equal(inc[prompt_len - 1 : -1].argmax(-1), seq[0, prompt_len:]), "incremental greedy differs")
     return prompt, seq, margin
+
+
+def window_checks(cfg):
+    """The window matters at T_DEC, and its boundary is where sliding_allowed puts it: a window of
+    T_DEC keys equals full attention at every position, a window of T_DEC - 1 does not."""
+    def run(W, golden, fwd):
+        ids, mask = golden["input_ids"], golden["attention_mask"]
+        arange = torch.arange(T_DEC)[None].expand(B_DEC, T_DEC)
+        full = fwd(W, ids, mask, arange, torch.float32, ignore_window=True)
+        d_full = maxdiff(full, golden["logits"], mask)
+        check(d_full > 1e-2, f"sliding window does not change logits ({d_full})")
+        windows = R.layer_windows(cfg)
+        widest = dict(cfg, sliding_window=T_DEC)
+        d_t = maxdiff(R.llama_like_forward(widest, W, ids, mask, arange), full, mask)
+        check(d_t < 1e-6, f"a window of T keys differs from full attention ({d_t})")
+        narrower = dict(cfg, sliding_window=T_DEC - 1)
+        last = torch.zeros_like(mask)
+        last[0, T_DEC - 1] = 1  # only the last query of the unpadded row loses a key (key 0)
+        d_t1 = maxdiff(R.llama_like_forward(narrower, W, ids, mask, arange), full, last)
+        check(d_t1 > 1e-3, f"a window of T - 1 keys does not change the last position ({d_t1})")
+        d_t1_rest = maxdiff(R.llama_like_forward(narrower, W, ids, mask, arange)[0, : T_DEC - 1], full[0, : T_DEC - 1])
+        check(d_t1_rest < 1e-6, f"a window of T - 1 keys changes earlier positions ({d_t1_rest})")
+        return {"layer_windows": windows, "window_vs_full_attention": d_full, "window_T_vs_full": d_t,
+                "window_T_minus_1_last_position_change": d_t1, "window_T_minus_1_earlier_positions": d_t1_rest}
+    return run
 
 
 def llama3_checks(cfg):
@@ -828,6 +853,19 @@ def main():
                                             extra={"sliding_window": None, "head_dim": None}),
                     "MistralForCausalLM: GQA 4/2, rope_theta 1e6, sliding_window null (full causal attention), "
                     "head_dim null (falls back to hidden/heads).")
+    cfg_mw = llama_config("mistral", kv_heads=2, rope_theta=1000000.0, max_pos=512,
+                          extra={"sliding_window": 4, "head_dim": None})
+    make_llama_case("mistral_sliding_window", cfg_mw,
+                    "MistralForCausalLM with sliding_window 4 on 10-token inputs: query i sees keys i-3..i "
+                    "(sequence indices, padding included). Also a greedy-generation golden running past the window.",
+                    extra_checks=window_checks(cfg_mw), generate=True, atol=1e-5)
+    cfg_qw = llama_config("qwen2", kv_heads=2, tie=True, rope_theta=1000000.0, max_pos=512, extra={
+        "max_window_layers": 1, "sliding_window": 3, "use_sliding_window": True, "bos_token_id": 254,
+        "eos_token_id": 255})
+    make_llama_case("qwen2_sliding_window", cfg_qw,
+                    "Qwen2ForCausalLM with use_sliding_window true, sliding_window 3, max_window_layers 1: layer 0 "
+                    "full attention, layer 1 windowed (no layer_types field, so the default rule applies).",
+                    extra_checks=window_checks(cfg_qw), atol=1e-5)
     make_llama_case("qwen2", llama_config("qwen2", kv_heads=2, tie=True, rope_theta=1000000.0, max_pos=512, extra={
         "max_window_layers": 2, "sliding_window": 512, "use_sliding_window": False, "bos_token_id": 254,
         "eos_token_id": 255}),

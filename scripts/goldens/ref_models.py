@@ -130,6 +130,35 @@ def causal_allowed(attention_mask):
     return tri[None, None] & attention_mask.bool()[:, None, None, :]
 
 
+def sliding_allowed(attention_mask, window):
+    """causal_allowed narrowed to a sliding window: query i keeps keys j with i - window < j <= i
+    (j, i are sequence indices, padding included: transformers measures the window in cache
+    positions, masking_utils.sliding_window_overlay)."""
+    T = attention_mask.shape[1]
+    i = torch.arange(T)[:, None]
+    j = torch.arange(T)[None, :]
+    return causal_allowed(attention_mask) & (j > i - window)[None, None]
+
+
+def layer_windows(cfg):
+    """Per layer: the sliding window or None (full attention), derived from the config as
+    transformers' MistralConfig / Qwen2Config do (written from their sources, not copied):
+    mistral windows every layer (sliding_window defaults to 4096 when absent, null = none);
+    qwen2 only with use_sliding_window, on layers whose layer_types entry is sliding_attention,
+    by default those with index >= max_window_layers; llama never."""
+    L = cfg["num_hidden_layers"]
+    kind = cfg["model_type"]
+    if kind == "mistral":
+        return [cfg.get("sliding_window", 4096)] * L
+    if kind != "qwen2":
+        return [None] * L
+    w = cfg.get("sliding_window", 4096) if cfg.get("use_sliding_window", False) else None
+    types = cfg.get("layer_types") or [
+        "sliding_attention" if w is not None and i >= cfg.get("max_window_layers", 28) else "full_attention"
+        for i in range(L)]
+    return [w if t == "sliding_attention" else None for t in types]
+
+
 def additive(allowed, dtype):
     m = torch.zeros(allowed.shape, dtype=dtype)
     return m.masked_fill(~allowed, torch.finfo(dtype).min)
@@ -154,8 +183,9 @@ def repeat_kv(x, n_rep):
 
 
 def llama_like_forward(cfg, W, input_ids, attention_mask, position_ids, dtype=torch.float32,
-                       gqa="expand", ignore_rope_scaling=False, return_hidden=False):
-    """LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM, no cache, eager attention."""
+                       gqa="expand", ignore_rope_scaling=False, return_hidden=False, ignore_window=False):
+    """LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM, no cache, eager attention;
+    sliding-window layers (layer_windows) get the windowed causal mask."""
     g = (lambda n: W(n).to(dtype))
     H = cfg["hidden_size"]
     nh = cfg["num_attention_heads"]
@@ -167,9 +197,11 @@ def llama_like_forward(cfg, W, input_ids, attention_mask, position_ids, dtype=to
 
     x = g("model.embed_tokens.weight")[input_ids]
     cos, sin = rope_cos_sin(cfg, position_ids, dtype, ignore_rope_scaling)
-    allowed = causal_allowed(attention_mask)
+    full = causal_allowed(attention_mask)
+    windows = [None] * cfg["num_hidden_layers"] if ignore_window else layer_windows(cfg)
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
+        allowed = full if windows[i] is None else sliding_allowed(attention_mask, windows[i])
         h = rms_norm(x, g(p + "input_layernorm.weight"), eps)
         bias = (lambda n: g(p + f"self_attn.{n}_proj.bias")) if qkv_bias else (lambda n: None)
         q = linear(h, g(p + "self_attn.q_proj.weight"), bias("q")).view(B, T, nh, hd).transpose(1, 2)
@@ -199,7 +231,9 @@ def llama_like_forward(cfg, W, input_ids, attention_mask, position_ids, dtype=to
 
 def llama_like_incremental(cfg, W, ids):
     """Token-by-token decoding with a KV cache (single row, no padding); returns [T, V] logits.
-    Used only as a cross-check of the full forward's causal masking and rope positions."""
+    Used only as a cross-check of the full forward's causal masking and rope positions. A
+    sliding-window layer keeps only its last `window` keys/values (a rolling cache, no mask), an
+    implementation of the window independent of sliding_allowed."""
     T = ids.shape[1]
     H = cfg["hidden_size"]
     nh = cfg["num_attention_heads"]
@@ -210,6 +244,7 @@ def llama_like_incremental(cfg, W, ids):
     L = cfg["num_hidden_layers"]
     cache_k = [[] for _ in range(L)]
     cache_v = [[] for _ in range(L)]
+    windows = layer_windows(cfg)
     out = []
     for t in range(T):
         x = W("model.embed_tokens.weight")[ids[0, t]][None]  # [1, H]
@@ -226,6 +261,9 @@ def llama_like_incremental(cfg, W, ids):
             k = k * cos + rotate_half(k) * sin
             cache_k[i].append(k)
             cache_v[i].append(v)
+            if windows[i] is not None:
+                del cache_k[i][:-windows[i]]
+                del cache_v[i][:-windows[i]]
             K = torch.stack(cache_k[i], dim=1)  # [nkv, t+1, hd]
             V = torch.stack(cache_v[i], dim=1)
             heads = []

@@ -55,6 +55,26 @@ export class ConfigReader {
     return v;
   }
 
+  /**
+   * A positive integer where an explicit null means "none" (e.g. sliding_window): `absent` is what
+   * transformers' config class defaults to when the field is missing, which may differ from null.
+   */
+  positiveIntOrNull(field: string, absent: number | null): number | null {
+    if (!(field in this.raw)) return absent;
+    const v = this.raw[field];
+    if (v === null) return null;
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 1) this.fail(field, "a positive integer or null");
+    return v;
+  }
+
+  /** An optional list of strings (e.g. layer_types); null when absent. */
+  strList(field: string): string[] | null {
+    const v = this.raw[field];
+    if (v === undefined || v === null) return null;
+    if (!Array.isArray(v) || !v.every((x) => typeof x === "string")) this.fail(field, "a list of strings");
+    return v as string[];
+  }
+
   /** An optional integer or list of integers (e.g. eos_token_id). */
   intList(field: string): number[] {
     const v = this.raw[field];

@@ -1,13 +1,14 @@
 /**
- * LLaMA-family decoders: llama (SmolLM, TinyLlama, Llama 3.x), mistral (no sliding window),
- * qwen2 (q/k/v biases). Follows transformers' modeling_llama.py: RMSNorm in f32, rotary with
- * rotate_half, grouped-query attention, SwiGLU MLP, optional tied embeddings.
+ * LLaMA-family decoders: llama (SmolLM, TinyLlama, Llama 3.x), mistral (sliding window), qwen2
+ * (q/k/v biases, sliding window on the upper layers when enabled). Follows transformers'
+ * modeling_llama.py: RMSNorm in f32, rotary with rotate_half, grouped-query attention, SwiGLU MLP,
+ * optional tied embeddings.
  */
 import { hostTensor } from "../engine/ir/host.js";
 import * as F from "../engine/trace/composites.js";
 import { concat, constant, iota, type Tensor } from "../engine/trace/tensor.js";
 import { checkpoint } from "../engine/trace/trace.js";
-import { applyRotary, attend, mergeHeads, type RotaryTables, rotaryTables, splitHeads } from "../nn/attention.js";
+import { applyRotary, attend, mergeHeads, type RotaryTables, rotaryTables, slidingWindow, splitHeads } from "../nn/attention.js";
 import type { ForwardContext } from "../nn/context.js";
 import { linears, ModelError } from "../nn/context.js";
 import { lastTokenPool } from "../nn/pooling.js";
@@ -53,6 +54,39 @@ export interface LlamaConfig {
   bos: number[];
   eos: number[];
   pad: number | null;
+  /** Per layer: the sliding window in key slots, or null for full causal attention. */
+  windows: (number | null)[];
+}
+
+/**
+ * Which layers attend through a sliding window, as transformers decides it. Mistral: every layer,
+ * `sliding_window` defaulting to 4096 when the field is missing (MistralConfig) and null meaning
+ * full attention; a `layer_types` field is ignored, as MistralModel does. Qwen2: the window exists
+ * only with `use_sliding_window: true`, and applies to the layers whose `layer_types` entry is
+ * "sliding_attention", by default those with index >= `max_window_layers` (Qwen2Config). Llama has
+ * no window.
+ */
+function layerWindows(r: ConfigReader, modelType: string, layers: number): (number | null)[] {
+  if (modelType === "mistral") return new Array<number | null>(layers).fill(r.positiveIntOrNull("sliding_window", 4096));
+  if (modelType !== "qwen2") return new Array<number | null>(layers).fill(null);
+  const window = r.bool("use_sliding_window", false) ? r.positiveIntOrNull("sliding_window", 4096) : null;
+  const given = r.strList("layer_types");
+  if (!given) {
+    const first = r.int("max_window_layers", 28);
+    return Array.from({ length: layers }, (_, i) => (window !== null && i >= first ? window : null));
+  }
+  if (given.length !== layers)
+    throw new ModelError(`config.json: "layer_types" has ${given.length} entries, num_hidden_layers is ${layers}`);
+  return given.map((t, i) => {
+    if (t === "full_attention") return null;
+    if (t !== "sliding_attention")
+      throw new ModelError(`config.json: layer_types[${i}] is "${t}" (supported: full_attention, sliding_attention)`);
+    if (window === null)
+      throw new ModelError(
+        `config.json: layer_types[${i}] is "sliding_attention" but there is no window (needs use_sliding_window: true and a sliding_window)`,
+      );
+    return window;
+  });
 }
 
 /** inv_freq with rope_scaling, following transformers' modeling_rope_utils. */
@@ -102,10 +136,11 @@ function parseConfig(raw: RawConfig, opts: { numLabels?: number }): LlamaConfig 
   const qwen = modelType === "qwen2";
   const attentionBias = r.bool("attention_bias", false);
   const idToLabel = r.obj("id2label");
+  const layers = r.int("num_hidden_layers");
   return {
     modelType,
     hidden,
-    layers: r.int("num_hidden_layers"),
+    layers,
     heads,
     kvHeads,
     headDim,
@@ -123,6 +158,7 @@ function parseConfig(raw: RawConfig, opts: { numLabels?: number }): LlamaConfig 
     bos: r.intList("bos_token_id"),
     eos: r.intList("eos_token_id"),
     pad: r.has("pad_token_id") ? r.int("pad_token_id") : null,
+    windows: layerWindows(r, modelType, layers),
   };
 }
 
@@ -164,12 +200,36 @@ function expectedWeights(c: LlamaConfig, head: TaskHead): Map<string, number[]> 
  */
 function decoderMask(inputs: ArchInputs, seqLen: Tensor): Tensor {
   const mask = inputs.attentionMask;
-  const cachePos = inputs.cachePosition ?? iota([seqLen.shape[1]], 0);
+  const cachePos = queryCachePositions(inputs, seqLen);
   const keyCount = mask ? mask.shape[1] : seqLen.shape[1];
   const keys = iota([1, keyCount], 1);
   const causal = keys.le(cachePos.unsqueeze(-1)).unsqueeze(0);
   if (!mask) return causal;
   return causal.and(mask.ne(0).unsqueeze(1));
+}
+
+/** Cache positions [T] of the queries: given while decoding with a cache, else 0..T−1. */
+function queryCachePositions(inputs: ArchInputs, seqLen: Tensor): Tensor {
+  return inputs.cachePosition ?? iota([seqLen.shape[1]], 0);
+}
+
+/**
+ * The mask of each layer: `allowed` [B|1, T, S] as it is, or narrowed to the layer's sliding
+ * window, built once per distinct window. `querySlots` [T] are the queries' slots on the key axis
+ * (prompt-learning rows counted), which is what the window is measured in.
+ */
+function layerMasks(c: LlamaConfig, allowed: Tensor | null, querySlots: Tensor): (layer: number) => Tensor | null {
+  const byWindow = new Map<number, Tensor>();
+  return (layer) => {
+    const w = c.windows[layer];
+    if (w === null || !allowed) return allowed;
+    let m = byWindow.get(w);
+    if (!m) {
+      m = slidingWindow(allowed, querySlots, w);
+      byWindow.set(w, m);
+    }
+    return m;
+  };
 }
 
 /**
@@ -239,19 +299,19 @@ function forward(ctx: ForwardContext, c: LlamaConfig, inputs: ArchInputs, head: 
   let promptHidden: Tensor | null = null;
   if (soft) {
     const rot = rotaryTables(iota([b, n], 1).add(pre), invFreq);
-    const allowedP = withLeadingKeys(causalSquare(n), pre);
+    const allowedP = layerMasks(c, withLeadingKeys(causalSquare(n), pre), iota([n], 0).add(pre));
     const pass = softPromptPass(c.layers, prefixes, ctx.hook({ kind: "embeddings", x: soft }, soft), (i, hp, lead) =>
-      decoderLayer(ctx, c, i, hp, rot, allowedP, lead, undefined),
+      decoderLayer(ctx, c, i, hp, rot, allowedP(i), lead, undefined),
     );
     leads = pass.leads;
     promptHidden = pass.hidden;
   }
   const positions = realTokenPositions(b, t, pre, n, inputs.positionIds, inputs.cachePosition);
   const rot = rotaryTables(positions, invFreq);
-  const allowed = withLeadingKeys(decoderMask(inputs, ids), pre + n);
+  const allowed = layerMasks(c, withLeadingKeys(decoderMask(inputs, ids), pre + n), queryCachePositions(inputs, ids).add(pre + n));
   const present: KeyValue[] = [];
   for (let i = 0; i < c.layers; i++) {
-    const r = checkpoint(() => decoderLayer(ctx, c, i, h, rot, allowed, leads[i], inputs.past?.[i]));
+    const r = checkpoint(() => decoderLayer(ctx, c, i, h, rot, allowed(i), leads[i], inputs.past?.[i]));
     h = r.h;
     present.push(r.kv);
   }

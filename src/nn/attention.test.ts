@@ -4,9 +4,9 @@ import { test } from "node:test";
 import { rand } from "../engine/autodiff/cases.js";
 import { gradCheck } from "../engine/autodiff/gradcheck.js";
 import { interpret } from "../engine/exec/reference/interpreter.js";
-import { concat } from "../engine/trace/tensor.js";
+import { concat, iota } from "../engine/trace/tensor.js";
 import { spec, trace } from "../engine/trace/trace.js";
-import { applyRotary, rotaryTables } from "./attention.js";
+import { applyRotary, rotaryTables, slidingWindow } from "./attention.js";
 
 const invFreq = (d: number) => Array.from({ length: d / 2 }, (_, i) => 10000 ** (-(2 * i) / d));
 
@@ -44,4 +44,23 @@ test("applyRotary's gradient (a custom swap-halves backward) matches finite diff
     [rand([2, 4, d]), rand([1, 4, d]), rand([1, 4, d])],
   );
   assert.ok(r.maxRelError <= 1e-6, `rel err ${r.maxRelError}`);
+});
+
+test("slidingWindow keeps keys q−W < k <= q of a causal mask, measured in key slots", () => {
+  // 3 queries in slots 5, 6, 7 (cache positions 3..5 behind 2 leading prompt rows), 8 keys.
+  const window = 3;
+  const g = trace(
+    (qpos) => {
+      const causal = iota([1, 8], 1).le(qpos.unsqueeze(-1)).unsqueeze(0);
+      return [slidingWindow(causal, qpos, window).cast("i64")];
+    },
+    [spec("i64", [3], "qpos")],
+  );
+  const slots = [5, 6, 7];
+  const [got] = interpret(g, [{ dtype: "i64", shape: [3], data: BigInt64Array.from(slots, BigInt) }]);
+  const want = slots.flatMap((q) => Array.from({ length: 8 }, (_, k) => (k <= q && k > q - window ? 1n : 0n)));
+  assert.deepEqual([...got.shape], [1, 3, 8]);
+  assert.deepEqual(Array.from(got.data as BigInt64Array), want);
+  // each query keeps exactly `window` keys, itself included
+  for (let i = 0; i < 3; i++) assert.equal(want.slice(i * 8, i * 8 + 8).filter((v) => v === 1n).length, window);
 });

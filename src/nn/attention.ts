@@ -1,6 +1,6 @@
 /** Attention building blocks shared by the architectures. */
 import { hostTensor } from "../engine/ir/host.js";
-import { concat, constant, scalar, type Tensor, where } from "../engine/trace/tensor.js";
+import { concat, constant, iota, scalar, type Tensor, where } from "../engine/trace/tensor.js";
 import { customVjp } from "../engine/trace/trace.js";
 
 /** Large negative used for masked scores: like transformers' finfo.min, fully masked rows stay finite. */
@@ -25,6 +25,19 @@ export function attend(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | null, 
   if (allowed) scores = scores.add(where(allowed, scalar(0, scores.dtype), scalar(MASKED, scores.dtype)).unsqueeze(1).unsqueeze(1));
   const out = scores.softmax(-1).matmul(vg);
   return out.reshape([b, h, t, d]);
+}
+
+/**
+ * `allowed` [B|1, T, S] narrowed to a causal sliding window of `window` keys, as transformers'
+ * sliding_window_overlay (masking_utils.py: `kv_idx > q_idx - sliding_window`, and'ed with the
+ * causal `kv_idx <= q_idx`): the query in slot q keeps the keys in slots q−window+1 … q, itself
+ * included. Slots count along the key axis (`querySlots` [T] holds each query's), padding and any
+ * prompt-learning rows included, as transformers counts cache positions rather than position ids;
+ * for left padding the two agree, since the real tokens of a row sit in consecutive slots.
+ */
+export function slidingWindow(allowed: Tensor, querySlots: Tensor, window: number): Tensor {
+  const inside = iota([1, allowed.shape[2]], 1).add(window).gt(querySlots.unsqueeze(-1));
+  return allowed.and(inside.unsqueeze(0));
 }
 
 function gatherSwapped(x: Tensor): Tensor {
