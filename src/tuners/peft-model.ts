@@ -310,7 +310,10 @@ export class PeftModel {
   /** Folds adapters (default: the active ones) into the base weights; they stop running in the graph. */
   mergeAdapter(names?: string[], opts: { safeMerge?: boolean } = {}): void {
     this.checkUsable();
-    for (const n of names ?? this.active) {
+    // In the order the forward applies them, whatever order they were named in: an IA3 adapter
+    // scales what the adapters before it produce, so it must be merged after them.
+    const rank = (n: string) => (this.active.includes(n) ? this.active.indexOf(n) : this.active.length);
+    for (const n of [...(names ?? this.active)].sort((x, y) => rank(x) - rank(y))) {
       if (this.merged.includes(n)) continue;
       const a = this.adapter(n);
       if (!a.tuner.merge) throw new PeftConfigError(`${a.tuner.peftType} adapters cannot be merged into the base weights`);

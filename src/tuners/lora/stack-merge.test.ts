@@ -73,6 +73,15 @@ describe("merging adapter stacks with DoRA", () => {
     });
   }
 
+  test("[lora, ia3, dora] merged as adapterNames [dora, ia3, lora]: merged in the stack's order, outputs kept", async () => {
+    const { peft, ids } = await stack(["lora", "ia3", "dora"]);
+    const base = peft.base;
+    const unmerged = await logits(peft, ids);
+    const d = maxAbsDiff(await logits(peft.mergeAndUnload({ adapterNames: ["dora", "ia3", "lora"] }), ids), unmerged);
+    assert.ok(d < 1e-5, `merged vs unmerged: max |Δlogit| ${d}`);
+    await base.release();
+  });
+
   // Merging one adapter at a time keeps the outputs when it follows the stack's order (IA3 scales
   // what the adapters before it produce) or the adapters are additive (LoRA, DoRA in any order).
   for (const [names, order] of [
