@@ -85,8 +85,14 @@ describe("merging adapter stacks with DoRA", () => {
   // Merging one adapter at a time keeps the outputs when it follows the stack's order (IA3 scales
   // what the adapters before it produce) or the adapters are additive (LoRA, DoRA in any order).
   for (const [names, order] of [
-    [["lora", "ia3", "dora"], ["lora", "ia3", "dora"]],
-    [["lora", "dora"], ["dora", "lora"]],
+    [
+      ["lora", "ia3", "dora"],
+      ["lora", "ia3", "dora"],
+    ],
+    [
+      ["lora", "dora"],
+      ["dora", "lora"],
+    ],
   ]) {
     test(`[${names.join(", ")}] merged one at a time (${order.join(", ")}): outputs kept at every step; unmerge restores them`, async () => {
       const { peft, ids } = await stack(names);

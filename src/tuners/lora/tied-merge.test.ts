@@ -37,7 +37,15 @@ const CASES: { model: TestModel; embed: string; head: string; config: Record<str
     model: "gpt2",
     embed: "transformer.wte.weight",
     head: "lm_head.weight",
-    config: { peftType: "LORA", r: 4, loraAlpha: 16, useDora: true, fanInFanOut: true, initLoraWeights: false, targetModules: ["wte", "c_attn"] },
+    config: {
+      peftType: "LORA",
+      r: 4,
+      loraAlpha: 16,
+      useDora: true,
+      fanInFanOut: true,
+      initLoraWeights: false,
+      targetModules: ["wte", "c_attn"],
+    },
   },
 ];
 
@@ -119,7 +127,11 @@ describe("LoRA on a tied input embedding", () => {
       const src = join(GOLDEN_MODELS, "llama_gqa_tied");
       copyFileSync(join(src, "config.json"), join(dir, "config.json"));
       const { tensors } = readSafetensors(join(src, "model.safetensors"));
-      writeSafetensors(join(dir, "model.safetensors"), { ...tensors, "lm_head.weight": tensors["model.embed_tokens.weight"] }, { format: "pt" });
+      writeSafetensors(
+        join(dir, "model.safetensors"),
+        { ...tensors, "lm_head.weight": tensors["model.embed_tokens.weight"] },
+        { format: "pt" },
+      );
       const loaded = await AutoModelForCausalLM.fromPretrained(dir);
       assert.equal(loaded.weights.get("lm_head.weight"), loaded.weights.get("model.embed_tokens.weight"));
       await loaded.release();
