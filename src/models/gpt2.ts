@@ -42,6 +42,8 @@ export interface Gpt2Config {
   bos: number[];
   eos: number[];
   pad: number | null;
+  /** lm_head.weight is wte.weight (transformers' default for GPT-2). */
+  tied: boolean;
 }
 
 const P = "transformer.";
@@ -66,6 +68,7 @@ function parseConfig(raw: RawConfig, opts: { numLabels?: number }): Gpt2Config {
     bos: r.intList("bos_token_id"),
     eos: r.intList("eos_token_id"),
     pad: r.has("pad_token_id") ? r.int("pad_token_id") : null,
+    tied: r.bool("tie_word_embeddings", true),
   };
 }
 
@@ -184,7 +187,7 @@ export const GPT2: Architecture<Gpt2Config> = {
   parseConfig,
   expectedWeights,
   ignorable: (n) => /\.attn\.(masked_)?bias$/.test(n),
-  tiedWeights: (_c, head) => (head === "causal_lm" ? new Map([["lm_head.weight", `${P}wte.weight`]]) : new Map()),
+  tiedWeights: (c, head) => (head === "causal_lm" && c.tied ? new Map([["lm_head.weight", `${P}wte.weight`]]) : new Map()),
   forward,
   decoderShape: (c) => ({ layers: c.layers, kvHeads: c.heads, headDim: c.hidden / c.heads }),
   specialTokens: (c) => ({ bos: c.bos, eos: c.eos, pad: c.pad }),

@@ -23,7 +23,7 @@ import { type GenerateOptions, generate } from "./generate.js";
 import { type IdsLike, onesLike, toFloatTensor, toIdTensor } from "./inputs.js";
 import { architectureFor, supportedModelTypes } from "./registry.js";
 import { canStack, stackedShape, WeightStacks } from "./stacked.js";
-import { loadWeights } from "./weights.js";
+import { loadWeights, sameValues } from "./weights.js";
 
 export interface ModelOutputTensor {
   shape: number[];
@@ -142,6 +142,12 @@ export class PreTrainedModel {
           `${dir}: newly initialised ${head} head weights (not in the checkpoint): ${loaded.newlyInitialized.join(", ")}; train them before use`,
         );
       }
+      const ties = arch.tiedWeights(cfg, head);
+      for (const name of loaded.untied) {
+        process.emitWarning(
+          `${dir}: config.json ties "${name}" to "${ties.get(name)}", but the checkpoint holds both with different values; they are kept apart (as transformers 5 does). Set tie_word_embeddings to false in config.json.`,
+        );
+      }
       const { seed: _s, numLabels: _n, ...compile } = opts;
       return new PreTrainedModel(raw, arch, cfg, head, loaded.weights, dir, loaded.newlyInitialized, compile);
     } finally {
@@ -179,23 +185,35 @@ export class PreTrainedModel {
   }
 
   /**
-   * Writes config.json and model.safetensors (HF layout; tied weights are not written twice).
-   * `dtype` "f16"/"bf16" halves the file. Both files are written atomically.
+   * Writes config.json and model.safetensors (HF layout; tied weights are written once).
+   * Weights the config ties but that now differ (a merged LoRA on a tied embedding changes only
+   * the input table) are both written, with `tie_word_embeddings: false`, so that a loader that
+   * re-ties cannot replace the head. `dtype` "f16"/"bf16" halves the file. Both files are
+   * written atomically.
    */
   savePretrained(dir: string, opts: { dtype?: "f32" | "f16" | "bf16" } = {}): void {
     mkdirSync(dir, { recursive: true });
     const ties = this.arch.tiedWeights(this.archConfig, this.head);
+    const tied = (name: string, t: HostTensor): boolean => {
+      const target = ties.get(name);
+      const source = target === undefined ? undefined : this.weights.get(target);
+      return source !== undefined && sameValues(t, source);
+    };
+    const untie = [...ties.keys()].some((name) => this.weights.has(name) && !tied(name, this.weights.get(name) as HostTensor));
     const tensors: Record<string, HostTensor | RawTensor> = {};
     for (const [name, t] of this.weights) {
-      const target = ties.get(name);
-      if (target && this.weights.get(target) === t) continue;
+      if (!untie && tied(name, t)) continue;
       if (opts.dtype === "bf16" && t.dtype === "f32") tensors[name] = toBf16Raw(t);
       else if (opts.dtype === "f16" && t.dtype === "f32")
         tensors[name] = hostTensor("f16", t.shape, Uint16Array.from(t.data as Float32Array, f32ToF16));
       else tensors[name] = t;
     }
     writeSafetensors(join(dir, "model.safetensors"), tensors, { format: "pt" });
-    const config = { ...this.config, torch_dtype: opts.dtype === "f16" ? "float16" : opts.dtype === "bf16" ? "bfloat16" : "float32" };
+    const config = {
+      ...this.config,
+      ...(untie ? { tie_word_embeddings: false } : {}),
+      torch_dtype: opts.dtype === "f16" ? "float16" : opts.dtype === "bf16" ? "bfloat16" : "float32",
+    };
     const tmp = join(dir, `config.json.tmp-${process.pid}`);
     writeFileSync(tmp, `${JSON.stringify(config, null, 2)}\n`);
     renameSync(tmp, join(dir, "config.json"));

@@ -15,6 +15,22 @@ export interface LoadedWeights {
   newlyInitialized: string[];
   /** Checkpoint tensors not used by this head (another head's weights). */
   unused: string[];
+  /**
+   * Weights the config ties (e.g. lm_head.weight to the input embedding) that the checkpoint
+   * holds with different values of their own: they are kept apart, as transformers 5 does.
+   */
+  untied: string[];
+}
+
+/** Same dtype, shape and elements (bitwise for floats but -0/+0 and NaNs; identical objects trivially). */
+export function sameValues(a: HostTensor, b: HostTensor): boolean {
+  if (a === b) return true;
+  if (a.dtype !== b.dtype || a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i])) return false;
+  const x = a.data;
+  const y = b.data;
+  if (x.length !== y.length) return false;
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  return true;
 }
 
 const shapeStr = (s: readonly number[]) => `[${s.join(", ")}]`;
@@ -74,10 +90,16 @@ export function loadWeights<C>(
   if (unexpected.length) problems.push(`tensors this ${arch.name} model does not use (misnamed?):\n  ${unexpected.join("\n  ")}`);
   if (problems.length) throw new ModelError(`${store.dir}: the checkpoint does not match its config.json\n${problems.join("\n")}`);
 
+  // A tied weight the checkpoint also holds (torch .bin files and some exporters write both) is
+  // shared when equal; when it differs, the config is wrong about the checkpoint and both are
+  // kept, as transformers 5 does (some 4.x releases tied them anyway, replacing the head).
+  const untied: string[] = [];
   for (const [name, target] of ties) {
     const t = weights.get(target);
     if (!t) throw new ModelError(`${store.dir}: "${name}" is tied to "${target}", which is missing`);
-    if (!weights.has(name)) weights.set(name, t);
+    const own = weights.get(name);
+    if (!own || sameValues(own, t)) weights.set(name, t);
+    else untied.push(name);
   }
   const rng = new Rng(opts.seed ?? 0);
   const normal = () => rng.normal();
@@ -88,5 +110,5 @@ export function loadWeights<C>(
     if (!name.endsWith(".bias")) for (let i = 0; i < n; i++) data[i] = 0.02 * normal();
     weights.set(name, hostTensor("f32", shape, data));
   }
-  return { weights, newlyInitialized: fresh, unused };
+  return { weights, newlyInitialized: fresh, unused, untied };
 }

@@ -33,6 +33,8 @@ export interface Adapter {
 }
 
 export const BASE_ROW = "__base__";
+/** Input-name prefix of base weights as they were before any merge. */
+const ORIGINAL = "o.";
 
 /** Parses a user config object (camelCase or snake_case keys) for its peft_type. */
 export function parsePeftConfig(raw: Readonly<Record<string, unknown>>, where = "adapter config"): { tuner: Tuner; config: AnyConfig } {
@@ -213,7 +215,19 @@ export class PeftModel {
         });
         return graphInput(inputName, v.dtype, v.shape);
       };
-      ctx = a.tuner.wrap(ctx, this.info, a.config, { adapterName: name, tensor, rowMask, training: false, seed: null, prepared });
+      const unmergedWeight = (w: string): Tensor | null => {
+        const t = this.originals.get(w);
+        return t ? graphInput(`${ORIGINAL}${w}`, t.dtype, t.shape) : null;
+      };
+      ctx = a.tuner.wrap(ctx, this.info, a.config, {
+        adapterName: name,
+        tensor,
+        rowMask,
+        training: false,
+        seed: null,
+        prepared,
+        unmergedWeight,
+      });
     }
     return ctx;
   }
@@ -240,7 +254,9 @@ export class PeftModel {
   private refresh(): void {
     this.base.extraInputs.clear();
     for (const a of this.adapters.values()) for (const [k, t] of a.tensors) this.base.extraInputs.set(`a.${a.name}.${k}`, t);
-    this.base.contextKey = `peft:${this.applied().join(",")}|mixed:${this.mixed ? 1 : 0}`;
+    for (const [w, t] of this.originals) this.base.extraInputs.set(`${ORIGINAL}${w}`, t);
+    // Which weights have originals (read by DoRA) follows from what is merged.
+    this.base.contextKey = `peft:${this.applied().join(",")}|mixed:${this.mixed ? 1 : 0}|merged:${this.merged.join(",")}`;
   }
 
   private checkUsable(): void {
@@ -294,11 +310,16 @@ export class PeftModel {
   /** Folds adapters (default: the active ones) into the base weights; they stop running in the graph. */
   mergeAdapter(names?: string[], opts: { safeMerge?: boolean } = {}): void {
     this.checkUsable();
-    for (const n of names ?? this.active) {
+    // In the order the forward applies them, whatever order they were named in: an IA3 adapter
+    // scales what the adapters before it produce, so it must be merged after them.
+    const rank = (n: string) => (this.active.includes(n) ? this.active.indexOf(n) : this.active.length);
+    for (const n of [...(names ?? this.active)].sort((x, y) => rank(x) - rank(y))) {
       if (this.merged.includes(n)) continue;
       const a = this.adapter(n);
       if (!a.tuner.merge) throw new PeftConfigError(`${a.tuner.peftType} adapters cannot be merged into the base weights`);
-      const updates = a.tuner.merge(this.info, a.config, a.tensors);
+      // Each adapter is folded into the weights as earlier merges left them; DoRA also reads the
+      // weights from before any merge, as its unmerged forward does (see Tuner.merge).
+      const updates = a.tuner.merge(this.info, a.config, a.tensors, (w) => this.originals.get(w) ?? this.info.weight(w));
       for (const [name, key] of modulesToSaveKeys(this.info, a.config.modulesToSave ?? null))
         updates.set(name, a.tensors.get(key) as HostTensor);
       if (opts.safeMerge) {

@@ -54,6 +54,12 @@ export interface WrapOptions {
    * returns null when it cannot handle the sources (then so does `prepared`, and no input is made).
    */
   readonly prepared?: (key: string, sources: readonly string[], compute: (...sources: HostTensor[]) => HostTensor | null) => Tensor | null;
+  /**
+   * A base weight as it was before any adapter was merged into it, or null when no merge changed
+   * it (then it is `weight(name)`). DoRA normalises against this weight, so merging other adapters
+   * of a stack does not change what a DoRA adapter computes.
+   */
+  readonly unmergedWeight?: (name: string) => Tensor | null;
 }
 
 export interface CreatedAdapter {
@@ -76,8 +82,13 @@ export interface Tuner<C extends CommonConfig = CommonConfig> {
   expectedTensors(info: ModelInfo, c: C): Map<string, number[]>;
   /** The forward pass with the adapter: a context wrapping `base`. */
   wrap(base: ForwardContext, info: ModelInfo, c: C, opts: WrapOptions): ForwardContext;
-  /** Base weights with the adapter folded in, for each weight it changes; absent when the method cannot merge. */
-  merge?(info: ModelInfo, c: C, tensors: ReadonlyMap<string, HostTensor>): Map<string, HostTensor>;
+  /**
+   * Base weights with the adapter folded in, for each weight it changes; absent when the method
+   * cannot merge. `info.weight` gives the current weights (earlier adapters of the stack already
+   * merged); `unmerged` the weights before any merge (see WrapOptions.unmergedWeight), by default
+   * the current ones.
+   */
+  merge?(info: ModelInfo, c: C, tensors: ReadonlyMap<string, HostTensor>, unmerged?: (name: string) => HostTensor): Map<string, HostTensor>;
   /** Whether mixed-adapter batches are supported (prompt methods cannot). */
   readonly supportsMixedBatch: boolean;
   /** Prompt-learning methods save keys without the "base_model.model." prefix. */

@@ -47,6 +47,11 @@ export class LoraContext extends DelegatingContext {
     for (const t of biasTargets(info, c, layers)) this.biases.set(t.name, t);
   }
 
+  /** The weight DoRA normalises: the base weight before any adapter was merged into it. */
+  private baseWeight(name: string): Tensor {
+    return this.opts.unmergedWeight?.(name) ?? this.inner.weight(name);
+  }
+
   /** Trained biases replace the base ones (per row in mixed batches; activations are [B, T, …]). */
   override weight(name: string): Tensor {
     const t = this.biases.get(name);
@@ -78,7 +83,8 @@ export class LoraContext extends DelegatingContext {
     if (!this.c.useDora) return y.add(maskRows(lora, this.opts.rowMask));
     // DoRA (PEFT's DoraLinearLayer.forward): with g = m / ‖W + s·B·A‖ (detached),
     // out = base(x) + (g − 1)·(x·Wᵀ) + g·s·B·A·x; under dropout both terms see the dropped x.
-    const w = this.inner.weight(`${path}.weight`);
+    // W is the base weight without the other adapters of a stack, merged or not (merge.ts).
+    const w = this.baseWeight(`${path}.weight`);
     const fif = this.info.fanInFanOut;
     const g = this.opts.tensor(k.m).div(doraNorm(fif ? w.transpose() : w, a, b, l.scaling));
     const plain = xin.matmul(fif ? w : w.transpose());
@@ -126,7 +132,7 @@ export class LoraContext extends DelegatingContext {
     const lora = a.transpose().gather(ids, 0).matmul(b.transpose()).mul(l.scaling);
     if (!this.c.useDora) return y.add(maskRows(lora, this.opts.rowMask));
     // DoRA on embeddings: g per embedding dim from ‖Wᵀ + s·B·A‖ rows; out = g·base + g·lora.
-    const w = this.inner.weight(`${path}.weight`);
+    const w = this.baseWeight(`${path}.weight`);
     const g = this.opts.tensor(k.m).div(doraNorm(w.transpose(), a, b, l.scaling));
     const change = w.gather(ids, 0).mul(g.sub(1)).add(lora.mul(g));
     return y.add(maskRows(change, this.opts.rowMask));

@@ -108,9 +108,11 @@ export function biasTargets(info: ModelInfo, c: LoraConfig, layers: readonly Lor
   return out;
 }
 
-/** The layer's base weight as a float64 [out, in] matrix (transposed from GPT-2's [in, out]; embeddings give [dim, num]). */
-export function logicalWeight(info: ModelInfo, l: LoraLayer): Matrix {
-  const w = info.weight(`${l.path}.weight`);
+/**
+ * The layer's base weight (or `w`, a tensor of its shape) as a float64 [out, in] matrix
+ * (transposed from GPT-2's [in, out]; embeddings give [dim, num]).
+ */
+export function logicalWeight(info: ModelInfo, l: LoraLayer, w: HostTensor = info.weight(`${l.path}.weight`)): Matrix {
   const src = w.data as Float32Array;
   const m = matrix(l.outFeatures, l.inFeatures);
   const stored = l.kind === "embedding" || info.fanInFanOut ? "transposed" : "same";
