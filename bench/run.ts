@@ -1,8 +1,9 @@
 /**
  * `npm run bench`: runs every benchmark, each in its own process (so peak RSS is per benchmark),
- * and writes BENCHMARKS.md atomically. The PyTorch peer (../shared/bench/torch_lora_peer.py,
- * Debian's python3-torch) runs in the same session when it is installed, so ratios compare like
- * with like. Every row records machine, date and command.
+ * and writes BENCHMARKS.md atomically. The PyTorch peer (bench/peer/torch_lora_peer.py, Debian's
+ * python3-torch) runs in the same session when it is installed, so ratios compare like with like;
+ * it runs at 1 thread and at every core and keeps its faster run. Every row records machine, date
+ * and command.
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, renameSync, writeFileSync } from "node:fs";
@@ -13,7 +14,7 @@ const root = resolve(process.argv[1], "../../..");
 const cli = join(root, "dist/src/cli/main.js");
 const headline = "bench/configs/smollm2-135m.json";
 const tiny = "test/golden/models/llama_basic/config.json";
-const peerScript = resolve(root, "../shared/bench/torch_lora_peer.py");
+const peerScript = join(root, "bench/peer/torch_lora_peer.py");
 const machine = `${cpus()[0]?.model ?? "unknown"}, ${cpus().length} cores, Node ${process.version}`;
 const date = new Date().toISOString().slice(0, 10);
 const steps = Number(process.env.PEFTKIT_BENCH_STEPS ?? 3);
@@ -36,33 +37,26 @@ function runJson(args: string[], env?: NodeJS.ProcessEnv): Row[] {
     .map((l) => JSON.parse(l) as Row);
 }
 
-/** Runs the PyTorch peer with its peak RSS; OpenBLAS core overrides of this workplace are removed for that command only. */
+/**
+ * Runs the PyTorch peer: it runs itself at 1 thread and at every core (thread variables set before
+ * torch loads, OpenBLAS core overrides of this workplace removed) and reports its faster run with
+ * that run's peak RSS. Null when Debian's python3-torch is not installed.
+ */
 function runPeer(config: string, batch: number, seq: number, n: number, rank: number): Row | null {
-  if (!existsSync("/usr/bin/python3") || !existsSync(peerScript)) return null;
+  if (!existsSync("/usr/bin/python3")) return null;
   const probe = spawnSync("/usr/bin/python3", ["-c", "import torch"], { encoding: "utf8" });
   if (probe.status !== 0) return null;
-  const env = { ...process.env };
-  delete env.OPENBLAS_CORETYPE;
-  delete env.OPENBLAS_L2_SIZE;
-  // The peer runs as its own script (run in-process via runpy it was ~1.7× slower); a parent
-  // Python reads the child's peak RSS from RUSAGE_CHILDREN.
-  const wrapper = [
-    "import resource, subprocess, sys",
-    `r = subprocess.run(${JSON.stringify(["/usr/bin/python3", peerScript, config, String(batch), String(seq), String(n), String(rank)])}, capture_output=True, text=True)`,
-    "sys.stdout.write(r.stdout); sys.stderr.write(r.stderr)",
-    "print('{\"peak_rss_mb\": %f}' % (resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1000.0))",
-    "sys.exit(r.returncode)",
-  ].join("\n");
-  process.stderr.write(`$ /usr/bin/python3 ${peerScript} ${config} ${batch} ${seq} ${n} ${rank}\n`);
-  const r = spawnSync("/usr/bin/python3", ["-c", wrapper], { cwd: root, encoding: "utf8", env, maxBuffer: 1 << 24 });
+  const args = [peerScript, config, String(batch), String(seq), String(n), String(rank)];
+  process.stderr.write(`$ /usr/bin/python3 ${args.join(" ")}\n`);
+  const r = spawnSync("/usr/bin/python3", args, { cwd: root, encoding: "utf8", maxBuffer: 1 << 24 });
   if (r.status !== 0) throw new Error(`torch peer failed:\n${r.stderr}`);
-  const rows = r.stdout
+  const line = r.stdout
     .trim()
     .split("\n")
     .filter((l) => l.startsWith("{"))
-    .map((l) => JSON.parse(l) as Row);
-  const blas = spawnSync("/usr/bin/python3", ["-c", "import torch; print(torch.__version__)"], { encoding: "utf8", env }).stdout.trim();
-  return { ...rows[0], ...rows[1], torch: blas };
+    .at(-1);
+  if (!line) throw new Error(`torch peer printed no result:\n${r.stdout}${r.stderr}`);
+  return JSON.parse(line) as Row;
 }
 
 const f = (v: unknown, d = 1) => (typeof v === "number" ? v.toFixed(d) : String(v ?? "—"));
@@ -143,8 +137,8 @@ for (const [name, r, extra] of headlineRuns) {
 }
 lines.push(
   peer
-    ? `| PyTorch ${peer.torch} peer | ${f(peer.step_s, 2)} | ${f(peer.tokens_per_s)} | 1.00× | — | — | ${f(peer.peak_rss_mb, 0)} | 100% | — | \`/usr/bin/python3 ../shared/bench/torch_lora_peer.py ${headline} 4 256 ${steps} 16\` (OpenBLAS, OPENBLAS_CORETYPE unset) |`
-    : "| PyTorch peer | not run: /usr/bin/python3 with torch (Debian python3-torch) or ../shared/bench/torch_lora_peer.py is missing | | | | | | | | |",
+    ? `| PyTorch ${peer.torch} peer, ${peer.threads} thread(s) | ${f(peer.step_s, 2)} | ${f(peer.tokens_per_s)} | 1.00× | — | — | ${f(peer.peak_rss_mb, 0)} | 100% | — | \`/usr/bin/python3 bench/peer/torch_lora_peer.py ${headline} 4 256 ${steps} 16\` (best of 1 thread and all cores; OPENBLAS_CORETYPE unset) |`
+    : "| PyTorch peer | not run: /usr/bin/python3 with torch (Debian python3-torch) is missing | | | | | | | | |",
   "",
   "The first row and the PyTorch row come from three alternating runs of each; each keeps its fastest.",
   "",

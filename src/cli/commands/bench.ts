@@ -27,8 +27,8 @@ export const benchCommand: CommandSpec = {
   ],
   examples: [
     "peftkit bench engine --json",
-    "peftkit bench train --config ../shared/bench/smollm2-135m.config.json --method lora --r 16 --target all-linear --batch 4 --seq 256 --steps 3 --json",
-    "peftkit bench generate --config ../shared/bench/smollm2-135m.config.json --batch 1",
+    "peftkit bench train --config bench/configs/smollm2-135m.json --method lora --r 16 --target all-linear --batch 4 --seq 256 --steps 3 --json",
+    "peftkit bench generate --config bench/configs/smollm2-135m.json --batch 1",
   ],
   async run(o) {
     const threads = o.threads as number | undefined;
