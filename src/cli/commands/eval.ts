@@ -36,7 +36,7 @@ export const evalCommand: CommandSpec = {
   examples: ["peftkit eval --model models/wordnet-llama --adapter runs/demo --data eval.jsonl"],
   async run(o) {
     if (!existsSync(o.data as string)) throw new UsageError(`--data ${o.data}: no such file or folder`);
-    const { model, peft, tokenizer } = await loadModelAndAdapter(o.model as string, {
+    const { model, peft, tokenizer, labels } = await loadModelAndAdapter(o.model as string, {
       adapter: o.adapter as string | undefined,
       threads: o.threads as number | undefined,
       needTokenizer: true,
@@ -47,6 +47,8 @@ export const evalCommand: CommandSpec = {
       format: o.format as DataFormat | undefined,
       maxLength: o.maxLength as number,
       onBadRecord: o.onBadRecord as "error" | "skip",
+      // The model's classes, not the eval file's: a label it does not know is an error at its line.
+      labels: labels?.names,
     });
     const runner = peft ?? model;
     const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
@@ -66,6 +68,7 @@ export const evalCommand: CommandSpec = {
       model: o.model,
       adapter: o.adapter ?? null,
       data: o.data,
+      ...(labels ? { label_names: labels.names } : {}),
     };
     console.log(
       table(
