@@ -97,7 +97,7 @@ describe("peftkit classification labels", () => {
       const za = (await a.peft!.forward({ inputIds: [row] })).logits!.data;
       const zb = (await b.model.forward({ inputIds: [row] })).logits!.data;
       assert.equal(zb.length, 3);
-      za.forEach((v, j) => assert.ok(Math.abs(v - zb[j]) < 1e-4, `logit ${j}: ${v} vs ${zb[j]}`));
+      for (let j = 0; j < 3; j++) assert.ok(Math.abs(za[j] - zb[j]) < 1e-4, `logit ${j}: ${za[j]} vs ${zb[j]}`);
     }
     await a.model.release();
     await b.model.release();
