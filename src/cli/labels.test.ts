@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -112,6 +112,16 @@ describe("peftkit classification labels", () => {
     assert.match(info.stdout, /num_labels\s+3/);
     assert.match(info.stdout, /labels\s+0 animal, 1 flower, 2 tree/);
     assert.match(run(["info", merged]).stdout, /labels\s+0 animal, 1 flower, 2 tree/);
+
+    // The merged folder is a fine-tuned classifier: data with some of its labels trains with its ids.
+    const some = jsonl(
+      "some.jsonl",
+      THREE.filter((r) => r.label !== "flower"),
+    );
+    const again = join(tmp, "three-again");
+    const t2 = run(["train", ...TRAIN.slice(2), "--model", merged, "--data", some, "--output-dir", again, "--max-steps", "2"]);
+    assert.equal(t2.code, 0, t2.stderr);
+    assert.deepEqual(JSON.parse(readFileSync(join(again, "label_config.json"), "utf8")).id2label, saved.id2label);
   });
 
   describe("a 2-class adapter (neg, pos)", () => {
@@ -136,6 +146,21 @@ describe("peftkit classification labels", () => {
       assert.equal(metric(pos.stdout, "eval_accuracy"), 1);
       assert.ok(metric(pos.stdout, "eval_loss") < 0.1, pos.stdout);
       assert.deepEqual(JSON.parse(readFileSync(join(tmp, "pos.json"), "utf8")).label_names, ["neg", "pos"]);
+    });
+
+    test("resuming with data of other labels is refused, naming the checkpoint's label_config.json", () => {
+      const other = jsonl(
+        "other.jsonl",
+        TWO.map((r) => ({ ...r, label: r.label === "pos" ? "good" : "bad" })),
+      );
+      const copy = join(tmp, "two-resumed");
+      cpSync(out, copy, { recursive: true });
+      const r = run(["train", ...TRAIN, "--data", other, "--output-dir", copy, "--resume"]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(
+        r.stderr,
+        /checkpoint-20\/label_config\.json: the checkpoint was trained with the labels \["neg","pos"\], but this run's data gives \["bad","good"\]/,
+      );
     });
 
     // Exit 1, not 2: the flags are fine, the data is bad (as for a bad record in train).
