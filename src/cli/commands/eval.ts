@@ -14,7 +14,13 @@ export const evalCommand: CommandSpec = {
   flags: [
     { name: "model", type: "string", meta: "DIR", help: "base model folder", required: true },
     { name: "adapter", type: "string", meta: "DIR", help: "PEFT adapter folder to apply" },
-    { name: "data", type: "string", meta: "FILE", help: "evaluation data (same formats as train)", required: true },
+    {
+      name: "data",
+      type: "string",
+      meta: "FILE",
+      help: "evaluation data (same formats as train; classification labels must be the adapter's, see label_config.json)",
+      required: true,
+    },
     { name: "format", type: "string", help: "record format (default: detected)", choices: DATA_FORMATS },
     { name: "batch-size", type: "int", meta: "N", help: "examples per batch", default: 16 },
     { name: "max-length", type: "int", meta: "N", help: "longest example in tokens", default: 512 },
