@@ -6,6 +6,7 @@ import { defaultLabelNames, type LabelConfig, labelConfig, parseLabelFields, rea
 import { AutoTokenizer, type PreTrainedTokenizer } from "../io/tokenizer.js";
 import type { TaskHead } from "../models/architecture.js";
 import { PreTrainedModel } from "../models/pretrained.js";
+import { architectureFor } from "../models/registry.js";
 import { PeftModel } from "../tuners/peft-model.js";
 import { UsageError } from "./args.js";
 
@@ -45,8 +46,9 @@ export function headFor(modelDir: string, adapterDir?: string, numLabels?: numbe
   if (numLabels !== undefined) return "sequence_classification";
   const cfg = JSON.parse(readFileSync(join(modelDir, "config.json"), "utf8")) as Record<string, unknown>;
   const archs = Array.isArray(cfg.architectures) ? cfg.architectures.map(String) : [];
-  for (const [pattern, head] of ARCHITECTURE_HEADS) if (archs.some((a) => pattern.test(a))) return head;
   const type = String(cfg.model_type);
+  const heads = architectureFor(type)?.heads ?? [];
+  for (const [pattern, head] of ARCHITECTURE_HEADS) if (heads.includes(head) && archs.some((a) => pattern.test(a))) return head;
   if (type === "bert" || type === "roberta") return "sequence_classification";
   if (type === "vit") return "image_classification";
   return "causal_lm";
