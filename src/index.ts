@@ -1,6 +1,7 @@
 /** peftkit's public API. */
 export * from "./engine/index.js";
 export { CheckpointError, loadConfig, openCheckpoint } from "./io/hf-folder.js";
+export { type LabelConfig, LabelConfigError, readLabelConfig, writeLabelConfig } from "./io/label-config.js";
 export { readSafetensors, SafetensorsError, SafetensorsFile, writeSafetensors } from "./io/safetensors.js";
 export { AutoTokenizer, PreTrainedTokenizer, TokenizerError } from "./io/tokenizer.js";
 export {

@@ -1,9 +1,12 @@
 /** Loading a model (and optionally an adapter) the way every CLI command does. */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { loadConfig, readJsonFile } from "../io/hf-folder.js";
+import { defaultLabelNames, type LabelConfig, labelConfig, parseLabelFields, readLabelConfig } from "../io/label-config.js";
 import { AutoTokenizer, type PreTrainedTokenizer } from "../io/tokenizer.js";
 import type { TaskHead } from "../models/architecture.js";
 import { PreTrainedModel } from "../models/pretrained.js";
+import { architectureFor } from "../models/registry.js";
 import { PeftModel } from "../tuners/peft-model.js";
 import { UsageError } from "./args.js";
 
@@ -14,13 +17,26 @@ const TASK_HEADS: Record<string, TaskHead> = {
   FEATURE_EXTRACTION: "base",
 };
 
+/** The head a transformers class name implies (config.json "architectures"), e.g. LlamaForSequenceClassification. */
+const ARCHITECTURE_HEADS: [RegExp, TaskHead][] = [
+  [/ForSequenceClassification$/, "sequence_classification"],
+  [/ForTokenClassification$/, "token_classification"],
+  [/ForImageClassification$/, "image_classification"],
+  [/(ForCausalLM|LMHeadModel)$/, "causal_lm"],
+];
+
+const CLASSIFICATION_HEADS: readonly TaskHead[] = ["sequence_classification", "token_classification", "image_classification"];
+
 export function requireDir(path: string | undefined, flag: string): string {
   if (!path) throw new UsageError(`${flag} is required`);
   if (!existsSync(path)) throw new UsageError(`${flag} ${path}: no such folder`);
   return path;
 }
 
-/** The head to load: from the adapter's task_type, else the natural one for the model type. */
+/**
+ * The head to load: from the adapter's task_type, else the model's config.json "architectures"
+ * (so a merged classifier loads as one), else the natural one for the model type.
+ */
 export function headFor(modelDir: string, adapterDir?: string, numLabels?: number): TaskHead {
   if (adapterDir && existsSync(join(adapterDir, "adapter_config.json"))) {
     const cfg = JSON.parse(readFileSync(join(adapterDir, "adapter_config.json"), "utf8")) as Record<string, unknown>;
@@ -29,16 +45,35 @@ export function headFor(modelDir: string, adapterDir?: string, numLabels?: numbe
   }
   if (numLabels !== undefined) return "sequence_classification";
   const cfg = JSON.parse(readFileSync(join(modelDir, "config.json"), "utf8")) as Record<string, unknown>;
+  const archs = Array.isArray(cfg.architectures) ? cfg.architectures.map(String) : [];
   const type = String(cfg.model_type);
+  const heads = architectureFor(type)?.heads ?? [];
+  for (const [pattern, head] of ARCHITECTURE_HEADS) if (heads.includes(head) && archs.some((a) => pattern.test(a))) return head;
   if (type === "bert" || type === "roberta") return "sequence_classification";
   if (type === "vit") return "image_classification";
   return "causal_lm";
+}
+
+/**
+ * The classes of a classification adapter: its label_config.json; for an adapter trained before
+ * peftkit wrote that file, the label_names of its training_args.json; else null (the model's
+ * config.json then decides, as for a model without adapter).
+ */
+export function adapterLabels(adapterDir: string): LabelConfig | null {
+  const saved = readLabelConfig(adapterDir);
+  if (saved) return saved;
+  const argsPath = join(adapterDir, "training_args.json");
+  if (!existsSync(argsPath)) return null;
+  const names = (readJsonFile(argsPath, "training arguments") as Record<string, unknown>).label_names;
+  return Array.isArray(names) && names.length > 0 && names.every((n) => typeof n === "string") ? labelConfig(names) : null;
 }
 
 export interface Loaded {
   model: PreTrainedModel;
   peft: PeftModel | null;
   tokenizer: PreTrainedTokenizer | null;
+  /** A classification model's classes (the adapter's, else the model's config.json, else LABEL_i); null for other heads. */
+  labels: LabelConfig | null;
 }
 
 export async function loadModelAndAdapter(
@@ -47,11 +82,22 @@ export async function loadModelAndAdapter(
 ): Promise<Loaded> {
   requireDir(modelDir, "--model");
   if (opts.adapter) requireDir(opts.adapter, "--adapter");
-  const head = opts.head ?? headFor(modelDir, opts.adapter, opts.numLabels);
-  const model = await PreTrainedModel.load(modelDir, head, { threads: opts.threads, numLabels: opts.numLabels });
+  let labels = opts.adapter ? adapterLabels(opts.adapter) : null;
+  const numLabels = opts.numLabels ?? labels?.names.length;
+  const head = opts.head ?? headFor(modelDir, opts.adapter, numLabels);
+  const model = await PreTrainedModel.load(modelDir, head, { threads: opts.threads, numLabels });
+  if (!CLASSIFICATION_HEADS.includes(head)) labels = null;
+  else {
+    // The count the model was built with (config.json id2label, else num_labels, else 2), named as config.json names them.
+    const n = (model.archConfig as { numLabels: number }).numLabels;
+    if (labels === null || labels.names.length !== n) {
+      const declared = parseLabelFields(loadConfig(modelDir), join(modelDir, "config.json"));
+      labels = labelConfig(declared && declared.names.length === n ? declared.names : defaultLabelNames(n));
+    }
+  }
   const peft = opts.adapter ? PeftModel.fromPretrained(model, opts.adapter) : null;
   let tokenizer: PreTrainedTokenizer | null = null;
   if (existsSync(join(modelDir, "tokenizer.json"))) tokenizer = await AutoTokenizer.fromPretrained(modelDir);
   else if (opts.needTokenizer) throw new UsageError(`${modelDir}: no tokenizer.json; this command needs the model's tokenizer`);
-  return { model, peft, tokenizer };
+  return { model, peft, tokenizer, labels };
 }

@@ -1,4 +1,5 @@
 /** Evaluation: loss and perplexity, classification accuracy, exact match of short completions. */
+import { PeftkitError } from "../engine/errors.js";
 import type { PreTrainedTokenizer } from "../io/tokenizer.js";
 import type { ModelOutput } from "../models/pretrained.js";
 import type { TrainBatch } from "../tuners/train.js";
@@ -18,6 +19,9 @@ export interface CompletionItem {
   prompt: number[];
   completion: string;
 }
+
+/** Labels that do not fit the model's logits (the data loader should have caught them). */
+export class EvalLabelError extends PeftkitError {}
 
 export interface EvalMetrics {
   eval_loss: number;
@@ -54,6 +58,11 @@ function batchNll(
     for (let i = 0; i < t; i++) {
       const target = shape.length === 2 ? row[0] : causal ? row[i + 1] : row[i];
       if (target === undefined || target < 0) continue;
+      // An id past the logits would give a NaN loss that looks like a result.
+      if (target >= v || !Number.isInteger(target))
+        throw new EvalLabelError(
+          `label ${target} is out of range for the model's ${v} ${shape.length === 2 ? "classes" : "vocabulary entries"} (ids 0 to ${v - 1})`,
+        );
       const r = rowNll(logits.subarray((b * t + i) * v, (b * t + i + 1) * v), target);
       acc.nll += r.nll;
       acc.count++;

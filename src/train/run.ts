@@ -6,6 +6,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { LABEL_CONFIG_FILE, type LabelConfig, LabelConfigError, readLabelConfig, writeLabelConfig } from "../io/label-config.js";
 import type { PreTrainedTokenizer } from "../io/tokenizer.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
 import { PeftModel } from "../tuners/peft-model.js";
@@ -35,6 +36,8 @@ export interface RunOptions extends Omit<TrainerArgs, "outputDir"> {
   gradientCheckpointing?: boolean;
   /** Evaluate exact match of completions on at most this many eval examples (prompt/completion data). */
   exactMatchLimit?: number;
+  /** Classification: the classes, saved as label_config.json beside every adapter the run writes. */
+  labels?: LabelConfig;
   /** Everything else worth recording in training_args.json. */
   record?: Record<string, unknown>;
   /** Called with the Trainer so the caller can wire SIGINT to requestStop(). */
@@ -85,7 +88,9 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
       ) as EvalBatch[])
     : [];
   const classification = o.model.head === "sequence_classification";
+  if (o.labels && o.resume) checkResumedLabels(o.outputDir, o.labels);
   const peft = PeftModel.create(o.model, o.peftConfig, { seed: o.seed ?? 42 });
+  if (o.labels) saveLabelsWithAdapter(peft, o.labels);
   const { trainable, total } = peft.parameterCounts();
   const trainer = await PeftTrainer.create(peft, {
     optimizer:
@@ -127,13 +132,40 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
     const tmp = join(o.outputDir, `.final-${process.pid}`);
     peft.savePretrained(tmp);
     writeFileSync(join(o.outputDir, "training_args.json"), `${JSON.stringify({ ...o.record, result: { ...result } }, null, 2)}\n`);
-    for (const f of ["adapter_model.safetensors", "adapter_config.json"]) renameSync(join(tmp, f), join(o.outputDir, f));
+    // adapter_config.json last: it marks the run finished, so the labels must already be there.
+    const adapterFiles = [...(o.labels ? [LABEL_CONFIG_FILE] : []), "adapter_model.safetensors", "adapter_config.json"];
+    for (const f of adapterFiles) renameSync(join(tmp, f), join(o.outputDir, f));
     rmSync(tmp, { recursive: true, force: true });
-    files.push("adapter_config.json", "adapter_model.safetensors", "training_args.json");
+    files.push(...adapterFiles, "training_args.json");
   }
   const summary: RunSummary = { ...result, trainable, total, outputDir: o.outputDir, files };
   out.write(`\n${summarize(summary)}\n`);
   return summary;
+}
+
+/**
+ * Makes every save of this run's adapter (each checkpoint-N/ and the final folder, both written
+ * through peft.savePretrained) also write label_config.json, so any adapter folder can be
+ * evaluated or merged on its own. Done here rather than in the Trainer, which saves adapters
+ * without knowing about classes.
+ */
+function saveLabelsWithAdapter(peft: PeftModel, labels: LabelConfig): void {
+  const save = peft.savePretrained.bind(peft);
+  peft.savePretrained = (dir, opts) => {
+    save(dir, opts);
+    writeLabelConfig(dir, labels);
+  };
+}
+
+/** A resumed classification run must have the classes its checkpoints were trained with. */
+function checkResumedLabels(outputDir: string, labels: LabelConfig): void {
+  const ck = latestCheckpoint(outputDir);
+  const saved = ck ? readLabelConfig(ck) : null;
+  if (ck && saved && saved.names.join("\u0000") !== labels.names.join("\u0000")) {
+    throw new LabelConfigError(
+      `${join(ck, LABEL_CONFIG_FILE)}: the checkpoint was trained with the labels ${JSON.stringify(saved.names)}, but this run's data gives ${JSON.stringify(labels.names)}`,
+    );
+  }
 }
 
 export function summarize(s: RunSummary): string {

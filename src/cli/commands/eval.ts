@@ -14,7 +14,13 @@ export const evalCommand: CommandSpec = {
   flags: [
     { name: "model", type: "string", meta: "DIR", help: "base model folder", required: true },
     { name: "adapter", type: "string", meta: "DIR", help: "PEFT adapter folder to apply" },
-    { name: "data", type: "string", meta: "FILE", help: "evaluation data (same formats as train)", required: true },
+    {
+      name: "data",
+      type: "string",
+      meta: "FILE",
+      help: "evaluation data (same formats as train; classification labels must be the adapter's, see label_config.json)",
+      required: true,
+    },
     { name: "format", type: "string", help: "record format (default: detected)", choices: DATA_FORMATS },
     { name: "batch-size", type: "int", meta: "N", help: "examples per batch", default: 16, min: 1 },
     { name: "max-length", type: "int", meta: "N", help: "longest example in tokens", default: 512, min: 1 },
@@ -37,7 +43,7 @@ export const evalCommand: CommandSpec = {
   examples: ["peftkit eval --model models/wordnet-llama --adapter runs/demo --data eval.jsonl"],
   async run(o) {
     if (!existsSync(o.data as string)) throw new UsageError(`--data ${o.data}: no such file or folder`);
-    const { model, peft, tokenizer } = await loadModelAndAdapter(o.model as string, {
+    const { model, peft, tokenizer, labels } = await loadModelAndAdapter(o.model as string, {
       adapter: o.adapter as string | undefined,
       threads: o.threads as number | undefined,
       needTokenizer: true,
@@ -48,6 +54,8 @@ export const evalCommand: CommandSpec = {
       format: o.format as DataFormat | undefined,
       maxLength: o.maxLength as number,
       onBadRecord: o.onBadRecord as "error" | "skip",
+      // The model's classes, not the eval file's: a label it does not know is an error at its line.
+      labels: labels?.names,
     });
     const runner = peft ?? model;
     const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
@@ -67,6 +75,7 @@ export const evalCommand: CommandSpec = {
       model: o.model,
       adapter: o.adapter ?? null,
       data: o.data,
+      ...(labels ? { label_names: labels.names } : {}),
     };
     console.log(
       table(

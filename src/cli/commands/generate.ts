@@ -5,7 +5,8 @@ import { loadModelAndAdapter } from "../load.js";
 
 export const generateCommand: CommandSpec = {
   name: "generate",
-  summary: "Generate text from a prompt, or chat interactively on a terminal when no --prompt is given.",
+  summary:
+    "Generate text from a prompt, or chat interactively on a terminal when no --prompt is given; a classifier prints the predicted label.",
   usage:
     "peftkit generate --model DIR [--adapter DIR] [--prompt TEXT] [--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]",
   flags: [
@@ -24,13 +25,22 @@ export const generateCommand: CommandSpec = {
     "peftkit generate --model models/wordnet-llama --adapter runs/demo",
   ],
   async run(o) {
-    const { model, peft, tokenizer } = await loadModelAndAdapter(o.model as string, {
+    const { model, peft, tokenizer, labels } = await loadModelAndAdapter(o.model as string, {
       adapter: o.adapter as string | undefined,
       threads: o.threads as number | undefined,
       needTokenizer: true,
     });
     if (!tokenizer) throw new UsageError("the model folder has no tokenizer.json");
     const runner = peft ?? model;
+    // A classifier has nothing to generate: it names the class of the text, as `peftkit eval` scores it.
+    const classify = async (text: string): Promise<string> => {
+      const out = await runner.forward({ inputIds: [tokenizer.encode(text)] });
+      const z = out.logits?.data;
+      if (!z || !labels) throw new UsageError(`the ${model.head} model gives no class logits`);
+      let best = 0;
+      for (let j = 1; j < z.length; j++) if (z[j] > z[best]) best = j;
+      return labels.names[best];
+    };
     const gen = async (ids: number[]) => {
       const [out] = await runner.generate([ids], {
         maxNewTokens: o.maxNewTokens as number,
@@ -43,6 +53,10 @@ export const generateCommand: CommandSpec = {
       return tokenizer.decode(out.slice(ids.length), { skipSpecialTokens: true });
     };
     try {
+      if (labels && typeof o.prompt === "string") {
+        process.stdout.write(`${await classify(o.prompt)}\n`);
+        return 0;
+      }
       if (typeof o.prompt === "string") {
         const ids = o.chat
           ? (tokenizer.applyChatTemplate([{ role: "user", content: o.prompt }], { addGenerationPrompt: true, tokenize: true }) as number[])
@@ -53,8 +67,8 @@ export const generateCommand: CommandSpec = {
       if (!process.stdin.isTTY) throw new UsageError("--prompt is required when standard input is not a terminal");
       const rl = createInterface({ input: process.stdin, output: process.stdout });
       const history: ChatMessage[] = [];
-      const chat = tokenizer.chatTemplate !== null;
-      console.log(`${chat ? "chat" : "completion"} mode; an empty line or Ctrl-D quits.`);
+      const chat = !labels && tokenizer.chatTemplate !== null;
+      console.log(`${labels ? "classification" : chat ? "chat" : "completion"} mode; an empty line or Ctrl-D quits.`);
       for (;;) {
         let line: string;
         try {
@@ -63,7 +77,8 @@ export const generateCommand: CommandSpec = {
           break;
         }
         if (!line.trim()) break;
-        if (chat) {
+        if (labels) console.log(await classify(line));
+        else if (chat) {
           history.push({ role: "user", content: line });
           const ids = tokenizer.applyChatTemplate(history, { addGenerationPrompt: true, tokenize: true }) as number[];
           const reply = (await gen(ids)).trim();

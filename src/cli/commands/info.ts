@@ -1,6 +1,7 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { readJsonFile } from "../../io/hf-folder.js";
+import { describeLabels, LABEL_CONFIG_FILE, parseLabelFields, readLabelConfig } from "../../io/label-config.js";
 import { SafetensorsFile } from "../../io/safetensors.js";
 import { table } from "../../train/progress.js";
 import { type CommandSpec, UsageError } from "../args.js";
@@ -44,6 +45,8 @@ export const infoCommand: CommandSpec = {
       for (const k of ["r", "lora_alpha", "use_dora", "use_rslora", "target_modules", "num_virtual_tokens", "modules_to_save"]) {
         if (cfg[k] !== undefined && cfg[k] !== null) rows.push([k, JSON.stringify(cfg[k])]);
       }
+      const labels = readLabelConfig(dir);
+      if (labels) rows.push(["num_labels", String(labels.names.length)], ["labels", `${describeLabels(labels)} (${LABEL_CONFIG_FILE})`]);
       const w = join(dir, "adapter_model.safetensors");
       if (existsSync(w)) {
         const d = describeSafetensors(w);
@@ -72,6 +75,8 @@ export const infoCommand: CommandSpec = {
       ]) {
         if (cfg[k] !== undefined) rows.push([k, JSON.stringify(cfg[k])]);
       }
+      const labels = parseLabelFields(cfg, join(dir, "config.json"));
+      if (labels) rows.push(["num_labels", String(labels.names.length)], ["labels", describeLabels(labels)]);
       const single = join(dir, "model.safetensors");
       if (existsSync(single)) {
         const d = describeSafetensors(single);

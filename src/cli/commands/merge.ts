@@ -1,7 +1,32 @@
-import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { loadConfig } from "../../io/hf-folder.js";
+import { type LabelConfig, labelConfigFields } from "../../io/label-config.js";
+import type { TaskHead } from "../../models/architecture.js";
 import { type CommandSpec, UsageError } from "../args.js";
 import { loadModelAndAdapter } from "../load.js";
+
+const HEAD_CLASS_SUFFIX: Partial<Record<TaskHead, string>> = {
+  sequence_classification: "ForSequenceClassification",
+  token_classification: "ForTokenClassification",
+  image_classification: "ForImageClassification",
+};
+
+/**
+ * config.json of a merged classifier, as transformers writes a fine-tuned one: num_labels,
+ * id2label and label2id, and "architectures" naming the classification class (LlamaForCausalLM
+ * → LlamaForSequenceClassification), which is also how peftkit picks the head when loading it.
+ */
+export function classifierConfig(config: Record<string, unknown>, head: TaskHead, labels: LabelConfig): Record<string, unknown> {
+  const suffix = HEAD_CLASS_SUFFIX[head];
+  const out: Record<string, unknown> = { ...config, ...labelConfigFields(labels) };
+  const archs = Array.isArray(config.architectures) ? config.architectures.map(String) : [];
+  if (suffix && !archs.some((a) => a.endsWith(suffix))) {
+    const stem = archs[0]?.replace(/(For[A-Z]\w*|LMHeadModel|Model)$/, "");
+    if (stem) out.architectures = [`${stem}${suffix}`];
+  }
+  return out;
+}
 
 const TOKENIZER_FILES = [
   "tokenizer.json",
@@ -26,7 +51,7 @@ export const mergeCommand: CommandSpec = {
   async run(o) {
     const out = o.outputDir as string;
     if (existsSync(join(out, "config.json"))) throw new UsageError(`--output-dir ${out} already holds a model; choose another folder`);
-    const { model, peft } = await loadModelAndAdapter(o.model as string, {
+    const { model, peft, labels } = await loadModelAndAdapter(o.model as string, {
       adapter: o.adapter as string,
       threads: o.threads as number | undefined,
     });
@@ -37,6 +62,8 @@ export const mergeCommand: CommandSpec = {
     rmSync(tmp, { recursive: true, force: true });
     mkdirSync(tmp, { recursive: true });
     merged.savePretrained(tmp, { dtype: o.dtype as "f32" | "f16" | "bf16" });
+    if (labels)
+      writeFileSync(join(tmp, "config.json"), `${JSON.stringify(classifierConfig(loadConfig(tmp), model.head, labels), null, 2)}\n`);
     for (const f of TOKENIZER_FILES) if (existsSync(join(o.model as string, f))) copyFileSync(join(o.model as string, f), join(tmp, f));
     rmSync(out, { recursive: true, force: true });
     renameSync(tmp, out);

@@ -1,8 +1,10 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { loadConfig } from "../../io/hf-folder.js";
+import { type LabelConfig, parseLabelFields } from "../../io/label-config.js";
 import { AutoTokenizer } from "../../io/tokenizer.js";
 import { PreTrainedModel } from "../../models/pretrained.js";
-import { DATA_FORMATS, type DataFormat, type Example, loadDataset, splitDataset } from "../../train/data/index.js";
+import { DATA_FORMATS, type DataFormat, type Example, loadDataset, splitDataset, trainingLabels } from "../../train/data/index.js";
 import { METHODS, MethodError, methodConfig } from "../../train/methods.js";
 import { runTraining } from "../../train/run.js";
 import type { ScheduleName } from "../../train/schedule.js";
@@ -119,18 +121,37 @@ export const trainCommand: CommandSpec = {
     const data = await loadDataset(o.data as string, loadOpts);
     for (const m of data.skipped) process.stderr.write(`skipped ${m}\n`);
     if (data.skipped.length) process.stderr.write(`skipped ${data.skipped.length} bad record(s) in ${o.data}\n`);
-    let train: Example[] = data.examples;
+    const classification = data.format === "classification";
+    // Classification: the classes, from the data and the base model's config.json (see train/data/labels.ts).
+    let labels: LabelConfig | undefined;
+    let examples = data.examples;
+    let modelLabels: LabelConfig | null = null;
+    if (classification) {
+      const configPath = join(modelDir, "config.json");
+      modelLabels = parseLabelFields(loadConfig(modelDir), configPath);
+      const chosen = trainingLabels(data, modelLabels, configPath);
+      ({ labels, examples } = chosen);
+      if (chosen.warning) process.stderr.write(`warning: ${chosen.warning}\n`);
+    }
+    let train: Example[] = examples;
     let evalSet: Example[] = [];
     if (o.evalData) {
-      const ev = await loadDataset(o.evalData as string, { ...loadOpts, labels: data.labelNames });
+      // The eval file's labels go through the training classes: unknown names and ids out of range are errors.
+      const ev = await loadDataset(o.evalData as string, { ...loadOpts, labels: labels?.names });
       evalSet = ev.examples;
-    } else if (ef > 0 && data.examples.length >= 20) ({ train, eval: evalSet } = splitDataset(data.examples, ef, o.seed as number));
-    const classification = data.format === "classification";
+    } else if (ef > 0 && examples.length >= 20) ({ train, eval: evalSet } = splitDataset(examples, ef, o.seed as number));
     if (classification) peftConfig.task_type = "SEQ_CLS";
-    const model = await PreTrainedModel.load(modelDir, classification ? "sequence_classification" : "causal_lm", {
-      threads: o.threads as number | undefined,
-      numLabels: data.numLabels,
-    });
+    let model: PreTrainedModel;
+    try {
+      model = await PreTrainedModel.load(modelDir, classification ? "sequence_classification" : "causal_lm", {
+        threads: o.threads as number | undefined,
+        numLabels: labels?.names.length,
+      });
+    } catch (e) {
+      if (labels && modelLabels && modelLabels.names.length !== labels.names.length && e instanceof Error)
+        e.message += `\n(${modelDir}/config.json declares ${modelLabels.names.length} labels and the data has ${labels.names.length}: a pretrained classification head of another size cannot be reused)`;
+      throw e;
+    }
     if (classification && !peftConfig.modules_to_save)
       peftConfig.modules_to_save = ["classifier", "score"].filter((m) => [...model.weights.keys()].some((k) => k.startsWith(`${m}.`)));
     const record = {
@@ -138,7 +159,7 @@ export const trainCommand: CommandSpec = {
       data_format: data.format,
       train_examples: train.length,
       eval_examples: evalSet.length,
-      label_names: data.labelNames ?? null,
+      label_names: labels?.names ?? null,
       peft_config: peftConfig,
     };
     let stopping = false;
@@ -170,6 +191,7 @@ export const trainCommand: CommandSpec = {
       resume: Boolean(o.resume),
       gradientCheckpointing: Boolean(o.gradientCheckpointing),
       exactMatchLimit: data.format === "prompt_completion" ? 200 : 0,
+      labels,
       record,
       onTrainer: (t) => {
         process.on("SIGINT", () => {

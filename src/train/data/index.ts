@@ -32,7 +32,9 @@
  *   bad, with a message suggesting a training template.
  * - `classification` {text, label}: integer labels are class ids (numLabels = max + 1); string
  *   labels map through `labels` or, by default, the distinct labels in sorted (code-unit) order,
- *   returned as labelNames.
+ *   returned as labelNames. With `labels` (a trained model's classes), a string label not among
+ *   them or an integer label >= labels.length is a bad record. `trainingLabels` (labels.ts) picks
+ *   a training run's classes from the data and the base model's config.json.
  *
  * Bad records (unparsable JSON line, missing field, wrong type, wrong CSV field count, label of the
  * other kind, chat template failure) raise a DatasetError `file:line: field "x" must be ...`, or with
@@ -58,6 +60,7 @@ export { type Batch, type BatchOptions, BatchStream, deriveSeed, makeBatches, ty
 export { parseCsv } from "./csv.js";
 export { DatasetError } from "./errors.js";
 export { DATA_FORMATS, type DataFormat, formatOfFields } from "./formats.js";
+export { type TrainingLabels, trainingLabels } from "./labels.js";
 export { datasetFromRecords, defaultCacheDir, type LoadedDataset, type LoadOptions, loadDataset, type OnBadRecord } from "./load.js";
 export { type RawRecord, readSource, type SourceKind } from "./readers.js";
 export { type Example, IGNORE_INDEX } from "./tokenize.js";
