@@ -4,8 +4,9 @@
  * The final adapter files are written only at the end, so an output folder with an
  * adapter_config.json is always a finished run.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { writeFileAtomic } from "../io/atomic-write.js";
 import type { PreTrainedTokenizer } from "../io/tokenizer.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
 import { PeftModel } from "../tuners/peft-model.js";
@@ -120,15 +121,13 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
     .split("\n")
     .filter(Boolean)
     .map((l) => JSON.parse(l) as Record<string, unknown>);
-  writeFileSync(join(o.outputDir, "loss_curve.svg"), Trainer.curveSvg(metrics));
+  writeFileAtomic(join(o.outputDir, "loss_curve.svg"), Trainer.curveSvg(metrics));
   files.push("loss_curve.svg", "metrics.jsonl");
   if (result.stoppedBy !== "interrupted") {
-    // The adapter goes in last, via a temporary folder, so its presence marks a finished run.
-    const tmp = join(o.outputDir, `.final-${process.pid}`);
-    peft.savePretrained(tmp);
-    writeFileSync(join(o.outputDir, "training_args.json"), `${JSON.stringify({ ...o.record, result: { ...result } }, null, 2)}\n`);
-    for (const f of ["adapter_model.safetensors", "adapter_config.json"]) renameSync(join(tmp, f), join(o.outputDir, f));
-    rmSync(tmp, { recursive: true, force: true });
+    // The adapter goes in last (weights, then adapter_config.json, each fsynced and renamed into
+    // place), so a config in the folder marks a finished run.
+    writeFileAtomic(join(o.outputDir, "training_args.json"), `${JSON.stringify({ ...o.record, result: { ...result } }, null, 2)}\n`);
+    peft.savePretrained(o.outputDir);
     files.push("adapter_config.json", "adapter_model.safetensors", "training_args.json");
   }
   const summary: RunSummary = { ...result, trainable, total, outputDir: o.outputDir, files };
