@@ -61,9 +61,7 @@ export function checkpointDirs(outputDir: string): { step: number; dir: string }
     const m = CHECKPOINT_RE.exec(oldDirTarget(n) ?? "");
     if (m && !byStep.has(Number(m[1])) && complete(join(outputDir, n))) byStep.set(Number(m[1]), join(outputDir, n));
   }
-  return [...byStep]
-    .map(([step, dir]) => ({ step, dir }))
-    .sort((a, b) => a.step - b.step);
+  return [...byStep].map(([step, dir]) => ({ step, dir })).sort((a, b) => a.step - b.step);
 }
 
 export function latestCheckpoint(outputDir: string): string | null {
