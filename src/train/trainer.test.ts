@@ -3,6 +3,7 @@ import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmS
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
+import { durabilityProblems, traceFs } from "../testing/fs-trace.js";
 import { loadTestModel } from "../tuners/conformance.js";
 import { PeftModel } from "../tuners/peft-model.js";
 import { PeftTrainer } from "../tuners/train.js";
@@ -235,6 +236,22 @@ describe("Trainer", () => {
       await x.trainer.release();
       await x.model.release();
     }
+  });
+
+  test("every file of a run and its checkpoints is written fsync-then-rename, folders fsynced", async () => {
+    const dir = join(root, "durable");
+    const t = await makeTarget(8);
+    const args: TrainerArgs = { outputDir: dir, maxSteps: 4, lr: 1e-3, saveSteps: 2, saveTotalLimit: 1 };
+    const first = await traceFs(() => new Trainer(t, source(4, 200), null, args, quiet()).run());
+    rmSync(join(dir, "checkpoint-4"), { recursive: true });
+    const resumed = await traceFs(() => new Trainer(t, source(4, 200), null, { ...args, resume: true }, quiet()).run());
+    for (const { events } of [first, resumed]) {
+      assert.ok(events.some((e) => e.op === "rename" && e.to?.endsWith("checkpoint-4")));
+      assert.deepEqual(durabilityProblems(events, dir, [join(dir, "metrics.jsonl")]), []);
+    }
+    assert.deepEqual(readdirSync(dir).sort(), ["checkpoint-4", "metrics.jsonl"]);
+    await t.trainer.release();
+    await t.model.release();
   });
 
   test("bad arguments are rejected", async () => {
