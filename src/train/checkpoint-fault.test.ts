@@ -113,7 +113,9 @@ describe("checkpoints survive a crash at any point", () => {
     const got = adapterOf(dir);
     assert.deepEqual(Object.keys(got).sort(), Object.keys(want).sort(), label);
     for (const [k, w] of Object.entries(want))
-      w.forEach((v, i) => assert.ok(Math.abs(v - got[k][i]) <= 1e-6, `${label}: ${k}[${i}] ${v} vs ${got[k][i]}`));
+      w.forEach((v, i) => {
+        assert.ok(Math.abs(v - got[k][i]) <= 1e-6, `${label}: ${k}[${i}] ${v} vs ${got[k][i]}`);
+      });
     assert.deepEqual(metricSteps(dir), [1, 2, 3, 4], label);
     const junk = readdirSync(dir).filter((n) => /\.(tmp|old)-/.test(n));
     assert.deepEqual(junk, [], label);
