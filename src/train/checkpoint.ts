@@ -113,6 +113,8 @@ export function loadCheckpoint(dir: string): { state: TrainerState; optimizer: R
   return { state, optimizer };
 }
 
+const FIRST = ["peft_type", "r", "lora_alpha", "num_virtual_tokens", "bottleneck_size", "target_modules"];
+
 /** Fields that say where a config came from rather than what it trains. */
 const PROVENANCE = new Set(["base_model_name_or_path", "revision", "inference_mode", "peft_version"]);
 
@@ -128,6 +130,9 @@ export function checkCheckpointConfig(checkpoint: string, adapterDir: string, cu
       ? ["peft_type"]
       : [...new Set([...Object.keys(saved), ...Object.keys(current)])].filter((k) => !PROVENANCE.has(k) && !same(saved[k], current[k]));
   if (!fields.length) return;
+  // The size-defining fields first: "r=8" says more than the alpha that follows from it.
+  const rank = (k: string) => (FIRST.indexOf(k) + FIRST.length + 1) % (FIRST.length + 1);
+  fields.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
   const show = (v: unknown) => JSON.stringify(v ?? null);
   const diffs = fields.map((k) => `${k}=${show(saved[k])} (this run: ${show(current[k])})`);
   const flags = [...new Set(fields.map((k) => configFlag(k, saved[k])).filter((f): f is string => f !== null))];
