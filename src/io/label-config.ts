@@ -9,9 +9,10 @@
  * It is a file of its own because adapter_config.json holds exactly HF PEFT's fields. `peftkit
  * merge` writes the same three keys into the merged model's config.json.
  */
-import { existsSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { PeftkitError } from "../engine/errors.js";
+import { writeFileAtomic } from "./atomic-write.js";
 import { readJsonFile } from "./hf-folder.js";
 
 export const LABEL_CONFIG_FILE = "label_config.json";
@@ -112,9 +113,7 @@ export function readLabelConfig(dir: string): LabelConfig | null {
 
 /** Writes `label_config.json` into a folder (atomically: a reader never sees half a file). */
 export function writeLabelConfig(dir: string, lc: LabelConfig): void {
-  const tmp = join(dir, `${LABEL_CONFIG_FILE}.tmp-${process.pid}`);
-  writeFileSync(tmp, `${JSON.stringify(labelConfigFields(lc), null, 2)}\n`);
-  renameSync(tmp, join(dir, LABEL_CONFIG_FILE));
+  writeFileAtomic(join(dir, LABEL_CONFIG_FILE), `${JSON.stringify(labelConfigFields(lc), null, 2)}\n`);
 }
 
 /** "0 neg, 1 pos" for messages and `peftkit info`. */

@@ -13,6 +13,7 @@ import * as nodePath from "node:path";
 import { PeftkitError } from "../engine/errors.js";
 import type { DType, TypedArray } from "../engine/ir/dtype.js";
 import { f16ToF32, type HostTensor } from "../engine/ir/host.js";
+import { writeFileAtomic } from "./atomic-write.js";
 
 /** A malformed or unreadable safetensors file, or tensors that cannot be written as one. */
 export class SafetensorsError extends PeftkitError {
@@ -631,9 +632,9 @@ export function serializeSafetensors(
 }
 
 /**
- * Writes a safetensors file atomically: the bytes go to `${path}.tmp-<pid>-<random>` beside the
- * target, which is then renamed over it, so readers see the old file or the new one, never a partial
- * one. On any error the temporary file is removed and an existing file at `path` is left as it was.
+ * Writes a safetensors file atomically (writeFileAtomic): the bytes go to `${path}.tmp-<pid>-<random>`
+ * beside the target, are fsynced, renamed over it and the folder fsynced, so readers see the old file
+ * or the new one, never a partial one, even after a crash. On any error the temporary file is removed and an existing file at `path` is left as it was.
  * f16 HostTensors are written as F16 and bool as BOOL; RawTensors keep their dtype and bytes.
  */
 export function writeSafetensors(
@@ -642,31 +643,9 @@ export function writeSafetensors(
   metadata?: Readonly<Record<string, string>>,
 ): void {
   const chunks = serializeSafetensors(tensors, metadata, path);
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
-  let fd: number | undefined;
   try {
-    fd = fs.openSync(tmp, "wx");
-    for (const c of chunks) {
-      let done = 0;
-      while (done < c.byteLength) done += fs.writeSync(fd, c, done, Math.min(c.byteLength - done, 0x40000000));
-    }
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = undefined;
-    fs.renameSync(tmp, path);
+    writeFileAtomic(path, chunks);
   } catch (e) {
-    if (fd !== undefined) {
-      try {
-        fs.closeSync(fd);
-      } catch {
-        // already failing; the original error is the one worth reporting
-      }
-    }
-    try {
-      fs.rmSync(tmp, { force: true });
-    } catch {
-      // as above
-    }
     throw new SafetensorsError(`${path}: cannot write (in ${nodePath.dirname(nodePath.resolve(path))}): ${(e as Error).message}`, {
       cause: e,
     });

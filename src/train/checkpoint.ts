@@ -1,14 +1,23 @@
 /**
  * Training checkpoints: checkpoint-<step>/ with the adapter (HF PEFT format), the optimizer state
- * (optimizer.safetensors) and trainer_state.json (step, data position, seeds, history). Written
- * into a temporary folder and renamed into place, so a folder named checkpoint-<step> is always
- * complete; a crash mid-write leaves only a .tmp folder that resume ignores.
+ * (optimizer.safetensors) and trainer_state.json (step, data position, seeds, history).
+ *
+ * Guarantees, for a crash at any instant (SIGKILL, power loss): every file is written
+ * fsync-then-rename and trainer_state.json goes in last, the folder is built under
+ * checkpoint-<step>.tmp-<pid>, fsynced and renamed into place, so a folder named
+ * checkpoint-<step> is always complete. Replacing a checkpoint of the same step keeps the old one
+ * (checkpoint-<step>.old-<pid>) until the new one is in; pruning renames a folder to a temporary
+ * name before deleting it. `recoverCheckpoints` tidies what a crash leaves.
  */
-import { existsSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { HostTensor } from "../engine/ir/host.js";
+import { cleanStaleTemps, oldDirTarget, removeDir, replaceDir, writeFileAtomic } from "../io/atomic-write.js";
+import { faultPoint } from "../io/fault.js";
 import { readJsonFile } from "../io/hf-folder.js";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
+import { configFlag } from "./methods.js";
+import { TrainingArgsError } from "./schedule.js";
 
 export interface TrainerState {
   /** Optimizer steps done. */
@@ -24,21 +33,48 @@ export interface TrainerState {
   tokensSeen: number;
 }
 
+/** A checkpoint that cannot continue this run (made with other settings). */
+export class CheckpointMismatchError extends TrainingArgsError {}
+
 export const CHECKPOINT_PREFIX = "checkpoint-";
 const STATE_FILE = "trainer_state.json";
 const OPTIMIZER_FILE = "optimizer.safetensors";
+const CHECKPOINT_RE = /^checkpoint-(\d+)$/;
 
+function complete(dir: string): boolean {
+  return existsSync(join(dir, STATE_FILE)) && existsSync(join(dir, OPTIMIZER_FILE));
+}
+
+/**
+ * Complete checkpoints, oldest first. A checkpoint-<step>.old-<pid> folder counts when its
+ * replacement never arrived (a crash between the two renames of a replacement).
+ */
 export function checkpointDirs(outputDir: string): { step: number; dir: string }[] {
   if (!existsSync(outputDir)) return [];
-  return readdirSync(outputDir)
-    .filter((n) => /^checkpoint-\d+$/.test(n) && existsSync(join(outputDir, n, STATE_FILE)))
-    .map((n) => ({ step: Number(n.slice(CHECKPOINT_PREFIX.length)), dir: join(outputDir, n) }))
-    .sort((a, b) => a.step - b.step);
+  const names = readdirSync(outputDir);
+  const byStep = new Map<number, string>();
+  for (const n of names) {
+    const m = CHECKPOINT_RE.exec(n);
+    if (m && complete(join(outputDir, n))) byStep.set(Number(m[1]), join(outputDir, n));
+  }
+  for (const n of names) {
+    const m = CHECKPOINT_RE.exec(oldDirTarget(n) ?? "");
+    if (m && !byStep.has(Number(m[1])) && complete(join(outputDir, n))) byStep.set(Number(m[1]), join(outputDir, n));
+  }
+  return [...byStep].map(([step, dir]) => ({ step, dir })).sort((a, b) => a.step - b.step);
 }
 
 export function latestCheckpoint(outputDir: string): string | null {
   const all = checkpointDirs(outputDir);
   return all.length ? all[all.length - 1].dir : null;
+}
+
+/**
+ * After a crash: deletes half-written checkpoint and file temporaries in the output folder and
+ * puts back a checkpoint whose replacement was cut short. Returns one line per action.
+ */
+export function recoverCheckpoints(outputDir: string): string[] {
+  return cleanStaleTemps(outputDir);
 }
 
 /**
@@ -56,13 +92,17 @@ export function saveCheckpoint(
   const tmp = `${final}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   writeAdapter(tmp);
+  faultPoint("checkpoint:adapter");
   writeSafetensors(join(tmp, OPTIMIZER_FILE), optimizer, { format: "peftkit-optimizer" });
-  writeFileSync(join(tmp, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`);
-  rmSync(final, { recursive: true, force: true });
-  renameSync(tmp, final);
+  faultPoint("checkpoint:optimizer");
+  // The state goes in last: its presence marks a complete folder.
+  writeFileAtomic(join(tmp, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`);
+  faultPoint("checkpoint:state");
+  replaceDir(tmp, final);
+  faultPoint("checkpoint:saved");
   if (keep !== undefined && keep > 0) {
-    const all = checkpointDirs(outputDir);
-    for (const c of all.slice(0, Math.max(0, all.length - keep))) rmSync(c.dir, { recursive: true, force: true });
+    const all = checkpointDirs(outputDir).filter((c) => c.dir !== final);
+    for (const c of all.slice(0, Math.max(0, all.length + 1 - keep))) removeDir(c.dir);
   }
   return final;
 }
@@ -71,4 +111,40 @@ export function loadCheckpoint(dir: string): { state: TrainerState; optimizer: R
   const state = readJsonFile(join(dir, STATE_FILE), "trainer state") as TrainerState;
   const optimizer = readSafetensors(join(dir, OPTIMIZER_FILE)).tensors;
   return { state, optimizer };
+}
+
+const FIRST = ["peft_type", "r", "lora_alpha", "num_virtual_tokens", "bottleneck_size", "target_modules"];
+
+/** Fields that say where a config came from rather than what it trains. */
+const PROVENANCE = new Set(["base_model_name_or_path", "revision", "inference_mode", "peft_version"]);
+
+/**
+ * Throws when the checkpoint's adapter_config.json (in `adapterDir`) differs from the config of
+ * the run about to continue it, naming each field and the flag that restores it.
+ */
+export function checkCheckpointConfig(checkpoint: string, adapterDir: string, current: Record<string, unknown>): void {
+  const saved = readJsonFile(join(adapterDir, "adapter_config.json"), "adapter config") as Record<string, unknown>;
+  const same = (a: unknown, b: unknown) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+  const fields =
+    saved.peft_type !== current.peft_type
+      ? ["peft_type"]
+      : [...new Set([...Object.keys(saved), ...Object.keys(current)])].filter((k) => !PROVENANCE.has(k) && !same(saved[k], current[k]));
+  if (!fields.length) return;
+  // The size-defining fields first: "r=8" says more than the alpha that follows from it.
+  const rank = (k: string) => (FIRST.indexOf(k) + FIRST.length + 1) % (FIRST.length + 1);
+  fields.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+  const show = (v: unknown) => JSON.stringify(v ?? null);
+  const diffs = fields.map((k) => `${k}=${show(saved[k])} (this run: ${show(current[k])})`);
+  const flags = [...new Set(fields.map((k) => configFlag(k, saved[k])).filter((f): f is string => f !== null))];
+  throw new CheckpointMismatchError(
+    `${checkpoint} was made with ${diffs.join(", ")}; resume with ${flags.length ? flags.join(" ") : "the settings it was made with"}, or use another --output-dir`,
+  );
+}
+
+/** Throws when the checkpoint was made with another seed (data order and dropout would differ). */
+export function checkCheckpointSeed(checkpoint: string, state: TrainerState, seed: number): void {
+  if (state.seed !== seed)
+    throw new CheckpointMismatchError(
+      `${checkpoint} was made with seed=${state.seed} (this run: ${seed}); resume with --seed ${state.seed}, or use another --output-dir`,
+    );
 }

@@ -64,3 +64,50 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
       return { ...common, peft_type: "LN_TUNING", ...(target ? { target_modules: target } : {}) };
   }
 }
+
+const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
+  LORA: "lora",
+  IA3: "ia3",
+  BOTTLENECK: "adapter",
+  PROMPT_TUNING: "prompt",
+  PREFIX_TUNING: "prefix",
+  SSF: "ssf",
+  BITFIT: "bitfit",
+  LN_TUNING: "ln_tuning",
+};
+
+/**
+ * The `peftkit train` flag that gives an adapter_config.json field a value, e.g. ("r", 8) →
+ * "--r 8", for messages about a run whose flags differ from its checkpoint; null for fields no
+ * flag sets.
+ */
+export function configFlag(field: string, value: unknown): string | null {
+  const list = (v: unknown) => (Array.isArray(v) ? v.join(",") : String(v));
+  switch (field) {
+    case "r":
+      return `--r ${value}`;
+    case "lora_alpha":
+      return `--alpha ${value}`;
+    case "lora_dropout":
+    case "dropout":
+      return `--dropout ${value}`;
+    case "target_modules":
+      return value === null || value === undefined ? null : `--target ${list(value)}`;
+    case "num_virtual_tokens":
+      return `--num-virtual-tokens ${value}`;
+    case "bottleneck_size":
+      return `--bottleneck-size ${value}`;
+    case "adapter_type":
+      return `--adapter-type ${value}`;
+    case "peft_type":
+      return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
+    case "use_dora":
+      return value === true ? "--method dora" : null;
+    case "use_rslora":
+      return value === true ? "--method rslora" : null;
+    case "init_lora_weights":
+      return value === "pissa" ? "--method pissa" : null;
+    default:
+      return null;
+  }
+}

@@ -4,8 +4,9 @@
  * The final adapter files are written only at the end, so an output folder with an
  * adapter_config.json is always a finished run.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { writeFileAtomic } from "../io/atomic-write.js";
 import { LABEL_CONFIG_FILE, type LabelConfig, LabelConfigError, readLabelConfig, writeLabelConfig } from "../io/label-config.js";
 import type { PreTrainedTokenizer } from "../io/tokenizer.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
@@ -125,18 +126,14 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
     .split("\n")
     .filter(Boolean)
     .map((l) => JSON.parse(l) as Record<string, unknown>);
-  writeFileSync(join(o.outputDir, "loss_curve.svg"), Trainer.curveSvg(metrics));
+  writeFileAtomic(join(o.outputDir, "loss_curve.svg"), Trainer.curveSvg(metrics));
   files.push("loss_curve.svg", "metrics.jsonl");
   if (result.stoppedBy !== "interrupted") {
-    // The adapter goes in last, via a temporary folder, so its presence marks a finished run.
-    const tmp = join(o.outputDir, `.final-${process.pid}`);
-    peft.savePretrained(tmp);
-    writeFileSync(join(o.outputDir, "training_args.json"), `${JSON.stringify({ ...o.record, result: { ...result } }, null, 2)}\n`);
-    // adapter_config.json last: it marks the run finished, so the labels must already be there.
-    const adapterFiles = [...(o.labels ? [LABEL_CONFIG_FILE] : []), "adapter_model.safetensors", "adapter_config.json"];
-    for (const f of adapterFiles) renameSync(join(tmp, f), join(o.outputDir, f));
-    rmSync(tmp, { recursive: true, force: true });
-    files.push(...adapterFiles, "training_args.json");
+    // The adapter goes in last (weights, then adapter_config.json, each fsynced and renamed into
+    // place), so a config in the folder marks a finished run.
+    writeFileAtomic(join(o.outputDir, "training_args.json"), `${JSON.stringify({ ...o.record, result: { ...result } }, null, 2)}\n`);
+    peft.savePretrained(o.outputDir);
+    files.push(...(o.labels ? [LABEL_CONFIG_FILE] : []), "adapter_config.json", "adapter_model.safetensors", "training_args.json");
   }
   const summary: RunSummary = { ...result, trainable, total, outputDir: o.outputDir, files };
   out.write(`\n${summarize(summary)}\n`);
@@ -152,8 +149,10 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
 function saveLabelsWithAdapter(peft: PeftModel, labels: LabelConfig): void {
   const save = peft.savePretrained.bind(peft);
   peft.savePretrained = (dir, opts) => {
-    save(dir, opts);
+    // Before the adapter: its adapter_config.json, written last, marks a complete folder.
+    mkdirSync(dir, { recursive: true });
     writeLabelConfig(dir, labels);
+    save(dir, opts);
   };
 }
 

@@ -1,12 +1,14 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
+import { durabilityProblems, traceFs } from "../testing/fs-trace.js";
 import { loadTestModel } from "../tuners/conformance.js";
 import { PeftModel } from "../tuners/peft-model.js";
 import { PeftTrainer } from "../tuners/train.js";
-import { latestCheckpoint } from "./checkpoint.js";
+import { CheckpointMismatchError, latestCheckpoint } from "./checkpoint.js";
+import type { EvalBatch } from "./evaluate.js";
 import { Progress } from "./progress.js";
 import { type BatchSource, NonFiniteLossError, Trainer, type TrainerArgs } from "./trainer.js";
 
@@ -30,11 +32,17 @@ function source(n: number, vocab: number): BatchSource {
   };
 }
 
+const EVAL_IDS = [
+  [5, 9, 13, 2, 7, 7],
+  [7, 7, 1, 2, 9, 13],
+];
+const EVAL_BATCH: EvalBatch = { inputIds: EVAL_IDS, labels: EVAL_IDS, attentionMask: EVAL_IDS.map((r) => r.map(() => 1)) };
+
 const quiet = () => new Progress({ write: () => true, isTTY: false }, 1000);
 
-async function makeTarget(seed: number) {
+async function makeTarget(seed: number, r = 4) {
   const model = await loadTestModel("llama_basic");
-  const peft = PeftModel.create(model, { peftType: "LORA", r: 4, loraAlpha: 8, loraDropout: 0.1, targetModules: "all-linear" }, { seed });
+  const peft = PeftModel.create(model, { peftType: "LORA", r, loraAlpha: 2 * r, loraDropout: 0.1, targetModules: "all-linear" }, { seed });
   const trainer = await PeftTrainer.create(peft, { optimizer: { kind: "adamw", weightDecay: 0.01 }, clipNorm: 1 });
   return { trainer, peft, causal: true, classification: false, model };
 }
@@ -122,6 +130,126 @@ describe("Trainer", () => {
       (e: unknown) => e instanceof NonFiniteLossError && /step 3/.test(e.message) && /checkpoint-2/.test(e.message),
     );
     assert.ok(latestCheckpoint(dir)?.endsWith("checkpoint-2"));
+    await t.trainer.release();
+    await t.model.release();
+  });
+
+  test("a stop requested during the last step, its eval or the final save finishes the run with a final checkpoint", async () => {
+    // Without --save-steps, as in issue 10: an interrupt at step 3 of 3 used to leave no checkpoint.
+    for (const when of ["step", "eval"] as const) {
+      const t = await makeTarget(5);
+      const dir = join(root, `last-step-${when}`);
+      const loop = new Trainer(
+        t,
+        source(4, 200),
+        { batches: [EVAL_BATCH] },
+        { outputDir: dir, maxSteps: 3, lr: 1e-3, evalSteps: 3 },
+        quiet(),
+      );
+      if (when === "step") {
+        const orig = t.trainer.train.bind(t.trainer);
+        let calls = 0;
+        t.trainer.train = async (b, o) => {
+          if (++calls === 3) loop.requestStop();
+          return orig(b, o);
+        };
+      } else {
+        const orig = loop.evaluate.bind(loop);
+        loop.evaluate = async () => {
+          loop.requestStop();
+          return orig();
+        };
+      }
+      const r = await loop.run();
+      assert.equal(r.steps, 3, when);
+      assert.equal(r.stoppedBy, "max_steps", when);
+      assert.ok(r.lastCheckpoint?.endsWith("checkpoint-3"), `${when}: ${r.lastCheckpoint}`);
+      assert.equal(latestCheckpoint(dir), r.lastCheckpoint);
+      await t.trainer.release();
+      await t.model.release();
+    }
+  });
+
+  test("a stop requested mid-run without --save-steps saves a checkpoint at that step", async () => {
+    const t = await makeTarget(5);
+    const dir = join(root, "mid-stop");
+    const loop = new Trainer(t, source(4, 200), null, { outputDir: dir, maxSteps: 4, lr: 1e-3 }, quiet());
+    const orig = t.trainer.train.bind(t.trainer);
+    let calls = 0;
+    t.trainer.train = async (b, o) => {
+      if (++calls === 2) loop.requestStop();
+      return orig(b, o);
+    };
+    const r = await loop.run();
+    assert.equal(r.stoppedBy, "interrupted");
+    assert.ok(r.lastCheckpoint?.endsWith("checkpoint-2"));
+    assert.equal(latestCheckpoint(dir), r.lastCheckpoint);
+    await t.trainer.release();
+    await t.model.release();
+  });
+
+  test("a resumed run keeps metrics.jsonl to one record per step (no steps past the checkpoint twice)", async () => {
+    const dir = join(root, "metrics-resume");
+    const a = await makeTarget(6);
+    await new Trainer(a, source(4, 200), null, { outputDir: dir, maxSteps: 5, lr: 1e-3, saveSteps: 2 }, quiet()).run();
+    // As if killed after step 5 was logged but before its checkpoint, mid-way through a line.
+    rmSync(join(dir, "checkpoint-5"), { recursive: true });
+    appendFileSync(join(dir, "metrics.jsonl"), '{"step": 6, "lo');
+    const b = await makeTarget(6);
+    const r = await new Trainer(
+      b,
+      source(4, 200),
+      null,
+      { outputDir: dir, maxSteps: 5, lr: 1e-3, saveSteps: 2, resume: true },
+      quiet(),
+    ).run();
+    assert.equal(r.steps, 5);
+    const steps = readFileSync(join(dir, "metrics.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l).step);
+    assert.deepEqual(steps, [1, 2, 3, 4, 5]);
+    for (const x of [a, b]) {
+      await x.trainer.release();
+      await x.model.release();
+    }
+  });
+
+  test("resuming with another --r or --seed names the field, the checkpoint's value and the flag", async () => {
+    const dir = join(root, "mismatch");
+    const a = await makeTarget(7, 4);
+    await new Trainer(a, source(4, 200), null, { outputDir: dir, maxSteps: 2, lr: 1e-3, seed: 3 }, quiet()).run();
+    const b = await makeTarget(7, 8);
+    await assert.rejects(
+      new Trainer(b, source(4, 200), null, { outputDir: dir, maxSteps: 4, lr: 1e-3, seed: 3, resume: true }, quiet()).run(),
+      (e: unknown) =>
+        e instanceof CheckpointMismatchError &&
+        /checkpoint-2 was made with .*\br=4 \(this run: 8\)/.test(e.message) &&
+        /resume with .*--r 4\b/.test(e.message) &&
+        /resume with .*--alpha 8\b/.test(e.message),
+    );
+    await assert.rejects(
+      new Trainer(a, source(4, 200), null, { outputDir: dir, maxSteps: 4, lr: 1e-3, seed: 4, resume: true }, quiet()).run(),
+      (e: unknown) => e instanceof CheckpointMismatchError && /seed=3 \(this run: 4\).*--seed 3/.test(e.message),
+    );
+    for (const x of [a, b]) {
+      await x.trainer.release();
+      await x.model.release();
+    }
+  });
+
+  test("every file of a run and its checkpoints is written fsync-then-rename, folders fsynced", async () => {
+    const dir = join(root, "durable");
+    const t = await makeTarget(8);
+    const args: TrainerArgs = { outputDir: dir, maxSteps: 4, lr: 1e-3, saveSteps: 2, saveTotalLimit: 1 };
+    const first = await traceFs(() => new Trainer(t, source(4, 200), null, args, quiet()).run());
+    rmSync(join(dir, "checkpoint-4"), { recursive: true });
+    const resumed = await traceFs(() => new Trainer(t, source(4, 200), null, { ...args, resume: true }, quiet()).run());
+    for (const { events } of [first, resumed]) {
+      assert.ok(events.some((e) => e.op === "rename" && e.to?.endsWith("checkpoint-4")));
+      assert.deepEqual(durabilityProblems(events, dir, [join(dir, "metrics.jsonl")]), []);
+    }
+    assert.deepEqual(readdirSync(dir).sort(), ["checkpoint-4", "metrics.jsonl"]);
     await t.trainer.release();
     await t.model.release();
   });

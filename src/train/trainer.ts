@@ -3,15 +3,25 @@
  * evaluation and early stopping, atomic checkpoints with exact resume, a graceful stop on
  * request (SIGINT), and a clear stop on a non-finite loss with the last good checkpoint kept.
  */
-import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { HostTensor } from "../engine/ir/host.js";
 import type { StepResult } from "../engine/optim/train-step.js";
+import { fsyncFile, writeFileAtomic } from "../io/atomic-write.js";
+import { faultPoint } from "../io/fault.js";
 import type { PreTrainedTokenizer } from "../io/tokenizer.js";
-import { readAdapter } from "../tuners/format.js";
+import { adapterConfigJson, readAdapter } from "../tuners/format.js";
 import type { PeftModel } from "../tuners/peft-model.js";
 import type { PeftTrainer, TrainBatch } from "../tuners/train.js";
-import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from "./checkpoint.js";
+import {
+  checkCheckpointConfig,
+  checkCheckpointSeed,
+  latestCheckpoint,
+  loadCheckpoint,
+  recoverCheckpoints,
+  saveCheckpoint,
+  type TrainerState,
+} from "./checkpoint.js";
 import { type CompletionItem, type EvalBatch, type EvalMetrics, evaluate } from "./evaluate.js";
 import { lineChartSvg } from "./plot.js";
 import type { Progress } from "./progress.js";
@@ -99,7 +109,10 @@ export class Trainer {
     this.metricsPath = join(args.outputDir, "metrics.jsonl");
   }
 
-  /** Asks the loop to stop after the current step, saving a checkpoint. */
+  /**
+   * Asks the loop to stop after the current step, saving a checkpoint. When that step is the
+   * last one the run simply finishes (final checkpoint and adapter), as it would have anyway.
+   */
   requestStop(): void {
     this.stopRequested = true;
   }
@@ -115,7 +128,34 @@ export class Trainer {
     appendFileSync(this.metricsPath, `${JSON.stringify(record)}\n`);
   }
 
+  /**
+   * Keeps the records up to `step` (a resumed run redoes the steps after its checkpoint) and drops
+   * a line torn by a crash. Returns the last train loss kept.
+   */
+  private truncateMetrics(step: number): number {
+    const kept: string[] = [];
+    let lastLoss = Number.NaN;
+    const text = existsSync(this.metricsPath) ? readFileSync(this.metricsPath, "utf8") : "";
+    for (const line of text.split("\n")) {
+      let r: unknown;
+      try {
+        r = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      if (typeof r !== "object" || r === null) continue;
+      const rec = r as Record<string, unknown>;
+      if (typeof rec.step !== "number" || rec.step > step) continue;
+      kept.push(`${line}\n`);
+      if (typeof rec.loss === "number") lastLoss = rec.loss;
+    }
+    writeFileAtomic(this.metricsPath, kept.join(""));
+    return lastLoss;
+  }
+
   private checkpoint(state: TrainerState): string {
+    // The metrics up to this step become as durable as the checkpoint.
+    if (existsSync(this.metricsPath)) fsyncFile(this.metricsPath);
     const step = this.target.trainer.step;
     const s = step.getState();
     const optimizer: Record<string, HostTensor> = {};
@@ -148,26 +188,37 @@ export class Trainer {
       tokensSeen: 0,
     };
     let lastCheckpoint: string | null = null;
+    let savedStep = -1;
+    let lastLoss = Number.NaN;
+    for (const msg of recoverCheckpoints(args.outputDir)) this.progress.line(`after an interrupted write: ${msg}`);
     if (args.resume) {
       const dir = latestCheckpoint(args.outputDir);
       if (dir) {
         const ck = loadCheckpoint(dir);
-        state = ck.state;
+        checkCheckpointSeed(dir, ck.state, seed);
         const adapter = this.target.peft.adapter(this.target.trainer.adapterName);
-        const { tensors } = readAdapter(this.target.peft, dir);
+        const adapterDir = adapter.name === "default" ? dir : join(dir, adapter.name);
+        checkCheckpointConfig(dir, adapterDir, adapterConfigJson(adapter, this.target.peft.base));
+        state = ck.state;
+        const { tensors } = readAdapter(this.target.peft, adapterDir);
         this.target.peft.setAdapterTensors(adapter.name, tensors);
         this.target.trainer.step.setState({ step: state.step, tensors: ck.optimizer, params: Object.fromEntries(tensors) });
         lastCheckpoint = dir;
+        savedStep = state.step;
+        lastLoss = this.truncateMetrics(state.step);
         this.progress.line(`resuming from ${dir} (step ${state.step})`);
-      } else this.progress.line(`no checkpoint in ${args.outputDir}; starting from scratch`);
-    } else writeFileSync(this.metricsPath, "");
+      } else {
+        this.truncateMetrics(0);
+        this.progress.line(`no checkpoint in ${args.outputDir}; starting from scratch`);
+      }
+    } else writeFileAtomic(this.metricsPath, "");
     const started = Date.now();
-    let lastLoss = Number.NaN;
     let lastEval: EvalMetrics | null = null;
     let stoppedBy: TrainResult["stoppedBy"] = args.maxSteps !== undefined && args.maxSteps <= total ? "max_steps" : "epochs";
     let windowTokens = 0;
     let windowStart = Date.now();
     while (state.step < total) {
+      faultPoint("train:step");
       const lr = learningRate(schedule, args.lr, state.step, total, warm);
       let res: StepResult;
       let lossSum = 0;
@@ -229,8 +280,7 @@ export class Trainer {
           if (args.earlyStoppingPatience && state.evalsWithoutImprovement >= args.earlyStoppingPatience) early = true;
         }
       }
-      const save = (args.saveSteps && state.step % args.saveSteps === 0) || this.stopRequested || early;
-      if (save && state.step < total) lastCheckpoint = this.checkpoint(state);
+      // Every way out of the loop saves below; an interrupt during the last step just finishes.
       if (early) {
         stoppedBy = "early_stopping";
         break;
@@ -239,14 +289,21 @@ export class Trainer {
         stoppedBy = "time_budget";
         break;
       }
-      if (this.stopRequested) {
+      if (this.stopRequested && state.step < total) {
         stoppedBy = "interrupted";
-        this.progress.line(`stopped at step ${state.step}; checkpoint saved to ${lastCheckpoint}. Resume with --resume.`);
         break;
+      }
+      if (args.saveSteps && state.step % args.saveSteps === 0 && state.step < total) {
+        lastCheckpoint = this.checkpoint(state);
+        savedStep = state.step;
       }
     }
     this.progress.done();
-    if (stoppedBy !== "interrupted") lastCheckpoint = this.checkpoint(state);
+    faultPoint("train:final-save");
+    if (savedStep !== state.step) lastCheckpoint = this.checkpoint(state);
+    if (stoppedBy === "interrupted")
+      this.progress.line(`stopped at step ${state.step}; checkpoint saved to ${lastCheckpoint}. Resume with --resume.`);
+    else if (this.stopRequested) this.progress.line(`interrupted during the last step: the run is complete`);
     return {
       steps: state.step,
       stoppedBy,
@@ -261,6 +318,7 @@ export class Trainer {
 
   async evaluate(): Promise<EvalMetrics> {
     if (!this.evalSet) throw new TrainingArgsError("no evaluation data");
+    faultPoint("train:eval");
     return evaluate(this.target.peft, this.evalSet.batches, {
       causal: this.target.causal,
       classification: this.target.classification,

@@ -4,9 +4,10 @@
  * saved in a sub-folder of its name. Loading checks every key: unknown, missing or mis-shaped
  * tensors are an error listing them, never a partial load.
  */
-import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { HostTensor } from "../engine/ir/host.js";
+import { writeFileAtomic } from "../io/atomic-write.js";
 import { readJsonFile } from "../io/hf-folder.js";
 import { SafetensorsFile, writeSafetensors } from "../io/safetensors.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
@@ -24,9 +25,7 @@ function savedKey(tuner: Tuner, key: string): string {
 }
 
 function writeJsonAtomic(path: string, value: unknown): void {
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`);
-  renameSync(tmp, path);
+  writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
 }
 
 export function adapterConfigJson(a: Adapter, base: PreTrainedModel): Record<string, unknown> {
@@ -38,7 +37,10 @@ export function adapterConfigJson(a: Adapter, base: PreTrainedModel): Record<str
   return sortedJson(json);
 }
 
-/** Writes one adapter into `dir` (created if needed). */
+/**
+ * Writes one adapter into `dir` (created if needed): weights first, then the config, each
+ * fsynced and renamed into place, so a config always sits beside complete weights.
+ */
 export function saveAdapter(peft: PeftModel, name: string, dir: string): void {
   const a = peft.adapter(name);
   mkdirSync(dir, { recursive: true });
