@@ -156,14 +156,15 @@ describe("checkpoints survive a crash at any point", () => {
   }
 
   test("killed while a checkpoint of the same step is replaced: it is never lost", () => {
-    // A run that crashed writing its final adapter leaves checkpoint-2 and checkpoint-4; a new
-    // run in the same folder then replaces both.
+    // A run that crashed writing its final adapter leaves checkpoint-2 and checkpoint-4; resuming
+    // it runs no step and replaces checkpoint-4 with the final one. (A fresh run into that folder
+    // is refused, so resume is the only way to replace a checkpoint of the same step.)
     const setup = join(tmp, "replace-setup");
     crash([...ARGS, "--save-total-limit", "3", "--output-dir", setup], "write:adapter_config.json#3");
-    for (const point of ["dir:old-moved#2", "dir:replaced#2"]) {
+    for (const point of ["dir:old-moved#1", "dir:replaced#1"]) {
       const dir = join(tmp, point.replace(/[^a-z0-9]+/gi, "_"));
       cpSync(setup, dir, { recursive: true });
-      crash([...ARGS, "--save-total-limit", "3", "--output-dir", dir], point);
+      crash([...ARGS, "--save-total-limit", "3", "--output-dir", dir, "--resume"], point);
       checkNewest(dir, 4, point);
       resumeAndCompare(dir, 4, point);
     }

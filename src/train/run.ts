@@ -5,7 +5,7 @@
  * adapter_config.json is always a finished run.
  */
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { writeFileAtomic } from "../io/atomic-write.js";
 import { LABEL_CONFIG_FILE, type LabelConfig, LabelConfigError, readLabelConfig, writeLabelConfig } from "../io/label-config.js";
 import type { PreTrainedTokenizer } from "../io/tokenizer.js";
@@ -71,6 +71,14 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
   if (existsSync(join(o.outputDir, "adapter_config.json")) && !o.resume) {
     throw new TrainingArgsError(
       `${o.outputDir} already holds a trained adapter; pass --resume to continue it or choose another --output-dir`,
+    );
+  }
+  // A fresh run must not leave an earlier run's checkpoints beside its own: a later --resume
+  // would pick whichever has the highest step.
+  const stale = o.resume ? null : latestCheckpoint(o.outputDir);
+  if (stale) {
+    throw new TrainingArgsError(
+      `${o.outputDir} holds checkpoints of an earlier run (${basename(stale)}); pass --resume to continue it or choose another --output-dir`,
     );
   }
   mkdirSync(o.outputDir, { recursive: true });
