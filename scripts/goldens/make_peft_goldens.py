@@ -242,8 +242,10 @@ class Tracked:
         return sorted(set(self.t) - self.used)
 
 
-def lora_hook(layers, A, weight_of, kind="lora", fan_in_fan_out=False):
-    """lin(path, x, dtype) applying LoRA / DoRA the way PEFT's Linear.forward does (eval mode, no dropout)."""
+def lora_hook(layers, A, weight_of, kind="lora", fan_in_fan_out=False, detach_norm=True):
+    """lin(path, x, dtype) applying LoRA / DoRA the way PEFT's Linear.forward does (eval mode, no dropout).
+
+    detach_norm=False differentiates through DoRA's norm (not what PEFT does; a self-check only)."""
 
     def lin(path, x, dtype, bias=None):
         w = weight_of(path).to(dtype)
@@ -262,6 +264,9 @@ def lora_hook(layers, A, weight_of, kind="lora", fan_in_fan_out=False):
         check(not fan_in_fan_out, "DoRA golden is for nn.Linear only")
         m = A(f"{path}.lora_magnitude_vector").to(dtype)
         norm = torch.linalg.norm(w + s * (b @ a), dim=1)
+        if detach_norm:
+            # DoraLinearLayer.forward: weight_norm = weight_norm.detach() (DoRA paper §4.3)
+            norm = norm.detach()
         scale = (m / norm).view(1, -1)
         y = base + (scale - 1) * base + scale * lora * s
         return y + bias if bias is not None else y
@@ -577,12 +582,42 @@ def make_llama_lora_case(case, base, description, cfg_over, kind="lora", b_std=0
         plain = llama_forward(mcfg, W, ids, mask, lin=lora_hook(layers, Tracked(t), lambda p: W[p + ".weight"]))
         checks["dora_vs_plain_lora"] = maxdiff(plain, logits, valid)
         check(checks["dora_vs_plain_lora"] > 5e-2, f"{case}: DoRA indistinguishable from LoRA")
+        # Gradients of Σ logits·cot (cot zero at padded positions) with the norm detached, as PEFT trains.
+        cot = gen.normal(tuple(logits.shape)) * valid[..., None].to(torch.float32)
+        grads = dora_gradients(mcfg, W, ids, mask, layers, t, cot)
+        through = dora_gradients(mcfg, W, ids, mask, layers, t, cot, detach_norm=False)
+        rel = {k: float((grads[k] - through[k]).norm() / grads[k].norm()) for k in grads}
+        checks["grad_detached_vs_through_norm_min_rel_AB"] = min(v for k, v in rel.items() if "lora_magnitude" not in k)
+        checks["grad_detached_vs_through_norm_max_rel_m"] = max(v for k, v in rel.items() if "lora_magnitude" in k)
+        check(checks["grad_detached_vs_through_norm_min_rel_AB"] > 1e-3,
+              f"{case}: detaching the norm does not change some A/B gradient")
+        check(checks["grad_detached_vs_through_norm_max_rel_m"] < 1e-12,
+              f"{case}: detaching the norm changed a magnitude gradient")
     meta = base_meta(case, base, bmeta, description, True, {
         "lora_layers": {n: {"r": l["r"], "lora_alpha": l["alpha"], "scaling": l["scaling"]} for n, l in layers.items()},
         "self_checks": checks,
     })
-    write_case(case, config, saved(t), decoder_golden(bg, logits), meta)
+    golden = decoder_golden(bg, logits)
+    if kind == "dora":
+        golden["grad_cotangent"] = cot
+        for k, g in grads.items():
+            golden["grad.base_model.model." + k] = g.to(torch.float32).contiguous()
+        meta["grad_note"] = ("grad.<adapter key>: d(sum(logits * grad_cotangent))/d(tensor) by torch autograd in float64 "
+                             "(stored float32), with the DoRA norm ||W + s*B*A|| detached as PEFT's DoraLinearLayer does. "
+                             "grad_cotangent is zero at padded positions.")
+    write_case(case, config, saved(t), golden, meta)
     return layers
+
+
+def dora_gradients(mcfg, W, ids, mask, layers, t, cot, detach_norm=True):
+    """d(Σ logits·cot)/d(adapter tensor) in float64 by torch autograd, for every adapter tensor."""
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in t.items()}
+    keys = sorted(leaves)
+    with torch.enable_grad():
+        lin = lora_hook(layers, Tracked(leaves), lambda p: W[p + ".weight"], kind="dora", detach_norm=detach_norm)
+        logits = llama_forward(mcfg, W, ids, mask, torch.float64, lin=lin)
+        grads = torch.autograd.grad((logits * cot.double()).sum(), [leaves[k] for k in keys])
+    return dict(zip(keys, grads))
 
 
 def rank_pattern_checks(config, names, shapes):
