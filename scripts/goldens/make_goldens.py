@@ -1,6 +1,9 @@
 #!/usr/bin/python3
 """Generate tiny random Hugging Face checkpoints and their expected outputs (golden files).
 
+The outputs are those of ref_models.py, our own PyTorch forward passes written from transformers'
+modeling code; transformers is not installed or run.
+
 Run from anywhere:  /usr/bin/python3 scripts/goldens/make_goldens.py
 Writes test/golden/models/<case>/{config.json, model.safetensors, golden.safetensors, meta.json}.
 Output is deterministic (fixed torch seeds, sorted safetensors layout, sorted JSON keys).
@@ -21,6 +24,7 @@ from st_io import read_safetensors, write_safetensors  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 OUT = os.path.join(ROOT, "test", "golden", "models")
+# Written as config.json's "transformers_version" (HF checkpoints record one); transformers is not run.
 TF_VERSION = "4.46.3"
 ATOL = 1e-4
 # Float32 goldens must agree with a float64 run far inside ATOL, so that a correct

@@ -5,7 +5,9 @@ Run from anywhere:  /usr/bin/python3 scripts/goldens/make_peft_goldens.py
 Reads test/golden/models/<base>/ (written by make_goldens.py) and writes
 test/golden/peft/<case>/{adapter_config.json, adapter_model.safetensors, golden.safetensors, meta.json}.
 
-The adapter folders are laid out as HF PEFT's `PeftModel.save_pretrained` writes them (adapter name
+Nothing here comes from running transformers or PEFT (neither is installed): the forward passes
+(ref_models.py) and the adapter math below are our own PyTorch re-implementations, written from their
+sources. The adapter folders are laid out as HF PEFT's `PeftModel.save_pretrained` writes them (adapter name
 "default", safetensors with metadata {"format": "pt"}, keys "base_model.model.<module>.<param>" with the
 adapter name stripped, prompt-learning keys bare). The adapter math follows PEFT's sources (semantics only,
 nothing copied): tuners/lora/{config,layer,dora}.py, tuners/ia3/{config,layer}.py,
@@ -13,12 +15,10 @@ tuners/prompt_tuning/*, tuners/prefix_tuning/*, peft_model.py (PeftModelForCausa
 utils/other.py (_prepare_prompt_learning_config, get_pattern_key, ModulesToSaveWrapper),
 utils/save_and_load.py (get_peft_model_state_dict). Output is deterministic.
 """
-import ast
 import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 
 import torch
@@ -31,11 +31,16 @@ from st_io import read_safetensors, write_safetensors  # noqa: E402
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 MODELS = os.path.join(ROOT, "test", "golden", "models")
 OUT = os.path.join(ROOT, "test", "golden", "peft")
-# The PEFT sources the configs and the math were read from (the local mirror's HEAD).
-PEFT_COMMIT = "5d602fdbff04c33c1c4de55cda9d4ae1d7cb7e40"
-# What PeftConfigMixin._get_peft_version writes for a dev install from git at that commit.
-PEFT_VERSION = "0.20.1.dev0@" + PEFT_COMMIT
-PEFT_MIRROR = "/work/.mirror/huggingface+peft/repo"
+# The pinned PEFT release: its config fields (read from its sources by peft_config_fields.py), tag,
+# commit and version. A release writes its plain __version__ as peft_version. The math was read from
+# PEFT's sources at 5d602fdbf (0.20.1.dev0); between v0.20.0 and that commit tuners/lora/dora.py is
+# unchanged and lora/layer.py, ia3/layer.py only gained KaSA, ZeRO-3 shapes and an error message.
+PEFT_FIELDS_FILE = os.path.join(ROOT, "test", "golden", "peft-config-fields.json")
+with open(PEFT_FIELDS_FILE) as _f:
+    PEFT_PIN = json.load(_f)
+PEFT_TAG = PEFT_PIN["peft_tag"]
+PEFT_COMMIT = PEFT_PIN["peft_commit"]
+PEFT_VERSION = PEFT_PIN["peft_version"]
 ATOL = 1e-4
 F64_TOL = 1e-5
 # merged (W + ΔW through the reference forward) vs unmerged (base + adapter branch): float32 rounding only
@@ -100,7 +105,6 @@ def lora_config(base, task_type, **over):
         "exclude_modules": None,
         "fan_in_fan_out": False,
         "init_lora_weights": True,
-        "kasa_config": None,
         "layer_replication": None,
         "layers_pattern": None,
         "layers_to_transform": None,
@@ -182,44 +186,8 @@ def apply_over(cfg, over):
     return cfg
 
 
-def peft_field_names():
-    """Field names of PEFT's config dataclasses, read with `ast` from the mirror (None if it is absent)."""
-    if not os.path.isdir(PEFT_MIRROR):
-        return None
-
-    def classes(path):
-        try:
-            src = subprocess.run(["git", "-C", PEFT_MIRROR, "show", f"{PEFT_COMMIT}:{path}"], capture_output=True,
-                                 text=True, check=True).stdout
-        except (subprocess.CalledProcessError, OSError):
-            return None
-        out = {}
-        for node in ast.parse(src).body:
-            if isinstance(node, ast.ClassDef):
-                fields = [s.target.id for s in node.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)]
-                out[node.name] = ([ast.unparse(b) for b in node.bases], fields)
-        return out
-
-    base = classes("src/peft/config.py")
-    if base is None:
-        return None
-    result = {}
-    for peft_type, path, cls in (("LORA", "src/peft/tuners/lora/config.py", "LoraConfig"),
-                                 ("IA3", "src/peft/tuners/ia3/config.py", "IA3Config"),
-                                 ("PROMPT_TUNING", "src/peft/tuners/prompt_tuning/config.py", "PromptTuningConfig"),
-                                 ("PREFIX_TUNING", "src/peft/tuners/prefix_tuning/config.py", "PrefixTuningConfig")):
-        allc = {**base, **(classes(path) or {})}
-        names, c = set(), cls
-        while c in allc:
-            names.update(allc[c][1])
-            c = allc[c][0][0] if allc[c][0] else None
-        if peft_type == "LORA":
-            names.discard("runtime_config")  # LoraConfig.to_dict pops it
-        result[peft_type] = names
-    return result
-
-
-PEFT_FIELDS = peft_field_names()
+# Exactly the keys PEFT's save_pretrained writes for each type (dataclass fields minus what to_dict pops).
+PEFT_FIELDS = {t: set(v["fields"]) for t, v in PEFT_PIN["types"].items()}
 
 
 # ---------------------------------------------------------------- which modules, which r/alpha (PEFT's rules)
@@ -274,8 +242,10 @@ class Tracked:
         return sorted(set(self.t) - self.used)
 
 
-def lora_hook(layers, A, weight_of, kind="lora", fan_in_fan_out=False):
-    """lin(path, x, dtype) applying LoRA / DoRA the way PEFT's Linear.forward does (eval mode, no dropout)."""
+def lora_hook(layers, A, weight_of, kind="lora", fan_in_fan_out=False, detach_norm=True):
+    """lin(path, x, dtype) applying LoRA / DoRA the way PEFT's Linear.forward does (eval mode, no dropout).
+
+    detach_norm=False differentiates through DoRA's norm (not what PEFT does; a self-check only)."""
 
     def lin(path, x, dtype, bias=None):
         w = weight_of(path).to(dtype)
@@ -294,6 +264,9 @@ def lora_hook(layers, A, weight_of, kind="lora", fan_in_fan_out=False):
         check(not fan_in_fan_out, "DoRA golden is for nn.Linear only")
         m = A(f"{path}.lora_magnitude_vector").to(dtype)
         norm = torch.linalg.norm(w + s * (b @ a), dim=1)
+        if detach_norm:
+            # DoraLinearLayer.forward: weight_norm = weight_norm.detach() (DoRA paper §4.3)
+            norm = norm.detach()
         scale = (m / norm).view(1, -1)
         y = base + (scale - 1) * base + scale * lora * s
         return y + bias if bias is not None else y
@@ -453,10 +426,9 @@ def write_case(name, config, adapter, golden, meta):
     """adapter: PEFT keys exactly as saved (with 'base_model.model.' where PEFT writes it)."""
     d = os.path.join(OUT, name)
     os.makedirs(d, exist_ok=True)
-    if PEFT_FIELDS is not None:
-        want = PEFT_FIELDS[config["peft_type"]]
-        check(set(config) == want, f"{name}: config fields differ from PEFT's dataclass: "
-                                   f"extra {sorted(set(config) - want)}, missing {sorted(want - set(config))}")
+    want = PEFT_FIELDS[config["peft_type"]]
+    check(set(config) == want, f"{name}: config fields differ from PEFT's dataclass: "
+                               f"extra {sorted(set(config) - want)}, missing {sorted(want - set(config))}")
     with open(os.path.join(d, "adapter_config.json"), "w") as f:
         f.write(json.dumps(config, indent=2, sort_keys=True))  # as PeftConfigMixin.save_pretrained: no newline
     write_safetensors(os.path.join(d, "adapter_model.safetensors"), adapter, {"format": "pt"})
@@ -465,7 +437,7 @@ def write_case(name, config, adapter, golden, meta):
     meta["adapter_keys"] = {k: list(v.shape) for k, v in sorted(adapter.items())}
     meta["golden_keys"] = {k: {"dtype": str(v.dtype).replace("torch.", ""), "shape": list(v.shape)}
                            for k, v in sorted(golden.items())}
-    meta["peft_source"] = f"huggingface/peft@{PEFT_COMMIT} ({PEFT_VERSION})"
+    meta["peft_source"] = f"huggingface/peft {PEFT_TAG} ({PEFT_COMMIT}), re-implemented in PyTorch"
     with open(os.path.join(d, "meta.json"), "w") as f:
         f.write(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     for fn, src in (("adapter_model.safetensors", adapter), ("golden.safetensors", golden)):
@@ -610,12 +582,42 @@ def make_llama_lora_case(case, base, description, cfg_over, kind="lora", b_std=0
         plain = llama_forward(mcfg, W, ids, mask, lin=lora_hook(layers, Tracked(t), lambda p: W[p + ".weight"]))
         checks["dora_vs_plain_lora"] = maxdiff(plain, logits, valid)
         check(checks["dora_vs_plain_lora"] > 5e-2, f"{case}: DoRA indistinguishable from LoRA")
+        # Gradients of Σ logits·cot (cot zero at padded positions) with the norm detached, as PEFT trains.
+        cot = gen.normal(tuple(logits.shape)) * valid[..., None].to(torch.float32)
+        grads = dora_gradients(mcfg, W, ids, mask, layers, t, cot)
+        through = dora_gradients(mcfg, W, ids, mask, layers, t, cot, detach_norm=False)
+        rel = {k: float((grads[k] - through[k]).norm() / grads[k].norm()) for k in grads}
+        checks["grad_detached_vs_through_norm_min_rel_AB"] = min(v for k, v in rel.items() if "lora_magnitude" not in k)
+        checks["grad_detached_vs_through_norm_max_rel_m"] = max(v for k, v in rel.items() if "lora_magnitude" in k)
+        check(checks["grad_detached_vs_through_norm_min_rel_AB"] > 1e-3,
+              f"{case}: detaching the norm does not change some A/B gradient")
+        check(checks["grad_detached_vs_through_norm_max_rel_m"] < 1e-12,
+              f"{case}: detaching the norm changed a magnitude gradient")
     meta = base_meta(case, base, bmeta, description, True, {
         "lora_layers": {n: {"r": l["r"], "lora_alpha": l["alpha"], "scaling": l["scaling"]} for n, l in layers.items()},
         "self_checks": checks,
     })
-    write_case(case, config, saved(t), decoder_golden(bg, logits), meta)
+    golden = decoder_golden(bg, logits)
+    if kind == "dora":
+        golden["grad_cotangent"] = cot
+        for k, g in grads.items():
+            golden["grad.base_model.model." + k] = g.to(torch.float32).contiguous()
+        meta["grad_note"] = ("grad.<adapter key>: d(sum(logits * grad_cotangent))/d(tensor) by torch autograd in float64 "
+                             "(stored float32), with the DoRA norm ||W + s*B*A|| detached as PEFT's DoraLinearLayer does. "
+                             "grad_cotangent is zero at padded positions.")
+    write_case(case, config, saved(t), golden, meta)
     return layers
+
+
+def dora_gradients(mcfg, W, ids, mask, layers, t, cot, detach_norm=True):
+    """d(Σ logits·cot)/d(adapter tensor) in float64 by torch autograd, for every adapter tensor."""
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in t.items()}
+    keys = sorted(leaves)
+    with torch.enable_grad():
+        lin = lora_hook(layers, Tracked(leaves), lambda p: W[p + ".weight"], kind="dora", detach_norm=detach_norm)
+        logits = llama_forward(mcfg, W, ids, mask, torch.float64, lin=lin)
+        grads = torch.autograd.grad((logits * cot.double()).sum(), [leaves[k] for k in keys])
+    return dict(zip(keys, grads))
 
 
 def rank_pattern_checks(config, names, shapes):
@@ -953,8 +955,6 @@ def main():
     if os.path.isdir(OUT):
         shutil.rmtree(OUT)
     os.makedirs(OUT)
-    if PEFT_FIELDS is None:
-        print("note: PEFT mirror not found; config field names not cross-checked against PEFT's dataclasses")
     case_lora_llama()
     case_gpt2()
     case_rslora()

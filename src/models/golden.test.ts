@@ -1,6 +1,7 @@
 /**
- * Logits of every architecture against goldens written by an independent PyTorch implementation
- * (scripts/goldens/make_goldens.py; committed so CI needs no PyTorch).
+ * Logits of every architecture against goldens from our own PyTorch forward passes, written from
+ * transformers' modeling code (scripts/goldens/ref_models.py via make_goldens.py; transformers itself
+ * is not run; committed so CI needs no PyTorch).
  */
 import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";

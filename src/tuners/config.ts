@@ -135,6 +135,15 @@ export function readCommon(r: FieldReader, peftType: string): CommonConfig {
   };
 }
 
+/**
+ * The peft_version written to adapter_config.json: the HF PEFT release whose config fields we
+ * write (test/golden/peft-config-fields.json), spelled as that release writes its own __version__.
+ * PEFT keeps the value it reads and parses it as a version only where a format changed (OFT), so a
+ * real release number loads cleanly; a file written by peftkit can be told apart by nothing else.
+ */
+export const PEFT_COMPAT_VERSION = "0.20.0";
+
+/** PeftConfigMixin's and PeftConfig's fields, which every config writes. */
 export function commonJson(c: CommonConfig): Record<string, unknown> {
   return {
     peft_type: c.peftType,
@@ -142,6 +151,8 @@ export function commonJson(c: CommonConfig): Record<string, unknown> {
     base_model_name_or_path: c.baseModelNameOrPath,
     revision: c.revision,
     inference_mode: c.inferenceMode,
+    auto_mapping: null,
+    peft_version: PEFT_COMPAT_VERSION,
   };
 }
 

@@ -11,7 +11,7 @@ import { writeFileAtomic } from "../io/atomic-write.js";
 import { readJsonFile } from "../io/hf-folder.js";
 import { SafetensorsFile, writeSafetensors } from "../io/safetensors.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
-import { PeftConfigError, sortedJson } from "./config.js";
+import { PEFT_COMPAT_VERSION, PeftConfigError, sortedJson } from "./config.js";
 import { type Adapter, type AnyConfig, type PeftModel, parsePeftConfig } from "./peft-model.js";
 import type { Tuner } from "./tuner.js";
 
@@ -33,7 +33,7 @@ export function adapterConfigJson(a: Adapter, base: PreTrainedModel): Record<str
   json.inference_mode = true;
   if (json.base_model_name_or_path === null || json.base_model_name_or_path === undefined) json.base_model_name_or_path = base.dir;
   if (!("modules_to_save" in json)) json.modules_to_save = a.config.modulesToSave ?? null;
-  json.peft_version = "peftkit";
+  json.peft_version = PEFT_COMPAT_VERSION;
   return sortedJson(json);
 }
 

@@ -1,7 +1,8 @@
 /**
- * Adapters written in HF PEFT's own folder format (scripts/goldens/make_peft_goldens.py, which computes
- * the expected logits in PyTorch with PEFT's math) must load through PeftModel.fromPretrained and
- * reproduce those logits; mergeable methods must still do so after mergeAndUnload.
+ * Adapter folders in HF PEFT's format must load through PeftModel.fromPretrained and reproduce the
+ * expected logits; mergeable methods must still do so after mergeAndUnload. Folders and logits come
+ * from scripts/goldens/make_peft_goldens.py: our PyTorch re-implementation of PEFT's adapter math,
+ * written from PEFT's sources, not PEFT itself.
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";

@@ -32,6 +32,12 @@ export interface GradCheckOptions {
   traceAsF32?: boolean;
   /** Gradient norms below this (analytic and numeric) count as zero (default 1e-8). */
   absFloor?: number;
+  /**
+   * The function whose finite differences give the expected gradient (default f), for f whose
+   * backward deliberately differs from its own derivative (e.g. a detached norm). It must equal f
+   * in value at the inputs (checked, relative 1e-9).
+   */
+  reference?: (...xs: Tensor[]) => Tensor;
 }
 
 function randomCotangent(shape: readonly number[]): HostTensor {
@@ -76,10 +82,27 @@ export function gradCheck(f: (...xs: Tensor[]) => Tensor, inputs: readonly HostT
     );
   }, allSpecs);
   const lossGraph = trace((...xs) => lossOf(xs.slice(0, -1), xs[xs.length - 1]), allSpecs);
+  const reference = opts.reference;
+  const refGraph = reference
+    ? trace(
+        (...xs) =>
+          reference(...xs.slice(0, -1))
+            .mul(xs[xs.length - 1])
+            .sum(),
+        allSpecs,
+      )
+    : lossGraph;
 
   const analytic = interpret(gradGraph, [...inputs, r], { precision: "f64" }).map((t) => Float64Array.from(t.data as Float64Array));
   const h = opts.h ?? 1e-6;
-  const evalLoss = (xs: HostTensor[]) => (interpret(lossGraph, [...xs, r], { precision: "f64" })[0].data as Float64Array)[0];
+  const lossAt = (g: typeof lossGraph, xs: readonly HostTensor[]) =>
+    (interpret(g, [...xs, r], { precision: "f64" })[0].data as Float64Array)[0];
+  const evalLoss = (xs: HostTensor[]) => lossAt(refGraph, xs);
+  if (reference) {
+    const [own, ref] = [lossAt(lossGraph, inputs), lossAt(refGraph, inputs)];
+    if (!(Math.abs(own - ref) <= 1e-9 * Math.max(1, Math.abs(own))))
+      throw new EngineUsageError(`gradCheck: the reference differs from f in value (${own} vs ${ref})`);
+  }
   const numeric: Float64Array[] = [];
   const relErrors: number[] = [];
   wrt.forEach((inputIndex, k) => {

@@ -43,6 +43,5 @@ export function ia3ConfigJson(c: Ia3Config): Record<string, unknown> {
     fan_in_fan_out: c.fanInFanOut,
     modules_to_save: c.modulesToSave,
     init_ia3_weights: c.initIa3Weights,
-    auto_mapping: null,
   };
 }

@@ -6,7 +6,7 @@ export interface LnTuningConfig extends CommonConfig {
   modulesToSave: string[] | null;
   /**
    * peftkit's addition (PEFT has no such field): false adds N(0, 0.02²) noise to the copies, for
-   * tests that need an adapter which differs from the base. Written to the config only when false.
+   * tests that need an adapter which differs from the base. Never written (it only matters at creation).
    */
   initLnTuningWeights: boolean;
 }
@@ -29,7 +29,5 @@ export function lnTuningConfigJson(c: LnTuningConfig): Record<string, unknown> {
     target_modules: c.targetModules,
     exclude_modules: c.excludeModules,
     modules_to_save: c.modulesToSave,
-    auto_mapping: null,
-    ...(c.initLnTuningWeights ? {} : { init_ln_tuning_weights: false }),
   };
 }

@@ -131,12 +131,13 @@ describe("LN tuning", () => {
       "inference_mode",
       "modules_to_save",
       "peft_type",
+      "peft_version",
       "revision",
       "target_modules",
       "task_type",
     ]);
     const b = peft.addAdapter("b", { peftType: "LN_TUNING", initLnTuningWeights: false });
-    assert.equal(b.tuner.toJson(b.config).init_ln_tuning_weights, false);
+    assert.ok(!("init_ln_tuning_weights" in b.tuner.toJson(b.config)), "peftkit's init knob is not a PEFT field");
     await model.release();
   });
 });

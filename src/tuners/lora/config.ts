@@ -59,7 +59,10 @@ export function parseLoraConfig(raw: RawPeftConfig, where: string): LoraConfig {
   return cfg;
 }
 
-/** Every field PEFT's LoraConfig writes (values we do not support are written as PEFT's defaults). */
+/**
+ * Every field PEFT's LoraConfig writes (test/golden/peft-config-fields.json); the options we do not
+ * support are written as PEFT's defaults. runtime_config is not written: LoraConfig.to_dict drops it.
+ */
 export function loraConfigJson(c: LoraConfig): Record<string, unknown> {
   return {
     ...commonJson(c),
@@ -81,11 +84,16 @@ export function loraConfigJson(c: LoraConfig): Record<string, unknown> {
     loftq_config: {},
     eva_config: null,
     corda_config: null,
-    layer_replication: null,
-    runtime_config: { ephemeral_gpu_offload: false },
+    lora_ga_config: null,
+    velora_config: null,
+    alora_invocation_tokens: null,
     use_qalora: false,
     qalora_group_size: 16,
+    monteclora_config: null,
+    layer_replication: null,
     target_parameters: null,
-    auto_mapping: null,
+    use_bdlora: null,
+    arrow_config: null,
+    ensure_weight_tying: false,
   };
 }

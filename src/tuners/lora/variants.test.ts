@@ -39,7 +39,7 @@ describe("LoRA variants (conformance)", () => {
       loraAlpha: 0.2,
       useDora: true,
       fanInFanOut: true,
-      // Five magnitude vectors come first, so the gradient check sees only them (A and B see a detached norm).
+      // The gradient check covers every tensor; A and B against a forward with the norm frozen (DoRA §4.3).
       targetModules: ["wte", "c_attn", "mlp.c_proj"],
       initLoraWeights: false,
     },

@@ -46,7 +46,6 @@ export function promptLearningJson(c: PromptLearningConfig): Record<string, unkn
     num_attention_heads: c.numAttentionHeads,
     num_layers: c.numLayers,
     modules_to_save: c.modulesToSave,
-    auto_mapping: null,
   };
 }
 

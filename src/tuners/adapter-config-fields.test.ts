@@ -1,0 +1,184 @@
+/**
+ * adapter_config.json has exactly the keys HF PEFT's config dataclass writes at the PEFT release we
+ * pin (test/golden/peft-config-fields.json, read from PEFT's sources by
+ * scripts/goldens/peft_config_fields.py), with PEFT's defaults for what a config leaves unset;
+ * peftkit's own types write PEFT's base fields plus their own. Reading stays lenient.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { describe, test } from "node:test";
+import { REPO_ROOT } from "../testing/paths.js";
+import { PEFT_COMPAT_VERSION } from "./config.js";
+import { loadTestModel } from "./conformance.js";
+import { ADAPTER_CONFIG } from "./format.js";
+import { PeftModel } from "./peft-model.js";
+import { supportedPeftTypes } from "./registry.js";
+
+interface PeftFields {
+  peft_version: string;
+  peft_tag: string;
+  peft_commit: string;
+  base_fields: string[];
+  types: Record<string, { class: string; fields: string[]; stripped_on_save: string[]; defaults: Record<string, string | null> }>;
+}
+
+const FIELDS = JSON.parse(readFileSync(resolve(REPO_ROOT, "test/golden/peft-config-fields.json"), "utf8")) as PeftFields;
+
+/** peft_types HF PEFT does not have: PEFT's base fields plus these (docs/peft.md lists them too). */
+const PEFTKIT_FIELDS: Record<string, string[]> = {
+  SSF: ["target_modules", "exclude_modules", "layers_to_transform", "layers_pattern", "modules_to_save", "init_ssf_weights"],
+  BITFIT: ["target_modules", "exclude_modules", "layers_to_transform", "layers_pattern", "modules_to_save", "init_bitfit_weights"],
+  BOTTLENECK: [
+    "adapter_type",
+    "bottleneck_size",
+    "reduction_factor",
+    "non_linearity",
+    "scaling",
+    "dropout",
+    "layers_to_transform",
+    "init_weights",
+    "modules_to_save",
+  ],
+};
+
+/** Configs that exercise every option peftkit writes, per type (the first one uses defaults only). */
+const CONFIGS: Record<string, Record<string, unknown>[]> = {
+  LORA: [
+    { peftType: "LORA" },
+    { peftType: "LORA", useDora: true, r: 4, loraAlpha: 16, rankPattern: { q_proj: 2 }, initLoraWeights: false, useRslora: true },
+    { peftType: "LORA", targetModules: ["embed_tokens", "q_proj"], bias: "lora_only", loraDropout: 0.1 },
+  ],
+  IA3: [{ peftType: "IA3" }, { peftType: "IA3", targetModules: ["q_proj", "down_proj"], feedforwardModules: ["down_proj"] }],
+  LN_TUNING: [{ peftType: "LN_TUNING" }, { peftType: "LN_TUNING", initLnTuningWeights: false }],
+  PROMPT_TUNING: [{ peftType: "PROMPT_TUNING", numVirtualTokens: 3 }],
+  PREFIX_TUNING: [{ peftType: "PREFIX_TUNING", numVirtualTokens: 3 }],
+  SSF: [{ peftType: "SSF" }],
+  BITFIT: [{ peftType: "BITFIT" }],
+  BOTTLENECK: [{ peftType: "BOTTLENECK" }],
+};
+
+/**
+ * Fields whose written value differs from the dataclass default for a reason PEFT shares: set by
+ * the user or by save_pretrained, or resolved from the model when the adapter is created.
+ */
+const NOT_DEFAULT = new Set([
+  "peft_type",
+  "peft_version",
+  "inference_mode",
+  "base_model_name_or_path",
+  "target_modules",
+  "num_virtual_tokens",
+  "token_dim",
+  "num_transformer_submodules",
+  "num_attention_heads",
+  "num_layers",
+  "encoder_hidden_size",
+]);
+
+/** A dataclass default as JSON: literals, dict()/list(), and str enums (PromptTuningInit.RANDOM → "RANDOM"); undefined otherwise. */
+function pythonDefault(src: string | null): unknown {
+  if (src === null) return undefined;
+  const lit: Record<string, unknown> = { None: null, True: true, False: false, "dict()": {}, "list()": [], "{}": {}, "[]": [] };
+  if (src in lit) return lit[src];
+  if (/^-?\d+(\.\d+)?(e-?\d+)?$/.test(src)) return Number(src);
+  if (/^'[^']*'$|^"[^"]*"$/.test(src)) return src.slice(1, -1);
+  if (/^[A-Z]\w*\.[A-Z_]+$/.test(src)) return src.split(".")[1];
+  return undefined;
+}
+
+async function writtenConfig(config: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const dir = mkdtempSync(join(tmpdir(), "peftkit-config-fields-"));
+  // llama has no biases for BitFit to train; qwen2's q/k/v have.
+  const model = await loadTestModel(config.peftType === "BITFIT" ? "qwen2" : "llama_basic");
+  try {
+    PeftModel.create(model, config, { seed: 1 }).savePretrained(dir);
+    return JSON.parse(readFileSync(join(dir, ADAPTER_CONFIG), "utf8")) as Record<string, unknown>;
+  } finally {
+    await model.release();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const sorted = (xs: Iterable<string>) => [...xs].sort();
+
+describe(`adapter_config.json keys = HF PEFT ${FIELDS.peft_version}'s (${FIELDS.peft_tag}, ${FIELDS.peft_commit.slice(0, 10)})`, () => {
+  test("the pinned PEFT version is the one we write, a plain release number", () => {
+    assert.equal(PEFT_COMPAT_VERSION, FIELDS.peft_version);
+    assert.match(PEFT_COMPAT_VERSION, /^\d+\.\d+\.\d+$/);
+    assert.deepEqual(FIELDS.types.LORA.stripped_on_save, ["runtime_config"]);
+  });
+
+  test("every supported peft_type has a config here and a field list (PEFT's or peftkit's)", () => {
+    assert.deepEqual(sorted(Object.keys(CONFIGS)), sorted(supportedPeftTypes()));
+    for (const t of supportedPeftTypes()) assert.ok(FIELDS.types[t] || PEFTKIT_FIELDS[t], t);
+    for (const t of Object.keys(PEFTKIT_FIELDS)) assert.ok(!FIELDS.types[t], `${t} is a PEFT type now: use PEFT's fields`);
+  });
+
+  for (const [type, configs] of Object.entries(CONFIGS)) {
+    configs.forEach((config, i) => {
+      test(`${type} #${i}: exactly the expected keys, PEFT's defaults where unset, peft_version ${PEFT_COMPAT_VERSION}`, async () => {
+        const json = await writtenConfig(config);
+        const peft = FIELDS.types[type];
+        const want = peft ? peft.fields : [...FIELDS.base_fields, ...PEFTKIT_FIELDS[type]];
+        const got = Object.keys(json);
+        assert.deepEqual(
+          { missing: want.filter((k) => !(k in json)).sort(), extra: got.filter((k) => !want.includes(k)).sort() },
+          { missing: [], extra: [] },
+        );
+        assert.deepEqual(got, sorted(got), "keys are written sorted, as PEFT's json.dumps(sort_keys=True)");
+        assert.equal(json.peft_version, PEFT_COMPAT_VERSION);
+        assert.equal(json.inference_mode, true);
+        if (!peft || i > 0) return;
+        const wrong: string[] = [];
+        for (const [k, src] of Object.entries(peft.defaults)) {
+          const d = pythonDefault(src);
+          if (NOT_DEFAULT.has(k) || d === undefined) continue;
+          if (JSON.stringify(json[k]) !== JSON.stringify(d)) wrong.push(`${k}: wrote ${JSON.stringify(json[k])}, PEFT's default ${src}`);
+        }
+        assert.deepEqual(wrong, []);
+      });
+    });
+  }
+
+  test("the golden adapter folders (written as PEFT does) have exactly these keys too", () => {
+    const root = resolve(REPO_ROOT, "test/golden/peft");
+    const cases = readdirSync(root);
+    assert.ok(cases.length >= 8);
+    for (const c of cases) {
+      const json = JSON.parse(readFileSync(join(root, c, ADAPTER_CONFIG), "utf8")) as Record<string, unknown>;
+      const fields = FIELDS.types[json.peft_type as string];
+      assert.ok(fields, `${c}: peft_type ${json.peft_type}`);
+      assert.deepEqual(sorted(Object.keys(json)), sorted(fields.fields), c);
+      assert.equal(json.peft_version, FIELDS.peft_version, c);
+    }
+  });
+
+  test("reading is lenient like PEFT's: unknown keys (runtime_config, later fields) are ignored, absent ones take defaults", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "peftkit-config-lenient-"));
+    const model = await loadTestModel("llama_basic");
+    try {
+      const peft = PeftModel.create(model, { peftType: "LORA", r: 2, initLoraWeights: false }, { seed: 2 });
+      peft.savePretrained(dir);
+      const path = join(dir, ADAPTER_CONFIG);
+      // An older peftkit file (runtime_config, peft_version "peftkit"), a newer PEFT's field, and nothing else optional.
+      const minimal = { peft_type: "LORA", r: 2, lora_alpha: 8, target_modules: ["q_proj", "v_proj"] };
+      writeFileSync(
+        path,
+        JSON.stringify({ ...minimal, runtime_config: { ephemeral_gpu_offload: false }, peft_version: "peftkit", kasa_config: null }),
+      );
+      const fresh = await loadTestModel("llama_basic");
+      const loaded = PeftModel.fromPretrained(fresh, dir);
+      assert.equal(loaded.adapter("default").tensors.size, peft.adapter("default").tensors.size);
+      await fresh.release();
+      writeFileSync(path, JSON.stringify(minimal));
+      const again = await loadTestModel("llama_basic");
+      assert.equal(PeftModel.fromPretrained(again, dir).adapter("default").tensors.size, peft.adapter("default").tensors.size);
+      await again.release();
+    } finally {
+      await model.release();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
