@@ -61,8 +61,11 @@ describe("peftkit classification labels", () => {
     const out = join(tmp, "three");
     const t = run(["train", ...TRAIN, "--data", data, "--output-dir", out, "--save-steps", "10"]);
     assert.equal(t.code, 0, t.stderr);
+    assert.match(t.stderr, /newly initialised sequence_classification head/, "training starts from a new head and says so");
     const e = run(["eval", "--model", MODEL, "--adapter", out, "--data", data]);
     assert.equal(e.code, 0, e.stderr);
+    // The adapter's modules_to_save supplies the head: no warning to train it.
+    assert.doesNotMatch(e.stderr, /newly initialised/);
     assert.equal(metric(e.stdout, "eval_accuracy"), 1);
     const merged = join(tmp, "three-merged");
     const m = run(["merge", "--model", MODEL, "--adapter", out, "--output-dir", merged]);

@@ -7,6 +7,7 @@ import { AutoTokenizer, type PreTrainedTokenizer } from "../io/tokenizer.js";
 import type { TaskHead } from "../models/architecture.js";
 import { PreTrainedModel } from "../models/pretrained.js";
 import { architectureFor } from "../models/registry.js";
+import { modulesToSaveKeys } from "../tuners/modules-to-save.js";
 import { PeftModel } from "../tuners/peft-model.js";
 import { UsageError } from "./args.js";
 
@@ -85,7 +86,7 @@ export async function loadModelAndAdapter(
   let labels = opts.adapter ? adapterLabels(opts.adapter) : null;
   const numLabels = opts.numLabels ?? labels?.names.length;
   const head = opts.head ?? headFor(modelDir, opts.adapter, numLabels);
-  const model = await PreTrainedModel.load(modelDir, head, { threads: opts.threads, numLabels });
+  const model = await PreTrainedModel.load(modelDir, head, { threads: opts.threads, numLabels, warnNewlyInitialized: !opts.adapter });
   if (!CLASSIFICATION_HEADS.includes(head)) labels = null;
   else {
     // The count the model was built with (config.json id2label, else num_labels, else 2), named as config.json names them.
@@ -96,8 +97,24 @@ export async function loadModelAndAdapter(
     }
   }
   const peft = opts.adapter ? PeftModel.fromPretrained(model, opts.adapter) : null;
+  if (peft) warnUnsuppliedHead(model, peft);
   let tokenizer: PreTrainedTokenizer | null = null;
   if (existsSync(join(modelDir, "tokenizer.json"))) tokenizer = await AutoTokenizer.fromPretrained(modelDir);
   else if (opts.needTokenizer) throw new UsageError(`${modelDir}: no tokenizer.json; this command needs the model's tokenizer`);
   return { model, peft, tokenizer, labels };
+}
+
+/** Head weights neither the checkpoint nor the adapter's modules_to_save supplies. */
+function warnUnsuppliedHead(model: PreTrainedModel, peft: PeftModel): void {
+  const supplied = new Set<string>();
+  for (const name of peft.activeAdapters) {
+    const mts = peft.adapter(name).config.modulesToSave ?? null;
+    for (const weight of modulesToSaveKeys(peft.info, mts).keys()) supplied.add(weight);
+  }
+  const missing = model.newlyInitialized.filter((w) => !supplied.has(w));
+  if (missing.length) {
+    process.emitWarning(
+      `${model.dir}: newly initialised ${model.head} head weights (in neither the checkpoint nor the adapter): ${missing.join(", ")}; train them before use`,
+    );
+  }
 }

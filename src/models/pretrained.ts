@@ -48,6 +48,11 @@ export interface LoadOptions extends CompileOptions {
   numLabels?: number;
   /** Seed for initialising a task head the checkpoint lacks. */
   seed?: number;
+  /**
+   * Warn about head weights the checkpoint lacks (default true). A caller that is about to load
+   * them from elsewhere (an adapter's modules_to_save) turns this off and warns about the rest.
+   */
+  warnNewlyInitialized?: boolean;
 }
 
 /** Wraps the plain weight context (tuners use this to attach themselves). */
@@ -137,7 +142,7 @@ export class PreTrainedModel {
     const store = openCheckpoint(dir);
     try {
       const loaded = loadWeights(arch, cfg, head, store, { seed: opts.seed });
-      if (loaded.newlyInitialized.length) {
+      if (loaded.newlyInitialized.length && opts.warnNewlyInitialized !== false) {
         process.emitWarning(
           `${dir}: newly initialised ${head} head weights (not in the checkpoint): ${loaded.newlyInitialized.join(", ")}; train them before use`,
         );
@@ -148,7 +153,7 @@ export class PreTrainedModel {
           `${dir}: config.json ties "${name}" to "${ties.get(name)}", but the checkpoint holds both with different values; they are kept apart (as transformers 5 does). Set tie_word_embeddings to false in config.json.`,
         );
       }
-      const { seed: _s, numLabels: _n, ...compile } = opts;
+      const { seed: _s, numLabels: _n, warnNewlyInitialized: _w, ...compile } = opts;
       return new PreTrainedModel(raw, arch, cfg, head, loaded.weights, dir, loaded.newlyInitialized, compile);
     } finally {
       store.close();

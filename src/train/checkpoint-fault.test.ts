@@ -55,6 +55,19 @@ const ARGS = [
   "1",
 ];
 
+/** Rewrites a checkpoint in place with its own contents (argv[1]: the checkpoint folder). */
+const REWRITE_CHECKPOINT = `
+import { copyFileSync, mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+const { loadCheckpoint, saveCheckpoint } = await import(${JSON.stringify(join(REPO_ROOT, "dist/src/train/checkpoint.js"))});
+const ck = process.argv[1];
+const { state, optimizer } = loadCheckpoint(ck);
+saveCheckpoint(dirname(ck), state, optimizer, (dir) => {
+  mkdirSync(dir, { recursive: true });
+  for (const f of ["adapter_model.safetensors", "adapter_config.json"]) copyFileSync(join(ck, f), join(dir, f));
+});
+`;
+
 interface Run {
   code: number | null;
   signal: NodeJS.Signals | null;
@@ -156,15 +169,23 @@ describe("checkpoints survive a crash at any point", () => {
   }
 
   test("killed while a checkpoint of the same step is replaced: it is never lost", () => {
-    // A run that crashed writing its final adapter leaves checkpoint-2 and checkpoint-4; resuming
-    // it runs no step and replaces checkpoint-4 with the final one. (A fresh run into that folder
-    // is refused, so resume is the only way to replace a checkpoint of the same step.)
+    // A run that crashed writing its final adapter leaves checkpoint-2 and checkpoint-4.
     const setup = join(tmp, "replace-setup");
     crash([...ARGS, "--save-total-limit", "3", "--output-dir", setup], "write:adapter_config.json#3");
+    // A fresh run there would leave checkpoints of two runs side by side: refused.
+    const fresh = cli([...ARGS, "--save-total-limit", "3", "--output-dir", setup]);
+    assert.equal(fresh.code, 1, fresh.stderr);
+    assert.match(fresh.stderr, /holds checkpoints of an earlier run \(checkpoint-4\); pass --resume/);
+    // The CLI therefore never rewrites a step's checkpoint; the library can (a Trainer run into a
+    // used folder), so saveCheckpoint rewrites checkpoint-4 in a child process that is killed.
     for (const point of ["dir:old-moved#1", "dir:replaced#1"]) {
       const dir = join(tmp, point.replace(/[^a-z0-9]+/gi, "_"));
       cpSync(setup, dir, { recursive: true });
-      crash([...ARGS, "--save-total-limit", "3", "--output-dir", dir, "--resume"], point);
+      const r = spawnSync(process.execPath, ["--input-type=module", "-e", REWRITE_CHECKPOINT, join(dir, "checkpoint-4")], {
+        encoding: "utf8",
+        env: { ...process.env, PEFTKIT_FAULT_AT: point },
+      });
+      assert.equal(r.signal, "SIGKILL", `${point} was never reached (exit ${r.status}): ${r.stderr}`);
       checkNewest(dir, 4, point);
       resumeAndCompare(dir, 4, point);
     }
