@@ -6,8 +6,9 @@
  * most frequent adjacent pair is merged, ties broken by the pair's token strings (smaller
  * first), so the result depends only on the corpus and the options.
  */
-import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { writeFileAtomic } from "./atomic-write.js";
 
 /** GPT-2's pre-tokenization split (the one ByteLevel uses with use_regex: true). */
 export const GPT2_SPLIT = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
@@ -261,18 +262,12 @@ export interface SaveTokenizerOptions {
   chatTemplate?: string;
 }
 
-function writeAtomic(path: string, text: string): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, path);
-}
-
 /** Writes tokenizer.json and tokenizer_config.json into `dir`. */
 export function saveTokenizer(dir: string, bpe: TrainedBpe, opts: SaveTokenizerOptions = {}): void {
   mkdirSync(dir, { recursive: true });
   const eos = opts.eosToken ?? bpe.specialTokens[0];
   if (!bpe.vocab.has(eos)) throw new Error(`eos token ${JSON.stringify(eos)} is not in the vocabulary`);
-  writeAtomic(join(dir, "tokenizer.json"), `${JSON.stringify(tokenizerJson(bpe))}\n`);
+  writeFileAtomic(join(dir, "tokenizer.json"), `${JSON.stringify(tokenizerJson(bpe))}\n`);
   const addedTokensDecoder = Object.fromEntries(
     bpe.specialTokens.map((t) => [
       String(bpe.vocab.get(t)),
@@ -293,5 +288,5 @@ export function saveTokenizer(dir: string, bpe: TrainedBpe, opts: SaveTokenizerO
     padding_side: "right",
   };
   if (opts.chatTemplate) config.chat_template = opts.chatTemplate;
-  writeAtomic(join(dir, "tokenizer_config.json"), `${JSON.stringify(config, null, 2)}\n`);
+  writeFileAtomic(join(dir, "tokenizer_config.json"), `${JSON.stringify(config, null, 2)}\n`);
 }

@@ -4,7 +4,7 @@
  * session serves every input shape.
  */
 
-import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { CompileOptions, Executor } from "../engine/exec/backend.js";
 import { compileGraph } from "../engine/exec/backend.js";
@@ -14,6 +14,7 @@ import { f32ToF16, type HostTensor, hostTensor } from "../engine/ir/host.js";
 import type { Dim } from "../engine/ir/shape.js";
 import { withGraph } from "../engine/trace/context.js";
 import { Tensor } from "../engine/trace/tensor.js";
+import { writeFileAtomic } from "../io/atomic-write.js";
 import { loadConfig, openCheckpoint } from "../io/hf-folder.js";
 import { type RawTensor, toBf16Raw, writeSafetensors } from "../io/safetensors.js";
 import { type ForwardContext, ModelError, WeightContext } from "../nn/context.js";
@@ -219,9 +220,7 @@ export class PreTrainedModel {
       ...(untie ? { tie_word_embeddings: false } : {}),
       torch_dtype: opts.dtype === "f16" ? "float16" : opts.dtype === "bf16" ? "bfloat16" : "float32",
     };
-    const tmp = join(dir, `config.json.tmp-${process.pid}`);
-    writeFileSync(tmp, `${JSON.stringify(config, null, 2)}\n`);
-    renameSync(tmp, join(dir, "config.json"));
+    writeFileAtomic(join(dir, "config.json"), `${JSON.stringify(config, null, 2)}\n`);
   }
 
   get modelType(): string {

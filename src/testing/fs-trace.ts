@@ -8,7 +8,7 @@ import { createRequire, syncBuiltinESMExports } from "node:module";
 import { dirname, resolve } from "node:path";
 
 export interface FsEvent {
-  op: "open-write" | "fsync" | "rename" | "write" | "append";
+  op: "open-write" | "copy" | "fsync" | "rename" | "write" | "append";
   path: string;
   to?: string;
 }
@@ -47,6 +47,12 @@ export async function traceFs<T>(fn: () => Promise<T>): Promise<{ result: T; eve
     if (from && to) events.push({ op: "rename", path: from, to });
     return r;
   });
+  patch("copyFileSync", (orig) => (...a) => {
+    const r = orig(...a);
+    const to = str(a[1]);
+    if (to) events.push({ op: "copy", path: to });
+    return r;
+  });
   // appendFileSync goes through writeFileSync: count it once, as an append.
   let appending = false;
   patch("writeFileSync", (orig) => (...a) => {
@@ -83,6 +89,13 @@ export function durabilityProblems(events: readonly FsEvent[], root: string, all
     if (e.op === "write") problems.push(`plain write of ${e.path}`);
     if (e.op === "append" && !allowAppend.some((a) => resolve(a) === e.path)) problems.push(`append to ${e.path}`);
     if (e.op !== "rename" || !e.to) return;
+    // Files made by an open or a copy, in the renamed file or folder: each fsynced before the move.
+    for (let j = 0; j < i; j++) {
+      const f = events[j];
+      if ((f.op !== "open-write" && f.op !== "copy") || !(f.path === e.path || f.path.startsWith(`${e.path}/`))) continue;
+      if (!events.some((g, k) => k > j && k < i && g.op === "fsync" && g.path === f.path))
+        problems.push(`${f.path} moved with ${e.path} before an fsync of its own`);
+    }
     // Its content: writes to it, or entries made inside it. (Being moved in itself is no change:
     // it was made durable before that move.)
     const inside = (p: string) => p.startsWith(`${e.path}/`);

@@ -1,5 +1,6 @@
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { writeFileAtomic } from "../../io/atomic-write.js";
 import { BatchStream, DATA_FORMATS, type DataFormat, loadDataset } from "../../train/data/index.js";
 import { type EvalBatch, evaluate } from "../../train/evaluate.js";
 import { table } from "../../train/progress.js";
@@ -84,7 +85,7 @@ export const evalCommand: CommandSpec = {
     );
     const outFile = (o.output as string | undefined) ?? (o.adapter ? join(o.adapter as string, "eval_results.json") : undefined);
     if (outFile) {
-      writeFileSync(outFile, `${JSON.stringify(result, null, 2)}\n`);
+      writeFileAtomic(outFile, `${JSON.stringify(result, null, 2)}\n`);
       console.log(`wrote ${outFile}`);
     }
     await model.release();

@@ -1,5 +1,6 @@
-import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { fsyncFile, replaceDir, tmpPath, writeFileAtomic } from "../../io/atomic-write.js";
 import { loadConfig } from "../../io/hf-folder.js";
 import { type LabelConfig, labelConfigFields } from "../../io/label-config.js";
 import type { TaskHead } from "../../models/architecture.js";
@@ -58,15 +59,18 @@ export const mergeCommand: CommandSpec = {
     if (!peft) throw new UsageError("--adapter is required");
     const merged = peft.mergeAndUnload({ safeMerge: o.safeMerge as boolean });
     // Write into a temporary folder and rename, so a failed merge leaves no half-written model.
-    const tmp = `${out.replace(/\/$/, "")}.tmp-${process.pid}`;
+    const tmp = tmpPath(out.replace(/\/$/, ""));
     rmSync(tmp, { recursive: true, force: true });
     mkdirSync(tmp, { recursive: true });
     merged.savePretrained(tmp, { dtype: o.dtype as "f32" | "f16" | "bf16" });
     if (labels)
-      writeFileSync(join(tmp, "config.json"), `${JSON.stringify(classifierConfig(loadConfig(tmp), model.head, labels), null, 2)}\n`);
-    for (const f of TOKENIZER_FILES) if (existsSync(join(o.model as string, f))) copyFileSync(join(o.model as string, f), join(tmp, f));
-    rmSync(out, { recursive: true, force: true });
-    renameSync(tmp, out);
+      writeFileAtomic(join(tmp, "config.json"), `${JSON.stringify(classifierConfig(loadConfig(tmp), model.head, labels), null, 2)}\n`);
+    for (const f of TOKENIZER_FILES) {
+      if (!existsSync(join(o.model as string, f))) continue;
+      copyFileSync(join(o.model as string, f), join(tmp, f));
+      fsyncFile(join(tmp, f));
+    }
+    replaceDir(tmp, out);
     await model.release();
     console.log(`merged ${o.adapter} into ${o.model}: wrote ${out}`);
     return 0;
