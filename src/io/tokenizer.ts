@@ -14,6 +14,36 @@ export interface EncodeOptions {
   addSpecialTokens?: boolean;
 }
 
+export interface PairEncodeOptions extends EncodeOptions {
+  /** Longest result in ids, special tokens included; the longer text is cut first ("longest_first"). */
+  maxLength?: number;
+}
+
+/** The ids a post-processor puts around a pair of sequences: prefix A middle B suffix. */
+export interface PairFrame {
+  prefix: number[];
+  middle: number[];
+  suffix: number[];
+}
+
+/**
+ * Lengths of the two sequences of a pair cut to `room` tokens in all, as the Rust tokenizers
+ * library's "longest_first" does (transformers' fast tokenizers): the shorter keeps its length
+ * when the longer can take the whole cut; otherwise the shorter gets ⌊room/2⌋ and the longer the
+ * rest. Sides that fit are not cut.
+ */
+export function longestFirstLengths(a: number, b: number, room: number): [number, number] {
+  if (a + b <= room) return [a, b];
+  const swap = a > b;
+  let n1 = swap ? b : a;
+  let n2 = n1 > room ? n1 : Math.max(n1, room - n1);
+  if (n1 + n2 > room) {
+    n1 = Math.floor(room / 2);
+    n2 = n1 + (room % 2);
+  }
+  return swap ? [n2, n1] : [n1, n2];
+}
+
 export interface DecodeOptions {
   /** Drop every id in `allSpecialIds` before decoding. Default false. */
   skipSpecialTokens?: boolean;
@@ -182,6 +212,7 @@ export class PreTrainedTokenizer {
   private readonly files: { tokenizer: string; config: string; map: string };
   /** Ids the post-processor puts before/after one sequence; computed on first use. */
   private frame: { prefix: number[]; suffix: number[] } | null = null;
+  private pairFrameIds: PairFrame | null = null;
 
   constructor(parts: TokenizerParts) {
     const { dir, tokenizerJson, config, specialTokensMap } = parts;
@@ -428,6 +459,64 @@ export class PreTrainedTokenizer {
     };
     this.frame = { prefix: out.slice(0, at).map(toId), suffix: out.slice(at + 1).map(toId) };
     return this.frame;
+  }
+
+  /**
+   * The ids the post-processor (TemplateProcessing's `pair`, BertProcessing, RobertaProcessing, a
+   * Sequence of them) puts around a pair, found by post-processing two markers. A post-processor
+   * that adds nothing for pairs (ByteLevel, or none) concatenates them, as tokenizers does.
+   */
+  pairSpecialFrame(): PairFrame {
+    if (this.pairFrameIds !== null) return { ...this.pairFrameIds };
+    const pp = this.tk.post_processor;
+    if (pp === null) {
+      this.pairFrameIds = { prefix: [], middle: [], suffix: [] };
+      return { ...this.pairFrameIds };
+    }
+    const a = "\u0000peftkit-first\u0000";
+    const b = "\u0000peftkit-second\u0000";
+    const out = pp([a], [b], true) as { tokens: string[]; tokens_pair?: string[] | null };
+    // ByteLevel hands both sequences back unmerged; tokenizers then concatenates them.
+    const tokens = out.tokens.includes(b) ? out.tokens : [...out.tokens, ...(out.tokens_pair ?? [])];
+    const at = tokens.indexOf(a);
+    const bt = tokens.indexOf(b);
+    if (at < 0 || bt < at || tokens.lastIndexOf(a) !== at || tokens.lastIndexOf(b) !== bt) {
+      throw new TokenizerError(`${this.files.tokenizer}: post_processor does not keep a pair of sequences intact and in order`);
+    }
+    const toId = (t: string): number => {
+      const id = this.tk.token_to_id(t);
+      if (id === undefined)
+        throw new TokenizerError(`${this.files.tokenizer}: post_processor adds ${JSON.stringify(t)}, which is not in the vocabulary`);
+      return id;
+    };
+    this.pairFrameIds = {
+      prefix: tokens.slice(0, at).map(toId),
+      middle: tokens.slice(at + 1, bt).map(toId),
+      suffix: tokens.slice(bt + 1).map(toId),
+    };
+    return { ...this.pairFrameIds };
+  }
+
+  /**
+   * Encodes a text pair with the post-processor's pair template (e.g. BERT `[CLS] A [SEP] B [SEP]`,
+   * RoBERTa `<s> A </s></s> B </s>`). With `maxLength` the longer text is cut first (see
+   * longestFirstLengths); the special tokens are always kept.
+   */
+  encodePair(text: string, pair: string, options: PairEncodeOptions = {}): number[] {
+    if (typeof text !== "string" || typeof pair !== "string")
+      throw new TokenizerError(`encodePair expects two strings, got ${typeof text} and ${typeof pair}`);
+    let a = this.encode(text, { addSpecialTokens: false });
+    let b = this.encode(pair, { addSpecialTokens: false });
+    const f = options.addSpecialTokens ?? true ? this.pairSpecialFrame() : { prefix: [], middle: [], suffix: [] };
+    if (options.maxLength !== undefined) {
+      const room = checkLength(options.maxLength, "maxLength") - f.prefix.length - f.middle.length - f.suffix.length;
+      if (room < 0)
+        throw new TokenizerError(`maxLength ${options.maxLength} leaves no room for the special tokens this tokenizer adds to a pair`);
+      const [na, nb] = longestFirstLengths(a.length, b.length, room);
+      a = this.truncationSide === "right" ? a.slice(0, na) : a.slice(a.length - na);
+      b = this.truncationSide === "right" ? b.slice(0, nb) : b.slice(b.length - nb);
+    }
+    return [...f.prefix, ...a, ...f.middle, ...b, ...f.suffix];
   }
 
   /** Encodes one text, cut to `maxLength` ids in total (special tokens kept) on the truncation side. */

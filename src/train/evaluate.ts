@@ -1,4 +1,12 @@
-/** Evaluation: loss and perplexity, classification accuracy, exact match of short completions. */
+/**
+ * Evaluation: loss and perplexity, classification accuracy and macro-F1, token classification
+ * accuracy and macro-F1, exact match of short completions.
+ *
+ * Macro-F1 is the unweighted mean of per-class F1 over the classes that occur among the labels or
+ * the predictions (scikit-learn's f1_score(average="macro")); a class predicted but never labelled
+ * counts with F1 0. For token classification it is computed per token (every labelled sub-token
+ * is one decision), not over entity spans as seqeval does.
+ */
 import { PeftkitError } from "../engine/errors.js";
 import type { PreTrainedTokenizer } from "../io/tokenizer.js";
 import type { ModelOutput } from "../models/pretrained.js";
@@ -26,19 +34,58 @@ export class EvalLabelError extends PeftkitError {}
 export interface EvalMetrics {
   eval_loss: number;
   eval_perplexity: number;
+  /** Sequence classification: share of examples whose argmax class is the label. */
   eval_accuracy?: number;
+  /** Token classification: share of labelled tokens whose argmax class is the tag. */
+  eval_token_accuracy?: number;
+  /** (Token) classification: macro-averaged F1 over classes (see the module comment). */
+  eval_macro_f1?: number;
   eval_exact_match?: number;
   eval_tokens: number;
 }
 
-/** −log softmax(z)[target] and whether target is the argmax, for one row of logits. */
-function rowNll(z: Float32Array, target: number): { nll: number; hit: boolean } {
+/** −log softmax(z)[target] and the argmax (the first on ties), for one row of logits. */
+function rowNll(z: Float32Array, target: number): { nll: number; arg: number } {
   let m = Number.NEGATIVE_INFINITY;
   let arg = 0;
   for (let j = 0; j < z.length; j++) if (z[j] > m) [m, arg] = [z[j], j];
   let s = 0;
   for (let j = 0; j < z.length; j++) s += Math.exp(z[j] - m);
-  return { nll: Math.log(s) + m - z[target], hit: arg === target };
+  return { nll: Math.log(s) + m - z[target], arg };
+}
+
+/** Per-class counts for macro-F1: true positives, and how often each class was labelled / predicted. */
+class ClassCounts {
+  readonly tp = new Map<number, number>();
+  readonly gold = new Map<number, number>();
+  readonly pred = new Map<number, number>();
+
+  add(target: number, predicted: number): void {
+    const inc = (m: Map<number, number>, k: number) => m.set(k, (m.get(k) ?? 0) + 1);
+    inc(this.gold, target);
+    inc(this.pred, predicted);
+    if (target === predicted) inc(this.tp, target);
+  }
+
+  /** Mean F1 over the classes seen as a label or a prediction; 0 when there are none. */
+  macroF1(): number {
+    const classes = new Set([...this.gold.keys(), ...this.pred.keys()]);
+    if (classes.size === 0) return 0;
+    let sum = 0;
+    for (const c of classes) {
+      const tp = this.tp.get(c) ?? 0;
+      // F1 = 2tp / (2tp + fp + fn) = 2tp / (labelled + predicted); 0 when the class has no true positive.
+      sum += tp === 0 ? 0 : (2 * tp) / ((this.gold.get(c) ?? 0) + (this.pred.get(c) ?? 0));
+    }
+    return sum / classes.size;
+  }
+}
+
+/** Macro-F1 of (label, prediction) pairs; exported for tests and callers scoring their own predictions. */
+export function macroF1(pairs: readonly (readonly [number, number])[]): number {
+  const c = new ClassCounts();
+  for (const [t, p] of pairs) c.add(t, p);
+  return c.macroF1();
 }
 
 /**
@@ -50,6 +97,7 @@ function batchNll(
   shape: number[],
   labels: number[][],
   causal: boolean,
+  classes: ClassCounts | null,
 ): { nll: number; count: number; correct: number } {
   const v = shape[shape.length - 1];
   const t = shape.length === 2 ? 1 : shape[1];
@@ -66,7 +114,8 @@ function batchNll(
       const r = rowNll(logits.subarray((b * t + i) * v, (b * t + i + 1) * v), target);
       acc.nll += r.nll;
       acc.count++;
-      if (r.hit) acc.correct++;
+      if (r.arg === target) acc.correct++;
+      classes?.add(target, r.arg);
     }
   });
   return acc;
@@ -77,7 +126,10 @@ export async function evaluate(
   batches: readonly EvalBatch[],
   opts: {
     causal: boolean;
+    /** Sequence classification: adds eval_accuracy and eval_macro_f1. */
     classification: boolean;
+    /** Token classification: adds eval_token_accuracy and eval_macro_f1 over labelled tokens. */
+    tokenClassification?: boolean;
     completions?: readonly CompletionItem[];
     tokenizer?: PreTrainedTokenizer;
     maxNewTokens?: number;
@@ -86,10 +138,11 @@ export async function evaluate(
   let nll = 0;
   let count = 0;
   let correct = 0;
+  const classes = opts.classification || opts.tokenClassification ? new ClassCounts() : null;
   for (const b of batches) {
     const out = await model.forward({ inputIds: b.inputIds, attentionMask: b.attentionMask });
     if (!out.logits) continue;
-    const r = batchNll(out.logits.data, out.logits.shape, b.labels, opts.causal);
+    const r = batchNll(out.logits.data, out.logits.shape, b.labels, opts.causal, classes);
     nll += r.nll;
     count += r.count;
     correct += r.correct;
@@ -97,6 +150,8 @@ export async function evaluate(
   const loss = count ? nll / count : Number.NaN;
   const m: EvalMetrics = { eval_loss: loss, eval_perplexity: Math.exp(loss), eval_tokens: count };
   if (opts.classification) m.eval_accuracy = count ? correct / count : 0;
+  if (opts.tokenClassification) m.eval_token_accuracy = count ? correct / count : 0;
+  if (classes) m.eval_macro_f1 = classes.macroF1();
   if (opts.completions?.length && opts.tokenizer)
     m.eval_exact_match = await exactMatch(model, opts.completions, opts.tokenizer, opts.maxNewTokens);
   return m;

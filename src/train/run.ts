@@ -37,7 +37,7 @@ export interface RunOptions extends Omit<TrainerArgs, "outputDir"> {
   gradientCheckpointing?: boolean;
   /** Evaluate exact match of completions on at most this many eval examples (prompt/completion data). */
   exactMatchLimit?: number;
-  /** Classification: the classes, saved as label_config.json beside every adapter the run writes. */
+  /** (Token) classification: the classes, saved as label_config.json beside every adapter the run writes. */
   labels?: LabelConfig;
   /** Everything else worth recording in training_args.json. */
   record?: Record<string, unknown>;
@@ -112,7 +112,14 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
   const progress = new Progress(out, o.logSteps ?? 10);
   const completions = !classification && o.exactMatchLimit ? completionItems(o.eval, o.tokenizer, o.exactMatchLimit) : undefined;
   const loop = new Trainer(
-    { trainer, peft, tokenizer: o.tokenizer, causal: o.model.head === "causal_lm", classification },
+    {
+      trainer,
+      peft,
+      tokenizer: o.tokenizer,
+      causal: o.model.head === "causal_lm",
+      classification,
+      tokenClassification: o.model.head === "token_classification",
+    },
     stream,
     evalBatches.length ? { batches: evalBatches, completions } : null,
     { ...o, outputDir: o.outputDir },
@@ -187,6 +194,9 @@ export function summarize(s: RunSummary): string {
   ];
   if (s.bestEval !== null) rows.push(["best eval loss", s.bestEval.toFixed(4)]);
   if (s.lastEval?.eval_accuracy !== undefined) rows.push(["eval accuracy", `${(100 * s.lastEval.eval_accuracy).toFixed(1)}%`]);
+  if (s.lastEval?.eval_token_accuracy !== undefined)
+    rows.push(["eval token accuracy", `${(100 * s.lastEval.eval_token_accuracy).toFixed(1)}%`]);
+  if (s.lastEval?.eval_macro_f1 !== undefined) rows.push(["eval macro-F1", s.lastEval.eval_macro_f1.toFixed(4)]);
   if (s.lastEval?.eval_exact_match !== undefined) rows.push(["eval exact match", `${(100 * s.lastEval.eval_exact_match).toFixed(1)}%`]);
   rows.push(["output", `${s.outputDir} (${s.files.join(", ")})`]);
   if (s.stoppedBy === "interrupted" && s.lastCheckpoint) rows.push(["resume from", latestCheckpoint(s.outputDir) ?? s.lastCheckpoint]);

@@ -83,6 +83,8 @@ export interface TrainTarget {
   readonly tokenizer?: PreTrainedTokenizer;
   readonly causal: boolean;
   readonly classification: boolean;
+  /** Token classification: eval adds token accuracy and macro-F1. */
+  readonly tokenClassification?: boolean;
 }
 
 /** Per-micro-batch seed: the same at a given point of the run, with or without resume. */
@@ -322,6 +324,7 @@ export class Trainer {
     return evaluate(this.target.peft, this.evalSet.batches, {
       causal: this.target.causal,
       classification: this.target.classification,
+      tokenClassification: this.target.tokenClassification,
       completions: this.evalSet.completions,
       tokenizer: this.target.tokenizer,
     });

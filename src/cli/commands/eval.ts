@@ -10,7 +10,8 @@ import { loadModelAndAdapter } from "../load.js";
 
 export const evalCommand: CommandSpec = {
   name: "eval",
-  summary: "Evaluate a model (optionally with an adapter) on a dataset: loss, perplexity, accuracy or exact match.",
+  summary:
+    "Evaluate a model (optionally with an adapter) on a dataset: loss, perplexity, accuracy and macro-F1, token accuracy, or exact match.",
   usage: "peftkit eval --model DIR [--adapter DIR] --data FILE [--output FILE]",
   flags: [
     { name: "model", type: "string", meta: "DIR", help: "base model folder", required: true },
@@ -66,6 +67,7 @@ export const evalCommand: CommandSpec = {
     const metrics = await evaluate(runner, batches, {
       causal: model.head === "causal_lm",
       classification: model.head === "sequence_classification",
+      tokenClassification: model.head === "token_classification",
       completions: data.format === "prompt_completion" ? completionItems(data.examples, tokenizer, o.exactMatchLimit as number) : undefined,
       tokenizer,
     });

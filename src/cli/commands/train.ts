@@ -4,12 +4,23 @@ import { loadConfig } from "../../io/hf-folder.js";
 import { type LabelConfig, parseLabelFields } from "../../io/label-config.js";
 import { AutoTokenizer } from "../../io/tokenizer.js";
 import { PreTrainedModel } from "../../models/pretrained.js";
+import type { TaskHead } from "../../models/architecture.js";
 import { DATA_FORMATS, type DataFormat, type Example, loadDataset, splitDataset, trainingLabels } from "../../train/data/index.js";
 import { METHODS, MethodError, methodConfig } from "../../train/methods.js";
 import { runTraining } from "../../train/run.js";
 import type { ScheduleName } from "../../train/schedule.js";
 import { type CommandSpec, UsageError } from "../args.js";
 import { requireDir } from "../load.js";
+
+/** The model head and PEFT task_type each record format trains. */
+const FORMAT_TASKS: Record<DataFormat, { head: TaskHead; taskType: string }> = {
+  text: { head: "causal_lm", taskType: "CAUSAL_LM" },
+  prompt_completion: { head: "causal_lm", taskType: "CAUSAL_LM" },
+  chat: { head: "causal_lm", taskType: "CAUSAL_LM" },
+  classification: { head: "sequence_classification", taskType: "SEQ_CLS" },
+  pair_classification: { head: "sequence_classification", taskType: "SEQ_CLS" },
+  token_classification: { head: "token_classification", taskType: "TOKEN_CLS" },
+};
 
 export const TRAIN_FLAGS: CommandSpec["flags"] = [
   { name: "model", type: "string", meta: "DIR", help: "base model folder (config.json, safetensors, tokenizer.json)", required: true },
@@ -33,7 +44,7 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   { name: "format", type: "string", help: "record format (default: detected from the fields)", choices: DATA_FORMATS },
   { name: "on-bad-record", type: "string", help: "what to do with a malformed record", default: "error", choices: ["error", "skip"] },
   { name: "max-length", type: "int", meta: "N", help: "longest example in tokens", default: 512, min: 1 },
-  { name: "pack", type: "boolean", help: "pack text examples into rows of --max-length tokens" },
+  { name: "pack", type: "boolean", help: "pack language-modelling examples into rows of --max-length tokens" },
   { name: "method", type: "string", help: "PEFT method", default: "lora", choices: METHODS },
   { name: "r", type: "int", meta: "N", help: "LoRA rank", default: 8, min: 1 },
   { name: "alpha", type: "number", meta: "A", help: "LoRA alpha (default 2·r)", exclusiveMin: 0 },
@@ -121,8 +132,11 @@ export const trainCommand: CommandSpec = {
     const data = await loadDataset(o.data as string, loadOpts);
     for (const m of data.skipped) process.stderr.write(`skipped ${m}\n`);
     if (data.skipped.length) process.stderr.write(`skipped ${data.skipped.length} bad record(s) in ${o.data}\n`);
-    const classification = data.format === "classification";
-    // Classification: the classes, from the data and the base model's config.json (see train/data/labels.ts).
+    const task = FORMAT_TASKS[data.format];
+    const classification = task.head !== "causal_lm";
+    if (classification && o.pack)
+      throw new UsageError(`--pack concatenates language-modelling examples; ${o.data} holds ${data.format} records`);
+    // (Token) classification: the classes, from the data and the base model's config.json (see train/data/labels.ts).
     let labels: LabelConfig | undefined;
     let examples = data.examples;
     let modelLabels: LabelConfig | null = null;
@@ -137,13 +151,13 @@ export const trainCommand: CommandSpec = {
     let evalSet: Example[] = [];
     if (o.evalData) {
       // The eval file's labels go through the training classes: unknown names and ids out of range are errors.
-      const ev = await loadDataset(o.evalData as string, { ...loadOpts, labels: labels?.names });
+      const ev = await loadDataset(o.evalData as string, { ...loadOpts, format: data.format, labels: labels?.names });
       evalSet = ev.examples;
     } else if (ef > 0 && examples.length >= 20) ({ train, eval: evalSet } = splitDataset(examples, ef, o.seed as number));
-    if (classification) peftConfig.task_type = "SEQ_CLS";
+    if (classification) peftConfig.task_type = task.taskType;
     let model: PreTrainedModel;
     try {
-      model = await PreTrainedModel.load(modelDir, classification ? "sequence_classification" : "causal_lm", {
+      model = await PreTrainedModel.load(modelDir, task.head, {
         threads: o.threads as number | undefined,
         numLabels: labels?.names.length,
       });

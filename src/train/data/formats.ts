@@ -6,22 +6,40 @@ import type { ChatMessage } from "../../io/tokenizer.js";
 import { DatasetError, typeName } from "./errors.js";
 import type { RawRecord } from "./readers.js";
 
-export type DataFormat = "text" | "prompt_completion" | "chat" | "classification";
-export const DATA_FORMATS: readonly DataFormat[] = ["text", "prompt_completion", "chat", "classification"];
+export type DataFormat = "text" | "prompt_completion" | "chat" | "classification" | "pair_classification" | "token_classification";
+export const DATA_FORMATS: readonly DataFormat[] = [
+  "text",
+  "prompt_completion",
+  "chat",
+  "classification",
+  "pair_classification",
+  "token_classification",
+];
+
+/** Formats whose examples carry one class id per record (a sequence classification head). */
+export const SEQUENCE_CLASSIFICATION_FORMATS: readonly DataFormat[] = ["classification", "pair_classification"];
 
 export type TypedRecord =
   | { format: "text"; text: string }
   | { format: "prompt_completion"; prompt: string; completion: string }
   | { format: "chat"; messages: ChatMessage[] }
-  | { format: "classification"; text: string; label: number | string };
+  | { format: "classification"; text: string; label: number | string }
+  | { format: "pair_classification"; text: string; textPair: string; label: number | string }
+  | { format: "token_classification"; tokens: string[]; tags: (number | string)[] };
+
+/** A record with one class label (classification and pair_classification). */
+export type LabelledRecord = Extract<TypedRecord, { label: number | string }>;
 
 /**
  * The format the fields of a record imply: `messages` → chat, `prompt` + `completion` →
- * prompt_completion, `text` + `label` → classification, `text` → text. Null when none fits.
+ * prompt_completion, `tokens` + `tags` → token_classification, `text` + `text_pair` + `label` →
+ * pair_classification, `text` + `label` → classification, `text` → text. Null when none fits.
  */
 export function formatOfFields(value: Record<string, unknown>): DataFormat | null {
   if ("messages" in value) return "chat";
   if ("prompt" in value && "completion" in value) return "prompt_completion";
+  if ("tokens" in value && "tags" in value) return "token_classification";
+  if ("text" in value && "text_pair" in value && "label" in value) return "pair_classification";
   if ("text" in value && "label" in value) return "classification";
   if ("text" in value) return "text";
   return null;
@@ -41,7 +59,7 @@ export function detectFormat(records: readonly RawRecord[], sourceName: string):
   const f = formatOfFields(first.value!);
   if (f === null) {
     throw new DatasetError(
-      `${first.where}: cannot tell the record format from fields ${JSON.stringify(Object.keys(first.value!))}; expected "text", "prompt" + "completion", "messages" (chat) or "text" + "label" (classification), or name the format explicitly`,
+      `${first.where}: cannot tell the record format from fields ${JSON.stringify(Object.keys(first.value!))}; expected "text", "prompt" + "completion", "messages" (chat), "text" + "label" (classification), "text" + "text_pair" + "label" (pair_classification) or "tokens" + "tags" (token_classification), or name the format explicitly`,
     );
   }
   return f;
@@ -54,10 +72,32 @@ function needString(v: Record<string, unknown>, field: string): string {
   return x;
 }
 
+function needList(v: Record<string, unknown>, field: string): unknown[] {
+  if (!(field in v) || v[field] === undefined) throw new RecordError(`missing field "${field}"`);
+  const x = v[field];
+  if (!Array.isArray(x)) throw new RecordError(`field "${field}" must be a list, got ${typeName(x)}`);
+  return x;
+}
+
 /** A problem with one record; the loader prefixes its location and decides to stop or skip. */
 export class RecordError extends Error {}
 
 const INTEGER_TEXT = /^(0|[1-9][0-9]*)$/;
+
+/** A class label: a non-negative integer (class id) or a string (class name). */
+function classLabel(value: unknown, field: string, fromText?: boolean): number | string {
+  if (value === undefined) throw new RecordError(`missing field "${field}"`);
+  let label = value;
+  // CSV cells are text: a label written as a plain integer means that class id.
+  if (fromText && typeof label === "string" && INTEGER_TEXT.test(label)) label = Number(label);
+  if (typeof label === "number") {
+    if (!Number.isSafeInteger(label) || label < 0)
+      throw new RecordError(`field "${field}" must be a non-negative integer or a string, got ${label}`);
+    return label;
+  }
+  if (typeof label !== "string") throw new RecordError(`field "${field}" must be an integer or a string, got ${typeName(label)}`);
+  return label;
+}
 
 /** Validates one record for `format`; throws RecordError with a field-level message. */
 export function typeRecord(rec: RawRecord, format: DataFormat): TypedRecord {
@@ -68,19 +108,23 @@ export function typeRecord(rec: RawRecord, format: DataFormat): TypedRecord {
       return { format, text: needString(v, "text") };
     case "prompt_completion":
       return { format, prompt: needString(v, "prompt"), completion: needString(v, "completion") };
-    case "classification": {
-      const text = needString(v, "text");
-      if (!("label" in v) || v.label === undefined) throw new RecordError('missing field "label"');
-      let label = v.label;
-      // CSV cells are text: a label written as a plain integer means that class id.
-      if (rec.fromText && typeof label === "string" && INTEGER_TEXT.test(label)) label = Number(label);
-      if (typeof label === "number") {
-        if (!Number.isSafeInteger(label) || label < 0)
-          throw new RecordError(`field "label" must be a non-negative integer or a string, got ${label}`);
-        return { format, text, label };
-      }
-      if (typeof label !== "string") throw new RecordError(`field "label" must be an integer or a string, got ${typeName(label)}`);
-      return { format, text, label };
+    case "classification":
+      return { format, text: needString(v, "text"), label: classLabel(v.label, "label", rec.fromText) };
+    case "pair_classification":
+      return { format, text: needString(v, "text"), textPair: needString(v, "text_pair"), label: classLabel(v.label, "label", rec.fromText) };
+    case "token_classification": {
+      const tokens = needList(v, "tokens");
+      const tags = needList(v, "tags");
+      if (tokens.length === 0) throw new RecordError('field "tokens" is an empty list');
+      if (tags.length !== tokens.length)
+        throw new RecordError(`field "tags" has ${tags.length} entries, but "tokens" has ${tokens.length}; they must have one tag per token`);
+      const words = tokens.map((t, i) => {
+        if (typeof t !== "string") throw new RecordError(`field "tokens[${i}]" must be a string, got ${typeName(t)}`);
+        if (t.length === 0 || /\s/u.test(t))
+          throw new RecordError(`field "tokens[${i}]" must be one word (non-empty, no whitespace), got ${JSON.stringify(t)}`);
+        return t;
+      });
+      return { format, tokens: words, tags: tags.map((t, i) => classLabel(t, `tags[${i}]`, rec.fromText)) };
     }
     case "chat": {
       if (!("messages" in v) || v.messages === undefined) throw new RecordError('missing field "messages"');

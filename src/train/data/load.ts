@@ -48,7 +48,7 @@ export interface LoadedDataset {
 }
 
 /** Bump when the cached representation or the tokenisation rules change. */
-const CACHE_VERSION = 1;
+const CACHE_VERSION = 2;
 
 export function defaultCacheDir(): string {
   return join(tmpdir(), "peftkit-cache");
@@ -209,7 +209,7 @@ function buildExamples(
   let numLabels: number | undefined;
   let labelIds: Map<string, number> | undefined;
   let kept = typed;
-  if (format === "classification") {
+  if (format === "classification" || format === "pair_classification" || format === "token_classification") {
     ({ kept, labelNames, numLabels, labelIds } = classLabels(typed, s.labels, bad));
   }
 
@@ -248,35 +248,53 @@ function buildExamples(
 
 type Typed = { where: string; at: number; rec: TypedRecord };
 
-/** Class ids for classification records; a dataset uses integer labels or string labels, not both. */
+/** A record's class labels with the field each came from: `label`, or `tags[i]` for token classification. */
+function labelsOf(t: Typed): { field: string; value: number | string }[] {
+  const r = t.rec;
+  if (r.format === "token_classification") return r.tags.map((value, i) => ({ field: `tags[${i}]`, value }));
+  if (r.format === "classification" || r.format === "pair_classification") return [{ field: "label", value: r.label }];
+  return [];
+}
+
+/**
+ * Class ids for classification, pair classification and token classification records; a dataset
+ * uses integer labels or string labels, not both (the first record's first label decides).
+ */
 function classLabels(
   typed: Typed[],
   given: readonly string[] | undefined,
   bad: (t: Typed, msg: string) => void,
 ): { kept: Typed[]; labelNames?: string[]; numLabels?: number; labelIds?: Map<string, number> } {
-  const label = (t: Typed) => (t.rec as Extract<TypedRecord, { format: "classification" }>).label;
   const kept: Typed[] = [];
   if (given !== undefined) {
     const labelIds = new Map(given.map((l, i) => [l, i] as [string, number]));
     for (const t of typed) {
-      const l = label(t);
-      if (typeof l === "string" && !labelIds.has(l))
-        bad(t, `field "label": ${JSON.stringify(l)} is not one of the labels ${JSON.stringify(given)}`);
-      else if (typeof l === "number" && l >= given.length)
-        bad(t, `field "label": class id ${l} is out of range for ${given.length} labels`);
+      const problem = labelsOf(t)
+        .map(({ field, value: l }) =>
+          typeof l === "string" && !labelIds.has(l)
+            ? `field "${field}": ${JSON.stringify(l)} is not one of the labels ${JSON.stringify(given)}`
+            : typeof l === "number" && l >= given.length
+              ? `field "${field}": class id ${l} is out of range for ${given.length} labels`
+              : null,
+        )
+        .find((m) => m !== null);
+      if (problem) bad(t, problem);
       else kept.push(t);
     }
     return { kept, labelNames: [...given], numLabels: given.length, labelIds };
   }
-  const first = typed[0];
+  const first = typed.find((t) => labelsOf(t).length > 0);
   if (first === undefined) return { kept };
-  const kind = typeof label(first);
+  const firstLabel = labelsOf(first)[0];
+  const kind = typeof firstLabel.value;
+  const example = first.where;
   for (const t of typed) {
-    const l = label(t);
-    if (typeof l !== kind) bad(t, `field "label" is a ${typeof l}, but this dataset's labels are ${kind}s (e.g. at ${first.where})`);
+    const other = labelsOf(t).find(({ value }) => typeof value !== kind);
+    if (other) bad(t, `field "${other.field}" is a ${typeof other.value}, but this dataset's labels are ${kind}s (e.g. at ${example})`);
     else kept.push(t);
   }
-  if (kind === "number") return { kept, numLabels: kept.reduce((m, t) => Math.max(m, label(t) as number), 0) + 1 };
-  const labelNames = [...new Set(kept.map((t) => label(t) as string))].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const all = kept.flatMap((t) => labelsOf(t).map((l) => l.value));
+  if (kind === "number") return { kept, numLabels: all.reduce<number>((m, l) => Math.max(m, l as number), 0) + 1 };
+  const labelNames = [...new Set(all as string[])].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   return { kept, labelNames, numLabels: labelNames.length, labelIds: new Map(labelNames.map((l, i) => [l, i] as [string, number])) };
 }

@@ -8,6 +8,9 @@
  *   leads into the completion). When the completion alone is too long, the prompt keeps its last
  *   ⌊room/2⌋ tokens and the completion is cut at its end (losing the EOS).
  * - classification keeps the tokenizer's special tokens around the text ([CLS] ... [SEP]).
+ * - pair_classification uses the tokenizer's pair template ([CLS] A [SEP] B [SEP], <s> A </s></s> B </s>)
+ *   and cuts the longer text first ("longest_first", see longestFirstLengths in io/tokenizer.ts).
+ * - token_classification keeps the special tokens and the first words; the tags of cut words are lost.
  */
 import type { ChatMessage, PreTrainedTokenizer } from "../../io/tokenizer.js";
 import { DatasetError } from "./errors.js";
@@ -17,7 +20,11 @@ export const IGNORE_INDEX = -100;
 
 export interface Example {
   inputIds: number[];
-  /** Language modelling: one label per token, -100 where no loss is taken. Absent for classification. */
+  /**
+   * Language modelling: one label per token (the token itself), -100 where no loss is taken.
+   * Token classification: one class id per token, on the first sub-token of each word; -100 elsewhere.
+   * Absent for (pair) classification.
+   */
   labels?: number[];
   /** Classification: the class id. */
   label?: number;
@@ -46,6 +53,10 @@ export function specialFrame(tok: PreTrainedTokenizer): { prefix: number[]; suff
   return { prefix: [], suffix: [] };
 }
 
+function sameIds(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && isPrefix(a, b);
+}
+
 function isPrefix(a: readonly number[], b: readonly number[]): boolean {
   if (a.length > b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
@@ -67,7 +78,11 @@ export class RecordTokenizer {
 
   /** The shortest maxLength that leaves room for one token of content (and an EOS where one is added). */
   minLength(format: TypedRecord["format"]): number {
-    if (format === "classification") return this.frame.prefix.length + this.frame.suffix.length + 1;
+    if (format === "classification" || format === "token_classification") return this.frame.prefix.length + this.frame.suffix.length + 1;
+    if (format === "pair_classification") {
+      const f = this.s.tokenizer.pairSpecialFrame();
+      return f.prefix.length + f.middle.length + f.suffix.length + 2;
+    }
     if (format === "chat") return 1;
     return this.frame.prefix.length + 2;
   }
@@ -113,9 +128,36 @@ export class RecordTokenizer {
         const room = max - prefix.length - suffix.length;
         const truncated = body.length > room;
         if (truncated) body = body.slice(0, room);
-        const label = typeof rec.label === "number" ? rec.label : this.labelIds?.get(rec.label);
-        if (label === undefined) throw new RecordError(`label ${JSON.stringify(rec.label)} has no class id`);
-        return { example: { inputIds: [...prefix, ...body, ...suffix], label }, truncated };
+        return { example: { inputIds: [...prefix, ...body, ...suffix], label: this.classId(rec.label) }, truncated };
+      }
+      case "pair_classification": {
+        const whole = tok.encodePair(rec.text, rec.textPair);
+        const inputIds = whole.length > max ? tok.encodePair(rec.text, rec.textPair, { maxLength: max }) : whole;
+        return { example: { inputIds, label: this.classId(rec.label) }, truncated: inputIds.length < whole.length };
+      }
+      case "token_classification": {
+        const { prefix, suffix } = this.frame;
+        const pieces = this.wordPieces(rec.tokens);
+        const body: number[] = [];
+        const tags: number[] = [];
+        pieces.forEach((ids, w) => {
+          const tag = this.classId(rec.tags[w]);
+          ids.forEach((id, k) => {
+            body.push(id);
+            tags.push(k === 0 ? tag : IGNORE_INDEX);
+          });
+        });
+        const room = max - prefix.length - suffix.length;
+        const truncated = body.length > room;
+        const n = truncated ? room : body.length;
+        const none = (k: number) => new Array<number>(k).fill(IGNORE_INDEX);
+        return {
+          example: {
+            inputIds: [...prefix, ...body.slice(0, n), ...suffix],
+            labels: [...none(prefix.length), ...tags.slice(0, n), ...none(suffix.length)],
+          },
+          truncated,
+        };
       }
       case "chat": {
         const { inputIds, labels } = this.chat(rec.messages);
@@ -126,6 +168,43 @@ export class RecordTokenizer {
         };
       }
     }
+  }
+
+  private classId(label: number | string): number {
+    const id = typeof label === "number" ? label : this.labelIds?.get(label);
+    if (id === undefined) throw new RecordError(`label ${JSON.stringify(label)} has no class id`);
+    return id;
+  }
+
+  /**
+   * The sub-tokens of each word of `words` joined with single spaces. Each word is encoded on its
+   * own (with the space before it, so byte-level BPE sees "Ġword" as in the joined text), and the
+   * pieces must add up to the joined text's encoding; when a tokenizer merges across words, the
+   * split comes from encoding growing prefixes of the text instead.
+   */
+  private wordPieces(words: readonly string[]): number[][] {
+    const tok = this.s.tokenizer;
+    const joined = tok.encode(words.join(" "), { addSpecialTokens: false });
+    const pieces = words.map((w, i) => tok.encode(i === 0 ? w : ` ${w}`, { addSpecialTokens: false }));
+    if (sameIds(pieces.flat(), joined)) return this.checkPieces(pieces, words);
+    const out: number[][] = [];
+    let before: number[] = [];
+    for (let i = 0; i < words.length; i++) {
+      const upTo = i === words.length - 1 ? joined : tok.encode(words.slice(0, i + 1).join(" "), { addSpecialTokens: false });
+      if (!isPrefix(before, upTo))
+        throw new RecordError(
+          `field "tokens": the tokenizer does not split "${words.slice(0, i + 1).join(" ")}" at word boundaries, so tags cannot be placed`,
+        );
+      out.push(upTo.slice(before.length));
+      before = upTo;
+    }
+    return this.checkPieces(out, words);
+  }
+
+  private checkPieces(pieces: number[][], words: readonly string[]): number[][] {
+    const empty = pieces.findIndex((p) => p.length === 0);
+    if (empty >= 0) throw new RecordError(`field "tokens[${empty}]": ${JSON.stringify(words[empty])} encodes to no token, so its tag cannot be placed`);
+    return pieces;
   }
 
   private render(messages: readonly ChatMessage[], addGenerationPrompt: boolean): number[] {
