@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { EvalLabelError, type EvalModel, evaluate } from "./evaluate.js";
+import { EvalLabelError, type EvalModel, evaluate, macroF1 } from "./evaluate.js";
 
 test("a class id past the model's logits is an error, not a NaN loss", async () => {
   const model: EvalModel = {
@@ -15,4 +15,46 @@ test("a class id past the model's logits is an error, not a NaN loss", async () 
     evaluate(model, [batch([0, 5])], { causal: false, classification: true }),
     (e: Error) => e instanceof EvalLabelError && /label 5 is out of range for the model's 2 classes/.test(e.message),
   );
+});
+
+test("macro-F1: the mean of per-class F1 over classes labelled or predicted", () => {
+  // Class 0: tp 2, labelled 3, predicted 2 → F1 4/5. Class 1: tp 1, labelled 1, predicted 2 → 2/3.
+  // Class 2: predicted once, never labelled → 0.
+  const pairs: [number, number][] = [
+    [0, 0],
+    [0, 0],
+    [0, 1],
+    [1, 1],
+    [3, 2],
+  ];
+  // Class 3: labelled once, never predicted → 0.
+  assert.ok(Math.abs(macroF1(pairs) - (4 / 5 + 2 / 3 + 0 + 0) / 4) < 1e-12);
+  assert.equal(macroF1([]), 0);
+  assert.equal(
+    macroF1([
+      [1, 1],
+      [2, 2],
+    ]),
+    1,
+  );
+});
+
+test("token classification: token accuracy and macro-F1 over labelled tokens only", async () => {
+  // One row of 4 tokens, 3 classes; argmax per token: 0, 1, 2, 1.
+  const logits = new Float32Array([5, 0, 0, 0, 5, 0, 0, 0, 5, 0, 5, 0]);
+  const model: EvalModel = {
+    forward: async () => ({ logits: { shape: [1, 4, 3], data: logits } }),
+    generate: async () => [],
+  };
+  // Token 0 is [CLS] (-100); tags: 1 (hit), 2 (hit), 2 (miss: predicted 1).
+  const batch = { inputIds: [[1, 2, 3, 4]], attentionMask: [[1, 1, 1, 1]], labels: [[-100, 1, 2, 2]] };
+  const m = await evaluate(model, [batch], { causal: false, classification: false, tokenClassification: true });
+  assert.equal(m.eval_tokens, 3);
+  assert.equal(m.eval_token_accuracy, 2 / 3);
+  assert.equal(m.eval_accuracy, undefined);
+  // Class 1: tp 1, labelled 1, predicted 2 → 2/3; class 2: tp 1, labelled 2, predicted 1 → 2/3.
+  assert.ok(Math.abs(m.eval_macro_f1! - 2 / 3) < 1e-12);
+  const nll = (z: number[], t: number) => Math.log(z.reduce((s, x) => s + Math.exp(x), 0)) - z[t];
+  const want = (nll([0, 5, 0], 1) + nll([0, 0, 5], 2) + nll([0, 5, 0], 2)) / 3;
+  assert.ok(Math.abs(m.eval_loss - want) < 1e-5);
 });
