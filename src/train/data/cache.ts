@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { DataFormat } from "./formats.js";
+import { type DataFormat, SEQUENCE_CLASSIFICATION_FORMATS } from "./formats.js";
 import type { Example } from "./tokenize.js";
 
 const MAGIC = "PKDSET01";
@@ -36,7 +36,8 @@ export function cachePath(dir: string, key: string): string {
 }
 
 export async function writeCache(dir: string, key: string, d: CachedDataset): Promise<void> {
-  const classification = d.format === "classification";
+  // One class id per example instead of one label per token.
+  const classification = SEQUENCE_CLASSIFICATION_FORMATS.includes(d.format);
   const header: Header = {
     format: d.format,
     skipped: d.skipped,
@@ -93,7 +94,7 @@ export async function readCache(dir: string, key: string): Promise<CachedDataset
     const header = JSON.parse(buf.toString("utf8", hstart, hstart + hlen)) as Header;
     const dataStart = hstart + hlen + ((4 - ((hstart + hlen) % 4)) % 4);
     const data = new Int32Array(buf.buffer.slice(buf.byteOffset + dataStart, buf.byteOffset + buf.byteLength));
-    const classification = header.format === "classification";
+    const classification = SEQUENCE_CLASSIFICATION_FORMATS.includes(header.format);
     const total = header.lengths.reduce((a, b) => a + b, 0);
     if (data.length !== (classification ? total : 2 * total) || header.sources.length !== header.lengths.length) return null;
     const examples: Example[] = [];

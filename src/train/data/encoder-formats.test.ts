@@ -94,6 +94,20 @@ describe("pair_classification", () => {
   });
 });
 
+test("both formats come back from the dataset cache as they were built", async () => {
+  const cacheDir = join(scratch, "cache");
+  const pair = file([{ text: "a dog", text_pair: "an animal", label: "yes" }]);
+  const tags = file([{ tokens: ["the", "unaffable", "dog"], tags: ["O", "ADJ", "NOUN"] }]);
+  for (const p of [pair, tags]) {
+    const built = await loadDataset(p, { tokenizer: bert, cacheDir });
+    const cached = await loadDataset(p, { tokenizer: bert, cacheDir });
+    assert.equal(built.fromCache, false);
+    assert.equal(cached.fromCache, true);
+    const plain = (d: typeof built) => ({ ...d, fromCache: undefined, cacheFile: undefined });
+    assert.deepEqual(plain(cached), plain(built));
+  }
+});
+
 describe("token_classification", () => {
   test("the tag goes to a word's first sub-token; the others and the special tokens get -100", async () => {
     const p = file([{ tokens: ["The", "unaffable", "dog"], tags: ["O", "ADJ", "NOUN"] }]);
