@@ -54,7 +54,9 @@ function encoder(name: string, modelType: "bert" | "roberta"): string {
     pad_token_id: 0,
     hidden_act: "gelu",
     layer_norm_eps: 1e-12,
-    initializer_range: 0.02,
+    // Wider than BERT's 0.02, so that a random 2-layer encoder's first token already depends
+    // on the others and a sequence task is learnt in a few steps.
+    initializer_range: 0.5,
   };
   PreTrainedModel.fromConfig(config, "base", { seed: 7 }).savePretrained(dir);
   for (const f of ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]) copyFileSync(join(TOKENIZER, f), join(dir, f));
@@ -110,8 +112,9 @@ describe("encoder tasks through the CLI", () => {
     const e = run(["eval", "--model", roberta, "--adapter", out, "--data", evalData]);
     assert.equal(e.code, 0, e.stderr);
     const acc = metric(e.stdout, "eval_accuracy");
-    const f1 = metric(e.stdout, "eval_macro_f1");
-    assert.ok(acc >= 0 && acc <= 1 && f1 >= 0 && f1 <= 1);
+    // Every word and every kind occurs with both labels: only the pair decides.
+    assert.equal(acc, 1);
+    assert.equal(metric(e.stdout, "eval_macro_f1"), 1);
     const saved = JSON.parse(readFileSync(join(out, "eval_results.json"), "utf8"));
     assert.equal(saved.eval_tokens, rows.length);
 
