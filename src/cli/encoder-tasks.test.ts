@@ -95,7 +95,9 @@ describe("encoder tasks through the CLI", () => {
 
   test("pair_classification on RoBERTa: SEQ_CLS adapter, accuracy and macro-F1, merged model predicts the same", async () => {
     // "is the second word the kind of the first?"
-    const rows = WORDS.flatMap((w) => KINDS.map((k) => ({ text: `a ${w}`, text_pair: `a kind of ${k}`, label: KIND[w] === k ? "yes" : "no" })));
+    const rows = WORDS.flatMap((w) =>
+      KINDS.map((k) => ({ text: `a ${w}`, text_pair: `a kind of ${k}`, label: KIND[w] === k ? "yes" : "no" })),
+    );
     const train = jsonl("pair-train.jsonl", [...rows, ...rows]);
     const evalData = jsonl("pair-eval.jsonl", rows);
     const out = join(tmp, "pair");

@@ -47,7 +47,10 @@ describe("encodePair", () => {
       const { ours, lib } = await withPostProcessor(name, pp);
       for (const [a, b] of PAIRS) {
         assert.deepEqual(ours.encodePair(a, b), lib.encode(a, { text_pair: b }).ids, `${a} | ${b}`);
-        assert.deepEqual(ours.encodePair(a, b, { addSpecialTokens: false }), lib.encode(a, { text_pair: b, add_special_tokens: false }).ids);
+        assert.deepEqual(
+          ours.encodePair(a, b, { addSpecialTokens: false }),
+          lib.encode(a, { text_pair: b, add_special_tokens: false }).ids,
+        );
       }
       const f = ours.pairSpecialFrame();
       const shown = [...f.prefix.map((i) => ours.convertIdsToTokens(i)), "A", ...f.middle.map((i) => ours.convertIdsToTokens(i)), "B"];

@@ -507,7 +507,7 @@ export class PreTrainedTokenizer {
       throw new TokenizerError(`encodePair expects two strings, got ${typeof text} and ${typeof pair}`);
     let a = this.encode(text, { addSpecialTokens: false });
     let b = this.encode(pair, { addSpecialTokens: false });
-    const f = options.addSpecialTokens ?? true ? this.pairSpecialFrame() : { prefix: [], middle: [], suffix: [] };
+    const f = (options.addSpecialTokens ?? true) ? this.pairSpecialFrame() : { prefix: [], middle: [], suffix: [] };
     if (options.maxLength !== undefined) {
       const room = checkLength(options.maxLength, "maxLength") - f.prefix.length - f.middle.length - f.suffix.length;
       if (room < 0)

@@ -76,7 +76,13 @@ describe("pair_classification", () => {
 
   test("bad records name the file, line and field", async () => {
     await rejects(
-      loadDataset(file([{ text: "a", text_pair: "b", label: "x" }, { text: "a", label: "x" }]), { tokenizer: bert, cacheDir: null }),
+      loadDataset(
+        file([
+          { text: "a", text_pair: "b", label: "x" },
+          { text: "a", label: "x" },
+        ]),
+        { tokenizer: bert, cacheDir: null },
+      ),
       /d\.jsonl:2: missing field "text_pair"/,
     );
     await rejects(
@@ -88,7 +94,13 @@ describe("pair_classification", () => {
       /d\.jsonl:1: field "label" must be an integer or a string, got array/,
     );
     await rejects(
-      loadDataset(file([{ text: "a", text_pair: "b", label: "x" }, { text: "a", text_pair: "b", label: 1 }]), { tokenizer: bert, cacheDir: null }),
+      loadDataset(
+        file([
+          { text: "a", text_pair: "b", label: "x" },
+          { text: "a", text_pair: "b", label: 1 },
+        ]),
+        { tokenizer: bert, cacheDir: null },
+      ),
       /d\.jsonl:2: field "label" is a number, but this dataset's labels are strings/,
     );
   });
@@ -128,7 +140,10 @@ describe("token_classification", () => {
     assert.deepEqual(gpt2.convertIdsToTokens(e.inputIds.slice(0, 6)), ["un", "aff", "able", "Ġhyper", "ny", "m"]);
     assert.deepEqual(e.inputIds.slice(0, 7), gpt2.encode("unaffable hypernym x"));
     assert.deepEqual(e.labels, [1, IGNORE_INDEX, IGNORE_INDEX, 2, IGNORE_INDEX, IGNORE_INDEX, 0, ...e.labels!.slice(7)]);
-    assert.ok(e.labels!.slice(7).every((l) => l === IGNORE_INDEX), "special tokens carry no tag");
+    assert.ok(
+      e.labels!.slice(7).every((l) => l === IGNORE_INDEX),
+      "special tokens carry no tag",
+    );
     assert.equal(ds.numLabels, 3);
     assert.equal(ds.labelNames, undefined);
   });

@@ -111,13 +111,20 @@ export function typeRecord(rec: RawRecord, format: DataFormat): TypedRecord {
     case "classification":
       return { format, text: needString(v, "text"), label: classLabel(v.label, "label", rec.fromText) };
     case "pair_classification":
-      return { format, text: needString(v, "text"), textPair: needString(v, "text_pair"), label: classLabel(v.label, "label", rec.fromText) };
+      return {
+        format,
+        text: needString(v, "text"),
+        textPair: needString(v, "text_pair"),
+        label: classLabel(v.label, "label", rec.fromText),
+      };
     case "token_classification": {
       const tokens = needList(v, "tokens");
       const tags = needList(v, "tags");
       if (tokens.length === 0) throw new RecordError('field "tokens" is an empty list');
       if (tags.length !== tokens.length)
-        throw new RecordError(`field "tags" has ${tags.length} entries, but "tokens" has ${tokens.length}; they must have one tag per token`);
+        throw new RecordError(
+          `field "tags" has ${tags.length} entries, but "tokens" has ${tokens.length}; they must have one tag per token`,
+        );
       const words = tokens.map((t, i) => {
         if (typeof t !== "string") throw new RecordError(`field "tokens[${i}]" must be a string, got ${typeName(t)}`);
         if (t.length === 0 || /\s/u.test(t))

@@ -3,7 +3,7 @@
  *
  * ```ts
  * const ds = await loadDataset("data.jsonl", { tokenizer, maxLength: 512, onBadRecord: "skip" });
- * // ds.examples: { inputIds, labels (-100 = no loss) | label (class id), source: "data.jsonl:17" }[]
+ * // ds.examples: { inputIds, labels (-100 = no loss; per-token class ids for token_classification) | label (class id), source: "data.jsonl:17" }[]
  * // ds.format, ds.skipped (one message per skipped record), ds.truncated, ds.labelNames?, ds.numLabels?, ds.fromCache
  * const { train, eval } = splitDataset(ds.examples, 0.1, seed);
  * // padId: any id works (mask 0, label -100), e.g. tokenizer.padTokenId ?? tokenizer.eosTokenId
@@ -35,6 +35,14 @@
  *   returned as labelNames. With `labels` (a trained model's classes), a string label not among
  *   them or an integer label >= labels.length is a bad record. `trainingLabels` (labels.ts) picks
  *   a training run's classes from the data and the base model's config.json.
+ * - `pair_classification` {text, text_pair, label}: encoded with the tokenizer's pair template
+ *   (`[CLS] A [SEP] B [SEP]`, `<s> A </s></s> B </s>`); labels as for classification. maxLength
+ *   cuts the longer text first ("longest_first", as the Rust tokenizers library does).
+ * - `token_classification` {tokens: [word, ...], tags: [tag, ...]} (same length, words without
+ *   whitespace): the words joined with single spaces; each word's tag on its first sub-token, -100
+ *   on its other sub-tokens and on special tokens (transformers' run_ner.py, label_all_tokens
+ *   False). Tags are class ids or names exactly like classification labels (sorted names, or
+ *   `labels`); labelNames/numLabels describe the tags.
  *
  * Bad records (unparsable JSON line, missing field, wrong type, wrong CSV field count, label of the
  * other kind, chat template failure) raise a DatasetError `file:line: field "x" must be ...`, or with
@@ -59,7 +67,7 @@
 export { type Batch, type BatchOptions, BatchStream, deriveSeed, makeBatches, type StreamPosition, splitDataset } from "./batching.js";
 export { parseCsv } from "./csv.js";
 export { DatasetError } from "./errors.js";
-export { DATA_FORMATS, type DataFormat, formatOfFields } from "./formats.js";
+export { DATA_FORMATS, type DataFormat, formatOfFields, SEQUENCE_CLASSIFICATION_FORMATS } from "./formats.js";
 export { type TrainingLabels, trainingLabels } from "./labels.js";
 export { datasetFromRecords, defaultCacheDir, type LoadedDataset, type LoadOptions, loadDataset, type OnBadRecord } from "./load.js";
 export { type RawRecord, readSource, type SourceKind } from "./readers.js";

@@ -203,7 +203,8 @@ export class RecordTokenizer {
 
   private checkPieces(pieces: number[][], words: readonly string[]): number[][] {
     const empty = pieces.findIndex((p) => p.length === 0);
-    if (empty >= 0) throw new RecordError(`field "tokens[${empty}]": ${JSON.stringify(words[empty])} encodes to no token, so its tag cannot be placed`);
+    if (empty >= 0)
+      throw new RecordError(`field "tokens[${empty}]": ${JSON.stringify(words[empty])} encodes to no token, so its tag cannot be placed`);
     return pieces;
   }
 
