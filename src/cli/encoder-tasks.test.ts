@@ -186,6 +186,37 @@ describe("encoder tasks through the CLI", () => {
     assert.ok(gap < 1e-4, `merged logits differ by ${gap}`);
   });
 
+  test("token_classification on a decoder (llama): the score head, TOKEN_CLS", () => {
+    const embedded = join(REPO_ROOT, "models/wordnet-llama");
+    const llama = join(tmp, "tiny-llama");
+    const config = JSON.parse(readFileSync(join(embedded, "config.json"), "utf8")) as Record<string, unknown>;
+    const tiny = {
+      ...config,
+      hidden_size: 32,
+      intermediate_size: 64,
+      num_hidden_layers: 1,
+      num_key_value_heads: 2,
+      torch_dtype: "float32",
+    };
+    PreTrainedModel.fromConfig(tiny, "causal_lm", { seed: 1 }).savePretrained(llama);
+    for (const f of ["tokenizer.json", "tokenizer_config.json"]) copyFileSync(join(embedded, f), join(llama, f));
+    const rows = Array.from({ length: 16 }, (_, i) => ({
+      tokens: ["a", WORDS[i % 6], "is", "here"],
+      tags: ["O", KIND[WORDS[i % 6]], "O", "O"],
+    }));
+    const data = jsonl("llama-tok.jsonl", rows);
+    const out = join(tmp, "llama-tok");
+    const t = run(["train", "--model", llama, "--data", data, "--eval-data", data, "--output-dir", out, ...TRAIN.slice(0, -2)]);
+    assert.equal(t.code, 0, t.stderr);
+    const cfg = JSON.parse(readFileSync(join(out, "adapter_config.json"), "utf8"));
+    assert.equal(cfg.task_type, "TOKEN_CLS");
+    assert.deepEqual(cfg.modules_to_save, ["score"]);
+    const e = run(["eval", "--model", llama, "--adapter", out, "--data", data]);
+    assert.equal(e.code, 0, e.stderr);
+    assert.ok(metric(e.stdout, "eval_token_accuracy") > 0.9, e.stdout);
+    assert.equal(JSON.parse(readFileSync(join(out, "eval_results.json"), "utf8")).eval_tokens, 64);
+  });
+
   test("--pack with classification records is a usage error naming the format", () => {
     const data = jsonl("tok-pack.jsonl", [{ tokens: ["a"], tags: ["O"] }]);
     const r = run(["train", "--model", bert, "--data", data, "--output-dir", join(tmp, "pack"), "--pack"]);

@@ -67,5 +67,5 @@ export function linearLayerPaths(layers: number, perLayer: (i: number) => object
 
 /** The output linear of a decoder's task head. */
 export function decoderHeadLinears(head: TaskHead): string[] {
-  return head === "causal_lm" ? ["lm_head"] : head === "sequence_classification" ? ["score"] : [];
+  return head === "causal_lm" ? ["lm_head"] : head === "sequence_classification" || head === "token_classification" ? ["score"] : [];
 }

@@ -191,6 +191,11 @@ function expectedWeights(c: LlamaConfig, head: TaskHead): Map<string, number[]> 
   w.set(`${P}norm.weight`, [c.hidden]);
   if (head === "causal_lm") w.set("lm_head.weight", [c.vocab, c.hidden]);
   if (head === "sequence_classification") w.set("score.weight", [c.numLabels, c.hidden]);
+  // transformers' LlamaForTokenClassification: nn.Linear(hidden, num_labels) with a bias, on every token.
+  if (head === "token_classification") {
+    w.set("score.weight", [c.numLabels, c.hidden]);
+    w.set("score.bias", [c.numLabels]);
+  }
   return w;
 }
 
@@ -323,13 +328,14 @@ function forward(ctx: ForwardContext, c: LlamaConfig, inputs: ArchInputs, head: 
     const mask = inputs.attentionMask ? maskWithOnes(inputs.attentionMask, n) : undefined;
     out.logits = ctx.linear("score", lastTokenPool(h, mask));
   }
+  if (head === "token_classification") out.logits = ctx.linear("score", h);
   return out;
 }
 
 export const LLAMA: Architecture<LlamaConfig> = {
   name: "llama",
   modelTypes: ["llama", "mistral", "qwen2"],
-  heads: ["base", "causal_lm", "sequence_classification"],
+  heads: ["base", "causal_lm", "sequence_classification", "token_classification"],
   basePrefix: () => P,
   parseConfig,
   expectedWeights,
