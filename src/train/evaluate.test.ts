@@ -58,3 +58,23 @@ test("token classification: token accuracy and macro-F1 over labelled tokens onl
   const want = (nll([0, 5, 0], 1) + nll([0, 0, 5], 2) + nll([0, 5, 0], 2)) / 3;
   assert.ok(Math.abs(m.eval_loss - want) < 1e-5);
 });
+
+test("soft-token logits in front (prompt tuning) are skipped: the same metrics as without them", async () => {
+  // Real logits for 3 positions over 4 entries, and the same preceded by 2 soft-token positions.
+  const real = [2, 0, 0, 1, 0, 3, 0, 0, 0, 0, 1, 4];
+  const soft = [9, 0, 0, 0, 0, 0, 0, 9];
+  const fake = (data: number[], t: number): EvalModel => ({
+    forward: async () => ({ logits: { shape: [1, t, 4], data: new Float32Array(data) } }),
+    generate: async () => [],
+  });
+  const batch = { inputIds: [[5, 6, 7]], attentionMask: [[1, 1, 1]], labels: [[0, 1, 3]] };
+  for (const opts of [
+    { causal: true, classification: false },
+    { causal: false, classification: false, tokenClassification: true },
+  ]) {
+    const plain = await evaluate(fake(real, 3), [batch], opts);
+    const prompted = await evaluate(fake([...soft, ...real], 5), [batch], opts);
+    assert.deepEqual(prompted, plain);
+    assert.equal(plain.eval_tokens, opts.causal ? 2 : 3);
+  }
+});

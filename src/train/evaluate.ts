@@ -103,8 +103,11 @@ function batchNll(
   const t = shape.length === 2 ? 1 : shape[1];
   const acc = { nll: 0, count: 0, correct: 0 };
   labels.forEach((row, b) => {
-    for (let i = 0; i < t; i++) {
-      const target = shape.length === 2 ? row[0] : causal ? row[i + 1] : row[i];
+    // Prompt tuning returns logits for its soft tokens too, in front of the real ones: skip them.
+    const lead = shape.length === 2 ? 0 : Math.max(0, t - row.length);
+    for (let i = lead; i < t; i++) {
+      const at = i - lead;
+      const target = shape.length === 2 ? row[0] : causal ? row[at + 1] : row[at];
       if (target === undefined || target < 0) continue;
       // An id past the logits would give a NaN loss that looks like a result.
       if (target >= v || !Number.isInteger(target))
