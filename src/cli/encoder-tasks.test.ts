@@ -167,6 +167,10 @@ describe("encoder tasks through the CLI", () => {
     assert.ok(f1 > 0 && f1 <= 1);
     assert.doesNotMatch(e.stdout, /eval_accuracy/);
 
+    // generate tags each sub-token of a prompt.
+    const g = run(["generate", "--model", bert, "--adapter", out, "--prompt", "the unaffable dog saw a pine"]);
+    assert.equal(g.code, 0, g.stderr);
+    assert.match(g.stdout, /^the\/O una\/O ##ffa\/\S+ ##ble\/\S+ dog\/animal saw\/O a\/O pine\/tree\n$/);
     const merged = join(tmp, "tok-merged");
     assert.equal(run(["merge", "--model", bert, "--adapter", out, "--output-dir", merged]).code, 0);
     const mcfg = JSON.parse(readFileSync(join(merged, "config.json"), "utf8"));

@@ -34,12 +34,24 @@ export const generateCommand: CommandSpec = {
     const runner = peft ?? model;
     // A classifier has nothing to generate: it names the class of the text, as `peftkit eval` scores it.
     const classify = async (text: string): Promise<string> => {
-      const out = await runner.forward({ inputIds: [tokenizer.encode(text)] });
+      const ids = tokenizer.encode(text);
+      const out = await runner.forward({ inputIds: [ids] });
       const z = out.logits?.data;
       if (!z || !labels) throw new UsageError(`the ${model.head} model gives no class logits`);
-      let best = 0;
-      for (let j = 1; j < z.length; j++) if (z[j] > z[best]) best = j;
-      return labels.names[best];
+      const n = labels.names.length;
+      const argmax = (from: number) => {
+        let best = 0;
+        for (let j = 1; j < n; j++) if (z[from + j] > z[from + best]) best = j;
+        return labels.names[best];
+      };
+      if (model.head !== "token_classification") return argmax(0);
+      // A token classifier tags every sub-token (the soft tokens of prompt tuning come first): token/TAG.
+      const lead = z.length / n - ids.length;
+      const special = new Set(tokenizer.allSpecialIds);
+      return ids
+        .map((id, i) => (special.has(id) ? null : `${tokenizer.convertIdsToTokens(id)}/${argmax((lead + i) * n)}`))
+        .filter((x) => x !== null)
+        .join(" ");
     };
     const gen = async (ids: number[]) => {
       const [out] = await runner.generate([ids], {
