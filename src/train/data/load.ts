@@ -22,7 +22,7 @@ export interface LoadOptions {
   onBadRecord?: OnBadRecord;
   /** Where tokenised datasets are cached; default `<os.tmpdir()>/peftkit-cache`; null disables the cache. */
   cacheDir?: string | null;
-  /** Classification: the class names, in class-id order. Default: the distinct string labels, sorted. */
+  /** (Pair/token) classification: the class names, in class-id order. Default: the distinct string labels (tags), sorted. */
   labels?: readonly string[];
   /** Render chat records with this template instead of the tokenizer's own. */
   chatTemplate?: string;
@@ -37,9 +37,9 @@ export interface LoadedDataset {
   skipped: string[];
   /** How many examples were cut to maxLength. */
   truncated: number;
-  /** Classification with string labels: the class names in class-id order. */
+  /** (Pair/token) classification with string labels or tags: the class names in class-id order. */
   labelNames?: string[];
-  /** Classification: number of classes (labelNames.length, or the largest integer label + 1). */
+  /** (Pair/token) classification: number of classes (labelNames.length, or the largest integer label or tag + 1). */
   numLabels?: number;
   /** True when the examples came from the cache. */
   fromCache: boolean;
