@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { readSafetensors } from "../io/safetensors.js";
 import { GOLDEN_MODELS } from "../testing/paths.js";
+import { Rng } from "../util/rng.js";
 import { AutoModelForCausalLM } from "./auto.js";
 import type { PreTrainedModel } from "./pretrained.js";
 
@@ -17,8 +18,9 @@ async function load(name: string): Promise<PreTrainedModel> {
   return m;
 }
 
+const promptRng = new Rng(20261129);
 function randomPrompt(len: number, vocab: number): number[] {
-  return Array.from({ length: len }, () => Math.floor(Math.random() * vocab));
+  return Array.from({ length: len }, () => Math.floor(promptRng.next() * vocab));
 }
 
 /** Greedy decoding by recomputing the whole sequence at every step, without a cache. */
@@ -118,5 +120,12 @@ describe("generation with a KV cache", () => {
       stop: [free.slice(prompt.length, prompt.length + 2)],
     });
     assert.deepEqual(stopped, free.slice(0, prompt.length + 2));
+    // A stop sequence that spans the end of the prompt (its last token, then the first new one)
+    // must not match: only new tokens count.
+    const span = [prompt[prompt.length - 1], firstNew];
+    const [across] = await model.generate([prompt], { maxNewTokens: 6, eosTokenId: [], stop: [span] });
+    const fresh = free.slice(prompt.length);
+    const at = fresh.findIndex((t, i) => i > 0 && t === span[1] && fresh[i - 1] === span[0]);
+    assert.deepEqual(across, free.slice(0, prompt.length + (at < 0 ? 6 : at + 1)));
   });
 });

@@ -172,8 +172,12 @@ export async function generate(
       const tok = pickToken(logits.subarray(r * vocab, (r + 1) * vocab), opts, rand);
       out[r].push(tok);
       chosen.push(tok);
-      if (eos.has(tok) || (opts.stop ?? []).some((s) => s.length > 0 && s.every((v, k) => out[r][out[r].length - s.length + k] === v)))
-        done[r] = true;
+      // A stop sequence counts only within the new tokens (as vLLM's stop strings): a prompt
+      // that ends with its first tokens must not stop the row early.
+      const fresh = out[r].length - prompts[r].length;
+      const stops = (s: readonly number[]) =>
+        s.length > 0 && s.length <= fresh && s.every((v, k) => out[r][out[r].length - s.length + k] === v);
+      if (eos.has(tok) || (opts.stop ?? []).some(stops)) done[r] = true;
     }
     for (let r = 0; r < b; r++) maskRows[r].push(1);
     step = {
