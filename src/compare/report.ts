@@ -64,7 +64,8 @@ export function writeReport(dir: string, rows: readonly CompareRow[], o: ReportO
     const ta = aggs.filter((a) => a.task === task);
     const metric = ta[0].metric;
     const higher = higherIsBetter(metric);
-    const mixed = new Set(ta.map((a) => a.settings)).size > 1;
+    // Settings hashes are shown only when one method/config ran under several settings (an earlier compare with other flags).
+    const mixed = new Set(ta.map((a) => `${a.method}\u0000${a.config}`)).size < ta.length;
     const front = paretoFront(
       ta.map((a) => ({ params: a.trainable_params, value: a.value.mean })),
       higher,

@@ -69,8 +69,8 @@ export function readRows(path: string): ReadRows {
     try {
       row = JSON.parse(line);
     } catch {
-      // Only the last line can be torn by a crash (rows are appended whole, one at a time).
-      if (i === lines.length - 1 && end === buf.length) return { rows, validBytes, torn: true };
+      // A crash can only tear the text after the last newline (a row and its newline are one
+      // write), so a whole line that does not parse was not written by a compare.
       throw new CompareError(`${path}: line ${i + 1} is not a JSON row; remove it or choose another --output-dir`);
     }
     if (typeof row !== "object" || row === null || typeof (row as CompareRow).run_id !== "string")
