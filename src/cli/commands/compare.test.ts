@@ -101,7 +101,7 @@ describe("peftkit compare", () => {
     const report = readFileSync(join(out, "report.md"), "utf8");
     assert.match(report, /\| method \| config \| exact_match \| n \|/);
     assert.match(report, /\| (★ )?lora \| r=4 \| \d\.\d{4} \| 1 \|/);
-    for (const f of ["task-pareto.svg", "task-cost.svg"]) assert.match(readFileSync(join(out, "plots", f), "utf8"), /^<svg[^]*<\/svg>$/);
+    for (const f of ["task-pareto.svg", "task-cost.svg"]) assert.match(readFileSync(join(out, "plots", f), "utf8"), /^<svg[\s\S]*<\/svg>$/);
 
     // Same arguments again: nothing to run, rows unchanged.
     const again = run([
