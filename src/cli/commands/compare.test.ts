@@ -162,6 +162,39 @@ describe("peftkit compare", () => {
     assert.ok(!existsSync(join(out, ".compare.lock")));
   });
 
+  test("--budgets params=N picks the configuration nearest in trainable parameters (--dry-run)", () => {
+    const r = run([
+      "--model",
+      MODEL,
+      "--data",
+      TRAIN,
+      "--eval-data",
+      EVAL,
+      "--methods",
+      "lora,prompt,ia3",
+      "--budgets",
+      "params=10k,150k",
+      "--dry-run",
+      "--output-dir",
+      join(tmp, "dry"),
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    // LoRA on wordnet-llama: 18,496 parameters per unit of rank (see the smoke test), so 10k → r=1
+    // (ratio 1.85 against 2 × 18,496 = 3.7) and 150k → r=8 (147,968). Prompt tuning: 256 per
+    // virtual token, so 10k → 32 (8,192) and 150k → 256 (the largest candidate, 65,536).
+    const lines = r.stdout.trim().split("\n");
+    assert.deepEqual(
+      lines.map((l) => l.replace(/\.[0-9a-f]{6} /, " ")),
+      [
+        "todo task.lora.r=1.s0 lr=0.002 (params=10000)",
+        "todo task.lora.r=8.s0 lr=0.002 (params=150000)",
+        "todo task.prompt.tokens=32.s0 lr=0.05 (params=10000)",
+        "todo task.prompt.tokens=256.s0 lr=0.05 (params=150000)",
+        "todo task.ia3.default.s0 lr=0.05",
+      ],
+    );
+  });
+
   test("bad input: one line naming the method, suite, field, file or folder", () => {
     const out = join(tmp, "bad");
     const own = ["--model", MODEL, "--data", TRAIN, "--eval-data", EVAL];

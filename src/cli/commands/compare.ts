@@ -104,6 +104,7 @@ export const compareCommand: CommandSpec = {
       required: true,
     },
     { name: "report-only", type: "boolean", help: "only regenerate report.md and the plots from rows.jsonl" },
+    { name: "dry-run", type: "boolean", help: "print the planned runs (ids, learning rates, what is already done) and stop" },
   ],
   examples: [
     "peftkit compare --suite suite.yaml --methods lora,ia3,prompt,full --budgets 'r=4,16;tokens=10,40' --seeds 3 --output-dir cmp",
@@ -249,6 +250,12 @@ export async function runCompare(o: Flags): Promise<number> {
     seeds: o.seeds as number,
     settings,
   });
+  if (o.dryRun) {
+    const done = new Set(readRows(rowsPath).rows.map((r) => r.run_id));
+    for (const r of plan)
+      console.log(`${done.has(r.runId) ? "done" : "todo"} ${r.runId} lr=${r.settings.lr}${r.budget ? ` (${r.budget})` : ""}`);
+    return 0;
+  }
   const release = takeLock(outputDir);
   let stopping = false;
   const onInt = () => {
