@@ -261,7 +261,10 @@ export async function runCompare(o: Flags): Promise<number> {
   const onInt = () => {
     if (stopping) process.exit(130);
     stopping = true;
-    process.stderr.write("\ninterrupt: stopping after this run (press Ctrl-C again to quit at once; rerun to resume)\n");
+    // A Ctrl-C from the terminal reaches the run's process too: it stops, and gets no row.
+    process.stderr.write(
+      "\ninterrupt: stopping; rerun the same command to resume (the current run is redone). Ctrl-C again quits at once\n",
+    );
   };
   process.on("SIGINT", onInt);
   const failures: string[] = [];
@@ -286,6 +289,10 @@ export async function runCompare(o: Flags): Promise<number> {
         );
       } catch (e) {
         if (!(e instanceof RunFailedError)) throw e;
+        if (stopping) {
+          console.log("interrupted");
+          break;
+        }
         console.log("failed");
         process.stderr.write(`${e.message}\n`);
         failures.push(run.runId);
