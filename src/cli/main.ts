@@ -3,6 +3,7 @@
 import { realpathSync } from "node:fs";
 import { type CommandSpec, helpText, parseFlags, UsageError } from "./args.js";
 import { benchCommand } from "./commands/bench.js";
+import { compareCommand } from "./commands/compare.js";
 import { demoCommand } from "./commands/demo.js";
 import { evalCommand } from "./commands/eval.js";
 import { generateCommand } from "./commands/generate.js";
@@ -10,7 +11,16 @@ import { infoCommand } from "./commands/info.js";
 import { mergeCommand } from "./commands/merge.js";
 import { trainCommand } from "./commands/train.js";
 
-export const COMMANDS: CommandSpec[] = [trainCommand, evalCommand, generateCommand, mergeCommand, infoCommand, demoCommand, benchCommand];
+export const COMMANDS: CommandSpec[] = [
+  trainCommand,
+  evalCommand,
+  generateCommand,
+  mergeCommand,
+  infoCommand,
+  compareCommand,
+  demoCommand,
+  benchCommand,
+];
 
 function usage(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;

@@ -1,0 +1,321 @@
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import {
+  type Budgets,
+  COMPARE_METHODS,
+  explicitConfigs,
+  knobOf,
+  type MethodConfig,
+  nearestConfigs,
+  parseBudgets,
+} from "../../compare/budgets.js";
+import { checkTaskData, defaultMetric } from "../../compare/check-data.js";
+import { ParamCounter } from "../../compare/param-count.js";
+import { makePlan, type PlannedRun, type RunSettings } from "../../compare/plan.js";
+import { writeReport } from "../../compare/report.js";
+import { appendRow, readRows, repairRows } from "../../compare/rows.js";
+import { executeRun, RunFailedError } from "../../compare/runner.js";
+import { builtInSuites, resolveSuite } from "../../compare/suite.js";
+import { CompareError, type CompareTask, TASK_METRICS, TASK_NAME, type TaskMetric } from "../../compare/task.js";
+import { faultPoint } from "../../io/fault.js";
+import { DATA_FORMATS } from "../../train/data/index.js";
+import { type CommandSpec, type Flags, UsageError } from "../args.js";
+
+/**
+ * Default peak learning rates per method family for short runs on small models (see docs/compare.md):
+ * low-rank adapters 2e-3, bottleneck adapters 1e-3, scaling/bias/norm methods and soft prompts 5e-2,
+ * full fine-tuning 3e-4 (measured on models/wordnet-llama, 30-step runs; docs/compare.md has the figures).
+ */
+export const DEFAULT_LR: Record<string, number> = {
+  lora: 2e-3,
+  dora: 2e-3,
+  rslora: 2e-3,
+  pissa: 2e-3,
+  adapter: 1e-3,
+  ia3: 5e-2,
+  ssf: 5e-2,
+  bitfit: 5e-2,
+  ln_tuning: 5e-2,
+  prompt: 5e-2,
+  prefix: 5e-2,
+  full: 3e-4,
+};
+
+export const compareCommand: CommandSpec = {
+  name: "compare",
+  summary: "Compare PEFT methods on a suite of tasks or your own data: a JSONL row per run, report.md with mean ± std and Pareto plots.",
+  usage: "peftkit compare (--suite NAME|FILE.yaml | --model DIR --data FILE --eval-data FILE) --output-dir DIR [options]",
+  flags: [
+    {
+      name: "suite",
+      type: "string",
+      meta: "NAME|FILE",
+      help: "a built-in suite by name, or a suite .yaml file ({name, tasks: [...]}, see docs/compare.md)",
+    },
+    { name: "model", type: "string", meta: "DIR", help: "your own task: the base model folder" },
+    { name: "data", type: "string", meta: "FILE", help: "your own task: training data (.jsonl etc., the formats of peftkit train)" },
+    { name: "eval-data", type: "string", meta: "FILE", help: "your own task: evaluation data, same format" },
+    {
+      name: "metric",
+      type: "string",
+      help: "your own task: headline metric (default: accuracy for classification, exact_match for prompt/completion, else eval_loss)",
+      choices: TASK_METRICS,
+    },
+    { name: "format", type: "string", help: "your own task: record format (default: detected)", choices: DATA_FORMATS },
+    { name: "task-name", type: "string", meta: "NAME", help: "your own task: its name in rows and the report", default: "task" },
+    {
+      name: "methods",
+      type: "list",
+      meta: "LIST",
+      help: `methods to compare, comma-separated: ${COMPARE_METHODS.join(", ")} (full = full fine-tuning)`,
+      default: [...COMPARE_METHODS],
+    },
+    {
+      name: "budgets",
+      type: "string",
+      meta: "SPEC",
+      help: 'configurations: "r=4,8,16;tokens=10,20;bottleneck=16,64" or "params=10k,100k" (nearest configuration per method)',
+    },
+    { name: "seeds", type: "int", meta: "N", help: "seeds per configuration (0..N-1)", default: 1, min: 1, max: 1000 },
+    { name: "max-steps", type: "int", meta: "N", help: "optimizer steps per run", default: 100, min: 1, max: 10_000_000 },
+    {
+      name: "time-budget",
+      type: "number",
+      meta: "S",
+      help: "stop each run's training after S seconds (then evaluate)",
+      exclusiveMin: 0,
+      max: 604_800,
+    },
+    { name: "batch-size", type: "int", meta: "N", help: "examples per step", default: 8, min: 1, max: 65_536 },
+    { name: "max-length", type: "int", meta: "N", help: "longest example in tokens", default: 256, min: 1, max: 1_000_000 },
+    {
+      name: "lr",
+      type: "number",
+      meta: "LR",
+      help: "peak learning rate for every method (default: per method family, see docs/compare.md)",
+      exclusiveMin: 0,
+      max: 10,
+    },
+    {
+      name: "output-dir",
+      type: "string",
+      meta: "DIR",
+      help: "where rows.jsonl, report.md, plots/ and runs/ go; rerun with the same arguments to resume",
+      required: true,
+    },
+    { name: "report-only", type: "boolean", help: "only regenerate report.md and the plots from rows.jsonl" },
+    { name: "dry-run", type: "boolean", help: "print the planned runs (ids, learning rates, what is already done) and stop" },
+  ],
+  examples: [
+    "peftkit compare --suite suite.yaml --methods lora,ia3,prompt,full --budgets 'r=4,16;tokens=10,40' --seeds 3 --output-dir cmp",
+    "peftkit compare --model models/wordnet-llama --data train.jsonl --eval-data eval.jsonl --methods lora,dora --budgets params=50k --output-dir cmp",
+  ],
+  run: (o) => runCompare(o),
+};
+
+/** The output folder, created and checked writable; one line on failure. */
+function prepareOutputDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+    if (!statSync(dir).isDirectory()) throw Object.assign(new Error("not a folder"), { code: "ENOTDIR" });
+    accessSync(dir, constants.W_OK);
+    const probe = join(dir, `.write-test-${process.pid}`);
+    writeFileSync(probe, "");
+    rmSync(probe);
+  } catch (e) {
+    throw new UsageError(`--output-dir ${dir}: not a writable folder (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
+
+/** One compare per folder at a time: a second one would run the same ids and append twice. */
+function takeLock(dir: string): () => void {
+  const lock = join(dir, ".compare.lock");
+  if (existsSync(lock)) {
+    const pid = Number(readFileSync(lock, "utf8").trim());
+    let alive = false;
+    try {
+      if (Number.isInteger(pid) && pid > 0) {
+        process.kill(pid, 0);
+        alive = pid !== process.pid;
+      }
+    } catch {
+      alive = false;
+    }
+    if (alive)
+      throw new UsageError(`--output-dir ${dir}: another compare (pid ${pid}) is using it; wait for it or remove ${lock} if it is gone`);
+  }
+  writeFileSync(lock, `${process.pid}\n`);
+  return () => rmSync(lock, { force: true });
+}
+
+async function tasksOf(o: Flags, outputDir: string): Promise<{ name: string; tasks: CompareTask[] }> {
+  const own = o.model !== undefined || o.data !== undefined || o.evalData !== undefined;
+  if (o.suite !== undefined && own) throw new UsageError("give either --suite or --model/--data/--eval-data, not both");
+  if (o.suite !== undefined) return resolveSuite(o.suite as string, join(outputDir, "data"));
+  if (!own)
+    throw new UsageError(
+      `give --suite NAME|FILE.yaml (built-in: ${Object.keys(builtInSuites).join(", ") || "none yet"}) or --model DIR --data FILE --eval-data FILE`,
+    );
+  for (const f of ["model", "data", "eval-data"] as const) {
+    const v = o[f === "eval-data" ? "evalData" : f];
+    if (v === undefined) throw new UsageError(`--${f} is required with --model/--data/--eval-data`);
+    if (!existsSync(v as string)) throw new UsageError(`--${f} ${v}: no such file or folder`);
+  }
+  const name = o.taskName as string;
+  if (!TASK_NAME.test(name)) throw new UsageError(`--task-name "${name}" must match [a-z0-9_-]+`);
+  const task: CompareTask = {
+    name,
+    description: "",
+    model: resolve(o.model as string),
+    train: resolve(o.data as string),
+    eval: resolve(o.evalData as string),
+    metric: (o.metric as TaskMetric | undefined) ?? "eval_loss",
+    ...(o.format ? { format: o.format as string } : {}),
+  };
+  if (o.metric === undefined) task.metric = defaultMetric(checkTaskData(task));
+  return { name, tasks: [task] };
+}
+
+async function configsFor(
+  tasks: readonly CompareTask[],
+  methods: readonly string[],
+  b: Budgets,
+): Promise<(t: CompareTask, m: string) => { config: MethodConfig; budget: string | null }[]> {
+  if (!b.params.length) return (_t, m) => explicitConfigs(m, b).map((config) => ({ config, budget: null }));
+  const counter = new ParamCounter();
+  const chosen = new Map<string, { config: MethodConfig; budget: string | null }[]>();
+  try {
+    for (const t of tasks)
+      for (const m of methods) {
+        const knob = knobOf(m);
+        if (knob === null) {
+          chosen.set(`${t.name}\u0000${m}`, [{ config: { knob: null, value: null }, budget: null }]);
+          continue;
+        }
+        const counts = await counter.candidates(t.model, m);
+        const picks = b.params.map((target) => ({ target, value: nearestConfigs(counts, [target])[0] }));
+        const seen = new Map<number, string[]>();
+        for (const p of picks) seen.set(p.value, [...(seen.get(p.value) ?? []), `params=${p.target}`]);
+        chosen.set(
+          `${t.name}\u0000${m}`,
+          [...seen].map(([value, budgets]) => ({ config: { knob, value }, budget: budgets.join(",") })),
+        );
+      }
+  } finally {
+    await counter.release();
+  }
+  return (t, m) => chosen.get(`${t.name}\u0000${m}`) ?? [];
+}
+
+export async function runCompare(o: Flags): Promise<number> {
+  const outputDir = resolve(o.outputDir as string);
+  const rowsPath = join(outputDir, "rows.jsonl");
+  if (o.reportOnly) {
+    if (!existsSync(rowsPath)) throw new UsageError(`--report-only: ${rowsPath} does not exist`);
+    const { rows } = readRows(rowsPath);
+    writeReport(outputDir, rows, { command: "peftkit compare --report-only" });
+    console.log(`wrote ${join(outputDir, "report.md")} from ${rows.length} row(s)`);
+    return 0;
+  }
+  const methods = o.methods as string[];
+  if (!methods.length) throw new UsageError("--methods: give at least one method");
+  for (const m of methods)
+    if (!(COMPARE_METHODS as readonly string[]).includes(m))
+      throw new UsageError(`--methods: unknown method "${m}" (methods: ${COMPARE_METHODS.join(", ")})`);
+  let budgets: Budgets;
+  try {
+    budgets = parseBudgets(o.budgets as string | undefined);
+  } catch (e) {
+    throw e instanceof CompareError ? new UsageError(e.message) : e;
+  }
+  prepareOutputDir(outputDir);
+  let suite: { name: string; tasks: CompareTask[] };
+  try {
+    suite = await tasksOf(o, outputDir);
+    for (const t of suite.tasks) checkTaskData(t);
+  } catch (e) {
+    throw e instanceof CompareError ? new UsageError(e.message) : e;
+  }
+  const settings = (m: string): RunSettings => ({
+    lr: (o.lr as number | undefined) ?? DEFAULT_LR[m],
+    maxSteps: o.maxSteps as number,
+    runSeconds: (o.timeBudget as number | undefined) ?? null,
+    batchSize: o.batchSize as number,
+    maxLength: o.maxLength as number,
+  });
+  const plan = makePlan({
+    tasks: suite.tasks,
+    methods: [...new Set(methods)],
+    configs: await configsFor(suite.tasks, methods, budgets),
+    seeds: o.seeds as number,
+    settings,
+  });
+  if (o.dryRun) {
+    const done = new Set(readRows(rowsPath).rows.map((r) => r.run_id));
+    for (const r of plan)
+      console.log(`${done.has(r.runId) ? "done" : "todo"} ${r.runId} lr=${r.settings.lr}${r.budget ? ` (${r.budget})` : ""}`);
+    return 0;
+  }
+  const release = takeLock(outputDir);
+  let stopping = false;
+  const onInt = () => {
+    if (stopping) process.exit(130);
+    stopping = true;
+    // A Ctrl-C from the terminal reaches the run's process too: it stops, and gets no row.
+    process.stderr.write(
+      "\ninterrupt: stopping; rerun the same command to resume (the current run is redone). Ctrl-C again quits at once\n",
+    );
+  };
+  process.on("SIGINT", onInt);
+  const failures: string[] = [];
+  try {
+    const { rows, torn } = repairRows(rowsPath);
+    if (torn) process.stderr.write(`${rowsPath}: dropped a torn last line (a run killed while writing it; it is redone)\n`);
+    const done = new Set(rows.map((r) => r.run_id));
+    const todo = plan.filter((r) => !done.has(r.runId));
+    const kept = rows.filter((r) => !plan.some((p) => p.runId === r.run_id)).length;
+    console.log(
+      `compare ${suite.name}: ${plan.length} run(s) planned (${suite.tasks.length} task(s) × ${methods.length} method(s) × configurations × ${o.seeds} seed(s)); ${plan.length - todo.length} already done, ${todo.length} to run${kept ? `; ${kept} row(s) of other runs kept` : ""}`,
+    );
+    for (const [i, run] of todo.entries()) {
+      if (stopping) break;
+      process.stdout.write(`[${i + 1}/${todo.length}] ${run.runId} (lr ${run.settings.lr}) ... `);
+      try {
+        const row = await executeRun(run, { outputDir, threads: o.threads as number | undefined });
+        appendRow(rowsPath, row);
+        faultPoint("compare-row-written");
+        console.log(
+          `${row.metric} ${row.metric_value.toFixed(4)}, ${row.trainable_params.toLocaleString("en-US")} trainable, ${row.wall_s.toFixed(1)} s, ${row.peak_rss_mb} MB`,
+        );
+      } catch (e) {
+        if (!(e instanceof RunFailedError)) throw e;
+        if (stopping) {
+          console.log("interrupted");
+          break;
+        }
+        console.log("failed");
+        process.stderr.write(`${e.message}\n`);
+        failures.push(run.runId);
+      }
+    }
+  } finally {
+    process.off("SIGINT", onInt);
+    release();
+  }
+  const all = readRows(rowsPath).rows;
+  const chance = Object.fromEntries(suite.tasks.map((t) => [t.name, t.chance]));
+  writeReport(outputDir, all, {
+    title: `peftkit compare: ${suite.name}`,
+    chance,
+    planned: plan.map((r: PlannedRun) => r.runId),
+    command: `peftkit compare ${process.argv.slice(3).join(" ")}`,
+  });
+  console.log(`wrote ${join(outputDir, "report.md")} (${all.length} row(s) in ${rowsPath})`);
+  if (failures.length) {
+    process.stderr.write(
+      `${failures.length} run(s) failed (see their log.txt under ${join(outputDir, "runs")}); rerun the same command to retry them\n`,
+    );
+    return 1;
+  }
+  return stopping ? 130 : 0;
+}

@@ -1,0 +1,79 @@
+/**
+ * Full fine-tuning for a compare run, the reference row: every weight trains (FullTrainer), then
+ * the trained model is evaluated with the evaluation code of `peftkit eval` (train/evaluate.ts).
+ * `peftkit train` has no full fine-tuning, so the data preparation mirrors its steps.
+ */
+import { join } from "node:path";
+import { loadConfig } from "../io/hf-folder.js";
+import { parseLabelFields } from "../io/label-config.js";
+import { AutoTokenizer } from "../io/tokenizer.js";
+import { PreTrainedModel } from "../models/pretrained.js";
+import { BatchStream, type DataFormat, loadDataset, trainingLabels } from "../train/data/index.js";
+import { type EvalBatch, evaluate } from "../train/evaluate.js";
+import { FullTrainer } from "../train/full-finetune.js";
+import { completionItems } from "../train/run.js";
+import { learningRate } from "../train/schedule.js";
+import type { WorkerResult, WorkerSpec } from "./worker.js";
+
+export async function fullFineTune(s: WorkerSpec, onTrained: () => void): Promise<Omit<WorkerResult, "max_rss_kb">> {
+  const tokenizer = await AutoTokenizer.fromPretrained(s.model);
+  const loadOpts = { tokenizer, format: s.format as DataFormat | undefined, maxLength: s.maxLength, onBadRecord: "error" as const };
+  const data = await loadDataset(s.train, loadOpts);
+  const classification = data.format === "classification";
+  let examples = data.examples;
+  let labelNames: readonly string[] | undefined;
+  if (classification) {
+    const configPath = join(s.model, "config.json");
+    const chosen = trainingLabels(data, parseLabelFields(loadConfig(s.model), configPath), configPath);
+    examples = chosen.examples;
+    labelNames = chosen.labels.names;
+  }
+  const ev = await loadDataset(s.eval, { ...loadOpts, format: data.format, labels: labelNames });
+  const model = await PreTrainedModel.load(s.model, classification ? "sequence_classification" : "causal_lm", {
+    numLabels: labelNames?.length,
+  });
+  const seen = new Set<unknown>();
+  let params = 0;
+  for (const t of model.weights.values()) {
+    if (seen.has(t)) continue;
+    seen.add(t);
+    params += t.data.length;
+  }
+  const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
+  const stream = new BatchStream(examples, { batchSize: s.batchSize, seed: s.seed, padId });
+  const trainer = await FullTrainer.create(model, { optimizer: { kind: "adamw" }, clipNorm: 1 });
+  const started = Date.now();
+  let steps = 0;
+  let tokens = 0;
+  try {
+    outer: for (let epoch = 0; ; epoch++)
+      for (const b of stream.epochBatches(epoch)) {
+        if (steps >= s.maxSteps) break outer;
+        if (s.runSeconds !== null && (Date.now() - started) / 1000 >= s.runSeconds) break outer;
+        const res = await trainer.train(b, { lr: learningRate("linear", s.lr, steps, s.maxSteps, 0), seed: s.seed * 1_000_003 + steps });
+        if (!Number.isFinite(res.loss)) throw new Error(`full fine-tuning: loss became ${res.loss} at step ${steps + 1}; lower --lr`);
+        steps++;
+        tokens += b.tokens;
+      }
+  } finally {
+    await trainer.release();
+  }
+  const trainS = (Date.now() - started) / 1000;
+  onTrained();
+  const batches = new BatchStream(ev.examples, { batchSize: 16, seed: 0, padId, shuffle: false }).epochBatches(0) as EvalBatch[];
+  const metrics = await evaluate(model, batches, {
+    causal: model.head === "causal_lm",
+    classification,
+    completions: ev.format === "prompt_completion" ? completionItems(ev.examples, tokenizer, 200) : undefined,
+    tokenizer,
+  });
+  await model.release();
+  return {
+    eval_metrics: Object.fromEntries(Object.entries(metrics).filter((e): e is [string, number] => typeof e[1] === "number")),
+    steps,
+    train_s: trainS,
+    tokens_seen: tokens,
+    trainable_params: params,
+    total_params: params,
+  };
+}

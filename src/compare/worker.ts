@@ -1,0 +1,110 @@
+/**
+ * One run of a compare, in a child process of its own (so its peak RSS is its own): train with
+ * `peftkit train`'s command code (or full fine-tuning), evaluate with `peftkit eval`'s, then
+ * write result.json. Started by runner.ts with an IPC channel; exits when the parent dies.
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseFlags } from "../cli/args.js";
+import { evalCommand } from "../cli/commands/eval.js";
+import { trainCommand } from "../cli/commands/train.js";
+import { writeFileAtomic } from "../io/atomic-write.js";
+import { faultPoint } from "../io/fault.js";
+import { SafetensorsFile } from "../io/safetensors.js";
+import { fullFineTune } from "./full-run.js";
+
+export interface WorkerSpec {
+  kind: "peft" | "full";
+  runDir: string;
+  /** peft: the `peftkit train` arguments (without --output-dir). */
+  trainArgs: string[];
+  model: string;
+  train: string;
+  eval: string;
+  format?: string;
+  maxLength: number;
+  batchSize: number;
+  lr: number;
+  maxSteps: number;
+  runSeconds: number | null;
+  seed: number;
+}
+
+export interface WorkerResult {
+  eval_metrics: Record<string, number>;
+  steps: number;
+  train_s: number;
+  tokens_seen: number;
+  trainable_params: number;
+  total_params: number;
+  max_rss_kb: number;
+}
+
+function numel(file: string): number {
+  const f = SafetensorsFile.open(file);
+  try {
+    return f.entries.reduce((n, e) => n + e.shape.reduce((a, b) => a * b, 1), 0);
+  } finally {
+    f.close();
+  }
+}
+
+function numbers(o: Record<string, unknown>): Record<string, number> {
+  return Object.fromEntries(Object.entries(o).filter((e): e is [string, number] => typeof e[1] === "number"));
+}
+
+async function peftRun(s: WorkerSpec): Promise<Omit<WorkerResult, "max_rss_kb">> {
+  const adapterDir = join(s.runDir, "adapter");
+  const code = await trainCommand.run(parseFlags([...s.trainArgs, "--output-dir", adapterDir], trainCommand));
+  if (code !== 0) throw new Error(`training stopped early (exit code ${code})`);
+  process.send?.({ phase: "trained" });
+  faultPoint("compare-worker-trained");
+  const evalFile = join(s.runDir, "eval.json");
+  const evalArgs = [
+    "--model",
+    s.model,
+    "--adapter",
+    adapterDir,
+    "--data",
+    s.eval,
+    "--output",
+    evalFile,
+    "--max-length",
+    String(s.maxLength),
+  ];
+  if (s.format) evalArgs.push("--format", s.format);
+  const ecode = await evalCommand.run(parseFlags(evalArgs, evalCommand));
+  if (ecode !== 0) throw new Error(`evaluation failed (exit code ${ecode})`);
+  const evalResult = JSON.parse(readFileSync(evalFile, "utf8")) as Record<string, unknown>;
+  const args = JSON.parse(readFileSync(join(adapterDir, "training_args.json"), "utf8")) as {
+    result: { steps: number; wallSeconds: number; tokensSeen: number };
+  };
+  const trainable = numel(join(adapterDir, "adapter_model.safetensors"));
+  return {
+    eval_metrics: numbers(evalResult),
+    steps: args.result.steps,
+    train_s: args.result.wallSeconds,
+    tokens_seen: args.result.tokensSeen,
+    trainable_params: trainable,
+    total_params: numel(join(s.model, "model.safetensors")) + trainable,
+  };
+}
+
+async function main(): Promise<void> {
+  // The compare died (killed, or Ctrl-C): stop too, so a rerun does not race an orphan.
+  process.on("disconnect", () => process.exit(137));
+  const spec = JSON.parse(readFileSync(process.argv[2], "utf8")) as WorkerSpec;
+  const r = spec.kind === "full" ? await fullFineTune(spec, () => process.send?.({ phase: "trained" })) : await peftRun(spec);
+  const result: WorkerResult = { ...r, max_rss_kb: process.resourceUsage().maxRSS };
+  writeFileAtomic(join(spec.runDir, "result.json"), `${JSON.stringify(result, null, 2)}\n`);
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    const msg = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`peftkit compare run: ${msg.split("\n")[0]}\n`);
+    if (process.env.PEFTKIT_COMPARE_VERBOSE && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+    process.exit(1);
+  },
+);
