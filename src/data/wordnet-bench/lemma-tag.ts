@@ -1,12 +1,17 @@
 /**
- * `lemma-tag`: token classification on the encoder. A synset's example sentence split into
- * words; the words that spell one of the synset's lemmas are tagged "B" (first word) and "I"
- * (later words of a multi-word lemma), the others "O". A lemma word also matches its regular
- * inflections (dogs, barked, barking, carries, …), since examples often use them; irregular ones
- * (ran, geese) do not match, and sentences where no lemma matches are left out.
+ * `lemma-tag`: token classification on the encoder. Find the word a definition defines inside an
+ * example sentence: the record's words are the synset's definition, a "|" separator, then one of
+ * its example sentences. The sentence words that spell one of the synset's lemmas are tagged "B"
+ * (first word) and "I" (later words of a multi-word lemma); every other word, the definition's
+ * included, is "O". Without the definition the target would be ambiguous ("an awkward pause
+ * followed his remark" illustrates "awkward", but nothing in it says so).
+ *
+ * A lemma word also matches its regular inflections (dogs, barked, barking, carries, …), since
+ * examples often use them; irregular ones (ran, geese) do not match, and sentences where no lemma
+ * matches are left out.
  *
  * Words: runs of letters/digits (with inner apostrophes, hyphens and periods, as in "don't",
- * "well-known", "U.S" + ".") and single punctuation marks; what the record's `tokens` holds.
+ * "well-known", "U.S" + ".") and single punctuation marks.
  */
 import { type BenchContext, type BenchItem, keyOf, sample, type TaskData } from "./common.js";
 
@@ -61,18 +66,24 @@ export function tagSentence(sentence: string, lemmas: readonly string[]): Tokens
   return found ? { tokens, tags } : null;
 }
 
+/** Separates the definition from the sentence in a record's words. */
+export const SEPARATOR = "|";
+
 export function lemmaTagTask(ctx: BenchContext, maxTrain = 4000, maxEval = 1000): TaskData<TokensTags> {
   const sides: Record<"train" | "eval", BenchItem<TokensTags>[]> = { train: [], eval: [] };
   const seen = new Set<string>();
   for (const s of ctx.wn.synsets) {
     const side = ctx.side(s);
-    if (!side) continue;
+    if (!side || !s.definition) continue;
+    const def = words(s.definition);
+    if (def.length > 24 || def.includes(SEPARATOR)) continue;
     for (const e of s.examples) {
       const t = tagSentence(e, s.lemmas);
-      // One record per sentence text: WordNet repeats some examples across a word's senses.
-      if (!t || t.tokens.length > 40 || seen.has(e)) continue;
-      seen.add(e);
-      sides[side].push({ record: t, sources: [keyOf(s)] });
+      const key = `${s.definition}|${e}`;
+      if (!t || t.tokens.length > 32 || t.tokens.includes(SEPARATOR) || seen.has(key)) continue;
+      seen.add(key);
+      const record = { tokens: [...def, SEPARATOR, ...t.tokens], tags: [...def.map(() => "O"), "O", ...t.tags] };
+      sides[side].push({ record, sources: [keyOf(s)] });
     }
   }
   return { train: sample(sides.train, maxTrain, 0x5eed_0003), eval: sample(sides.eval, maxEval, 0x5eed_0013) };
