@@ -3,7 +3,7 @@
  * `chat-kind`: the same question asked through the model's chat template.
  *
  *   kind-of    {"prompt": "poodle: an intelligent dog …\npoodle is a kind of", "completion": " animal"}
- *   chat-kind  {"messages": [{"role": "user", "content": "poodle: an intelligent dog …\nWhat kind of thing is a poodle? Answer with one word."},
+ *   chat-kind  {"messages": [{"role": "user", "content": "poodle: an intelligent dog …\nWhat kind of thing is poodle? Answer with one word."},
  *                            {"role": "assistant", "content": "animal"}]}
  *
  * Evaluation items additionally drop held-out synsets whose text a training synset repeats (the
