@@ -74,7 +74,7 @@ export function lemmaTagTask(ctx: BenchContext, maxTrain = 4000, maxEval = 1000)
   const seen = new Set<string>();
   for (const s of ctx.wn.synsets) {
     const side = ctx.side(s);
-    if (!side || !s.definition) continue;
+    if (!side || !s.definition || s.examples.length === 0) continue;
     const def = words(s.definition);
     if (def.length > 24 || def.includes(SEPARATOR)) continue;
     for (const e of s.examples) {
