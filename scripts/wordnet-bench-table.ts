@@ -1,0 +1,8 @@
+/** Rewrites the generated task table of docs/wordnet-bench.md from the wordnet-bench data. */
+import { readFileSync, writeFileSync } from "node:fs";
+import { buildWordnetBench } from "../src/data/wordnet-bench/index.js";
+import { benchTable, replaceTable } from "../src/data/wordnet-bench/table.js";
+
+const path = "docs/wordnet-bench.md";
+writeFileSync(path, replaceTable(readFileSync(path, "utf8"), benchTable(buildWordnetBench())));
+console.log(`wrote the task table of ${path}`);
