@@ -5,6 +5,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
+import { writeWordnetBench } from "../data/wordnet-bench/index.js";
 import { DATA_FORMATS } from "../train/data/index.js";
 import { CompareError, type CompareTask, TASK_METRICS, TASK_NAME, type TaskMetric } from "./task.js";
 
@@ -15,9 +16,11 @@ export interface Suite {
 
 /**
  * Built-in suites by name: each writes its data files into the folder given and returns its
- * tasks (absolute paths). `wordnet-bench` (src/data/wordnet-bench) is registered here at merge.
+ * tasks (absolute paths).
  */
-export const builtInSuites: Record<string, (dir: string) => Promise<CompareTask[]>> = {};
+export const builtInSuites: Record<string, (dir: string) => Promise<CompareTask[]>> = {
+  "wordnet-bench": (dir) => writeWordnetBench(dir),
+};
 
 const TASK_FIELDS = ["name", "description", "model", "train", "eval", "metric", "chance", "format"];
 

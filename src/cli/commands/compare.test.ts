@@ -202,6 +202,11 @@ describe("peftkit compare", () => {
       [[...own, "--methods", "lora,qlora", "--output-dir", out], /--methods: unknown method "qlora" \(methods: lora, .*full\)/],
       [["--suite", "glue", "--output-dir", out], /--suite glue: unknown suite \(built-in suites: /],
       [
+        ["--suite", "wordnet-bench", "--tasks", "kind-of,glue-sst2", "--dry-run", "--output-dir", out],
+        /--tasks: unknown task "glue-sst2" in suite wordnet-bench \(tasks: lexname, /,
+      ],
+      [[...own, "--tasks", "kind-of", "--output-dir", out], /--tasks picks tasks of a --suite/],
+      [
         ["--suite", file("bad.yaml", "name: b\ntasks:\n  - name: x\n    model: .\n    metric: accuracy\n"), "--output-dir", out],
         /bad\.yaml: tasks\[0\]\.train: missing/,
       ],

@@ -64,6 +64,12 @@ export const compareCommand: CommandSpec = {
     { name: "format", type: "string", help: "your own task: record format (default: detected)", choices: DATA_FORMATS },
     { name: "task-name", type: "string", meta: "NAME", help: "your own task: its name in rows and the report", default: "task" },
     {
+      name: "tasks",
+      type: "list",
+      meta: "LIST",
+      help: "only these tasks of the suite, comma-separated (default: all)",
+    },
+    {
       name: "methods",
       type: "list",
       meta: "LIST",
@@ -148,10 +154,21 @@ function takeLock(dir: string): () => void {
   return () => rmSync(lock, { force: true });
 }
 
+/** The suite's tasks named by --tasks, in the suite's order; an unknown name is an error. */
+function onlyTasks(suite: { name: string; tasks: CompareTask[] }, names: string[] | undefined): { name: string; tasks: CompareTask[] } {
+  if (names === undefined) return suite;
+  const known = suite.tasks.map((t) => t.name);
+  for (const n of names)
+    if (!known.includes(n)) throw new UsageError(`--tasks: unknown task "${n}" in suite ${suite.name} (tasks: ${known.join(", ")})`);
+  return { ...suite, tasks: suite.tasks.filter((t) => names.includes(t.name)) };
+}
+
 async function tasksOf(o: Flags, outputDir: string): Promise<{ name: string; tasks: CompareTask[] }> {
   const own = o.model !== undefined || o.data !== undefined || o.evalData !== undefined;
   if (o.suite !== undefined && own) throw new UsageError("give either --suite or --model/--data/--eval-data, not both");
-  if (o.suite !== undefined) return resolveSuite(o.suite as string, join(outputDir, "data"));
+  if (o.suite !== undefined)
+    return onlyTasks(await resolveSuite(o.suite as string, join(outputDir, "data")), o.tasks as string[] | undefined);
+  if (o.tasks !== undefined) throw new UsageError("--tasks picks tasks of a --suite");
   if (!own)
     throw new UsageError(
       `give --suite NAME|FILE.yaml (built-in: ${Object.keys(builtInSuites).join(", ") || "none yet"}) or --model DIR --data FILE --eval-data FILE`,
