@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 /** The `peftkit` command: dispatches to one module per command. Exit codes: 0 ok, 1 failure, 2 bad usage. */
 import { realpathSync } from "node:fs";
+import { installNodeCompileCache } from "../io/compile-cache.js";
 import { type CommandSpec, helpText, parseFlags, UsageError } from "./args.js";
 import { benchCommand } from "./commands/bench.js";
+import { cacheCommand } from "./commands/cache.js";
 import { demoCommand } from "./commands/demo.js";
 import { evalCommand } from "./commands/eval.js";
 import { generateCommand } from "./commands/generate.js";
@@ -10,7 +12,16 @@ import { infoCommand } from "./commands/info.js";
 import { mergeCommand } from "./commands/merge.js";
 import { trainCommand } from "./commands/train.js";
 
-export const COMMANDS: CommandSpec[] = [trainCommand, evalCommand, generateCommand, mergeCommand, infoCommand, demoCommand, benchCommand];
+export const COMMANDS: CommandSpec[] = [
+  trainCommand,
+  evalCommand,
+  generateCommand,
+  mergeCommand,
+  infoCommand,
+  demoCommand,
+  benchCommand,
+  cacheCommand,
+];
 
 function usage(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;
@@ -49,6 +60,7 @@ async function main(argv: string[]): Promise<number> {
 
 // Run only as the program, not when imported (the docs generator imports COMMANDS).
 const isMain = process.argv[1] !== undefined && import.meta.url === new URL(`file://${realpathSync(process.argv[1])}`).href;
+if (isMain) installNodeCompileCache();
 if (isMain)
   main(process.argv.slice(2)).then(
     (code) => {
