@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { ortCompileStats } from "../src/engine/exec/onnx/session.js";
 import { hostTensor } from "../src/engine/ir/host.js";
 import { PreTrainedModel } from "../src/models/pretrained.js";
 import { FullTrainer } from "../src/train/full-finetune.js";
@@ -102,6 +103,9 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
     compile_ms: compileMs,
     first_step_ms: firstStepMs,
     start_to_first_step_ms: startToFirstStepMs,
+    // ORT sessions built by the optimizer vs loaded from the compile cache, in this process
+    sessions_optimized: ortCompileStats().optimized,
+    sessions_from_cache: ortCompileStats().fromCache,
     trainable_params: trainable,
     loss,
     threads,
@@ -141,6 +145,8 @@ export async function runStartupBench(o: TrainBenchOptions): Promise<Record<stri
       [`${p}_weights_ms`]: r.weights_ms,
       [`${p}_compile_ms`]: r.compile_ms,
       [`${p}_first_step_ms`]: r.first_step_ms,
+      [`${p}_sessions_optimized`]: r.sessions_optimized,
+      [`${p}_sessions_from_cache`]: r.sessions_from_cache,
     });
     return {
       bench: "train_startup",
