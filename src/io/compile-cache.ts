@@ -236,7 +236,9 @@ export class DiskCompileCache implements CompileCache {
   }
 
   private drop(path: string, reason: string): void {
-    warnOnce(`compile cache entry ${path} is corrupt or stale (${reason}); compiling it again`);
+    // ORT's messages can span lines; the warning stays one line.
+    const why = reason.replace(/\s+/g, " ").trim().slice(0, 300);
+    warnOnce(`compile cache entry ${path} is corrupt or stale (${why}); compiling it again`);
     fs.rmSync(path, { force: true });
   }
 
