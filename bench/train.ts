@@ -3,8 +3,12 @@
  * weights, after one warm-up step. Reports median step time, tokens/s, peak RSS, achieved GFLOP/s
  * (analytic FLOPs), the fraction of the engine's matmul peak, and compile time.
  */
-import { readFileSync } from "node:fs";
-import { cpus } from "node:os";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { ortCompileStats } from "../src/engine/exec/onnx/session.js";
 import { hostTensor } from "../src/engine/ir/host.js";
 import { PreTrainedModel } from "../src/models/pretrained.js";
 import { FullTrainer } from "../src/train/full-finetune.js";
@@ -34,12 +38,15 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string, unknown>> {
   const config = JSON.parse(readFileSync(o.config, "utf8")) as Record<string, unknown>;
   const threads = o.threads ?? 2;
+  const w0 = performance.now();
   const model = PreTrainedModel.fromConfig(config, "causal_lm", { threads, seed: 0 });
+  const weightsMs = performance.now() - w0;
   const vocab = config.vocab_size as number;
   const ids = Array.from({ length: o.batch }, (_, b) => Array.from({ length: o.seq }, (_, t) => (b * 7919 + t * 104729) % vocab));
   const inputIds = hostTensor("i64", [o.batch, o.seq], BigInt64Array.from(ids.flat(), BigInt));
   const batch = { inputIds, labels: inputIds };
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   let train: (i: number) => Promise<{ loss: number }>;
   let release: () => Promise<void>;
   let trainable: number;
@@ -56,8 +63,14 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
     trainable = peft.parameterCounts().trainable;
   }
   const compileMs = performance.now() - t0;
+  // CPU time of compilation: robust to other jobs on the machine, unlike wall time (tracing, emission
+  // and ORT's session creation run on one thread).
+  const cpu = process.cpuUsage(cpu0);
+  const compileCpuMs = (cpu.user + cpu.system) / 1000;
   const warm = performance.now();
   await train(0);
+  // performance.now() counts from the start of this process.
+  const startToFirstStepMs = performance.now();
   const firstStepMs = performance.now() - warm;
   const times: number[] = [];
   let loss = Number.NaN;
@@ -91,12 +104,73 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
     gflops,
     matmul_peak_gflops: peak,
     fraction_of_peak: gflops / peak,
+    weights_ms: weightsMs,
     compile_ms: compileMs,
+    compile_cpu_ms: compileCpuMs,
     first_step_ms: firstStepMs,
+    start_to_first_step_ms: startToFirstStepMs,
+    // ORT sessions built by the optimizer vs loaded from the compile cache, in this process
+    sessions_optimized: ortCompileStats().optimized,
+    sessions_from_cache: ortCompileStats().fromCache,
     trainable_params: trainable,
     loss,
     threads,
     cpu: cpus()[0]?.model ?? "unknown",
     date: new Date().toISOString(),
   };
+}
+
+/**
+ * Start-up cost: runs the same benchmark in two fresh processes sharing a new, empty compile cache
+ * (PEFTKIT_CACHE), so the first is cold and the second warm, and reports process start to the end
+ * of the first training step for each, with its parts. The random weights of a config-only model
+ * are generated in-process (weights_ms); a model loaded from disk pays its file read instead.
+ */
+export async function runStartupBench(o: TrainBenchOptions): Promise<Record<string, unknown>> {
+  const cli = resolve(dirname(fileURLToPath(import.meta.url)), "../src/cli/main.js");
+  const dir = mkdtempSync(join(tmpdir(), "peftkit-startup-"));
+  const args = ["bench", "train", "--config", o.config, "--method", o.method, "--r", String(o.r), "--target", o.target.join(",")];
+  args.push("--batch", String(o.batch), "--seq", String(o.seq), "--steps", "1", "--peak", "1", "--json");
+  if (o.full) args.push("--full");
+  if (o.gradientCheckpointing) args.push("--gradient-checkpointing");
+  if (o.threads) args.push("--threads", String(o.threads));
+  const run = () => {
+    const r = spawnSync(process.execPath, [cli, ...args], {
+      encoding: "utf8",
+      env: { ...process.env, PEFTKIT_CACHE: dir },
+      maxBuffer: 1 << 24,
+    });
+    if (r.status !== 0) throw new Error(`peftkit ${args.join(" ")} failed:\n${r.stderr}`);
+    return JSON.parse(r.stdout.trim().split("\n").at(-1) ?? "{}") as Record<string, number>;
+  };
+  try {
+    const cold = run();
+    const warm = run();
+    const pick = (r: Record<string, number>, p: string) => ({
+      [`${p}_start_to_first_step_ms`]: r.start_to_first_step_ms,
+      [`${p}_weights_ms`]: r.weights_ms,
+      [`${p}_compile_ms`]: r.compile_ms,
+      [`${p}_compile_cpu_ms`]: r.compile_cpu_ms,
+      [`${p}_first_step_ms`]: r.first_step_ms,
+      [`${p}_sessions_optimized`]: r.sessions_optimized,
+      [`${p}_sessions_from_cache`]: r.sessions_from_cache,
+    });
+    return {
+      bench: "train_startup",
+      method: o.full ? "full" : o.method,
+      r: o.full ? null : o.r,
+      target: o.target.join(","),
+      batch: o.batch,
+      seq: o.seq,
+      ...pick(cold, "cold"),
+      ...pick(warm, "warm"),
+      // the steady step time of the warm process, to tell start-up overhead from one step's work
+      step_ms: warm.step_ms,
+      threads: cold.threads,
+      cpu: cpus()[0]?.model ?? "unknown",
+      date: new Date().toISOString(),
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

@@ -1,5 +1,11 @@
 /** peftkit's public API. */
+import { installNodeCompileCache } from "./io/compile-cache.js";
+
+// In Node, compiled models persist across processes (PEFTKIT_CACHE); a browser entry would not install this.
+installNodeCompileCache();
+
 export * from "./engine/index.js";
+export { CompileCacheError, cacheLocation, DiskCompileCache, nodeCompileCache } from "./io/compile-cache.js";
 export { CheckpointError, loadConfig, openCheckpoint } from "./io/hf-folder.js";
 export { type LabelConfig, LabelConfigError, readLabelConfig, writeLabelConfig } from "./io/label-config.js";
 export { readSafetensors, SafetensorsError, SafetensorsFile, writeSafetensors } from "./io/safetensors.js";

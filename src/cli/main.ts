@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 /** The `peftkit` command: dispatches to one module per command. Exit codes: 0 ok, 1 failure, 2 bad usage. */
 import { realpathSync } from "node:fs";
+import { installNodeCompileCache } from "../io/compile-cache.js";
 import { type CommandSpec, helpText, parseFlags, UsageError } from "./args.js";
 import { benchCommand } from "./commands/bench.js";
+import { cacheCommand } from "./commands/cache.js";
 import { compareCommand } from "./commands/compare.js";
 import { demoCommand } from "./commands/demo.js";
 import { evalCommand } from "./commands/eval.js";
@@ -20,6 +22,7 @@ export const COMMANDS: CommandSpec[] = [
   compareCommand,
   demoCommand,
   benchCommand,
+  cacheCommand,
 ];
 
 function usage(): string {
@@ -59,6 +62,7 @@ async function main(argv: string[]): Promise<number> {
 
 // Run only as the program, not when imported (the docs generator imports COMMANDS).
 const isMain = process.argv[1] !== undefined && import.meta.url === new URL(`file://${realpathSync(process.argv[1])}`).href;
+if (isMain) installNodeCompileCache();
 if (isMain)
   main(process.argv.slice(2)).then(
     (code) => {

@@ -4,6 +4,7 @@ export { backward, grad, valueAndGrad, vjp } from "./autodiff/grad.js";
 export { gradCheck } from "./autodiff/gradcheck.js";
 export * from "./errors.js";
 export { type CompileOptions, compileGraph, type Executor } from "./exec/backend.js";
+export { type CompileCache, type CompileCacheProvider, setDefaultCompileCache } from "./exec/compile-cache.js";
 export { interpret } from "./exec/reference/interpreter.js";
 export type { DType, TypedArray } from "./ir/dtype.js";
 export { Graph } from "./ir/graph.js";

@@ -19,6 +19,11 @@ export const benchCommand: CommandSpec = {
       type: "boolean",
       help: "train: recompute each layer's activations in the backward pass (less memory)",
     },
+    {
+      name: "startup",
+      type: "boolean",
+      help: "train: measure process start to end of the first step in two fresh processes, cold (empty compile cache) then warm",
+    },
     { name: "peak", type: "number", meta: "GFLOPS", help: "train: matmul peak to compare with (default: measured)", exclusiveMin: 0 },
     { name: "prompt-length", type: "int", meta: "N", help: "generate: prompt tokens", default: 32, min: 1 },
     { name: "new-tokens", type: "int", meta: "N", help: "generate: tokens to decode", default: 64, min: 1 },
@@ -28,6 +33,7 @@ export const benchCommand: CommandSpec = {
   examples: [
     "peftkit bench engine --json",
     "peftkit bench train --config bench/configs/smollm2-135m.json --method lora --r 16 --target all-linear --batch 4 --seq 256 --steps 3 --json",
+    "peftkit bench train --config bench/configs/smollm2-135m.json --startup --json",
     "peftkit bench generate --config bench/configs/smollm2-135m.json --batch 1",
   ],
   async run(o) {
@@ -39,8 +45,8 @@ export const benchCommand: CommandSpec = {
     }
     if (!o.config) throw new UsageError(`peftkit bench ${o.what}: --config is required`);
     if (o.what === "train") {
-      const { runTrainBench } = await import("../../../bench/train.js");
-      const r = await runTrainBench({
+      const { runStartupBench, runTrainBench } = await import("../../../bench/train.js");
+      const r = await (o.startup ? runStartupBench : runTrainBench)({
         config: o.config as string,
         method: o.method as string,
         r: o.r as number,
