@@ -9,6 +9,7 @@ import { parseFlags } from "../cli/args.js";
 import { evalCommand } from "../cli/commands/eval.js";
 import { trainCommand } from "../cli/commands/train.js";
 import { writeFileAtomic } from "../io/atomic-write.js";
+import { installNodeCompileCache } from "../io/compile-cache.js";
 import { faultPoint } from "../io/fault.js";
 import { SafetensorsFile } from "../io/safetensors.js";
 import { fullFineTune } from "./full-run.js";
@@ -93,6 +94,8 @@ async function peftRun(s: WorkerSpec): Promise<Omit<WorkerResult, "max_rss_kb">>
 async function main(): Promise<void> {
   // The compare died (killed, or Ctrl-C): stop too, so a rerun does not race an orphan.
   process.on("disconnect", () => process.exit(137));
+  // Runs of a compare share their graphs' shapes often: the compile cache saves ORT's optimizer.
+  installNodeCompileCache();
   const spec = JSON.parse(readFileSync(process.argv[2], "utf8")) as WorkerSpec;
   const r = spec.kind === "full" ? await fullFineTune(spec, () => process.send?.({ phase: "trained" })) : await peftRun(spec);
   const result: WorkerResult = { ...r, max_rss_kb: process.resourceUsage().maxRSS };
