@@ -53,14 +53,24 @@ export interface RunSummary extends TrainResult {
   files: string[];
 }
 
-/** Prompt/completion eval examples as (prompt ids, completion text) pairs. */
-export function completionItems(examples: readonly Example[], tok: PreTrainedTokenizer, limit: number): CompletionItem[] {
+/**
+ * Prompt/completion and chat eval examples as (prompt ids, completion text) pairs: the completion
+ * is the last labelled span (a chat's final assistant turn), the prompt everything before it.
+ */
+export function completionItems(
+  examples: readonly Example[],
+  tok: Pick<PreTrainedTokenizer, "decode" | "eosTokenId">,
+  limit: number,
+): CompletionItem[] {
   const out: CompletionItem[] = [];
   for (const e of examples) {
     if (!e.labels || out.length >= limit) continue;
-    const first = e.labels.findIndex((l) => l !== IGNORE_INDEX);
+    let last = e.labels.length - 1;
+    while (last >= 0 && e.labels[last] === IGNORE_INDEX) last--;
+    let first = last;
+    while (first > 0 && e.labels[first - 1] !== IGNORE_INDEX) first--;
     if (first <= 0) continue;
-    const target = e.labels.slice(first).filter((l) => l !== IGNORE_INDEX && l !== tok.eosTokenId);
+    const target = e.labels.slice(first, last + 1).filter((l) => l !== tok.eosTokenId);
     out.push({ prompt: e.inputIds.slice(0, first), completion: tok.decode(target, { skipSpecialTokens: true }) });
   }
   return out;

@@ -30,7 +30,7 @@ export const evalCommand: CommandSpec = {
       name: "exact-match-limit",
       type: "int",
       meta: "N",
-      help: "prompt/completion data: check exact match on at most N examples (0 = skip)",
+      help: "prompt/completion and chat data: check exact match (of the final assistant turn) on at most N examples (0 = skip)",
       default: 200,
       min: 0,
     },
@@ -68,7 +68,7 @@ export const evalCommand: CommandSpec = {
       causal: model.head === "causal_lm",
       classification: model.head === "sequence_classification",
       tokenClassification: model.head === "token_classification",
-      completions: data.format === "prompt_completion" ? completionItems(data.examples, tokenizer, o.exactMatchLimit as number) : undefined,
+      completions: data.format === "prompt_completion" || data.format === "chat" ? completionItems(data.examples, tokenizer, o.exactMatchLimit as number) : undefined,
       tokenizer,
     });
     const result = {

@@ -212,7 +212,7 @@ export const trainCommand: CommandSpec = {
       logSteps: o.logSteps as number,
       resume: Boolean(o.resume),
       gradientCheckpointing: Boolean(o.gradientCheckpointing),
-      exactMatchLimit: data.format === "prompt_completion" ? 200 : 0,
+      exactMatchLimit: data.format === "prompt_completion" || data.format === "chat" ? 200 : 0,
       labels,
       record,
       onTrainer: (t) => {
