@@ -68,7 +68,10 @@ export const evalCommand: CommandSpec = {
       causal: model.head === "causal_lm",
       classification: model.head === "sequence_classification",
       tokenClassification: model.head === "token_classification",
-      completions: data.format === "prompt_completion" || data.format === "chat" ? completionItems(data.examples, tokenizer, o.exactMatchLimit as number) : undefined,
+      completions:
+        data.format === "prompt_completion" || data.format === "chat"
+          ? completionItems(data.examples, tokenizer, o.exactMatchLimit as number)
+          : undefined,
       tokenizer,
     });
     const result = {
