@@ -8,6 +8,7 @@ export {
   AutoModel,
   AutoModelForCausalLM,
   AutoModelForImageClassification,
+  AutoModelForMaskedLM,
   AutoModelForSequenceClassification,
   AutoModelForTokenClassification,
 } from "./models/auto.js";
