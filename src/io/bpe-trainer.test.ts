@@ -150,6 +150,8 @@ test("a RoBERTa tokenizer: <s> A </s>, pairs <s> A </s></s> B </s> (checked with
     );
     assert.deepEqual(hf.encode("the dog").ids, [0, ...a, 2]);
     assert.deepEqual(hf.encode("the dog", { text_pair: "a cat" }).ids, [0, ...a, 2, 2, ...b, 2]);
+    assert.deepEqual(tok.encode("the dog", { textPair: "a cat" }), [0, ...a, 2, 2, ...b, 2]);
+    assert.deepEqual(tok.encode("the dog", { textPair: "a cat", addSpecialTokens: false }), [...a, ...b]);
     // lstrip: the space before <mask> belongs to the mask, as roberta-base's "The <mask> barks".
     assert.deepEqual(tok.encode("the <mask> barks", { addSpecialTokens: false }), [
       ...tok.encode("the", { addSpecialTokens: false }),
