@@ -100,7 +100,13 @@ interface Progress {
   seconds: number;
 }
 
-function writeCard(dir: string, config: Record<string, unknown>, params: number, corpus: { blocks: number; rows: number }, p: Progress): void {
+function writeCard(
+  dir: string,
+  config: Record<string, unknown>,
+  params: number,
+  corpus: { blocks: number; rows: number },
+  p: Progress,
+): void {
   const pct = (x: number | null) => (x === null ? "n/a" : `${(100 * x).toFixed(1)}%`);
   const card = `---
 license: mit

@@ -40,8 +40,14 @@ test("wordnet-bert loads for sequence and token classification, warning that the
   const tok = await AutoModelForTokenClassification.fromPretrained(MODEL, { numLabels: 5, seed: 1 });
   models.push(seq, tok);
   const warnings = warn.mock.calls.map((c) => String(c.arguments[0]));
-  assert.ok(warnings.some((w) => /newly initialised sequence_classification head weights.*classifier\.out_proj\.weight/.test(w)), warnings.join("\n"));
-  assert.ok(warnings.some((w) => /newly initialised token_classification head weights.*classifier\.weight/.test(w)), warnings.join("\n"));
+  assert.ok(
+    warnings.some((w) => /newly initialised sequence_classification head weights.*classifier\.out_proj\.weight/.test(w)),
+    warnings.join("\n"),
+  );
+  assert.ok(
+    warnings.some((w) => /newly initialised token_classification head weights.*classifier\.weight/.test(w)),
+    warnings.join("\n"),
+  );
   const ids = [[0, 100, 200, 300, 2]];
   assert.deepEqual((await seq.forward({ inputIds: ids })).logits?.shape, [1, 3]);
   assert.deepEqual((await tok.forward({ inputIds: ids })).logits?.shape, [1, 5, 5]);
@@ -54,7 +60,11 @@ test("wordnet-bert fills in masked tokens of held-out synsets' text far above ch
   const texts = heldOutBlocks(WordNet.load()).slice(0, 24);
   const enc = tokenizer.call(texts, { padding: "longest", truncation: true, maxLength: 64 });
   const specials = new Set(["<s>", "</s>", "<pad>", "<mask>"].map((s) => tokenizer.convertTokensToIds(s)));
-  const masked = maskTokens(enc.inputIds, new Rng(5), { maskTokenId: tokenizer.convertTokensToIds("<mask>"), vocabSize: tokenizer.vocabSize, specialIds: specials });
+  const masked = maskTokens(enc.inputIds, new Rng(5), {
+    maskTokenId: tokenizer.convertTokensToIds("<mask>"),
+    vocabSize: tokenizer.vocabSize,
+    specialIds: specials,
+  });
   const out = await model.forward({ inputIds: masked.inputIds, attentionMask: enc.attentionMask });
   const logits = out.logits!;
   const { correct, total } = maskedAccuracy(logits.data, logits.shape[2], masked.labels);

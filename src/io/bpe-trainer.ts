@@ -304,7 +304,13 @@ export function saveRobertaTokenizer(dir: string, bpe: TrainedBpe, opts: { model
   const id = (t: string) => bpe.vocab.get(t) as number;
   const json = tokenizerJson(bpe);
   json.added_tokens = (json.added_tokens as Record<string, unknown>[]).map((t) => ({ ...t, lstrip: t.content === "<mask>" }));
-  json.post_processor = { type: "RobertaProcessing", sep: ["</s>", id("</s>")], cls: ["<s>", id("<s>")], trim_offsets: true, add_prefix_space: false };
+  json.post_processor = {
+    type: "RobertaProcessing",
+    sep: ["</s>", id("</s>")],
+    cls: ["<s>", id("<s>")],
+    trim_offsets: true,
+    add_prefix_space: false,
+  };
   mkdirSync(dir, { recursive: true });
   writeFileAtomic(join(dir, "tokenizer.json"), `${JSON.stringify(json)}\n`);
   const addedTokensDecoder = Object.fromEntries(

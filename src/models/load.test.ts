@@ -183,7 +183,12 @@ test("a masked-LM checkpoint: its head is set aside for classification; stored t
     warnNewlyInitialized: false,
   });
   assert.ok(![...seq.weights.keys()].some((k) => k.startsWith("lm_head.")), "no masked-LM weights in a classifier");
-  assert.deepEqual(seq.newlyInitialized.sort(), ["classifier.dense.bias", "classifier.dense.weight", "classifier.out_proj.bias", "classifier.out_proj.weight"]);
+  assert.deepEqual(seq.newlyInitialized.sort(), [
+    "classifier.dense.bias",
+    "classifier.dense.weight",
+    "classifier.out_proj.bias",
+    "classifier.out_proj.weight",
+  ]);
   await seq.release();
   // Older exporters write the tied decoder too, and BertForPreTraining adds cls.seq_relationship.
   const dir = variant("bert_mlm", (t) => {

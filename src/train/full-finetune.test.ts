@@ -38,15 +38,15 @@ test("masked-LM training: the loss is the cross-entropy at labelled positions on
   const v = logits.shape[2];
   let nll = 0;
   let n = 0;
-  labels.forEach((row, b) =>
+  labels.forEach((row, b) => {
     row.forEach((label, t) => {
       if (label === -100) return;
       const z = Array.from(logits.data.subarray((b * 7 + t) * v, (b * 7 + t + 1) * v));
       const max = Math.max(...z);
       nll += Math.log(z.reduce((s, x) => s + Math.exp(x - max), 0)) + max - z[label];
       n++;
-    }),
-  );
+    });
+  });
   const trainer = await FullTrainer.create(model, { optimizer: { kind: "adamw" } });
   const first = (await trainer.train({ inputIds: ids, labels }, { lr: 1e-2 })).loss;
   assert.ok(Math.abs(first - nll / n) < 1e-4, `step loss ${first}, reference ${nll / n}`);

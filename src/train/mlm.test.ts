@@ -18,7 +18,7 @@ test("15% of ordinary tokens are selected; 80/10/10 mask/random/kept; labels -10
   let masked = 0;
   let kept = 0;
   let random = 0;
-  input.forEach((row, r) =>
+  input.forEach((row, r) => {
     row.forEach((id, t) => {
       const lab = labels[r][t];
       if (opts.specialIds.has(id)) {
@@ -36,8 +36,8 @@ test("15% of ordinary tokens are selected; 80/10/10 mask/random/kept; labels -10
       if (inputIds[r][t] === MASK) masked++;
       else if (inputIds[r][t] === id) kept++;
       else random++;
-    }),
-  );
+    });
+  });
   // 80 000 ordinary tokens: binomial standard deviations are well under the tolerances below.
   assert.ok(Math.abs(selected / ordinary - 0.15) < 0.005, `selected ${selected / ordinary}`);
   assert.ok(Math.abs(masked / selected - 0.8) < 0.01, `masked ${masked / selected}`);

@@ -48,19 +48,24 @@ export function maskTokens(rows: readonly (readonly number[])[], rng: Rng, opts:
  * Top-1 accuracy of masked-LM logits [B, T, V] (row-major) at the labelled positions (label ≠ -100):
  * the fraction where the highest logit is the original token.
  */
-export function maskedAccuracy(logits: ArrayLike<number>, vocab: number, labels: readonly (readonly number[])[]): { correct: number; total: number } {
+export function maskedAccuracy(
+  logits: ArrayLike<number>,
+  vocab: number,
+  labels: readonly (readonly number[])[],
+): { correct: number; total: number } {
   let correct = 0;
   let total = 0;
   const seq = labels[0]?.length ?? 0;
-  labels.forEach((row, b) =>
-    row.forEach((label, t) => {
-      if (label === IGNORE_INDEX) return;
+  for (let b = 0; b < labels.length; b++) {
+    for (let t = 0; t < seq; t++) {
+      const label = labels[b][t];
+      if (label === IGNORE_INDEX) continue;
       const off = (b * seq + t) * vocab;
       let best = 0;
       for (let k = 1; k < vocab; k++) if (logits[off + k] > logits[off + best]) best = k;
       total++;
       if (best === label) correct++;
-    }),
-  );
+    }
+  }
   return { correct, total };
 }
