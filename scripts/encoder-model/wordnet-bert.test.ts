@@ -69,6 +69,11 @@ test("wordnet-bert fills in masked tokens of held-out synsets' text far above ch
   const logits = out.logits!;
   const { correct, total } = maskedAccuracy(logits.data, logits.shape[2], masked.labels);
   assert.ok(total >= 50, `only ${total} masked positions`);
-  // Chance is 1/vocab (≈ 0.02%); the pretraining reports ~ACC on held-out text.
-  assert.ok(correct / total >= 0.0, `masked-token accuracy ${correct}/${total}`);
+  // Chance is 1/vocab (0.016%); the committed model scores 12/101 here (12.0% on the pretraining's held-out rows).
+  assert.ok(correct / total >= 0.06, `masked-token accuracy ${correct}/${total}`);
+  // It uses context: it beats the best constant answer, even one chosen knowing these very labels.
+  const counts = new Map<number, number>();
+  for (const l of masked.labels.flat()) if (l !== -100) counts.set(l, (counts.get(l) ?? 0) + 1);
+  const constant = Math.max(...counts.values());
+  assert.ok(correct > constant, `${correct} correct, a constant answer gets ${constant}`);
 });
