@@ -14,6 +14,7 @@ export {
   AutoModel,
   AutoModelForCausalLM,
   AutoModelForImageClassification,
+  AutoModelForMaskedLM,
   AutoModelForSequenceClassification,
   AutoModelForTokenClassification,
 } from "./models/auto.js";

@@ -45,7 +45,7 @@ function relativeImports(source: string): string[] {
   return specs;
 }
 
-test("npm pack ships the library, the CLI, the demo model and the README, and no tests or test helpers", () => {
+test("npm pack ships the library, the CLI, the embedded models and the README, and no tests or test helpers", () => {
   const paths = packedPaths();
   const shipped = new Set(paths);
 
@@ -63,6 +63,9 @@ test("npm pack ships the library, the CLI, the demo model and the README, and no
     "models/wordnet-llama/config.json",
     "models/wordnet-llama/model.safetensors",
     "models/wordnet-llama/tokenizer.json",
+    "models/wordnet-bert/config.json",
+    "models/wordnet-bert/model.safetensors",
+    "models/wordnet-bert/tokenizer.json",
     "bench/configs/smollm2-135m.json",
   ].map((p) => posix.normalize(p));
   for (const p of needed) assert.ok(shipped.has(p), `${p} is missing from the tarball`);

@@ -733,6 +733,71 @@ def make_roberta_case():
     write_case(name, cfg, weights, golden, meta)
 
 
+MLM_NAMES = {
+    "roberta": {"dense": "lm_head.dense", "norm": "lm_head.layer_norm", "bias": "lm_head.bias",
+                "embeddings": "roberta.embeddings.word_embeddings.weight"},
+    "bert": {"dense": "cls.predictions.transform.dense", "norm": "cls.predictions.transform.LayerNorm",
+             "bias": "cls.predictions.bias", "embeddings": "bert.embeddings.word_embeddings.weight"},
+}
+
+
+def make_mlm_case(model_type):
+    """RobertaForMaskedLM / BertForMaskedLM, saved as transformers saves them: the decoder's weight and bias
+    are tied (to the word embeddings and to the head's bias) and so absent from the checkpoint."""
+    name = f"{model_type}_mlm"
+    arch = "RobertaForMaskedLM" if model_type == "roberta" else "BertForMaskedLM"
+    if model_type == "roberta":
+        cfg = roberta_config(None)
+        cfg["architectures"] = [arch]
+    else:
+        cfg = bert_config(arch)
+    cfg["tie_word_embeddings"] = True
+    gen = Gen(name)
+    prefix = model_type + "."
+    weights = encoder_weights(cfg, gen, prefix, pooler=False)
+    H, V = cfg["hidden_size"], cfg["vocab_size"]
+    n = MLM_NAMES[model_type]
+    weights[n["dense"] + ".weight"] = gen.lin(H, H)
+    weights[n["dense"] + ".bias"] = gen.bias(H)
+    weights[n["norm"] + ".weight"] = gen.norm(H)
+    weights[n["norm"] + ".bias"] = gen.bias(H)
+    weights[n["bias"]] = gen.bias(V)
+    # Smaller word embeddings keep the tied decoder's logits O(1), so float32 rounding stays well below atol 1e-5.
+    weights[n["embeddings"]] = gen.normal((V, H), 0.25)
+    pad = cfg["pad_token_id"]
+    cls_id, sep_id = (0, 2) if model_type == "roberta" else (1, 2)
+    ids, _, mask = encoder_inputs(gen, V, cls_id=cls_id, sep_id=sep_id, pad_id=pad, two_segments=False)
+    W = R.Weights(weights, prefix)
+    Wroot = R.Weights(weights)
+    eps = cfg["layer_norm_eps"]
+
+    def run(i, m, dtype):
+        pos = R.roberta_position_ids(i, pad) if model_type == "roberta" else \
+            torch.arange(i.shape[1]).unsqueeze(0).expand_as(i)
+        seq = R.bert_encoder(cfg, W, i, torch.zeros_like(i), m, pos, dtype)
+        return R.mlm_head(Wroot, seq, n, eps, dtype)
+
+    logits = run(ids, mask, torch.float32)
+    d64 = maxdiff(logits, run(ids, mask, torch.float64))
+    check(d64 < F64_TOL, f"{name}: float32 vs float64 {d64}")
+    left = sorted(set(weights) - (W.used | Wroot.used))
+    check(not left, f"{name}: unused weights {left}")
+    golden = {"input_ids": ids, "attention_mask": mask, "logits": logits.contiguous(), "valid": mask}
+    meta = {
+        "architecture": arch,
+        "model_type": model_type,
+        "description": (f"{arch}: encoder + masked-LM head (dense, exact GELU, LayerNorm, decoder = word embeddings^T "
+                        "+ head bias). The checkpoint omits the tied decoder weight and bias, as transformers saves it."),
+        "atol": 1e-5,
+        "rtol": 0.0,
+        "inputs": ["input_ids", "attention_mask"],
+        "outputs": {"logits": {"valid": "valid"}},
+        "weights": {"key_prefix": prefix, "ignore_keys": []},
+        "self_checks": {"float64_max_abs_diff": d64},
+    }
+    write_case(name, cfg, weights, golden, meta)
+
+
 # ---------------------------------------------------------------- ViT
 
 
@@ -878,6 +943,8 @@ def main():
     make_gpt2_cases()
     make_bert_cases()
     make_roberta_case()
+    make_mlm_case("roberta")
+    make_mlm_case("bert")
     make_vit_case()
     total = 0
     for name, size in REPORT:

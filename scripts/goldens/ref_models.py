@@ -361,6 +361,16 @@ def bert_pooler(W, seq, dtype=torch.float32):
     return torch.tanh(linear(seq[:, 0], W("pooler.dense.weight").to(dtype), W("pooler.dense.bias").to(dtype)))
 
 
+def mlm_head(W, seq, names, eps, dtype=torch.float32):
+    """RobertaLMHead / BertOnlyMLMHead: dense -> exact GELU -> LayerNorm -> decoder tied to the word
+    embeddings, plus the head's own bias (decoder.bias is the same parameter). `names` gives the
+    checkpoint names: dense, norm, bias, embeddings."""
+    g = (lambda n: W(n).to(dtype))
+    x = gelu_erf(linear(seq.to(dtype), g(names["dense"] + ".weight"), g(names["dense"] + ".bias")))
+    x = layer_norm(x, g(names["norm"] + ".weight"), g(names["norm"] + ".bias"), eps)
+    return x @ g(names["embeddings"]).t() + g(names["bias"])
+
+
 def roberta_position_ids(input_ids, padding_idx):
     # create_position_ids_from_input_ids: count non-pad tokens, pads keep padding_idx
     keep = (input_ids != padding_idx).to(torch.int64)

@@ -3,7 +3,8 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { bytesToUnicode, countWords, saveTokenizer, trainBpe } from "./bpe-trainer.js";
+import { Tokenizer } from "@huggingface/tokenizers";
+import { bytesToUnicode, countWords, ROBERTA_SPECIAL_TOKENS, saveRobertaTokenizer, saveTokenizer, trainBpe } from "./bpe-trainer.js";
 import { AutoTokenizer } from "./tokenizer.js";
 
 async function roundTrip<T>(
@@ -123,6 +124,43 @@ test("tokenizer.json has the fields Hugging Face tokenizers expects", () => {
     const cfg = JSON.parse(readFileSync(join(dir, "tokenizer_config.json"), "utf8"));
     assert.equal(cfg.eos_token, "<|endoftext|>");
     assert.equal(cfg.model_max_length, 256);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a RoBERTa tokenizer: <s> A </s>, pairs <s> A </s></s> B </s> (checked with HF tokenizers), <mask> takes its space", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "bpe-roberta-"));
+  try {
+    const bpe = trainBpe(["the dog barks at the cat", "a cat sat"], { vocabSize: 300, specialTokens: ROBERTA_SPECIAL_TOKENS });
+    saveRobertaTokenizer(dir, bpe, { modelMaxLength: 128 });
+    const tok = await AutoTokenizer.fromPretrained(dir);
+    assert.deepEqual(
+      ROBERTA_SPECIAL_TOKENS.map((t) => tok.convertTokensToIds(t)),
+      [0, 1, 2, 3, 4],
+    );
+    assert.equal(tok.padTokenId, 1);
+    const a = tok.encode("the dog", { addSpecialTokens: false });
+    const b = tok.encode("a cat", { addSpecialTokens: false });
+    assert.deepEqual(tok.encode("the dog"), [0, ...a, 2]);
+    // The reference for pairs: the HF tokenizers package itself, run on the written files.
+    const hf = new Tokenizer(
+      JSON.parse(readFileSync(join(dir, "tokenizer.json"), "utf8")),
+      JSON.parse(readFileSync(join(dir, "tokenizer_config.json"), "utf8")),
+    );
+    assert.deepEqual(hf.encode("the dog").ids, [0, ...a, 2]);
+    assert.deepEqual(hf.encode("the dog", { text_pair: "a cat" }).ids, [0, ...a, 2, 2, ...b, 2]);
+    assert.deepEqual(tok.encode("the dog", { textPair: "a cat" }), [0, ...a, 2, 2, ...b, 2]);
+    assert.deepEqual(tok.encode("the dog", { textPair: "a cat", addSpecialTokens: false }), [...a, ...b]);
+    // lstrip: the space before <mask> belongs to the mask, as roberta-base's "The <mask> barks".
+    assert.deepEqual(tok.encode("the <mask> barks", { addSpecialTokens: false }), [
+      ...tok.encode("the", { addSpecialTokens: false }),
+      4,
+      ...tok.encode(" barks", { addSpecialTokens: false }),
+    ]);
+    const cfg = JSON.parse(readFileSync(join(dir, "tokenizer_config.json"), "utf8"));
+    assert.equal(cfg.tokenizer_class, "RobertaTokenizer");
+    assert.equal(cfg.mask_token, "<mask>");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

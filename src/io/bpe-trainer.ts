@@ -290,3 +290,51 @@ export function saveTokenizer(dir: string, bpe: TrainedBpe, opts: SaveTokenizerO
   if (opts.chatTemplate) config.chat_template = opts.chatTemplate;
   writeFileAtomic(join(dir, "tokenizer_config.json"), `${JSON.stringify(config, null, 2)}\n`);
 }
+
+/** RoBERTa's special tokens, in the id order of roberta-base's first ids (<mask> follows them here). */
+export const ROBERTA_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"] as const;
+
+/**
+ * Writes a RoBERTa-style tokenizer folder for a BPE trained with ROBERTA_SPECIAL_TOKENS: the
+ * ByteLevel BPE plus RobertaProcessing (`<s> A </s>`, pairs `<s> A </s></s> B </s>`), and
+ * `<mask>` with lstrip so "a <mask>" masks the word with its leading space, as roberta-base does.
+ */
+export function saveRobertaTokenizer(dir: string, bpe: TrainedBpe, opts: { modelMaxLength: number }): void {
+  for (const t of ROBERTA_SPECIAL_TOKENS) if (!bpe.vocab.has(t)) throw new Error(`RoBERTa special token ${t} is not in the vocabulary`);
+  const id = (t: string) => bpe.vocab.get(t) as number;
+  const json = tokenizerJson(bpe);
+  json.added_tokens = (json.added_tokens as Record<string, unknown>[]).map((t) => ({ ...t, lstrip: t.content === "<mask>" }));
+  json.post_processor = {
+    type: "RobertaProcessing",
+    sep: ["</s>", id("</s>")],
+    cls: ["<s>", id("<s>")],
+    trim_offsets: true,
+    add_prefix_space: false,
+  };
+  mkdirSync(dir, { recursive: true });
+  writeFileAtomic(join(dir, "tokenizer.json"), `${JSON.stringify(json)}\n`);
+  const addedTokensDecoder = Object.fromEntries(
+    bpe.specialTokens.map((t) => [
+      String(id(t)),
+      { content: t, lstrip: t === "<mask>", normalized: false, rstrip: false, single_word: false, special: true },
+    ]),
+  );
+  const config = {
+    tokenizer_class: "RobertaTokenizer",
+    add_prefix_space: false,
+    added_tokens_decoder: addedTokensDecoder,
+    bos_token: "<s>",
+    cls_token: "<s>",
+    eos_token: "</s>",
+    sep_token: "</s>",
+    unk_token: "<unk>",
+    pad_token: "<pad>",
+    mask_token: "<mask>",
+    clean_up_tokenization_spaces: false,
+    errors: "replace",
+    trim_offsets: true,
+    model_max_length: opts.modelMaxLength,
+    padding_side: "right",
+  };
+  writeFileAtomic(join(dir, "tokenizer_config.json"), `${JSON.stringify(config, null, 2)}\n`);
+}

@@ -12,6 +12,8 @@ export type PaddingSide = "left" | "right";
 export interface EncodeOptions {
   /** Add the tokens the tokenizer's post-processor puts around a sequence (BOS, [CLS]/[SEP], ...). Default true. */
   addSpecialTokens?: boolean;
+  /** A second text, joined by the post-processor's pair template (RoBERTa `<s> A </s></s> B </s>`, BERT `[CLS] A [SEP] B [SEP]`). */
+  textPair?: string;
 }
 
 export interface PairEncodeOptions extends EncodeOptions {
@@ -393,6 +395,10 @@ export class PreTrainedTokenizer {
 
   encode(text: string, options: EncodeOptions = {}): number[] {
     if (typeof text !== "string") throw new TokenizerError(`encode expects a string, got ${typeof text}`);
+    const pair = options.textPair;
+    if (pair !== undefined && typeof pair !== "string") throw new TokenizerError(`encode: textPair must be a string, got ${typeof pair}`);
+    // One pair path for both entry points (encodePair also handles post-processors without a pair template).
+    if (pair !== undefined) return this.encodePair(text, pair, { addSpecialTokens: options.addSpecialTokens });
     return this.tk.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
   }
 

@@ -3,7 +3,7 @@ import type { Tensor } from "../engine/trace/tensor.js";
 import type { ForwardContext } from "../nn/context.js";
 import type { RawConfig } from "./config.js";
 
-export type TaskHead = "base" | "causal_lm" | "sequence_classification" | "token_classification" | "image_classification";
+export type TaskHead = "base" | "causal_lm" | "masked_lm" | "sequence_classification" | "token_classification" | "image_classification";
 
 export interface KeyValue {
   key: Tensor;

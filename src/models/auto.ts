@@ -9,6 +9,10 @@ export const AutoModelForCausalLM = {
   fromPretrained: (dir: string, opts: LoadOptions = {}) => PreTrainedModel.load(dir, "causal_lm", opts),
 };
 
+export const AutoModelForMaskedLM = {
+  fromPretrained: (dir: string, opts: LoadOptions = {}) => PreTrainedModel.load(dir, "masked_lm", opts),
+};
+
 export const AutoModelForSequenceClassification = {
   fromPretrained: (dir: string, opts: LoadOptions = {}) => PreTrainedModel.load(dir, "sequence_classification", opts),
 };

@@ -2,7 +2,9 @@
  * BERT and RoBERTa encoders (modeling_bert.py, modeling_roberta.py): post-norm layers, exact GELU,
  * padding-only attention masks, pooler, and the sequence/token classification heads. RoBERTa
  * differs in its prefix, its position ids (counted from padding_idx + 1 over real tokens) and
- * its classification head (dense + tanh + out_proj on <s>, no pooler).
+ * its classification head (dense + tanh + out_proj on <s>, no pooler). The masked-LM heads
+ * (RobertaLMHead: lm_head.*; BertOnlyMLMHead: cls.predictions.*) are dense + GELU + LayerNorm, then
+ * a decoder tied to the word embeddings with its own bias (decoder.bias is tied to the head's bias).
  */
 import * as F from "../engine/trace/composites.js";
 import { concat, iota, type Tensor, zeros } from "../engine/trace/tensor.js";
@@ -69,10 +71,23 @@ function layerLinears(c: BertConfig, i: number): Record<string, [number, number]
 /** transformers drops the pooler in the heads that do not use it. */
 const hasPooler = (c: BertConfig, head: TaskHead) => head === "base" || (head === "sequence_classification" && !c.roberta);
 
+/** Checkpoint names of the masked-LM head's parts (transformers RobertaLMHead / BertOnlyMLMHead). */
+function mlmNames(c: BertConfig): { dense: string; norm: string; decoder: string; bias: string } {
+  return c.roberta
+    ? { dense: "lm_head.dense", norm: "lm_head.layer_norm", decoder: "lm_head.decoder", bias: "lm_head.bias" }
+    : {
+        dense: "cls.predictions.transform.dense",
+        norm: "cls.predictions.transform.LayerNorm",
+        decoder: "cls.predictions.decoder",
+        bias: "cls.predictions.bias",
+      };
+}
+
 function headLinears(c: BertConfig, head: TaskHead): Record<string, [number, number]> {
   const p = prefix(c);
   const out: Record<string, [number, number]> = {};
   if (hasPooler(c, head)) out[`${p}pooler.dense`] = [c.hidden, c.hidden];
+  if (head === "masked_lm") out[mlmNames(c).dense] = [c.hidden, c.hidden];
   if (head === "sequence_classification" && c.roberta) {
     out["classifier.dense"] = [c.hidden, c.hidden];
     out["classifier.out_proj"] = [c.numLabels, c.hidden];
@@ -101,7 +116,25 @@ function expectedWeights(c: BertConfig, head: TaskHead): Map<string, number[]> {
       w.set(`${p}encoder.layer.${i}.${ln}.bias`, [c.hidden]);
     }
   }
+  if (head === "masked_lm") {
+    const m = mlmNames(c);
+    w.set(`${m.norm}.weight`, [c.hidden]);
+    w.set(`${m.norm}.bias`, [c.hidden]);
+    w.set(m.bias, [c.vocab]);
+    w.set(`${m.decoder}.weight`, [c.vocab, c.hidden]);
+    w.set(`${m.decoder}.bias`, [c.vocab]);
+  }
   return w;
+}
+
+/** The masked-LM decoder reuses the word embeddings and the head's bias (transformers ties both). */
+function tiedWeights(c: BertConfig, head: TaskHead): Map<string, string> {
+  if (head !== "masked_lm") return new Map();
+  const m = mlmNames(c);
+  return new Map([
+    [`${m.decoder}.weight`, `${prefix(c)}embeddings.word_embeddings.weight`],
+    [`${m.decoder}.bias`, m.bias],
+  ]);
 }
 
 /** Default positions; `past` counts key rows before the input (transformers' past_key_values_length). */
@@ -185,18 +218,26 @@ function forward(ctx: ForwardContext, c: BertConfig, inputs: ArchInputs, head: T
       : ctx.linear("classifier", out.poolerOutput as Tensor);
   }
   if (head === "token_classification") out.logits = ctx.linear("classifier", h);
+  if (head === "masked_lm") {
+    const m = mlmNames(c);
+    // RobertaLMHead applies exact GELU whatever hidden_act says; BERT's transform uses hidden_act.
+    const x = activate(ctx.linear(m.dense, h), c.roberta ? "gelu" : c.act);
+    const normed = F.layerNorm(x, ctx.weight(`${m.norm}.weight`), ctx.weight(`${m.norm}.bias`), c.eps);
+    out.logits = ctx.linear(m.decoder, normed);
+  }
   return out;
 }
 
 export const BERT: Architecture<BertConfig> = {
   name: "bert",
   modelTypes: ["bert", "roberta"],
-  heads: ["base", "sequence_classification", "token_classification"],
+  heads: ["base", "sequence_classification", "token_classification", "masked_lm"],
   basePrefix: prefix,
   parseConfig,
   expectedWeights,
-  ignorable: (n) => n.endsWith("embeddings.position_ids") || n.startsWith("cls.") || n.startsWith("lm_head."),
-  tiedWeights: () => new Map(),
+  // BertForPreTraining's next-sentence head is in no head peftkit builds.
+  ignorable: (n) => n.endsWith("embeddings.position_ids") || n.startsWith("cls.seq_relationship."),
+  tiedWeights,
   forward,
   specialTokens: (c) => ({ bos: [], eos: [], pad: c.pad }),
   linearLayers: (c, head) => linearLayerPaths(c.layers, (i) => layerLinears(c, i), Object.keys(headLinears(c, head))),

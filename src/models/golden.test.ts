@@ -26,6 +26,7 @@ function headOf(arch: string): TaskHead {
   if (arch.endsWith("ForCausalLM") || arch.endsWith("LMHeadModel")) return "causal_lm";
   if (arch.endsWith("ForSequenceClassification")) return "sequence_classification";
   if (arch.endsWith("ForTokenClassification")) return "token_classification";
+  if (arch.endsWith("ForMaskedLM")) return "masked_lm";
   if (arch.endsWith("ForImageClassification")) return "image_classification";
   return "base";
 }
@@ -47,7 +48,7 @@ after(async () => {
   for (const m of models) await m.release();
 });
 
-describe("architectures match PyTorch goldens (atol from each meta.json: 1e-4, sliding-window cases 1e-5)", () => {
+describe("architectures match PyTorch goldens (atol from each meta.json: 1e-4, sliding-window and masked-LM cases 1e-5)", () => {
   for (const name of readdirSync(GOLDEN_MODELS).sort()) {
     const dir = join(GOLDEN_MODELS, name);
     const meta = readJsonFile(join(dir, "meta.json"), "golden meta") as Meta;

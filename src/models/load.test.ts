@@ -7,7 +7,7 @@ import { type HostTensor, hostTensor } from "../engine/ir/host.js";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
 import { ModelError } from "../nn/context.js";
 import { GOLDEN_MODELS } from "../testing/paths.js";
-import { AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification } from "./auto.js";
+import { AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSequenceClassification } from "./auto.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "peftkit-load-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -175,4 +175,29 @@ describe("fromConfig and savePretrained", () => {
     assert.ok(Math.abs(std - 0.02) < 0.004, `std ${std}`);
     await m.release();
   });
+});
+
+test("a masked-LM checkpoint: its head is set aside for classification; stored tied copies and BERT's NSP head load", async () => {
+  const seq = await AutoModelForSequenceClassification.fromPretrained(join(GOLDEN_MODELS, "roberta_mlm"), {
+    numLabels: 2,
+    warnNewlyInitialized: false,
+  });
+  assert.ok(![...seq.weights.keys()].some((k) => k.startsWith("lm_head.")), "no masked-LM weights in a classifier");
+  assert.deepEqual(seq.newlyInitialized.sort(), [
+    "classifier.dense.bias",
+    "classifier.dense.weight",
+    "classifier.out_proj.bias",
+    "classifier.out_proj.weight",
+  ]);
+  await seq.release();
+  // Older exporters write the tied decoder too, and BertForPreTraining adds cls.seq_relationship.
+  const dir = variant("bert_mlm", (t) => {
+    t["cls.predictions.decoder.weight"] = t["bert.embeddings.word_embeddings.weight"];
+    t["cls.predictions.decoder.bias"] = t["cls.predictions.bias"];
+    t["cls.seq_relationship.weight"] = hostTensor("f32", [2, 32], new Float32Array(64));
+    t["cls.seq_relationship.bias"] = hostTensor("f32", [2], new Float32Array(2));
+  });
+  const mlm = await AutoModelForMaskedLM.fromPretrained(dir);
+  assert.equal(mlm.weights.get("cls.predictions.decoder.weight"), mlm.weights.get("bert.embeddings.word_embeddings.weight"));
+  await mlm.release();
 });

@@ -107,7 +107,9 @@ export function loadWeights<C>(
     const shape = expected.get(name) as number[];
     const n = shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
-    if (!name.endsWith(".bias")) for (let i = 0; i < n; i++) data[i] = 0.02 * normal();
+    // A fresh norm (a masked-LM head's LayerNorm) starts as the identity, as transformers' _init_weights does.
+    if (/(norm|LayerNorm)\.weight$/.test(name)) data.fill(1);
+    else if (!name.endsWith(".bias")) for (let i = 0; i < n; i++) data[i] = 0.02 * normal();
     weights.set(name, hostTensor("f32", shape, data));
   }
   return { weights, newlyInitialized: fresh, unused, untied };
