@@ -4,6 +4,7 @@
  * `peftkit train` has no full fine-tuning, so the data preparation mirrors its steps.
  */
 import { join } from "node:path";
+import { FORMAT_TASKS } from "../cli/commands/train.js";
 import { loadConfig } from "../io/hf-folder.js";
 import { parseLabelFields } from "../io/label-config.js";
 import { AutoTokenizer } from "../io/tokenizer.js";
@@ -19,7 +20,9 @@ export async function fullFineTune(s: WorkerSpec, onTrained: () => void): Promis
   const tokenizer = await AutoTokenizer.fromPretrained(s.model);
   const loadOpts = { tokenizer, format: s.format as DataFormat | undefined, maxLength: s.maxLength, onBadRecord: "error" as const };
   const data = await loadDataset(s.train, loadOpts);
-  const classification = data.format === "classification";
+  // The head follows the record format, as in `peftkit train`.
+  const head = FORMAT_TASKS[data.format].head;
+  const classification = head !== "causal_lm";
   let examples = data.examples;
   let labelNames: readonly string[] | undefined;
   if (classification) {
@@ -29,7 +32,7 @@ export async function fullFineTune(s: WorkerSpec, onTrained: () => void): Promis
     labelNames = chosen.labels.names;
   }
   const ev = await loadDataset(s.eval, { ...loadOpts, format: data.format, labels: labelNames });
-  const model = await PreTrainedModel.load(s.model, classification ? "sequence_classification" : "causal_lm", {
+  const model = await PreTrainedModel.load(s.model, head, {
     numLabels: labelNames?.length,
   });
   const seen = new Set<unknown>();
@@ -62,9 +65,10 @@ export async function fullFineTune(s: WorkerSpec, onTrained: () => void): Promis
   onTrained();
   const batches = new BatchStream(ev.examples, { batchSize: 16, seed: 0, padId, shuffle: false }).epochBatches(0) as EvalBatch[];
   const metrics = await evaluate(model, batches, {
-    causal: model.head === "causal_lm",
-    classification,
-    completions: ev.format === "prompt_completion" ? completionItems(ev.examples, tokenizer, 200) : undefined,
+    causal: head === "causal_lm",
+    classification: head === "sequence_classification",
+    tokenClassification: head === "token_classification",
+    completions: ev.format === "prompt_completion" || ev.format === "chat" ? completionItems(ev.examples, tokenizer, 200) : undefined,
     tokenizer,
   });
   await model.release();

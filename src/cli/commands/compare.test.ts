@@ -195,6 +195,25 @@ describe("peftkit compare", () => {
     );
   });
 
+  test("full fine-tuning takes the head of the record format (token tags on the encoder, chat exact match)", () => {
+    const tags = WORDS.map((w) => ({ tokens: ["a", w, "is", "here"], tags: ["O", "WORD", "O", "O"] }));
+    const chat = WORDS.map((w) => ({
+      messages: [
+        { role: "user", content: `what kind of thing is a ${w}?` },
+        { role: "assistant", content: KINDS[w] },
+      ],
+    }));
+    const suite = file(
+      "heads.yaml",
+      `name: heads\ntasks:\n  - name: tags\n    model: ${join(REPO_ROOT, "models/wordnet-bert")}\n    train: ${file("tags.jsonl", jsonl(tags))}\n    eval: ${join(tmp, "tags.jsonl")}\n    metric: token_accuracy\n  - name: chat\n    model: ${MODEL}\n    train: ${file("chat.jsonl", jsonl(chat))}\n    eval: ${join(tmp, "chat.jsonl")}\n    metric: exact_match\n`,
+    );
+    const out = join(tmp, "heads");
+    const r = run(["--suite", suite, "--methods", "full", ...FAST, "--max-steps", "2", "--output-dir", out]);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    const rows = rowsOf(out);
+    assert.deepEqual(rows.map((row) => `${row.task}:${row.metric}`).sort(), ["chat:exact_match", "tags:token_accuracy"]);
+  });
+
   test("bad input: one line naming the method, suite, field, file or folder", () => {
     const out = join(tmp, "bad");
     const own = ["--model", MODEL, "--data", TRAIN, "--eval-data", EVAL];

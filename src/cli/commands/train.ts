@@ -13,7 +13,8 @@ import { type CommandSpec, UsageError } from "../args.js";
 import { requireDir } from "../load.js";
 
 /** The model head and PEFT task_type each record format trains. */
-const FORMAT_TASKS: Record<DataFormat, { head: TaskHead; taskType: string }> = {
+/** The model head and PEFT task type each record format trains. */
+export const FORMAT_TASKS: Record<DataFormat, { head: TaskHead; taskType: string }> = {
   text: { head: "causal_lm", taskType: "CAUSAL_LM" },
   prompt_completion: { head: "causal_lm", taskType: "CAUSAL_LM" },
   chat: { head: "causal_lm", taskType: "CAUSAL_LM" },
