@@ -15,6 +15,7 @@
  * (Asking for the exact hypernym word instead, e.g. " dog", needs the model to copy a word out of
  * the definition, which a model this small and briefly trained does not learn in minutes.)
  */
+import { roundRobin } from "./round-robin.js";
 import { fnv1a, isHeldOut } from "./split.js";
 import { type Synset, WordNet } from "./wordnet.js";
 
@@ -117,18 +118,7 @@ function balanced(xs: [number, PromptCompletion][], n: number): PromptCompletion
       .sort((a, b) => a[0] - b[0])
       .map((x) => x[1]),
   );
-  const out: PromptCompletion[] = [];
-  for (let i = 0; out.length < n; i++) {
-    let any = false;
-    for (const g of groups) {
-      if (i < g.length && out.length < n) {
-        out.push(g[i]);
-        any = true;
-      }
-    }
-    if (!any) break;
-  }
-  return out;
+  return roundRobin(groups, n);
 }
 
 export function demoTask(opts: DemoTaskOptions = {}): DemoTask {

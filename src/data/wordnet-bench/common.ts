@@ -10,6 +10,7 @@
  */
 import { Rng } from "../../util/rng.js";
 import { synsetText } from "../corpus.js";
+import { roundRobin } from "../round-robin.js";
 import { fnv1a, isHeldOut } from "../split.js";
 import { type Synset, synsetKey, type WordNet } from "../wordnet.js";
 
@@ -65,25 +66,6 @@ export function keyOf(s: Synset): string {
 /** A stable pseudo-random rank of a synset for one task (the salt), independent of file order. */
 export function rank(salt: string, s: Synset): number {
   return fnv1a(`${salt}:${s.file}:${s.offset}`);
-}
-
-/**
- * Takes one item of each group in turn (groups in the given order, each already sorted) until
- * `n` items or every group runs out, so any prefix is as class-balanced as the groups allow.
- */
-export function roundRobin<T>(groups: readonly (readonly T[])[], n: number): T[] {
-  const out: T[] = [];
-  for (let i = 0; out.length < n; i++) {
-    let any = false;
-    for (const g of groups) {
-      if (i < g.length && out.length < n) {
-        out.push(g[i]);
-        any = true;
-      }
-    }
-    if (!any) break;
-  }
-  return out;
 }
 
 /** Groups items by a label (labels in `labels` order), each group sorted by `order`, then round-robin. */
