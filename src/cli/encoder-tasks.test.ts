@@ -5,37 +5,20 @@
  * as base + adapter. On a small BERT and RoBERTa built here with the bert-base-uncased tokenizer.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { AutoTokenizer } from "../io/tokenizer.js";
 import { PreTrainedModel } from "../models/pretrained.js";
+import { printedMetric as metric, runCli as run, writeJsonl } from "../testing/cli.js";
 import { REPO_ROOT } from "../testing/paths.js";
 import { loadModelAndAdapter } from "./load.js";
 
-const CLI = join(REPO_ROOT, "dist/src/cli/main.js");
 const TOKENIZER = join(REPO_ROOT, "test/fixtures/tokenizers/bert-base-uncased");
 const tmp = mkdtempSync(join(tmpdir(), "peftkit-encoder-tasks-"));
+const jsonl = (name: string, rows: Record<string, unknown>[]) => writeJsonl(tmp, name, rows);
 after(() => rmSync(tmp, { recursive: true, force: true }));
-
-function run(args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", env: { ...process.env, FORCE_COLOR: "0" } });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
-
-function jsonl(name: string, rows: Record<string, unknown>[]): string {
-  const path = join(tmp, name);
-  writeFileSync(path, `${rows.map((r) => JSON.stringify(r)).join("\n")}\n`);
-  return path;
-}
-
-function metric(stdout: string, name: string): number {
-  const m = new RegExp(`${name}\\s+(\\S+)`).exec(stdout);
-  assert.ok(m, `no ${name} in:\n${stdout}`);
-  return Number(m[1]);
-}
 
 /** A small encoder (no task head) with the bert-base-uncased tokenizer. */
 function encoder(name: string, modelType: "bert" | "roberta"): string {

@@ -5,40 +5,22 @@
  * embedded model's tokenizer, so each command takes well under a second.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { copyFileSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { AutoTokenizer } from "../io/tokenizer.js";
 import { PreTrainedModel } from "../models/pretrained.js";
+import { printedMetric as metric, runCli as run, writeJsonl } from "../testing/cli.js";
 import { REPO_ROOT } from "../testing/paths.js";
 import { latestCheckpoint } from "../train/checkpoint.js";
 import { loadModelAndAdapter } from "./load.js";
 
-const CLI = join(REPO_ROOT, "dist/src/cli/main.js");
 const EMBEDDED = join(REPO_ROOT, "models/wordnet-llama");
 const tmp = mkdtempSync(join(tmpdir(), "peftkit-labels-"));
+const jsonl = (name: string, rows: Record<string, unknown>[]) => writeJsonl(tmp, name, rows);
 after(() => rmSync(tmp, { recursive: true, force: true }));
 const MODEL = join(tmp, "tiny-llama");
-
-function run(args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", env: { ...process.env, FORCE_COLOR: "0" } });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
-
-function jsonl(name: string, rows: Record<string, unknown>[]): string {
-  const path = join(tmp, name);
-  writeFileSync(path, `${rows.map((r) => JSON.stringify(r)).join("\n")}\n`);
-  return path;
-}
-
-/** "eval_accuracy  0.75" from the printed table. */
-function metric(stdout: string, name: string): number {
-  const m = new RegExp(`${name}\\s+(\\S+)`).exec(stdout);
-  assert.ok(m, `no ${name} in:\n${stdout}`);
-  return Number(m[1]);
-}
 
 const KINDS: Record<string, string> = { dog: "animal", cat: "animal", oak: "tree", maple: "tree", rose: "flower", tulip: "flower" };
 const words = Object.keys(KINDS);

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { readSafetensors } from "../io/safetensors.js";
+import { greedyByRecompute } from "../testing/greedy.js";
 import { GOLDEN_MODELS } from "../testing/paths.js";
 import { Rng } from "../util/rng.js";
 import { AutoModelForCausalLM } from "./auto.js";
@@ -21,21 +22,6 @@ async function load(name: string): Promise<PreTrainedModel> {
 const promptRng = new Rng(20261129);
 function randomPrompt(len: number, vocab: number): number[] {
   return Array.from({ length: len }, () => Math.floor(promptRng.next() * vocab));
-}
-
-/** Greedy decoding by recomputing the whole sequence at every step, without a cache. */
-async function greedyByRecompute(model: PreTrainedModel, prompt: number[], steps: number): Promise<number[]> {
-  const seq = [...prompt];
-  for (let i = 0; i < steps; i++) {
-    const { logits } = await model.forward({ inputIds: [seq] });
-    assert.ok(logits);
-    const v = logits.shape[2];
-    const last = logits.data.subarray((seq.length - 1) * v, seq.length * v);
-    let best = 0;
-    for (let j = 1; j < v; j++) if (last[j] > last[best]) best = j;
-    seq.push(best);
-  }
-  return seq;
 }
 
 describe("generation with a KV cache", () => {

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { readSafetensors } from "../io/safetensors.js";
+import { greedyByRecompute } from "../testing/greedy.js";
 import { GOLDEN_MODELS } from "../testing/paths.js";
 import { maxAbsDiff } from "../tuners/conformance.js";
 import { PeftModel } from "../tuners/peft-model.js";
@@ -30,21 +31,6 @@ async function load(name: string): Promise<PreTrainedModel> {
 
 function prompt(len: number, vocab: number, rng: Rng): number[] {
   return Array.from({ length: len }, () => 3 + Math.floor(rng.next() * (vocab - 3)));
-}
-
-/** Greedy decoding by a full forward over the whole sequence at every step, no cache, no padding. */
-async function greedyByRecompute(model: PreTrainedModel, start: number[], steps: number): Promise<number[]> {
-  const seq = [...start];
-  for (let i = 0; i < steps; i++) {
-    const { logits } = await model.forward({ inputIds: [seq] });
-    assert.ok(logits);
-    const v = logits.shape[2];
-    const last = logits.data.subarray((seq.length - 1) * v, seq.length * v);
-    let best = 0;
-    for (let j = 1; j < v; j++) if (last[j] > last[best]) best = j;
-    seq.push(best);
-  }
-  return seq;
 }
 
 const base = {

@@ -3,26 +3,20 @@
  * after the compare is killed mid-run, and one-line errors for bad input.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import type { CompareRow } from "../../compare/rows.js";
+import { runCli } from "../../testing/cli.js";
 import { REPO_ROOT } from "../../testing/paths.js";
 
-const CLI = join(REPO_ROOT, "dist/src/cli/main.js");
+const _CLI = join(REPO_ROOT, "dist/src/cli/main.js");
 const MODEL = join(REPO_ROOT, "models/wordnet-llama");
 const tmp = mkdtempSync(join(tmpdir(), "peftkit-compare-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
-function run(
-  args: string[],
-  env: Record<string, string> = {},
-): { code: number | null; signal: string | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, "compare", ...args], { encoding: "utf8", env: { ...process.env, FORCE_COLOR: "0", ...env } });
-  return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
-}
+const run = (args: string[], env: Record<string, string> = {}) => runCli(["compare", ...args], env);
 
 const KINDS: Record<string, string> = {
   dog: "animal",
