@@ -89,66 +89,217 @@ export function qr(a: Matrix): { q: Matrix; r: Matrix } {
 }
 
 /**
- * Thin SVD by one-sided Jacobi: a (m×n) = U diag(S) Vᵀ with S sorted descending,
- * U (m×k), V (n×k), k = min(m, n). Accurate to ~1e-12 for the small matrices adapters use.
+ * Thin SVD by one-sided (Hestenes) Jacobi: a (m×n) = U diag(S) Vᵀ with S sorted descending,
+ * U (m×k), V (n×k), k = min(m, n), both with orthonormal columns (also for rank-deficient a).
+ *
+ * Why it is shaped this way (PiSSA decomposes every target weight, so speed matters):
+ * - it works on the tall orientation, so only k columns are rotated (k² / 2 pairs per sweep);
+ * - a tall matrix is first reduced by Householder QR (A = Q·R) and Jacobi runs on the k×k Rᵀ,
+ *   whose columns are much closer to orthogonal than A's (fewer sweeps, shorter columns);
+ * - columns are stored contiguously, so each dot product and rotation is one streaming loop;
+ * - a pair is left alone when its cosine is below √m·ε (LAPACK's dgesvj criterion), and the
+ *   iteration stops after the first sweep that rotates nothing.
  */
 export function svd(a: Matrix): { u: Matrix; s: Float64Array; v: Matrix } {
   const wide = a.cols > a.rows;
-  const w = wide ? transpose(a) : matrix(a.rows, a.cols, a.data);
-  const m = w.rows;
-  const n = w.cols;
-  const v = matrix(n, n);
-  for (let i = 0; i < n; i++) v.data[i * n + i] = 1;
+  const m = wide ? a.cols : a.rows;
+  const n = wide ? a.rows : a.cols;
+  // Column-major copy of the tall orientation: column j of T = Aᵀ (wide) is row j of A.
+  const t = new Float64Array(m * n);
+  if (wide) t.set(a.data);
+  else for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) t[j * m + i] = a.data[i * n + j];
+  const { q, r, perm } = householderQr(t, m, n);
+  // Jacobi on the columns of Rᵀ: Rᵀ·X = Y diag(σ) ⇒ R = X diag(σ) Yᵀ, so T·P = (Q·X) diag(σ) Yᵀ
+  // and T = (Q·X) diag(σ) (P·Y)ᵀ: row perm[i] of T's right factor is row i of Y.
+  const w = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = i; j < n; j++) w[i * n + j] = r[j * n + i];
+  const x = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) x[i * n + i] = 1;
+  jacobi(w, x, n, n, Math.sqrt(m) * Number.EPSILON);
+  const sv = new Float64Array(n);
+  for (let j = 0; j < n; j++) sv[j] = Math.sqrt(dot(w, j * n, w, j * n, n));
+  const order = Array.from(sv.keys()).sort((p, c) => sv[c] - sv[p]);
+  // Y = normalised columns of W (n×n); exactly zero columns are completed to an orthonormal basis.
+  const y = new Float64Array(n * n);
+  const s = new Float64Array(n);
+  order.forEach((j, k) => {
+    s[k] = sv[j];
+    if (sv[j] > 0) for (let i = 0; i < n; i++) y[k * n + i] = w[j * n + i] / sv[j];
+  });
+  completeBasis(y, n, s);
+  const py = new Float64Array(n * n);
+  for (let k = 0; k < n; k++) for (let i = 0; i < n; i++) py[k * n + perm[i]] = y[k * n + i];
+  // U_T = Q·X (m×n), columns in the sorted order.
+  const ut = new Float64Array(m * n);
+  order.forEach((j, k) => {
+    const o = k * m;
+    for (let l = 0; l < n; l++) {
+      const f = x[j * n + l];
+      if (f === 0) continue;
+      const qo = l * m;
+      for (let i = 0; i < m; i++) ut[o + i] += f * q[qo + i];
+    }
+  });
+  // Back to row-major: T = U_T S Yᵀ; A = T (tall) or Tᵀ = Y S U_Tᵀ (wide).
+  const rowMajor = (cm: Float64Array, rows: number): Matrix => {
+    const out = matrix(rows, n);
+    for (let k = 0; k < n; k++) for (let i = 0; i < rows; i++) out.data[i * n + k] = cm[k * rows + i];
+    return out;
+  };
+  const uT = rowMajor(ut, m);
+  const yM = rowMajor(py, n);
+  return wide ? { u: yM, s, v: uT } : { u: uT, s, v: yM };
+}
+
+function dot(a: Float64Array, ao: number, b: Float64Array, bo: number, len: number): number {
+  let d = 0;
+  for (let i = 0; i < len; i++) d += a[ao + i] * b[bo + i];
+  return d;
+}
+
+/**
+ * Thin Householder QR with column pivoting of a column-major m×n (m ≥ n): A·P = Q·R with Q
+ * column-major m×n, R column-major n×n upper triangular, and column j of A·P = column perm[j] of A.
+ */
+function householderQr(
+  a: Float64Array,
+  m: number,
+  n: number,
+): { q: Float64Array; r: Float64Array; perm: number[] } {
+  const h = Float64Array.from(a);
+  const vs: Float64Array[] = [];
+  const r = new Float64Array(n * n);
+  const perm = Array.from({ length: n }, (_, j) => j);
+  for (let j = 0; j < n; j++) {
+    // Column pivoting: bring the column with the largest remaining norm to position j.
+    let best = j;
+    let bestNorm = -1;
+    for (let c = j; c < n; c++) {
+      const o = c * m;
+      let cn = 0;
+      for (let i = j; i < m; i++) cn += h[o + i] * h[o + i];
+      if (cn > bestNorm) {
+        bestNorm = cn;
+        best = c;
+      }
+    }
+    if (best !== j) {
+      const tmp = h.slice(j * m, j * m + m);
+      h.copyWithin(j * m, best * m, best * m + m);
+      h.set(tmp, best * m);
+      [perm[j], perm[best]] = [perm[best], perm[j]];
+    }
+    const co = j * m;
+    let norm = 0;
+    for (let i = j; i < m; i++) norm += h[co + i] * h[co + i];
+    norm = Math.sqrt(norm);
+    const v = new Float64Array(m - j);
+    if (norm > 0) {
+      const alpha = h[co + j] > 0 ? -norm : norm;
+      for (let i = j; i < m; i++) v[i - j] = h[co + i];
+      v[0] -= alpha;
+      let vn = 0;
+      for (let i = 0; i < v.length; i++) vn += v[i] * v[i];
+      vn = Math.sqrt(vn);
+      for (let i = 0; i < v.length; i++) v[i] /= vn;
+      // Reflect the remaining columns: c -= 2 v (vᵀc).
+      for (let c = j; c < n; c++) {
+        const o = c * m + j;
+        let d = 0;
+        for (let i = 0; i < v.length; i++) d += v[i] * h[o + i];
+        d *= 2;
+        for (let i = 0; i < v.length; i++) h[o + i] -= d * v[i];
+      }
+    }
+    vs.push(v);
+    for (let i = 0; i <= j; i++) r[j * n + i] = h[co + i];
+  }
+  // Q = H_0 … H_{n-1} applied to the first n columns of the identity.
+  const q = new Float64Array(m * n);
+  for (let c = 0; c < n; c++) q[c * m + c] = 1;
+  for (let j = n - 1; j >= 0; j--) {
+    const v = vs[j];
+    for (let c = j; c < n; c++) {
+      const o = c * m + j;
+      let d = 0;
+      for (let i = 0; i < v.length; i++) d += v[i] * q[o + i];
+      d *= 2;
+      if (d !== 0) for (let i = 0; i < v.length; i++) q[o + i] -= d * v[i];
+    }
+  }
+  return { q, r, perm };
+}
+
+/**
+ * One-sided Jacobi on the column-major rows×n matrix w, accumulating the rotations into the
+ * column-major n×n x, until no pair of columns has |cos| above tol.
+ */
+function jacobi(w: Float64Array, x: Float64Array, rows: number, n: number, tol: number): void {
   for (let sweep = 0; sweep < 60; sweep++) {
-    let off = 0;
+    let rotated = false;
     for (let p = 0; p < n - 1; p++) {
+      const po = p * rows;
       for (let q = p + 1; q < n; q++) {
+        const qo = q * rows;
         let alpha = 0;
         let beta = 0;
         let gamma = 0;
-        for (let i = 0; i < m; i++) {
-          const x = w.data[i * n + p];
-          const y = w.data[i * n + q];
-          alpha += x * x;
-          beta += y * y;
-          gamma += x * y;
+        for (let i = 0; i < rows; i++) {
+          const a = w[po + i];
+          const b = w[qo + i];
+          alpha += a * a;
+          beta += b * b;
+          gamma += a * b;
         }
-        if (gamma === 0 || Math.abs(gamma) < 1e-15 * Math.sqrt(alpha * beta)) continue;
-        off = Math.max(off, Math.abs(gamma) / Math.sqrt(alpha * beta));
+        if (gamma === 0 || Math.abs(gamma) <= tol * Math.sqrt(alpha * beta)) continue;
+        rotated = true;
         const zeta = (beta - alpha) / (2 * gamma);
         const t = Math.sign(zeta || 1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
         const c = 1 / Math.sqrt(1 + t * t);
         const s = c * t;
-        for (let i = 0; i < m; i++) {
-          const x = w.data[i * n + p];
-          const y = w.data[i * n + q];
-          w.data[i * n + p] = c * x - s * y;
-          w.data[i * n + q] = s * x + c * y;
+        for (let i = 0; i < rows; i++) {
+          const a = w[po + i];
+          const b = w[qo + i];
+          w[po + i] = c * a - s * b;
+          w[qo + i] = s * a + c * b;
         }
+        const xp = p * n;
+        const xq = q * n;
         for (let i = 0; i < n; i++) {
-          const x = v.data[i * n + p];
-          const y = v.data[i * n + q];
-          v.data[i * n + p] = c * x - s * y;
-          v.data[i * n + q] = s * x + c * y;
+          const a = x[xp + i];
+          const b = x[xq + i];
+          x[xp + i] = c * a - s * b;
+          x[xq + i] = s * a + c * b;
         }
       }
     }
-    if (off < 1e-14) break;
+    if (process.env.SVD_DEBUG) console.error("sweep", sweep, rotated);
+    if (!rotated) return;
   }
-  const sv = new Float64Array(n);
-  for (let j = 0; j < n; j++) {
-    let s = 0;
-    for (let i = 0; i < m; i++) s += w.data[i * n + j] ** 2;
-    sv[j] = Math.sqrt(s);
+}
+
+/** Fill the zero columns of the column-major n×n y (where s is 0) so that y is orthogonal. */
+function completeBasis(y: Float64Array, n: number, s: Float64Array): void {
+  let e = 0;
+  for (let k = 0; k < n; k++) {
+    if (s[k] > 0) continue;
+    const o = k * n;
+    for (; e < n; e++) {
+      y.fill(0, o, o + n);
+      y[o + e] = 1;
+      // Gram–Schmidt twice against every other column that is set.
+      for (let pass = 0; pass < 2; pass++)
+        for (let l = 0; l < n; l++) {
+          if (l === k || (s[l] === 0 && l > k)) continue;
+          const d = dot(y, l * n, y, o, n);
+          for (let i = 0; i < n; i++) y[o + i] -= d * y[l * n + i];
+        }
+      const norm = Math.sqrt(dot(y, o, y, o, n));
+      if (norm > 0.5) {
+        for (let i = 0; i < n; i++) y[o + i] /= norm;
+        e++;
+        break;
+      }
+    }
   }
-  const order = Array.from(sv.keys()).sort((x, y) => sv[y] - sv[x]);
-  const u = matrix(m, n);
-  const vv = matrix(n, n);
-  const s = new Float64Array(n);
-  order.forEach((j, k) => {
-    s[k] = sv[j];
-    for (let i = 0; i < m; i++) u.data[i * n + k] = sv[j] > 0 ? w.data[i * n + j] / sv[j] : 0;
-    for (let i = 0; i < n; i++) vv.data[i * n + k] = v.data[i * n + j];
-  });
-  return wide ? { u: vv, s, v: u } : { u, s, v: vv };
 }
