@@ -89,14 +89,19 @@ export function qr(a: Matrix): { q: Matrix; r: Matrix } {
 }
 
 /**
- * Thin SVD by one-sided (Hestenes) Jacobi: a (m×n) = U diag(S) Vᵀ with S sorted descending,
- * U (m×k), V (n×k), k = min(m, n), both with orthonormal columns (also for rank-deficient a).
+ * Thin SVD: a (m×n) = U diag(S) Vᵀ with S sorted descending, U (m×k), V (n×k), k = min(m, n),
+ * both with orthonormal columns (also for rank-deficient a). One-sided (Hestenes) Jacobi sets
+ * the accuracy (relative, to float64 round-off).
  *
  * Why it is shaped this way (PiSSA decomposes every target weight, so speed matters):
- * - it works on the tall orientation, so only k columns are rotated (k² / 2 pairs per sweep);
- * - a tall matrix is first reduced by Householder QR (A = Q·R) and Jacobi runs on the k×k Rᵀ,
- *   whose columns are much closer to orthogonal than A's (fewer sweeps, shorter columns);
- * - columns are stored contiguously, so each dot product and rotation is one streaming loop;
+ * - it works on the tall orientation T, so only k columns are rotated (k²/2 pairs per sweep);
+ * - a clearly tall T is first reduced by Householder QR (T = Q·R) so Jacobi rotates k-long
+ *   columns of R instead of m-long ones;
+ * - Jacobi starts from the eigenvectors X0 of BᵀB (B = R or T; Householder tridiagonalisation
+ *   + implicit QL), so B·X0 has nearly orthogonal columns and Jacobi only polishes: 2–4 sweeps
+ *   instead of ~11. The Gram matrix's squared condition number only slows that polish; it does
+ *   not reach the result. If QL fails to converge, Jacobi starts from the identity;
+ * - columns are stored contiguously (column-major), so dot products and rotations stream;
  * - a pair is left alone when its cosine is below √m·ε (LAPACK's dgesvj criterion), and the
  *   iteration stops after the first sweep that rotates nothing.
  */
@@ -108,55 +113,59 @@ export function svd(a: Matrix): { u: Matrix; s: Float64Array; v: Matrix } {
   const t = new Float64Array(m * n);
   if (wide) t.set(a.data);
   else for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) t[j * m + i] = a.data[i * n + j];
-  const { q, r } = householderQr(t, m, n);
-  // Jacobi on the columns of Rᵀ: Rᵀ·X = Y diag(σ) ⇒ R = X diag(σ) Yᵀ, so T = (Q·X) diag(σ) Yᵀ.
-  const w = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = i; j < n; j++) w[i * n + j] = r[j * n + i];
-  // Start Jacobi from the eigenvectors of R·Rᵀ (Householder tridiagonalisation + implicit QL):
-  // Rᵀ·X0 then has nearly orthogonal columns and Jacobi only polishes (2–3 sweeps instead of
-  // ~11). Jacobi still sets the accuracy, so the Gram matrix's squared condition number does not
-  // reach the result. If QL does not converge, Jacobi starts from the identity.
-  const x = symmetricEigenvectors(gram(w, n), n) ?? identity(n);
-  const w0 = w.slice();
-  for (let j = 0; j < n; j++)
-    for (let i = 0; i < n; i++) {
-      // Rᵀ is lower triangular: row i of Rᵀ·x_j only needs x_j[0..i].
-      let d = 0;
-      for (let l = 0; l <= i; l++) d += w0[l * n + i] * x[j * n + l];
-      w[j * n + i] = d;
-    }
-  jacobi(w, x, n, n, Math.sqrt(m) * Number.EPSILON);
-  const sv = new Float64Array(n);
-  for (let j = 0; j < n; j++) sv[j] = Math.sqrt(dot(w, j * n, w, j * n, n));
-  const order = Array.from(sv.keys()).sort((p, c) => sv[c] - sv[p]);
-  // Y = normalised columns of W (n×n); exactly zero columns are completed to an orthonormal basis.
-  const y = new Float64Array(n * n);
-  const s = new Float64Array(n);
-  order.forEach((j, k) => {
-    s[k] = sv[j];
-    if (sv[j] > 0) for (let i = 0; i < n; i++) y[k * n + i] = w[j * n + i] / sv[j];
-  });
-  completeBasis(y, n, s);
-  // U_T = Q·X (m×n), columns in the sorted order.
-  const ut = new Float64Array(m * n);
-  order.forEach((j, k) => {
-    const o = k * m;
+  // QR pays for itself only when it shortens the columns a good deal.
+  const qr = m >= 1.5 * n ? householderQr(t, m, n) : undefined;
+  const b = qr ? qr.r : t;
+  const rows = qr ? n : m;
+  const x = symmetricEigenvectors(gram(b, rows, n), n) ?? identity(n);
+  // W = B·X0, built column by column from axpys over B's contiguous columns.
+  const w = new Float64Array(rows * n);
+  for (let j = 0; j < n; j++) {
+    const o = j * rows;
     for (let l = 0; l < n; l++) {
       const f = x[j * n + l];
       if (f === 0) continue;
-      const qo = l * m;
-      for (let i = 0; i < m; i++) ut[o + i] += f * q[qo + i];
+      const bo = l * rows;
+      for (let i = 0; i < rows; i++) w[o + i] += f * b[bo + i];
     }
+  }
+  // B·X = W = Y diag(σ) with Y orthonormal ⇒ B = Y diag(σ) Xᵀ and T = (Q·Y) diag(σ) Xᵀ.
+  jacobi(w, x, rows, n, Math.sqrt(m) * Number.EPSILON);
+  const sv = new Float64Array(n);
+  for (let j = 0; j < n; j++) sv[j] = Math.sqrt(dot(w, j * rows, w, j * rows, rows));
+  const order = Array.from(sv.keys()).sort((p, c) => sv[c] - sv[p]);
+  // Y = normalised columns of W; exactly zero columns are completed to an orthonormal basis.
+  const y = new Float64Array(rows * n);
+  const xs = new Float64Array(n * n);
+  const s = new Float64Array(n);
+  order.forEach((j, k) => {
+    s[k] = sv[j];
+    if (sv[j] > 0) for (let i = 0; i < rows; i++) y[k * rows + i] = w[j * rows + i] / sv[j];
+    xs.set(x.subarray(j * n, j * n + n), k * n);
   });
-  // Back to row-major: T = U_T S Yᵀ; A = T (tall) or Tᵀ = Y S U_Tᵀ (wide).
-  const rowMajor = (cm: Float64Array, rows: number): Matrix => {
-    const out = matrix(rows, n);
-    for (let k = 0; k < n; k++) for (let i = 0; i < rows; i++) out.data[i * n + k] = cm[k * rows + i];
+  completeBasis(y, rows, n, s);
+  let left = y;
+  if (qr) {
+    left = new Float64Array(m * n);
+    for (let k = 0; k < n; k++) {
+      const o = k * m;
+      for (let l = 0; l < n; l++) {
+        const f = y[k * n + l];
+        if (f === 0) continue;
+        const qo = l * m;
+        for (let i = 0; i < m; i++) left[o + i] += f * qr.q[qo + i];
+      }
+    }
+  }
+  // Back to row-major: T = L S Xᵀ; A = T (tall) or Tᵀ = X S Lᵀ (wide).
+  const rowMajor = (cm: Float64Array, r: number): Matrix => {
+    const out = matrix(r, n);
+    for (let k = 0; k < n; k++) for (let i = 0; i < r; i++) out.data[i * n + k] = cm[k * r + i];
     return out;
   };
-  const uT = rowMajor(ut, m);
-  const yM = rowMajor(y, n);
-  return wide ? { u: yM, s, v: uT } : { u: uT, s, v: yM };
+  const l = rowMajor(left, m);
+  const rt = rowMajor(xs, n);
+  return wide ? { u: rt, s, v: l } : { u: l, s, v: rt };
 }
 
 function dot(a: Float64Array, ao: number, b: Float64Array, bo: number, len: number): number {
@@ -288,25 +297,25 @@ function jacobi(w: Float64Array, x: Float64Array, rows: number, n: number, tol: 
   }
 }
 
-/** Fill the zero columns of the column-major n×n y (where s is 0) so that y is orthogonal. */
-function completeBasis(y: Float64Array, n: number, s: Float64Array): void {
+/** Fill the zero columns of the column-major rows×n y (where s is 0) so that y is orthonormal. */
+function completeBasis(y: Float64Array, rows: number, n: number, s: Float64Array): void {
   let e = 0;
   for (let k = 0; k < n; k++) {
     if (s[k] > 0) continue;
-    const o = k * n;
-    for (; e < n; e++) {
-      y.fill(0, o, o + n);
+    const o = k * rows;
+    for (; e < rows; e++) {
+      y.fill(0, o, o + rows);
       y[o + e] = 1;
-      // Gram–Schmidt twice against every other column that is set.
+      // Gram–Schmidt twice against every other column that is set (zero columns after k are not).
       for (let pass = 0; pass < 2; pass++)
         for (let l = 0; l < n; l++) {
           if (l === k || (s[l] === 0 && l > k)) continue;
-          const d = dot(y, l * n, y, o, n);
-          for (let i = 0; i < n; i++) y[o + i] -= d * y[l * n + i];
+          const d = dot(y, l * rows, y, o, rows);
+          for (let i = 0; i < rows; i++) y[o + i] -= d * y[l * rows + i];
         }
-      const norm = Math.sqrt(dot(y, o, y, o, n));
+      const norm = Math.sqrt(dot(y, o, y, o, rows));
       if (norm > 0.5) {
-        for (let i = 0; i < n; i++) y[o + i] /= norm;
+        for (let i = 0; i < rows; i++) y[o + i] /= norm;
         e++;
         break;
       }
@@ -321,11 +330,11 @@ function identity(n: number): Float64Array {
 }
 
 /** Gram matrix CᵀC of the column-major rows×n c, as a full symmetric n×n (row-major = column-major). */
-function gram(c: Float64Array, n: number): Float64Array {
+function gram(c: Float64Array, rows: number, n: number): Float64Array {
   const g = new Float64Array(n * n);
   for (let i = 0; i < n; i++)
     for (let j = i; j < n; j++) {
-      const d = dot(c, i * n, c, j * n, n);
+      const d = dot(c, i * rows, c, j * rows, rows);
       g[i * n + j] = d;
       g[j * n + i] = d;
     }
