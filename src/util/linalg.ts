@@ -95,10 +95,8 @@ export function qr(a: Matrix): { q: Matrix; r: Matrix } {
  *
  * Why it is shaped this way (PiSSA decomposes every target weight, so speed matters):
  * - it works on the tall orientation T, so only k columns are rotated (k²/2 pairs per sweep);
- * - a clearly tall T is first reduced by Householder QR (T = Q·R) so Jacobi rotates k-long
- *   columns of R instead of m-long ones;
- * - Jacobi starts from the eigenvectors X0 of BᵀB (B = R or T; Householder tridiagonalisation
- *   + implicit QL), so B·X0 has nearly orthogonal columns and Jacobi only polishes: 2–4 sweeps
+ * - Jacobi starts from the eigenvectors X0 of TᵀT (Householder tridiagonalisation + implicit
+ *   QL), so T·X0 has nearly orthogonal columns and Jacobi only polishes: 2–4 sweeps
  *   instead of ~11. The Gram matrix's squared condition number only slows that polish; it does
  *   not reach the result. If QL fails to converge, Jacobi starts from the identity;
  * - columns are stored contiguously (column-major), so dot products and rotations stream;
@@ -113,57 +111,40 @@ export function svd(a: Matrix): { u: Matrix; s: Float64Array; v: Matrix } {
   const t = new Float64Array(m * n);
   if (wide) t.set(a.data);
   else for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) t[j * m + i] = a.data[i * n + j];
-  // QR pays for itself only when it shortens the columns a good deal.
-  const qr = m >= 1.5 * n ? householderQr(t, m, n) : undefined;
-  const b = qr ? qr.r : t;
-  const rows = qr ? n : m;
-  const x = symmetricEigenvectors(gram(b, rows, n), n) ?? identity(n);
-  // W = B·X0, built column by column from axpys over B's contiguous columns.
-  const w = new Float64Array(rows * n);
+  const x = symmetricEigenvectors(gram(t, m, n), n) ?? identity(n);
+  // W = T·X0, built column by column from axpys over T's contiguous columns.
+  const w = new Float64Array(m * n);
   for (let j = 0; j < n; j++) {
-    const o = j * rows;
+    const o = j * m;
     for (let l = 0; l < n; l++) {
       const f = x[j * n + l];
       if (f === 0) continue;
-      const bo = l * rows;
-      for (let i = 0; i < rows; i++) w[o + i] += f * b[bo + i];
+      const to = l * m;
+      for (let i = 0; i < m; i++) w[o + i] += f * t[to + i];
     }
   }
-  // B·X = W = Y diag(σ) with Y orthonormal ⇒ B = Y diag(σ) Xᵀ and T = (Q·Y) diag(σ) Xᵀ.
-  jacobi(w, x, rows, n, Math.sqrt(m) * Number.EPSILON);
+  // T·X = W = Y diag(σ) with Y orthonormal ⇒ T = Y diag(σ) Xᵀ.
+  jacobi(w, x, m, n, Math.sqrt(m) * Number.EPSILON);
   const sv = new Float64Array(n);
-  for (let j = 0; j < n; j++) sv[j] = Math.sqrt(dot(w, j * rows, w, j * rows, rows));
+  for (let j = 0; j < n; j++) sv[j] = Math.sqrt(dot(w, j * m, w, j * m, m));
   const order = Array.from(sv.keys()).sort((p, c) => sv[c] - sv[p]);
   // Y = normalised columns of W; exactly zero columns are completed to an orthonormal basis.
-  const y = new Float64Array(rows * n);
+  const y = new Float64Array(m * n);
   const xs = new Float64Array(n * n);
   const s = new Float64Array(n);
   order.forEach((j, k) => {
     s[k] = sv[j];
-    if (sv[j] > 0) for (let i = 0; i < rows; i++) y[k * rows + i] = w[j * rows + i] / sv[j];
+    if (sv[j] > 0) for (let i = 0; i < m; i++) y[k * m + i] = w[j * m + i] / sv[j];
     xs.set(x.subarray(j * n, j * n + n), k * n);
   });
-  completeBasis(y, rows, n, s);
-  let left = y;
-  if (qr) {
-    left = new Float64Array(m * n);
-    for (let k = 0; k < n; k++) {
-      const o = k * m;
-      for (let l = 0; l < n; l++) {
-        const f = y[k * n + l];
-        if (f === 0) continue;
-        const qo = l * m;
-        for (let i = 0; i < m; i++) left[o + i] += f * qr.q[qo + i];
-      }
-    }
-  }
+  completeBasis(y, m, n, s);
   // Back to row-major: T = L S Xᵀ; A = T (tall) or Tᵀ = X S Lᵀ (wide).
   const rowMajor = (cm: Float64Array, r: number): Matrix => {
     const out = matrix(r, n);
     for (let k = 0; k < n; k++) for (let i = 0; i < r; i++) out.data[i * n + k] = cm[k * r + i];
     return out;
   };
-  const l = rowMajor(left, m);
+  const l = rowMajor(y, m);
   const rt = rowMajor(xs, n);
   return wide ? { u: rt, s, v: l } : { u: l, s, v: rt };
 }
@@ -172,60 +153,6 @@ function dot(a: Float64Array, ao: number, b: Float64Array, bo: number, len: numb
   let d = 0;
   for (let i = 0; i < len; i++) d += a[ao + i] * b[bo + i];
   return d;
-}
-
-/**
- * Thin Householder QR of a column-major m×n (m ≥ n): A = Q·R with Q column-major m×n and R
- * column-major n×n upper triangular.
- */
-function householderQr(
-  a: Float64Array,
-  m: number,
-  n: number,
-): { q: Float64Array; r: Float64Array } {
-  const h = Float64Array.from(a);
-  const vs: Float64Array[] = [];
-  const r = new Float64Array(n * n);
-  for (let j = 0; j < n; j++) {
-    const co = j * m;
-    let norm = 0;
-    for (let i = j; i < m; i++) norm += h[co + i] * h[co + i];
-    norm = Math.sqrt(norm);
-    const v = new Float64Array(m - j);
-    if (norm > 0) {
-      const alpha = h[co + j] > 0 ? -norm : norm;
-      for (let i = j; i < m; i++) v[i - j] = h[co + i];
-      v[0] -= alpha;
-      let vn = 0;
-      for (let i = 0; i < v.length; i++) vn += v[i] * v[i];
-      vn = Math.sqrt(vn);
-      for (let i = 0; i < v.length; i++) v[i] /= vn;
-      // Reflect the remaining columns: c -= 2 v (vᵀc).
-      for (let c = j; c < n; c++) {
-        const o = c * m + j;
-        let d = 0;
-        for (let i = 0; i < v.length; i++) d += v[i] * h[o + i];
-        d *= 2;
-        for (let i = 0; i < v.length; i++) h[o + i] -= d * v[i];
-      }
-    }
-    vs.push(v);
-    for (let i = 0; i <= j; i++) r[j * n + i] = h[co + i];
-  }
-  // Q = H_0 … H_{n-1} applied to the first n columns of the identity.
-  const q = new Float64Array(m * n);
-  for (let c = 0; c < n; c++) q[c * m + c] = 1;
-  for (let j = n - 1; j >= 0; j--) {
-    const v = vs[j];
-    for (let c = j; c < n; c++) {
-      const o = c * m + j;
-      let d = 0;
-      for (let i = 0; i < v.length; i++) d += v[i] * q[o + i];
-      d *= 2;
-      if (d !== 0) for (let i = 0; i < v.length; i++) q[o + i] -= d * v[i];
-    }
-  }
-  return { q, r };
 }
 
 /**
