@@ -116,9 +116,17 @@ export function svd(a: Matrix): { u: Matrix; s: Float64Array; v: Matrix } {
   const w = new Float64Array(m * n);
   for (let j = 0; j < n; j++) {
     const o = j * m;
-    for (let l = 0; l < n; l++) {
+    // Two columns of T per pass halve the loads and stores of w's column.
+    let l = 0;
+    for (; l + 1 < n; l += 2) {
       const f = x[j * n + l];
-      if (f === 0) continue;
+      const g = x[j * n + l + 1];
+      const to = l * m;
+      const to2 = to + m;
+      for (let i = 0; i < m; i++) w[o + i] += f * t[to + i] + g * t[to2 + i];
+    }
+    if (l < n) {
+      const f = x[j * n + l];
       const to = l * m;
       for (let i = 0; i < m; i++) w[o + i] += f * t[to + i];
     }
@@ -219,7 +227,6 @@ function jacobi(w: Float64Array, x: Float64Array, rows: number, n: number, tol: 
         }
       }
     }
-    if (process.env.SVD_DEBUG) console.error("sweep", sweep, rotated);
     if (!rotated) return;
   }
 }
