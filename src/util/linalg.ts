@@ -158,9 +158,16 @@ export function svd(a: Matrix): { u: Matrix; s: Float64Array; v: Matrix } {
 }
 
 function dot(a: Float64Array, ao: number, b: Float64Array, bo: number, len: number): number {
+  // Two partial sums: the loop is bound by the latency of the additions, not by the loads.
   let d = 0;
-  for (let i = 0; i < len; i++) d += a[ao + i] * b[bo + i];
-  return d;
+  let d2 = 0;
+  let i = 0;
+  for (; i + 1 < len; i += 2) {
+    d += a[ao + i] * b[bo + i];
+    d2 += a[ao + i + 1] * b[bo + i + 1];
+  }
+  if (i < len) d += a[ao + i] * b[bo + i];
+  return d + d2;
 }
 
 /**
@@ -168,43 +175,19 @@ function dot(a: Float64Array, ao: number, b: Float64Array, bo: number, len: numb
  * column-major n×n x, until no pair of columns has |cos| above tol.
  */
 function jacobi(w: Float64Array, x: Float64Array, rows: number, n: number, tol: number): void {
+  // Squared column norms, recomputed exactly (not updated) for the two columns of each rotation,
+  // so a pass over pairs that are already orthogonal only needs their dot products.
+  const norm2 = new Float64Array(n);
+  for (let j = 0; j < n; j++) norm2[j] = dot(w, j * rows, w, j * rows, rows);
   for (let sweep = 0; sweep < 60; sweep++) {
     let rotated = false;
     for (let p = 0; p < n - 1; p++) {
       const po = p * rows;
       for (let q = p + 1; q < n; q++) {
         const qo = q * rows;
-        // Two interleaved partial sums per quantity: the loop is bound by the latency of the
-        // additions, not by loads, so this nearly halves its time.
-        let alpha = 0;
-        let beta = 0;
-        let gamma = 0;
-        let alpha2 = 0;
-        let beta2 = 0;
-        let gamma2 = 0;
-        let i = 0;
-        for (; i + 1 < rows; i += 2) {
-          const a = w[po + i];
-          const b = w[qo + i];
-          const a2 = w[po + i + 1];
-          const b2 = w[qo + i + 1];
-          alpha += a * a;
-          beta += b * b;
-          gamma += a * b;
-          alpha2 += a2 * a2;
-          beta2 += b2 * b2;
-          gamma2 += a2 * b2;
-        }
-        if (i < rows) {
-          const a = w[po + i];
-          const b = w[qo + i];
-          alpha += a * a;
-          beta += b * b;
-          gamma += a * b;
-        }
-        alpha += alpha2;
-        beta += beta2;
-        gamma += gamma2;
+        const alpha = norm2[p];
+        const beta = norm2[q];
+        const gamma = dot(w, po, w, qo, rows);
         if (gamma === 0 || Math.abs(gamma) <= tol * Math.sqrt(alpha * beta)) continue;
         rotated = true;
         const zeta = (beta - alpha) / (2 * gamma);
@@ -217,6 +200,8 @@ function jacobi(w: Float64Array, x: Float64Array, rows: number, n: number, tol: 
           w[po + i] = c * a - s * b;
           w[qo + i] = s * a + c * b;
         }
+        norm2[p] = dot(w, po, w, po, rows);
+        norm2[q] = dot(w, qo, w, qo, rows);
         const xp = p * n;
         const xq = q * n;
         for (let i = 0; i < n; i++) {
