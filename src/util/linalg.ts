@@ -175,11 +175,12 @@ function dot(a: Float64Array, ao: number, b: Float64Array, bo: number, len: numb
  * column-major n×n x, until no pair of columns has |cos| above tol.
  */
 function jacobi(w: Float64Array, x: Float64Array, rows: number, n: number, tol: number): void {
-  // Squared column norms, recomputed exactly (not updated) for the two columns of each rotation,
-  // so a pass over pairs that are already orthogonal only needs their dot products.
+  // Squared column norms: recomputed at the start of each sweep and updated in closed form after
+  // a rotation (α' = α − tγ, β' = β + tγ), so each pair needs only its dot product. They only
+  // steer the angles and the stopping test; the singular values come from the final columns.
   const norm2 = new Float64Array(n);
-  for (let j = 0; j < n; j++) norm2[j] = dot(w, j * rows, w, j * rows, rows);
   for (let sweep = 0; sweep < 60; sweep++) {
+    for (let j = 0; j < n; j++) norm2[j] = dot(w, j * rows, w, j * rows, rows);
     let rotated = false;
     for (let p = 0; p < n - 1; p++) {
       const po = p * rows;
@@ -200,8 +201,8 @@ function jacobi(w: Float64Array, x: Float64Array, rows: number, n: number, tol: 
           w[po + i] = c * a - s * b;
           w[qo + i] = s * a + c * b;
         }
-        norm2[p] = dot(w, po, w, po, rows);
-        norm2[q] = dot(w, qo, w, qo, rows);
+        norm2[p] = Math.max(alpha - t * gamma, 0);
+        norm2[q] = Math.max(beta + t * gamma, 0);
         const xp = p * n;
         const xq = q * n;
         for (let i = 0; i < n; i++) {
