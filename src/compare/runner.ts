@@ -74,6 +74,7 @@ export async function executeRun(run: PlannedRun, o: RunnerOptions): Promise<Com
     maxSteps: run.settings.maxSteps,
     runSeconds: run.settings.runSeconds,
     seed: run.seed,
+    ...(o.threads !== undefined ? { threads: o.threads } : {}),
   };
   const specPath = join(runDir, "spec.json");
   writeFileAtomic(specPath, `${JSON.stringify(spec, null, 2)}\n`);

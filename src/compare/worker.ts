@@ -29,6 +29,8 @@ export interface WorkerSpec {
   maxSteps: number;
   runSeconds: number | null;
   seed: number;
+  /** ORT intra-op threads (training and evaluation); all cores when absent. */
+  threads?: number;
 }
 
 export interface WorkerResult {
@@ -74,6 +76,7 @@ async function peftRun(s: WorkerSpec): Promise<Omit<WorkerResult, "max_rss_kb">>
     String(s.maxLength),
   ];
   if (s.format) evalArgs.push("--format", s.format);
+  if (s.threads !== undefined) evalArgs.push("--threads", String(s.threads));
   const ecode = await evalCommand.run(parseFlags(evalArgs, evalCommand));
   if (ecode !== 0) throw new Error(`evaluation failed (exit code ${ecode})`);
   const evalResult = JSON.parse(readFileSync(evalFile, "utf8")) as Record<string, unknown>;

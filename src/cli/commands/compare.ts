@@ -1,4 +1,5 @@
 import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import {
   type Budgets,
@@ -12,6 +13,7 @@ import {
 import { checkTaskData, defaultMetric } from "../../compare/check-data.js";
 import { ParamCounter } from "../../compare/param-count.js";
 import { makePlan, type PlannedRun, type RunSettings } from "../../compare/plan.js";
+import { runPool, threadsPerJob } from "../../compare/pool.js";
 import { writeReport } from "../../compare/report.js";
 import { appendRow, readRows, repairRows } from "../../compare/rows.js";
 import { executeRun, RunFailedError } from "../../compare/runner.js";
@@ -81,6 +83,15 @@ export const compareCommand: CommandSpec = {
       type: "string",
       meta: "SPEC",
       help: 'configurations: "r=4,8,16;tokens=10,20;bottleneck=16,64" or "params=10k,100k" (nearest configuration per method)',
+    },
+    {
+      name: "jobs",
+      type: "int",
+      meta: "N",
+      help: "runs at once, each in its own process with floor(cores / N) threads unless --threads is given",
+      default: 1,
+      min: 1,
+      max: 64,
     },
     { name: "seeds", type: "int", meta: "N", help: "seeds per configuration (0..N-1)", default: 1, min: 1, max: 1000 },
     { name: "max-steps", type: "int", meta: "N", help: "optimizer steps per run", default: 100, min: 1, max: 10_000_000 },
@@ -294,27 +305,38 @@ export async function runCompare(o: Flags): Promise<number> {
     console.log(
       `compare ${suite.name}: ${plan.length} run(s) planned (${suite.tasks.length} task(s) × ${methods.length} method(s) × configurations × ${o.seeds} seed(s)); ${plan.length - todo.length} already done, ${todo.length} to run${kept ? `; ${kept} row(s) of other runs kept` : ""}`,
     );
-    for (const [i, run] of todo.entries()) {
-      if (stopping) break;
-      process.stdout.write(`[${i + 1}/${todo.length}] ${run.runId} (lr ${run.settings.lr}) ... `);
-      try {
-        const row = await executeRun(run, { outputDir, threads: o.threads as number | undefined });
-        appendRow(rowsPath, row);
-        faultPoint("compare-row-written");
-        console.log(
-          `${row.metric} ${row.metric_value.toFixed(4)}, ${row.trainable_params.toLocaleString("en-US")} trainable, ${row.wall_s.toFixed(1)} s, ${row.peak_rss_mb} MB`,
-        );
-      } catch (e) {
-        if (!(e instanceof RunFailedError)) throw e;
-        if (stopping) {
-          console.log("interrupted");
-          break;
+    const jobs = o.jobs as number;
+    const threads = (o.threads as number | undefined) ?? (jobs > 1 ? threadsPerJob(availableParallelism(), jobs) : undefined);
+    let finished = 0;
+    // One whole line per finished run: with --jobs > 1 runs end in any order.
+    const say = (run: PlannedRun, what: string) =>
+      console.log(`[${++finished}/${todo.length}] ${run.runId} (lr ${run.settings.lr}) ... ${what}`);
+    await runPool(
+      todo,
+      jobs,
+      () => stopping,
+      async (run) => {
+        try {
+          // Only this process appends to rows.jsonl, one whole line per run, so runs ending together cannot interleave.
+          const row = await executeRun(run, { outputDir, threads });
+          appendRow(rowsPath, row);
+          faultPoint("compare-row-written");
+          say(
+            run,
+            `${row.metric} ${row.metric_value.toFixed(4)}, ${row.trainable_params.toLocaleString("en-US")} trainable, ${row.wall_s.toFixed(1)} s, ${row.peak_rss_mb} MB`,
+          );
+        } catch (e) {
+          if (!(e instanceof RunFailedError)) throw e;
+          if (stopping) {
+            say(run, "interrupted");
+            return;
+          }
+          say(run, "failed");
+          process.stderr.write(`${e.message}\n`);
+          failures.push(run.runId);
         }
-        console.log("failed");
-        process.stderr.write(`${e.message}\n`);
-        failures.push(run.runId);
-      }
-    }
+      },
+    );
   } finally {
     process.off("SIGINT", onInt);
     release();
