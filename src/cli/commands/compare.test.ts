@@ -210,12 +210,28 @@ describe("peftkit compare", () => {
     assert.deepEqual(
       lines.map((l) => l.replace(/\.[0-9a-f]{6} /, " ")),
       [
-        "todo task.lora.r=1.s0 lr=0.002 (params=10000)",
-        "todo task.lora.r=8.s0 lr=0.002 (params=150000)",
-        "todo task.prompt.tokens=32.s0 lr=0.05 (params=10000)",
-        "todo task.prompt.tokens=256.s0 lr=0.05 (params=150000)",
-        "todo task.ia3.default.s0 lr=0.05",
+        "todo task.lora.r=1.s0 lr=0.002 steps=100 batch=8 max_length=256 (params=10000)",
+        "todo task.lora.r=8.s0 lr=0.002 steps=100 batch=8 max_length=256 (params=150000)",
+        "todo task.prompt.tokens=32.s0 lr=0.05 steps=100 batch=8 max_length=256 (params=10000)",
+        "todo task.prompt.tokens=256.s0 lr=0.05 steps=100 batch=8 max_length=256 (params=150000)",
+        "todo task.ia3.default.s0 lr=0.05 steps=100 batch=8 max_length=256",
       ],
+    );
+  });
+
+  test("--dry-run: a task's own settings win; max length stops at the model's positions (wordnet-bert: 128)", () => {
+    const suite = file(
+      "own.yaml",
+      `name: own\ntasks:\n  - name: enc\n    model: ${join(REPO_ROOT, "models/wordnet-bert")}\n    train: ctrain.jsonl\n    eval: ceval.jsonl\n    metric: accuracy\n    max_steps: 7\n    batch_size: 2\n  - name: dec\n    model: ${MODEL}\n    train: ctrain.jsonl\n    eval: ceval.jsonl\n    metric: accuracy\n    max_length: 64\n`,
+    );
+    const r = run(["--suite", suite, "--methods", "ia3", "--dry-run", "--output-dir", join(tmp, "own")]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(
+      r.stdout
+        .trim()
+        .split("\n")
+        .map((l) => l.replace(/\.[0-9a-f]{6} /, " ")),
+      ["todo enc.ia3.default.s0 lr=0.05 steps=7 batch=2 max_length=128", "todo dec.ia3.default.s0 lr=0.05 steps=100 batch=8 max_length=64"],
     );
   });
 

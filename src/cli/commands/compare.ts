@@ -17,9 +17,12 @@ import { runPool, threadsPerJob } from "../../compare/pool.js";
 import { writeReport } from "../../compare/report.js";
 import { appendRow, readRows, repairRows } from "../../compare/rows.js";
 import { executeRun, RunFailedError } from "../../compare/runner.js";
+import { effectiveSettings } from "../../compare/settings.js";
 import { builtInSuites, resolveSuite } from "../../compare/suite.js";
 import { CompareError, type CompareTask, TASK_METRICS, TASK_NAME, type TaskMetric } from "../../compare/task.js";
 import { faultPoint } from "../../io/fault.js";
+import { loadConfig } from "../../io/hf-folder.js";
+import { usablePositions } from "../../models/positions.js";
 import { DATA_FORMATS } from "../../train/data/index.js";
 import { type CommandSpec, type Flags, UsageError } from "../args.js";
 
@@ -104,7 +107,15 @@ export const compareCommand: CommandSpec = {
       max: 604_800,
     },
     { name: "batch-size", type: "int", meta: "N", help: "examples per step", default: 8, min: 1, max: 65_536 },
-    { name: "max-length", type: "int", meta: "N", help: "longest example in tokens", default: 256, min: 1, max: 1_000_000 },
+    {
+      name: "max-length",
+      type: "int",
+      meta: "N",
+      help: "longest example in tokens (at most the model's positions: lower per task if needed)",
+      default: 256,
+      min: 1,
+      max: 1_000_000,
+    },
     {
       name: "lr",
       type: "number",
@@ -264,13 +275,19 @@ export async function runCompare(o: Flags): Promise<number> {
   } catch (e) {
     throw e instanceof CompareError ? new UsageError(e.message) : e;
   }
-  const settings = (m: string): RunSettings => ({
-    lr: (o.lr as number | undefined) ?? DEFAULT_LR[m],
-    maxSteps: o.maxSteps as number,
-    runSeconds: (o.timeBudget as number | undefined) ?? null,
-    batchSize: o.batchSize as number,
-    maxLength: o.maxLength as number,
-  });
+  const limits = new Map(suite.tasks.map((t) => [t.name, usablePositions(loadConfig(t.model))?.limit ?? null]));
+  const settings = (t: CompareTask, m: string): RunSettings =>
+    effectiveSettings(
+      t,
+      {
+        lr: (o.lr as number | undefined) ?? DEFAULT_LR[m],
+        maxSteps: o.maxSteps as number,
+        runSeconds: (o.timeBudget as number | undefined) ?? null,
+        batchSize: o.batchSize as number,
+        maxLength: o.maxLength as number,
+      },
+      limits.get(t.name) ?? null,
+    );
   const plan = makePlan({
     tasks: suite.tasks,
     methods: [...new Set(methods)],
@@ -281,7 +298,9 @@ export async function runCompare(o: Flags): Promise<number> {
   if (o.dryRun) {
     const done = new Set(readRows(rowsPath).rows.map((r) => r.run_id));
     for (const r of plan)
-      console.log(`${done.has(r.runId) ? "done" : "todo"} ${r.runId} lr=${r.settings.lr}${r.budget ? ` (${r.budget})` : ""}`);
+      console.log(
+        `${done.has(r.runId) ? "done" : "todo"} ${r.runId} lr=${r.settings.lr} steps=${r.settings.maxSteps} batch=${r.settings.batchSize} max_length=${r.settings.maxLength}${r.budget ? ` (${r.budget})` : ""}`,
+      );
     return 0;
   }
   const release = takeLock(outputDir);

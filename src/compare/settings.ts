@@ -1,0 +1,25 @@
+/**
+ * The effective settings of a task's runs: the task's own fields (suite max_steps, batch_size,
+ * max_length) win over the command line's values, and the max length never exceeds the model's
+ * usable positions (longer inputs would index past its position table).
+ */
+import type { RunSettings } from "./plan.js";
+import type { CompareTask } from "./task.js";
+
+export interface CommandSettings {
+  lr: number;
+  maxSteps: number;
+  runSeconds: number | null;
+  batchSize: number;
+  maxLength: number;
+}
+
+export function effectiveSettings(task: CompareTask, cli: CommandSettings, positions: number | null): RunSettings {
+  return {
+    lr: cli.lr,
+    maxSteps: task.maxSteps ?? cli.maxSteps,
+    runSeconds: cli.runSeconds,
+    batchSize: task.batchSize ?? cli.batchSize,
+    maxLength: Math.min(task.maxLength ?? cli.maxLength, positions ?? Number.POSITIVE_INFINITY),
+  };
+}
