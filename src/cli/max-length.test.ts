@@ -34,7 +34,52 @@ test("train and eval: --max-length above the model's positions is a one-line usa
   }
 });
 
-test("train without --max-length clamps the default to the model's positions", () => {
+test("train, prompt tuning: the soft tokens take positions too", () => {
+  const r = runCli([
+    "train",
+    "--model",
+    BERT,
+    "--data",
+    DATA,
+    "--method",
+    "prompt",
+    "--num-virtual-tokens",
+    "20",
+    "--max-length",
+    "128",
+    "--output-dir",
+    join(tmp, "c"),
+  ]);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(
+    r.stderr,
+    /--max-length 128: the model .*wordnet-bert takes at most 128 tokens, 20 of them taken by --num-virtual-tokens \(/,
+  );
+});
+
+test("train without --max-length clamps the default to the model's positions (minus prompt tokens)", () => {
+  const p = runCli([
+    "train",
+    "--model",
+    BERT,
+    "--data",
+    DATA,
+    "--method",
+    "prompt",
+    "--num-virtual-tokens",
+    "20",
+    "--max-steps",
+    "1",
+    "--batch-size",
+    "2",
+    "--threads",
+    "1",
+    "--eval-fraction",
+    "0",
+    "--output-dir",
+    join(tmp, "p"),
+  ]);
+  assert.equal(p.code, 0, p.stderr);
   const out = join(tmp, "b");
   const r = runCli([
     "train",

@@ -9,13 +9,20 @@ import { UsageError } from "./args.js";
 
 export const DEFAULT_MAX_LENGTH = 512;
 
-export function effectiveMaxLength(modelDir: string, given: number | undefined, fallback = DEFAULT_MAX_LENGTH): number {
+/** `virtualTokens`: prompt/prefix soft tokens, which take positions too (0 for other methods). */
+export function effectiveMaxLength(modelDir: string, given: number | undefined, virtualTokens = 0, fallback = DEFAULT_MAX_LENGTH): number {
   const p = usablePositions(loadConfig(modelDir));
   if (p === null) return given ?? fallback;
-  if (given === undefined) return Math.min(fallback, p.limit);
-  if (given > p.limit)
+  const room = p.limit - virtualTokens;
+  const soft = virtualTokens ? `, ${virtualTokens} of them taken by --num-virtual-tokens` : "";
+  if (room < 1)
     throw new UsageError(
-      `--max-length ${given}: the model ${modelDir} takes at most ${p.limit} tokens (${join(modelDir, "config.json")}: ${p.source})`,
+      `--num-virtual-tokens ${virtualTokens}: the model ${modelDir} takes at most ${p.limit} tokens (${join(modelDir, "config.json")}: ${p.source})`,
+    );
+  if (given === undefined) return Math.min(fallback, room);
+  if (given > room)
+    throw new UsageError(
+      `--max-length ${given}: the model ${modelDir} takes at most ${p.limit} tokens${soft} (${join(modelDir, "config.json")}: ${p.source})`,
     );
   return given;
 }

@@ -13,6 +13,10 @@ test("the task's own fields win over the command line; max length stops at the m
   assert.equal(effectiveSettings(task, { ...cli, maxLength: 64 }, 128).maxLength, 64);
   const own = effectiveSettings({ ...task, maxSteps: 30, batchSize: 4, maxLength: 512 }, cli, 128);
   assert.deepEqual(own, { ...cli, maxSteps: 30, batchSize: 4, maxLength: 128 });
+  // Prompt/prefix soft tokens take positions too.
+  assert.equal(effectiveSettings(task, cli, 128, 20).maxLength, 108);
+  assert.equal(effectiveSettings(task, { ...cli, maxLength: 64 }, 128, 20).maxLength, 64);
+  assert.equal(effectiveSettings(task, cli, null, 20).maxLength, 256);
 });
 
 test("a changed task budget gives new run ids (no reuse of rows trained otherwise)", () => {

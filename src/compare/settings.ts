@@ -14,12 +14,19 @@ export interface CommandSettings {
   maxLength: number;
 }
 
-export function effectiveSettings(task: CompareTask, cli: CommandSettings, positions: number | null): RunSettings {
+/**
+ * `virtualTokens`: soft tokens of prompt/prefix tuning, which take positions too (prompt tokens
+ * sit in the sequence; a prefix shifts the real tokens' positions), so they come off the limit.
+ */
+export function effectiveSettings(task: CompareTask, cli: CommandSettings, positions: number | null, virtualTokens = 0): RunSettings {
   return {
     lr: cli.lr,
     maxSteps: task.maxSteps ?? cli.maxSteps,
     runSeconds: cli.runSeconds,
     batchSize: task.batchSize ?? cli.batchSize,
-    maxLength: Math.min(task.maxLength ?? cli.maxLength, positions ?? Number.POSITIVE_INFINITY),
+    maxLength: Math.max(
+      1,
+      Math.min(task.maxLength ?? cli.maxLength, positions === null ? Number.POSITIVE_INFINITY : positions - virtualTokens),
+    ),
   };
 }

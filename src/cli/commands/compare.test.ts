@@ -219,19 +219,25 @@ describe("peftkit compare", () => {
     );
   });
 
-  test("--dry-run: a task's own settings win; max length stops at the model's positions (wordnet-bert: 128)", () => {
+  test("--dry-run: a task's own settings win; max length stops at the model's positions (wordnet-bert: 128, minus soft tokens)", () => {
     const suite = file(
       "own.yaml",
       `name: own\ntasks:\n  - name: enc\n    model: ${join(REPO_ROOT, "models/wordnet-bert")}\n    train: ctrain.jsonl\n    eval: ceval.jsonl\n    metric: accuracy\n    max_steps: 7\n    batch_size: 2\n  - name: dec\n    model: ${MODEL}\n    train: ctrain.jsonl\n    eval: ceval.jsonl\n    metric: accuracy\n    max_length: 64\n`,
     );
-    const r = run(["--suite", suite, "--methods", "ia3", "--dry-run", "--output-dir", join(tmp, "own")]);
+    const r = run(["--suite", suite, "--methods", "ia3,prompt", "--dry-run", "--output-dir", join(tmp, "own")]);
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(
       r.stdout
         .trim()
         .split("\n")
         .map((l) => l.replace(/\.[0-9a-f]{6} /, " ")),
-      ["todo enc.ia3.default.s0 lr=0.05 steps=7 batch=2 max_length=128", "todo dec.ia3.default.s0 lr=0.05 steps=100 batch=8 max_length=64"],
+      [
+        "todo enc.ia3.default.s0 lr=0.05 steps=7 batch=2 max_length=128",
+        // Prompt tuning's 20 soft tokens take positions too.
+        "todo enc.prompt.tokens=20.s0 lr=0.05 steps=7 batch=2 max_length=108",
+        "todo dec.ia3.default.s0 lr=0.05 steps=100 batch=8 max_length=64",
+        "todo dec.prompt.tokens=20.s0 lr=0.05 steps=100 batch=8 max_length=64",
+      ],
     );
   });
 

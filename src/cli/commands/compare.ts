@@ -276,7 +276,7 @@ export async function runCompare(o: Flags): Promise<number> {
     throw e instanceof CompareError ? new UsageError(e.message) : e;
   }
   const limits = new Map(suite.tasks.map((t) => [t.name, usablePositions(loadConfig(t.model))?.limit ?? null]));
-  const settings = (t: CompareTask, m: string): RunSettings =>
+  const settings = (t: CompareTask, m: string, c: MethodConfig): RunSettings =>
     effectiveSettings(
       t,
       {
@@ -287,6 +287,7 @@ export async function runCompare(o: Flags): Promise<number> {
         maxLength: o.maxLength as number,
       },
       limits.get(t.name) ?? null,
+      c.knob === "tokens" ? (c.value ?? 0) : 0,
     );
   const plan = makePlan({
     tasks: suite.tasks,

@@ -119,7 +119,9 @@ export const trainCommand: CommandSpec = {
     // Numeric ranges were checked by parseFlags from the flags' bounds.
     const ef = o.evalFraction as number;
     const modelDir = requireDir(o.model as string, "--model");
-    o.maxLength = effectiveMaxLength(modelDir, o.maxLength as number | undefined);
+    // Prompt/prefix soft tokens take positions too (in the sequence, or shifting the real ones).
+    const soft = o.method === "prompt" || o.method === "prefix" ? (o.numVirtualTokens as number) : 0;
+    o.maxLength = effectiveMaxLength(modelDir, o.maxLength as number | undefined, soft);
     if (!existsSync(o.data as string)) throw new UsageError(`--data ${o.data}: no such file or folder`);
     if (o.evalData && !existsSync(o.evalData as string)) throw new UsageError(`--eval-data ${o.evalData}: no such file or folder`);
     if (!existsSync(join(modelDir, "tokenizer.json"))) throw new UsageError(`--model ${modelDir}: no tokenizer.json`);
