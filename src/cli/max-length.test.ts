@@ -80,6 +80,9 @@ test("train without --max-length clamps the default to the model's positions (mi
     join(tmp, "p"),
   ]);
   assert.equal(p.code, 0, p.stderr);
+  // eval reads the adapter's soft tokens from its adapter_config.json.
+  const e = runCli(["eval", "--model", BERT, "--adapter", join(tmp, "p"), "--data", DATA, "--threads", "1"]);
+  assert.equal(e.code, 0, e.stderr);
   const out = join(tmp, "b");
   const r = runCli([
     "train",

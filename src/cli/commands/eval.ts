@@ -7,7 +7,7 @@ import { table } from "../../train/progress.js";
 import { completionItems } from "../../train/run.js";
 import { type CommandSpec, UsageError } from "../args.js";
 import { loadModelAndAdapter, requireDir } from "../load.js";
-import { effectiveMaxLength } from "../max-length.js";
+import { adapterVirtualTokens, effectiveMaxLength } from "../max-length.js";
 
 export const evalCommand: CommandSpec = {
   name: "eval",
@@ -52,7 +52,8 @@ export const evalCommand: CommandSpec = {
   examples: ["peftkit eval --model models/wordnet-llama --adapter runs/demo --data eval.jsonl"],
   async run(o) {
     if (!existsSync(o.data as string)) throw new UsageError(`--data ${o.data}: no such file or folder`);
-    o.maxLength = effectiveMaxLength(requireDir(o.model as string, "--model"), o.maxLength as number | undefined);
+    const soft = adapterVirtualTokens(o.adapter as string | undefined);
+    o.maxLength = effectiveMaxLength(requireDir(o.model as string, "--model"), o.maxLength as number | undefined, soft);
     const { model, peft, tokenizer, labels } = await loadModelAndAdapter(o.model as string, {
       adapter: o.adapter as string | undefined,
       threads: o.threads as number | undefined,
