@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { writeFileAtomic } from "../io/atomic-write.js";
 import { faultPoint } from "../io/fault.js";
 import { PACKAGE_ROOT } from "../util/paths.js";
+import { endOrphan } from "./orphan.js";
 import type { PlannedRun } from "./plan.js";
 import type { CompareRow } from "./rows.js";
 import { CompareError, metricKey } from "./task.js";
@@ -58,6 +59,7 @@ function lastLines(file: string, n: number): string {
 
 export async function executeRun(run: PlannedRun, o: RunnerOptions): Promise<CompareRow> {
   const runDir = resolve(o.outputDir, "runs", run.runId);
+  await endOrphan(runDir, WORKER);
   rmSync(runDir, { recursive: true, force: true });
   mkdirSync(runDir, { recursive: true });
   const spec: WorkerSpec = {

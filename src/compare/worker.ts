@@ -13,6 +13,7 @@ import { installNodeCompileCache } from "../io/compile-cache.js";
 import { faultPoint } from "../io/fault.js";
 import { SafetensorsFile } from "../io/safetensors.js";
 import { fullFineTune } from "./full-run.js";
+import { recordWorkerPid } from "./orphan.js";
 
 export interface WorkerSpec {
   kind: "peft" | "full";
@@ -100,6 +101,7 @@ async function main(): Promise<void> {
   // Runs of a compare share their graphs' shapes often: the compile cache saves ORT's optimizer.
   installNodeCompileCache();
   const spec = JSON.parse(readFileSync(process.argv[2], "utf8")) as WorkerSpec;
+  recordWorkerPid(spec.runDir);
   const r = spec.kind === "full" ? await fullFineTune(spec, () => process.send?.({ phase: "trained" })) : await peftRun(spec);
   const result: WorkerResult = { ...r, max_rss_kb: process.resourceUsage().maxRSS };
   writeFileAtomic(join(spec.runDir, "result.json"), `${JSON.stringify(result, null, 2)}\n`);
