@@ -34,6 +34,7 @@ export async function fullFineTune(s: WorkerSpec, onTrained: () => void): Promis
   const ev = await loadDataset(s.eval, { ...loadOpts, format: data.format, labels: labelNames });
   const model = await PreTrainedModel.load(s.model, head, {
     numLabels: labelNames?.length,
+    threads: s.threads,
   });
   const seen = new Set<unknown>();
   let params = 0;
@@ -44,7 +45,7 @@ export async function fullFineTune(s: WorkerSpec, onTrained: () => void): Promis
   }
   const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
   const stream = new BatchStream(examples, { batchSize: s.batchSize, seed: s.seed, padId });
-  const trainer = await FullTrainer.create(model, { optimizer: { kind: "adamw" }, clipNorm: 1 });
+  const trainer = await FullTrainer.create(model, { optimizer: { kind: "adamw" }, clipNorm: 1, compile: { threads: s.threads } });
   const started = Date.now();
   let steps = 0;
   let tokens = 0;

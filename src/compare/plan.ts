@@ -44,7 +44,8 @@ export interface PlanInput {
   /** The configurations of a method on a task (with the budget that chose each). */
   configs: (task: CompareTask, method: string) => { config: MethodConfig; budget: string | null }[];
   seeds: number;
-  settings: (method: string) => RunSettings;
+  /** The effective settings of a method's runs on a task (task fields and model limits applied). */
+  settings: (task: CompareTask, method: string, config: MethodConfig) => RunSettings;
 }
 
 /** Runs in order task → method → configuration → seed. */
@@ -52,10 +53,11 @@ export function makePlan(p: PlanInput): PlannedRun[] {
   const runs: PlannedRun[] = [];
   for (const task of p.tasks)
     for (const method of p.methods) {
-      const settings = p.settings(method);
-      for (const { config, budget } of p.configs(task, method))
+      for (const { config, budget } of p.configs(task, method)) {
+        const settings = p.settings(task, method, config);
         for (let seed = 0; seed < p.seeds; seed++)
           runs.push({ runId: runId(task.name, method, config, seed, settings), task, method, config, budget, seed, settings });
+      }
     }
   return runs;
 }

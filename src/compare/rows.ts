@@ -30,6 +30,10 @@ export interface CompareRow {
   peak_rss_mb: number;
   steps: number;
   lr: number;
+  /** The run's effective budget (task fields and the model's position limit applied); absent in older rows. */
+  max_steps?: number;
+  batch_size?: number;
+  max_length?: number;
   started_at: string;
   finished_at: string;
   peftkit_version: string;

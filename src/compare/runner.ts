@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { writeFileAtomic } from "../io/atomic-write.js";
 import { faultPoint } from "../io/fault.js";
 import { PACKAGE_ROOT } from "../util/paths.js";
+import { endOrphan } from "./orphan.js";
 import type { PlannedRun } from "./plan.js";
 import type { CompareRow } from "./rows.js";
 import { CompareError, metricKey } from "./task.js";
@@ -58,6 +59,7 @@ function lastLines(file: string, n: number): string {
 
 export async function executeRun(run: PlannedRun, o: RunnerOptions): Promise<CompareRow> {
   const runDir = resolve(o.outputDir, "runs", run.runId);
+  await endOrphan(runDir, WORKER);
   rmSync(runDir, { recursive: true, force: true });
   mkdirSync(runDir, { recursive: true });
   const spec: WorkerSpec = {
@@ -74,6 +76,7 @@ export async function executeRun(run: PlannedRun, o: RunnerOptions): Promise<Com
     maxSteps: run.settings.maxSteps,
     runSeconds: run.settings.runSeconds,
     seed: run.seed,
+    ...(o.threads !== undefined ? { threads: o.threads } : {}),
   };
   const specPath = join(runDir, "spec.json");
   writeFileAtomic(specPath, `${JSON.stringify(spec, null, 2)}\n`);
@@ -122,6 +125,9 @@ export async function executeRun(run: PlannedRun, o: RunnerOptions): Promise<Com
     peak_rss_mb: Math.round(r.max_rss_kb / 1024),
     steps: r.steps,
     lr: run.settings.lr,
+    max_steps: run.settings.maxSteps,
+    batch_size: run.settings.batchSize,
+    max_length: run.settings.maxLength,
     started_at: startedAt.toISOString(),
     finished_at: new Date().toISOString(),
     peftkit_version: PEFTKIT_VERSION,

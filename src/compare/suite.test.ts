@@ -26,6 +26,12 @@ describe("suite files", () => {
     assert.equal(s.tasks[0].chance, 0.5);
   });
 
+  test("per-task settings: max_steps, batch_size, max_length", () => {
+    const s = readSuiteFile(suite(`name: mine\ntasks:\n${TASK}    max_steps: 50\n    batch_size: 4\n    max_length: 64\n`));
+    assert.deepEqual([s.tasks[0].maxSteps, s.tasks[0].batchSize, s.tasks[0].maxLength], [50, 4, 64]);
+    assert.equal(readSuiteFile(suite(`name: mine\ntasks:\n${TASK}`)).tasks[0].maxSteps, undefined);
+  });
+
   test("malformed suites: one line naming the file and the field", () => {
     const cases: [string, RegExp][] = [
       ["name: x\ntasks: []\n", /: tasks: must be a non-empty list/],
@@ -37,6 +43,9 @@ describe("suite files", () => {
       [`name: x\ntasks:\n${TASK}${TASK}`, /tasks\[1\]\.name: "t1" is used by an earlier task/],
       [`name: x\ntasks:\n${TASK}    epochs: 3\n`, /tasks\[0\]\.epochs: unknown field/],
       [`name: x\ntasks:\n${TASK}    chance: high\n`, /tasks\[0\]\.chance: must be a number/],
+      [`name: x\ntasks:\n${TASK}    max_steps: 0\n`, /tasks\[0\]\.max_steps: must be a whole number ≥ 1, got 0/],
+      [`name: x\ntasks:\n${TASK}    batch_size: big\n`, /tasks\[0\]\.batch_size: must be a whole number ≥ 1, got "big"/],
+      [`name: x\ntasks:\n${TASK}    max_length: 1.5\n`, /tasks\[0\]\.max_length: must be a whole number ≥ 1, got 1\.5/],
       ["name: x\ntasks: [\n", /not valid YAML/],
     ];
     for (const [yaml, re] of cases) {

@@ -7,7 +7,7 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { writeWordnetBench } from "../data/wordnet-bench/index.js";
 import { DATA_FORMATS } from "../train/data/index.js";
-import { CompareError, type CompareTask, TASK_METRICS, TASK_NAME, type TaskMetric } from "./task.js";
+import { CompareError, type CompareTask, TASK_METRICS, TASK_NAME, TASK_SETTINGS, type TaskMetric } from "./task.js";
 
 export interface Suite {
   name: string;
@@ -22,7 +22,7 @@ export const builtInSuites: Record<string, (dir: string) => Promise<CompareTask[
   "wordnet-bench": (dir) => writeWordnetBench(dir),
 };
 
-const TASK_FIELDS = ["name", "description", "model", "train", "eval", "metric", "chance", "format"];
+const TASK_FIELDS = ["name", "description", "model", "train", "eval", "metric", "chance", "format", ...Object.keys(TASK_SETTINGS)];
 
 /** Checks one task of a suite (paths resolved against `baseDir`); `where` prefixes messages. */
 export function validateTask(raw: unknown, where: string, baseDir: string): CompareTask {
@@ -51,6 +51,14 @@ export function validateTask(raw: unknown, where: string, baseDir: string): Comp
   const chance = t.chance;
   if (chance !== undefined && (typeof chance !== "number" || !Number.isFinite(chance)))
     throw new CompareError(`${where}.chance: must be a number, got ${JSON.stringify(chance)}`);
+  const own: Partial<Pick<CompareTask, "maxSteps" | "batchSize" | "maxLength">> = {};
+  for (const [field, key] of Object.entries(TASK_SETTINGS)) {
+    const v = t[field];
+    if (v === undefined || v === null) continue;
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > 10_000_000)
+      throw new CompareError(`${where}.${field}: must be a whole number ≥ 1, got ${JSON.stringify(v)}`);
+    own[key] = v;
+  }
   const path = (field: string): string => {
     const p = str(field, true) as string;
     const abs = isAbsolute(p) ? p : resolve(baseDir, p);
@@ -66,6 +74,7 @@ export function validateTask(raw: unknown, where: string, baseDir: string): Comp
     metric: metric as TaskMetric,
     ...(chance !== undefined ? { chance: chance as number } : {}),
     ...(format !== undefined ? { format } : {}),
+    ...own,
   };
 }
 

@@ -20,7 +20,14 @@ export interface CompareTask {
   chance?: number;
   /** Record format; detected when absent. */
   format?: string;
+  /** The task's own budget (suite fields max_steps, batch_size, max_length): each wins over the command line's value. */
+  maxSteps?: number;
+  batchSize?: number;
+  maxLength?: number;
 }
+
+/** Suite field → task field of the per-task settings. */
+export const TASK_SETTINGS = { max_steps: "maxSteps", batch_size: "batchSize", max_length: "maxLength" } as const;
 
 /** A task the harness cannot run (bad suite entry, missing file, eval data without labels, ...). */
 export class CompareError extends PeftkitError {}

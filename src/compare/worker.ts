@@ -13,6 +13,7 @@ import { installNodeCompileCache } from "../io/compile-cache.js";
 import { faultPoint } from "../io/fault.js";
 import { SafetensorsFile } from "../io/safetensors.js";
 import { fullFineTune } from "./full-run.js";
+import { recordWorkerPid } from "./orphan.js";
 
 export interface WorkerSpec {
   kind: "peft" | "full";
@@ -29,6 +30,8 @@ export interface WorkerSpec {
   maxSteps: number;
   runSeconds: number | null;
   seed: number;
+  /** ORT intra-op threads (training and evaluation); all cores when absent. */
+  threads?: number;
 }
 
 export interface WorkerResult {
@@ -74,6 +77,7 @@ async function peftRun(s: WorkerSpec): Promise<Omit<WorkerResult, "max_rss_kb">>
     String(s.maxLength),
   ];
   if (s.format) evalArgs.push("--format", s.format);
+  if (s.threads !== undefined) evalArgs.push("--threads", String(s.threads));
   const ecode = await evalCommand.run(parseFlags(evalArgs, evalCommand));
   if (ecode !== 0) throw new Error(`evaluation failed (exit code ${ecode})`);
   const evalResult = JSON.parse(readFileSync(evalFile, "utf8")) as Record<string, unknown>;
@@ -97,6 +101,7 @@ async function main(): Promise<void> {
   // Runs of a compare share their graphs' shapes often: the compile cache saves ORT's optimizer.
   installNodeCompileCache();
   const spec = JSON.parse(readFileSync(process.argv[2], "utf8")) as WorkerSpec;
+  recordWorkerPid(spec.runDir);
   const r = spec.kind === "full" ? await fullFineTune(spec, () => process.send?.({ phase: "trained" })) : await peftRun(spec);
   const result: WorkerResult = { ...r, max_rss_kb: process.resourceUsage().maxRSS };
   writeFileAtomic(join(spec.runDir, "result.json"), `${JSON.stringify(result, null, 2)}\n`);

@@ -156,6 +156,36 @@ describe("peftkit compare", () => {
     assert.ok(!existsSync(join(out, ".compare.lock")));
   });
 
+  test("--jobs 2: killed with two runs in flight, rerun: no duplicate and no missing row", () => {
+    const out = join(tmp, "resume-jobs");
+    const args = ["--suite", SUITE, "--methods", "ia3,lora", "--budgets", "r=2,4", ...FAST, "--jobs", "2", "--output-dir", out];
+    const planned = run([...args, "--dry-run"])
+      .stdout.trim()
+      .split("\n")
+      .map((l) => l.split(" ")[1])
+      .sort();
+    assert.equal(planned.length, 3);
+    // Dies when the second of the two runs in flight has trained: both children go with it.
+    const k = run(args, { PEFTKIT_FAULT_AT: "compare-run-trained#2" });
+    assert.equal(k.signal, "SIGKILL", k.stderr);
+    const first = rowsOf(out);
+    assert.ok(first.length <= 1);
+    // Killed again right after a row is written.
+    const k2 = run(args, { PEFTKIT_FAULT_AT: "compare-row-written#1" });
+    assert.equal(k2.signal, "SIGKILL", k2.stderr);
+    assert.equal(rowsOf(out).length, first.length + 1);
+    const done = run(args);
+    assert.equal(done.code, 0, done.stderr);
+    assert.match(done.stdout, new RegExp(`${first.length + 1} already done, ${2 - first.length} to run`));
+    // One whole progress line per finished run, whatever order they end in.
+    for (const l of done.stdout.split("\n").filter((x) => x.startsWith("[")))
+      assert.match(l, /^\[\d\/\d\] kinds-cls\.\S+ \(lr [\d.e-]+\) \.\.\. accuracy \d\.\d{4}, /);
+    const rows = rowsOf(out);
+    assert.deepEqual(rows.map((r) => r.run_id).sort(), planned, "every planned run once");
+    assert.deepEqual(rows.slice(0, first.length), first, "finished rows are kept as they were");
+    assert.ok(!existsSync(join(out, ".compare.lock")));
+  });
+
   test("--budgets params=N picks the configuration nearest in trainable parameters (--dry-run)", () => {
     const r = run([
       "--model",
@@ -180,11 +210,33 @@ describe("peftkit compare", () => {
     assert.deepEqual(
       lines.map((l) => l.replace(/\.[0-9a-f]{6} /, " ")),
       [
-        "todo task.lora.r=1.s0 lr=0.002 (params=10000)",
-        "todo task.lora.r=8.s0 lr=0.002 (params=150000)",
-        "todo task.prompt.tokens=32.s0 lr=0.05 (params=10000)",
-        "todo task.prompt.tokens=256.s0 lr=0.05 (params=150000)",
-        "todo task.ia3.default.s0 lr=0.05",
+        "todo task.lora.r=1.s0 lr=0.002 steps=100 batch=8 max_length=256 (params=10000)",
+        "todo task.lora.r=8.s0 lr=0.002 steps=100 batch=8 max_length=256 (params=150000)",
+        "todo task.prompt.tokens=32.s0 lr=0.05 steps=100 batch=8 max_length=256 (params=10000)",
+        "todo task.prompt.tokens=256.s0 lr=0.05 steps=100 batch=8 max_length=256 (params=150000)",
+        "todo task.ia3.default.s0 lr=0.05 steps=100 batch=8 max_length=256",
+      ],
+    );
+  });
+
+  test("--dry-run: a task's own settings win; max length stops at the model's positions (wordnet-bert: 128, minus soft tokens)", () => {
+    const suite = file(
+      "own.yaml",
+      `name: own\ntasks:\n  - name: enc\n    model: ${join(REPO_ROOT, "models/wordnet-bert")}\n    train: ctrain.jsonl\n    eval: ceval.jsonl\n    metric: accuracy\n    max_steps: 7\n    batch_size: 2\n  - name: dec\n    model: ${MODEL}\n    train: ctrain.jsonl\n    eval: ceval.jsonl\n    metric: accuracy\n    max_length: 64\n`,
+    );
+    const r = run(["--suite", suite, "--methods", "ia3,prompt", "--dry-run", "--output-dir", join(tmp, "own")]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(
+      r.stdout
+        .trim()
+        .split("\n")
+        .map((l) => l.replace(/\.[0-9a-f]{6} /, " ")),
+      [
+        "todo enc.ia3.default.s0 lr=0.05 steps=7 batch=2 max_length=128",
+        // Prompt tuning's 20 soft tokens take positions too.
+        "todo enc.prompt.tokens=20.s0 lr=0.05 steps=7 batch=2 max_length=108",
+        "todo dec.ia3.default.s0 lr=0.05 steps=100 batch=8 max_length=64",
+        "todo dec.prompt.tokens=20.s0 lr=0.05 steps=100 batch=8 max_length=64",
       ],
     );
   });

@@ -1,4 +1,5 @@
 import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import {
   type Budgets,
@@ -12,12 +13,16 @@ import {
 import { checkTaskData, defaultMetric } from "../../compare/check-data.js";
 import { ParamCounter } from "../../compare/param-count.js";
 import { makePlan, type PlannedRun, type RunSettings } from "../../compare/plan.js";
+import { runPool, threadsPerJob } from "../../compare/pool.js";
 import { writeReport } from "../../compare/report.js";
 import { appendRow, readRows, repairRows } from "../../compare/rows.js";
 import { executeRun, RunFailedError } from "../../compare/runner.js";
+import { effectiveSettings } from "../../compare/settings.js";
 import { builtInSuites, resolveSuite } from "../../compare/suite.js";
 import { CompareError, type CompareTask, TASK_METRICS, TASK_NAME, type TaskMetric } from "../../compare/task.js";
 import { faultPoint } from "../../io/fault.js";
+import { loadConfig } from "../../io/hf-folder.js";
+import { usablePositions } from "../../models/positions.js";
 import { DATA_FORMATS } from "../../train/data/index.js";
 import { type CommandSpec, type Flags, UsageError } from "../args.js";
 
@@ -82,6 +87,15 @@ export const compareCommand: CommandSpec = {
       meta: "SPEC",
       help: 'configurations: "r=4,8,16;tokens=10,20;bottleneck=16,64" or "params=10k,100k" (nearest configuration per method)',
     },
+    {
+      name: "jobs",
+      type: "int",
+      meta: "N",
+      help: "runs at once, each in its own process with floor(cores / N) threads unless --threads is given",
+      default: 1,
+      min: 1,
+      max: 64,
+    },
     { name: "seeds", type: "int", meta: "N", help: "seeds per configuration (0..N-1)", default: 1, min: 1, max: 1000 },
     { name: "max-steps", type: "int", meta: "N", help: "optimizer steps per run", default: 100, min: 1, max: 10_000_000 },
     {
@@ -93,7 +107,15 @@ export const compareCommand: CommandSpec = {
       max: 604_800,
     },
     { name: "batch-size", type: "int", meta: "N", help: "examples per step", default: 8, min: 1, max: 65_536 },
-    { name: "max-length", type: "int", meta: "N", help: "longest example in tokens", default: 256, min: 1, max: 1_000_000 },
+    {
+      name: "max-length",
+      type: "int",
+      meta: "N",
+      help: "longest example in tokens (at most the model's positions: lower per task if needed)",
+      default: 256,
+      min: 1,
+      max: 1_000_000,
+    },
     {
       name: "lr",
       type: "number",
@@ -253,13 +275,20 @@ export async function runCompare(o: Flags): Promise<number> {
   } catch (e) {
     throw e instanceof CompareError ? new UsageError(e.message) : e;
   }
-  const settings = (m: string): RunSettings => ({
-    lr: (o.lr as number | undefined) ?? DEFAULT_LR[m],
-    maxSteps: o.maxSteps as number,
-    runSeconds: (o.timeBudget as number | undefined) ?? null,
-    batchSize: o.batchSize as number,
-    maxLength: o.maxLength as number,
-  });
+  const limits = new Map(suite.tasks.map((t) => [t.name, usablePositions(loadConfig(t.model))?.limit ?? null]));
+  const settings = (t: CompareTask, m: string, c: MethodConfig): RunSettings =>
+    effectiveSettings(
+      t,
+      {
+        lr: (o.lr as number | undefined) ?? DEFAULT_LR[m],
+        maxSteps: o.maxSteps as number,
+        runSeconds: (o.timeBudget as number | undefined) ?? null,
+        batchSize: o.batchSize as number,
+        maxLength: o.maxLength as number,
+      },
+      limits.get(t.name) ?? null,
+      c.knob === "tokens" ? (c.value ?? 0) : 0,
+    );
   const plan = makePlan({
     tasks: suite.tasks,
     methods: [...new Set(methods)],
@@ -270,7 +299,9 @@ export async function runCompare(o: Flags): Promise<number> {
   if (o.dryRun) {
     const done = new Set(readRows(rowsPath).rows.map((r) => r.run_id));
     for (const r of plan)
-      console.log(`${done.has(r.runId) ? "done" : "todo"} ${r.runId} lr=${r.settings.lr}${r.budget ? ` (${r.budget})` : ""}`);
+      console.log(
+        `${done.has(r.runId) ? "done" : "todo"} ${r.runId} lr=${r.settings.lr} steps=${r.settings.maxSteps} batch=${r.settings.batchSize} max_length=${r.settings.maxLength}${r.budget ? ` (${r.budget})` : ""}`,
+      );
     return 0;
   }
   const release = takeLock(outputDir);
@@ -294,27 +325,38 @@ export async function runCompare(o: Flags): Promise<number> {
     console.log(
       `compare ${suite.name}: ${plan.length} run(s) planned (${suite.tasks.length} task(s) × ${methods.length} method(s) × configurations × ${o.seeds} seed(s)); ${plan.length - todo.length} already done, ${todo.length} to run${kept ? `; ${kept} row(s) of other runs kept` : ""}`,
     );
-    for (const [i, run] of todo.entries()) {
-      if (stopping) break;
-      process.stdout.write(`[${i + 1}/${todo.length}] ${run.runId} (lr ${run.settings.lr}) ... `);
-      try {
-        const row = await executeRun(run, { outputDir, threads: o.threads as number | undefined });
-        appendRow(rowsPath, row);
-        faultPoint("compare-row-written");
-        console.log(
-          `${row.metric} ${row.metric_value.toFixed(4)}, ${row.trainable_params.toLocaleString("en-US")} trainable, ${row.wall_s.toFixed(1)} s, ${row.peak_rss_mb} MB`,
-        );
-      } catch (e) {
-        if (!(e instanceof RunFailedError)) throw e;
-        if (stopping) {
-          console.log("interrupted");
-          break;
+    const jobs = o.jobs as number;
+    const threads = (o.threads as number | undefined) ?? (jobs > 1 ? threadsPerJob(availableParallelism(), jobs) : undefined);
+    let finished = 0;
+    // One whole line per finished run: with --jobs > 1 runs end in any order.
+    const say = (run: PlannedRun, what: string) =>
+      console.log(`[${++finished}/${todo.length}] ${run.runId} (lr ${run.settings.lr}) ... ${what}`);
+    await runPool(
+      todo,
+      jobs,
+      () => stopping,
+      async (run) => {
+        try {
+          // Only this process appends to rows.jsonl, one whole line per run, so runs ending together cannot interleave.
+          const row = await executeRun(run, { outputDir, threads });
+          appendRow(rowsPath, row);
+          faultPoint("compare-row-written");
+          say(
+            run,
+            `${row.metric} ${row.metric_value.toFixed(4)}, ${row.trainable_params.toLocaleString("en-US")} trainable, ${row.wall_s.toFixed(1)} s, ${row.peak_rss_mb} MB`,
+          );
+        } catch (e) {
+          if (!(e instanceof RunFailedError)) throw e;
+          if (stopping) {
+            say(run, "interrupted");
+            return;
+          }
+          say(run, "failed");
+          process.stderr.write(`${e.message}\n`);
+          failures.push(run.runId);
         }
-        console.log("failed");
-        process.stderr.write(`${e.message}\n`);
-        failures.push(run.runId);
-      }
-    }
+      },
+    );
   } finally {
     process.off("SIGINT", onInt);
     release();

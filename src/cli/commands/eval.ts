@@ -6,7 +6,8 @@ import { type EvalBatch, evaluate } from "../../train/evaluate.js";
 import { table } from "../../train/progress.js";
 import { completionItems } from "../../train/run.js";
 import { type CommandSpec, UsageError } from "../args.js";
-import { loadModelAndAdapter } from "../load.js";
+import { loadModelAndAdapter, requireDir } from "../load.js";
+import { adapterVirtualTokens, effectiveMaxLength } from "../max-length.js";
 
 export const evalCommand: CommandSpec = {
   name: "eval",
@@ -25,7 +26,13 @@ export const evalCommand: CommandSpec = {
     },
     { name: "format", type: "string", help: "record format (default: detected)", choices: DATA_FORMATS },
     { name: "batch-size", type: "int", meta: "N", help: "examples per batch", default: 16, min: 1 },
-    { name: "max-length", type: "int", meta: "N", help: "longest example in tokens", default: 512, min: 1 },
+    {
+      name: "max-length",
+      type: "int",
+      meta: "N",
+      help: "longest example in tokens (default: 512, or the model's position limit if smaller)",
+      min: 1,
+    },
     {
       name: "exact-match-limit",
       type: "int",
@@ -45,6 +52,8 @@ export const evalCommand: CommandSpec = {
   examples: ["peftkit eval --model models/wordnet-llama --adapter runs/demo --data eval.jsonl"],
   async run(o) {
     if (!existsSync(o.data as string)) throw new UsageError(`--data ${o.data}: no such file or folder`);
+    const soft = adapterVirtualTokens(o.adapter as string | undefined);
+    o.maxLength = effectiveMaxLength(requireDir(o.model as string, "--model"), o.maxLength as number | undefined, soft);
     const { model, peft, tokenizer, labels } = await loadModelAndAdapter(o.model as string, {
       adapter: o.adapter as string | undefined,
       threads: o.threads as number | undefined,

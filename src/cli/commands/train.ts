@@ -11,6 +11,7 @@ import { runTraining } from "../../train/run.js";
 import type { ScheduleName } from "../../train/schedule.js";
 import { type CommandSpec, UsageError } from "../args.js";
 import { requireDir } from "../load.js";
+import { effectiveMaxLength } from "../max-length.js";
 
 /** The model head and PEFT task_type each record format trains. */
 /** The model head and PEFT task type each record format trains. */
@@ -44,7 +45,13 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   },
   { name: "format", type: "string", help: "record format (default: detected from the fields)", choices: DATA_FORMATS },
   { name: "on-bad-record", type: "string", help: "what to do with a malformed record", default: "error", choices: ["error", "skip"] },
-  { name: "max-length", type: "int", meta: "N", help: "longest example in tokens", default: 512, min: 1 },
+  {
+    name: "max-length",
+    type: "int",
+    meta: "N",
+    help: "longest example in tokens (default: 512, or the model's position limit if smaller)",
+    min: 1,
+  },
   { name: "pack", type: "boolean", help: "pack language-modelling examples into rows of --max-length tokens" },
   { name: "method", type: "string", help: "PEFT method", default: "lora", choices: METHODS },
   { name: "r", type: "int", meta: "N", help: "LoRA rank", default: 8, min: 1 },
@@ -112,6 +119,9 @@ export const trainCommand: CommandSpec = {
     // Numeric ranges were checked by parseFlags from the flags' bounds.
     const ef = o.evalFraction as number;
     const modelDir = requireDir(o.model as string, "--model");
+    // Prompt/prefix soft tokens take positions too (in the sequence, or shifting the real ones).
+    const soft = o.method === "prompt" || o.method === "prefix" ? (o.numVirtualTokens as number) : 0;
+    o.maxLength = effectiveMaxLength(modelDir, o.maxLength as number | undefined, soft);
     if (!existsSync(o.data as string)) throw new UsageError(`--data ${o.data}: no such file or folder`);
     if (o.evalData && !existsSync(o.evalData as string)) throw new UsageError(`--eval-data ${o.evalData}: no such file or folder`);
     if (!existsSync(join(modelDir, "tokenizer.json"))) throw new UsageError(`--model ${modelDir}: no tokenizer.json`);

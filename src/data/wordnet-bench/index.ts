@@ -9,7 +9,7 @@
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { stringify } from "yaml";
-import type { CompareTask } from "../../compare/task.js";
+import { type CompareTask, TASK_SETTINGS } from "../../compare/task.js";
 import { writeFileAtomic } from "../../io/atomic-write.js";
 import { PACKAGE_ROOT } from "../../util/paths.js";
 import { WordNet } from "../wordnet.js";
@@ -36,6 +36,8 @@ export interface BenchTask {
   /** Record format (documentation only; the loader detects it from the fields). */
   format: "classification" | "text_pair" | "token_classification" | "prompt_completion" | "chat";
   data: TaskData<object>;
+  /** The task's own budget, as in a suite file (each wins over the compare command line); unset: the command line's. */
+  settings?: Partial<Record<keyof typeof TASK_SETTINGS, number>>;
 }
 
 export interface WordnetBenchOptions {
@@ -185,7 +187,7 @@ export async function writeWordnetBench(dir: string, opts: WordnetBenchOptions =
   mkdirSync(root, { recursive: true });
   const modelsDir = resolve(opts.modelsDir ?? defaultModelsDir());
   const out: CompareTask[] = [];
-  const suiteTasks: CompareTask[] = [];
+  const suiteTasks: Record<string, unknown>[] = [];
   for (const t of tasks) {
     const train = `${t.name}.train.jsonl`;
     const evalFile = `${t.name}.eval.jsonl`;
@@ -199,8 +201,14 @@ export async function writeWordnetBench(dir: string, opts: WordnetBenchOptions =
       chance: round4(chanceLevel(t.data.eval)),
       // No `format`: the loader detects it from the fields, so this file does not depend on its format names.
     };
-    out.push({ ...base, train: join(root, train), eval: join(root, evalFile) });
-    suiteTasks.push({ ...base, train, eval: evalFile });
+    const own = Object.entries(t.settings ?? {});
+    out.push({
+      ...base,
+      ...Object.fromEntries(own.map(([k, v]) => [TASK_SETTINGS[k as keyof typeof TASK_SETTINGS], v])),
+      train: join(root, train),
+      eval: join(root, evalFile),
+    });
+    suiteTasks.push({ ...base, ...Object.fromEntries(own), train, eval: evalFile });
   }
   writeFileAtomic(join(root, "suite.yaml"), stringify({ name: SUITE_NAME, tasks: suiteTasks }));
   return out;

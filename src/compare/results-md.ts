@@ -1,0 +1,116 @@
+/**
+ * docs/results.md from a compare's rows: pure (rows + metadata in, markdown out) so it is tested
+ * with fabricated rows. One table per task (full fine-tuning first, as the reference; chance
+ * shown; runs without a row listed with their reason), then one section per method with an
+ * HTML anchor that docs/methods/*.md link to.
+ */
+import { type Aggregate, aggregate, type Stat } from "./aggregate.js";
+import type { CompareRow } from "./rows.js";
+
+export interface ResultsMeta {
+  command: string;
+  /** The peftkit compare command it ran, when it differs from `command`. */
+  compare?: string;
+  /** e.g. "AMD EPYC 7B13, 2 cores, 23 GB RAM, Node v22.1.0, onnxruntime-node 1.30.0". */
+  machine: string;
+  /** ISO date of the run. */
+  date: string;
+  /** Wall time of the whole compare in seconds, or null when unknown (--report-only). */
+  wallS: number | null;
+  tasks: { name: string; metric: string; chance?: number; description?: string }[];
+  methods: string[];
+  /** Planned runs that have no row, with why (the last error line of their log). */
+  missing: { runId: string; reason: string }[];
+  /** SVG plots relative to the page, per task (e.g. results/lexname-pareto.svg). */
+  plots?: Record<string, string[]>;
+}
+
+/** `0.8123 ± 0.0100 (3)`: mean ± sample std over seeds; one seed has no spread. */
+export function meanStd(s: Stat): string {
+  if (s.n === 0) return "—";
+  return `${s.mean.toFixed(4)}${s.n > 1 ? ` ± ${s.std.toFixed(4)}` : ""} (${s.n})`;
+}
+
+const count = (n: number) => n.toLocaleString("en-US");
+const label = (m: string) => (m === "full" ? "**full** (reference)" : m);
+/** Anchor ids: one per method, as docs/methods pages link them. */
+export const anchorOf = (method: string) => `method-${method.replace(/_/g, "-")}`;
+
+/** task.method.config.sN.hash → [task, method, config]. */
+function partsOf(runId: string): [string, string, string] {
+  const p = runId.split(".");
+  return [p[0], p[1], p.slice(2, -2).join(".")];
+}
+
+function taskTable(t: ResultsMeta["tasks"][number], aggs: Aggregate[], meta: ResultsMeta): string[] {
+  const order = (m: string) => (m === "full" ? -1 : meta.methods.indexOf(m));
+  const mine = aggs.filter((a) => a.task === t.name).sort((a, b) => order(a.method) - order(b.method));
+  const out = [`## ${t.name}`, ""];
+  if (t.description) out.push(t.description, "");
+  out.push(`Metric: ${t.metric}${t.chance !== undefined ? `; chance ${t.chance.toFixed(4)}` : ""}.`, "");
+  out.push(`| method | configuration | trainable params | ${t.metric} (mean ± std, n seeds) | wall time per run (s) | peak RSS (MB) |`);
+  out.push("|---|---|---:|---|---:|---:|");
+  for (const a of mine)
+    out.push(
+      `| ${label(a.method)} | ${a.config} | ${count(a.trainable_params)} | ${meanStd(a.value)} | ${a.wall_s.mean.toFixed(1)} | ${Math.round(Math.max(a.peak_rss_mb.mean, 0))} |`,
+    );
+  const failed = new Map<string, string>();
+  for (const m of meta.missing) {
+    const [task, method, config] = partsOf(m.runId);
+    if (task === t.name && !mine.some((a) => a.method === method && a.config === config)) failed.set(`${method}\u0000${config}`, m.reason);
+  }
+  for (const [k, reason] of failed) {
+    const [method, config] = k.split("\u0000");
+    out.push(`| ${label(method)} | ${config} | — | n/a: ${reason.replace(/\|/g, "\\|")} | — | — |`);
+  }
+  if (t.chance !== undefined) out.push(`| chance | — | 0 | ${t.chance.toFixed(4)} | — | — |`);
+  for (const p of meta.plots?.[t.name] ?? []) out.push("", `![${t.name}: ${p}](${p})`);
+  out.push("");
+  return out;
+}
+
+function methodSection(method: string, aggs: Aggregate[], meta: ResultsMeta): string[] {
+  const out = [`<a id="${anchorOf(method)}"></a>`, "", `### ${method}`, ""];
+  out.push("| task | configuration | trainable params | metric (mean ± std, n) | full fine-tuning |", "|---|---|---:|---|---|");
+  let any = false;
+  for (const t of meta.tasks) {
+    const full = aggs.find((a) => a.task === t.name && a.method === "full");
+    for (const a of aggs.filter((x) => x.task === t.name && x.method === method)) {
+      any = true;
+      out.push(`| ${t.name} | ${a.config} | ${count(a.trainable_params)} | ${meanStd(a.value)} | ${full ? meanStd(full.value) : "—"} |`);
+    }
+    for (const m of meta.missing) {
+      const [task, mm, config] = partsOf(m.runId);
+      if (task === t.name && mm === method && !aggs.some((a) => a.task === task && a.method === mm && a.config === config)) {
+        any = true;
+        out.push(`| ${t.name} | ${config} | — | n/a: ${m.reason.replace(/\|/g, "\\|")} | — |`);
+      }
+    }
+  }
+  if (!any) out.push("| — | — | — | not run | — |");
+  out.push("");
+  return out;
+}
+
+export function resultsMarkdown(rows: readonly CompareRow[], meta: ResultsMeta): string {
+  const aggs = aggregate(rows);
+  const wall = meta.wallS === null ? "not measured (report regenerated from existing rows)" : `${(meta.wallS / 60).toFixed(1)} min`;
+  const out = [
+    "# Results: wordnet-bench",
+    "",
+    "Generated by `npm run compare` (scripts/compare-results.ts); do not edit by hand.",
+    "",
+    `- Command: \`${meta.command}\`${meta.compare ? ` (runs \`${meta.compare}\`)` : ""}`,
+    `- Machine: ${meta.machine}`,
+    `- Date: ${meta.date}`,
+    `- Total wall time of the compare: ${wall}`,
+    `- Rows: ${rows.length}; runs without a row: ${meta.missing.length}`,
+    "",
+    "Full fine-tuning is the reference (the ceiling). Metric cells are mean ± sample standard deviation over seeds (n in brackets).",
+    "",
+  ];
+  for (const t of meta.tasks) out.push(...taskTable(t, aggs, meta));
+  out.push("## By method", "");
+  for (const m of meta.methods) out.push(...methodSection(m, aggs, meta));
+  return `${out.join("\n").trimEnd()}\n`;
+}
