@@ -38,6 +38,8 @@ const { values: args } = parseArgs({
     "seq-len": { type: "string", default: "128" },
     "batch-size": { type: "string", default: "16" },
     lr: { type: "string", default: "8e-4" },
+    /** Share of ordinary tokens selected for prediction in training (evaluation always uses 0.15). */
+    "mask-prob": { type: "string", default: "0.15" },
     "warmup-steps": { type: "string", default: "100" },
     "save-every": { type: "string", default: "250" },
     "log-every": { type: "string", default: "10" },
@@ -59,6 +61,7 @@ const evalRows = Number(args["eval-rows"]);
 const outDir = resolve(args.out as string);
 const minLr = peakLr * 0.1;
 const threads = Number(args.threads);
+const maskProb = Number(args["mask-prob"]);
 
 function lrAt(step: number): number {
   if (step < warmup) return (peakLr * (step + 1)) / warmup;
@@ -141,7 +144,7 @@ embeddings, ${params} parameters, stored in float16.
 
 ## Training
 
-Masked language modelling as transformers' DataCollatorForLanguageModeling: 15% of tokens selected,
+Masked language modelling as transformers' DataCollatorForLanguageModeling: ${Math.round(maskProb * 100)}% of tokens selected in training (15% in the held-out evaluation),
 of which 80% become \`<mask>\`, 10% a random token, 10% stay; fresh masks every step. Full training with
 peftkit's \`FullTrainer\`: AdamW (weight decay 0.01), peak learning rate ${peakLr}, ${warmup} warm-up steps then cosine decay
 to ${Number(minLr.toPrecision(3))}, gradient clipping at 1, batches of ${batchSize} rows, seed ${seed}.
@@ -200,6 +203,7 @@ async function main(): Promise<void> {
   // Held-out rows and their masks are fixed, so accuracies before and after compare the same positions.
   const heldRows = packRows(encodeBlocks(tok, heldOutBlocks(wn)), seqLen, bos, eos).slice(0, evalRows);
   const heldMasked = maskTokens(heldRows, new Rng(seed + 2), maskOpts);
+  const trainMaskOpts: MaskOptions = { ...maskOpts, probability: maskProb };
   const evalLabels = heldMasked.labels.flat().filter((l) => l !== -100);
   const evalMasked = evalLabels.length;
   const counts = new Map<number, number>();
@@ -269,7 +273,7 @@ async function main(): Promise<void> {
     const batch = maskTokens(
       Array.from({ length: batchSize }, () => nextRow()),
       maskRng,
-      maskOpts,
+      trainMaskOpts,
     );
     const lr = lrAt(step);
     const res = await trainer.train(batch, { lr, seed: seed + step });

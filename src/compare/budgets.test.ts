@@ -36,11 +36,12 @@ describe("--budgets", () => {
   });
 
   test("run ids are stable and change with the settings", () => {
-    const s = { lr: 1e-3, maxSteps: 10, runSeconds: null, batchSize: 8, maxLength: 256 };
+    const s = { lr: 1e-3, maxSteps: 10, runSeconds: null, batchSize: 8, maxLength: 256, warmup: 0 };
     const id = runId("t", "lora", { knob: "r", value: 8 }, 2, s);
     assert.equal(id, `t.lora.r=8.s2.${settingsHash(s)}`);
     assert.equal(id, runId("t", "lora", { knob: "r", value: 8 }, 2, { ...s }));
     assert.notEqual(settingsHash(s), settingsHash({ ...s, maxSteps: 11 }));
+    assert.notEqual(settingsHash(s), settingsHash({ ...s, warmup: 0.1 }));
     assert.match(settingsHash(s), /^[0-9a-f]{6}$/);
   });
 });

@@ -13,7 +13,7 @@ import { BatchStream, type DataFormat, loadDataset, trainingLabels } from "../tr
 import { type EvalBatch, evaluate } from "../train/evaluate.js";
 import { FullTrainer } from "../train/full-finetune.js";
 import { completionItems } from "../train/run.js";
-import { learningRate } from "../train/schedule.js";
+import { learningRate, warmupSteps } from "../train/schedule.js";
 import type { WorkerResult, WorkerSpec } from "./worker.js";
 
 export async function fullFineTune(s: WorkerSpec, onTrained: () => void): Promise<Omit<WorkerResult, "max_rss_kb">> {
@@ -54,7 +54,7 @@ export async function fullFineTune(s: WorkerSpec, onTrained: () => void): Promis
       for (const b of stream.epochBatches(epoch)) {
         if (steps >= s.maxSteps) break outer;
         if (s.runSeconds !== null && (Date.now() - started) / 1000 >= s.runSeconds) break outer;
-        const res = await trainer.train(b, { lr: learningRate("linear", s.lr, steps, s.maxSteps, 0), seed: s.seed * 1_000_003 + steps });
+        const res = await trainer.train(b, { lr: learningRate("linear", s.lr, steps, s.maxSteps, warmupSteps(s.warmup, s.maxSteps)), seed: s.seed * 1_000_003 + steps });
         if (!Number.isFinite(res.loss)) throw new Error(`full fine-tuning: loss became ${res.loss} at step ${steps + 1}; lower --lr`);
         steps++;
         tokens += b.tokens;

@@ -15,6 +15,8 @@ export interface RunSettings {
   runSeconds: number | null;
   batchSize: number;
   maxLength: number;
+  /** Linear warmup: steps (>= 1) or a fraction of the steps (< 1), as `peftkit train --warmup`. */
+  warmup: number;
 }
 
 export interface PlannedRun {
@@ -30,7 +32,7 @@ export interface PlannedRun {
 
 /** Six hex digits of a hash of the settings (key order fixed). */
 export function settingsHash(s: RunSettings): string {
-  const canonical = JSON.stringify([s.lr, s.maxSteps, s.runSeconds, s.batchSize, s.maxLength]);
+  const canonical = JSON.stringify([s.lr, s.maxSteps, s.runSeconds, s.batchSize, s.maxLength, s.warmup]);
   return createHash("sha256").update(canonical).digest("hex").slice(0, 6);
 }
 

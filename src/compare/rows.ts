@@ -34,6 +34,8 @@ export interface CompareRow {
   max_steps?: number;
   batch_size?: number;
   max_length?: number;
+  /** Linear warmup (steps, or a fraction of max_steps); absent in rows written before it existed. */
+  warmup?: number;
   started_at: string;
   finished_at: string;
   peftkit_version: string;

@@ -41,6 +41,7 @@ export function trainArgs(run: PlannedRun, o: RunnerOptions): string[] {
   const s = run.settings;
   const a = ["--model", run.task.model, "--data", run.task.train, "--method", run.method, "--seed", String(run.seed)];
   a.push("--lr", String(s.lr), "--max-steps", String(s.maxSteps), "--batch-size", String(s.batchSize), "--max-length", String(s.maxLength));
+  a.push("--warmup", String(s.warmup));
   // No evaluation inside training (the worker evaluates with peftkit eval) and one final save.
   a.push("--eval-fraction", "0", "--save-steps", "0", "--log-steps", String(o.logSteps ?? 10));
   if (run.config.knob !== null) a.push(KNOB_FLAG[run.config.knob], String(run.config.value));
@@ -74,6 +75,7 @@ export async function executeRun(run: PlannedRun, o: RunnerOptions): Promise<Com
     batchSize: run.settings.batchSize,
     lr: run.settings.lr,
     maxSteps: run.settings.maxSteps,
+    warmup: run.settings.warmup,
     runSeconds: run.settings.runSeconds,
     seed: run.seed,
     ...(o.threads !== undefined ? { threads: o.threads } : {}),
@@ -128,6 +130,7 @@ export async function executeRun(run: PlannedRun, o: RunnerOptions): Promise<Com
     max_steps: run.settings.maxSteps,
     batch_size: run.settings.batchSize,
     max_length: run.settings.maxLength,
+    warmup: run.settings.warmup,
     started_at: startedAt.toISOString(),
     finished_at: new Date().toISOString(),
     peftkit_version: PEFTKIT_VERSION,

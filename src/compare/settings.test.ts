@@ -5,7 +5,7 @@ import { effectiveSettings } from "./settings.js";
 import type { CompareTask } from "./task.js";
 
 const task: CompareTask = { name: "t", description: "", model: "m", train: "a", eval: "b", metric: "accuracy" };
-const cli = { lr: 1e-3, maxSteps: 100, runSeconds: null, batchSize: 8, maxLength: 256 };
+const cli = { lr: 1e-3, maxSteps: 100, runSeconds: null, batchSize: 8, maxLength: 256, warmup: 0.1 };
 
 test("the task's own fields win over the command line; max length stops at the model's positions", () => {
   assert.deepEqual(effectiveSettings(task, cli, null), cli);

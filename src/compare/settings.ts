@@ -12,6 +12,7 @@ export interface CommandSettings {
   runSeconds: number | null;
   batchSize: number;
   maxLength: number;
+  warmup: number;
 }
 
 /**
@@ -23,6 +24,7 @@ export function effectiveSettings(task: CompareTask, cli: CommandSettings, posit
     lr: cli.lr,
     maxSteps: task.maxSteps ?? cli.maxSteps,
     runSeconds: cli.runSeconds,
+    warmup: cli.warmup,
     batchSize: task.batchSize ?? cli.batchSize,
     maxLength: Math.max(
       1,

@@ -28,6 +28,8 @@ export interface WorkerSpec {
   batchSize: number;
   lr: number;
   maxSteps: number;
+  /** Warmup steps (>= 1) or fraction of maxSteps (< 1). */
+  warmup: number;
   runSeconds: number | null;
   seed: number;
   /** ORT intra-op threads (training and evaluation); all cores when absent. */

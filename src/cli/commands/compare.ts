@@ -106,6 +106,15 @@ export const compareCommand: CommandSpec = {
       exclusiveMin: 0,
       max: 604_800,
     },
+    {
+      name: "warmup",
+      type: "number",
+      meta: "N",
+      help: "linear warmup of every run: steps (>= 1) or a fraction of --max-steps (< 1); post-LayerNorm encoders collapse to one class without it",
+      default: 0.1,
+      min: 0,
+      max: 10_000_000,
+    },
     { name: "batch-size", type: "int", meta: "N", help: "examples per step", default: 8, min: 1, max: 65_536 },
     {
       name: "max-length",
@@ -285,6 +294,7 @@ export async function runCompare(o: Flags): Promise<number> {
         runSeconds: (o.timeBudget as number | undefined) ?? null,
         batchSize: o.batchSize as number,
         maxLength: o.maxLength as number,
+        warmup: o.warmup as number,
       },
       limits.get(t.name) ?? null,
       c.knob === "tokens" ? (c.value ?? 0) : 0,
