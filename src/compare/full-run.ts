@@ -54,7 +54,10 @@ export async function fullFineTune(s: WorkerSpec, onTrained: () => void): Promis
       for (const b of stream.epochBatches(epoch)) {
         if (steps >= s.maxSteps) break outer;
         if (s.runSeconds !== null && (Date.now() - started) / 1000 >= s.runSeconds) break outer;
-        const res = await trainer.train(b, { lr: learningRate("linear", s.lr, steps, s.maxSteps, warmupSteps(s.warmup, s.maxSteps)), seed: s.seed * 1_000_003 + steps });
+        const res = await trainer.train(b, {
+          lr: learningRate("linear", s.lr, steps, s.maxSteps, warmupSteps(s.warmup, s.maxSteps)),
+          seed: s.seed * 1_000_003 + steps,
+        });
         if (!Number.isFinite(res.loss)) throw new Error(`full fine-tuning: loss became ${res.loss} at step ${steps + 1}; lower --lr`);
         steps++;
         tokens += b.tokens;
