@@ -72,6 +72,7 @@ export async function fullFineTune(s: WorkerSpec, onTrained: () => void): Promis
     causal: head === "causal_lm",
     classification: head === "sequence_classification",
     tokenClassification: head === "token_classification",
+    labelNames,
     completions: ev.format === "prompt_completion" || ev.format === "chat" ? completionItems(ev.examples, tokenizer, 200) : undefined,
     tokenizer,
   });

@@ -1,7 +1,7 @@
 /** A task of a comparison suite: the contract shared with the built-in suites (see docs/compare.md). */
 import { PeftkitError } from "../engine/errors.js";
 
-export const TASK_METRICS = ["accuracy", "exact_match", "token_accuracy", "macro_f1", "eval_loss"] as const;
+export const TASK_METRICS = ["accuracy", "exact_match", "token_accuracy", "span_f1", "macro_f1", "eval_loss"] as const;
 export type TaskMetric = (typeof TASK_METRICS)[number];
 
 export interface CompareTask {

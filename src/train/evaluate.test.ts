@@ -78,3 +78,29 @@ test("soft-token logits in front (prompt tuning) are skipped: the same metrics a
     assert.equal(plain.eval_tokens, opts.causal ? 2 : 3);
   }
 });
+
+test("token classification with BIO class names: span precision, recall and F1 over labelled positions", async () => {
+  // Classes O=0, B=1, I=2. One row of 6 positions: [CLS], 4 words, a second sub-token (-100).
+  // argmax per position: O, B, I, O, B, B.
+  const z = (c: number) => [0, 1, 2].map((k) => (k === c ? 5 : 0));
+  const logits = new Float32Array([0, 1, 2, 0, 1, 1].flatMap(z));
+  const model: EvalModel = {
+    forward: async () => ({ logits: { shape: [1, 6, 3], data: logits } }),
+    generate: async () => [],
+  };
+  // Gold over the labelled positions 1-4: B I O B → spans 1-2, 4-4. Predicted: B I O B (position 5's B is
+  // unlabelled, so not a span) → both right.
+  const batch = { inputIds: [[1, 2, 3, 4, 5, 6]], attentionMask: [[1, 1, 1, 1, 1, 1]], labels: [[-100, 1, 2, 0, 1, -100]] };
+  const opts = { causal: false, classification: false, tokenClassification: true };
+  const m = await evaluate(model, [batch], { ...opts, labelNames: ["O", "B", "I"] });
+  assert.deepEqual([m.eval_span_precision, m.eval_span_recall, m.eval_span_f1], [1, 1, 1]);
+  // Gold B O O B (spans 1-1, 4-4); predicted B I O B (1-2, 4-4): P = R = F1 = 1/2.
+  const half = await evaluate(model, [{ ...batch, labels: [[-100, 1, 0, 0, 1, -100]] }], { ...opts, labelNames: ["O", "B", "I"] });
+  assert.deepEqual([half.eval_span_precision, half.eval_span_recall, half.eval_span_f1], [0.5, 0.5, 0.5]);
+  // Names that are not BIO tags, or none: no span metrics.
+  for (const labelNames of [["NOUN", "VERB", "ADJ"], undefined]) {
+    const other = await evaluate(model, [batch], { ...opts, labelNames });
+    assert.equal(other.eval_span_f1, undefined);
+    assert.equal(other.eval_token_accuracy, 1);
+  }
+});

@@ -1,16 +1,19 @@
 /**
  * Evaluation: loss and perplexity, classification accuracy and macro-F1, token classification
- * accuracy and macro-F1, exact match of short completions.
+ * accuracy, macro-F1 and entity (span) F1, exact match of short completions.
  *
  * Macro-F1 is the unweighted mean of per-class F1 over the classes that occur among the labels or
  * the predictions (scikit-learn's f1_score(average="macro")); a class predicted but never labelled
  * counts with F1 0. For token classification it is computed per token (every labelled sub-token
- * is one decision), not over entity spans as seqeval does.
+ * is one decision). Span precision/recall/F1 (span-f1.ts) are seqeval's: over the tags of the
+ * labelled positions of each example (the first sub-token of each word, as transformers' examples
+ * drop the -100 positions), reported when the class names are BIO tags.
  */
 import { PeftkitError } from "../engine/errors.js";
 import type { PreTrainedTokenizer } from "../io/tokenizer.js";
 import type { ModelOutput } from "../models/pretrained.js";
 import type { TrainBatch } from "../tuners/train.js";
+import { isSpanTagSet, SpanCounts } from "./span-f1.js";
 
 export interface EvalModel {
   forward(inputs: { inputIds: number[][]; attentionMask?: number[][] }): Promise<ModelOutput>;
@@ -40,6 +43,10 @@ export interface EvalMetrics {
   eval_token_accuracy?: number;
   /** (Token) classification: macro-averaged F1 over classes (see the module comment). */
   eval_macro_f1?: number;
+  /** Token classification with BIO class names: seqeval's micro span precision, recall and F1. */
+  eval_span_precision?: number;
+  eval_span_recall?: number;
+  eval_span_f1?: number;
   eval_exact_match?: number;
   eval_tokens: number;
 }
@@ -98,6 +105,8 @@ function batchNll(
   labels: number[][],
   causal: boolean,
   classes: ClassCounts | null,
+  /** Token classification: receives each row's (gold, predicted) class ids at its labelled positions. */
+  onRow?: (gold: number[], predicted: number[]) => void,
 ): { nll: number; count: number; correct: number } {
   const v = shape[shape.length - 1];
   const t = shape.length === 2 ? 1 : shape[1];
@@ -105,6 +114,8 @@ function batchNll(
   labels.forEach((row, b) => {
     // Prompt tuning returns logits for its soft tokens too, in front of the real ones: skip them.
     const lead = shape.length === 2 ? 0 : Math.max(0, t - row.length);
+    const gold: number[] = [];
+    const predicted: number[] = [];
     for (let i = lead; i < t; i++) {
       const at = i - lead;
       const target = shape.length === 2 ? row[0] : causal ? row[at + 1] : row[at];
@@ -119,7 +130,10 @@ function batchNll(
       acc.count++;
       if (r.arg === target) acc.correct++;
       classes?.add(target, r.arg);
+      gold.push(target);
+      predicted.push(r.arg);
     }
+    onRow?.(gold, predicted);
   });
   return acc;
 }
@@ -133,6 +147,11 @@ export async function evaluate(
     classification: boolean;
     /** Token classification: adds eval_token_accuracy and eval_macro_f1 over labelled tokens. */
     tokenClassification?: boolean;
+    /**
+     * The class names (`names[id]`). For token classification whose names are all BIO tags
+     * ("O", "B", "I-PER", ...), adds eval_span_precision, eval_span_recall and eval_span_f1.
+     */
+    labelNames?: readonly string[];
     completions?: readonly CompletionItem[];
     tokenizer?: PreTrainedTokenizer;
     maxNewTokens?: number;
@@ -142,10 +161,23 @@ export async function evaluate(
   let count = 0;
   let correct = 0;
   const classes = opts.classification || opts.tokenClassification ? new ClassCounts() : null;
+  const names = opts.labelNames;
+  const spans = opts.tokenClassification && names && isSpanTagSet(names) ? new SpanCounts() : null;
+  const onRow = spans
+    ? (gold: number[], predicted: number[]) => {
+        const name = (id: number) => {
+          const n = names?.[id];
+          if (n === undefined)
+            throw new EvalLabelError(`class ${id} has no name: the model has more classes than its ${names?.length} label names`);
+          return n;
+        };
+        spans.add(gold.map(name), predicted.map(name));
+      }
+    : undefined;
   for (const b of batches) {
     const out = await model.forward({ inputIds: b.inputIds, attentionMask: b.attentionMask });
     if (!out.logits) continue;
-    const r = batchNll(out.logits.data, out.logits.shape, b.labels, opts.causal, classes);
+    const r = batchNll(out.logits.data, out.logits.shape, b.labels, opts.causal, classes, onRow);
     nll += r.nll;
     count += r.count;
     correct += r.correct;
@@ -155,6 +187,12 @@ export async function evaluate(
   if (opts.classification) m.eval_accuracy = count ? correct / count : 0;
   if (opts.tokenClassification) m.eval_token_accuracy = count ? correct / count : 0;
   if (classes) m.eval_macro_f1 = classes.macroF1();
+  if (spans) {
+    const sc = spans.scores();
+    m.eval_span_precision = sc.precision;
+    m.eval_span_recall = sc.recall;
+    m.eval_span_f1 = sc.f1;
+  }
   if (opts.completions?.length && opts.tokenizer)
     m.eval_exact_match = await exactMatch(model, opts.completions, opts.tokenizer, opts.maxNewTokens);
   return m;

@@ -129,6 +129,7 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
       causal: o.model.head === "causal_lm",
       classification,
       tokenClassification: o.model.head === "token_classification",
+      labelNames: o.labels?.names,
     },
     stream,
     evalBatches.length ? { batches: evalBatches, completions } : null,
@@ -207,6 +208,7 @@ export function summarize(s: RunSummary): string {
   if (s.lastEval?.eval_token_accuracy !== undefined)
     rows.push(["eval token accuracy", `${(100 * s.lastEval.eval_token_accuracy).toFixed(1)}%`]);
   if (s.lastEval?.eval_macro_f1 !== undefined) rows.push(["eval macro-F1", s.lastEval.eval_macro_f1.toFixed(4)]);
+  if (s.lastEval?.eval_span_f1 !== undefined) rows.push(["eval span F1", s.lastEval.eval_span_f1.toFixed(4)]);
   if (s.lastEval?.eval_exact_match !== undefined) rows.push(["eval exact match", `${(100 * s.lastEval.eval_exact_match).toFixed(1)}%`]);
   rows.push(["output", `${s.outputDir} (${s.files.join(", ")})`]);
   if (s.stoppedBy === "interrupted" && s.lastCheckpoint) rows.push(["resume from", latestCheckpoint(s.outputDir) ?? s.lastCheckpoint]);

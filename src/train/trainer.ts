@@ -85,6 +85,8 @@ export interface TrainTarget {
   readonly classification: boolean;
   /** Token classification: eval adds token accuracy and macro-F1. */
   readonly tokenClassification?: boolean;
+  /** The class names; token classification with BIO names adds span F1 to eval. */
+  readonly labelNames?: readonly string[];
 }
 
 /** Per-micro-batch seed: the same at a given point of the run, with or without resume. */
@@ -325,6 +327,7 @@ export class Trainer {
       causal: this.target.causal,
       classification: this.target.classification,
       tokenClassification: this.target.tokenClassification,
+      labelNames: this.target.labelNames,
       completions: this.evalSet.completions,
       tokenizer: this.target.tokenizer,
     });

@@ -77,6 +77,7 @@ export const evalCommand: CommandSpec = {
       causal: model.head === "causal_lm",
       classification: model.head === "sequence_classification",
       tokenClassification: model.head === "token_classification",
+      labelNames: labels?.names,
       completions:
         data.format === "prompt_completion" || data.format === "chat"
           ? completionItems(data.examples, tokenizer, o.exactMatchLimit as number)

@@ -11,6 +11,7 @@ import { join, resolve } from "node:path";
 import { stringify } from "yaml";
 import { type CompareTask, TASK_SETTINGS } from "../../compare/task.js";
 import { writeFileAtomic } from "../../io/atomic-write.js";
+import { spanScores } from "../../train/span-f1.js";
 import { PACKAGE_ROOT } from "../../util/paths.js";
 import { WordNet } from "../wordnet.js";
 import { BenchContext, type BenchItem, type TaskData } from "./common.js";
@@ -24,7 +25,7 @@ export const SUITE_NAME = "wordnet-bench";
 export const ENCODER = "wordnet-bert";
 export const DECODER = "wordnet-llama";
 
-export type BenchMetric = "accuracy" | "exact_match" | "token_accuracy";
+export type BenchMetric = "accuracy" | "exact_match" | "span_f1";
 
 /** A task with its examples in memory, before it is written out. */
 export interface BenchTask {
@@ -92,7 +93,7 @@ export function buildWordnetBench(opts: WordnetBenchOptions = {}): BenchTask[] {
       name: "lemma-tag",
       description: "tag the words of an example sentence that spell the synset's lemma (B/I/O)",
       model: ENCODER,
-      metric: "token_accuracy",
+      metric: "span_f1",
       format: "token_classification",
       data: lemmaTagTask(ctx, tr(4000), ev(1000)),
     });
@@ -145,9 +146,17 @@ function answerOf(record: object): string | null {
 
 /**
  * The chance level of a task's metric on its evaluation set: the score of the best constant
- * answer (the most common class, completion, or tag), i.e. the majority baseline.
+ * answer. For accuracy and exact match that is the most common class or completion (the majority
+ * baseline); for span F1 the best tag predicted everywhere: all "O" finds no span (0), all "B"
+ * makes every word a one-word span (F1 = 2·one-word gold spans / (words + gold spans)), all "I" one
+ * span over the whole record.
  */
-export function chanceLevel(items: readonly BenchItem<object>[]): number {
+export function chanceLevel(items: readonly BenchItem<object>[], metric: BenchMetric): number {
+  if (metric === "span_f1") {
+    const seqs = items.map((it) => (it.record as { tags: string[] }).tags);
+    const tagSet = [...new Set(seqs.flat())].sort();
+    return Math.max(0, ...tagSet.map((c) => spanScores(seqs.map((g) => [g, g.map(() => c)] as const)).f1));
+  }
   const counts = new Map<string, number>();
   let total = 0;
   const add = (k: string) => {
@@ -198,7 +207,7 @@ export async function writeWordnetBench(dir: string, opts: WordnetBenchOptions =
       description: t.description,
       model: join(modelsDir, t.model),
       metric: t.metric,
-      chance: round4(chanceLevel(t.data.eval)),
+      chance: round4(chanceLevel(t.data.eval, t.metric)),
       // No `format`: the loader detects it from the fields, so this file does not depend on its format names.
     };
     const own = Object.entries(t.settings ?? {});

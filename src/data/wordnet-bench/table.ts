@@ -17,7 +17,7 @@ export function benchTable(tasks: readonly BenchTask[]): string {
   ];
   for (const t of tasks) {
     rows.push(
-      `| \`${t.name}\` | ${t.model} | ${t.format} | ${t.data.train.length} | ${t.data.eval.length} | ${t.metric} | ${pct(chanceLevel(t.data.eval))} | TODO (filled by the compare run) |`,
+      `| \`${t.name}\` | ${t.model} | ${t.format} | ${t.data.train.length} | ${t.data.eval.length} | ${t.metric} | ${pct(chanceLevel(t.data.eval, t.metric))} | TODO (filled by the compare run) |`,
     );
   }
   return `${TABLE_BEGIN}\n${rows.join("\n")}\n${TABLE_END}`;

@@ -173,7 +173,7 @@ test("writing is deterministic, the suite file and returned tasks follow the Com
       assert.ok(t.model.endsWith(join("models", t.model.includes("llama") ? "wordnet-llama" : "wordnet-bert")), t.model);
       assert.equal(readFileSync(t.train, "utf8").split("\n").length - 1, SIZES[t.name][0]);
       assert.equal(readFileSync(t.eval, "utf8").split("\n").length - 1, SIZES[t.name][1]);
-      assert.equal(t.chance, Math.round(chanceLevel(byName.get(t.name)!.data.eval) * 10000) / 10000);
+      assert.equal(t.chance, Math.round(chanceLevel(byName.get(t.name)!.data.eval, byName.get(t.name)!.metric) * 10000) / 10000);
     }
     const suite = parse(readFileSync(join(a, "suite.yaml"), "utf8")) as { name: string; tasks: { name: string; train: string }[] };
     assert.equal(suite.name, "wordnet-bench");
@@ -204,10 +204,28 @@ test("docs/wordnet-bench.md's table matches the data (regenerate with npm run do
     const l = (it.record as { label: string }).label;
     lexCounts.set(l, (lexCounts.get(l) ?? 0) + 1);
   }
-  assert.equal(chanceLevel(byName.get("lexname")!.data.eval), Math.max(...lexCounts.values()) / 1000);
-  assert.ok(Math.abs(chanceLevel(byName.get("relation")!.data.eval) - 1 / 3) < 0.01);
-  const tags = byName.get("lemma-tag")!.data.eval.flatMap((it) => (it.record as { tags: string[] }).tags);
-  assert.equal(chanceLevel(byName.get("lemma-tag")!.data.eval), tags.filter((g) => g === "O").length / tags.length);
+  assert.equal(chanceLevel(byName.get("lexname")!.data.eval, "accuracy"), Math.max(...lexCounts.values()) / 1000);
+  assert.ok(Math.abs(chanceLevel(byName.get("relation")!.data.eval, "accuracy") - 1 / 3) < 0.01);
+  // lemma-tag is scored by span F1. All "O" scores 0; all "I" makes the record one span, never a
+  // gold one (the definition's words are "O"); all "B" makes every word a span, right for each
+  // one-word gold span: P = one-word spans / words, R = one-word spans / gold spans, so
+  // F1 = 2·one-word spans / (words + gold spans).
+  const lemmaTag = byName.get("lemma-tag")!;
+  assert.equal(lemmaTag.metric, "span_f1");
+  let words = 0;
+  let gold = 0;
+  let oneWord = 0;
+  for (const it of lemmaTag.data.eval) {
+    const t = (it.record as { tags: string[] }).tags;
+    words += t.length;
+    t.forEach((g, i) => {
+      if (g !== "B") return;
+      gold++;
+      if (t[i + 1] !== "I") oneWord++;
+    });
+  }
+  assert.ok(oneWord > 0 && oneWord < gold);
+  assert.ok(Math.abs(chanceLevel(lemmaTag.data.eval, "span_f1") - (2 * oneWord) / (words + gold)) < 1e-12);
 });
 
 test("lemma tagging: inflections, multi-word lemmas, words", () => {
