@@ -3,7 +3,7 @@
  * full fine-tuning (3 seeds, 2 runs at once) into runs/results/ (gitignored; rerun to resume),
  * then writes docs/results.md and copies the plots to docs/results/.
  *
- *   npm run compare -- [--max-steps N] [--jobs N] [--seeds N] [--tasks a,b] [--methods a,b]
+ *   npm run compare -- [--max-steps N] [--batch-size N] [--jobs N] [--seeds N] [--tasks a,b] [--methods a,b]
  *                      [--output-dir DIR] [--report-only] [--docs DIR]
  */
 import { spawnSync } from "node:child_process";
@@ -21,7 +21,9 @@ const CLI = join(PACKAGE_ROOT, "dist/src/cli/main.js");
 
 const { values: a } = parseArgs({
   options: {
-    "max-steps": { type: "string" },
+    /** 300 steps of 16 examples: about 1.2 epochs of the 4000-example tasks (see docs/results.md). */
+    "max-steps": { type: "string", default: "300" },
+    "batch-size": { type: "string", default: "16" },
     jobs: { type: "string", default: "2" },
     seeds: { type: "string", default: "3" },
     tasks: { type: "string" },
@@ -36,7 +38,7 @@ const DOCS = resolve(PACKAGE_ROOT, a.docs as string);
 const out = resolve(PACKAGE_ROOT, a["output-dir"] as string);
 const args = ["compare", "--suite", "wordnet-bench", "--methods", a.methods as string, "--seeds", a.seeds as string];
 args.push("--jobs", a.jobs as string, "--output-dir", out);
-if (a["max-steps"]) args.push("--max-steps", a["max-steps"]);
+args.push("--max-steps", a["max-steps"] as string, "--batch-size", a["batch-size"] as string);
 if (a.tasks) args.push("--tasks", a.tasks);
 const command = `peftkit ${args.join(" ").replace(out, a["output-dir"] as string)}`;
 /** The passthrough arguments as given (minus --docs, a test aid), for the page. */
