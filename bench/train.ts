@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { ortCompileStats } from "../src/engine/exec/onnx/session.js";
+import { ortCompileStats, ortCreateTime } from "../src/engine/exec/onnx/session.js";
 import { hostTensor } from "../src/engine/ir/host.js";
 import { PreTrainedModel } from "../src/models/pretrained.js";
 import { FullTrainer } from "../src/train/full-finetune.js";
@@ -115,6 +115,9 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
     // ORT sessions built by the optimizer vs loaded from the compile cache, in this process
     sessions_optimized: ortCompileStats().optimized,
     sessions_from_cache: ortCompileStats().fromCache,
+    // ORT session creation (cache reads included): in compile_ms, or with static shapes in first_step_ms
+    session_create_ms: ortCreateTime().wallMs,
+    session_create_cpu_ms: ortCreateTime().cpuMs,
     trainable_params: trainable,
     loss,
     threads,
@@ -158,6 +161,8 @@ export async function runStartupBench(o: TrainBenchOptions): Promise<Record<stri
       [`${p}_first_step_ms`]: r.first_step_ms,
       [`${p}_sessions_optimized`]: r.sessions_optimized,
       [`${p}_sessions_from_cache`]: r.sessions_from_cache,
+      [`${p}_session_create_ms`]: r.session_create_ms,
+      [`${p}_session_create_cpu_ms`]: r.session_create_cpu_ms,
       // the loss of the step after the first: the same across cold/warm and static/dynamic shapes
       [`${p}_loss`]: r.loss,
     });

@@ -50,6 +50,17 @@ export function ortCompileStats(): OrtCompileStats {
   return { ...stats };
 }
 
+/** Time spent in ORT session creation (cache read included) in this process, summed over sessions. */
+const createTime = { wallMs: 0, cpuMs: 0 };
+
+/**
+ * Wall and process CPU milliseconds spent creating ORT sessions (reading cache entries included).
+ * With staticShapes the sessions are created by the first run, so this tells them from the step.
+ */
+export function ortCreateTime(): { wallMs: number; cpuMs: number } {
+  return { ...createTime };
+}
+
 /** What besides the model bytes decides the optimized model: ORT's version and the CPU it optimizes for. */
 const RUNTIME_ID = `ort=${ort.env.versions.node ?? ort.env.versions.common}|arch=${process.arch}|cpu=${cpus()[0]?.model ?? "?"}`;
 
@@ -306,6 +317,23 @@ async function compile(graph: Graph, opts: OrtOptions, dims: ReadonlyMap<string,
  * result. A cached entry ORT cannot load is dropped (with a warning from the store) and rebuilt.
  */
 async function createSession(
+  model: Uint8Array,
+  key: string,
+  sessOpts: ort.InferenceSession.SessionOptions,
+  store: CompileCache | undefined,
+): Promise<ort.InferenceSession> {
+  const t0 = performance.now();
+  const c0 = process.cpuUsage();
+  try {
+    return await createSessionUntimed(model, key, sessOpts, store);
+  } finally {
+    const c = process.cpuUsage(c0);
+    createTime.wallMs += performance.now() - t0;
+    createTime.cpuMs += (c.user + c.system) / 1000;
+  }
+}
+
+async function createSessionUntimed(
   model: Uint8Array,
   key: string,
   sessOpts: ort.InferenceSession.SessionOptions,
