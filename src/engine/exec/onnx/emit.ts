@@ -198,7 +198,11 @@ export function emitOnnx(graph: Graph, opts: EmitOptions = {}): EmitResult {
     b.op("Identity", [src], [], outputNames[k]);
   });
 
-  const vi = (name: string, id: number): ValueInfoSpec => ({ name, dtype: graph.type(id).dtype, shape: concreteDims(graph.type(id).shape, opts.dims) });
+  const vi = (name: string, id: number): ValueInfoSpec => ({
+    name,
+    dtype: graph.type(id).dtype,
+    shape: concreteDims(graph.type(id).shape, opts.dims),
+  });
   // Inputs nothing reads (e.g. a tensor a context looked at but did not use) would still have to
   // be fed on every run; they are left out of the model.
   const kept = graph.inputs.map((inp, k) => live.has(inp.id) || b.shapeSources.has(inputNames[k]));

@@ -191,7 +191,10 @@ export class OrtExecutor {
   }
 
   private forShape(dims: ReadonlyMap<string, number>): Promise<Compiled> {
-    const sig = [...dims].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([d, n]) => `${d}=${n}`).join(",");
+    const sig = [...dims]
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([d, n]) => `${d}=${n}`)
+      .join(",");
     let p = this.byShape.get(sig);
     if (!p) {
       const t0 = performance.now();
@@ -256,7 +259,8 @@ export class OrtExecutor {
 /** The symbolic dims of a graph's inputs. */
 function graphSymbols(graph: Graph): Set<string> {
   const out = new Set<string>();
-  for (const inp of graph.inputs) for (const d of graph.type(inp.id).shape) if (typeof d === "string") for (const s of dimFactors(d).symbols) out.add(s);
+  for (const inp of graph.inputs)
+    for (const d of graph.type(inp.id).shape) if (typeof d === "string") for (const s of dimFactors(d).symbols) out.add(s);
   return out;
 }
 
