@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { ortCompileStats } from "../src/engine/exec/onnx/session.js";
+import { ortCompileStats, ortCreateTime } from "../src/engine/exec/onnx/session.js";
 import { hostTensor } from "../src/engine/ir/host.js";
 import { PreTrainedModel } from "../src/models/pretrained.js";
 import { FullTrainer } from "../src/train/full-finetune.js";
@@ -28,6 +28,8 @@ export interface TrainBenchOptions {
   steps: number;
   full?: boolean;
   gradientCheckpointing?: boolean;
+  /** Compile the step with batch and seq as concrete dims (OrtOptions.staticShapes). */
+  staticShapes?: boolean;
   threads?: number;
   /** Matmul peak in GFLOP/s; measured (best engine matmul over 1024–4096) when absent. */
   peak?: number;
@@ -39,7 +41,7 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
   const config = JSON.parse(readFileSync(o.config, "utf8")) as Record<string, unknown>;
   const threads = o.threads ?? 2;
   const w0 = performance.now();
-  const model = PreTrainedModel.fromConfig(config, "causal_lm", { threads, seed: 0 });
+  const model = PreTrainedModel.fromConfig(config, "causal_lm", { threads, seed: 0, staticShapes: o.staticShapes });
   const weightsMs = performance.now() - w0;
   const vocab = config.vocab_size as number;
   const ids = Array.from({ length: o.batch }, (_, b) => Array.from({ length: o.seq }, (_, t) => (b * 7919 + t * 104729) % vocab));
@@ -92,6 +94,7 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
     bench: "train",
     method: o.full ? "full" : o.method,
     gradient_checkpointing: Boolean(o.gradientCheckpointing),
+    static_shapes: Boolean(o.staticShapes),
     r: o.full ? null : o.r,
     target: o.target.join(","),
     batch: o.batch,
@@ -112,6 +115,9 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
     // ORT sessions built by the optimizer vs loaded from the compile cache, in this process
     sessions_optimized: ortCompileStats().optimized,
     sessions_from_cache: ortCompileStats().fromCache,
+    // ORT session creation (cache reads included): in compile_ms, or with static shapes in first_step_ms
+    session_create_ms: ortCreateTime().wallMs,
+    session_create_cpu_ms: ortCreateTime().cpuMs,
     trainable_params: trainable,
     loss,
     threads,
@@ -133,6 +139,7 @@ export async function runStartupBench(o: TrainBenchOptions): Promise<Record<stri
   args.push("--batch", String(o.batch), "--seq", String(o.seq), "--steps", "1", "--peak", "1", "--json");
   if (o.full) args.push("--full");
   if (o.gradientCheckpointing) args.push("--gradient-checkpointing");
+  if (o.staticShapes) args.push("--static-shapes");
   if (o.threads) args.push("--threads", String(o.threads));
   const run = () => {
     const r = spawnSync(process.execPath, [cli, ...args], {
@@ -154,6 +161,10 @@ export async function runStartupBench(o: TrainBenchOptions): Promise<Record<stri
       [`${p}_first_step_ms`]: r.first_step_ms,
       [`${p}_sessions_optimized`]: r.sessions_optimized,
       [`${p}_sessions_from_cache`]: r.sessions_from_cache,
+      [`${p}_session_create_ms`]: r.session_create_ms,
+      [`${p}_session_create_cpu_ms`]: r.session_create_cpu_ms,
+      // the loss of the step after the first: the same across cold/warm and static/dynamic shapes
+      [`${p}_loss`]: r.loss,
     });
     return {
       bench: "train_startup",
@@ -162,6 +173,7 @@ export async function runStartupBench(o: TrainBenchOptions): Promise<Record<stri
       target: o.target.join(","),
       batch: o.batch,
       seq: o.seq,
+      static_shapes: Boolean(o.staticShapes),
       ...pick(cold, "cold"),
       ...pick(warm, "warm"),
       // the steady step time of the warm process, to tell start-up overhead from one step's work

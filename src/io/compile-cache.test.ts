@@ -80,6 +80,41 @@ test("a cache hit loads ORT's optimized model instead of optimizing, and compute
   );
 });
 
+test("staticShapes: one cached model per shape, created at the first run; a known shape hits, a new one compiles; same bits as symbolic dims", async () => {
+  const dir = tmp();
+  const cache = new DiskCompileCache(dir);
+  const feedsAt = (batch: number) => {
+    const [x, w, g] = feeds();
+    return [hostTensor("f32", [batch, 16], (x.data as Float32Array).slice(0, batch * 16)), w, g];
+  };
+  const symbolic = await OrtExecutor.create(trace(block, specs), { cache: null, threads: 1 });
+  const want = new Map<number, Buffer>();
+  for (const b of [5, 3, 2]) want.set(b, Buffer.from(((await symbolic.run(feedsAt(b)))[0].data as Float32Array).buffer));
+  await symbolic.release();
+
+  const s0 = ortCompileStats();
+  const e = await OrtExecutor.create(trace(block, specs), { cache, threads: 1, staticShapes: true });
+  assert.deepEqual(ortCompileStats(), s0, "no session before the first run");
+  assert.equal(cache.entries().length, 0);
+  for (const b of [5, 3, 5]) {
+    const got = (await e.run(feedsAt(b)))[0];
+    assert.deepEqual(got.shape, [b]);
+    assert.deepEqual(Buffer.from((got.data as Float32Array).buffer), want.get(b), `batch ${b}`);
+  }
+  assert.deepEqual(ortCompileStats(), { optimized: s0.optimized + 2, fromCache: s0.fromCache }, "one compile per shape, reused");
+  assert.equal(cache.entries().length, 2, "the shape is part of the key");
+  await e.release();
+
+  // a later process: a known shape loads from the cache, a new one compiles its own entry
+  const f = await OrtExecutor.create(trace(block, specs), { cache, threads: 1, staticShapes: true });
+  assert.deepEqual(Buffer.from(((await f.run(feedsAt(3)))[0].data as Float32Array).buffer), want.get(3));
+  assert.deepEqual(ortCompileStats(), { optimized: s0.optimized + 2, fromCache: s0.fromCache + 1 }, "batch 3 is a hit");
+  assert.deepEqual(Buffer.from(((await f.run(feedsAt(2)))[0].data as Float32Array).buffer), want.get(2));
+  assert.deepEqual(ortCompileStats(), { optimized: s0.optimized + 3, fromCache: s0.fromCache + 1 }, "batch 2 compiles");
+  assert.equal(cache.entries().length, 3);
+  await f.release();
+});
+
 test("a corrupt entry (flipped byte, truncated, or a model ORT rejects) is dropped with a warning naming it, and rebuilt", async () => {
   const dir = tmp();
   const cache = new DiskCompileCache(dir);

@@ -24,6 +24,11 @@ export const benchCommand: CommandSpec = {
       type: "boolean",
       help: "train: measure process start to end of the first step in two fresh processes, cold (empty compile cache) then warm",
     },
+    {
+      name: "static-shapes",
+      type: "boolean",
+      help: "train: compile the step for this batch and sequence length (concrete dims: faster session creation)",
+    },
     { name: "peak", type: "number", meta: "GFLOPS", help: "train: matmul peak to compare with (default: measured)", exclusiveMin: 0 },
     { name: "prompt-length", type: "int", meta: "N", help: "generate: prompt tokens", default: 32, min: 1 },
     { name: "new-tokens", type: "int", meta: "N", help: "generate: tokens to decode", default: 64, min: 1 },
@@ -56,6 +61,7 @@ export const benchCommand: CommandSpec = {
         steps: o.steps as number,
         full: Boolean(o.full),
         gradientCheckpointing: Boolean(o.gradientCheckpointing),
+        staticShapes: Boolean(o.staticShapes),
         threads,
         peak: o.peak as number | undefined,
       });

@@ -12,13 +12,18 @@ import { join } from "node:path";
 import { BackendError, PeftkitError } from "../../errors.js";
 import type { Graph } from "../../ir/graph.js";
 import type { HostTensor } from "../../ir/host.js";
-import type { Dim } from "../../ir/shape.js";
+import { type Dim, dimFactors } from "../../ir/shape.js";
 import { attrInt, LOWERINGS, type LowerArgs, OnnxBuilder, type SymbolSource } from "./lower.js";
 import { encodeModel, type GraphSpec, type ValueInfoSpec } from "./onnx-proto.js";
 
 export interface EmitOptions {
   /** Name of the ONNX graph (default "peftkit"). */
   name?: string;
+  /**
+   * Sizes of symbolic dims (or of product dims such as "batch*seq") to write into the model's
+   * inputs and outputs as numbers, so ORT infers every shape statically. The nodes are unchanged.
+   */
+  dims?: ReadonlyMap<string, number>;
 }
 
 export interface HoistedConstant {
@@ -193,7 +198,11 @@ export function emitOnnx(graph: Graph, opts: EmitOptions = {}): EmitResult {
     b.op("Identity", [src], [], outputNames[k]);
   });
 
-  const vi = (name: string, id: number): ValueInfoSpec => ({ name, dtype: graph.type(id).dtype, shape: graph.type(id).shape as Dim[] });
+  const vi = (name: string, id: number): ValueInfoSpec => ({
+    name,
+    dtype: graph.type(id).dtype,
+    shape: concreteDims(graph.type(id).shape, opts.dims),
+  });
   // Inputs nothing reads (e.g. a tensor a context looked at but did not use) would still have to
   // be fed on every run; they are left out of the model.
   const kept = graph.inputs.map((inp, k) => live.has(inp.id) || b.shapeSources.has(inputNames[k]));
@@ -210,6 +219,24 @@ export function emitOnnx(graph: Graph, opts: EmitOptions = {}): EmitResult {
   const model = encodeModel(spec);
   maybeDump(model, opts.name);
   return { model, hoisted, inputNames: inputNames.map((n, k) => (kept[k] ? n : null)), outputNames, nodeContext, liveNodes };
+}
+
+/** `shape` with every dim whose size `dims` determines written as a number. */
+function concreteDims(shape: readonly Dim[], dims: ReadonlyMap<string, number> | undefined): Dim[] {
+  if (!dims) return shape as Dim[];
+  return shape.map((d) => {
+    if (typeof d === "number") return d;
+    const whole = dims.get(d);
+    if (whole !== undefined) return whole;
+    const f = dimFactors(d);
+    let v = f.fixed;
+    for (const s of f.symbols) {
+      const n = dims.get(s);
+      if (n === undefined) return d;
+      v *= n;
+    }
+    return v;
+  });
 }
 
 /**

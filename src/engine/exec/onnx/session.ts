@@ -26,6 +26,14 @@ export interface OrtOptions {
    * PEFTKIT_CACHE in Node). `null` compiles without one.
    */
   cache?: CompileCache | null;
+  /**
+   * Write the sizes of symbolic dims ("batch", "seq") into the model as numbers, so ORT plans every
+   * shape statically: on the SmolLM2-135M train step this makes session creation several times
+   * faster. The session is then created by the first run, and each new set of sizes compiles (or
+   * loads from the compile cache) a model of its own: for graphs run at one or a few shapes.
+   * Default false.
+   */
+  staticShapes?: boolean;
 }
 
 /** How sessions were obtained in this process (for tests and diagnostics). */
@@ -40,6 +48,17 @@ const stats: OrtCompileStats = { optimized: 0, fromCache: 0 };
 
 export function ortCompileStats(): OrtCompileStats {
   return { ...stats };
+}
+
+/** Time spent in ORT session creation (cache read included) in this process, summed over sessions. */
+const createTime = { wallMs: 0, cpuMs: 0 };
+
+/**
+ * Wall and process CPU milliseconds spent creating ORT sessions (reading cache entries included).
+ * With staticShapes the sessions are created by the first run, so this tells them from the step.
+ */
+export function ortCreateTime(): { wallMs: number; cpuMs: number } {
+  return { ...createTime };
 }
 
 /** What besides the model bytes decides the optimized model: ORT's version and the CPU it optimizes for. */
@@ -108,85 +127,86 @@ function fromOrtTensor(t: ort.Tensor, name: string): HostTensor {
   return { dtype, shape: t.dims.map(Number), data };
 }
 
+/** One emitted model and the session running it (an executor has one, or one per input shape). */
+interface Compiled {
+  session: ort.InferenceSession;
+  emitted: EmitResult;
+  key: string;
+  hoistedFeeds: Record<string, ort.Tensor>;
+}
+
 export class OrtExecutor {
   private released = false;
   private inputNameSet: Set<string> | undefined;
+  /** Static-shape sessions by their dim sizes ("batch=4,seq=256"), created at the first run with those sizes. */
+  private readonly byShape = new Map<string, Promise<Compiled>>();
+  private last: Compiled | undefined;
 
   private constructor(
     readonly graph: Graph,
-    /** The ORT session (shared with other executors of the same model). */
-    readonly session: ort.InferenceSession,
-    private readonly emitted: EmitResult,
-    private readonly key: string,
-    /** Milliseconds spent emitting and creating (or fetching from cache) the session. */
-    readonly compileMs: number,
-    private readonly hoistedFeeds: Record<string, ort.Tensor>,
-  ) {}
+    private readonly opts: OrtOptions,
+    private readonly dynamic: Compiled | undefined,
+    /** Milliseconds spent emitting and creating (or fetching from cache) the session; 0 until the first run with staticShapes. */
+    public compileMs: number,
+  ) {
+    this.last = dynamic;
+  }
+
+  /** The ORT session (shared with other executors of the same model); with staticShapes, the one of the latest run. */
+  get session(): ort.InferenceSession {
+    if (!this.last) throw new EngineUsageError("OrtExecutor.session: with staticShapes the session is created by the first run");
+    return this.last.session;
+  }
 
   static async create(graph: Graph, opts: OrtOptions = {}): Promise<OrtExecutor> {
+    if (opts.staticShapes && graphSymbols(graph).size > 0) return new OrtExecutor(graph, opts, undefined, 0);
     const t0 = performance.now();
-    let emitted = emitCache.get(graph);
-    if (!emitted) {
-      emitted = emitOnnx(graph);
-      emitCache.set(graph, emitted);
-    }
-    const threads = opts.threads ?? availableParallelism();
-    const level = opts.optimizationLevel ?? "all";
-    const key = createHash("sha256").update(emitted.model).update(`|threads=${threads}|opt=${level}|${RUNTIME_ID}`).digest("hex");
-    let cached = sessionCache.get(key);
-    if (!cached) {
-      const store = opts.cache === null ? undefined : (opts.cache ?? defaultCompileCache());
-      const sessOpts: ort.InferenceSession.SessionOptions = {
-        executionProviders: ["cpu"],
-        intraOpNumThreads: threads,
-        interOpNumThreads: 1,
-        executionMode: "sequential",
-        // ORT's memory pattern plans one block per input-shape set on the second run. On the
-        // SmolLM2-135M train step it raised peak RSS from 3.9 to 5.4 GB and cost ~1.8 s of page
-        // faults in step 2, for the same compute (7.2 s CPU per step either way, 1 thread).
-        enableMemPattern: false,
-        graphOptimizationLevel: level,
-        logSeverityLevel: 3,
-        // Debug aid: PEFTKIT_ORT_PROFILE=prefix writes ORT's per-node timings (chrome://tracing JSON) when the session is released.
-        ...(process.env.PEFTKIT_ORT_PROFILE ? { enableProfiling: true, profileFilePrefix: process.env.PEFTKIT_ORT_PROFILE } : {}),
-      };
-      cached = { session: createSession(emitted.model, key, sessOpts, store), refs: 0 };
-      sessionCache.set(key, cached);
-    }
-    cached.refs++;
-    let session: ort.InferenceSession;
-    try {
-      session = await cached.session;
-    } catch (e) {
-      if (sessionCache.get(key) === cached) sessionCache.delete(key);
-      throw new BackendError(`ONNX Runtime could not load the emitted model (${emitted.liveNodes} IR nodes): ${wrapMessage(e, emitted)}`);
-    }
-    const hoistedFeeds: Record<string, ort.Tensor> = {};
-    for (const h of emitted.hoisted) hoistedFeeds[h.name] = toOrtTensor(h.tensor);
-    return new OrtExecutor(graph, session, emitted, key, performance.now() - t0, hoistedFeeds);
+    const c = await compile(graph, opts, undefined);
+    return new OrtExecutor(graph, opts, c, performance.now() - t0);
   }
 
   /** Runs the graph; outputs come back in graph.outputs order. */
   async run(inputs: readonly HostTensor[] | Readonly<Record<string, HostTensor>>): Promise<HostTensor[]> {
     if (this.released) throw new EngineUsageError("OrtExecutor.run: the executor was released");
-    const feeds: Record<string, ort.Tensor> = { ...this.hoistedFeeds };
     const list = this.orderInputs(inputs);
-    checkInputs(this.graph, list);
+    const dims = checkInputs(this.graph, list);
+    const c = this.dynamic ?? (await this.forShape(dims));
+    this.last = c;
+    const feeds: Record<string, ort.Tensor> = { ...c.hoistedFeeds };
     list.forEach((t, k) => {
-      const name = this.emitted.inputNames[k];
+      const name = c.emitted.inputNames[k];
       if (name !== null) feeds[name] = toOrtTensor(t);
     });
     let res: ort.InferenceSession.ReturnType;
     try {
-      res = await this.session.run(feeds);
+      res = await c.session.run(feeds);
     } catch (e) {
-      throw new BackendError(`ONNX Runtime failed running the graph: ${wrapMessage(e, this.emitted)}`);
+      throw new BackendError(`ONNX Runtime failed running the graph: ${wrapMessage(e, c.emitted)}`);
     }
-    return this.emitted.outputNames.map((name, k) => {
+    return c.emitted.outputNames.map((name, k) => {
       const t = res[name];
       if (!t) throw new BackendError(`ONNX Runtime returned no value for output "${this.graph.outputs[k].name}"`);
       return fromOrtTensor(t, this.graph.outputs[k].name);
     });
+  }
+
+  private forShape(dims: ReadonlyMap<string, number>): Promise<Compiled> {
+    const sig = [...dims]
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([d, n]) => `${d}=${n}`)
+      .join(",");
+    let p = this.byShape.get(sig);
+    if (!p) {
+      const t0 = performance.now();
+      p = compile(this.graph, this.opts, dims).then((c) => {
+        this.compileMs += performance.now() - t0;
+        return c;
+      });
+      this.byShape.set(sig, p);
+      // A failed compile is not remembered, so the next run with these sizes tries again.
+      p.catch(() => this.byShape.get(sig) === p && this.byShape.delete(sig));
+    }
+    return p;
   }
 
   private orderInputs(inputs: readonly HostTensor[] | Readonly<Record<string, HostTensor>>): HostTensor[] {
@@ -214,18 +234,86 @@ export class OrtExecutor {
     });
   }
 
-  /** Drops this executor's hold on the shared session; the last holder frees it in ORT. */
+  /** Drops this executor's hold on its shared sessions; the last holder frees each in ORT. */
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
-    const cached = sessionCache.get(this.key);
-    if (!cached) return;
-    cached.refs--;
-    if (cached.refs <= 0) {
-      sessionCache.delete(this.key);
-      await this.session.release();
+    const all: Compiled[] = this.dynamic ? [this.dynamic] : [];
+    for (const p of this.byShape.values()) {
+      const c = await p.catch(() => undefined);
+      if (c) all.push(c);
+    }
+    this.byShape.clear();
+    for (const c of all) {
+      const cached = sessionCache.get(c.key);
+      if (!cached) continue;
+      cached.refs--;
+      if (cached.refs <= 0) {
+        sessionCache.delete(c.key);
+        await c.session.release();
+      }
     }
   }
+}
+
+/** The symbolic dims of a graph's inputs. */
+function graphSymbols(graph: Graph): Set<string> {
+  const out = new Set<string>();
+  for (const inp of graph.inputs)
+    for (const d of graph.type(inp.id).shape) if (typeof d === "string") for (const s of dimFactors(d).symbols) out.add(s);
+  return out;
+}
+
+/**
+ * Emits `graph` (with `dims` written into its inputs and outputs when given) and gets a session
+ * for it: shared with other executors of the same model bytes and options, loaded from the
+ * compile cache, or created by ORT's optimizer.
+ */
+async function compile(graph: Graph, opts: OrtOptions, dims: ReadonlyMap<string, number> | undefined): Promise<Compiled> {
+  let emitted: EmitResult | undefined;
+  if (dims) emitted = emitOnnx(graph, { dims });
+  else {
+    emitted = emitCache.get(graph);
+    if (!emitted) {
+      emitted = emitOnnx(graph);
+      emitCache.set(graph, emitted);
+    }
+  }
+  const threads = opts.threads ?? availableParallelism();
+  const level = opts.optimizationLevel ?? "all";
+  // Concrete dims are part of the emitted bytes, so each shape has its own key.
+  const key = createHash("sha256").update(emitted.model).update(`|threads=${threads}|opt=${level}|${RUNTIME_ID}`).digest("hex");
+  let cached = sessionCache.get(key);
+  if (!cached) {
+    const store = opts.cache === null ? undefined : (opts.cache ?? defaultCompileCache());
+    const sessOpts: ort.InferenceSession.SessionOptions = {
+      executionProviders: ["cpu"],
+      intraOpNumThreads: threads,
+      interOpNumThreads: 1,
+      executionMode: "sequential",
+      // ORT's memory pattern plans one block per input-shape set on the second run. On the
+      // SmolLM2-135M train step it raised peak RSS from 3.9 to 5.4 GB and cost ~1.8 s of page
+      // faults in step 2, for the same compute (7.2 s CPU per step either way, 1 thread).
+      enableMemPattern: false,
+      graphOptimizationLevel: level,
+      logSeverityLevel: 3,
+      // Debug aid: PEFTKIT_ORT_PROFILE=prefix writes ORT's per-node timings (chrome://tracing JSON) when the session is released.
+      ...(process.env.PEFTKIT_ORT_PROFILE ? { enableProfiling: true, profileFilePrefix: process.env.PEFTKIT_ORT_PROFILE } : {}),
+    };
+    cached = { session: createSession(emitted.model, key, sessOpts, store), refs: 0 };
+    sessionCache.set(key, cached);
+  }
+  cached.refs++;
+  let session: ort.InferenceSession;
+  try {
+    session = await cached.session;
+  } catch (e) {
+    if (sessionCache.get(key) === cached) sessionCache.delete(key);
+    throw new BackendError(`ONNX Runtime could not load the emitted model (${emitted.liveNodes} IR nodes): ${wrapMessage(e, emitted)}`);
+  }
+  const hoistedFeeds: Record<string, ort.Tensor> = {};
+  for (const h of emitted.hoisted) hoistedFeeds[h.name] = toOrtTensor(h.tensor);
+  return { session, emitted, key, hoistedFeeds };
 }
 
 /**
@@ -233,6 +321,23 @@ export class OrtExecutor {
  * result. A cached entry ORT cannot load is dropped (with a warning from the store) and rebuilt.
  */
 async function createSession(
+  model: Uint8Array,
+  key: string,
+  sessOpts: ort.InferenceSession.SessionOptions,
+  store: CompileCache | undefined,
+): Promise<ort.InferenceSession> {
+  const t0 = performance.now();
+  const c0 = process.cpuUsage();
+  try {
+    return await createSessionUntimed(model, key, sessOpts, store);
+  } finally {
+    const c = process.cpuUsage(c0);
+    createTime.wallMs += performance.now() - t0;
+    createTime.cpuMs += (c.user + c.system) / 1000;
+  }
+}
+
+async function createSessionUntimed(
   model: Uint8Array,
   key: string,
   sessOpts: ort.InferenceSession.SessionOptions,
@@ -271,7 +376,7 @@ async function createSession(
  * sees them, so errors name the graph input rather than an ONNX node. Plain symbols are bound first;
  * product dims ("batch*seq") are then checked against their factors, or against each other.
  */
-function checkInputs(graph: Graph, list: readonly HostTensor[]): void {
+function checkInputs(graph: Graph, list: readonly HostTensor[]): Map<string, number> {
   const bound = new Map<string, { size: number; where: string }>();
   const products: { d: string; got: number; where: string }[] = [];
   const bind = (d: string, got: number, where: string) => {
@@ -315,6 +420,9 @@ function checkInputs(graph: Graph, list: readonly HostTensor[]): void {
       }
     } else bind(p.d, p.got, p.where);
   }
+  const sizes = new Map<string, number>();
+  for (const [d, b] of bound) sizes.set(d, b.size);
+  return sizes;
 }
 
 /** ORT's message plus the IR node it came from, found through the node names we emitted. */
