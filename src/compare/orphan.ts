@@ -1,16 +1,20 @@
 /**
  * A killed compare leaves its run processes to notice the lost parent and exit, which they do
  * only between synchronous steps (a graph compile can take seconds). A rerun must not start the
- * same run in the same folder while such an orphan still writes there, so each worker records its
- * pid in its run folder, and the runner ends a live one (checked by its command line) first.
+ * same run in the same folder while such an orphan still writes there, so the runner records each
+ * worker's pid in its run folder as soon as it has spawned it (before the worker runs any code of
+ * its own: one that is still loading when the compare dies cannot be missed), and a rerun ends a
+ * live one (checked by its command line) first.
  */
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { writeFileAtomic } from "../io/atomic-write.js";
 
 const PID_FILE = "worker.pid";
 
-export function recordWorkerPid(runDir: string): void {
-  writeFileSync(join(runDir, PID_FILE), `${process.pid}\n`);
+/** Names `pid` as the process that writes in `runDir` (atomically: a crash leaves the old name or the new one). */
+export function recordWorkerPid(runDir: string, pid: number): void {
+  writeFileAtomic(join(runDir, PID_FILE), `${pid}\n`);
 }
 
 function isWorker(pid: number, workerPath: string): boolean {

@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { writeFileAtomic } from "../io/atomic-write.js";
 import { faultPoint } from "../io/fault.js";
 import { PACKAGE_ROOT } from "../util/paths.js";
-import { endOrphan } from "./orphan.js";
+import { endOrphan, recordWorkerPid } from "./orphan.js";
 import type { PlannedRun } from "./plan.js";
 import type { CompareRow } from "./rows.js";
 import { CompareError, metricKey } from "./task.js";
@@ -88,6 +88,9 @@ export async function executeRun(run: PlannedRun, o: RunnerOptions): Promise<Com
   const t0 = performance.now();
   const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done, fail) => {
     const child = spawn(process.execPath, [WORKER, specPath], { stdio: ["ignore", log, log, "ipc"], env: process.env });
+    // Before anything else can happen: a compare killed from here on leaves a worker a rerun can find.
+    if (child.pid !== undefined) recordWorkerPid(runDir, child.pid);
+    faultPoint("compare-run-spawned");
     child.on("message", (m: { phase?: string }) => {
       // A crash test kills the compare here, while the child is between training and evaluation.
       if (m?.phase === "trained") faultPoint("compare-run-trained");

@@ -13,7 +13,6 @@ import { installNodeCompileCache } from "../io/compile-cache.js";
 import { faultPoint } from "../io/fault.js";
 import { SafetensorsFile } from "../io/safetensors.js";
 import { fullFineTune } from "./full-run.js";
-import { recordWorkerPid } from "./orphan.js";
 
 export interface WorkerSpec {
   kind: "peft" | "full";
@@ -63,7 +62,7 @@ async function peftRun(s: WorkerSpec): Promise<Omit<WorkerResult, "max_rss_kb">>
   const adapterDir = join(s.runDir, "adapter");
   const code = await trainCommand.run(parseFlags([...s.trainArgs, "--output-dir", adapterDir], trainCommand));
   if (code !== 0) throw new Error(`training stopped early (exit code ${code})`);
-  process.send?.({ phase: "trained" });
+  tell("trained");
   faultPoint("compare-worker-trained");
   const evalFile = join(s.runDir, "eval.json");
   const evalArgs = [
@@ -97,14 +96,28 @@ async function peftRun(s: WorkerSpec): Promise<Omit<WorkerResult, "max_rss_kb">>
   };
 }
 
+/** Whether the compare that started this process is gone (process.send stays defined once its channel closed). */
+const orphaned = (): boolean => process.send !== undefined && !process.connected;
+
+/** Tells the compare how far the run got; a compare that is gone meanwhile ends this process. */
+function tell(phase: string): void {
+  if (orphaned()) process.exit(137);
+  // With a callback a closed channel is reported here, not as an uncaught 'error' on process.
+  process.send?.({ phase }, undefined, undefined, (e: Error | null) => {
+    if (e) process.exit(137);
+  });
+}
+
 async function main(): Promise<void> {
   // The compare died (killed, or Ctrl-C): stop too, so a rerun does not race an orphan.
   process.on("disconnect", () => process.exit(137));
+  // It may have died while this module was loading: the channel closed then, before the handler
+  // above existed, and no "disconnect" will come. Such an orphan must not start the run.
+  if (orphaned()) process.exit(137);
   // Runs of a compare share their graphs' shapes often: the compile cache saves ORT's optimizer.
   installNodeCompileCache();
   const spec = JSON.parse(readFileSync(process.argv[2], "utf8")) as WorkerSpec;
-  recordWorkerPid(spec.runDir);
-  const r = spec.kind === "full" ? await fullFineTune(spec, () => process.send?.({ phase: "trained" })) : await peftRun(spec);
+  const r = spec.kind === "full" ? await fullFineTune(spec, () => tell("trained")) : await peftRun(spec);
   const result: WorkerResult = { ...r, max_rss_kb: process.resourceUsage().maxRSS };
   writeFileAtomic(join(spec.runDir, "result.json"), `${JSON.stringify(result, null, 2)}\n`);
 }
