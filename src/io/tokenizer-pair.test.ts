@@ -102,7 +102,9 @@ describe("encodePair", () => {
   });
 
   test("token type ids follow the template's type_id fields, not a fixed rule", async () => {
-    const json = JSON.parse(readFileSync(join(BERT, "tokenizer.json"), "utf8")) as { post_processor: { pair: Record<string, { type_id: number }>[] } };
+    const json = JSON.parse(readFileSync(join(BERT, "tokenizer.json"), "utf8")) as {
+      post_processor: { pair: Record<string, { type_id: number }>[] };
+    };
     const pp = json.post_processor;
     // Second sequence typed 2, its closing [SEP] 3.
     pp.pair[3].Sequence.type_id = 2;

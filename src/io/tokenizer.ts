@@ -434,7 +434,8 @@ export class PreTrainedTokenizer {
    * are all 0 (what BERT's template "[CLS]:0 $A:0 [SEP]:0" and every stock single template give).
    */
   encodeWithTypes(text: string, options: EncodeOptions = {}): PairEncoding {
-    if (options.textPair !== undefined) return this.encodePairWithTypes(text, options.textPair, { addSpecialTokens: options.addSpecialTokens });
+    if (options.textPair !== undefined)
+      return this.encodePairWithTypes(text, options.textPair, { addSpecialTokens: options.addSpecialTokens });
     const ids = this.encode(text, options);
     return { ids, tokenTypeIds: ids.map(() => 0) };
   }
@@ -565,7 +566,9 @@ export class PreTrainedTokenizer {
           const typeAt = (i: number) => {
             const v = types[i];
             if (!Number.isInteger(v) || v < 0)
-              throw new TokenizerError(`${this.files.tokenizer}: post_processor gives the type id ${JSON.stringify(v)}; expected a non-negative integer`);
+              throw new TokenizerError(
+                `${this.files.tokenizer}: post_processor gives the type id ${JSON.stringify(v)}; expected a non-negative integer`,
+              );
             return v;
           };
           const range = (from: number, to: number) => Array.from({ length: to - from }, (_, k) => typeAt(from + k));
