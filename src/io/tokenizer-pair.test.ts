@@ -81,6 +81,46 @@ describe("encodePair", () => {
     assert.throws(() => tok.encodePair(a, b, { maxLength: 2 }), /leaves no room for the special tokens/);
   });
 
+  test("token type ids: 0 on [CLS] A [SEP], 1 on B [SEP] (the template's type_id of each piece)", async () => {
+    const { ours, lib } = await withPostProcessor("types-template", undefined);
+    for (const [a, b] of PAIRS) {
+      const enc = ours.encodePairWithTypes(a, b);
+      const na = ours.encode(a, { addSpecialTokens: false }).length;
+      const nb = ours.encode(b, { addSpecialTokens: false }).length;
+      assert.deepEqual(enc.tokenTypeIds, [...new Array<number>(na + 2).fill(0), ...new Array<number>(nb + 1).fill(1)], `${a} | ${b}`);
+      assert.deepEqual(enc.ids, ours.encodePair(a, b));
+      assert.deepEqual(enc.tokenTypeIds, lib.encode(a, { text_pair: b, return_token_type_ids: true }).token_type_ids);
+      assert.deepEqual(ours.encodeWithTypes(a, { textPair: b }), enc);
+      // Without special tokens the template still types the sequences.
+      const bare = ours.encodePairWithTypes(a, b, { addSpecialTokens: false });
+      assert.deepEqual(bare.tokenTypeIds, [...new Array<number>(na).fill(0), ...new Array<number>(nb).fill(1)]);
+    }
+    // Truncation keeps the types aligned with the ids.
+    const cut = ours.encodePairWithTypes("one two three four five", "six seven eight nine ten", { maxLength: 10 });
+    assert.deepEqual(cut.tokenTypeIds, [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]);
+    assert.deepEqual(ours.encodeWithTypes("Hello world").tokenTypeIds, [0, 0, 0, 0]);
+  });
+
+  test("token type ids follow the template's type_id fields, not a fixed rule", async () => {
+    const json = JSON.parse(readFileSync(join(BERT, "tokenizer.json"), "utf8")) as {
+      post_processor: { pair: Record<string, { type_id: number }>[] };
+    };
+    const pp = json.post_processor;
+    // Second sequence typed 2, its closing [SEP] 3.
+    pp.pair[3].Sequence.type_id = 2;
+    pp.pair[4].SpecialToken.type_id = 3;
+    const { ours } = await withPostProcessor("types-custom", pp);
+    const enc = ours.encodePairWithTypes("one", "two three");
+    assert.deepEqual(enc.tokenTypeIds, [0, 0, 0, 2, 2, 3]);
+  });
+
+  test("token type ids: BertProcessing 0/1, RobertaProcessing all 0 (as the Rust post-processors)", async () => {
+    const bert = await withPostProcessor("types-bert", { type: "BertProcessing", sep: ["[SEP]", 102], cls: ["[CLS]", 101] });
+    assert.deepEqual(bert.ours.encodePairWithTypes("one", "two three").tokenTypeIds, [0, 0, 0, 1, 1, 1]);
+    const rob = await withPostProcessor("types-roberta", { type: "RobertaProcessing", sep: ["[SEP]", 102], cls: ["[CLS]", 101] });
+    assert.deepEqual(rob.ours.encodePairWithTypes("one", "two three").tokenTypeIds, [0, 0, 0, 0, 0, 0, 0]);
+  });
+
   test("longest_first lengths", () => {
     const table: [number, number, number, [number, number]][] = [
       [3, 3, 10, [3, 3]], // fits

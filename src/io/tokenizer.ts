@@ -29,6 +29,29 @@ export interface PairFrame {
 }
 
 /**
+ * The token type id of each part of a pair encoding (prefix A middle B suffix), as the Rust
+ * tokenizers library's post-processors assign them (what transformers' fast tokenizers return as
+ * token_type_ids): TemplateProcessing gives every piece of its `pair` template its own `type_id`
+ * ("[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1" for BERT; https://docs.rs/tokenizers/0.21.4/src/tokenizers/processors/template.rs.html),
+ * BertProcessing 0 through the first [SEP] and 1 after it, RobertaProcessing 0 everywhere (its
+ * `pair_type_ids = vec![0; ...]`; RoBERTa has no token types). Without a post-processor that adds
+ * special tokens, the second sequence keeps the type 1 the library encodes it with.
+ */
+export interface PairTypeFrame {
+  prefix: number[];
+  a: number;
+  middle: number[];
+  b: number;
+  suffix: number[];
+}
+
+/** A pair encoding with its token type ids (one per id). */
+export interface PairEncoding {
+  ids: number[];
+  tokenTypeIds: number[];
+}
+
+/**
  * Lengths of the two sequences of a pair cut to `room` tokens in all, as the Rust tokenizers
  * library's "longest_first" does (transformers' fast tokenizers): the shorter keeps its length
  * when the longer can take the whole cut; otherwise the shorter gets ⌊room/2⌋ and the longer the
@@ -215,6 +238,9 @@ export class PreTrainedTokenizer {
   /** Ids the post-processor puts before/after one sequence; computed on first use. */
   private frame: { prefix: number[]; suffix: number[] } | null = null;
   private pairFrameIds: PairFrame | null = null;
+  private readonly pairTypes = new Map<boolean, PairTypeFrame>();
+  /** The post-processor's type, and its parts' for a Sequence. */
+  private readonly postProcessorTypes: string[];
 
   constructor(parts: TokenizerParts) {
     const { dir, tokenizerJson, config, specialTokensMap } = parts;
@@ -292,6 +318,7 @@ export class PreTrainedTokenizer {
       throw new TokenizerError(`${this.files.tokenizer}: unsupported or invalid tokenizer: ${(e as Error).message}`);
     }
     this.vocabSize = this.tk.model!.vocab.length;
+    this.postProcessorTypes = postProcessorTypes(tokenizerJson.post_processor);
 
     for (const name of REQUIRED_IN_VOCAB) {
       const v = this.tokens.get(name);
@@ -402,6 +429,17 @@ export class PreTrainedTokenizer {
     return this.tk.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
   }
 
+  /**
+   * encode with token type ids: a pair's as encodePairWithTypes gives them; a single sequence's
+   * are all 0 (what BERT's template "[CLS]:0 $A:0 [SEP]:0" and every stock single template give).
+   */
+  encodeWithTypes(text: string, options: EncodeOptions = {}): PairEncoding {
+    if (options.textPair !== undefined)
+      return this.encodePairWithTypes(text, options.textPair, { addSpecialTokens: options.addSpecialTokens });
+    const ids = this.encode(text, options);
+    return { ids, tokenTypeIds: ids.map(() => 0) };
+  }
+
   decode(ids: readonly number[], options: DecodeOptions = {}): string {
     for (const id of ids) this.checkId(id);
     let kept = ids;
@@ -503,17 +541,65 @@ export class PreTrainedTokenizer {
     return { ...this.pairFrameIds };
   }
 
+  /** The token type ids of a pair's parts (see PairTypeFrame); with or without the special tokens. */
+  pairTypeFrame(addSpecialTokens = true): PairTypeFrame {
+    const known = this.pairTypes.get(addSpecialTokens);
+    if (known) return { ...known };
+    const f = addSpecialTokens ? this.pairSpecialFrame() : { prefix: [], middle: [], suffix: [] };
+    const zeros = (ids: readonly number[]) => ids.map(() => 0);
+    let t: PairTypeFrame;
+    const pp = this.tk.post_processor;
+    if (addSpecialTokens && this.postProcessorTypes.includes("RobertaProcessing")) {
+      t = { prefix: zeros(f.prefix), a: 0, middle: zeros(f.middle), b: 0, suffix: zeros(f.suffix) };
+    } else {
+      // Default (no post-processor, ByteLevel, BertProcessing without special tokens): A 0, B 1.
+      t = { prefix: zeros(f.prefix), a: 0, middle: zeros(f.middle), b: 1, suffix: f.suffix.map(() => 1) };
+      if (pp !== null) {
+        const a = "\u0000peftkit-first\u0000";
+        const b = "\u0000peftkit-second\u0000";
+        const out = pp([a], [b], addSpecialTokens) as { tokens: string[]; token_type_ids?: number[] };
+        const types = out.token_type_ids;
+        const at = out.tokens.indexOf(a);
+        const bt = out.tokens.indexOf(b);
+        // Only when the output is the merged pair (ByteLevel hands the sequences back unmerged).
+        if (Array.isArray(types) && types.length === out.tokens.length && at >= 0 && bt > at) {
+          const typeAt = (i: number) => {
+            const v = types[i];
+            if (!Number.isInteger(v) || v < 0)
+              throw new TokenizerError(
+                `${this.files.tokenizer}: post_processor gives the type id ${JSON.stringify(v)}; expected a non-negative integer`,
+              );
+            return v;
+          };
+          const range = (from: number, to: number) => Array.from({ length: to - from }, (_, k) => typeAt(from + k));
+          t = { prefix: range(0, at), a: typeAt(at), middle: range(at + 1, bt), b: typeAt(bt), suffix: range(bt + 1, types.length) };
+        }
+      }
+    }
+    this.pairTypes.set(addSpecialTokens, t);
+    return { ...t };
+  }
+
   /**
    * Encodes a text pair with the post-processor's pair template (e.g. BERT `[CLS] A [SEP] B [SEP]`,
    * RoBERTa `<s> A </s></s> B </s>`). With `maxLength` the longer text is cut first (see
    * longestFirstLengths); the special tokens are always kept.
    */
   encodePair(text: string, pair: string, options: PairEncodeOptions = {}): number[] {
+    return this.encodePairWithTypes(text, pair, options).ids;
+  }
+
+  /**
+   * encodePair with the token type ids transformers returns for the pair (`token_type_ids`:
+   * BERT 0 on `[CLS] A [SEP]`, 1 on `B [SEP]`; see PairTypeFrame).
+   */
+  encodePairWithTypes(text: string, pair: string, options: PairEncodeOptions = {}): PairEncoding {
     if (typeof text !== "string" || typeof pair !== "string")
       throw new TokenizerError(`encodePair expects two strings, got ${typeof text} and ${typeof pair}`);
     let a = this.encode(text, { addSpecialTokens: false });
     let b = this.encode(pair, { addSpecialTokens: false });
-    const f = (options.addSpecialTokens ?? true) ? this.pairSpecialFrame() : { prefix: [], middle: [], suffix: [] };
+    const special = options.addSpecialTokens ?? true;
+    const f = special ? this.pairSpecialFrame() : { prefix: [], middle: [], suffix: [] };
     if (options.maxLength !== undefined) {
       const room = checkLength(options.maxLength, "maxLength") - f.prefix.length - f.middle.length - f.suffix.length;
       if (room < 0)
@@ -522,7 +608,11 @@ export class PreTrainedTokenizer {
       a = this.truncationSide === "right" ? a.slice(0, na) : a.slice(a.length - na);
       b = this.truncationSide === "right" ? b.slice(0, nb) : b.slice(b.length - nb);
     }
-    return [...f.prefix, ...a, ...f.middle, ...b, ...f.suffix];
+    const t = this.pairTypeFrame(special);
+    return {
+      ids: [...f.prefix, ...a, ...f.middle, ...b, ...f.suffix],
+      tokenTypeIds: [...t.prefix, ...a.map(() => t.a), ...t.middle, ...b.map(() => t.b), ...t.suffix],
+    };
   }
 
   /** Encodes one text, cut to `maxLength` ids in total (special tokens kept) on the truncation side. */
@@ -629,4 +719,13 @@ export class PreTrainedTokenizer {
     });
     return options.tokenize ? this.encode(text, { addSpecialTokens: false }) : text;
   }
+}
+
+/** The type of a tokenizer.json post_processor, and those of a Sequence's parts. */
+function postProcessorTypes(pp: unknown): string[] {
+  if (typeof pp !== "object" || pp === null) return [];
+  const o = pp as { type?: unknown; processors?: unknown };
+  const own = typeof o.type === "string" ? [o.type] : [];
+  const parts = Array.isArray(o.processors) ? o.processors.flatMap(postProcessorTypes) : [];
+  return [...own, ...parts];
 }

@@ -58,6 +58,8 @@ export interface Architecture<C = unknown> {
   linearLayers(cfg: C, head: TaskHead): string[];
   /** Whether linear weights are stored [in, out] (GPT-2 Conv1D). */
   fanInFanOut: boolean;
+  /** Token types the model embeds (BERT's type_vocab_size); absent = it takes no token_type_ids. */
+  tokenTypes?(cfg: C): number;
 }
 
 /** Linear-layer paths: every layer's (keys of `perLayer(i)`), then the head's. */

@@ -242,4 +242,5 @@ export const BERT: Architecture<BertConfig> = {
   specialTokens: (c) => ({ bos: [], eos: [], pad: c.pad }),
   linearLayers: (c, head) => linearLayerPaths(c.layers, (i) => layerLinears(c, i), Object.keys(headLinears(c, head))),
   fanInFanOut: false,
+  tokenTypes: (c) => c.typeVocab,
 };

@@ -259,6 +259,14 @@ export class PreTrainedModel {
     return e;
   }
 
+  /**
+   * Whether token_type_ids change the output: BERT-style models with type_vocab_size > 1 (RoBERTa's
+   * single type does not). Trainers and evaluation add the input to their graphs only then.
+   */
+  get usesTokenTypeIds(): boolean {
+    return (this.arch.tokenTypes?.(this.archConfig) ?? 0) > 1;
+  }
+
   private contextVersion = 0;
   /** Drops compiled graphs (e.g. after a tuner changed what the forward computes). */
   invalidate(): void {

@@ -16,13 +16,16 @@ import type { TrainBatch } from "../tuners/train.js";
 import { isSpanTagSet, SpanCounts } from "./span-f1.js";
 
 export interface EvalModel {
-  forward(inputs: { inputIds: number[][]; attentionMask?: number[][] }): Promise<ModelOutput>;
+  forward(inputs: { inputIds: number[][]; attentionMask?: number[][]; tokenTypeIds?: number[][] }): Promise<ModelOutput>;
+  /** Whether the model takes token_type_ids (text pairs on BERT); they are passed only then. */
+  readonly usesTokenTypeIds?: boolean;
   generate(prompts: number[][], opts: { maxNewTokens: number; eosTokenId?: number | number[] }): Promise<number[][]>;
 }
 
 export interface EvalBatch extends TrainBatch {
   inputIds: number[][];
   attentionMask: number[][];
+  tokenTypeIds?: number[][];
   labels: number[][];
 }
 
@@ -175,7 +178,8 @@ export async function evaluate(
       }
     : undefined;
   for (const b of batches) {
-    const out = await model.forward({ inputIds: b.inputIds, attentionMask: b.attentionMask });
+    const types = model.usesTokenTypeIds && b.tokenTypeIds ? { tokenTypeIds: b.tokenTypeIds } : {};
+    const out = await model.forward({ inputIds: b.inputIds, attentionMask: b.attentionMask, ...types });
     if (!out.logits) continue;
     const r = batchNll(out.logits.data, out.logits.shape, b.labels, opts.causal, classes, onRow);
     nll += r.nll;

@@ -9,7 +9,7 @@ import { type StepResult, type TensorDecl, TrainStep } from "../engine/optim/tra
 import { crossEntropy } from "../engine/trace/composites.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
 import { ModelError, WeightContext } from "../nn/context.js";
-import { prepareBatch, type TrainBatch } from "../tuners/train.js";
+import { prepareBatch, stepBatchDecls, stepModelInputs, type TrainBatch } from "../tuners/train.js";
 
 export class FullTrainer {
   /** Names of distinct weights (a tied weight trains once, under its first name). */
@@ -45,18 +45,14 @@ export class FullTrainer {
     const step = await TrainStep.create(
       {
         params,
-        batch: {
-          input_ids: { dtype: "i64", shape: ["batch", "seq"] },
-          attention_mask: { dtype: "i64", shape: ["batch", "seq"] },
-          labels: { dtype: "i64", shape: head === "sequence_classification" ? ["batch"] : ["batch", "seq"] },
-        },
+        batch: stepBatchDecls(head, model.usesTokenTypeIds),
         optimizer: opts.optimizer ?? { kind: "adamw" },
         clipNorm: opts.clipNorm,
         recompute: opts.gradientCheckpointing,
         loss: ({ params: p, batch }) => {
           const names = new Set(model.weights.keys());
           const ctx = new WeightContext((n) => p[aliases.get(n) ?? n], names);
-          const out = model.traceForward(ctx, { input_ids: batch.input_ids, attention_mask: batch.attention_mask });
+          const out = model.traceForward(ctx, stepModelInputs(batch));
           if (!out.logits) throw new ModelError(`a ${head} model has no logits to train on`);
           return crossEntropy(out.logits, batch.labels);
         },
@@ -69,7 +65,7 @@ export class FullTrainer {
 
   /** One step; the model's weights are replaced by the updated ones. */
   async train(batch: TrainBatch, opts: { lr: number; seed?: number }): Promise<StepResult> {
-    const res = await this.step.step(prepareBatch(this.model.head, batch), opts);
+    const res = await this.step.step(prepareBatch(this.model.head, batch, this.model.usesTokenTypeIds), opts);
     const p = this.step.getParams();
     for (const [k, t] of Object.entries(p)) this.model.weights.set(k, t);
     for (const [alias, first] of this.aliases) this.model.weights.set(alias, p[first]);

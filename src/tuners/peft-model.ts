@@ -64,6 +64,11 @@ export class PeftModel {
     this.refresh();
   }
 
+  /** See PreTrainedModel.usesTokenTypeIds. */
+  get usesTokenTypeIds(): boolean {
+    return this.base.usesTokenTypeIds;
+  }
+
   /** getPeftModel(model, config): attaches a new adapter named "default" (or opts.adapterName). */
   static create(
     model: PreTrainedModel,

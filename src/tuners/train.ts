@@ -31,6 +31,11 @@ export interface TrainBatch {
   inputIds: IdsLike;
   attentionMask?: IdsLike;
   /**
+   * [B, T] token type ids (text pairs on BERT). Used only by models with token types
+   * (PreTrainedModel.usesTokenTypeIds), which get all 0 when absent; ignored by the others.
+   */
+  tokenTypeIds?: IdsLike;
+  /**
    * Causal LM: [B, T] token ids, -100 where no loss is taken; the shift by one happens here.
    * Sequence classification: [B] class ids ([[c0], [c1], ...] or a [B, 1] tensor).
    * Token classification: [B, T] class ids, -100 to ignore.
@@ -49,11 +54,30 @@ export function shiftLabels(labels: HostTensor): HostTensor {
   return hostTensor("i64", [b, t], out);
 }
 
+/** The batch inputs of a training step's graph; token_type_ids only for models that use them. */
+export function stepBatchDecls(head: TaskHead, tokenTypes: boolean): Record<string, TensorDecl> {
+  const d: Record<string, TensorDecl> = {
+    input_ids: { dtype: "i64", shape: ["batch", "seq"] },
+    attention_mask: { dtype: "i64", shape: ["batch", "seq"] },
+  };
+  if (tokenTypes) d.token_type_ids = { dtype: "i64", shape: ["batch", "seq"] };
+  d.labels = { dtype: "i64", shape: head === "sequence_classification" ? ["batch"] : ["batch", "seq"] };
+  return d;
+}
+
+/** The model inputs of a step's batch tensors, for traceForward. */
+export function stepModelInputs(batch: Record<string, Tensor>): Record<string, Tensor> {
+  const t: Record<string, Tensor> = { input_ids: batch.input_ids, attention_mask: batch.attention_mask };
+  if (batch.token_type_ids) t.token_type_ids = batch.token_type_ids;
+  return t;
+}
+
 /**
  * The step's batch tensors from a user batch: ids, mask (ones by default) and labels, shifted
- * for causal LMs. (Soft-prompt positions are skipped inside the loss, not in the labels.)
+ * for causal LMs. (Soft-prompt positions are skipped inside the loss, not in the labels.) With
+ * `tokenTypes`, token_type_ids too (all 0 when the batch has none).
  */
-export function prepareBatch(head: TaskHead, batch: TrainBatch): Record<string, HostTensor> {
+export function prepareBatch(head: TaskHead, batch: TrainBatch, tokenTypes = false): Record<string, HostTensor> {
   const ids = toIdTensor(batch.inputIds, "inputIds");
   const mask = batch.attentionMask !== undefined ? toIdTensor(batch.attentionMask, "attentionMask") : onesLike(ids);
   let labels: HostTensor;
@@ -76,7 +100,18 @@ export function prepareBatch(head: TaskHead, batch: TrainBatch): Record<string, 
     }
     if (head === "causal_lm") labels = shiftLabels(labels);
   }
-  return { input_ids: ids, attention_mask: mask, labels };
+  const out: Record<string, HostTensor> = { input_ids: ids, attention_mask: mask, labels };
+  if (tokenTypes) {
+    const types = batch.tokenTypeIds !== undefined ? toIdTensor(batch.tokenTypeIds, "tokenTypeIds") : zerosLike(ids);
+    if (types.shape[0] !== ids.shape[0] || types.shape[1] !== ids.shape[1])
+      throw new ModelError(`tokenTypeIds [${types.shape}] must have the shape of inputIds [${ids.shape}]`);
+    out.token_type_ids = types;
+  }
+  return out;
+}
+
+function zerosLike(ids: HostTensor): HostTensor {
+  return hostTensor("i64", [...ids.shape], new BigInt64Array(ids.data.length));
 }
 
 export class PeftTrainer {
@@ -85,6 +120,7 @@ export class PeftTrainer {
     readonly adapterName: string,
     readonly step: TrainStep,
     private readonly head: TaskHead,
+    private readonly tokenTypes: boolean,
   ) {}
 
   static async create(peft: PeftModel, opts: PeftTrainerOptions = {}): Promise<PeftTrainer> {
@@ -106,18 +142,14 @@ export class PeftTrainer {
     const frozenDecl: Record<string, TensorDecl> = Object.fromEntries(
       [...model.weights].map(([k, t]) => [k, { dtype: t.dtype, shape: t.shape }]),
     );
-    const labelShape = head === "sequence_classification" ? ["batch"] : ["batch", "seq"];
+    const tokenTypes = model.usesTokenTypeIds;
     const mts = modulesToSaveKeys(peft.info, a.config.modulesToSave ?? null);
     const prefix = a.tuner.virtualTokens?.(a.config) ?? 0;
     const step = await TrainStep.create(
       {
         params,
         frozen: frozenDecl,
-        batch: {
-          input_ids: { dtype: "i64", shape: ["batch", "seq"] },
-          attention_mask: { dtype: "i64", shape: ["batch", "seq"] },
-          labels: { dtype: "i64", shape: labelShape },
-        },
+        batch: stepBatchDecls(head, tokenTypes),
         optimizer: opts.optimizer ?? { kind: "adamw" },
         clipNorm: opts.clipNorm,
         recompute: opts.gradientCheckpointing,
@@ -130,7 +162,7 @@ export class PeftTrainer {
           };
           if (mts.size) ctx = new ModulesToSaveContext(ctx, mts, tensor);
           ctx = a.tuner.wrap(ctx, peft.info, a.config, { adapterName: name, tensor, rowMask: null, training: true, seed });
-          const out = model.traceForward(ctx, { input_ids: batch.input_ids, attention_mask: batch.attention_mask });
+          const out = model.traceForward(ctx, stepModelInputs(batch));
           if (!out.logits) throw new ModelError(`a ${head} model has no logits to train on`);
           // Soft tokens (prompt tuning) add logits in front, which PEFT labels −100: the loss skips
           // them instead (same value), by a gather since the sequence length is symbolic.
@@ -142,13 +174,13 @@ export class PeftTrainer {
       { params: init, frozen },
       { ...model.compileOptions, ...opts.compile },
     );
-    return new PeftTrainer(peft, name, step, head);
+    return new PeftTrainer(peft, name, step, head, tokenTypes);
   }
 
   /** Converts a user batch into the step's tensors (shifting causal-LM labels). */
   prepare(batch: TrainBatch): Record<string, HostTensor> {
     // Labels keep the input's length: the loss drops the soft tokens' logits (see create).
-    return prepareBatch(this.head, batch);
+    return prepareBatch(this.head, batch, this.tokenTypes);
   }
 
   /** One optimizer step; the adapter's tensors in the PeftModel are updated in place. */

@@ -249,3 +249,28 @@ describe(`resuming at any (epoch, index) (seed ${seed})`, () => {
     assert.throws(() => new BatchStream([], { batchSize: 2, seed, padId: PAD }), /empty dataset/);
   });
 });
+
+describe("token type ids", () => {
+  const ex = (ids: number[], types: number[] | undefined, label: number): Example => ({
+    inputIds: ids,
+    label,
+    source: `p:${label}`,
+    ...(types ? { tokenTypeIds: types } : {}),
+  });
+
+  test("are right-padded with 0; an untyped example in a typed batch gets all 0; untyped batches have none", () => {
+    const examples = [
+      ex([2, 5, 3, 7, 3], [0, 0, 0, 1, 1], 0),
+      ex([2, 9, 3], undefined, 1),
+      ex([2, 4, 4, 3, 8, 8, 3], [0, 0, 0, 0, 1, 1, 1], 2),
+    ];
+    const [b] = makeBatches(examples, { batchSize: 3, seed: 1, padId: PAD, shuffle: false, epoch: 0 });
+    assert.deepEqual(b.tokenTypeIds, [
+      [0, 0, 0, 1, 1, 0, 0],
+      [0, 0, 0, 0, 0, 0, 0],
+      [0, 0, 0, 0, 1, 1, 1],
+    ]);
+    const [plain] = makeBatches([examples[1]], { batchSize: 3, seed: 1, padId: PAD, shuffle: false, epoch: 0 });
+    assert.equal(plain.tokenTypeIds, undefined);
+  });
+});

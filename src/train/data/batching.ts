@@ -12,6 +12,8 @@ export interface Batch {
   inputIds: number[][];
   /** 1 on real tokens, 0 on padding. */
   attentionMask: number[][];
+  /** Token type ids (0 on padding), when some example of the batch has them (text pairs); else absent = all 0. */
+  tokenTypeIds?: number[][];
   /** Language modelling: token ids, -100 on padding and where no loss is taken. Classification: [[c0], [c1], ...]. */
   labels: number[][];
   /** Real (unpadded) tokens in the batch. */
@@ -262,12 +264,15 @@ export class BatchStream {
     const { padId } = this.opts;
     const width = Math.max(...members.map((i) => this.examples[i].inputIds.length));
     const batch: Batch = { inputIds: [], attentionMask: [], labels: [], tokens: 0, lossTokens: 0, examples: [...members] };
+    const typed = members.some((i) => this.examples[i].tokenTypeIds !== undefined);
+    if (typed) batch.tokenTypeIds = [];
     for (const i of members) {
       const e = this.examples[i];
       const n = e.inputIds.length;
       const pad = width - n;
       batch.inputIds.push([...e.inputIds, ...new Array<number>(pad).fill(padId)]);
       batch.attentionMask.push([...new Array<number>(n).fill(1), ...new Array<number>(pad).fill(0)]);
+      if (typed) batch.tokenTypeIds!.push([...(e.tokenTypeIds ?? new Array<number>(n).fill(0)), ...new Array<number>(pad).fill(0)]);
       batch.tokens += n;
       if (this.classification) {
         batch.labels.push([e.label!]);

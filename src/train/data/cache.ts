@@ -9,7 +9,8 @@ import { join } from "node:path";
 import { type DataFormat, SEQUENCE_CLASSIFICATION_FORMATS } from "./formats.js";
 import type { Example } from "./tokenize.js";
 
-const MAGIC = "PKDSET01";
+// 02: pair classification examples carry token type ids (01 files lack them and are rebuilt).
+const MAGIC = "PKDSET02";
 
 export interface CachedDataset {
   format: DataFormat;
@@ -29,6 +30,8 @@ interface Header {
   sources: string[];
   lengths: number[];
   classLabels?: number[];
+  /** Indices of the examples with token type ids; their ids follow the token ids, in this order. */
+  typed?: number[];
 }
 
 export function cachePath(dir: string, key: string): string {
@@ -48,14 +51,22 @@ export async function writeCache(dir: string, key: string, d: CachedDataset): Pr
     lengths: d.examples.map((e) => e.inputIds.length),
     classLabels: classification ? d.examples.map((e) => e.label!) : undefined,
   };
+  const typed = d.examples.flatMap((e, i) => (e.tokenTypeIds ? [i] : []));
+  if (typed.length) header.typed = typed;
   const headerBytes = Buffer.from(JSON.stringify(header), "utf8");
   const total = header.lengths.reduce((a, b) => a + b, 0);
-  const ids = new Int32Array(classification ? total : 2 * total);
+  const typedTotal = typed.reduce((a, i) => a + header.lengths[i], 0);
+  const ids = new Int32Array((classification ? total : 2 * total) + typedTotal);
   let at = 0;
   for (const e of d.examples) {
     ids.set(e.inputIds, at);
     if (!classification) ids.set(e.labels!, total + at);
     at += e.inputIds.length;
+  }
+  let typeAt = classification ? total : 2 * total;
+  for (const i of typed) {
+    ids.set(d.examples[i].tokenTypeIds!, typeAt);
+    typeAt += header.lengths[i];
   }
   const pad = (4 - ((MAGIC.length + 4 + headerBytes.length) % 4)) % 4;
   const len = Buffer.alloc(4);
@@ -96,7 +107,9 @@ export async function readCache(dir: string, key: string): Promise<CachedDataset
     const data = new Int32Array(buf.buffer.slice(buf.byteOffset + dataStart, buf.byteOffset + buf.byteLength));
     const classification = SEQUENCE_CLASSIFICATION_FORMATS.includes(header.format);
     const total = header.lengths.reduce((a, b) => a + b, 0);
-    if (data.length !== (classification ? total : 2 * total) || header.sources.length !== header.lengths.length) return null;
+    const typed = header.typed ?? [];
+    const typedTotal = typed.reduce((a, i) => a + (header.lengths[i] ?? Number.NaN), 0);
+    if (data.length !== (classification ? total : 2 * total) + typedTotal || header.sources.length !== header.lengths.length) return null;
     const examples: Example[] = [];
     let at = 0;
     header.lengths.forEach((n, i) => {
@@ -107,6 +120,12 @@ export async function readCache(dir: string, key: string): Promise<CachedDataset
       examples.push(e);
       at += n;
     });
+    let typeAt = classification ? total : 2 * total;
+    for (const i of typed) {
+      const n = header.lengths[i];
+      examples[i].tokenTypeIds = Array.from(data.subarray(typeAt, typeAt + n));
+      typeAt += n;
+    }
     return {
       format: header.format,
       examples,

@@ -28,6 +28,12 @@ export interface Example {
   labels?: number[];
   /** Classification: the class id. */
   label?: number;
+  /**
+   * Pair classification: the tokenizer's token type ids (BERT: 0 on `[CLS] A [SEP]`, 1 on
+   * `B [SEP]`), present when some id is not 0. Fed only to models with token types (see
+   * PreTrainedModel.usesTokenTypeIds); absent means all 0.
+   */
+  tokenTypeIds?: number[];
   /** Where the record came from (`data.jsonl:17`), for messages about this example. */
   source: string;
 }
@@ -131,9 +137,11 @@ export class RecordTokenizer {
         return { example: { inputIds: [...prefix, ...body, ...suffix], label: this.classId(rec.label) }, truncated };
       }
       case "pair_classification": {
-        const whole = tok.encodePair(rec.text, rec.textPair);
-        const inputIds = whole.length > max ? tok.encodePair(rec.text, rec.textPair, { maxLength: max }) : whole;
-        return { example: { inputIds, label: this.classId(rec.label) }, truncated: inputIds.length < whole.length };
+        const whole = tok.encodePairWithTypes(rec.text, rec.textPair);
+        const enc = whole.ids.length > max ? tok.encodePairWithTypes(rec.text, rec.textPair, { maxLength: max }) : whole;
+        const example: Omit<Example, "source"> = { inputIds: enc.ids, label: this.classId(rec.label) };
+        if (enc.tokenTypeIds.some((t) => t !== 0)) example.tokenTypeIds = enc.tokenTypeIds;
+        return { example, truncated: enc.ids.length < whole.ids.length };
       }
       case "token_classification": {
         const { prefix, suffix } = this.frame;
