@@ -8,6 +8,7 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { writeFileAtomic } from "../io/atomic-write.js";
 import { faultPoint } from "../io/fault.js";
+import { loadConfig } from "../io/hf-folder.js";
 import { PACKAGE_ROOT } from "../util/paths.js";
 import { endOrphan, recordWorkerPid } from "./orphan.js";
 import type { PlannedRun } from "./plan.js";
@@ -34,6 +35,19 @@ export interface RunnerOptions {
 /** A run that did not finish; the compare goes on with the others and a rerun retries it. */
 export class RunFailedError extends CompareError {}
 
+/**
+ * Targets compare names where PEFT has no default: LN tuning knows no BERT-family layer norms
+ * (PEFT, like `peftkit train`, then asks for target_modules), so on those encoders it tunes every
+ * LayerNorm (embeddings, attention output, block output), the analogue of its decoder defaults.
+ */
+const COMPARE_TARGETS: Record<string, Record<string, string>> = { ln_tuning: { bert: "LayerNorm", roberta: "LayerNorm" } };
+
+/** The `--target` compare adds for a method on a model, or null (the method's own default). */
+export function compareTarget(method: string, modelDir: string): string | null {
+  const modelType = String(loadConfig(modelDir).model_type);
+  return COMPARE_TARGETS[method]?.[modelType] ?? null;
+}
+
 const KNOB_FLAG = { r: "--r", tokens: "--num-virtual-tokens", bottleneck: "--bottleneck-size" } as const;
 
 /** The `peftkit train` arguments of a run (the output folder is added by the worker). */
@@ -45,6 +59,8 @@ export function trainArgs(run: PlannedRun, o: RunnerOptions): string[] {
   // No evaluation inside training (the worker evaluates with peftkit eval) and one final save.
   a.push("--eval-fraction", "0", "--save-steps", "0", "--log-steps", String(o.logSteps ?? 10));
   if (run.config.knob !== null) a.push(KNOB_FLAG[run.config.knob], String(run.config.value));
+  const target = compareTarget(run.method, run.task.model);
+  if (target !== null) a.push("--target", target);
   if (run.task.format) a.push("--format", run.task.format);
   if (s.runSeconds !== null) a.push("--max-seconds", String(s.runSeconds));
   if (o.threads !== undefined) a.push("--threads", String(o.threads));
