@@ -206,6 +206,14 @@ describe("encoder tasks through the CLI", () => {
     assert.equal(JSON.parse(readFileSync(join(out, "eval_results.json"), "utf8")).eval_tokens, 64);
   });
 
+  test("prompt tuning with token classification is one clear line, not a reshape error", () => {
+    const data = jsonl("tok-prompt.jsonl", [{ tokens: ["a", "cat"], tags: ["O", "B"] }]);
+    const r = run(["train", "--model", bert, "--data", data, "--output-dir", join(tmp, "prompt-tok"), "--method", "prompt", "--max-steps", "1"]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^peftkit: prompt tuning does not support token classification: .*$/m);
+    assert.doesNotMatch(r.stderr, /reshape/);
+  });
+
   test("--pack with classification records is a usage error naming the format", () => {
     const data = jsonl("tok-pack.jsonl", [{ tokens: ["a"], tags: ["O"] }]);
     const r = run(["train", "--model", bert, "--data", data, "--output-dir", join(tmp, "pack"), "--pack"]);

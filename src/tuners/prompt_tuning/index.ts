@@ -68,6 +68,12 @@ export function fitIds(ids: readonly number[], total: number): number[] {
 }
 
 function create(info: ModelInfo, c: PromptTuningConfig, rng: Rng): CreatedAdapter {
+  // The soft tokens sit in the sequence, so a per-token head would score n more positions than
+  // there are labels; rather than guess which outputs to drop, refuse in one line.
+  if (info.model.head === "token_classification")
+    throw new PeftConfigError(
+      "prompt tuning does not support token classification: its soft tokens shift the per-token outputs against the labels (use prefix tuning, which adds no positions, or LoRA)",
+    );
   const [rows, dim] = shapeOf(info, c);
   Object.assign(c, resolvePromptLearning(info, c));
   let data: Float32Array;
