@@ -208,7 +208,19 @@ describe("encoder tasks through the CLI", () => {
 
   test("prompt tuning with token classification is one clear line, not a reshape error", () => {
     const data = jsonl("tok-prompt.jsonl", [{ tokens: ["a", "cat"], tags: ["O", "B"] }]);
-    const r = run(["train", "--model", bert, "--data", data, "--output-dir", join(tmp, "prompt-tok"), "--method", "prompt", "--max-steps", "1"]);
+    const r = run([
+      "train",
+      "--model",
+      bert,
+      "--data",
+      data,
+      "--output-dir",
+      join(tmp, "prompt-tok"),
+      "--method",
+      "prompt",
+      "--max-steps",
+      "1",
+    ]);
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /^peftkit: prompt tuning does not support token classification: .*$/m);
     assert.doesNotMatch(r.stderr, /reshape/);
