@@ -45,7 +45,10 @@ args.push("--max-steps", a["max-steps"] as string, "--batch-size", a["batch-size
 if (a.tasks) args.push("--tasks", a.tasks);
 const command = `peftkit ${args.join(" ").replace(out, a["output-dir"] as string)}`;
 /** The passthrough arguments as given (minus --docs, a test aid), for the page. */
-const passed = process.argv.slice(2).filter((x, i, all) => x !== "--docs" && all[i - 1] !== "--docs" && !x.startsWith("--docs="));
+/** --report-only only redraws the page: the command shown is the one that made the rows. */
+const passed = process.argv
+  .slice(2)
+  .filter((x, i, all) => x !== "--docs" && all[i - 1] !== "--docs" && !x.startsWith("--docs=") && x !== "--report-only");
 const wallFile = join(out, "results-wall.json");
 
 function peftkit(extra: string[], inherit: boolean): string {
