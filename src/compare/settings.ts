@@ -6,14 +6,8 @@
 import type { RunSettings } from "./plan.js";
 import type { CompareTask } from "./task.js";
 
-export interface CommandSettings {
-  lr: number;
-  maxSteps: number;
-  runSeconds: number | null;
-  batchSize: number;
-  maxLength: number;
-  warmup: number;
-}
+/** The command line's values, before the task's own fields and the model's limits apply. */
+export type CommandSettings = RunSettings;
 
 /**
  * `virtualTokens`: soft tokens of prompt/prefix tuning, which take positions too (prompt tokens
