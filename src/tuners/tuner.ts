@@ -7,6 +7,7 @@ import type { HostTensor } from "../engine/ir/host.js";
 import type { Tensor } from "../engine/trace/tensor.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
 import type { ForwardContext } from "../nn/context.js";
+import type { Matrix } from "../util/linalg.js";
 import type { Rng } from "../util/rng.js";
 import type { CommonConfig, RawPeftConfig } from "./config.js";
 
@@ -62,6 +63,44 @@ export interface WrapOptions {
   readonly unmergedWeight?: (name: string) => Tensor | null;
 }
 
+/**
+ * What a data-aware initialisation (CorDA, LoRA-SB; SPT and Light-PEFT later) needs from a
+ * calibration pass over a few batches of data (src/calibration/). Only the statistics asked for
+ * are collected.
+ */
+export interface CalibrationRequest {
+  /** Linear layers to collect statistics for, as canonical paths. */
+  readonly layers: readonly string[];
+  /** Σ xᵀx over every non-padding input row x of the layer: [in, in]. */
+  readonly inputCovariance?: boolean;
+  /** Σ over batches of ∂L/∂W (L = the batch's mean task loss): W's stored shape. */
+  readonly gradientSum?: boolean;
+  /** Σ over batches of (∂L/∂W)², elementwise: W's stored shape. */
+  readonly gradientSquareSum?: boolean;
+}
+
+/** The statistics a calibration pass collected, in float64 on the host. */
+export interface CalibrationStats {
+  /** Examples streamed through the model. */
+  readonly samples: number;
+  /** Batches (gradient sums add one term per batch). */
+  readonly batches: number;
+  /** Non-padding tokens (rows that entered the covariances). */
+  readonly tokens: number;
+  /** By layer path: Σ xᵀx, [in, in] row-major. */
+  readonly inputCovariance: ReadonlyMap<string, Matrix>;
+  /** By weight name (`<path>.weight`): Σ ∂L/∂W in W's stored layout. */
+  readonly gradientSum: ReadonlyMap<string, Matrix>;
+  /** By weight name: Σ (∂L/∂W)² in W's stored layout. */
+  readonly gradientSquareSum: ReadonlyMap<string, Matrix>;
+}
+
+/** Inputs to create() beyond the config and the random stream. */
+export interface CreateData {
+  /** Present when calibration() asked for statistics (PeftModel refuses to create without them). */
+  readonly calibration?: CalibrationStats;
+}
+
 export interface CreatedAdapter {
   /** Adapter tensors by key: PEFT's state-dict key without "base_model.model." and adapter name. */
   tensors: Map<string, HostTensor>;
@@ -77,7 +116,25 @@ export interface Tuner<C extends CommonConfig = CommonConfig> {
   /** Every field PEFT writes for this method, snake_case. */
   toJson(c: C): Record<string, unknown>;
   /** Fresh adapter tensors for this model. */
-  create(info: ModelInfo, c: C, rng: Rng): CreatedAdapter;
+  create(info: ModelInfo, c: C, rng: Rng, data?: CreateData): CreatedAdapter;
+  /**
+   * The statistics create() needs from a calibration pass (CorDA's input covariances, LoRA-SB's
+   * gradient sums), or null; absent for methods that need no data.
+   */
+  calibration?(info: ModelInfo, c: C): CalibrationRequest | null;
+  /**
+   * False for adapter tensors that are saved and loaded with the adapter but never trained
+   * (VeRA's shared projections, LoRA-SB's frozen factors, the singular vectors SVFit scales).
+   * They enter the training step as frozen inputs: no gradient, no optimizer state, not counted
+   * as trainable. Absent: every tensor is trained.
+   */
+  trainable?(key: string, c: C): boolean;
+  /**
+   * A regulariser the training step adds to the task loss (KaSA's; PEGO and GGPO later): a f32
+   * scalar built from the adapter's tensors (`opts.tensor`), or null. The trainer minimises
+   * task loss + this and logs this as `method_loss` in metrics.jsonl. Absent: no term.
+   */
+  loss?(info: ModelInfo, c: C, opts: WrapOptions): Tensor | null;
   /** The keys and shapes a saved adapter of this config must hold. */
   expectedTensors(info: ModelInfo, c: C): Map<string, number[]>;
   /** The forward pass with the adapter: a context wrapping `base`. */
