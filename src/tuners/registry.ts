@@ -8,6 +8,7 @@ import { LORA } from "./lora/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
 import { SSF } from "./ssf/index.js";
+import { SVFIT } from "./svfit/index.js";
 import type { Tuner } from "./tuner.js";
 
 const TUNERS: readonly Tuner<never>[] = [
@@ -19,6 +20,7 @@ const TUNERS: readonly Tuner<never>[] = [
   BOTTLENECK,
   PROMPT_TUNING,
   PREFIX_TUNING,
+  SVFIT,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
