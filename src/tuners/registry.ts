@@ -3,6 +3,7 @@ import { BOTTLENECK } from "./adapter/index.js";
 import { BITFIT } from "./bitfit/index.js";
 import { PeftConfigError } from "./config.js";
 import { IA3 } from "./ia3/index.js";
+import { KASA } from "./kasa/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
 import { LORA } from "./lora/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
@@ -21,6 +22,7 @@ const TUNERS: readonly Tuner<never>[] = [
   PROMPT_TUNING,
   PREFIX_TUNING,
   SVFIT,
+  KASA,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {

@@ -1,0 +1,164 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { interpret } from "../../engine/exec/reference/interpreter.js";
+import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
+import type { Tensor } from "../../engine/trace/tensor.js";
+import { trace } from "../../engine/trace/trace.js";
+import { svd } from "../../util/linalg.js";
+import { loadTestModel, maxAbsDiff, randomIds, runConformance } from "../conformance.js";
+import { maxDiff } from "../ia3/testing.js";
+import { logicalWeight } from "../lora/layers.js";
+import { PeftModel } from "../peft-model.js";
+import type { KasaConfig } from "./config.js";
+import { KASA, kasaKeys, kasaLayers } from "./index.js";
+
+const f32 = (t: HostTensor | undefined) => t?.data as Float32Array;
+
+/** KASA.loss traced with the adapter's tensors as inputs, run on the reference interpreter. */
+function methodLoss(peft: PeftModel, name = "default"): number {
+  const a = peft.adapter(name);
+  const entries = [...a.tensors];
+  const g = trace(
+    (...xs: Tensor[]) => {
+      const at = new Map(entries.map(([k], i) => [k, xs[i]]));
+      return KASA.loss?.(peft.info, a.config as KasaConfig, {
+        adapterName: name,
+        tensor: (k) => at.get(k) as Tensor,
+        rowMask: null,
+        training: true,
+        seed: null,
+      }) as Tensor;
+    },
+    entries.map(([, t]) => ({ dtype: t.dtype, shape: t.shape })),
+  );
+  return (interpret(
+    g,
+    entries.map(([, t]) => t),
+  )[0].data as Float32Array)[0];
+}
+
+describe("KaSA", () => {
+  runConformance({
+    name: "KaSA on llama (q_proj, v_proj)",
+    model: "llama_basic",
+    config: { peftType: "KASA", initWeights: false },
+  });
+  runConformance({
+    name: "KaSA on GPT-2 Conv1D (c_attn, c_fc; r = 4, dropout 0.1)",
+    model: "gpt2",
+    config: { peftType: "KASA", targetModules: ["c_attn", "c_fc"], r: 4, loraDropout: 0.1, initWeights: false },
+  });
+
+  test("the merged-at-init base is W without exactly its r smallest singular triplets", async () => {
+    for (const name of ["llama_basic", "gpt2"] as const) {
+      const model = await loadTestModel(name);
+      const originals = new Map([...model.weights].map(([k, t]) => [k, t]));
+      const peft = PeftModel.create(model, { peftType: "KASA", r: 3 }, { seed: 1 });
+      const c = peft.adapter("default").config as KasaConfig;
+      const layers = kasaLayers(peft.info, c);
+      const before = layers.map((l) => svd(logicalWeight(peft.info, l)).s);
+      peft.mergeAdapter();
+      layers.forEach((l, i) => {
+        const s = svd(logicalWeight(peft.info, l)).s;
+        const k = s.length;
+        // The top k − r values are kept (to f32 rounding), the r smallest are gone.
+        assert.ok(maxDiff(s.subarray(0, k - 3), before[i].subarray(0, k - 3)) < 1e-5, `${name} ${l.key} kept`);
+        assert.ok(
+          s.subarray(k - 3).every((v) => v < 1e-5),
+          `${name} ${l.key} dropped: ${[...s.subarray(k - 3)]}`,
+        );
+        assert.ok(before[i][k - 1] > 1e-3, "the test needs a non-zero tail");
+        // W − W' = U_t·Σ_t·V_tᵀ has Frobenius norm² Σ_t σ².
+        const w0 = logicalWeight(peft.info, l, originals.get(`${l.path}.weight`));
+        const w1 = logicalWeight(peft.info, l);
+        let fro = 0;
+        for (let j = 0; j < w0.data.length; j++) fro += (w0.data[j] - w1.data[j]) ** 2;
+        const tail = before[i].subarray(k - 3).reduce((p, v) => p + v * v, 0);
+        assert.ok(Math.abs(fro - tail) < 1e-5 * Math.max(1, tail), `${name} ${l.key}: ${fro} vs ${tail}`);
+      });
+      // Unmerged (B = 0 at init) the forward computes the same truncated model.
+      const ids = randomIds(2, 5, 256);
+      const merged = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
+      peft.unmergeAdapter();
+      const unmerged = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
+      assert.ok(maxAbsDiff(merged, unmerged) < 1e-4);
+      await model.release();
+    }
+  });
+
+  test("keys and shapes; trainable: A, B and δ, r·(in + out + 1) per layer; the tail is frozen", async () => {
+    const model = await loadTestModel("llama_basic");
+    const peft = PeftModel.create(model, { peftType: "KASA", targetModules: ["gate_proj"] });
+    const a = peft.adapter("default");
+    const k = kasaKeys("model.layers.0.mlp.gate_proj");
+    assert.deepEqual(
+      [...a.tensors.keys()].filter((x) => x.startsWith("model.layers.0.")).sort(),
+      Object.values(k).sort(),
+    );
+    assert.deepEqual(a.tensors.get(k.a)?.shape, [8, 32]);
+    assert.deepEqual(a.tensors.get(k.b)?.shape, [64, 8]);
+    assert.deepEqual(a.tensors.get(k.tailU)?.shape, [64, 8]);
+    assert.deepEqual(a.tensors.get(k.tailV)?.shape, [8, 32]);
+    assert.ok(f32(a.tensors.get(k.b)).every((v) => v === 0));
+    let trainable = 0;
+    for (const [key, t] of a.tensors) if (KASA.trainable?.(key, a.config as KasaConfig)) trainable += t.data.length;
+    assert.equal(trainable, 2 * 8 * (32 + 64 + 1));
+    const json = a.tuner.toJson(a.config);
+    assert.deepEqual([json.r, json.lora_alpha, json.lora_dropout, json.beta, json.gamma], [8, 16, 0, 1e-4, 1e-3]);
+    await model.release();
+  });
+
+  test("the regulariser equals (β·Σ‖δ‖² + γ·Σ(‖BᵀB − I‖_F + ‖A·Aᵀ − I‖_F)) / #layers", async () => {
+    const model = await loadTestModel("llama_basic");
+    const peft = PeftModel.create(model, { peftType: "KASA", r: 2, beta: 0.3, gamma: 0.7, initWeights: false }, { seed: 5 });
+    const a = peft.adapter("default");
+    const layers = kasaLayers(peft.info, a.config as KasaConfig);
+    let diag = 0;
+    let orth = 0;
+    const gramDistance = (m: Float32Array, rows: number, cols: number, left: boolean) => {
+      // left: MᵀM (cols×cols); else M·Mᵀ (rows×rows).
+      const n = left ? cols : rows;
+      let s = 0;
+      for (let p = 0; p < n; p++)
+        for (let q = 0; q < n; q++) {
+          let g = 0;
+          if (left) for (let i = 0; i < rows; i++) g += m[i * cols + p] * m[i * cols + q];
+          else for (let j = 0; j < cols; j++) g += m[p * cols + j] * m[q * cols + j];
+          s += (g - (p === q ? 1 : 0)) ** 2;
+        }
+      return Math.sqrt(s);
+    };
+    for (const l of layers) {
+      const k = kasaKeys(l.key);
+      for (const d of f32(a.tensors.get(k.diag))) diag += d * d;
+      orth += gramDistance(f32(a.tensors.get(k.b)), l.outFeatures, 2, true) + gramDistance(f32(a.tensors.get(k.a)), 2, l.inFeatures, false);
+    }
+    const want = (0.3 * diag + 0.7 * orth) / layers.length;
+    const got = methodLoss(peft);
+    assert.ok(Math.abs(got - want) < 1e-5 * want, `${got} vs ${want}`);
+    // An orthonormal A and B (here: unit vectors) and δ = 0 make it vanish.
+    const zeroed = new Map<string, HostTensor>();
+    for (const l of layers) {
+      const k = kasaKeys(l.key);
+      const unit = (rows: number, cols: number) => {
+        const m = new Float32Array(rows * cols);
+        for (let j = 0; j < Math.min(rows, cols); j++) m[j * cols + j] = 1;
+        return m;
+      };
+      zeroed.set(k.a, hostTensor("f32", [2, l.inFeatures], unit(2, l.inFeatures)));
+      zeroed.set(k.b, hostTensor("f32", [l.outFeatures, 2], unit(l.outFeatures, 2)));
+      zeroed.set(k.diag, hostTensor("f32", [2], [0, 0]));
+    }
+    peft.setAdapterTensors("default", zeroed);
+    assert.equal(methodLoss(peft), 0);
+    await model.release();
+  });
+
+  test("errors: r larger than the layer, a negative β", async () => {
+    const model = await loadTestModel("llama_basic");
+    const peft = PeftModel.create(model, { peftType: "KASA" });
+    assert.throws(() => peft.addAdapter("a", { peftType: "KASA", r: 40 }), /KaSA: r = 40 exceeds min\(out, in\) = 32 of "model.layers.0.self_attn.q_proj"/);
+    assert.throws(() => peft.addAdapter("b", { peftType: "KASA", beta: -1 }), /field "beta" must be >= 0/);
+    await model.release();
+  });
+});
