@@ -1,6 +1,6 @@
 /**
  * The --budgets syntax: groups separated by ";", each KNOB=V1,V2,...
- *   r=4,8,16           LoRA-family rank (lora, dora, rslora, pissa)
+ *   r=4,8,16           LoRA-family rank (lora, dora, rslora, pissa, svfit, kasa, loldu)
  *   tokens=10,20       virtual tokens (prompt, prefix)
  *   bottleneck=16,64   adapter bottleneck width
  *   params=10k,1M      a target trainable-parameter count: per method, the knob value whose
@@ -36,6 +36,9 @@ export const COMPARE_METHODS = [
   "ssf",
   "bitfit",
   "ln_tuning",
+  "svfit",
+  "kasa",
+  "loldu",
   "full",
 ] as const;
 
@@ -44,6 +47,9 @@ const KNOB_OF: Record<string, Knob | null> = {
   dora: "r",
   rslora: "r",
   pissa: "r",
+  svfit: "r",
+  kasa: "r",
+  loldu: "r",
   prompt: "tokens",
   prefix: "tokens",
   adapter: "bottleneck",

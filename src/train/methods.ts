@@ -3,7 +3,7 @@ import { PeftkitError } from "../engine/errors.js";
 
 export class MethodError extends PeftkitError {}
 
-export const METHODS = ["lora", "dora", "rslora", "pissa", "ia3", "adapter", "prompt", "prefix", "ssf", "bitfit", "ln_tuning"] as const;
+export const METHODS = ["lora", "dora", "rslora", "pissa", "ia3", "adapter", "prompt", "prefix", "ssf", "bitfit", "ln_tuning", "svfit", "kasa", "loldu"] as const;
 export type MethodName = (typeof METHODS)[number];
 
 export interface MethodOptions {
@@ -16,6 +16,11 @@ export interface MethodOptions {
   bottleneckSize?: number;
   adapterType?: "houlsby" | "pfeiffer" | "parallel";
   taskType?: string;
+  /** svfit: pick r per layer as the smallest keeping this share of Σσ² (replaces r). */
+  energyThreshold?: number;
+  /** kasa: weights of the δ norm and the orthogonality terms of its regulariser. */
+  kasaBeta?: number;
+  kasaGamma?: number;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -62,6 +67,28 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
       return { ...common, peft_type: "BITFIT", ...(target ? { target_modules: target } : {}) };
     case "ln_tuning":
       return { ...common, peft_type: "LN_TUNING", ...(target ? { target_modules: target } : {}) };
+    case "svfit":
+      return {
+        ...common,
+        peft_type: "SVFIT",
+        target_modules: target ?? "all-linear",
+        ...(o.energyThreshold !== undefined ? { energy_threshold: o.energyThreshold } : { r: o.r ?? 8 }),
+      };
+    case "kasa":
+      return {
+        ...lora,
+        peft_type: "KASA",
+        ...(o.kasaBeta !== undefined ? { beta: o.kasaBeta } : {}),
+        ...(o.kasaGamma !== undefined ? { gamma: o.kasaGamma } : {}),
+      };
+    case "loldu":
+      return {
+        ...common,
+        peft_type: "LOLDU",
+        r: o.r ?? 8,
+        target_modules: target ?? "all-linear",
+        ...(o.alpha !== undefined ? { lora_alpha: o.alpha } : {}),
+      };
   }
 }
 
@@ -74,6 +101,9 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SSF: "ssf",
   BITFIT: "bitfit",
   LN_TUNING: "ln_tuning",
+  SVFIT: "svfit",
+  KASA: "kasa",
+  LOLDU: "loldu",
 };
 
 /**
@@ -99,6 +129,12 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--bottleneck-size ${value}`;
     case "adapter_type":
       return `--adapter-type ${value}`;
+    case "energy_threshold":
+      return value === null || value === undefined ? null : `--energy-threshold ${value}`;
+    case "beta":
+      return `--kasa-beta ${value}`;
+    case "gamma":
+      return `--kasa-gamma ${value}`;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":

@@ -43,6 +43,9 @@ export const DEFAULT_LR: Record<string, number> = {
   ln_tuning: 5e-2,
   prompt: 5e-2,
   prefix: 5e-2,
+  svfit: 1e-2,
+  kasa: 2e-3,
+  loldu: 1e-2,
   full: 3e-4,
 };
 

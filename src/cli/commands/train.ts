@@ -67,6 +67,16 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     default: "houlsby",
     choices: ["houlsby", "pfeiffer", "parallel"],
   },
+  {
+    name: "energy-threshold",
+    type: "number",
+    meta: "T",
+    help: "svfit: per layer, the smallest rank keeping this share of Σσ² (the paper's 0.99), instead of --r",
+    exclusiveMin: 0,
+    max: 1,
+  },
+  { name: "kasa-beta", type: "number", meta: "B", help: "kasa: weight of Σ‖δ‖² in the regulariser (default 1e-4)", min: 0 },
+  { name: "kasa-gamma", type: "number", meta: "G", help: "kasa: weight of the orthogonality terms (default 1e-3)", min: 0 },
   { name: "output-dir", type: "string", meta: "DIR", help: "where the adapter, checkpoints and metrics go", required: true },
   {
     name: "epochs",
@@ -135,6 +145,9 @@ export const trainCommand: CommandSpec = {
         numVirtualTokens: o.numVirtualTokens as number,
         bottleneckSize: o.bottleneckSize as number,
         adapterType: o.adapterType as "houlsby",
+        energyThreshold: o.energyThreshold as number | undefined,
+        kasaBeta: o.kasaBeta as number | undefined,
+        kasaGamma: o.kasaGamma as number | undefined,
       });
     } catch (e) {
       if (e instanceof MethodError) throw new UsageError(e.message);
