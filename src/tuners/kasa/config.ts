@@ -38,7 +38,8 @@ export function parseKasaConfig(raw: RawPeftConfig, where: string): KasaConfig {
     gamma: f.num("gamma", 1e-3),
     initWeights: f.bool("init_weights", true),
   };
-  if (c.loraDropout < 0 || c.loraDropout >= 1) throw new PeftConfigError(`${where}: field "lora_dropout" must be in [0, 1), got ${c.loraDropout}`);
+  if (c.loraDropout < 0 || c.loraDropout >= 1)
+    throw new PeftConfigError(`${where}: field "lora_dropout" must be in [0, 1), got ${c.loraDropout}`);
   if (c.beta < 0) throw new PeftConfigError(`${where}: field "beta" must be >= 0, got ${c.beta}`);
   if (c.gamma < 0) throw new PeftConfigError(`${where}: field "gamma" must be >= 0, got ${c.gamma}`);
   return c;

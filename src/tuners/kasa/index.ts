@@ -27,7 +27,18 @@ import type { ForwardContext, LinearOptions } from "../../nn/context.js";
 import { svd } from "../../util/linalg.js";
 import { fillNormal, fillUniform, type Rng } from "../../util/rng.js";
 import { addInto, logicalWeight, storedWeight } from "../lora/layers.js";
-import { checkRank, columns, columnsT, type FamilyLayer, f32, familyLayers, lowRankApply, lowRankDelta, need, vector } from "../svfit/family.js";
+import {
+  checkRank,
+  columns,
+  columnsT,
+  type FamilyLayer,
+  f32,
+  familyLayers,
+  lowRankApply,
+  lowRankDelta,
+  need,
+  vector,
+} from "../svfit/family.js";
 import { type CreatedAdapter, DelegatingContext, type ModelInfo, maskRows, type Tuner, type WrapOptions } from "../tuner.js";
 import { type KasaConfig, kasaConfigJson, parseKasaConfig } from "./config.js";
 
@@ -69,7 +80,9 @@ function create(info: ModelInfo, c: KasaConfig, rng: Rng): CreatedAdapter {
     // Kaiming-uniform (a = √5) like nn.Linear and PEFT: bound 1/√in.
     const bound = 1 / Math.sqrt(l.inFeatures);
     tensors.set(k.a, hostTensor("f32", [l.r, l.inFeatures], fillUniform(l.r * l.inFeatures, -bound, bound, rng)));
-    const b = c.initWeights ? new Float32Array(l.outFeatures * l.r) : fillUniform(l.outFeatures * l.r, -1 / Math.sqrt(l.r), 1 / Math.sqrt(l.r), rng);
+    const b = c.initWeights
+      ? new Float32Array(l.outFeatures * l.r)
+      : fillUniform(l.outFeatures * l.r, -1 / Math.sqrt(l.r), 1 / Math.sqrt(l.r), rng);
     tensors.set(k.b, hostTensor("f32", [l.outFeatures, l.r], b));
     tensors.set(k.diag, hostTensor("f32", [l.r], fillNormal(l.r, 1, rng)));
     tensors.set(k.tailU, columns(u, from, l.r));
@@ -126,7 +139,11 @@ function distanceToIdentity(m: Tensor): Tensor {
   const r = m.shape[0] as number;
   const eye = new Float64Array(r * r);
   for (let i = 0; i < r; i++) eye[i * r + i] = 1;
-  return m.sub(constant(hostTensor(m.dtype, [r, r], m.dtype === "f64" ? eye : Float32Array.from(eye)))).square().sum().sqrt();
+  return m
+    .sub(constant(hostTensor(m.dtype, [r, r], m.dtype === "f64" ? eye : Float32Array.from(eye))))
+    .square()
+    .sum()
+    .sqrt();
 }
 
 /** (β·Σ‖δ‖² + γ·Σ(‖BᵀB − I‖_F + ‖A·Aᵀ − I‖_F)) / #layers, over this adapter's layers. */
@@ -156,8 +173,16 @@ function merge(info: ModelInfo, c: KasaConfig, tensors: ReadonlyMap<string, Host
   for (const l of kasaLayers(info, c)) {
     const k = kasaKeys(l.key);
     const g = (key: string) => need("KaSA", tensors, key);
-    const lora = lowRankDelta(g(k.b), Float64Array.from(f32(g(k.diag)), (d) => d * l.scaling), g(k.a));
-    const tail = lowRankDelta(g(k.tailU), Float64Array.from(f32(g(k.tailS)), (s) => -s), g(k.tailV));
+    const lora = lowRankDelta(
+      g(k.b),
+      Float64Array.from(f32(g(k.diag)), (d) => d * l.scaling),
+      g(k.a),
+    );
+    const tail = lowRankDelta(
+      g(k.tailU),
+      Float64Array.from(f32(g(k.tailS)), (s) => -s),
+      g(k.tailV),
+    );
     out.set(`${l.path}.weight`, storedWeight(info, l, addInto(addInto(logicalWeight(info, l), tail), lora)));
   }
   return out;

@@ -1,14 +1,20 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, test } from "node:test";
 import { interpret } from "../../engine/exec/reference/interpreter.js";
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import type { Tensor } from "../../engine/trace/tensor.js";
 import { trace } from "../../engine/trace/trace.js";
+import { Progress } from "../../train/progress.js";
+import { type BatchSource, Trainer } from "../../train/trainer.js";
 import { svd } from "../../util/linalg.js";
 import { loadTestModel, maxAbsDiff, randomIds, runConformance } from "../conformance.js";
 import { maxDiff } from "../ia3/testing.js";
 import { logicalWeight } from "../lora/layers.js";
 import { PeftModel } from "../peft-model.js";
+import { PeftTrainer } from "../train.js";
 import type { KasaConfig } from "./config.js";
 import { KASA, kasaKeys, kasaLayers } from "./index.js";
 
@@ -31,10 +37,41 @@ function methodLoss(peft: PeftModel, name = "default"): number {
     },
     entries.map(([, t]) => ({ dtype: t.dtype, shape: t.shape })),
   );
-  return (interpret(
-    g,
-    entries.map(([, t]) => t),
-  )[0].data as Float32Array)[0];
+  return (
+    interpret(
+      g,
+      entries.map(([, t]) => t),
+    )[0].data as Float32Array
+  )[0];
+}
+
+/** (β·Σ‖δ‖² + γ·Σ(‖BᵀB − I‖_F + ‖A·Aᵀ − I‖_F)) / #layers in plain JS (float64) from the adapter's tensors. */
+function closedForm(peft: PeftModel, name = "default"): number {
+  const a = peft.adapter(name);
+  const c = a.config as KasaConfig;
+  const layers = kasaLayers(peft.info, c);
+  const gramDistance = (m: Float32Array, rows: number, cols: number, left: boolean) => {
+    // left: MᵀM (cols×cols); else M·Mᵀ (rows×rows).
+    const n = left ? cols : rows;
+    let s = 0;
+    for (let p = 0; p < n; p++)
+      for (let q = 0; q < n; q++) {
+        let g = 0;
+        if (left) for (let i = 0; i < rows; i++) g += m[i * cols + p] * m[i * cols + q];
+        else for (let j = 0; j < cols; j++) g += m[p * cols + j] * m[q * cols + j];
+        s += (g - (p === q ? 1 : 0)) ** 2;
+      }
+    return Math.sqrt(s);
+  };
+  let diag = 0;
+  let orth = 0;
+  for (const l of layers) {
+    const k = kasaKeys(l.key);
+    for (const d of f32(a.tensors.get(k.diag))) diag += d * d;
+    orth +=
+      gramDistance(f32(a.tensors.get(k.b)), l.outFeatures, c.r, true) + gramDistance(f32(a.tensors.get(k.a)), c.r, l.inFeatures, false);
+  }
+  return (c.beta * diag + c.gamma * orth) / layers.length;
 }
 
 describe("KaSA", () => {
@@ -91,10 +128,7 @@ describe("KaSA", () => {
     const peft = PeftModel.create(model, { peftType: "KASA", targetModules: ["gate_proj"] });
     const a = peft.adapter("default");
     const k = kasaKeys("model.layers.0.mlp.gate_proj");
-    assert.deepEqual(
-      [...a.tensors.keys()].filter((x) => x.startsWith("model.layers.0.")).sort(),
-      Object.values(k).sort(),
-    );
+    assert.deepEqual([...a.tensors.keys()].filter((x) => x.startsWith("model.layers.0.")).sort(), Object.values(k).sort());
     assert.deepEqual(a.tensors.get(k.a)?.shape, [8, 32]);
     assert.deepEqual(a.tensors.get(k.b)?.shape, [64, 8]);
     assert.deepEqual(a.tensors.get(k.tailU)?.shape, [64, 8]);
@@ -113,27 +147,7 @@ describe("KaSA", () => {
     const peft = PeftModel.create(model, { peftType: "KASA", r: 2, beta: 0.3, gamma: 0.7, initWeights: false }, { seed: 5 });
     const a = peft.adapter("default");
     const layers = kasaLayers(peft.info, a.config as KasaConfig);
-    let diag = 0;
-    let orth = 0;
-    const gramDistance = (m: Float32Array, rows: number, cols: number, left: boolean) => {
-      // left: MᵀM (cols×cols); else M·Mᵀ (rows×rows).
-      const n = left ? cols : rows;
-      let s = 0;
-      for (let p = 0; p < n; p++)
-        for (let q = 0; q < n; q++) {
-          let g = 0;
-          if (left) for (let i = 0; i < rows; i++) g += m[i * cols + p] * m[i * cols + q];
-          else for (let j = 0; j < cols; j++) g += m[p * cols + j] * m[q * cols + j];
-          s += (g - (p === q ? 1 : 0)) ** 2;
-        }
-      return Math.sqrt(s);
-    };
-    for (const l of layers) {
-      const k = kasaKeys(l.key);
-      for (const d of f32(a.tensors.get(k.diag))) diag += d * d;
-      orth += gramDistance(f32(a.tensors.get(k.b)), l.outFeatures, 2, true) + gramDistance(f32(a.tensors.get(k.a)), 2, l.inFeatures, false);
-    }
-    const want = (0.3 * diag + 0.7 * orth) / layers.length;
+    const want = closedForm(peft);
     const got = methodLoss(peft);
     assert.ok(Math.abs(got - want) < 1e-5 * want, `${got} vs ${want}`);
     // An orthonormal A and B (here: unit vectors) and δ = 0 make it vanish.
@@ -154,10 +168,54 @@ describe("KaSA", () => {
     await model.release();
   });
 
+  test("training: metrics.jsonl logs method_loss (the regulariser before each step); fixed tail tensors do not move", async () => {
+    const root = mkdtempSync(join(tmpdir(), "peftkit-kasa-"));
+    try {
+      const model = await loadTestModel("llama_basic");
+      const peft = PeftModel.create(model, { peftType: "KASA", r: 4, beta: 0.5, gamma: 0.25 }, { seed: 11 });
+      const first = closedForm(peft);
+      const tail = new Map(
+        [...peft.adapter("default").tensors].filter(([k]) => k.includes(".kasa_tail_")).map(([k, t]) => [k, f32(t).slice()]),
+      );
+      const trainer = await PeftTrainer.create(peft, { optimizer: { kind: "adamw" } });
+      const source: BatchSource = {
+        batchesPerEpoch: 2,
+        batch: (epoch, index) => {
+          const ids = [0, 1].map((r) => Array.from({ length: 6 }, (_, t) => 2 + ((epoch * 31 + index * 17 + r * 7 + t * 5) % 90)));
+          return { inputIds: ids, labels: ids, tokens: 12 };
+        },
+      };
+      const progress = new Progress({ write: () => true, isTTY: false }, 1000);
+      await new Trainer(
+        { trainer, peft, causal: true, classification: false },
+        source,
+        null,
+        { outputDir: root, maxSteps: 2, lr: 1e-2, seed: 1, saveSteps: 0 },
+        progress,
+      ).run();
+      const records = readFileSync(join(root, "metrics.jsonl"), "utf8")
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l))
+        .filter((r) => r.loss !== undefined);
+      assert.equal(records.length, 2);
+      assert.ok(Math.abs(records[0].method_loss - first) < 1e-5 * first, `${records[0].method_loss} vs ${first}`);
+      assert.ok(records[1].method_loss > 0 && records[1].method_loss !== records[0].method_loss);
+      for (const [k, t] of peft.adapter("default").tensors) if (tail.has(k)) assert.deepEqual(f32(t), tail.get(k), k);
+      await trainer.release();
+      await model.release();
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
   test("errors: r larger than the layer, a negative β", async () => {
     const model = await loadTestModel("llama_basic");
     const peft = PeftModel.create(model, { peftType: "KASA" });
-    assert.throws(() => peft.addAdapter("a", { peftType: "KASA", r: 40 }), /KaSA: r = 40 exceeds min\(out, in\) = 32 of "model.layers.0.self_attn.q_proj"/);
+    assert.throws(
+      () => peft.addAdapter("a", { peftType: "KASA", r: 40 }),
+      /KaSA: r = 40 exceeds min\(out, in\) = 32 of "model.layers.0.self_attn.q_proj"/,
+    );
     assert.throws(() => peft.addAdapter("b", { peftType: "KASA", beta: -1 }), /field "beta" must be >= 0/);
     await model.release();
   });

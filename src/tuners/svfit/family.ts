@@ -42,7 +42,8 @@ export function familyLayers(info: ModelInfo, spec: TargetSpec, method: string):
 /** Refuses a rank the layer cannot hold (one line naming the layer). */
 export function checkRank(method: string, l: FamilyLayer, r: number, field = "r"): void {
   const k = Math.min(l.inFeatures, l.outFeatures);
-  if (r > k) throw new PeftConfigError(`${method}: ${field} = ${r} exceeds min(out, in) = ${k} of "${l.key}" [${l.outFeatures}x${l.inFeatures}]`);
+  if (r > k)
+    throw new PeftConfigError(`${method}: ${field} = ${r} exceeds min(out, in) = ${k} of "${l.key}" [${l.outFeatures}x${l.inFeatures}]`);
 }
 
 /** Columns `from`…`from+n−1` of an [m, k] matrix as an f32 [m, n] tensor (U → U_r). */

@@ -81,7 +81,14 @@ function create(info: ModelInfo, c: SvfitConfig, rng: Rng): CreatedAdapter {
     tensors.set(k.u, columns(u, 0, l.r));
     tensors.set(k.v, columnsT(v, 0, l.r));
     tensors.set(k.sigma0, sigma0);
-    tensors.set(k.sigma, hostTensor("f32", sigma0.shape, f32(sigma0).map((x, j) => (noise ? x * (1 + noise[j]) : x))));
+    tensors.set(
+      k.sigma,
+      hostTensor(
+        "f32",
+        sigma0.shape,
+        f32(sigma0).map((x, j) => (noise ? x * (1 + noise[j]) : x)),
+      ),
+    );
   }
   return { tensors };
 }
