@@ -4,20 +4,40 @@ import { readJsonFile } from "../../io/hf-folder.js";
 import { describeLabels, LABEL_CONFIG_FILE, parseLabelFields, readLabelConfig } from "../../io/label-config.js";
 import { SafetensorsFile } from "../../io/safetensors.js";
 import { table } from "../../train/progress.js";
+import { normalizeKeys } from "../../tuners/config.js";
+import { tunerFor } from "../../tuners/registry.js";
 import { type CommandSpec, UsageError } from "../args.js";
 
-function describeSafetensors(path: string): { tensors: number; params: number; dtypes: string } {
+function describeSafetensors(
+  path: string,
+  fixed: (key: string) => boolean = () => false,
+): { tensors: number; params: number; fixed: number; dtypes: string } {
   const f = SafetensorsFile.open(path);
   try {
     let params = 0;
+    let fixedParams = 0;
     const dtypes = new Set<string>();
     for (const e of f.entries) {
-      params += e.shape.reduce((a, b) => a * b, 1);
+      const n = e.shape.reduce((a, b) => a * b, 1);
+      params += n;
+      if (fixed(e.name)) fixedParams += n;
       dtypes.add(e.dtype);
     }
-    return { tensors: f.entries.length, params, dtypes: [...dtypes].join(", ") };
+    return { tensors: f.entries.length, params, fixed: fixedParams, dtypes: [...dtypes].join(", ") };
   } finally {
     f.close();
+  }
+}
+
+/** The method's "saved but never trained" test (Tuner.trainable) for a folder's config; none when unknown. */
+function fixedTensors(cfg: Record<string, unknown>): (key: string) => boolean {
+  try {
+    const tuner = tunerFor(String(cfg.peft_type));
+    if (!tuner.trainable) return () => false;
+    const c = tuner.parseConfig(normalizeKeys(cfg, "adapter_config.json"), "adapter_config.json");
+    return (key) => tuner.trainable?.(key.replace(/^base_model\.model\./, ""), c) === false;
+  } catch {
+    return () => false;
   }
 }
 
@@ -42,17 +62,31 @@ export const infoCommand: CommandSpec = {
         ["task_type", String(cfg.task_type)],
         ["base model", String(cfg.base_model_name_or_path)],
       );
-      for (const k of ["r", "lora_alpha", "use_dora", "use_rslora", "target_modules", "num_virtual_tokens", "modules_to_save"]) {
+      for (const k of [
+        "r",
+        "lora_alpha",
+        "use_dora",
+        "use_rslora",
+        "target_modules",
+        "num_virtual_tokens",
+        "modules_to_save",
+        "energy_threshold",
+        "beta",
+        "gamma",
+      ]) {
         if (cfg[k] !== undefined && cfg[k] !== null) rows.push([k, JSON.stringify(cfg[k])]);
       }
       const labels = readLabelConfig(dir);
       if (labels) rows.push(["num_labels", String(labels.names.length)], ["labels", `${describeLabels(labels)} (${LABEL_CONFIG_FILE})`]);
       const w = join(dir, "adapter_model.safetensors");
       if (existsSync(w)) {
-        const d = describeSafetensors(w);
+        const d = describeSafetensors(w, fixedTensors(cfg));
         rows.push(
           ["tensors", String(d.tensors)],
           ["parameters", d.params.toLocaleString("en-US")],
+          ...(d.fixed
+            ? ([["of which fixed", `${d.fixed.toLocaleString("en-US")} (saved with the adapter, not trained)`]] as [string, string][])
+            : []),
           ["dtypes", d.dtypes],
           ["file size", mb(statSync(w).size)],
         );

@@ -1,5 +1,5 @@
 /**
- * KaSA ("KaSA: Knowledge-Aware Singular-Value Adaptation of Large Language
+ * KaSA (Wang et al. 2024, "KaSA: Knowledge-Aware Singular-Value Adaptation of Large Language
  * Models"; catalog §1.1, seed #37), after the authors' code (juyongjiang/KaSA, patched
  * peft/tuners/lora/layer.py and main.py): the base W = U·Σ·Vᵀ loses its r smallest singular
  * triplets, and a LoRA branch with trainable "knowledge-aware singular values" δ is added:
@@ -62,7 +62,7 @@ export function kasaKeys(key: string): KasaKeys {
   };
 }
 
-const TRAINED = [".kasa_A.weight", ".kasa_B.weight", ".kasa_diag"];
+const FIXED = [".kasa_tail_U.weight", ".kasa_tail_S", ".kasa_tail_V.weight"];
 
 export function kasaLayers(info: ModelInfo, c: KasaConfig): FamilyLayer[] {
   return familyLayers(info, c, "KaSA").map((l) => {
@@ -193,7 +193,8 @@ export const KASA: Tuner<KasaConfig> = {
   parseConfig: parseKasaConfig,
   toJson: kasaConfigJson,
   create,
-  trainable: (key) => TRAINED.some((s) => key.endsWith(s)),
+  // Only the removed tail is fixed; anything else (modules_to_save copies) trains.
+  trainable: (key) => !FIXED.some((s) => key.endsWith(s)),
   loss,
   expectedTensors,
   wrap: (base, info, c, opts) => new KasaContext(base, kasaLayers(info, c), c, opts),

@@ -32,6 +32,8 @@ export function svfitKeys(key: string): SvfitKeys {
   return { u: `${key}.svfit_U.weight`, v: `${key}.svfit_V.weight`, sigma0: `${key}.svfit_sigma0`, sigma: `${key}.svfit_sigma` };
 }
 
+const FIXED = [".svfit_U.weight", ".svfit_V.weight", ".svfit_sigma0"];
+
 /** Singular values by weight array: the energy criterion needs them again when an adapter is loaded. */
 const spectra = new WeakMap<object, Float64Array>();
 
@@ -145,7 +147,8 @@ export const SVFIT: Tuner<SvfitConfig> = {
   parseConfig: parseSvfitConfig,
   toJson: svfitConfigJson,
   create,
-  trainable: (key) => key.endsWith(".svfit_sigma"),
+  // Only SVFit's own factors are fixed; anything else (modules_to_save copies) trains.
+  trainable: (key) => !FIXED.some((s) => key.endsWith(s)),
   expectedTensors,
   wrap: (base, info, c, opts) => new SvfitContext(base, familyLayers(info, c, "SVFit"), opts),
   merge,

@@ -2,10 +2,11 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { HostTensor } from "../../engine/ir/host.js";
 import { matrix, svd } from "../../util/linalg.js";
-import { loadTestModel, runConformance } from "../conformance.js";
+import { loadTestModel, randomIds, runConformance } from "../conformance.js";
 import { linearJs, maxDiff, probe, randomTensor } from "../ia3/testing.js";
 import { logicalWeight } from "../lora/layers.js";
 import { PeftModel } from "../peft-model.js";
+import { PeftTrainer } from "../train.js";
 import { energyRank, SVFIT, svfitKeys, svfitLayers } from "./index.js";
 
 const f32 = (t: HostTensor | undefined) => t?.data as Float32Array;
@@ -117,6 +118,28 @@ describe("SVFit", () => {
     const m = matrix(3, 3, [1, 2, 3, 2, 4, 6, 0, 1, 1]);
     assert.equal(energyRank(svd(m).s, 0.999999), 2);
     await model.release();
+  });
+
+  test("SVFit, KaSA and LoLDU train modules_to_save copies (only their own fixed factors are fixed)", async () => {
+    for (const peftType of ["SVFIT", "KASA"]) {
+      const model = await loadTestModel("bert_seq_cls");
+      const peft = PeftModel.create(model, { peftType, r: 2, targetModules: ["query"], modulesToSave: ["classifier"] }, { seed: 1 });
+      const a = peft.adapter("default");
+      const copies = [...a.tensors.keys()].filter((k) => k.includes("classifier"));
+      assert.ok(copies.length > 0, peftType);
+      for (const k of copies) assert.notEqual(a.tuner.trainable?.(k, a.config), false, `${peftType}: ${k}`);
+      const before = new Map(copies.map((k) => [k, Float32Array.from(f32(a.tensors.get(k)))]));
+      const trainer = await PeftTrainer.create(peft, { optimizer: { kind: "adamw" } });
+      const ids = randomIds(2, 5, 100);
+      await trainer.train({ inputIds: ids, labels: [[0], [2]] }, { lr: 1e-2 });
+      for (const k of copies)
+        assert.ok(
+          maxDiff(f32(peft.adapter("default").tensors.get(k)), before.get(k) as Float32Array) > 0,
+          `${peftType}: ${k} did not train`,
+        );
+      await trainer.release();
+      await model.release();
+    }
   });
 
   test("errors: r larger than the layer, r together with energy_threshold, a threshold outside (0, 1]", async () => {
