@@ -41,6 +41,39 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
     "init_weights",
     "modules_to_save",
   ],
+  SVFIT: [
+    "target_modules",
+    "exclude_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "modules_to_save",
+    "r",
+    "energy_threshold",
+    "init_weights",
+  ],
+  KASA: [
+    "target_modules",
+    "exclude_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "modules_to_save",
+    "r",
+    "lora_alpha",
+    "lora_dropout",
+    "beta",
+    "gamma",
+    "init_weights",
+  ],
+  LOLDU: [
+    "target_modules",
+    "exclude_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "modules_to_save",
+    "r",
+    "lora_alpha",
+    "init_weights",
+  ],
 };
 
 /** Configs that exercise every option peftkit writes, per type (the first one uses defaults only). */
@@ -57,6 +90,8 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   SSF: [{ peftType: "SSF" }],
   BITFIT: [{ peftType: "BITFIT" }],
   BOTTLENECK: [{ peftType: "BOTTLENECK" }],
+  SVFIT: [{ peftType: "SVFIT" }, { peftType: "SVFIT", energyThreshold: 0.9 }],
+  KASA: [{ peftType: "KASA" }],
 };
 
 /**
