@@ -12,6 +12,7 @@ import { writeFileAtomic } from "../io/atomic-write.js";
 import { installNodeCompileCache } from "../io/compile-cache.js";
 import { faultPoint } from "../io/fault.js";
 import { SafetensorsFile } from "../io/safetensors.js";
+import { fixedTensorTest } from "../tuners/fixed.js";
 import { fullFineTune } from "./full-run.js";
 
 export interface WorkerSpec {
@@ -45,10 +46,11 @@ export interface WorkerResult {
   max_rss_kb: number;
 }
 
-function numel(file: string): number {
+/** Elements of a safetensors file, leaving out the tensors `skip` names (an adapter's fixed tensors). */
+function numel(file: string, skip: (key: string) => boolean = () => false): number {
   const f = SafetensorsFile.open(file);
   try {
-    return f.entries.reduce((n, e) => n + e.shape.reduce((a, b) => a * b, 1), 0);
+    return f.entries.reduce((n, e) => n + (skip(e.name) ? 0 : e.shape.reduce((a, b) => a * b, 1)), 0);
   } finally {
     f.close();
   }
@@ -85,7 +87,8 @@ async function peftRun(s: WorkerSpec): Promise<Omit<WorkerResult, "max_rss_kb">>
   const args = JSON.parse(readFileSync(join(adapterDir, "training_args.json"), "utf8")) as {
     result: { steps: number; wallSeconds: number; tokensSeen: number };
   };
-  const trainable = numel(join(adapterDir, "adapter_model.safetensors"));
+  const adapterConfig = JSON.parse(readFileSync(join(adapterDir, "adapter_config.json"), "utf8")) as Record<string, unknown>;
+  const trainable = numel(join(adapterDir, "adapter_model.safetensors"), fixedTensorTest(adapterConfig));
   return {
     eval_metrics: numbers(evalResult),
     steps: args.result.steps,

@@ -4,8 +4,7 @@ import { readJsonFile } from "../../io/hf-folder.js";
 import { describeLabels, LABEL_CONFIG_FILE, parseLabelFields, readLabelConfig } from "../../io/label-config.js";
 import { SafetensorsFile } from "../../io/safetensors.js";
 import { table } from "../../train/progress.js";
-import { normalizeKeys } from "../../tuners/config.js";
-import { tunerFor } from "../../tuners/registry.js";
+import { fixedTensorTest } from "../../tuners/fixed.js";
 import { type CommandSpec, UsageError } from "../args.js";
 
 function describeSafetensors(
@@ -26,18 +25,6 @@ function describeSafetensors(
     return { tensors: f.entries.length, params, fixed: fixedParams, dtypes: [...dtypes].join(", ") };
   } finally {
     f.close();
-  }
-}
-
-/** The method's "saved but never trained" test (Tuner.trainable) for a folder's config; none when unknown. */
-function fixedTensors(cfg: Record<string, unknown>): (key: string) => boolean {
-  try {
-    const tuner = tunerFor(String(cfg.peft_type));
-    if (!tuner.trainable) return () => false;
-    const c = tuner.parseConfig(normalizeKeys(cfg, "adapter_config.json"), "adapter_config.json");
-    return (key) => tuner.trainable?.(key.replace(/^base_model\.model\./, ""), c) === false;
-  } catch {
-    return () => false;
   }
 }
 
@@ -80,7 +67,7 @@ export const infoCommand: CommandSpec = {
       if (labels) rows.push(["num_labels", String(labels.names.length)], ["labels", `${describeLabels(labels)} (${LABEL_CONFIG_FILE})`]);
       const w = join(dir, "adapter_model.safetensors");
       if (existsSync(w)) {
-        const d = describeSafetensors(w, fixedTensors(cfg));
+        const d = describeSafetensors(w, fixedTensorTest(cfg));
         rows.push(
           ["tensors", String(d.tensors)],
           ["parameters", d.params.toLocaleString("en-US")],
