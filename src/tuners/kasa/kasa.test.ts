@@ -137,6 +137,7 @@ describe("KaSA", () => {
     let trainable = 0;
     for (const [key, t] of a.tensors) if (KASA.trainable?.(key, a.config as KasaConfig)) trainable += t.data.length;
     assert.equal(trainable, 2 * 8 * (32 + 64 + 1));
+    assert.equal(peft.parameterCounts().trainable, trainable);
     const json = a.tuner.toJson(a.config);
     assert.deepEqual([json.r, json.lora_alpha, json.lora_dropout, json.beta, json.gamma], [8, 16, 0, 1e-4, 1e-3]);
     await model.release();

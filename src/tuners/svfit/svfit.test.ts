@@ -34,6 +34,7 @@ describe("SVFit", () => {
     let trainable = 0;
     for (const [k, t] of a.tensors) if (SVFIT.trainable?.(k, a.config as never)) trainable += t.data.length;
     assert.equal(trainable, 5 * layers.length);
+    assert.equal(peft.parameterCounts().trainable, 5 * layers.length);
     for (const l of layers) {
       const k = svfitKeys(l.key);
       assert.deepEqual(a.tensors.get(k.u)?.shape, [l.outFeatures, 5]);
