@@ -1,8 +1,13 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, test } from "node:test";
 import type { HostTensor } from "../../engine/ir/host.js";
+import { readSafetensors, writeSafetensors } from "../../io/safetensors.js";
 import { matrix, svd } from "../../util/linalg.js";
 import { loadTestModel, randomIds, runConformance } from "../conformance.js";
+import { ADAPTER_WEIGHTS } from "../format.js";
 import { linearJs, maxDiff, probe, randomTensor } from "../ia3/testing.js";
 import { logicalWeight } from "../lora/layers.js";
 import { PeftModel } from "../peft-model.js";
@@ -140,6 +145,34 @@ describe("SVFit", () => {
         );
       await trainer.release();
       await model.release();
+    }
+  });
+
+  test("an energy_threshold adapter reloads with its per-layer ranks; a saved folder missing a fixed factor is refused, naming it", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "peftkit-svfit-"));
+    try {
+      const model = await loadTestModel("llama_basic");
+      const peft = PeftModel.create(model, { peftType: "SVFIT", energyThreshold: 0.8, initWeights: false }, { seed: 2 });
+      const ids = randomIds(2, 5, 256);
+      const before = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
+      peft.savePretrained(dir);
+      const fresh = await loadTestModel("llama_basic");
+      const loaded = PeftModel.fromPretrained(fresh, dir);
+      const after = (await loaded.forward({ inputIds: ids })).logits?.data as Float32Array;
+      assert.ok(maxDiff(after, before) < 1e-6);
+      const path = join(dir, ADAPTER_WEIGHTS);
+      const { tensors } = readSafetensors(path);
+      const gone = "base_model.model.model.layers.1.self_attn.v_proj.svfit_V.weight";
+      assert.ok(tensors[gone]);
+      delete tensors[gone];
+      writeSafetensors(path, tensors);
+      const third = await loadTestModel("llama_basic");
+      assert.throws(() => PeftModel.fromPretrained(third, dir), /model\.layers\.1\.self_attn\.v_proj\.svfit_V\.weight/);
+      await third.release();
+      await fresh.release();
+      await model.release();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
