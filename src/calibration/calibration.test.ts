@@ -16,6 +16,7 @@ import type { PreTrainedModel } from "../models/pretrained.js";
 import { type LinearOptions, WeightContext } from "../nn/context.js";
 import { GOLDEN_MODELS } from "../testing/paths.js";
 import { type CalibrationRequest, DelegatingContext } from "../tuners/tuner.js";
+import type { Matrix } from "../util/linalg.js";
 import { type CalibrationBatch, CalibrationError, runCalibration } from "./index.js";
 
 const LAYERS = ["model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj"];
@@ -237,7 +238,8 @@ test("calibration: deterministic, streams one batch at a time, and refuses bad r
     await assert.rejects(runCalibration(model, unlabelled, { layers: LAYERS, gradientSum: true }), /need batches with labels/);
     // Covariances alone need no labels.
     const c = await runCalibration(model, unlabelled, { layers: LAYERS, inputCovariance: true });
-    const third = (b.inputCovariance.get(LAYERS[0])?.data as Float64Array).map((v) => v / 3);
+    const thrice = b.inputCovariance.get(LAYERS[0]) as Matrix;
+    const third = thrice.data.map((v) => v / 3);
     assert.ok(relErr(c.inputCovariance.get(LAYERS[0])?.data as Float64Array, third) < 1e-14);
   } finally {
     await model.release();

@@ -10,8 +10,8 @@ import { PeftkitError } from "../engine/errors.js";
 import type { DType } from "../engine/ir/dtype.js";
 import { Graph } from "../engine/ir/graph.js";
 import type { Dim } from "../engine/ir/shape.js";
-import { withGraph } from "../engine/trace/context.js";
 import { crossEntropy } from "../engine/trace/composites.js";
+import { withGraph } from "../engine/trace/context.js";
 import { Tensor } from "../engine/trace/tensor.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
 import { type ForwardContext, type LinearOptions, WeightContext } from "../nn/context.js";
@@ -92,7 +92,8 @@ export function traceCalibrationGraph(model: PreTrainedModel, request: Calibrati
   const g = new Graph();
   withGraph(g, () => {
     const weights = new Map<string, Tensor>();
-    for (const [name, t] of model.weights) weights.set(name, new Tensor(g, g.addInput(WEIGHT_INPUT + name, { dtype: t.dtype, shape: t.shape })));
+    for (const [name, t] of model.weights)
+      weights.set(name, new Tensor(g, g.addInput(WEIGHT_INPUT + name, { dtype: t.dtype, shape: t.shape })));
     const decls: Record<string, { dtype: DType; shape: readonly Dim[] }> = stepBatchDecls(model.head, tokenTypes);
     if (!wantGrad) delete decls.labels;
     const batch: Record<string, Tensor> = {};

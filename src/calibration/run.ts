@@ -12,7 +12,7 @@ import type { PreTrainedModel } from "../models/pretrained.js";
 import { prepareBatch, type TrainBatch } from "../tuners/train.js";
 import type { CalibrationRequest, CalibrationStats } from "../tuners/tuner.js";
 import { type Matrix, matrix } from "../util/linalg.js";
-import { BATCH_INPUT, COV_OUTPUT, CalibrationError, GRAD_OUTPUT, LOSS_OUTPUT, traceCalibrationGraph, WEIGHT_INPUT } from "./graph.js";
+import { BATCH_INPUT, CalibrationError, COV_OUTPUT, GRAD_OUTPUT, LOSS_OUTPUT, traceCalibrationGraph, WEIGHT_INPUT } from "./graph.js";
 
 /** A training batch whose labels may be left out when only covariances are asked for. */
 export type CalibrationBatch = Omit<TrainBatch, "labels"> & { labels?: IdsLike };
@@ -38,7 +38,7 @@ function checkRequest(model: PreTrainedModel, r: CalibrationRequest): void {
   if (!r.layers.length) throw new CalibrationError("calibration: the request names no layer");
   for (const p of r.layers) {
     const w = model.weights.get(`${p}.weight`);
-    if (!w || w.shape.length !== 2) throw new CalibrationError(`calibration: the model has no linear layer "${p}"`);
+    if (w?.shape.length !== 2) throw new CalibrationError(`calibration: the model has no linear layer "${p}"`);
   }
 }
 
