@@ -12,7 +12,8 @@ import { Rng } from "../../util/rng.js";
 import { PeftConfigError } from "../config.js";
 import { loadTestModel, maxAbsDiff, randomIds } from "../conformance.js";
 import { modelInfo } from "../model-info.js";
-import { PeftModel } from "../peft-model.js";
+import { calibrationRequest, PeftModel } from "../peft-model.js";
+import { PeftTrainer } from "../train.js";
 import type { CalibrationStats } from "../tuner.js";
 import type { LoraConfig } from "./config.js";
 import { cordaDecompose, dampCovariance } from "./corda.js";
@@ -123,25 +124,28 @@ for (const mode of ["ipm", "kpm"] as const) {
   });
 }
 
-test("CorDA end to end: calibration pass → adapter; output unchanged at init; the config round-trips as PEFT writes it", async () => {
+test("CorDA end to end: calibration pass → PeftModel.create; output unchanged at init; trains, merges; config as PEFT writes it", async () => {
   const model = await loadTestModel("llama_basic");
   try {
     const config = { peft_type: "LORA", r: 4, lora_alpha: 4, target_modules: "all-linear", init_lora_weights: "corda", lora_dropout: 0 };
-    const info = modelInfo(model);
-    const c = LORA.parseConfig(config, "test") as LoraConfig;
-    const req = LORA.calibration?.(info, c);
+    const req = calibrationRequest(model, config);
     assert.ok(req);
     const ids = randomIds(3, 7, 256);
     const calibration = await runCalibration(model, [{ inputIds: ids }], req);
     const ref = (await model.forward({ inputIds: ids })).logits?.data as Float32Array;
-    const created = LORA.create(info, c, new Rng(0), { calibration });
-    for (const [w, t] of created.baseEdits ?? []) model.weights.set(w, t);
-    model.invalidate();
-    const peft = new PeftModel(model);
-    peft.insertAdapter("default", LORA, c as never, created.tensors);
+    assert.throws(() => PeftModel.create(model, config), /LORA: this initialisation needs calibration data/);
+    const peft = PeftModel.create(model, config, { calibration });
     const got = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
     assert.ok(maxAbsDiff(got, ref) < 1e-4, `logits moved by ${maxAbsDiff(got, ref)}`);
-    const json = LORA.toJson(c);
+    const trainer = await PeftTrainer.create(peft, { optimizer: { kind: "adamw" } });
+    await trainer.train({ inputIds: ids, labels: ids }, { lr: 1e-2 });
+    await trainer.release();
+    const trained = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
+    assert.ok(maxAbsDiff(trained, ref) > 1e-3, "training changed nothing");
+    peft.mergeAdapter();
+    const merged = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
+    assert.ok(maxAbsDiff(merged, trained) < 1e-4, `merged vs unmerged ${maxAbsDiff(merged, trained)}`);
+    const json = peft.adapter("default").tuner.toJson(peft.adapter("default").config);
     assert.equal(json.init_lora_weights, "corda");
     assert.deepEqual(json.corda_config, {
       cache_file: null,
