@@ -58,14 +58,23 @@ test("CorDA: W = U·S·V̂ᵀ exactly, for tall and wide weights and a rank-defi
   }
 });
 
-test("CorDA damping: C̃ = C + λ·mean(diag C)·I with λ = 0.01, and C̃·C̃⁻¹ = I", () => {
-  const c = covariance(5, 20, new Rng(9));
-  const { damped, inverse, damp } = dampCovariance(c, "test");
+test("CorDA damping: C̃ = C + λ·mean(diag C)·I with λ = 0.01; C̃ = L·Lᵀ; V̂ = C̃⁻¹·V by the factor", () => {
+  const c = covariance(5, 3, new Rng(9)); // rank 3 of 5: singular before damping
+  const { damped, factor, damp } = dampCovariance(c, "test");
+  assert.equal(damp, 0.01);
   const mean = [0, 1, 2, 3, 4].reduce((t, i) => t + c.data[i * 5 + i], 0) / 5;
   for (let i = 0; i < 5; i++)
     for (let j = 0; j < 5; j++) assert.equal(damped.data[i * 5 + j], c.data[i * 5 + j] + (i === j ? damp * mean : 0));
-  const id = matmul(damped, inverse);
-  for (let i = 0; i < 5; i++) for (let j = 0; j < 5; j++) assert.ok(Math.abs(id.data[i * 5 + j] - (i === j ? 1 : 0)) < 1e-10);
+  assert.ok(maxDiff(matmul(factor, transpose(factor)).data, damped.data) < 1e-12 * mean);
+  // With W = I the decomposition solves C̃·V̂ = V for V of SVD(C̃): the solve stands in for C̃⁻¹.
+  const eye = matrix(5, 5);
+  for (let i = 0; i < 5; i++) eye.data[i * 6] = 1;
+  const { vHat } = cordaDecompose(eye, c, "test");
+  const { v } = svd(damped);
+  const solved = matmul(damped, vHat);
+  let err = 0;
+  for (let i = 0; i < 25; i++) err += (solved.data[i] - v.data[i]) ** 2;
+  assert.ok(Math.sqrt(err) < 1e-10, `‖C̃·V̂ − V‖ = ${Math.sqrt(err)}`);
   assert.throws(() => dampCovariance(matrix(3, 3), "layer.x"), /input covariance of "layer.x" is zero/);
 });
 

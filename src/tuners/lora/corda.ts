@@ -5,7 +5,8 @@
  * crop_corda_eigens, layer.py corda_init; the authors' iboing/CorDA cordalib/decomposition.py):
  *
  *   C  = the layer's input covariance (Σ xᵀx / samples, each sample's inputs divided by |max|),
- *   C̃  = C + λ·mean(diag C)·I, λ = 0.01 doubled until ‖C̃·C̃⁻¹ − I‖_F < 0.05,
+ *   C̃  = C + λ·mean(diag C)·I, λ = 0.01 (PEFT doubles it until ‖C̃·C̃⁻¹ − I‖_F < 0.05, which
+ *        in float64 always holds at 0.01: see dampCovariance),
  *   W·C̃ = U·S·Vᵀ (thin SVD),  V̂ = C̃⁻¹·V,  so W = U·S·V̂ᵀ exactly;
  *   IPM ("ipm", instruction-previewed) keeps the r largest components, KPM ("kpm",
  *   knowledge-preserved) the r smallest;
@@ -36,43 +37,70 @@ export function cordaCalibration(info: ModelInfo, c: LoraConfig): CalibrationReq
 }
 
 /**
- * Inverse by Gauss–Jordan elimination with partial pivoting, or null when a pivot vanishes.
- * Private stand-in until src/util/linalg.ts gains `inverse`/`dampedInverse` (the linalg helper's).
+ * Lower Cholesky factor of a symmetric positive definite matrix (row-major), or null when a pivot
+ * is not positive. Private stand-in until src/util/linalg.ts gains `cholesky`/`solve` (the
+ * linalg helper's); then this file should use those.
  */
-function invert(a: Matrix): Matrix | null {
+function cholesky(a: Matrix): Matrix | null {
   const n = a.rows;
-  const w = 2 * n;
-  const m = new Float64Array(n * w);
+  const l = matrix(n, n);
+  const d = l.data;
   for (let i = 0; i < n; i++) {
-    for (let j = 0; j < n; j++) m[i * w + j] = a.data[i * n + j];
-    m[i * w + n + i] = 1;
-  }
-  for (let col = 0; col < n; col++) {
-    let piv = col;
-    for (let r = col + 1; r < n; r++) if (Math.abs(m[r * w + col]) > Math.abs(m[piv * w + col])) piv = r;
-    const p = m[piv * w + col];
-    if (p === 0 || !Number.isFinite(p)) return null;
-    if (piv !== col)
-      for (let j = 0; j < w; j++) {
-        const t = m[col * w + j];
-        m[col * w + j] = m[piv * w + j];
-        m[piv * w + j] = t;
-      }
-    for (let j = 0; j < w; j++) m[col * w + j] /= p;
-    for (let r = 0; r < n; r++) {
-      if (r === col) continue;
-      const f = m[r * w + col];
-      if (f === 0) continue;
-      for (let j = 0; j < w; j++) m[r * w + j] -= f * m[col * w + j];
+    const ri = i * n;
+    for (let j = 0; j <= i; j++) {
+      const rj = j * n;
+      let sum = a.data[ri + j];
+      for (let k = 0; k < j; k++) sum -= d[ri + k] * d[rj + k];
+      if (i === j) {
+        if (!(sum > 0)) return null;
+        d[ri + i] = Math.sqrt(sum);
+      } else d[ri + j] = sum / d[rj + j];
     }
   }
-  const out = matrix(n, n);
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) out.data[i * n + j] = m[i * w + n + j];
-  return out;
+  return l;
 }
 
-/** C̃ = C + λ·mean(diag C)·I and its inverse, λ from 0.01 doubling until ‖C̃·C̃⁻¹ − I‖_F < 0.05 (PEFT's rule). */
-export function dampCovariance(c: Matrix, where: string): { damped: Matrix; inverse: Matrix; damp: number } {
+/** X with L·Lᵀ·X = B, for B [n, k] (forward then backward substitution on whole rows). */
+function choleskySolve(l: Matrix, b: Matrix): Matrix {
+  const n = l.rows;
+  const k = b.cols;
+  const x = matrix(n, k, b.data);
+  const d = x.data;
+  for (let i = 0; i < n; i++) {
+    const ri = i * k;
+    for (let j = 0; j < i; j++) {
+      const f = l.data[i * n + j];
+      if (f === 0) continue;
+      const rj = j * k;
+      for (let c = 0; c < k; c++) d[ri + c] -= f * d[rj + c];
+    }
+    const p = l.data[i * n + i];
+    for (let c = 0; c < k; c++) d[ri + c] /= p;
+  }
+  for (let i = n - 1; i >= 0; i--) {
+    const ri = i * k;
+    for (let j = i + 1; j < n; j++) {
+      const f = l.data[j * n + i];
+      if (f === 0) continue;
+      const rj = j * k;
+      for (let c = 0; c < k; c++) d[ri + c] -= f * d[rj + c];
+    }
+    const p = l.data[i * n + i];
+    for (let c = 0; c < k; c++) d[ri + c] /= p;
+  }
+  return x;
+}
+
+/**
+ * C̃ = C + λ·mean(diag C)·I and its Cholesky factor, λ = 0.01 (PEFT's start value).
+ *
+ * PEFT doubles λ while ‖C̃·C̃⁻¹ − I‖_F ≥ 0.05 with its float32 inverse. In float64 that test
+ * cannot fail at λ = 0.01: C is positive semidefinite, so cond(C̃) ≤ (trace C + λ·mean)/(λ·mean)
+ * = 1 + n/λ = 1 + 100·n, and the inverse's error stays near cond·n·2⁻⁵² (below 1e-6 for any
+ * layer width up to 10⁵). So the product is not formed (it cost more than the rest of the
+ * decomposition); λ is doubled only when the factorisation itself fails (non-finite statistics).
+ */
+export function dampCovariance(c: Matrix, where: string): { damped: Matrix; factor: Matrix; damp: number } {
   const n = c.rows;
   let mean = 0;
   for (let i = 0; i < n; i++) mean += c.data[i * n + i];
@@ -84,14 +112,10 @@ export function dampCovariance(c: Matrix, where: string): { damped: Matrix; inve
   for (let damp = 0.01; damp < 1e12; damp *= 2) {
     const damped = matrix(n, n, c.data);
     for (let i = 0; i < n; i++) damped.data[i * n + i] += damp * mean;
-    const inverse = invert(damped);
-    if (!inverse) continue;
-    const prod = matmul(damped, inverse);
-    let err = 0;
-    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) err += (prod.data[i * n + j] - (i === j ? 1 : 0)) ** 2;
-    if (Math.sqrt(err) < 0.05) return { damped, inverse, damp };
+    const factor = cholesky(damped);
+    if (factor) return { damped, factor, damp };
   }
-  throw new PeftConfigError(`CorDA: the input covariance of "${where}" could not be inverted at any damping`);
+  throw new PeftConfigError(`CorDA: the input covariance of "${where}" could not be factorised at any damping`);
 }
 
 /** The covariance the calibration pass collected for a layer, averaged per sample as PEFT does. */
@@ -113,10 +137,10 @@ export function layerCovariance(l: LoraLayer, stats: CalibrationStats | undefine
 
 /** The full decomposition W = U·S·V̂ᵀ of an [out, in] weight for covariance C (all k = min(out, in) components). */
 export function cordaDecompose(w: Matrix, cov: Matrix, where: string): { u: Matrix; s: Float64Array; vHat: Matrix; damp: number } {
-  const { damped, inverse, damp } = dampCovariance(cov, where);
+  const { damped, factor, damp } = dampCovariance(cov, where);
   const { u, s, v } = svd(matmul(w, damped));
-  // V̂ = (Vᵀ·C̃⁻¹)ᵀ = C̃⁻¹·V (C̃ is symmetric).
-  return { u, s, vHat: matmul(inverse, v), damp };
+  // V̂ = (Vᵀ·C̃⁻¹)ᵀ = C̃⁻¹·V (C̃ is symmetric), by two triangular solves instead of an inverse.
+  return { u, s, vHat: choleskySolve(factor, v), damp };
 }
 
 /** CorDA's A and B for one layer: `mode` picks the r largest ("ipm") or r smallest ("kpm") components. */
