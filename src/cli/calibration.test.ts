@@ -79,13 +79,19 @@ describe("peftkit train --method corda", () => {
       use_float16_for_covariance: false,
       prune_temporary_fields: true,
     });
+    // The same update as plain LoRA for the original base (PEFT's path_initial_model_for_weight_conversion).
+    const conv = JSON.parse(readFileSync(join(straight, "converted_lora", "adapter_config.json"), "utf8"));
+    assert.equal(conv.r, 8);
+    assert.equal(conv.lora_alpha, 8);
+    assert.equal(conv.init_lora_weights, true);
+    assert.match(r.stdout, /converted_lora\//);
     const args2 = JSON.parse(readFileSync(join(straight, "training_args.json"), "utf8"));
     assert.equal(args2.calibration_samples ?? args2.calibrationSamples, 8);
 
     // An interrupted copy: only checkpoint-2 is left; resuming recalibrates and must land on the same weights.
     const resumed = join(tmp, "resumed");
     cpSync(straight, resumed, { recursive: true });
-    for (const f of ["adapter_config.json", "adapter_model.safetensors", "training_args.json", "checkpoint-4"])
+    for (const f of ["adapter_config.json", "adapter_model.safetensors", "training_args.json", "checkpoint-4", "converted_lora"])
       rmSync(join(resumed, f), { recursive: true, force: true });
     assert.ok(existsSync(join(resumed, "checkpoint-2")));
     const again = runCli(["train", ...args, "--output-dir", resumed, "--resume"]);
@@ -94,6 +100,9 @@ describe("peftkit train --method corda", () => {
     const want = readSafetensors(join(straight, "adapter_model.safetensors")).tensors;
     const got = readSafetensors(join(resumed, "adapter_model.safetensors")).tensors;
     for (const [k, t] of Object.entries(want)) assert.deepEqual(got[k].data, t.data, k);
+    const wantConv = readSafetensors(join(straight, "converted_lora", "adapter_model.safetensors")).tensors;
+    const gotConv = readSafetensors(join(resumed, "converted_lora", "adapter_model.safetensors")).tensors;
+    for (const [k, t] of Object.entries(wantConv)) assert.deepEqual(gotConv[k].data, t.data, k);
   });
 
   test("calibration file errors: missing, too few examples, unreadable records, not given", () => {
