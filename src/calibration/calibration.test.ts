@@ -42,14 +42,25 @@ function batches(): CalibrationBatch[] {
 
 class Capture extends DelegatingContext {
   readonly seen = new Map<string, Tensor>();
+  constructor(
+    inner: DelegatingContext | WeightContext,
+    private readonly layers: readonly string[],
+  ) {
+    super(inner);
+  }
   override linear(path: string, x: Tensor, opts?: LinearOptions): Tensor {
-    if (LAYERS.includes(path)) this.seen.set(path, x);
+    if (this.layers.includes(path)) this.seen.set(path, x);
     return super.linear(path, x, opts);
   }
 }
 
-/** A plain forward in the float64 interpreter: logits and the inputs of LAYERS, as f64 host tensors. */
-function forwardF64(model: PreTrainedModel, weights: Map<string, HostTensor>, b: CalibrationBatch): Record<string, HostTensor> {
+/** A plain forward in the float64 interpreter: logits and the inputs of `layers`, as f64 host tensors. */
+function forwardF64(
+  model: PreTrainedModel,
+  weights: Map<string, HostTensor>,
+  b: CalibrationBatch,
+  layers: readonly string[] = LAYERS,
+): Record<string, HostTensor> {
   const names = [...weights.keys()];
   const ids = b.inputIds as number[][];
   const mask = b.attentionMask as number[][];
@@ -57,7 +68,7 @@ function forwardF64(model: PreTrainedModel, weights: Map<string, HostTensor>, b:
   const g = trace(
     (...xs) => {
       const w = new Map(names.map((n, i) => [n, xs[i]]));
-      const ctx = new Capture(new WeightContext((n) => w.get(n), new Set(names)));
+      const ctx = new Capture(new WeightContext((n) => w.get(n), new Set(names)), layers);
       const out = model.traceForward(ctx, { input_ids: xs[names.length], attention_mask: xs[names.length + 1] });
       const o: Record<string, Tensor> = { logits: out.logits as Tensor };
       for (const [p, x] of ctx.seen) o[p] = x;
@@ -126,64 +137,74 @@ function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
 
 const REQUEST: CalibrationRequest = { layers: LAYERS, inputCovariance: true, gradientSum: true, gradientSquareSum: true };
 
-test("calibration: Σ xᵀx (padding masked) and Σ∇W, Σ(∇W)² match float64 references; ORT within f32 error", async () => {
-  const model = await AutoModelForCausalLM.fromPretrained(join(GOLDEN_MODELS, "llama_basic"));
-  try {
-    const data = batches();
-    const ort = await runCalibration(model, data, REQUEST);
-    const f64 = await runCalibration(model, data, REQUEST, { compile: { backend: "interpreter", precision: "f64" } });
-    assert.equal(ort.batches, 2);
-    assert.equal(ort.samples, 5);
-    assert.equal(ort.tokens, 6 + 4 + 4 + 3 + 6);
+for (const [name, layers] of [
+  ["llama_basic", LAYERS],
+  // GPT-2's Conv1D stores W as [in, out]: the covariance is [in, in] = rows of W, gradients in W's stored layout.
+  ["gpt2", ["transformer.h.0.attn.c_attn", "transformer.h.1.mlp.c_proj"]],
+] as const) {
+  test(`calibration (${name}): Σ xᵀx (padding masked) and Σ∇W, Σ(∇W)² match float64 references; ORT within f32 error`, async () => {
+    const model = await AutoModelForCausalLM.fromPretrained(join(GOLDEN_MODELS, name));
+    try {
+      const data = batches();
+      const request = { ...REQUEST, layers };
+      const ort = await runCalibration(model, data, request);
+      const f64 = await runCalibration(model, data, request, { compile: { backend: "interpreter", precision: "f64" } });
+      assert.equal(ort.batches, 2);
+      assert.equal(ort.samples, 5);
+      assert.equal(ort.tokens, 6 + 4 + 4 + 3 + 6);
 
-    // Covariances: captured inputs, host sums.
-    for (const p of LAYERS) {
-      const want = new Float64Array(ort.inputCovariance.get(p)?.data.length ?? 0);
-      for (const b of data) {
-        const x = forwardF64(model, model.weights, b)[p];
-        const g = gramF64(x, b.attentionMask as number[][], false);
-        for (let i = 0; i < g.length; i++) want[i] += g[i];
-      }
-      const c64 = f64.inputCovariance.get(p)?.data as Float64Array;
-      assert.ok(relErr(c64, want) < 1e-12, `${p}: f64 covariance ${relErr(c64, want)}`);
-      assert.ok(relErr(ort.inputCovariance.get(p)?.data as Float64Array, want) < 1e-5, `${p}: ORT covariance`);
-    }
-
-    // Gradients: central differences of the host loss at a few entries of each weight.
-    const h = 1e-5;
-    for (const p of LAYERS) {
-      const name = `${p}.weight`;
-      const w = model.weights.get(name) as HostTensor;
-      const n = w.data.length;
-      for (const k of [0, 7, Math.floor(n / 2) + 3, n - 1]) {
-        let sum = 0;
-        let sq = 0;
+      // Covariances: captured inputs, host sums.
+      for (const p of layers) {
+        const want = new Float64Array(ort.inputCovariance.get(p)?.data.length ?? 0);
         for (const b of data) {
-          const at = (delta: number) => {
-            const pert = new Float64Array(w.data as Float32Array);
-            pert[k] += delta;
-            const weights = new Map(model.weights);
-            weights.set(name, hostTensor("f64", w.shape, pert));
-            return lossF64(forwardF64(model, weights, b).logits, b.labels as number[][]);
-          };
-          const gk = (at(h) - at(-h)) / (2 * h);
-          sum += gk;
-          sq += gk * gk;
+          const x = forwardF64(model, model.weights, b, layers)[p];
+          assert.equal(want.length, x.shape[2] ** 2, `${p}: covariance is [in, in]`);
+          const g = gramF64(x, b.attentionMask as number[][], false);
+          for (let i = 0; i < g.length; i++) want[i] += g[i];
         }
-        const g64 = f64.gradientSum.get(name)?.data[k] as number;
-        const q64 = f64.gradientSquareSum.get(name)?.data[k] as number;
-        assert.ok(Math.abs(g64 - sum) <= 1e-6 * Math.max(Math.abs(sum), 1e-3), `${name}[${k}]: Σ∇W ${g64} vs finite differences ${sum}`);
-        assert.ok(Math.abs(q64 - sq) <= 1e-6 * Math.max(sq, 1e-6), `${name}[${k}]: Σ(∇W)² ${q64} vs finite differences ${sq}`);
+        const c64 = f64.inputCovariance.get(p)?.data as Float64Array;
+        assert.ok(relErr(c64, want) < 1e-12, `${p}: f64 covariance ${relErr(c64, want)}`);
+        assert.ok(relErr(ort.inputCovariance.get(p)?.data as Float64Array, want) < 1e-5, `${p}: ORT covariance`);
       }
-      assert.ok(relErr(ort.gradientSum.get(name)?.data as Float64Array, f64.gradientSum.get(name)?.data as Float64Array) < 1e-4);
-      assert.ok(
-        relErr(ort.gradientSquareSum.get(name)?.data as Float64Array, f64.gradientSquareSum.get(name)?.data as Float64Array) < 1e-4,
-      );
+
+      // Gradients: central differences of the host loss at a few entries of each weight.
+      const h = 1e-5;
+      for (const p of layers) {
+        const wname = `${p}.weight`;
+        const w = model.weights.get(wname) as HostTensor;
+        const n = w.data.length;
+        const g64s = f64.gradientSum.get(wname) as Matrix;
+        assert.deepEqual([g64s.rows, g64s.cols], w.shape, `${wname}: gradient in the stored layout`);
+        for (const k of [0, 7, Math.floor(n / 2) + 3, n - 1]) {
+          let sum = 0;
+          let sq = 0;
+          for (const b of data) {
+            const at = (delta: number) => {
+              const pert = new Float64Array(w.data as Float32Array);
+              pert[k] += delta;
+              const weights = new Map(model.weights);
+              weights.set(wname, hostTensor("f64", w.shape, pert));
+              return lossF64(forwardF64(model, weights, b, layers).logits, b.labels as number[][]);
+            };
+            const gk = (at(h) - at(-h)) / (2 * h);
+            sum += gk;
+            sq += gk * gk;
+          }
+          const g64 = g64s.data[k];
+          const q64 = f64.gradientSquareSum.get(wname)?.data[k] as number;
+          assert.ok(Math.abs(g64 - sum) <= 1e-6 * Math.max(Math.abs(sum), 1e-3), `${wname}[${k}]: Σ∇W ${g64} vs finite differences ${sum}`);
+          assert.ok(Math.abs(q64 - sq) <= 1e-6 * Math.max(sq, 1e-6), `${wname}[${k}]: Σ(∇W)² ${q64} vs finite differences ${sq}`);
+        }
+        assert.ok(relErr(ort.gradientSum.get(wname)?.data as Float64Array, g64s.data) < 1e-4);
+        assert.ok(
+          relErr(ort.gradientSquareSum.get(wname)?.data as Float64Array, f64.gradientSquareSum.get(wname)?.data as Float64Array) < 1e-4,
+        );
+      }
+    } finally {
+      await model.release();
     }
-  } finally {
-    await model.release();
-  }
-});
+  });
+}
 
 test("calibration: exampleMax scaling divides each example's rows by |max| of its own non-padding inputs (CorDA's hook)", async () => {
   const model = await AutoModelForCausalLM.fromPretrained(join(GOLDEN_MODELS, "llama_basic"));
