@@ -2,7 +2,7 @@
 """Golden values for CorDA (LoRA with init_lora_weights="corda"), re-derived in plain torch.
 
 Run from anywhere:  /usr/bin/python3 scripts/goldens/make_corda_goldens.py
-Reads test/golden/models/llama_basic/ and writes test/golden/peft/corda_llama/{golden.safetensors, meta.json}.
+Reads test/golden/models/llama_basic/ and writes test/golden/corda_llama/{golden.safetensors, meta.json}.
 
 PEFT is not installed; the math below is our own reading of PEFT v0.20.0's sources (nothing copied):
 - tuners/lora/corda.py calib_cov_distribution's forward hook: per forward call (one sequence, batch 1),
@@ -30,7 +30,8 @@ import make_peft_goldens as P  # noqa: E402
 from common import SeededGen, check  # noqa: E402
 from st_io import write_safetensors  # noqa: E402
 
-OUT = os.path.join(P.OUT, "corda_llama")
+# Outside test/golden/peft/, which make_peft_goldens.py deletes and rewrites.
+OUT = os.path.join(P.ROOT, "test", "golden", "corda_llama")
 LAYERS = ["model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj"]
 R_RANK = 3
 ALPHA = 6

@@ -1,5 +1,5 @@
 /**
- * CorDA against test/golden/peft/corda_llama (scripts/goldens/make_corda_goldens.py: our plain-torch
+ * CorDA against test/golden/corda_llama (scripts/goldens/make_corda_goldens.py: our plain-torch
  * re-derivation of PEFT 0.20.0's corda.py / corda_init, not PEFT's output): the calibration pass on
  * one padded batch gives PEFT's covariance (a hook over one forward per sequence, each divided by
  * |max|, averaged), and from that covariance LORA.create gives PEFT's lora_A, lora_B (up to the sign
@@ -19,7 +19,7 @@ import { modelInfo } from "../model-info.js";
 import type { LoraConfig } from "./config.js";
 import { LORA } from "./index.js";
 
-const DIR = resolve(REPO_ROOT, "test/golden/peft/corda_llama");
+const DIR = resolve(REPO_ROOT, "test/golden/corda_llama");
 const LAYERS = ["model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj"];
 const TOL = 1e-4;
 
