@@ -11,7 +11,7 @@ import { writeFileAtomic } from "../io/atomic-write.js";
 import { readJsonFile } from "../io/hf-folder.js";
 import { SafetensorsFile, writeSafetensors } from "../io/safetensors.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
-import { PEFT_COMPAT_VERSION, PeftConfigError, sortedJson } from "./config.js";
+import { normalizeKeys, PEFT_COMPAT_VERSION, PeftConfigError, sortedJson } from "./config.js";
 import { type Adapter, type AnyConfig, type PeftModel, parsePeftConfig } from "./peft-model.js";
 import type { Tuner } from "./tuner.js";
 
@@ -61,7 +61,8 @@ export function readAdapter(peft: PeftModel, dir: string): { tuner: Tuner; confi
   if (!existsSync(cfgPath)) throw new PeftConfigError(`${dir}: no ${ADAPTER_CONFIG} (is this a PEFT adapter folder?)`);
   const raw = readJsonFile(cfgPath, "adapter config");
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new PeftConfigError(`${cfgPath}: must be a JSON object`);
-  const { tuner, config } = parsePeftConfig(raw as Record<string, unknown>, cfgPath);
+  const rawCfg = raw as Record<string, unknown>;
+  const { tuner, config } = parsePeftConfig(rawCfg, cfgPath);
   const weightsPath = join(dir, ADAPTER_WEIGHTS);
   if (!existsSync(weightsPath)) {
     const bin = existsSync(join(dir, "adapter_model.bin"))
@@ -72,10 +73,15 @@ export function readAdapter(peft: PeftModel, dir: string): { tuner: Tuner; confi
   const expected = peft.expectedTensors(tuner, config);
   const file = SafetensorsFile.open(weightsPath);
   try {
+    const keyOf = (n: string) => (tuner.promptLearning ? n : n.startsWith(PREFIX) ? n.slice(PREFIX.length) : n);
+    const skip = new Set(
+      tuner.checkFolder?.(normalizeKeys(rawCfg, cfgPath), new Map(file.entries.map((e) => [keyOf(e.name), e.shape])), dir)?.ignore ?? [],
+    );
     const tensors = new Map<string, HostTensor>();
     const unknown: string[] = [];
     const misshaped: string[] = [];
     for (const e of file.entries) {
+      if (skip.has(keyOf(e.name))) continue;
       const key = tuner.promptLearning ? e.name : e.name.startsWith(PREFIX) ? e.name.slice(PREFIX.length) : null;
       const shape = key === null ? undefined : expected.get(key);
       if (key === null || !shape) {

@@ -5,6 +5,8 @@ import { PeftConfigError } from "./config.js";
 import { IA3 } from "./ia3/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
 import { LORA } from "./lora/index.js";
+import { OFT } from "./oft/index.js";
+import { BOFT } from "./boft/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
 import { SSF } from "./ssf/index.js";
@@ -19,6 +21,8 @@ const TUNERS: readonly Tuner<never>[] = [
   BOTTLENECK,
   PROMPT_TUNING,
   PREFIX_TUNING,
+  OFT,
+  BOFT,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
