@@ -153,7 +153,11 @@ export interface Tuner<C extends CommonConfig = CommonConfig> {
    * (OFT before PEFT 0.16/0.18); returns keys to skip (buffers older PEFT releases saved, e.g.
    * BOFT's boft_P). Absent: nothing is checked or skipped.
    */
-  checkFolder?(raw: RawPeftConfig, shapes: ReadonlyMap<string, readonly number[]>, where: string): { ignore?: readonly string[] } | undefined;
+  checkFolder?(
+    raw: RawPeftConfig,
+    shapes: ReadonlyMap<string, readonly number[]>,
+    where: string,
+  ): { ignore?: readonly string[] } | undefined;
   /** Whether mixed-adapter batches are supported (prompt methods cannot). */
   readonly supportsMixedBatch: boolean;
   /** Prompt-learning methods save keys without the "base_model.model." prefix. */

@@ -96,7 +96,9 @@ function blockDropout(orth: Tensor, l: BoftLayer, p: number, seed: Tensor): Tens
   // rank_j = #{i : u_i < u_j}: the blocks with the `drop` smallest draws are replaced.
   const rank = u.unsqueeze(0).lt(u.unsqueeze(1)).cast(orth.dtype).sum(1);
   const blocks = rank.lt(drop).cast(orth.dtype);
-  const which = randomUniform(seed.add(scalar(7919, "i64")), [1], orth.dtype).mul(l.factors).floor();
+  const which = randomUniform(seed.add(scalar(7919, "i64")), [1], orth.dtype)
+    .mul(l.factors)
+    .floor();
   const factor = iota([l.factors], 0, orth.dtype).eq(which).cast(orth.dtype);
   const mask = factor.unsqueeze(1).mul(blocks.unsqueeze(0)).unsqueeze(-1).unsqueeze(-1);
   return orth.add(mask.mul(identity(l.blockSize, orth.dtype).sub(orth)));

@@ -4,8 +4,9 @@
  * tuners/oft/layer.py OFTRotationModule (_pytorch_skew_symmetric, _cayley_batch, _project_batch)
  * and tuners/boft/layer.py BOFTLayer.cayley_batch.
  */
-import { hostTensor } from "../../engine/ir/host.js";
+
 import type { DType } from "../../engine/ir/dtype.js";
+import { hostTensor } from "../../engine/ir/host.js";
 import { concat, constant, type Tensor } from "../../engine/trace/tensor.js";
 
 /** Position of (i, j), i < j, in torch.triu_indices(b, b, 1) order (row-major upper triangle). */

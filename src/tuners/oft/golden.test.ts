@@ -73,7 +73,13 @@ describe("OFT / BOFT folders in PEFT's format match the PyTorch goldens", () => 
 
   test("BOFT permutations equal PEFT's block_butterfly_perm for every layout of the table, and PEFT's refusals are ours", () => {
     const table = JSON.parse(readFileSync(join(GOLDEN_PEFT, "boft_permutations.json"), "utf8")) as {
-      rows: { in_features: number; boft_block_size: number; boft_block_num: number; boft_n_butterfly_factor: number; perms: number[][] | null }[];
+      rows: {
+        in_features: number;
+        boft_block_size: number;
+        boft_block_num: number;
+        boft_n_butterfly_factor: number;
+        perms: number[][] | null;
+      }[];
     };
     let checked = 0;
     for (const row of table.rows) {

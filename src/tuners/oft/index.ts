@@ -129,7 +129,9 @@ function checkFolder(raw: RawPeftConfig, shapes: ReadonlyMap<string, readonly nu
       `${where}: an OFT adapter from PEFT ≤ 0.15 (full-block tensor ${old[0]} [${old[1].join(", ")}]); PEFT ≥ 0.16 stores packed oft_R.weight [r, b(b−1)/2] and cannot load it either: retrain the adapter`,
     );
   if (!("oft_block_size" in raw))
-    throw new PeftConfigError(`${where}: an OFT config from PEFT ≤ 0.13 (no "oft_block_size"); its OFT format is no longer supported: retrain the adapter`);
+    throw new PeftConfigError(
+      `${where}: an OFT config from PEFT ≤ 0.13 (no "oft_block_size"); its OFT format is no longer supported: retrain the adapter`,
+    );
   const version = typeof raw.peft_version === "string" ? raw.peft_version : null;
   if (raw.use_cayley_neumann === true && (version === null || versionBefore(version, [0, 18, 0])))
     throw new PeftConfigError(

@@ -38,7 +38,10 @@ export function adjustOftParameter(inFeatures: number, params: number): number {
 }
 
 /** (r, block size) for one layer, as update_layer computes them. */
-export function resolveBlocks(inFeatures: number, c: Pick<OftConfig, "r" | "oftBlockSize">): { r: number; blockSize: number; adjusted: string | null } {
+export function resolveBlocks(
+  inFeatures: number,
+  c: Pick<OftConfig, "r" | "oftBlockSize">,
+): { r: number; blockSize: number; adjusted: string | null } {
   if (c.r === 0) {
     let b = c.oftBlockSize;
     let adjusted: string | null = null;

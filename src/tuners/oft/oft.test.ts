@@ -51,7 +51,10 @@ function orthError(r: Float64Array, b: number): number {
 
 /** Runs a graph over f64 inputs on the interpreter. */
 function run1(f: (...xs: Tensor[]) => Tensor, inputs: HostTensor[]) {
-  const g = trace(f, inputs.map((t) => ({ dtype: t.dtype, shape: t.shape })));
+  const g = trace(
+    f,
+    inputs.map((t) => ({ dtype: t.dtype, shape: t.shape })),
+  );
   return interpret(g, inputs)[0].data as Float64Array;
 }
 
@@ -71,7 +74,14 @@ describe("OFT", () => {
   runConformance({
     name: "OFT on BERT classification (biased layers) with modules_to_save",
     model: "bert_seq_cls",
-    config: { peftType: "OFT", taskType: "SEQ_CLS", oftBlockSize: 4, initWeights: false, modulesToSave: ["classifier"], targetModules: ["query", "value", "dense"] },
+    config: {
+      peftType: "OFT",
+      taskType: "SEQ_CLS",
+      oftBlockSize: 4,
+      initWeights: false,
+      modulesToSave: ["classifier"],
+      targetModules: ["query", "value", "dense"],
+    },
     mixedBatch: false,
   });
 
@@ -79,7 +89,7 @@ describe("OFT", () => {
     const b = 4;
     const order: [number, number][] = [];
     for (let i = 0; i < b; i++) for (let j = i + 1; j < b; j++) order.push([i, j]);
-    order.forEach(([i, j], k) => assert.equal(packedIndex(i, j, b), k));
+    for (const [k, [i, j]] of order.entries()) assert.equal(packedIndex(i, j, b), k);
     const vec = Float64Array.from({ length: 6 }, (_, k) => k + 1);
     const q = run1((v) => skewFromPacked(v, b), [hostTensor("f64", [1, 6], vec)]);
     assert.deepEqual(Array.from(q), [0, 1, 2, 3, -1, 0, 4, 5, -2, -4, 0, 6, -3, -5, -6, 0]);
@@ -140,7 +150,11 @@ describe("OFT", () => {
 
   test("a layer computes W·(x·R) + b with R block-diagonal; mixed batches leave base rows alone", async () => {
     const model = await loadTestModel("bert_seq_cls");
-    const peft = PeftModel.create(model, { peftType: "OFT", taskType: "SEQ_CLS", oftBlockSize: 8, initWeights: false, targetModules: ["query"] }, { seed: 3 });
+    const peft = PeftModel.create(
+      model,
+      { peftType: "OFT", taskType: "SEQ_CLS", oftBlockSize: 8, initWeights: false, targetModules: ["query"] },
+      { seed: 3 },
+    );
     const a = peft.adapter("default");
     const [l] = oftLayers(peft.info, a.config as never).filter((x) => x.path === "bert.encoder.layer.0.attention.self.query");
     const blocks = oftBlocks(l, a.config as never, f32(a.tensors.get(l.key)));
@@ -220,7 +234,9 @@ describe("OFT", () => {
     // d/dvec Σ cayley(project(vec))·c equals d/dv Σ cayley(v)·c at v = project(vec).
     const cot = hostTensor("f64", [3, 4, 4], randomVec(1, 48, 1, 5));
     const f = (project: boolean) => (v: Tensor, c: Tensor) =>
-      cayleyExact(skewFromPacked(project ? coftProject(v, eps) : v, 4)).mul(c).sum();
+      cayleyExact(skewFromPacked(project ? coftProject(v, eps) : v, 4))
+        .mul(c)
+        .sum();
     const gradAt = (project: boolean, at: Float64Array) => {
       const g = trace(
         (v, c) => grad(f(project), [0])(v, c)[0],
@@ -240,7 +256,11 @@ describe("OFT", () => {
   test("merging gives W·Rᵀ; unmerging restores W exactly", async () => {
     const model = await loadTestModel("llama_basic");
     const orig = new Map([...model.weights].map(([k, v]) => [k, Float32Array.from(f32(v))]));
-    const peft = PeftModel.create(model, { peftType: "OFT", oftBlockSize: 16, initWeights: false, useCayleyNeumann: false, targetModules: ["down_proj"] }, { seed: 9 });
+    const peft = PeftModel.create(
+      model,
+      { peftType: "OFT", oftBlockSize: 16, initWeights: false, useCayleyNeumann: false, targetModules: ["down_proj"] },
+      { seed: 9 },
+    );
     const a = peft.adapter("default");
     const [l] = oftLayers(peft.info, a.config as never);
     const blocks = oftBlocks(l, a.config as never, f32(a.tensors.get(l.key)));
@@ -266,7 +286,10 @@ describe("OFT", () => {
 
   test("config errors: r and oft_block_size both set or both zero, GPT-2 Conv1D, bias that PEFT would not save", async () => {
     assert.throws(() => parseOftConfig({ peft_type: "OFT", r: 4 }, "cfg"), /give either "r" \(4\) or "oft_block_size" \(32\), not both/);
-    assert.throws(() => parseOftConfig({ peft_type: "OFT", r: 0, oft_block_size: 0 }, "cfg"), /either "r" or "oft_block_size" must be non-zero/);
+    assert.throws(
+      () => parseOftConfig({ peft_type: "OFT", r: 0, oft_block_size: 0 }, "cfg"),
+      /either "r" or "oft_block_size" must be non-zero/,
+    );
     assert.throws(() => parseOftConfig({ peft_type: "OFT", module_dropout: 1 }, "cfg"), /module_dropout/);
     const gpt2 = await loadTestModel("gpt2");
     assert.throws(
@@ -342,7 +365,10 @@ describe("OFT folders from older PEFT releases are refused in one line; bad tens
         const model = await loadTestModel("llama_basic");
         assert.throws(
           () => PeftModel.fromPretrained(model, dir),
-          (e: Error) => e instanceof PeftConfigError && want.test(e.message) && (name === "missing" || name === "mis-shaped" || !e.message.includes("\n")),
+          (e: Error) =>
+            e instanceof PeftConfigError &&
+            want.test(e.message) &&
+            (name === "missing" || name === "mis-shaped" || !e.message.includes("\n")),
         );
         await model.release();
       } finally {
