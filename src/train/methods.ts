@@ -3,7 +3,21 @@ import { PeftkitError } from "../engine/errors.js";
 
 export class MethodError extends PeftkitError {}
 
-export const METHODS = ["lora", "dora", "rslora", "pissa", "ia3", "adapter", "prompt", "prefix", "ssf", "bitfit", "ln_tuning"] as const;
+export const METHODS = [
+  "lora",
+  "dora",
+  "rslora",
+  "pissa",
+  "ia3",
+  "adapter",
+  "prompt",
+  "prefix",
+  "ssf",
+  "bitfit",
+  "ln_tuning",
+  "oft",
+  "boft",
+] as const;
 export type MethodName = (typeof METHODS)[number];
 
 export interface MethodOptions {
@@ -16,6 +30,16 @@ export interface MethodOptions {
   bottleneckSize?: number;
   adapterType?: "houlsby" | "pfeiffer" | "parallel";
   taskType?: string;
+  /** OFT: oft_block_size (default 32); BOFT: boft_block_size (default 4). */
+  blockSize?: number;
+  /** BOFT: boft_n_butterfly_factor (default 1). */
+  butterflyFactor?: number;
+  /** OFT: the truncated Cayley–Neumann series (PEFT's default) or the exact Cayley transform. */
+  cayley?: "neumann" | "exact";
+  /** OFT: COFT's constraint radius eps (absent: no COFT). */
+  coftEps?: number;
+  /** OFT: one block shared by the whole diagonal. */
+  blockShare?: boolean;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -62,6 +86,25 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
       return { ...common, peft_type: "BITFIT", ...(target ? { target_modules: target } : {}) };
     case "ln_tuning":
       return { ...common, peft_type: "LN_TUNING", ...(target ? { target_modules: target } : {}) };
+    case "oft":
+      return {
+        ...common,
+        peft_type: "OFT",
+        r: 0,
+        oft_block_size: o.blockSize ?? 32,
+        target_modules: target ?? "all-linear",
+        use_cayley_neumann: (o.cayley ?? "neumann") === "neumann",
+        ...(o.coftEps !== undefined ? { coft: true, eps: o.coftEps } : {}),
+        ...(o.blockShare ? { block_share: true } : {}),
+      };
+    case "boft":
+      return {
+        ...common,
+        peft_type: "BOFT",
+        boft_block_size: o.blockSize ?? 4,
+        boft_n_butterfly_factor: o.butterflyFactor ?? 1,
+        target_modules: target ?? "all-linear",
+      };
   }
 }
 
@@ -74,6 +117,8 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SSF: "ssf",
   BITFIT: "bitfit",
   LN_TUNING: "ln_tuning",
+  OFT: "oft",
+  BOFT: "boft",
 };
 
 /**
@@ -99,6 +144,13 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--bottleneck-size ${value}`;
     case "adapter_type":
       return `--adapter-type ${value}`;
+    case "oft_block_size":
+    case "boft_block_size":
+      return `--block-size ${value}`;
+    case "boft_n_butterfly_factor":
+      return `--butterfly-factor ${value}`;
+    case "use_cayley_neumann":
+      return `--cayley ${value === false ? "exact" : "neumann"}`;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":
