@@ -15,6 +15,7 @@ import { fillNormal, type Rng } from "../../util/rng.js";
 import { PeftConfigError, type RawPeftConfig } from "../config.js";
 import { LORA_DEFAULT_TARGETS } from "../defaults.js";
 import { cayleyExact, hostCayleyExact, identity, rotateBlocks } from "../oft/cayley.js";
+import { flatBlocks } from "../oft/index.js";
 import { selectTargets } from "../targets.js";
 import { type CreatedAdapter, DelegatingContext, type ModelInfo, maskRows, type Tuner, type WrapOptions } from "../tuner.js";
 import { type ButterflyLayout, butterflyLayout, inversePerm } from "./butterfly.js";
@@ -104,12 +105,22 @@ function blockDropout(orth: Tensor, l: BoftLayer, p: number, seed: Tensor): Tens
   return orth.add(mask.mul(identity(l.blockSize, orth.dtype).sub(orth)));
 }
 
-/** x·M for the layer's butterfly factors (factor m−1 first), from boft_R [m, D, b, b]. */
-export function boftRotate(x: Tensor, l: BoftLayer, rawR: Tensor, dropout: { p: number; seed: Tensor } | null): Tensor {
+/** The orthogonal blocks [m, D, b, b] from boft_R: the exact Cayley transform of its skew part. */
+export function boftOrth(l: BoftLayer, rawR: Tensor): Tensor {
   const b = l.blockSize;
   const skew = rawR.sub(rawR.transpose(-2, -1)).mul(0.5);
-  let orth = cayleyExact(skew.reshape([l.factors * l.blockNum, b, b])).reshape([l.factors, l.blockNum, b, b]);
+  return cayleyExact(skew.reshape([l.factors * l.blockNum, b, b])).reshape([l.factors, l.blockNum, b, b]);
+}
+
+/** x·M for the layer's butterfly factors (factor m−1 first), from boft_R [m, D, b, b]. */
+export function boftRotate(x: Tensor, l: BoftLayer, rawR: Tensor, dropout: { p: number; seed: Tensor } | null): Tensor {
+  let orth = boftOrth(l, rawR);
   if (dropout) orth = blockDropout(orth, l, dropout.p, dropout.seed);
+  return butterflyApply(x, l, orth);
+}
+
+/** x·M from the orthogonal blocks [m, D, b, b]. */
+function butterflyApply(x: Tensor, l: BoftLayer, orth: Tensor): Tensor {
   let y = x;
   for (let i = l.factors - 1; i >= 0; i--) {
     const perm = l.perms[i];
@@ -141,7 +152,11 @@ class BoftContext extends DelegatingContext {
     const seed = this.opts.training && this.c.boftDropout > 0 ? this.opts.seed : null;
     // Each layer draws its own blocks.
     const dropout = seed ? { p: this.c.boftDropout, seed: seed.add(scalar(104729 * (index + 1), "i64")) } : null;
-    const rotated = boftRotate(x, l, this.opts.tensor(l.keyR), dropout);
+    // At inference the blocks come from the host (computed once per adapter tensor).
+    const pre = this.opts.prepared?.(`boft:${l.keyR}`, [l.keyR], (r) =>
+      r.dtype === "f32" ? hostTensor("f32", shapeR(l), flatBlocks(boftBlocks(l, r.data as Float32Array).flat())) : null,
+    );
+    const rotated = pre ? butterflyApply(x, l, pre) : boftRotate(x, l, this.opts.tensor(l.keyR), dropout);
     const mask = this.opts.rowMask;
     const y = this.inner.linear(path, mask ? x.add(maskRows(rotated.sub(x), mask)) : rotated, lin);
     const s = this.opts.tensor(l.keyS).flatten();

@@ -35,6 +35,15 @@ export function oftBlocks(l: OftLayer, c: OftConfig, vec: ArrayLike<number>): Bl
   );
 }
 
+export function flatBlocks(blocks: readonly Float64Array[]): Float32Array {
+  const n = blocks[0]?.length ?? 0;
+  const out = new Float32Array(blocks.length * n);
+  blocks.forEach((b, i) => {
+    out.set(b, i * n);
+  });
+  return out;
+}
+
 /** R's blocks in the graph, from the packed parameters [stored, b(b−1)/2]. */
 export function oftRotation(c: OftConfig, l: OftLayer, vec: Tensor): Tensor {
   const v = c.coft ? coftProject(vec, c.eps) : vec;
@@ -72,10 +81,25 @@ class OftContext extends DelegatingContext {
     this.layers = new Map(layers.map((l) => [l.path, l]));
   }
 
+  /**
+   * R's blocks: at inference computed once on the host (float64, rounded to f32) and fed as an
+   * input, so a forward (or a decoding step) does not rebuild them; in training, in the graph.
+   */
+  private rotation(l: OftLayer): Tensor {
+    const c = this.c;
+    const id = `oft:${l.key}:${c.useCayleyNeumann ? `neumann${c.numCayleyNeumannTerms}` : "exact"}:${c.coft ? c.eps : "-"}`;
+    const pre = this.opts.prepared?.(id, [l.key], (v) =>
+      v.dtype === "f32"
+        ? hostTensor("f32", [l.stored, l.blockSize, l.blockSize], flatBlocks(oftBlocks(l, c, v.data as Float32Array)))
+        : null,
+    );
+    return pre ?? oftRotation(c, l, this.opts.tensor(l.key));
+  }
+
   override linear(path: string, x: Tensor, lin?: LinearOptions): Tensor {
     const l = this.layers.get(path);
     if (!l) return this.inner.linear(path, x, lin);
-    const rotated = rotateBlocks(x, oftRotation(this.c, l, this.opts.tensor(l.key)), l.r);
+    const rotated = rotateBlocks(x, this.rotation(l), l.r);
     const xin = this.opts.rowMask ? x.add(maskRows(rotated.sub(x), this.opts.rowMask)) : rotated;
     return this.inner.linear(path, xin, lin);
   }
