@@ -5,7 +5,8 @@
  */
 import { PeftConfigError } from "../config.js";
 import { LORA_DEFAULT_TARGETS } from "../defaults.js";
-import { selectTargets } from "../targets.js";
+import { embeddingLayers } from "../lora/layers.js";
+import { matchesModules, selectTargets } from "../targets.js";
 import type { ModelInfo } from "../tuner.js";
 import type { OftConfig } from "./config.js";
 
@@ -61,6 +62,17 @@ export function resolveBlocks(
 }
 
 export function oftLayers(info: ModelInfo, c: OftConfig): OftLayer[] {
+  // PEFT ≥ 0.19 also rotates embedding outputs (oft_embedding_R); refuse rather than skip them.
+  const t = c.targetModules;
+  if (t !== null && !(typeof t === "string" && t.toLowerCase() === "all-linear")) {
+    const emb = embeddingLayers(info)
+      .map((p) => info.peftName(p))
+      .find((n) => matchesModules(t, n, "OFT config"));
+    if (emb)
+      throw new PeftConfigError(
+        `OFT config: target_modules matches the embedding ${emb}; OFT on embeddings (PEFT's oft_embedding_R) is not supported yet`,
+      );
+  }
   const byPeft = new Map(info.linearLayers.map((p) => [info.peftName(p), p]));
   const chosen = selectTargets(c, [...byPeft.keys()], {
     allLinear: info.allLinear.map((p) => info.peftName(p)),

@@ -284,7 +284,7 @@ describe("OFT", () => {
     await model.release();
   });
 
-  test("config errors: r and oft_block_size both set or both zero, GPT-2 Conv1D, bias that PEFT would not save", async () => {
+  test("config errors: r and oft_block_size both set or both zero, GPT-2 Conv1D, bias that PEFT would not save, embeddings", async () => {
     assert.throws(() => parseOftConfig({ peft_type: "OFT", r: 4 }, "cfg"), /give either "r" \(4\) or "oft_block_size" \(32\), not both/);
     assert.throws(
       () => parseOftConfig({ peft_type: "OFT", r: 0, oft_block_size: 0 }, "cfg"),
@@ -298,7 +298,12 @@ describe("OFT", () => {
     );
     await gpt2.release();
     const llama = await loadTestModel("llama_basic");
-    assert.throws(() => PeftModel.create(llama, { peftType: "OFT", bias: "all" }), /bias "all" is not supported/);
+    const peft = PeftModel.create(llama, { peftType: "OFT" });
+    assert.throws(() => peft.addAdapter("b", { peftType: "OFT", bias: "all" }), /bias "all" is not supported/);
+    assert.throws(
+      () => peft.addAdapter("e", { peftType: "OFT", targetModules: ["embed_tokens", "q_proj"] }),
+      /matches the embedding model\.embed_tokens; OFT on embeddings \(PEFT's oft_embedding_R\) is not supported yet/,
+    );
     await llama.release();
   });
 
