@@ -3,7 +3,7 @@
 
 Run from anywhere:  /usr/bin/python3 scripts/goldens/make_oft_goldens.py
 Writes test/golden/peft/<case>/ (same layout as make_peft_goldens.py) for the cases below and
-test/golden/peft/boft_permutations.json.
+test/golden/boft-permutations.json.
 
 PEFT is not installed or imported. The math is our own plain-torch re-derivation of PEFT v0.20.0's sources
 (semantics only, nothing copied): tuners/oft/{config,layer}.py (OFTRotationModule._pytorch_skew_symmetric,
@@ -328,7 +328,7 @@ def case_boft_bert():
     case, base = "boft_bert_seq_cls", "bert_seq_cls"
     mcfg, bmeta, W, bg = G.load_base(base)
     gen = G.Gen(case)
-    config = boft_config(base, "SEQ_CLS", boft_block_size=0, boft_block_num=8, boft_n_butterfly_factor=3,
+    config = boft_config(base, "SEQ_CLS", boft_block_size=0, boft_block_num=8, boft_n_butterfly_factor=3, bias="all",
                          target_modules=["dense", "query", "value"], modules_to_save=["classifier", "classifier", "score"])
     names = [f"bert.encoder.layer.{i}.{m}" for i in range(mcfg["num_hidden_layers"])
              for m in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
@@ -342,18 +342,34 @@ def case_boft_bert():
     nl, H = bmeta["num_labels"], mcfg["hidden_size"]
     head_w = W["classifier.weight"] + gen.normal((nl, H), 0.5)
     head_b = W["classifier.bias"] + gen.normal((nl,), 0.5)
+    # bias="all": every bias but the classifier's (a modules_to_save copy) is trained and saved, under the
+    # state-dict name: "<module>.base_layer.bias" inside a BOFT layer, "<module>.bias" elsewhere.
+    base_W = W
+    W = dict(W)
+    bias_keys = {}
+    for name in sorted(k for k in W if k.endswith(".bias") and not k.startswith("classifier.")):
+        W[name] = W[name] + gen.normal(tuple(W[name].shape), 0.2)
+        path = name[: -len(".bias")]
+        bias_keys[name] = f"{path}.base_layer.bias" if path in layers else name
+    check(len(bias_keys) > len(layers), "biases outside the BOFT layers are trained too")
     ids, tt, mask = bg["input_ids"], bg["token_type_ids"], bg["attention_mask"]
     A = G.Tracked(t)
     hook = lambda A: boft_hook(layers, A, lambda p: W[p + ".weight"])  # noqa: E731
     logits = G.bert_seq_cls_forward(mcfg, W, ids, tt, mask, lin=hook(A), classifier=(head_w, head_b))
     check(not A.unused(), f"{case}: unused {A.unused()}")
     l64 = G.bert_seq_cls_forward(mcfg, W, ids, tt, mask, torch.float64, lin=hook(G.Tracked(t)), classifier=(head_w, head_b))
-    checks = G.common_checks(case, logits, l64, bg["logits"], bg["logits"], G.bert_seq_cls_forward(mcfg, W, ids, tt, mask), None)
+    checks = G.common_checks(case, logits, l64, bg["logits"], bg["logits"], G.bert_seq_cls_forward(mcfg, base_W, ids, tt, mask), None)
     M = boft_merged(W, layers, t)
     M["classifier.weight"], M["classifier.bias"] = head_w, head_b
     checks["merged_vs_unmerged"] = maxdiff(G.bert_seq_cls_forward(mcfg, M, ids, tt, mask), logits)
     check(checks["merged_vs_unmerged"] < G.MERGE_TOL, f"{case}: merged != unmerged")
+    no_bias = G.bert_seq_cls_forward(mcfg, base_W, ids, tt, mask, lin=boft_hook(layers, G.Tracked(t), lambda p: W[p + ".weight"]),
+                                     classifier=(head_w, head_b))
+    checks["effect_of_trained_biases"] = maxdiff(no_bias, logits)
+    check(checks["effect_of_trained_biases"] > 5e-2, "the trained biases make no difference")
     adapter = G.saved(t)
+    for name, key in bias_keys.items():
+        adapter["base_model.model." + key] = W[name]
     adapter["base_model.model.classifier.weight"] = head_w
     adapter["base_model.model.classifier.bias"] = head_b
     golden = {"input_ids": ids, "attention_mask": mask, "token_type_ids": tt, "logits": logits.contiguous(),
@@ -361,7 +377,8 @@ def case_boft_bert():
     meta = G.base_meta(case, base, bmeta, (
         "BOFT boft_block_num=8, boft_n_butterfly_factor=3 on query, value and every '*.dense' layer of bert_seq_cls "
         "(biased layers: PEFT scales the output without its bias, (W·x·M)⊙s + b; merged W' = diag(s)·W·Mᵀ, bias "
-        "unchanged), with the trained classifier saved as modules_to_save."), True, {
+        "unchanged), bias='all' (every bias trained and saved: '<module>.base_layer.bias' in BOFT layers, "
+        "'<module>.bias' elsewhere, e.g. LayerNorms), with the trained classifier saved as modules_to_save."), True, {
             "inputs": ["input_ids", "attention_mask", "token_type_ids"],
             "compare": {"logits": {"valid": None}},
             "self_checks": checks,
@@ -392,7 +409,7 @@ def permutation_table():
         if r["perms"]:
             check(r["perms"][0] == list(range(r["in_features"])), "the first factor's permutation is the identity")
     check(any(r["perms"] is None for r in rows) and sum(1 for r in rows if r["perms"]) > 20, "table coverage")
-    path = os.path.join(OUT, "boft_permutations.json")
+    path = os.path.join(os.path.dirname(OUT), "boft-permutations.json")
     with open(path, "w") as f:
         f.write(json.dumps({"source": "PEFT v0.20.0 BOFTLayer.update_layer / block_butterfly_perm, re-derived in "
                                       "scripts/goldens/make_oft_goldens.py", "rows": rows}, indent=1) + "\n")

@@ -68,6 +68,44 @@ describe("BOFT", () => {
     },
   });
 
+  runConformance({
+    name: "BOFT on BERT with bias=all (every bias trained and saved)",
+    model: "bert_seq_cls",
+    config: {
+      peftType: "BOFT",
+      taskType: "SEQ_CLS",
+      boftBlockSize: 8,
+      bias: "all",
+      initWeights: false,
+      targetModules: ["value", "output.dense"],
+    },
+  });
+
+  test("bias=all: keys as PEFT saves them (<module>.base_layer.bias inside BOFT layers), copies of the base at init", async () => {
+    const model = await loadTestModel("bert_seq_cls");
+    const peft = PeftModel.create(model, {
+      peftType: "BOFT",
+      taskType: "SEQ_CLS",
+      bias: "all",
+      targetModules: ["value"],
+      modulesToSave: ["classifier"],
+    });
+    const t = peft.adapter("default").tensors;
+    const bert = "bert.encoder.layer.0";
+    assert.deepEqual(
+      f32(t.get(`${bert}.attention.self.value.base_layer.bias`)),
+      f32(model.weights.get(`${bert}.attention.self.value.bias`)),
+    );
+    assert.ok(t.has(`${bert}.attention.self.query.bias`));
+    assert.ok(t.has("bert.embeddings.LayerNorm.bias"));
+    assert.ok(![...t.keys()].some((k) => k.includes("classifier") && k.endsWith("base_layer.bias")));
+    assert.throws(
+      () => peft.addAdapter("x", { peftType: "BOFT", bias: "boft_only" }),
+      /bias "boft_only" is not supported \(PEFT 0\.20\.0 trains those biases but/,
+    );
+    await model.release();
+  });
+
   test("butterfly permutations: factor 1 is the identity; 2 factors on 16 features in blocks of 4 interleave half-blocks", () => {
     assert.deepEqual(Array.from(blockButterflyPerm(16, 4, 2, 0)), [...Array(16).keys()]);
     const lay = butterflyLayout(16, { boftBlockSize: 4, boftBlockNum: 0, boftNButterflyFactor: 2 }, "m");
@@ -227,7 +265,6 @@ describe("BOFT", () => {
       [{ boftBlockSize: 0, boftBlockNum: 3 }, /in_features \(32\) must be divisible by boft_block_num \(3\)/],
       [{ boftBlockSize: 8, boftNButterflyFactor: 4 }, /in_features \(32\), boft_n_butterfly_factor \(4\) and boft_block_size \(8\)/],
       [{ boftBlockSize: 0, boftBlockNum: 4, boftNButterflyFactor: 4 }, /boft_n_butterfly_factor \(4\) and boft_block_num \(4\)/],
-      [{ bias: "all" }, /bias "all" is not supported yet/],
     ];
     for (const [cfg, want] of bad)
       assert.throws(

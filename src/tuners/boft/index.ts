@@ -14,6 +14,8 @@ import type { ForwardContext, LinearOptions } from "../../nn/context.js";
 import { fillNormal, type Rng } from "../../util/rng.js";
 import { PeftConfigError, type RawPeftConfig } from "../config.js";
 import { LORA_DEFAULT_TARGETS } from "../defaults.js";
+import type { LoraConfig } from "../lora/config.js";
+import { type BiasTarget, biasTargets, type LoraLayer } from "../lora/layers.js";
 import { cayleyExact, hostCayleyExact, identity, rotateBlocks } from "../oft/cayley.js";
 import { flatBlocks } from "../oft/index.js";
 import { selectTargets } from "../targets.js";
@@ -59,8 +61,26 @@ export function boftLayers(info: ModelInfo, c: BoftConfig): BoftLayer[] {
 
 const shapeR = (l: BoftLayer) => [l.factors, l.blockNum, l.blockSize, l.blockSize];
 
+/**
+ * bias "all": every bias of the model is trained and saved (get_peft_model_state_dict keeps every
+ * "bias" key: "<module>.base_layer.bias" for BOFT-wrapped layers, "<module>.bias" otherwise).
+ * Biases of modules_to_save modules are left to their copies.
+ */
+export function boftBiases(info: ModelInfo, c: BoftConfig, layers: readonly BoftLayer[]): BiasTarget[] {
+  if (c.bias !== "all") return [];
+  const spec = { bias: "all", modulesToSave: c.modulesToSave } as LoraConfig;
+  return biasTargets(
+    info,
+    spec,
+    layers.map((l) => ({ path: l.path, key: l.name }) as LoraLayer),
+  );
+}
+
 function create(info: ModelInfo, c: BoftConfig, rng: Rng): CreatedAdapter {
-  if (c.bias !== "none") throw new PeftConfigError(`BOFT config: bias "${c.bias}" is not supported yet; use bias "none"`);
+  if (c.bias === "boft_only")
+    throw new PeftConfigError(
+      `BOFT config: bias "boft_only" is not supported (PEFT 0.20.0 trains those biases but its state dict filter finds none of them to save, so the adapter would not round-trip); use "all" or "none"`,
+    );
   const tensors = new Map<string, HostTensor>();
   for (const l of boftLayers(info, c)) {
     const n = l.factors * l.blockNum * l.blockSize * l.blockSize;
@@ -69,6 +89,10 @@ function create(info: ModelInfo, c: BoftConfig, rng: Rng): CreatedAdapter {
     const s = c.initWeights ? new Float32Array(l.outFeatures).fill(1) : fillNormal(l.outFeatures, 0.1, rng).map((v) => v + 1);
     tensors.set(l.keyR, hostTensor("f32", shapeR(l), r));
     tensors.set(l.keyS, hostTensor("f32", [l.outFeatures, 1], s));
+  }
+  for (const b of boftBiases(info, c, boftLayers(info, c))) {
+    const t = info.weight(b.name);
+    tensors.set(b.key, hostTensor("f32", t.shape, Float32Array.from(t.data as Float32Array)));
   }
   return { tensors };
 }
@@ -79,6 +103,7 @@ function expectedTensors(info: ModelInfo, c: BoftConfig): Map<string, number[]> 
     out.set(l.keyR, shapeR(l));
     out.set(l.keyS, [l.outFeatures, 1]);
   }
+  for (const b of boftBiases(info, c, boftLayers(info, c))) out.set(b.key, [...info.weight(b.name).shape]);
   return out;
 }
 
@@ -133,21 +158,59 @@ function butterflyApply(x: Tensor, l: BoftLayer, orth: Tensor): Tensor {
   return y;
 }
 
+/** [B] row mask shaped [B, 1, …, 1] of rank `rank`. */
+function batchMask(rowMask: Tensor, rank: number): Tensor {
+  let m = rowMask;
+  for (let i = 1; i < rank; i++) m = m.unsqueeze(-1);
+  return m;
+}
+
 class BoftContext extends DelegatingContext {
   private readonly layers: Map<string, { l: BoftLayer; index: number }>;
+  /** Canonical bias name → adapter key (bias "all"). */
+  private readonly biases: Map<string, string>;
   constructor(
     inner: ForwardContext,
+    info: ModelInfo,
     layers: BoftLayer[],
     private readonly c: BoftConfig,
     private readonly opts: WrapOptions,
   ) {
     super(inner);
     this.layers = new Map(layers.map((l, index) => [l.path, { l, index }]));
+    this.biases = new Map(boftBiases(info, c, layers).map((b) => [b.name, b.key]));
+  }
+
+  /** Trained biases replace the base ones (per row in mixed batches; activations are [B, T, …]). */
+  override weight(name: string): Tensor {
+    const key = this.biases.get(name);
+    if (!key) return this.inner.weight(name);
+    const mine = this.opts.tensor(key);
+    if (!this.opts.rowMask) return mine;
+    const base = this.inner.weight(name);
+    return base.add(mine.sub(base).mul(batchMask(this.opts.rowMask, mine.rank + 2)));
+  }
+
+  /** The trained bias minus the base one (what the inner layer added) for an output of rank `rank`, or null. */
+  private biasShift(path: string, rank: number): Tensor | null {
+    const name = `${path}.bias`;
+    const key = this.biases.get(name);
+    if (!key) return null;
+    let d = this.opts.tensor(key).sub(this.inner.weight(name));
+    if (!this.opts.rowMask) return d;
+    // Linear outputs may be [B, T, out] or [B, out] (a pooler). A bias an inner adapter of a mixed
+    // batch mixed per row comes as [B, 1, out] (see weight()); drop its sequence axis for [B, out].
+    while (d.rank > rank) d = d.squeeze(1);
+    return d.mul(batchMask(this.opts.rowMask, rank));
   }
 
   override linear(path: string, x: Tensor, lin?: LinearOptions): Tensor {
     const hit = this.layers.get(path);
-    if (!hit) return this.inner.linear(path, x, lin);
+    if (!hit) {
+      const y = this.inner.linear(path, x, lin);
+      const shift = this.biasShift(path, y.rank);
+      return shift ? y.add(shift) : y;
+    }
     const { l, index } = hit;
     const seed = this.opts.training && this.c.boftDropout > 0 ? this.opts.seed : null;
     // Each layer draws its own blocks.
@@ -160,11 +223,12 @@ class BoftContext extends DelegatingContext {
     const mask = this.opts.rowMask;
     const y = this.inner.linear(path, mask ? x.add(maskRows(rotated.sub(x), mask)) : rotated, lin);
     const s = this.opts.tensor(l.keyS).flatten();
-    // PEFT scales the output without its bias: (y − b)·s + b.
+    // PEFT scales the output without its (trained) bias b: (W·x·M)·s + b.
     const bias = this.inner.hasWeight(`${path}.bias`) ? this.inner.weight(`${path}.bias`) : null;
     const noBias = bias ? y.sub(bias) : y;
-    if (mask) return y.add(maskRows(noBias.mul(s.sub(1)), mask));
-    return bias ? noBias.mul(s).add(bias) : noBias.mul(s);
+    const shift = this.biasShift(path, y.rank);
+    const out = mask ? y.add(maskRows(noBias.mul(s.sub(1)), mask)) : bias ? noBias.mul(s).add(bias) : noBias.mul(s);
+    return shift ? out.add(shift) : out;
   }
 }
 
@@ -222,6 +286,11 @@ function merge(info: ModelInfo, c: BoftConfig, tensors: ReadonlyMap<string, Host
     }
     out.set(`${l.path}.weight`, hostTensor("f32", w.shape, data));
   }
+  for (const b of boftBiases(info, c, boftLayers(info, c))) {
+    const t = tensors.get(b.key);
+    if (!t) throw new PeftConfigError(`BOFT adapter: no tensor ${b.key}`);
+    out.set(b.name, t);
+  }
   return out;
 }
 
@@ -237,8 +306,6 @@ function checkFolder(raw: RawPeftConfig, shapes: ReadonlyMap<string, readonly nu
       throw new PeftConfigError(
         `${where}: ${k} [${s.join(", ")}] holds 1 butterfly factor but boft_n_butterfly_factor is ${factors}: PEFT wrote it without its CUDA extension, which makes it fall back to one factor; set boft_n_butterfly_factor to 1 in adapter_config.json to load it as it was trained`,
       );
-    if (k.endsWith(".bias") && raw.bias !== "none")
-      throw new PeftConfigError(`${where}: ${k}: BOFT adapters with trained biases (bias "${String(raw.bias)}") are not supported yet`);
   }
   return { ignore: [...shapes.keys()].filter((k) => k.endsWith(".boft_P")) };
 }
@@ -249,7 +316,7 @@ export const BOFT: Tuner<BoftConfig> = {
   toJson: boftConfigJson,
   create,
   expectedTensors,
-  wrap: (base, info, c, opts) => new BoftContext(base, boftLayers(info, c), c, opts),
+  wrap: (base, info, c, opts) => new BoftContext(base, info, boftLayers(info, c), c, opts),
   merge,
   checkFolder,
   supportsMixedBatch: true,

@@ -72,7 +72,7 @@ describe("OFT / BOFT folders in PEFT's format match the PyTorch goldens", () => 
   }
 
   test("BOFT permutations equal PEFT's block_butterfly_perm for every layout of the table, and PEFT's refusals are ours", () => {
-    const table = JSON.parse(readFileSync(join(GOLDEN_PEFT, "boft_permutations.json"), "utf8")) as {
+    const table = JSON.parse(readFileSync(resolve(REPO_ROOT, "test/golden/boft-permutations.json"), "utf8")) as {
       rows: {
         in_features: number;
         boft_block_size: number;
