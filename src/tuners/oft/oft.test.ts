@@ -198,6 +198,14 @@ describe("OFT", () => {
     assert.deepEqual(shared.tensors.get("model.layers.0.mlp.down_proj.oft_R.weight")?.shape, [1, 120]);
     const plain = peft.addAdapter("p", { peftType: "OFT", oftBlockSize: 0, r: 4, targetModules: ["down_proj"] });
     assert.deepEqual(plain.tensors.get("model.layers.0.mlp.down_proj.oft_R.weight")?.shape, [4, 120]);
+    // oft_block_size 24 divides neither 32 nor 64: PEFT adjusts it to 16 (the tie 16/32 goes down).
+    const adj = peft.addAdapter("a", { peftType: "OFT", oftBlockSize: 24, targetModules: ["q_proj", "down_proj"] });
+    assert.deepEqual(adj.tensors.get("model.layers.0.self_attn.q_proj.oft_R.weight")?.shape, [2, 120]);
+    assert.deepEqual(adj.tensors.get("model.layers.0.mlp.down_proj.oft_R.weight")?.shape, [4, 120]);
+    assert.deepEqual(
+      oftLayers(peft.info, adj.config as never).map((l) => l.adjusted),
+      ["oft_block_size 24 → 16", "oft_block_size 24 → 16", "oft_block_size 24 → 16", "oft_block_size 24 → 16"],
+    );
     await model.release();
   });
 
