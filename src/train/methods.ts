@@ -16,6 +16,8 @@ export const METHODS = [
   "ssf",
   "bitfit",
   "ln_tuning",
+  "oft",
+  "boft",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -34,6 +36,16 @@ export interface MethodOptions {
   taskType?: string;
   /** CorDA: "ipm" (the r largest components, PEFT's default) or "kpm" (the r smallest). */
   cordaMethod?: "ipm" | "kpm";
+  /** OFT: oft_block_size (default 32); BOFT: boft_block_size (default 4). */
+  blockSize?: number;
+  /** BOFT: boft_n_butterfly_factor (default 1). */
+  butterflyFactor?: number;
+  /** OFT: the truncated Cayley–Neumann series (PEFT's default) or the exact Cayley transform. */
+  cayley?: "neumann" | "exact";
+  /** OFT: COFT's constraint radius eps (absent: no COFT). */
+  coftEps?: number;
+  /** OFT: one block shared by the whole diagonal. */
+  blockShare?: boolean;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -96,6 +108,25 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
       return { ...common, peft_type: "BITFIT", ...(target ? { target_modules: target } : {}) };
     case "ln_tuning":
       return { ...common, peft_type: "LN_TUNING", ...(target ? { target_modules: target } : {}) };
+    case "oft":
+      return {
+        ...common,
+        peft_type: "OFT",
+        r: 0,
+        oft_block_size: o.blockSize ?? 32,
+        target_modules: target ?? "all-linear",
+        use_cayley_neumann: (o.cayley ?? "neumann") === "neumann",
+        ...(o.coftEps !== undefined ? { coft: true, eps: o.coftEps } : {}),
+        ...(o.blockShare ? { block_share: true } : {}),
+      };
+    case "boft":
+      return {
+        ...common,
+        peft_type: "BOFT",
+        boft_block_size: o.blockSize ?? 4,
+        boft_n_butterfly_factor: o.butterflyFactor ?? 1,
+        target_modules: target ?? "all-linear",
+      };
   }
 }
 
@@ -108,6 +139,8 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SSF: "ssf",
   BITFIT: "bitfit",
   LN_TUNING: "ln_tuning",
+  OFT: "oft",
+  BOFT: "boft",
 };
 
 /**
@@ -133,6 +166,13 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--bottleneck-size ${value}`;
     case "adapter_type":
       return `--adapter-type ${value}`;
+    case "oft_block_size":
+    case "boft_block_size":
+      return `--block-size ${value}`;
+    case "boft_n_butterfly_factor":
+      return `--butterfly-factor ${value}`;
+    case "use_cayley_neumann":
+      return `--cayley ${value === false ? "exact" : "neumann"}`;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":
