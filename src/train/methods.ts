@@ -8,6 +8,7 @@ export const METHODS = [
   "dora",
   "rslora",
   "pissa",
+  "corda",
   "ia3",
   "adapter",
   "prompt",
@@ -15,11 +16,16 @@ export const METHODS = [
   "ssf",
   "bitfit",
   "ln_tuning",
+  "oft",
+  "boft",
   "svfit",
   "kasa",
   "loldu",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
+
+/** Examples a method calibrates on when --calibration-samples is absent (CorDA: 256, its paper's and PEFT's example's). */
+export const CALIBRATION_SAMPLES: Partial<Record<MethodName, number>> = { corda: 256 };
 
 export interface MethodOptions {
   r?: number;
@@ -31,6 +37,18 @@ export interface MethodOptions {
   bottleneckSize?: number;
   adapterType?: "houlsby" | "pfeiffer" | "parallel";
   taskType?: string;
+  /** CorDA: "ipm" (the r largest components, PEFT's default) or "kpm" (the r smallest). */
+  cordaMethod?: "ipm" | "kpm";
+  /** OFT: oft_block_size (default 32); BOFT: boft_block_size (default 4). */
+  blockSize?: number;
+  /** BOFT: boft_n_butterfly_factor (default 1). */
+  butterflyFactor?: number;
+  /** OFT: the truncated Cayley–Neumann series (PEFT's default) or the exact Cayley transform. */
+  cayley?: "neumann" | "exact";
+  /** OFT: COFT's constraint radius eps (absent: no COFT). */
+  coftEps?: number;
+  /** OFT: one block shared by the whole diagonal. */
+  blockShare?: boolean;
   /** svfit: pick r per layer as the smallest keeping this share of Σσ² (replaces r). */
   energyThreshold?: number;
   /** kasa: weights of the δ norm and the orthogonality terms of its regulariser. */
@@ -62,6 +80,22 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
       return { ...lora, use_rslora: true };
     case "pissa":
       return { ...lora, init_lora_weights: "pissa", lora_dropout: 0 };
+    case "corda":
+      // PEFT's CorDA example: lora_alpha = r, no dropout; corda_config as PEFT's CordaConfig writes it.
+      return {
+        ...lora,
+        lora_alpha: o.alpha ?? o.r ?? 8,
+        lora_dropout: 0,
+        init_lora_weights: "corda",
+        corda_config: {
+          cache_file: null,
+          covariance_file: null,
+          corda_method: o.cordaMethod ?? "ipm",
+          verbose: false,
+          use_float16_for_covariance: false,
+          prune_temporary_fields: true,
+        },
+      };
     case "ia3":
       return { ...common, peft_type: "IA3", ...(target ? { target_modules: target } : {}) };
     case "adapter":
@@ -82,6 +116,25 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
       return { ...common, peft_type: "BITFIT", ...(target ? { target_modules: target } : {}) };
     case "ln_tuning":
       return { ...common, peft_type: "LN_TUNING", ...(target ? { target_modules: target } : {}) };
+    case "oft":
+      return {
+        ...common,
+        peft_type: "OFT",
+        r: 0,
+        oft_block_size: o.blockSize ?? 32,
+        target_modules: target ?? "all-linear",
+        use_cayley_neumann: (o.cayley ?? "neumann") === "neumann",
+        ...(o.coftEps !== undefined ? { coft: true, eps: o.coftEps } : {}),
+        ...(o.blockShare ? { block_share: true } : {}),
+      };
+    case "boft":
+      return {
+        ...common,
+        peft_type: "BOFT",
+        boft_block_size: o.blockSize ?? 4,
+        boft_n_butterfly_factor: o.butterflyFactor ?? 1,
+        target_modules: target ?? "all-linear",
+      };
     case "svfit":
       return {
         ...common,
@@ -116,6 +169,8 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SSF: "ssf",
   BITFIT: "bitfit",
   LN_TUNING: "ln_tuning",
+  OFT: "oft",
+  BOFT: "boft",
   SVFIT: "svfit",
   KASA: "kasa",
   LOLDU: "loldu",
@@ -144,6 +199,13 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--bottleneck-size ${value}`;
     case "adapter_type":
       return `--adapter-type ${value}`;
+    case "oft_block_size":
+    case "boft_block_size":
+      return `--block-size ${value}`;
+    case "boft_n_butterfly_factor":
+      return `--butterfly-factor ${value}`;
+    case "use_cayley_neumann":
+      return `--cayley ${value === false ? "exact" : "neumann"}`;
     case "energy_threshold":
       return value === null || value === undefined ? null : `--energy-threshold ${value}`;
     case "beta":
@@ -157,7 +219,9 @@ export function configFlag(field: string, value: unknown): string | null {
     case "use_rslora":
       return value === true ? "--method rslora" : null;
     case "init_lora_weights":
-      return value === "pissa" ? "--method pissa" : null;
+      return value === "pissa" ? "--method pissa" : value === "corda" ? "--method corda" : null;
+    case "corda_config":
+      return value && typeof value === "object" && "corda_method" in value ? `--corda-method ${String(value.corda_method)}` : null;
     default:
       return null;
   }

@@ -1,18 +1,33 @@
 /** peft_type → tuner. A new method is a folder plus one line here. */
 import { BOTTLENECK } from "./adapter/index.js";
 import { BITFIT } from "./bitfit/index.js";
+import { BOFT } from "./boft/index.js";
 import { type CommonConfig, PeftConfigError } from "./config.js";
 import { IA3 } from "./ia3/index.js";
 import { KASA } from "./kasa/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
 import { LORA } from "./lora/index.js";
+import { OFT } from "./oft/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
 import { SSF } from "./ssf/index.js";
 import { SVFIT } from "./svfit/index.js";
 import type { Tuner } from "./tuner.js";
 
-const TUNERS: Tuner<never>[] = [LORA, IA3, SSF, BITFIT, LN_TUNING, BOTTLENECK, PROMPT_TUNING, PREFIX_TUNING, SVFIT, KASA] as unknown as Tuner<never>[];
+const TUNERS: Tuner<never>[] = [
+  LORA,
+  IA3,
+  SSF,
+  BITFIT,
+  LN_TUNING,
+  BOTTLENECK,
+  PROMPT_TUNING,
+  PREFIX_TUNING,
+  OFT,
+  BOFT,
+  SVFIT,
+  KASA,
+] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
   const t = TUNERS.find((x) => x.peftType === peftType);

@@ -36,6 +36,7 @@ export const DEFAULT_LR: Record<string, number> = {
   dora: 2e-3,
   rslora: 2e-3,
   pissa: 2e-3,
+  corda: 2e-3,
   adapter: 1e-3,
   ia3: 5e-2,
   ssf: 5e-2,
@@ -43,6 +44,8 @@ export const DEFAULT_LR: Record<string, number> = {
   ln_tuning: 5e-2,
   prompt: 5e-2,
   prefix: 5e-2,
+  oft: 2e-3,
+  boft: 2e-3,
   svfit: 1e-2,
   kasa: 2e-3,
   loldu: 1e-2,
@@ -142,6 +145,20 @@ export const compareCommand: CommandSpec = {
       meta: "DIR",
       help: "where rows.jsonl, report.md, plots/ and runs/ go; rerun with the same arguments to resume",
       required: true,
+    },
+    {
+      name: "calibration-data",
+      type: "string",
+      meta: "FILE",
+      help: "methods that initialise from data (corda): the file to calibrate on (default: each task's training file)",
+    },
+    {
+      name: "calibration-samples",
+      type: "int",
+      meta: "N",
+      help: "examples of the calibration file to use (default: the method's, 256 for corda)",
+      min: 1,
+      max: 10_000_000,
     },
     { name: "report-only", type: "boolean", help: "only regenerate report.md and the plots from rows.jsonl" },
     { name: "dry-run", type: "boolean", help: "print the planned runs (ids, learning rates, what is already done) and stop" },
@@ -279,6 +296,8 @@ export async function runCompare(o: Flags): Promise<number> {
   } catch (e) {
     throw e instanceof CompareError ? new UsageError(e.message) : e;
   }
+  if (o.calibrationData !== undefined && !existsSync(o.calibrationData as string))
+    throw new UsageError(`--calibration-data ${o.calibrationData}: no such file or folder`);
   prepareOutputDir(outputDir);
   let suite: { name: string; tasks: CompareTask[] };
   try {
@@ -351,7 +370,12 @@ export async function runCompare(o: Flags): Promise<number> {
       async (run) => {
         try {
           // Only this process appends to rows.jsonl, one whole line per run, so runs ending together cannot interleave.
-          const row = await executeRun(run, { outputDir, threads });
+          const row = await executeRun(run, {
+            outputDir,
+            threads,
+            calibrationData: o.calibrationData as string | undefined,
+            calibrationSamples: o.calibrationSamples as number | undefined,
+          });
           appendRow(rowsPath, row);
           faultPoint("compare-row-written");
           say(
