@@ -81,12 +81,100 @@ def lu_cases():
     }
 
 
+def sym_with_spectrum(values):
+    n = len(values)
+    q, _ = torch.linalg.qr(randn(n, n))
+    return q @ torch.diag(torch.tensor(values, dtype=torch.float64)) @ q.T
+
+
+def eigh_cases():
+    out = {}
+    x = randn(6, 9)
+    inputs = {
+        "random_sym_7": (lambda r: (r + r.T) / 2)(randn(7, 7)),
+        "covariance_rank6_9": x.T @ x,  # 9x9, PSD, rank 6
+        "indefinite_known_6": sym_with_spectrum([5.0, 3.0, 1.0, -0.5, -2.0, -4.0]),
+    }
+    for name, a in inputs.items():
+        a = (a + a.T) / 2  # exactly symmetric in float64
+        w, v = torch.linalg.eigh(a)  # ascending
+        wn, vn = np.linalg.eigh(a.numpy())
+        check(np.abs(w.numpy() - wn).max() < 1e-12 * max(1.0, float(w.abs().max())), f"{name}: numpy and torch eigenvalues differ")
+        check(float((a @ v - v @ torch.diag(w)).abs().max()) < 1e-12 * max(1.0, float(a.abs().max())), f"{name}: A V != V Λ")
+        order = torch.argsort(w, descending=True)
+        out[name] = {"a": mat(a), "values": vec(w[order]), "vectors": mat(v[:, order])}
+    return out
+
+
+def svd_cases():
+    out = {}
+    inputs = {"tall_8x5": randn(8, 5), "wide_4x10": randn(4, 10), "rank2_6x6": randn(6, 2) @ randn(2, 6)}
+    for name, a in inputs.items():
+        u, s, vh = torch.linalg.svd(a, full_matrices=False)
+        sn = np.linalg.svd(a.numpy(), compute_uv=False)
+        check(np.abs(s.numpy() - sn).max() < 1e-12 * float(s[0]), f"{name}: numpy and torch singular values differ")
+        out[name] = {"a": mat(a), "s": vec(s), "u": mat(u), "v": mat(vh.T)}
+    return out
+
+
+def cholesky_cases():
+    out = {}
+    for name, (r, c) in {"spd_5": (9, 5), "spd_8": (12, 8)}.items():
+        x = randn(r, c)
+        a = x.T @ x + 0.1 * torch.eye(c)
+        l = torch.linalg.cholesky(a)
+        check(np.abs(np.linalg.cholesky(a.numpy()) - l.numpy()).max() < 1e-12 * float(a.abs().max()), f"{name}: numpy and torch differ")
+        out[name] = {"a": mat(a), "l": mat(l)}
+    return out
+
+
+def inverse_cases():
+    out = {}
+    a = randn(6, 6)
+    inv = torch.linalg.inv(a)
+    check(np.abs(np.linalg.inv(a.numpy()) - inv.numpy()).max() < 1e-10 * float(inv.abs().max()), "inverse: numpy and torch differ")
+    b = randn(6, 3)
+    out["random_6"] = {"a": mat(a), "inverse": mat(inv), "b": mat(b), "solve": mat(torch.linalg.solve(a, b))}
+    return out
+
+
+def damped_inverse_cases():
+    """PEFT's corda.py: fix = C + diag(ones * mean(diag C) * damp); torch.linalg.inv(fix), damp starting at 0.01."""
+    out = {}
+    x = randn(5, 8)  # 5 samples of 8 features: C is rank 5, singular
+    c = x.T @ x / 5
+    for damp in (0.01, 0.04):
+        compensate = torch.diag(torch.ones(c.size(0)) * torch.mean(torch.diag(c)) * damp)
+        inv = torch.linalg.inv(c + compensate)
+        resid = float(torch.dist((c + compensate) @ inv, torch.eye(8)))
+        out[f"covariance_rank5_8_damp_{damp}"] = {"a": mat(c), "lambda": damp, "inverse": mat(inv), "residual": resid}
+    return out
+
+
+def randomized_svd_cases():
+    """Exactly low-rank inputs (rank <= q): the randomized SVD is then exact, whatever the random draw."""
+    out = {}
+    a = randn(30, 4) @ torch.diag(torch.tensor([9.0, 4.0, 2.0, 0.5])) @ randn(4, 20)
+    torch.manual_seed(0)
+    u, s, v = torch.svd_lowrank(a, q=6, niter=2)
+    s_full = torch.linalg.svd(a).S
+    check(float((s[:4] - s_full[:4]).abs().max()) < 1e-10 * float(s_full[0]), "svd_lowrank is not exact on a rank-4 input")
+    out["rank4_30x20"] = {"a": mat(a), "s_lowrank_q6": vec(s), "s": vec(s_full[:6])}
+    return out
+
+
 def main():
     out = {
         "generator": "scripts/goldens/make_linalg_goldens.py",
         "torch": torch.__version__,
         "numpy": np.__version__,
         "lu": lu_cases(),
+        "eigh": eigh_cases(),
+        "svd": svd_cases(),
+        "cholesky": cholesky_cases(),
+        "inverse": inverse_cases(),
+        "damped_inverse": damped_inverse_cases(),
+        "randomized_svd": randomized_svd_cases(),
     }
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     text = json.dumps(out, sort_keys=True, separators=(",", ":"))

@@ -13,16 +13,21 @@ export function assertSquare(fn: string, a: Matrix, name = "a"): void {
   if (a.rows !== a.cols) throw new LinalgError(`${fn}: ${name} must be square, got ${a.rows}x${a.cols}`);
 }
 
-/** A square a whose exactly mirrored entries differ by more than round-off is not symmetric. */
-export function assertSymmetric(fn: string, a: Matrix, name = "a"): void {
-  assertSquare(fn, a, name);
+/**
+ * A finite square a whose mirrored entries agree up to round-off (relative 1e-6 of its largest entry,
+ * so covariances summed in float32 pass); returns n. Clearly asymmetric input is a caller's bug.
+ */
+export function assertSymmetric(fn: string, a: Matrix): number {
+  assertSquare(fn, a);
+  assertFinite(fn, a);
   const n = a.rows;
   const d = a.data;
   let scale = 0;
   for (let i = 0; i < d.length; i++) scale = Math.max(scale, Math.abs(d[i]));
-  const tol = 1e-10 * scale;
+  const tol = 1e-6 * scale;
   for (let i = 0; i < n; i++)
     for (let j = i + 1; j < n; j++)
       if (Math.abs(d[i * n + j] - d[j * n + i]) > tol)
-        throw new LinalgError(`${fn}: ${name} is not symmetric: (${i}, ${j}) = ${d[i * n + j]} but (${j}, ${i}) = ${d[j * n + i]}`);
+        throw new LinalgError(`${fn}: a is not symmetric: a(${i}, ${j}) = ${d[i * n + j]} but a(${j}, ${i}) = ${d[j * n + i]}`);
+  return n;
 }

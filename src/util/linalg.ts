@@ -4,8 +4,13 @@
  * The code lives in src/linalg/ (one file per factorisation); this module is the one entry point.
  * See docs/dev/linalg.md for the algorithms, their accuracy and their speed.
  */
+
+export { cholesky } from "../linalg/cholesky.js";
+export { eighSym, type SymmetricEigen } from "../linalg/eigh.js";
 export { LinalgError, NotPositiveDefiniteError, SingularMatrixError } from "../linalg/errors.js";
 export { lu } from "../linalg/lu.js";
 export { type Matrix, matmul, matrix, transpose } from "../linalg/matrix.js";
 export { qr } from "../linalg/qr.js";
+export { type RandomizedSvdOptions, randomizedSvd } from "../linalg/randomized-svd.js";
+export { damped, dampedInverse, inverse, inverseResidual, solve } from "../linalg/solve.js";
 export { svd } from "../linalg/svd.js";
