@@ -108,7 +108,9 @@ test("eighSym matches torch.linalg.eigh on the goldens (values; vectors up to si
     const a = fromGolden(c.a);
     const { values, vectors } = checkEigh(a);
     const scale = maxAbs(a);
-    c.values.forEach((w, i) => assert.ok(Math.abs(values[i] - w) < 1e-12 * scale, `${name}: λ${i} ${values[i]} vs ${w}`));
+    c.values.forEach((w, i) => {
+      assert.ok(Math.abs(values[i] - w) < 1e-12 * scale, `${name}: λ${i} ${values[i]} vs ${w}`);
+    });
     // Distinct eigenvalues only (the rank-deficient case repeats 0): |v·v_golden| = 1.
     const g = fromGolden(c.vectors);
     const n = a.rows;
