@@ -46,6 +46,17 @@ test("randomizedSvd with a decaying spectrum: the top values within Halko et al.
   assert.ok(frob(sub(usvt(u, s, v), a)) < best * (1 + 1e-3));
 });
 
+test("randomizedSvd with many power iterations stays accurate: QR re-orthonormalises every product", () => {
+  // (A·Aᵀ)^8 spreads σ_1/σ_10 = 2^9 to 2^153: without QR between products the lower directions are lost.
+  const sigma = Array.from({ length: 40 }, (_, i) => 0.5 ** i);
+  const a = withSpectrum(60, 40, sigma, 2);
+  const { s, u, v } = randomizedSvd(a, 10, { niter: 8, oversample: 5 });
+  s.forEach((x, i) => {
+    assert.ok(Math.abs(x - sigma[i]) < 1e-12, `σ${i}: ${x} vs ${sigma[i]}`);
+  });
+  assert.ok(orthoError(u) < 1e-13 && orthoError(v) < 1e-13);
+});
+
 test("randomizedSvd on a random matrix agrees with the exact svd on well-separated top values", () => {
   const a = randn(60, 40, 5);
   const exact = svd(a).s;
