@@ -21,13 +21,10 @@ export function solve(a: Matrix, b: Matrix | Float64Array): Matrix | Float64Arra
   return b instanceof Float64Array ? x.data : x;
 }
 
-/** A⁻¹ of a square, nonsingular a (LU with partial pivoting, then n solves; as torch.linalg.inv). */
+/** A⁻¹ of a square, nonsingular a (LU with partial pivoting, as torch.linalg.inv / LAPACK getri). */
 export function inverse(a: Matrix): Matrix {
   assertSquare("inverse", a);
-  const n = a.rows;
-  const eye = matrix(n, n);
-  for (let i = 0; i < n; i++) eye.data[i * n + i] = 1;
-  return luSolve(factorNonsingular("inverse", a), eye);
+  return luInverse(factorNonsingular("inverse", a));
 }
 
 /** A + λ·mean(diag A)·I: the damping CorDA (and PEFT's corda.py) applies to a covariance before inverting it. */
@@ -47,7 +44,7 @@ export function damped(a: Matrix, lambda: number): Matrix {
 export function dampedInverse(a: Matrix, lambda: number): Matrix {
   assertSquare("dampedInverse", a);
   if (!Number.isFinite(lambda) || lambda < 0) throw new LinalgError(`dampedInverse: lambda must be a finite number >= 0, got ${lambda}`);
-  return luSolve(factorNonsingular("dampedInverse", damped(a, lambda)), identityMatrix(a.rows));
+  return luInverse(factorNonsingular("dampedInverse", damped(a, lambda)));
 }
 
 /** ‖A·X − I‖_F: how far X is from A's inverse (CorDA doubles λ until this is below 0.05, as torch.dist does). */
@@ -70,12 +67,6 @@ export function inverseResidual(a: Matrix, x: Matrix): number {
   return Math.sqrt(s);
 }
 
-function identityMatrix(n: number): Matrix {
-  const m = matrix(n, n);
-  for (let i = 0; i < n; i++) m.data[i * n + i] = 1;
-  return m;
-}
-
 function factorNonsingular(fn: string, a: Matrix): PackedLu {
   const f = luPacked(a, fn);
   const n = a.rows;
@@ -91,6 +82,44 @@ function factorNonsingular(fn: string, a: Matrix): PackedLu {
       );
   }
   return f;
+}
+
+/**
+ * A⁻¹ = U⁻¹·L⁻¹·P from the packed LU: Y = L⁻¹ is unit lower triangular, so its forward substitution only
+ * touches columns ≤ i of row i (n³/3 instead of n³ multiply-adds); then X = U⁻¹·Y by back substitution,
+ * and column i of X is column perm[i] of A⁻¹. 2·n³ in all with the LU, against 8/3·n³ for solve(A, I).
+ */
+function luInverse(f: PackedLu): Matrix {
+  const n = f.rows;
+  const w = f.data;
+  const y = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    const io = i * n;
+    y[io + i] = 1;
+    for (let j = 0; j < i; j++) {
+      const l = w[io + j];
+      if (l === 0) continue;
+      const jo = j * n;
+      for (let c = 0; c <= j; c++) y[io + c] -= l * y[jo + c];
+    }
+  }
+  for (let i = n - 1; i >= 0; i--) {
+    const io = i * n;
+    for (let j = i + 1; j < n; j++) {
+      const u = w[io + j];
+      if (u === 0) continue;
+      const jo = j * n;
+      for (let c = 0; c < n; c++) y[io + c] -= u * y[jo + c];
+    }
+    const d = w[io + i];
+    for (let c = 0; c < n; c++) y[io + c] /= d;
+  }
+  const out = matrix(n, n);
+  for (let r = 0; r < n; r++) {
+    const ro = r * n;
+    for (let c = 0; c < n; c++) out.data[ro + f.perm[c]] = y[ro + c];
+  }
+  return out;
 }
 
 /** X = A⁻¹·B from the packed LU of A: permute B's rows, then forward (unit L) and back (U) substitution on rows. */

@@ -1,5 +1,5 @@
 /** Thin SVD by one-sided Jacobi, started from the eigenvectors of the Gram matrix. */
-import { dot, identity } from "./kernels.js";
+import { dot, gemmColMajor, gramColMajor, identity } from "./kernels.js";
 import { type Matrix, matrix } from "./matrix.js";
 import { symmetricEigen } from "./tridiagonal.js";
 
@@ -26,26 +26,10 @@ export function svd(a: Matrix): { u: Matrix; s: Float64Array; v: Matrix } {
   const t = new Float64Array(m * n);
   if (wide) t.set(a.data);
   else for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) t[j * m + i] = a.data[i * n + j];
-  const x = symmetricEigen(gram(t, m, n), n)?.vectors ?? identity(n);
-  // W = T·X0, built column by column from axpys over T's contiguous columns.
+  const x = symmetricEigen(gramColMajor(t, m, n), n)?.vectors ?? identity(n);
+  // W = T·X0.
   const w = new Float64Array(m * n);
-  for (let j = 0; j < n; j++) {
-    const o = j * m;
-    // Two columns of T per pass halve the loads and stores of w's column.
-    let l = 0;
-    for (; l + 1 < n; l += 2) {
-      const f = x[j * n + l];
-      const g = x[j * n + l + 1];
-      const to = l * m;
-      const to2 = to + m;
-      for (let i = 0; i < m; i++) w[o + i] += f * t[to + i] + g * t[to2 + i];
-    }
-    if (l < n) {
-      const f = x[j * n + l];
-      const to = l * m;
-      for (let i = 0; i < m; i++) w[o + i] += f * t[to + i];
-    }
-  }
+  gemmColMajor(t, m, n, x, n, w);
   // T·X = W = Y diag(σ) with Y orthonormal ⇒ T = Y diag(σ) Xᵀ.
   jacobi(w, x, m, n, Math.sqrt(m) * Number.EPSILON);
   const sv = new Float64Array(n);
@@ -143,16 +127,4 @@ function completeBasis(y: Float64Array, rows: number, n: number, s: Float64Array
       }
     }
   }
-}
-
-/** Gram matrix CᵀC of the column-major rows×n c, as a full symmetric n×n (row-major = column-major). */
-function gram(c: Float64Array, rows: number, n: number): Float64Array {
-  const g = new Float64Array(n * n);
-  for (let i = 0; i < n; i++)
-    for (let j = i; j < n; j++) {
-      const d = dot(c, i * rows, c, j * rows, rows);
-      g[i * n + j] = d;
-      g[j * n + i] = d;
-    }
-  return g;
 }
