@@ -3,7 +3,7 @@
  * optionally, the same operations in the npm package ml-matrix, with their accuracy.
  *
  *   npx tsc -p tsconfig.json
- *   node dist/scripts/bench-linalg.js [--reps 2] [--only svd,eig,lu,chol,inv,rsvd] [--big]
+ *   node dist/scripts/bench-linalg.js [--reps 2] [--only svd,eig,lu,chol,inv,rsvd,jacobi] [--big]
  *       [--ml-matrix /tmp/mlm/node_modules/ml-matrix/matrix.js]
  *
  * ml-matrix is not a dependency: install it in a scratch folder (`cd /tmp/mlm && npm i ml-matrix`)
@@ -12,6 +12,7 @@
  * are printed too. Errors are relative to ‖A‖ (Frobenius) or absolute for orthogonality (max |QᵀQ − I|).
  */
 import { pathToFileURL } from "node:url";
+import { jacobiEigen } from "../src/linalg/eigh.js";
 import { cholesky, eighSym, inverse, lu, type Matrix, matmul, matrix, randomizedSvd, svd, transpose } from "../src/util/linalg.js";
 import { Rng } from "../src/util/rng.js";
 
@@ -221,6 +222,14 @@ for (const d of big ? [576, 1536] : [576]) {
       const dl = Math.max(...sorted.map((x, i) => Math.abs(x - values[i]))) / values[0];
       row("eighSym", shape, "ml-matrix", tm, `‖CV−VΛ‖/‖C‖ ${e(residm)}, VᵀV ${e(ortho(vm))}, max|λ−λ_peftkit|/λ₁ ${e(dl)}`);
     }
+  }
+  if (only.has("jacobi")) {
+    // The alternative eighSym was measured against (kept only as its fallback): cyclic two-sided Jacobi.
+    const t = time(() => jacobiEigen(Float64Array.from(c.data), d));
+    const v = matrix(d, d, t.out.vectors);
+    const vt = transpose(v); // jacobiEigen's vectors are column-major: rows of v are the eigenvectors.
+    const resid = diff(matmul(c, vt), usvt(vt, t.out.values, matrix(d, d, eyeData(d)))) / nc;
+    row("eighSym via cyclic Jacobi", shape, "peftkit (alternative)", t, `‖CV−VΛ‖/‖C‖ ${e(resid)}, VᵀV ${e(ortho(vt))}`);
   }
   if (only.has("chol")) {
     const t = time(() => cholesky(c));

@@ -1,3 +1,4 @@
+import { assertFinite } from "./checks.js";
 import { type Matrix, matrix } from "./matrix.js";
 
 /**
@@ -5,6 +6,7 @@ import { type Matrix, matrix } from "./matrix.js";
  * diagonal made non-negative is NOT enforced (matching LAPACK/torch.linalg.qr signs).
  */
 export function qr(a: Matrix): { q: Matrix; r: Matrix } {
+  assertFinite("qr", a);
   const m = a.rows;
   const n = a.cols;
   const k = Math.min(m, n);

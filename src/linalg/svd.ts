@@ -1,4 +1,5 @@
 /** Thin SVD by one-sided Jacobi, started from the eigenvectors of the Gram matrix. */
+import { assertFinite } from "./checks.js";
 import { dot, gemmColMajor, gramColMajor, identity } from "./kernels.js";
 import { type Matrix, matrix } from "./matrix.js";
 import { symmetricEigen } from "./tridiagonal.js";
@@ -19,6 +20,7 @@ import { symmetricEigen } from "./tridiagonal.js";
  *   iteration stops after the first sweep that rotates nothing.
  */
 export function svd(a: Matrix): { u: Matrix; s: Float64Array; v: Matrix } {
+  assertFinite("svd", a);
   const wide = a.cols > a.rows;
   const m = wide ? a.cols : a.rows;
   const n = wide ? a.rows : a.cols;
