@@ -82,8 +82,21 @@ test("singular matrices: an exact zero pivot and a numerically singular one are 
   const lowRank = withSpectrum(12, 12, [3, 2, 1, 0.5], 9);
   assert.throws(
     () => inverse(lowRank),
-    err(/^inverse: a is singular to working precision: pivot \d+ \(of 12\) is .*, not above n·ε·max\|a\| = /),
+    err(/^inverse: a is singular to working precision: pivot \d+ \(of 12\) is .*, not above n·ε·max\|a\(:, \d+\)\| = /),
   );
+});
+
+test("a regular but badly scaled matrix is not called singular: the pivot test is relative to its column", () => {
+  // diag(1e8, 1, …, 1e-9) has condition 1e17 but an exact inverse; scaled per column it is the identity.
+  const n = 64;
+  const a = eye(n);
+  a.data[0] = 1e8;
+  a.data[n * n - 1] = 1e-9;
+  const inv = inverse(a);
+  assert.equal(inv.data[0], 1 / 1e8);
+  assert.equal(inv.data[n * n - 1], 1 / 1e-9);
+  // A rank-deficient matrix with columns of the same scale is still refused.
+  assert.throws(() => inverse(withSpectrum(n, n, [1e8, 1, 1e-3], 3)), SingularMatrixError);
 });
 
 test("shape errors name the function and the shapes", () => {

@@ -6,8 +6,8 @@ import { type Matrix, matrix } from "./matrix.js";
 
 /**
  * X with A·X = B for a square a (n×n) and b (n×k), or x with A·x = b for a vector b (length n).
- * A pivot below n·ε·max|A| means A is singular to working precision (condition number ≳ 1/(n·ε)):
- * that throws SingularMatrixError instead of returning digits that mean nothing.
+ * A pivot below n·ε times the largest entry of its column of A means A is singular to working
+ * precision: that throws SingularMatrixError instead of returning digits that mean nothing.
  */
 export function solve(a: Matrix, b: Matrix): Matrix;
 export function solve(a: Matrix, b: Float64Array): Float64Array;
@@ -67,18 +67,27 @@ export function inverseResidual(a: Matrix, x: Matrix): number {
   return Math.sqrt(s);
 }
 
+/**
+ * LU of a, refusing a pivot that is zero or round-off: |u_jj| ≤ n·ε·max_i |a_ij|. Measured against its own
+ * column of A (row pivoting never moves columns), so a regular but badly scaled matrix such as
+ * diag(1e8, 1e-9) passes while a rank-deficient one, whose last pivots are cancellation noise, does not.
+ */
 function factorNonsingular(fn: string, a: Matrix): PackedLu {
   const f = luPacked(a, fn);
   const n = a.rows;
-  let scale = 0;
-  for (const v of a.data) scale = Math.max(scale, Math.abs(v));
-  const tol = n * Number.EPSILON * scale;
+  const colMax = new Float64Array(n);
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j < n; j++) {
+      const v = Math.abs(a.data[i * n + j]);
+      if (v > colMax[j]) colMax[j] = v;
+    }
   for (let j = 0; j < n; j++) {
     const p = f.data[j * n + j];
+    const tol = n * Number.EPSILON * colMax[j];
     if (Math.abs(p) <= tol)
       throw new SingularMatrixError(
         `${fn}: a is singular${p === 0 ? "" : " to working precision"}: pivot ${j} (of ${n}) is ${p}` +
-          (p === 0 ? "" : `, not above n·ε·max|a| = ${tol.toExponential(2)}`),
+          (p === 0 ? "" : `, not above n·ε·max|a(:, ${j})| = ${tol.toExponential(2)}`),
       );
   }
   return f;
