@@ -97,6 +97,7 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   BOFT: [{ peftType: "BOFT" }, { peftType: "BOFT", boftBlockSize: 0, boftBlockNum: 4, boftNButterflyFactor: 2, boftDropout: 0.1 }],
   SVFIT: [{ peftType: "SVFIT" }, { peftType: "SVFIT", energyThreshold: 0.9 }],
   KASA: [{ peftType: "KASA" }],
+  LOLDU: [{ peftType: "LOLDU" }],
 };
 
 /**

@@ -6,6 +6,7 @@ import { type CommonConfig, PeftConfigError } from "./config.js";
 import { IA3 } from "./ia3/index.js";
 import { KASA } from "./kasa/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
+import { LOLDU } from "./loldu/index.js";
 import { LORA } from "./lora/index.js";
 import { OFT } from "./oft/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
@@ -27,6 +28,7 @@ const TUNERS: Tuner<never>[] = [
   BOFT,
   SVFIT,
   KASA,
+  LOLDU,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {

@@ -127,7 +127,7 @@ describe("SVFit", () => {
   });
 
   test("SVFit, KaSA and LoLDU train modules_to_save copies (only their own fixed factors are fixed)", async () => {
-    for (const peftType of ["SVFIT", "KASA"]) {
+    for (const peftType of ["SVFIT", "KASA", "LOLDU"]) {
       const model = await loadTestModel("bert_seq_cls");
       const peft = PeftModel.create(model, { peftType, r: 2, targetModules: ["query"], modulesToSave: ["classifier"] }, { seed: 1 });
       const a = peft.adapter("default");
