@@ -46,9 +46,10 @@ export const DEFAULT_LR: Record<string, number> = {
   prefix: 5e-2,
   oft: 2e-3,
   boft: 2e-3,
-  svfit: 1e-2,
+  // Measured on kind-of (100 steps, batch 16, 1 seed; docs/methods/svfit.md, loldu.md).
+  svfit: 5e-1,
   kasa: 2e-3,
-  loldu: 1e-2,
+  loldu: 5e-2,
   full: 3e-4,
 };
 
