@@ -4,6 +4,8 @@ import { BITFIT } from "./bitfit/index.js";
 import { PeftConfigError } from "./config.js";
 import { IA3 } from "./ia3/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
+import { LOHA } from "./loha/index.js";
+import { LOKR } from "./lokr/index.js";
 import { LORA } from "./lora/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
@@ -19,6 +21,8 @@ const TUNERS: readonly Tuner<never>[] = [
   BOTTLENECK,
   PROMPT_TUNING,
   PREFIX_TUNING,
+  LOHA,
+  LOKR,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
