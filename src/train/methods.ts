@@ -3,7 +3,7 @@ import { PeftkitError } from "../engine/errors.js";
 
 export class MethodError extends PeftkitError {}
 
-export const METHODS = ["lora", "dora", "rslora", "pissa", "ia3", "adapter", "prompt", "prefix", "ssf", "bitfit", "ln_tuning"] as const;
+export const METHODS = ["lora", "dora", "rslora", "pissa", "ia3", "adapter", "prompt", "prefix", "ssf", "bitfit", "ln_tuning", "loha", "lokr"] as const;
 export type MethodName = (typeof METHODS)[number];
 
 export interface MethodOptions {
@@ -16,6 +16,12 @@ export interface MethodOptions {
   bottleneckSize?: number;
   adapterType?: "houlsby" | "pfeiffer" | "parallel";
   taskType?: string;
+  /** LoHa/LoKr (PEFT's rank_dropout, module_dropout; LoKr's decompose_both, decompose_factor, rank_dropout_scale). */
+  rankDropout?: number;
+  moduleDropout?: number;
+  decomposeBoth?: boolean;
+  decomposeFactor?: number;
+  rankDropoutScale?: boolean;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -31,6 +37,15 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
     r: o.r ?? 8,
     lora_alpha: o.alpha ?? 2 * (o.r ?? 8),
     lora_dropout: o.dropout ?? 0.05,
+    target_modules: target ?? "all-linear",
+  };
+  // LoHa/LoKr: PEFT's defaults r = alpha = 8 (scale 1); alpha follows r unless given.
+  const lycoris = {
+    ...common,
+    r: o.r ?? 8,
+    alpha: o.alpha ?? o.r ?? 8,
+    rank_dropout: o.rankDropout ?? 0,
+    module_dropout: o.moduleDropout ?? 0,
     target_modules: target ?? "all-linear",
   };
   switch (method as MethodName) {
@@ -62,6 +77,16 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
       return { ...common, peft_type: "BITFIT", ...(target ? { target_modules: target } : {}) };
     case "ln_tuning":
       return { ...common, peft_type: "LN_TUNING", ...(target ? { target_modules: target } : {}) };
+    case "loha":
+      return { ...lycoris, peft_type: "LOHA" };
+    case "lokr":
+      return {
+        ...lycoris,
+        peft_type: "LOKR",
+        decompose_both: o.decomposeBoth ?? false,
+        decompose_factor: o.decomposeFactor ?? -1,
+        rank_dropout_scale: o.rankDropoutScale ?? false,
+      };
   }
 }
 
@@ -74,6 +99,8 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SSF: "ssf",
   BITFIT: "bitfit",
   LN_TUNING: "ln_tuning",
+  LOHA: "loha",
+  LOKR: "lokr",
 };
 
 /**
@@ -87,7 +114,18 @@ export function configFlag(field: string, value: unknown): string | null {
     case "r":
       return `--r ${value}`;
     case "lora_alpha":
+    case "alpha":
       return `--alpha ${value}`;
+    case "rank_dropout":
+      return `--rank-dropout ${value}`;
+    case "module_dropout":
+      return `--module-dropout ${value}`;
+    case "decompose_factor":
+      return `--decompose-factor ${value}`;
+    case "decompose_both":
+      return value === true ? "--decompose-both" : null;
+    case "rank_dropout_scale":
+      return value === true ? "--rank-dropout-scale" : null;
     case "lora_dropout":
     case "dropout":
       return `--dropout ${value}`;

@@ -36,6 +36,8 @@ export const DEFAULT_LR: Record<string, number> = {
   dora: 2e-3,
   rslora: 2e-3,
   pissa: 2e-3,
+  loha: 2e-3,
+  lokr: 2e-3,
   adapter: 1e-3,
   ia3: 5e-2,
   ssf: 5e-2,

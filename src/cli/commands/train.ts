@@ -54,9 +54,14 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   },
   { name: "pack", type: "boolean", help: "pack language-modelling examples into rows of --max-length tokens" },
   { name: "method", type: "string", help: "PEFT method", default: "lora", choices: METHODS },
-  { name: "r", type: "int", meta: "N", help: "LoRA rank", default: 8, min: 1 },
-  { name: "alpha", type: "number", meta: "A", help: "LoRA alpha (default 2·r)", exclusiveMin: 0 },
+  { name: "r", type: "int", meta: "N", help: "LoRA / LoHa / LoKr rank", default: 8, min: 1 },
+  { name: "alpha", type: "number", meta: "A", help: "LoRA alpha (default 2·r); LoHa / LoKr alpha (default r)", exclusiveMin: 0 },
   { name: "dropout", type: "number", meta: "P", help: "LoRA / adapter dropout", default: 0.05, min: 0, exclusiveMax: 1 },
+  { name: "rank-dropout", type: "number", meta: "P", help: "LoHa / LoKr: drop output rows of ΔW in training", default: 0, min: 0, exclusiveMax: 1 },
+  { name: "module-dropout", type: "number", meta: "P", help: "LoHa / LoKr: skip a layer's update in training", default: 0, min: 0, max: 1 },
+  { name: "decompose-both", type: "boolean", help: "LoKr: also split the left Kronecker factor into a rank-r product" },
+  { name: "decompose-factor", type: "int", meta: "N", help: "LoKr: factorization() divider (-1: near the square root)", default: -1, min: -1 },
+  { name: "rank-dropout-scale", type: "boolean", help: "LoKr: rescale the rank-dropout mask by its mean" },
   { name: "target", type: "list", meta: "LIST", help: 'target modules, comma-separated, or "all-linear"' },
   { name: "num-virtual-tokens", type: "int", meta: "N", help: "prompt/prefix tuning: soft tokens", default: 20, min: 1 },
   { name: "bottleneck-size", type: "int", meta: "N", help: "adapter: bottleneck width", default: 32, min: 1 },
@@ -135,6 +140,11 @@ export const trainCommand: CommandSpec = {
         numVirtualTokens: o.numVirtualTokens as number,
         bottleneckSize: o.bottleneckSize as number,
         adapterType: o.adapterType as "houlsby",
+        rankDropout: o.rankDropout as number,
+        moduleDropout: o.moduleDropout as number,
+        decomposeBoth: o.decomposeBoth as boolean | undefined,
+        decomposeFactor: o.decomposeFactor as number,
+        rankDropoutScale: o.rankDropoutScale as boolean | undefined,
       });
     } catch (e) {
       if (e instanceof MethodError) throw new UsageError(e.message);

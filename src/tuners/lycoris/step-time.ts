@@ -1,0 +1,47 @@
+/**
+ * Measures one training step (forward + backward + AdamW, ONNX Runtime) of LoHa and LoKr against
+ * LoRA at about the same trainable-parameter count. Not a test; run after building:
+ *   node dist/src/tuners/lycoris/step-time.js [MODEL_DIR] [THREADS]
+ * (default models/wordnet-llama, 1 thread). Prints the median of 10 steps after 3 warm-up steps.
+ */
+import { AutoModelForCausalLM } from "../../models/auto.js";
+import { Rng } from "../../util/rng.js";
+import { PeftModel } from "../peft-model.js";
+import { PeftTrainer } from "../train.js";
+
+const CONFIGS: Record<string, Record<string, unknown>> = {
+  "lora r=8": { peftType: "LORA", r: 8, loraAlpha: 16, targetModules: "all-linear" },
+  "loha r=4 (factored)": { peftType: "LOHA", r: 4, alpha: 4, targetModules: "all-linear" },
+  "lora r=32": { peftType: "LORA", r: 32, loraAlpha: 64, targetModules: "all-linear" },
+  "loha r=16 (dense ΔW where r²(in+out) ≥ in·out)": { peftType: "LOHA", r: 16, alpha: 16, targetModules: "all-linear" },
+  "lora r=1": { peftType: "LORA", r: 1, loraAlpha: 2, targetModules: "all-linear" },
+  "lokr r=8 (full factors)": { peftType: "LOKR", r: 8, alpha: 8, targetModules: "all-linear" },
+  "lokr r=2 decompose_both": { peftType: "LOKR", r: 2, alpha: 2, decomposeBoth: true, targetModules: "all-linear" },
+};
+
+async function main(): Promise<void> {
+  const dir = process.argv[2] ?? "models/wordnet-llama";
+  const threads = Number(process.argv[3] ?? 1);
+  const rng = new Rng(7);
+  const vocab = 1000;
+  const ids = Array.from({ length: 8 }, () => Array.from({ length: 64 }, () => 3 + Math.floor(rng.next() * vocab)));
+  for (const [name, cfg] of Object.entries(CONFIGS)) {
+    const model = await AutoModelForCausalLM.fromPretrained(dir, { threads });
+    const peft = PeftModel.create(model, cfg, { seed: 1 });
+    let params = 0;
+    for (const t of peft.adapter("default").tensors.values()) params += t.data.length;
+    const trainer = await PeftTrainer.create(peft, { optimizer: { kind: "adamw" } });
+    const times: number[] = [];
+    for (let s = 0; s < 13; s++) {
+      const t0 = performance.now();
+      await trainer.train({ inputIds: ids, labels: ids }, { lr: 1e-4 });
+      if (s >= 3) times.push(performance.now() - t0);
+    }
+    times.sort((a, b) => a - b);
+    console.log(`${name.padEnd(48)} ${String(params).padStart(9)} params  ${times[5].toFixed(1).padStart(8)} ms/step (median of 10)`);
+    await trainer.release();
+    await model.release();
+  }
+}
+
+await main();
