@@ -57,10 +57,21 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   SSF: [{ peftType: "SSF" }],
   BITFIT: [{ peftType: "BITFIT" }],
   BOTTLENECK: [{ peftType: "BOTTLENECK" }],
-  LOHA: [{ peftType: "LOHA" }, { peftType: "LOHA", r: 4, alpha: 16, rankDropout: 0.1, moduleDropout: 0.2, initWeights: false, rankPattern: { q_proj: 2 } }],
+  LOHA: [
+    { peftType: "LOHA" },
+    { peftType: "LOHA", r: 4, alpha: 16, rankDropout: 0.1, moduleDropout: 0.2, initWeights: false, rankPattern: { q_proj: 2 } },
+  ],
   LOKR: [
     { peftType: "LOKR" },
-    { peftType: "LOKR", r: 2, decomposeBoth: true, decomposeFactor: 4, rankDropoutScale: true, initWeights: "lycoris", alphaPattern: { v_proj: 4 } },
+    {
+      peftType: "LOKR",
+      r: 2,
+      decomposeBoth: true,
+      decomposeFactor: 4,
+      rankDropoutScale: true,
+      initWeights: "lycoris",
+      alphaPattern: { v_proj: 4 },
+    },
   ],
 };
 

@@ -63,14 +63,28 @@ function create(info: ModelInfo, c: LohaConfig, rng: Rng): CreatedAdapter {
  * (the face-splitting identity). Per token that costs r²·(in + out) instead of in·out, so the
  * factored form is used when it is cheaper, and ΔW is materialised (as PEFT does) otherwise.
  */
-export function lohaUpdate(x: Tensor, w1a: Tensor, w1b: Tensor, w2a: Tensor, w2b: Tensor, scale: number, mode?: "factored" | "dense"): Tensor {
+export function lohaUpdate(
+  x: Tensor,
+  w1a: Tensor,
+  w1b: Tensor,
+  w2a: Tensor,
+  w2b: Tensor,
+  scale: number,
+  mode?: "factored" | "dense",
+): Tensor {
   const out = w1a.dim(0);
   const r = w1a.dim(1);
   const inF = w1b.dim(1);
   const factored = mode ? mode === "factored" : r * r * (inF + out) < inF * out;
   if (factored) {
-    const p = w1a.unsqueeze(2).mul(w2a.unsqueeze(1)).reshape([out, r * r]);
-    const q = w1b.unsqueeze(1).mul(w2b.unsqueeze(0)).reshape([r * r, inF]);
+    const p = w1a
+      .unsqueeze(2)
+      .mul(w2a.unsqueeze(1))
+      .reshape([out, r * r]);
+    const q = w1b
+      .unsqueeze(1)
+      .mul(w2b.unsqueeze(0))
+      .reshape([r * r, inF]);
     return x.matmul(q.transpose()).mul(scale).matmul(p.transpose());
   }
   const dw = w1a.matmul(w1b).mul(w2a.matmul(w2b)).mul(scale);

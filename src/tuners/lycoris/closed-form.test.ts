@@ -13,14 +13,18 @@ import { spec } from "../../engine/trace/trace.js";
 import { matrix, svd } from "../../util/linalg.js";
 import { Rng } from "../../util/rng.js";
 import { loadTestModel } from "../conformance.js";
-import { lohaLayers, lohaUpdate } from "../loha/index.js";
-import { factorization, lokrLayers, lokrUpdate } from "../lokr/index.js";
-import type { LokrConfig } from "../lokr/config.js";
 import type { LohaConfig } from "../loha/config.js";
+import { lohaLayers, lohaUpdate } from "../loha/index.js";
+import type { LokrConfig } from "../lokr/config.js";
+import { factorization, lokrLayers, lokrUpdate } from "../lokr/index.js";
 import { PeftModel } from "../peft-model.js";
 
 const f64 = (shape: number[], rng: Rng) =>
-  hostTensor("f64", shape, Float64Array.from({ length: shape[0] * shape[1] }, () => rng.uniform(-1, 1)));
+  hostTensor(
+    "f64",
+    shape,
+    Float64Array.from({ length: shape[0] * shape[1] }, () => rng.uniform(-1, 1)),
+  );
 const at = (t: HostTensor, i: number, j: number) => (t.data as ArrayLike<number>)[i * t.shape[1] + j];
 
 function rankOf(data: ArrayLike<number>, rows: number, cols: number): number {
@@ -37,7 +41,10 @@ async function mergedDeltas(model: "llama_basic" | "llama_gqa_tied", config: Rec
   const deltas = new Map<string, Float64Array>();
   for (const [name, w] of merged) {
     const base = peft.info.weight(name).data as Float32Array;
-    deltas.set(name, Float64Array.from(w.data as Float32Array, (v, i) => v - base[i]));
+    deltas.set(
+      name,
+      Float64Array.from(w.data as Float32Array, (v, i) => v - base[i]),
+    );
   }
   return { peft, tensors: a.tensors, deltas, release: () => m.release() };
 }
@@ -144,10 +151,13 @@ describe("LoKr closed form", () => {
         }
         const a = tensors.get(`${l.key}.lokr_w${n}_a`) as HostTensor;
         const b = tensors.get(`${l.key}.lokr_w${n}_b`) as HostTensor;
-        assert.deepEqual([a.shape, b.shape], [
-          [rows, l.r],
-          [l.r, cols],
-        ]);
+        assert.deepEqual(
+          [a.shape, b.shape],
+          [
+            [rows, l.r],
+            [l.r, cols],
+          ],
+        );
         return (i: number, j: number) => {
           let s = 0;
           for (let k = 0; k < l.r; k++) s += at(a, i, k) * at(b, k, j);
@@ -165,8 +175,16 @@ describe("LoKr closed form", () => {
           for (let j = 0; j < outK; j++)
             for (let c = 0; c < inN; c++) want[(i * outK + j) * l.inFeatures + k * inN + c] = w1(i, k) * w2(j, c) * (3 / l.r);
       assertClose(d, want, 1e-5, l.key);
-      const r1 = rankOf(Float64Array.from({ length: outL * inM }, (_, q) => w1(Math.floor(q / inM), q % inM)), outL, inM);
-      const r2 = rankOf(Float64Array.from({ length: outK * inN }, (_, q) => w2(Math.floor(q / inN), q % inN)), outK, inN);
+      const r1 = rankOf(
+        Float64Array.from({ length: outL * inM }, (_, q) => w1(Math.floor(q / inM), q % inM)),
+        outL,
+        inM,
+      );
+      const r2 = rankOf(
+        Float64Array.from({ length: outK * inN }, (_, q) => w2(Math.floor(q / inN), q % inN)),
+        outK,
+        inN,
+      );
       assert.equal(rankOf(want, l.outFeatures, l.inFeatures), r1 * r2, l.key);
     }
     // r=1 layers have both factors decomposed; o_proj (r=4 = max/2) both full.
@@ -177,7 +195,11 @@ describe("LoKr closed form", () => {
   test("the reshaped graph form equals x·(w1 ⊗ w2)ᵀ·s over leading batch dims", () => {
     const rng = new Rng(5);
     const [a, c, b, d] = [3, 2, 4, 5];
-    const x = hostTensor("f64", [2, 3, c * d], Float64Array.from({ length: 6 * c * d }, () => rng.uniform(-1, 1)));
+    const x = hostTensor(
+      "f64",
+      [2, 3, c * d],
+      Float64Array.from({ length: 6 * c * d }, () => rng.uniform(-1, 1)),
+    );
     const w1 = f64([a, c], rng);
     const w2 = f64([b, d], rng);
     const want: number[] = [];
@@ -185,15 +207,20 @@ describe("LoKr closed form", () => {
       for (let i = 0; i < a; i++)
         for (let j = 0; j < b; j++) {
           let y = 0;
-          for (let k = 0; k < c; k++) for (let l = 0; l < d; l++) y += at(w1, i, k) * at(w2, j, l) * (x.data as Float64Array)[n * c * d + k * d + l];
+          for (let k = 0; k < c; k++)
+            for (let l = 0; l < d; l++) y += at(w1, i, k) * at(w2, j, l) * (x.data as Float64Array)[n * c * d + k * d + l];
           want.push(y * 1.5);
         }
-    const [got] = run((xx, p, q) => lokrUpdate(xx, p, q, 1.5), [spec("f64", x.shape), spec("f64", w1.shape), spec("f64", w2.shape)], [x, w1, w2]);
+    const [got] = run(
+      (xx, p, q) => lokrUpdate(xx, p, q, 1.5),
+      [spec("f64", x.shape), spec("f64", w1.shape), spec("f64", w2.shape)],
+      [x, w1, w2],
+    );
     assert.deepEqual(got.shape, [2, 3, a * b]);
     assertClose(got.data as Float64Array, want, 1e-12);
   });
 
-  test("init: true zeroes w1 (or w1_a), \"lycoris\" zeroes w2 (or w2_b), false none (no-op inits: lokr.test.ts)", async () => {
+  test('init: true zeroes w1 (or w1_a), "lycoris" zeroes w2 (or w2_b), false none (no-op inits: lokr.test.ts)', async () => {
     const m = await loadTestModel("llama_gqa_tied");
     const base = { peftType: "LOKR", targetModules: ["q_proj", "o_proj"], decomposeBoth: true, rankPattern: { o_proj: 8 }, r: 1 };
     const peft = PeftModel.create(m, base, { seed: 1 });

@@ -29,13 +29,17 @@ export function lycorisDropout(delta: Tensor, key: string, d: DropoutSpec, seed:
   let out = delta;
   if (d.rankDropout > 0) {
     const rows = delta.dim(-1);
-    let keep = randomUniform(seed.add(salt(key, 0)), [rows], delta.dtype).gt(d.rankDropout).cast(delta.dtype);
+    let keep = randomUniform(seed.add(salt(key, 0)), [rows], delta.dtype)
+      .gt(d.rankDropout)
+      .cast(delta.dtype);
     // PEFT divides by the mean even when every row dropped (0/0); a floor keeps that step finite.
     if (d.rescale) keep = keep.div(keep.mean().maximum(1 / rows));
     out = out.mul(keep);
   }
   if (d.moduleDropout > 0) {
-    const keep = randomUniform(seed.add(salt(key, 1)), [1], delta.dtype).gt(d.moduleDropout).cast(delta.dtype);
+    const keep = randomUniform(seed.add(salt(key, 1)), [1], delta.dtype)
+      .gt(d.moduleDropout)
+      .cast(delta.dtype);
     out = out.mul(keep);
   }
   return out;

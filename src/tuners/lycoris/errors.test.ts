@@ -11,13 +11,13 @@ import { describe, test } from "node:test";
 import { run } from "../../engine/exec/reference/testing.js";
 import { hostTensor } from "../../engine/ir/host.js";
 import { spec } from "../../engine/trace/trace.js";
+import { readSafetensors, writeSafetensors } from "../../io/safetensors.js";
 import { AutoModelForImageClassification } from "../../models/auto.js";
 import { GOLDEN_MODELS } from "../../testing/paths.js";
 import { PeftConfigError } from "../config.js";
 import { loadTestModel } from "../conformance.js";
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS } from "../format.js";
 import { PeftModel } from "../peft-model.js";
-import { readSafetensors, writeSafetensors } from "../../io/safetensors.js";
 import { lycorisDropout } from "./dropout.js";
 
 function refuses(fn: () => unknown, re: RegExp): void {
@@ -97,7 +97,8 @@ describe("LoHa/LoKr bad input", () => {
           writeFileSync(join(dir, ADAPTER_CONFIG), JSON.stringify({ ...cfg, r: 1 }));
           assert.throws(
             () => loader.loadAdapter(dir, "bad"),
-            (e: unknown) => e instanceof PeftConfigError && /missing tensors:\n {2}.*lokr_w2_a/.test(e.message) && /lokr_w2 \[/.test(e.message),
+            (e: unknown) =>
+              e instanceof PeftConfigError && /missing tensors:\n {2}.*lokr_w2_a/.test(e.message) && /lokr_w2 \[/.test(e.message),
           );
         }
         await m.release();
@@ -114,8 +115,11 @@ describe("LyCORIS training dropouts", () => {
   const delta = hostTensor("f64", [2, 3, 400], dd);
   const seed = hostTensor("i64", [], [12345]);
   const runDrop = (rank: number, mod: number, rescale: boolean, s = seed) =>
-    run((d, sd) => lycorisDropout(d, "layer.x", { rankDropout: rank, moduleDropout: mod, rescale }, sd), [spec("f64", [2, 3, 400]), spec("i64", [])], [delta, s])[0]
-      .data as Float64Array;
+    run(
+      (d, sd) => lycorisDropout(d, "layer.x", { rankDropout: rank, moduleDropout: mod, rescale }, sd),
+      [spec("f64", [2, 3, 400]), spec("i64", [])],
+      [delta, s],
+    )[0].data as Float64Array;
 
   test("rank dropout drops whole output features (rows of ΔW), rescaled by the kept fraction when asked", () => {
     for (const rescale of [true, false]) {
@@ -123,8 +127,7 @@ describe("LyCORIS training dropouts", () => {
       const ratio = Array.from({ length: 400 }, (_, o) => got[o] / dd[o]);
       const kept = ratio.filter((v) => v !== 0);
       // The same factor for a feature at every token, 0 or one constant.
-      for (let n = 0; n < 6; n++)
-        for (let o = 0; o < 400; o++) assert.ok(Math.abs(got[n * 400 + o] - dd[n * 400 + o] * ratio[o]) < 1e-12);
+      for (let n = 0; n < 6; n++) for (let o = 0; o < 400; o++) assert.ok(Math.abs(got[n * 400 + o] - dd[n * 400 + o] * ratio[o]) < 1e-12);
       assert.ok(Math.abs(kept.length / 400 - 0.7) < 0.08, `kept ${kept.length}`);
       const want = rescale ? 400 / kept.length : 1;
       for (const v of kept) assert.ok(Math.abs(v - want) < 1e-12, `${v} vs ${want}`);
@@ -141,7 +144,11 @@ describe("LyCORIS training dropouts", () => {
       outcomes.add(all ? "kept" : "dropped");
     }
     assert.deepEqual([...outcomes].sort(), ["dropped", "kept"]);
-    const [same] = run((d) => lycorisDropout(d, "layer.x", { rankDropout: 0.5, moduleDropout: 0.5, rescale: true }, null), [spec("f64", [2, 3, 400])], [delta]);
+    const [same] = run(
+      (d) => lycorisDropout(d, "layer.x", { rankDropout: 0.5, moduleDropout: 0.5, rescale: true }, null),
+      [spec("f64", [2, 3, 400])],
+      [delta],
+    );
     assert.deepEqual(same.data, delta.data);
   });
 });
