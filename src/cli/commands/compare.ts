@@ -37,6 +37,7 @@ export const DEFAULT_LR: Record<string, number> = {
   dora: 2e-3,
   rslora: 2e-3,
   pissa: 2e-3,
+  corda: 2e-3,
   loha: 2e-2,
   lokr: 2e-2,
   adapter: 1e-3,
@@ -142,6 +143,20 @@ export const compareCommand: CommandSpec = {
       meta: "DIR",
       help: "where rows.jsonl, report.md, plots/ and runs/ go; rerun with the same arguments to resume",
       required: true,
+    },
+    {
+      name: "calibration-data",
+      type: "string",
+      meta: "FILE",
+      help: "methods that initialise from data (corda): the file to calibrate on (default: each task's training file)",
+    },
+    {
+      name: "calibration-samples",
+      type: "int",
+      meta: "N",
+      help: "examples of the calibration file to use (default: the method's, 256 for corda)",
+      min: 1,
+      max: 10_000_000,
     },
     { name: "report-only", type: "boolean", help: "only regenerate report.md and the plots from rows.jsonl" },
     { name: "dry-run", type: "boolean", help: "print the planned runs (ids, learning rates, what is already done) and stop" },
@@ -279,6 +294,8 @@ export async function runCompare(o: Flags): Promise<number> {
   } catch (e) {
     throw e instanceof CompareError ? new UsageError(e.message) : e;
   }
+  if (o.calibrationData !== undefined && !existsSync(o.calibrationData as string))
+    throw new UsageError(`--calibration-data ${o.calibrationData}: no such file or folder`);
   prepareOutputDir(outputDir);
   let suite: { name: string; tasks: CompareTask[] };
   try {
@@ -351,7 +368,12 @@ export async function runCompare(o: Flags): Promise<number> {
       async (run) => {
         try {
           // Only this process appends to rows.jsonl, one whole line per run, so runs ending together cannot interleave.
-          const row = await executeRun(run, { outputDir, threads });
+          const row = await executeRun(run, {
+            outputDir,
+            threads,
+            calibrationData: o.calibrationData as string | undefined,
+            calibrationSamples: o.calibrationSamples as number | undefined,
+          });
           appendRow(rowsPath, row);
           faultPoint("compare-row-written");
           say(

@@ -25,12 +25,32 @@ const common = ["--model", LLAMA, "--data", DATA, "--max-steps", "1", "--batch-s
 
 test("train --method lokr with --decompose-both --decompose-factor --rank-dropout(-scale) --module-dropout", async () => {
   const out = join(tmp, "lokr");
-  const args = ["--method", "lokr", "--r", "2", "--decompose-both", "--decompose-factor", "8", "--rank-dropout", "0.1", "--rank-dropout-scale"];
+  const args = [
+    "--method",
+    "lokr",
+    "--r",
+    "2",
+    "--decompose-both",
+    "--decompose-factor",
+    "8",
+    "--rank-dropout",
+    "0.1",
+    "--rank-dropout-scale",
+  ];
   const r = runCli(["train", ...common, ...args, "--module-dropout", "0.2", "--output-dir", out]);
   assert.equal(r.code, 0, r.stderr);
   const cfg = JSON.parse(readFileSync(join(out, ADAPTER_CONFIG), "utf8"));
   assert.deepEqual(
-    [cfg.peft_type, cfg.r, cfg.alpha, cfg.decompose_both, cfg.decompose_factor, cfg.rank_dropout, cfg.rank_dropout_scale, cfg.module_dropout],
+    [
+      cfg.peft_type,
+      cfg.r,
+      cfg.alpha,
+      cfg.decompose_both,
+      cfg.decompose_factor,
+      cfg.rank_dropout,
+      cfg.rank_dropout_scale,
+      cfg.module_dropout,
+    ],
     ["LOKR", 2, 2, true, 8, 0.1, true, 0.2],
   );
   assert.equal(cfg.target_modules, "all-linear");
