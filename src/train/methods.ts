@@ -18,6 +18,8 @@ export const METHODS = [
   "ln_tuning",
   "oft",
   "boft",
+  "loha",
+  "lokr",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -46,6 +48,12 @@ export interface MethodOptions {
   coftEps?: number;
   /** OFT: one block shared by the whole diagonal. */
   blockShare?: boolean;
+  /** LoHa/LoKr (PEFT's rank_dropout, module_dropout; LoKr's decompose_both, decompose_factor, rank_dropout_scale). */
+  rankDropout?: number;
+  moduleDropout?: number;
+  decomposeBoth?: boolean;
+  decomposeFactor?: number;
+  rankDropoutScale?: boolean;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -61,6 +69,15 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
     r: o.r ?? 8,
     lora_alpha: o.alpha ?? 2 * (o.r ?? 8),
     lora_dropout: o.dropout ?? 0.05,
+    target_modules: target ?? "all-linear",
+  };
+  // LoHa/LoKr: PEFT's defaults r = alpha = 8 (scale 1); alpha follows r unless given.
+  const lycoris = {
+    ...common,
+    r: o.r ?? 8,
+    alpha: o.alpha ?? o.r ?? 8,
+    rank_dropout: o.rankDropout ?? 0,
+    module_dropout: o.moduleDropout ?? 0,
     target_modules: target ?? "all-linear",
   };
   switch (method as MethodName) {
@@ -127,6 +144,16 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         boft_n_butterfly_factor: o.butterflyFactor ?? 1,
         target_modules: target ?? "all-linear",
       };
+    case "loha":
+      return { ...lycoris, peft_type: "LOHA" };
+    case "lokr":
+      return {
+        ...lycoris,
+        peft_type: "LOKR",
+        decompose_both: o.decomposeBoth ?? false,
+        decompose_factor: o.decomposeFactor ?? -1,
+        rank_dropout_scale: o.rankDropoutScale ?? false,
+      };
   }
 }
 
@@ -141,6 +168,8 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   LN_TUNING: "ln_tuning",
   OFT: "oft",
   BOFT: "boft",
+  LOHA: "loha",
+  LOKR: "lokr",
 };
 
 /**
@@ -154,7 +183,18 @@ export function configFlag(field: string, value: unknown): string | null {
     case "r":
       return `--r ${value}`;
     case "lora_alpha":
+    case "alpha":
       return `--alpha ${value}`;
+    case "rank_dropout":
+      return `--rank-dropout ${value}`;
+    case "module_dropout":
+      return `--module-dropout ${value}`;
+    case "decompose_factor":
+      return `--decompose-factor ${value}`;
+    case "decompose_both":
+      return value === true ? "--decompose-both" : null;
+    case "rank_dropout_scale":
+      return value === true ? "--rank-dropout-scale" : null;
     case "lora_dropout":
     case "dropout":
       return `--dropout ${value}`;

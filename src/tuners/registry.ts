@@ -5,6 +5,8 @@ import { BOFT } from "./boft/index.js";
 import { type CommonConfig, PeftConfigError } from "./config.js";
 import { IA3 } from "./ia3/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
+import { LOHA } from "./loha/index.js";
+import { LOKR } from "./lokr/index.js";
 import { LORA } from "./lora/index.js";
 import { OFT } from "./oft/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
@@ -23,6 +25,8 @@ const TUNERS: Tuner<never>[] = [
   PREFIX_TUNING,
   OFT,
   BOFT,
+  LOHA,
+  LOKR,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
