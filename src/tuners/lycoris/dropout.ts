@@ -8,13 +8,7 @@
  * and a step replays exactly.
  */
 import { randomUniform, type Tensor } from "../../engine/trace/tensor.js";
-
-/** A stable salt per layer and use, so masks differ across layers and between the two dropouts. */
-function salt(key: string, use: number): number {
-  let h = 2166136261;
-  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 16777619) >>> 0;
-  return ((h % 1000003) * 4 + use + 1) | 0;
-}
+import { layerSeed } from "../layer-seed.js";
 
 export interface DropoutSpec {
   rankDropout: number;
@@ -29,7 +23,7 @@ export function lycorisDropout(delta: Tensor, key: string, d: DropoutSpec, seed:
   let out = delta;
   if (d.rankDropout > 0) {
     const rows = delta.dim(-1);
-    let keep = randomUniform(seed.add(salt(key, 0)), [rows], delta.dtype)
+    let keep = randomUniform(layerSeed(seed, key, 0), [rows], delta.dtype)
       .gt(d.rankDropout)
       .cast(delta.dtype);
     // PEFT divides by the mean even when every row dropped (0/0); a floor keeps that step finite.
@@ -37,7 +31,7 @@ export function lycorisDropout(delta: Tensor, key: string, d: DropoutSpec, seed:
     out = out.mul(keep);
   }
   if (d.moduleDropout > 0) {
-    const keep = randomUniform(seed.add(salt(key, 1)), [1], delta.dtype)
+    const keep = randomUniform(layerSeed(seed, key, 1), [1], delta.dtype)
       .gt(d.moduleDropout)
       .cast(delta.dtype);
     out = out.mul(keep);
