@@ -1,6 +1,7 @@
 /** peft_type → tuner. A new method is a folder plus one line here. */
 import { BOTTLENECK } from "./adapter/index.js";
 import { BITFIT } from "./bitfit/index.js";
+import { HRA } from "./hra/index.js";
 import { PeftConfigError } from "./config.js";
 import { IA3 } from "./ia3/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
@@ -19,6 +20,7 @@ const TUNERS: readonly Tuner<never>[] = [
   BOTTLENECK,
   PROMPT_TUNING,
   PREFIX_TUNING,
+  HRA,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
