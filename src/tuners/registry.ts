@@ -1,8 +1,8 @@
 /** peft_type → tuner. A new method is a folder plus one line here. */
 import { BOTTLENECK } from "./adapter/index.js";
 import { BITFIT } from "./bitfit/index.js";
-import { HRA } from "./hra/index.js";
 import { PeftConfigError } from "./config.js";
+import { HRA } from "./hra/index.js";
 import { IA3 } from "./ia3/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
 import { LORA } from "./lora/index.js";
@@ -10,6 +10,7 @@ import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
 import { SSF } from "./ssf/index.js";
 import type { Tuner } from "./tuner.js";
+import { VERA } from "./vera/index.js";
 
 const TUNERS: readonly Tuner<never>[] = [
   LORA,
@@ -21,6 +22,7 @@ const TUNERS: readonly Tuner<never>[] = [
   PROMPT_TUNING,
   PREFIX_TUNING,
   HRA,
+  VERA,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {

@@ -209,7 +209,8 @@ describe("HRA", () => {
     const peft = PeftModel.create(model, { peftType: "HRA", r: 2 });
     assert.throws(
       () => peft.addAdapter("gs", { peftType: "HRA", r: 33, apply_GS: true }),
-      (e: Error) => e instanceof PeftConfigError && /r = 33 exceeds in_features = 32 of "model\.layers\.0\.self_attn\.q_proj"/.test(e.message),
+      (e: Error) =>
+        e instanceof PeftConfigError && /r = 33 exceeds in_features = 32 of "model\.layers\.0\.self_attn\.q_proj"/.test(e.message),
     );
     // Without Gram–Schmidt more reflections than dimensions are legal (PEFT allows it).
     peft.addAdapter("many", { peftType: "HRA", r: 40, targetModules: ["q_proj"] });

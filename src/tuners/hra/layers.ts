@@ -86,7 +86,14 @@ export function gramSchmidt(u: Float32Array | Float64Array, inF: number, r: numb
  * Multiplies each row w of `rows` ([n, in], row-major, in place) by H on the right, with H as
  * get_delta_weight builds it: H = H₁·H₂·…·H_r with Hᵢ = I − 2·ûᵢ·ûᵢᵀ, or I − 2·Q·Qᵀ with apply_GS.
  */
-export function rightMultiplyH(rows: Float64Array, n: number, u: Float32Array | Float64Array, inF: number, r: number, applyGs: boolean): void {
+export function rightMultiplyH(
+  rows: Float64Array,
+  n: number,
+  u: Float32Array | Float64Array,
+  inF: number,
+  r: number,
+  applyGs: boolean,
+): void {
   const vecs = applyGs ? gramSchmidt(u, inF, r) : unitColumns(u, inF, r);
   for (let o = 0; o < n; o++) {
     const w = rows.subarray(o * inF, (o + 1) * inF);
