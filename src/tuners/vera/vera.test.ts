@@ -157,8 +157,8 @@ describe("VeRA", () => {
     for (const [k, v] of after)
       if (k.includes("vera_lambda")) assert.ok(maxAbsDiff(f32(v), before.get(k) as Float32Array) > 0, `${k} did not move`);
     await trainer.release();
-    // 2 layers × (q: 32 + 8, v: 16 + 8) λ entries.
-    assert.equal(peft.parameterCounts().trainable, 2 * (32 + 8 + 16 + 8));
+    // 2 layers × (q: λ_b 32 + λ_d 8, v: 32 + 8); the projections (8·32 + 32·8) are not trainable.
+    assert.equal(peft.parameterCounts().trainable, 2 * (32 + 8 + 32 + 8));
     await model.release();
   });
 
