@@ -281,7 +281,15 @@ export class Trainer {
         tokens: state.tokensSeen,
         elapsed,
       });
-      this.progress.update({ step: state.step, total, loss, tokensPerSecond: tps, elapsedSeconds: elapsed, lr });
+      this.progress.update({
+        step: state.step,
+        total,
+        loss,
+        ...(methodLoss !== null ? { methodLoss } : {}),
+        tokensPerSecond: tps,
+        elapsedSeconds: elapsed,
+        lr,
+      });
       let early = false;
       if (this.evalSet && args.evalSteps && (state.step % args.evalSteps === 0 || state.step === total)) {
         lastEval = await this.evaluate();

@@ -206,7 +206,13 @@ describe("Tuner contract: calibration, fixed tensors, method loss", () => {
   test("metrics.jsonl logs method_loss; a resumed run ends where an uninterrupted one does", async () => {
     const args = (dir: string) => ({ outputDir: dir, maxSteps: 4, lr: 0.05, seed: 3, saveSteps: 2 });
     const a = await target();
-    await new Trainer(a, source, null, args(join(root, "full")), quiet()).run();
+    const shown: string[] = [];
+    const progress = new Progress({ write: (l: string) => shown.push(l) > 0, isTTY: false }, 1);
+    await new Trainer(a, source, null, args(join(root, "full")), progress).run();
+    assert.ok(
+      shown.some((l) => /^step 2\/4 loss \d+\.\d{4} method_loss \d\.\d{3}e[-+]\d+ tokens\/s/.test(l)),
+      shown.join(""),
+    );
     const records = readFileSync(join(root, "full", "metrics.jsonl"), "utf8")
       .trim()
       .split("\n")
