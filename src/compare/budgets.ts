@@ -36,6 +36,8 @@ export const COMPARE_METHODS = [
   "ssf",
   "bitfit",
   "ln_tuning",
+  "hra",
+  "vera",
   "full",
 ] as const;
 
@@ -47,6 +49,7 @@ const KNOB_OF: Record<string, Knob | null> = {
   prompt: "tokens",
   prefix: "tokens",
   adapter: "bottleneck",
+  hra: "r",
 };
 
 export const DEFAULT_KNOB: Record<Knob, number> = { r: 8, tokens: 20, bottleneck: 32 };

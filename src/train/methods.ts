@@ -3,7 +3,7 @@ import { PeftkitError } from "../engine/errors.js";
 
 export class MethodError extends PeftkitError {}
 
-export const METHODS = ["lora", "dora", "rslora", "pissa", "ia3", "adapter", "prompt", "prefix", "ssf", "bitfit", "ln_tuning"] as const;
+export const METHODS = ["lora", "dora", "rslora", "pissa", "ia3", "adapter", "prompt", "prefix", "ssf", "bitfit", "ln_tuning", "hra", "vera"] as const;
 export type MethodName = (typeof METHODS)[number];
 
 export interface MethodOptions {
@@ -16,6 +16,14 @@ export interface MethodOptions {
   bottleneckSize?: number;
   adapterType?: "houlsby" | "pfeiffer" | "parallel";
   taskType?: string;
+  /** HRA: Gram–Schmidt-orthogonalised reflections (PEFT's apply_GS). */
+  applyGs?: boolean;
+  /** VeRA: seed of the shared random projections. */
+  projectionPrngKey?: number;
+  /** VeRA: initial value of the λ_d vectors. */
+  dInitial?: number;
+  /** VeRA: write the projections into the adapter folder (else they are rebuilt from the seed). */
+  saveProjection?: boolean;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -62,6 +70,19 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
       return { ...common, peft_type: "BITFIT", ...(target ? { target_modules: target } : {}) };
     case "ln_tuning":
       return { ...common, peft_type: "LN_TUNING", ...(target ? { target_modules: target } : {}) };
+    case "hra":
+      return { ...common, peft_type: "HRA", r: o.r ?? 8, apply_GS: o.applyGs ?? false, target_modules: target ?? "all-linear" };
+    case "vera":
+      return {
+        ...common,
+        peft_type: "VERA",
+        r: o.r ?? 256,
+        vera_dropout: o.dropout ?? 0,
+        projection_prng_key: o.projectionPrngKey ?? 0,
+        d_initial: o.dInitial ?? 0.1,
+        save_projection: o.saveProjection ?? true,
+        target_modules: target ?? "all-linear",
+      };
   }
 }
 
@@ -74,6 +95,8 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SSF: "ssf",
   BITFIT: "bitfit",
   LN_TUNING: "ln_tuning",
+  HRA: "hra",
+  VERA: "vera",
 };
 
 /**
@@ -89,6 +112,7 @@ export function configFlag(field: string, value: unknown): string | null {
     case "lora_alpha":
       return `--alpha ${value}`;
     case "lora_dropout":
+    case "vera_dropout":
     case "dropout":
       return `--dropout ${value}`;
     case "target_modules":
@@ -99,6 +123,14 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--bottleneck-size ${value}`;
     case "adapter_type":
       return `--adapter-type ${value}`;
+    case "apply_GS":
+      return value === true ? "--apply-gs" : null;
+    case "projection_prng_key":
+      return `--projection-prng-key ${value}`;
+    case "d_initial":
+      return `--d-initial ${value}`;
+    case "save_projection":
+      return `--save-projection ${value}`;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":
