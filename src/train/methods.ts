@@ -3,7 +3,21 @@ import { PeftkitError } from "../engine/errors.js";
 
 export class MethodError extends PeftkitError {}
 
-export const METHODS = ["lora", "dora", "rslora", "pissa", "ia3", "adapter", "prompt", "prefix", "ssf", "bitfit", "ln_tuning", "hra", "vera"] as const;
+export const METHODS = [
+  "lora",
+  "dora",
+  "rslora",
+  "pissa",
+  "ia3",
+  "adapter",
+  "prompt",
+  "prefix",
+  "ssf",
+  "bitfit",
+  "ln_tuning",
+  "hra",
+  "vera",
+] as const;
 export type MethodName = (typeof METHODS)[number];
 
 export interface MethodOptions {
