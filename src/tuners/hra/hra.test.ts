@@ -6,7 +6,7 @@ import { describe, test } from "node:test";
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import { writeSafetensors } from "../../io/safetensors.js";
 import { PeftConfigError } from "../config.js";
-import { loadTestModel, randomIds, runConformance } from "../conformance.js";
+import { loadTestModel, maxAbsDiff, randomIds, runConformance } from "../conformance.js";
 import { linearJs, maxDiff, probe, randomTensor } from "../ia3/testing.js";
 import { PeftModel } from "../peft-model.js";
 import { gramSchmidt, householderProduct } from "./layers.js";
@@ -59,6 +59,24 @@ describe("HRA", () => {
     peft.mergeAdapter();
     const merged = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
     assert.ok(maxDiff(merged, base) < 1e-5);
+    await model.release();
+  });
+
+  test("a stack of two HRA adapters computes W·H_a·H_b, merged or not", async () => {
+    const model = await loadTestModel("llama_basic");
+    const ids = randomIds(2, 5, 256);
+    const peft = PeftModel.create(model, { peftType: "HRA", r: 3, targetModules: ["q_proj", "down_proj"] }, { seed: 4 });
+    peft.addAdapter("b", { peftType: "HRA", r: 2, apply_GS: true, initWeights: false, targetModules: ["q_proj", "o_proj"] }, { seed: 5 });
+    peft.setAdapter(["default", "b"]);
+    const unmerged = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
+    peft.setAdapter(["b", "default"]);
+    const swapped = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
+    // Reflections do not commute: the order of the stack matters.
+    assert.ok(maxAbsDiff(swapped, unmerged) > 1e-3);
+    peft.setAdapter(["default", "b"]);
+    peft.mergeAdapter();
+    const merged = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
+    assert.ok(maxAbsDiff(merged, unmerged) < 1e-4, `${maxAbsDiff(merged, unmerged)}`);
     await model.release();
   });
 
