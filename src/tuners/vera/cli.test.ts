@@ -64,6 +64,33 @@ describe("peftkit train --method vera / hra", () => {
     await model.release();
   });
 
+  test("vera without saved projections resumes from a checkpoint (the projections are rebuilt, not trained)", async () => {
+    const out = join(tmp, "vera-resume");
+    const flags = ["--method", "vera", "--r", "8", "--save-projection", "false", "--lr", "5e-2"];
+    const first = spawnSync(
+      process.execPath,
+      [CLI, "train", ...COMMON.slice(0, -4), "--max-steps", "3", "--save-steps", "1", ...flags, "--output-dir", out],
+      {
+        encoding: "utf8",
+      },
+    );
+    assert.equal(first.status, 0, first.stderr);
+    const straight = readFileSync(join(out, "adapter_model.safetensors"));
+    // Drop the final adapter and the last checkpoint, then resume from step 2.
+    rmSync(join(out, "checkpoint-3"), { recursive: true, force: true });
+    rmSync(join(out, "adapter_model.safetensors"));
+    const again = spawnSync(
+      process.execPath,
+      [CLI, "train", ...COMMON.slice(0, -4), "--max-steps", "3", "--save-steps", "1", ...flags, "--output-dir", out, "--resume"],
+      {
+        encoding: "utf8",
+      },
+    );
+    assert.equal(again.status, 0, again.stderr);
+    assert.match(again.stdout + again.stderr, /checkpoint-2/);
+    assert.deepEqual(readFileSync(join(out, "adapter_model.safetensors")), straight);
+  });
+
   test("hra: r and apply_GS from flags", () => {
     const out = join(tmp, "hra");
     train(["--method", "hra", "--r", "2", "--apply-gs", "--target", "q_proj,v_proj"], out);
