@@ -36,6 +36,8 @@ PEFT_TYPES = {
     "PREFIX_TUNING": ("src/peft/tuners/prefix_tuning/config.py", "PrefixTuningConfig"),
     "HRA": ("src/peft/tuners/hra/config.py", "HRAConfig"),
     "VERA": ("src/peft/tuners/vera/config.py", "VeraConfig"),
+    "OFT": ("src/peft/tuners/oft/config.py", "OFTConfig"),
+    "BOFT": ("src/peft/tuners/boft/config.py", "BOFTConfig"),
 }
 BASE_FILE = "src/peft/config.py"
 

@@ -1,11 +1,11 @@
 /**
  * The --budgets syntax: groups separated by ";", each KNOB=V1,V2,...
- *   r=4,8,16           LoRA-family rank (lora, dora, rslora, pissa)
+ *   r=4,8,16           LoRA-family rank (lora, dora, rslora, pissa, corda)
  *   tokens=10,20       virtual tokens (prompt, prefix)
  *   bottleneck=16,64   adapter bottleneck width
  *   params=10k,1M      a target trainable-parameter count: per method, the knob value whose
  *                      count is nearest (in ratio) to each target
- * Methods without a knob (ia3, ssf, bitfit, ln_tuning, full) run their single configuration.
+ * Methods without a knob (ia3, ssf, bitfit, ln_tuning, oft, boft, full) run their single configuration.
  * A method whose knob is not given runs its default (r=8, tokens=20, bottleneck=32).
  */
 import { CompareError } from "./task.js";
@@ -29,6 +29,7 @@ export const COMPARE_METHODS = [
   "dora",
   "rslora",
   "pissa",
+  "corda",
   "ia3",
   "adapter",
   "prompt",
@@ -38,6 +39,8 @@ export const COMPARE_METHODS = [
   "ln_tuning",
   "hra",
   "vera",
+  "oft",
+  "boft",
   "full",
 ] as const;
 
@@ -46,6 +49,7 @@ const KNOB_OF: Record<string, Knob | null> = {
   dora: "r",
   rslora: "r",
   pissa: "r",
+  corda: "r",
   prompt: "tokens",
   prefix: "tokens",
   adapter: "bottleneck",

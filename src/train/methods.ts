@@ -8,6 +8,7 @@ export const METHODS = [
   "dora",
   "rslora",
   "pissa",
+  "corda",
   "ia3",
   "adapter",
   "prompt",
@@ -17,8 +18,13 @@ export const METHODS = [
   "ln_tuning",
   "hra",
   "vera",
+  "oft",
+  "boft",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
+
+/** Examples a method calibrates on when --calibration-samples is absent (CorDA: 256, its paper's and PEFT's example's). */
+export const CALIBRATION_SAMPLES: Partial<Record<MethodName, number>> = { corda: 256 };
 
 export interface MethodOptions {
   r?: number;
@@ -38,6 +44,18 @@ export interface MethodOptions {
   dInitial?: number;
   /** VeRA: write the projections into the adapter folder (else they are rebuilt from the seed). */
   saveProjection?: boolean;
+  /** CorDA: "ipm" (the r largest components, PEFT's default) or "kpm" (the r smallest). */
+  cordaMethod?: "ipm" | "kpm";
+  /** OFT: oft_block_size (default 32); BOFT: boft_block_size (default 4). */
+  blockSize?: number;
+  /** BOFT: boft_n_butterfly_factor (default 1). */
+  butterflyFactor?: number;
+  /** OFT: the truncated Cayley–Neumann series (PEFT's default) or the exact Cayley transform. */
+  cayley?: "neumann" | "exact";
+  /** OFT: COFT's constraint radius eps (absent: no COFT). */
+  coftEps?: number;
+  /** OFT: one block shared by the whole diagonal. */
+  blockShare?: boolean;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -64,6 +82,22 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
       return { ...lora, use_rslora: true };
     case "pissa":
       return { ...lora, init_lora_weights: "pissa", lora_dropout: 0 };
+    case "corda":
+      // PEFT's CorDA example: lora_alpha = r, no dropout; corda_config as PEFT's CordaConfig writes it.
+      return {
+        ...lora,
+        lora_alpha: o.alpha ?? o.r ?? 8,
+        lora_dropout: 0,
+        init_lora_weights: "corda",
+        corda_config: {
+          cache_file: null,
+          covariance_file: null,
+          corda_method: o.cordaMethod ?? "ipm",
+          verbose: false,
+          use_float16_for_covariance: false,
+          prune_temporary_fields: true,
+        },
+      };
     case "ia3":
       return { ...common, peft_type: "IA3", ...(target ? { target_modules: target } : {}) };
     case "adapter":
@@ -97,6 +131,25 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         save_projection: o.saveProjection ?? true,
         target_modules: target ?? "all-linear",
       };
+    case "oft":
+      return {
+        ...common,
+        peft_type: "OFT",
+        r: 0,
+        oft_block_size: o.blockSize ?? 32,
+        target_modules: target ?? "all-linear",
+        use_cayley_neumann: (o.cayley ?? "neumann") === "neumann",
+        ...(o.coftEps !== undefined ? { coft: true, eps: o.coftEps } : {}),
+        ...(o.blockShare ? { block_share: true } : {}),
+      };
+    case "boft":
+      return {
+        ...common,
+        peft_type: "BOFT",
+        boft_block_size: o.blockSize ?? 4,
+        boft_n_butterfly_factor: o.butterflyFactor ?? 1,
+        target_modules: target ?? "all-linear",
+      };
   }
 }
 
@@ -111,6 +164,8 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   LN_TUNING: "ln_tuning",
   HRA: "hra",
   VERA: "vera",
+  OFT: "oft",
+  BOFT: "boft",
 };
 
 /**
@@ -145,6 +200,13 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--d-initial ${value}`;
     case "save_projection":
       return `--save-projection ${value}`;
+    case "oft_block_size":
+    case "boft_block_size":
+      return `--block-size ${value}`;
+    case "boft_n_butterfly_factor":
+      return `--butterfly-factor ${value}`;
+    case "use_cayley_neumann":
+      return `--cayley ${value === false ? "exact" : "neumann"}`;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":
@@ -152,7 +214,9 @@ export function configFlag(field: string, value: unknown): string | null {
     case "use_rslora":
       return value === true ? "--method rslora" : null;
     case "init_lora_weights":
-      return value === "pissa" ? "--method pissa" : null;
+      return value === "pissa" ? "--method pissa" : value === "corda" ? "--method corda" : null;
+    case "corda_config":
+      return value && typeof value === "object" && "corda_method" in value ? `--corda-method ${String(value.corda_method)}` : null;
     default:
       return null;
   }

@@ -59,6 +59,11 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   BOTTLENECK: [{ peftType: "BOTTLENECK" }],
   HRA: [{ peftType: "HRA" }, { peftType: "HRA", r: 4, apply_GS: true, targetModules: ["q_proj"], initWeights: false }],
   VERA: [{ peftType: "VERA" }, { peftType: "VERA", r: 16, saveProjection: false, projectionPrngKey: 3, veraDropout: 0.1, dInitial: 0.5 }],
+  OFT: [
+    { peftType: "OFT" },
+    { peftType: "OFT", r: 4, oftBlockSize: 0, coft: true, eps: 1e-3, blockShare: true, useCayleyNeumann: false, numCayleyNeumannTerms: 7 },
+  ],
+  BOFT: [{ peftType: "BOFT" }, { peftType: "BOFT", boftBlockSize: 0, boftBlockNum: 4, boftNButterflyFactor: 2, boftDropout: 0.1 }],
 };
 
 /**

@@ -1,11 +1,13 @@
 /** peft_type → tuner. A new method is a folder plus one line here. */
 import { BOTTLENECK } from "./adapter/index.js";
 import { BITFIT } from "./bitfit/index.js";
+import { BOFT } from "./boft/index.js";
 import { type CommonConfig, PeftConfigError } from "./config.js";
 import { HRA } from "./hra/index.js";
 import { IA3 } from "./ia3/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
 import { LORA } from "./lora/index.js";
+import { OFT } from "./oft/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
 import { SSF } from "./ssf/index.js";
@@ -23,6 +25,8 @@ const TUNERS: Tuner<never>[] = [
   PREFIX_TUNING,
   HRA,
   VERA,
+  OFT,
+  BOFT,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {

@@ -36,6 +36,7 @@ export const DEFAULT_LR: Record<string, number> = {
   dora: 2e-3,
   rslora: 2e-3,
   pissa: 2e-3,
+  corda: 2e-3,
   adapter: 1e-3,
   ia3: 5e-2,
   ssf: 5e-2,
@@ -45,6 +46,8 @@ export const DEFAULT_LR: Record<string, number> = {
   prefix: 5e-2,
   hra: 1e-2,
   vera: 5e-2,
+  oft: 2e-3,
+  boft: 2e-3,
   full: 3e-4,
 };
 
@@ -141,6 +144,20 @@ export const compareCommand: CommandSpec = {
       meta: "DIR",
       help: "where rows.jsonl, report.md, plots/ and runs/ go; rerun with the same arguments to resume",
       required: true,
+    },
+    {
+      name: "calibration-data",
+      type: "string",
+      meta: "FILE",
+      help: "methods that initialise from data (corda): the file to calibrate on (default: each task's training file)",
+    },
+    {
+      name: "calibration-samples",
+      type: "int",
+      meta: "N",
+      help: "examples of the calibration file to use (default: the method's, 256 for corda)",
+      min: 1,
+      max: 10_000_000,
     },
     { name: "report-only", type: "boolean", help: "only regenerate report.md and the plots from rows.jsonl" },
     { name: "dry-run", type: "boolean", help: "print the planned runs (ids, learning rates, what is already done) and stop" },
@@ -278,6 +295,8 @@ export async function runCompare(o: Flags): Promise<number> {
   } catch (e) {
     throw e instanceof CompareError ? new UsageError(e.message) : e;
   }
+  if (o.calibrationData !== undefined && !existsSync(o.calibrationData as string))
+    throw new UsageError(`--calibration-data ${o.calibrationData}: no such file or folder`);
   prepareOutputDir(outputDir);
   let suite: { name: string; tasks: CompareTask[] };
   try {
@@ -350,7 +369,12 @@ export async function runCompare(o: Flags): Promise<number> {
       async (run) => {
         try {
           // Only this process appends to rows.jsonl, one whole line per run, so runs ending together cannot interleave.
-          const row = await executeRun(run, { outputDir, threads });
+          const row = await executeRun(run, {
+            outputDir,
+            threads,
+            calibrationData: o.calibrationData as string | undefined,
+            calibrationSamples: o.calibrationSamples as number | undefined,
+          });
           appendRow(rowsPath, row);
           faultPoint("compare-row-written");
           say(
