@@ -34,6 +34,8 @@ PEFT_TYPES = {
     "LN_TUNING": ("src/peft/tuners/ln_tuning/config.py", "LNTuningConfig"),
     "PROMPT_TUNING": ("src/peft/tuners/prompt_tuning/config.py", "PromptTuningConfig"),
     "PREFIX_TUNING": ("src/peft/tuners/prefix_tuning/config.py", "PrefixTuningConfig"),
+    "HRA": ("src/peft/tuners/hra/config.py", "HRAConfig"),
+    "VERA": ("src/peft/tuners/vera/config.py", "VeraConfig"),
     "OFT": ("src/peft/tuners/oft/config.py", "OFTConfig"),
     "BOFT": ("src/peft/tuners/boft/config.py", "BOFTConfig"),
     "LOHA": ("src/peft/tuners/loha/config.py", "LoHaConfig"),

@@ -37,6 +37,8 @@ export const COMPARE_METHODS = [
   "ssf",
   "bitfit",
   "ln_tuning",
+  "hra",
+  "vera",
   "oft",
   "boft",
   "loha",
@@ -55,6 +57,7 @@ const KNOB_OF: Record<string, Knob | null> = {
   adapter: "bottleneck",
   loha: "r",
   lokr: "r",
+  hra: "r",
 };
 
 export const DEFAULT_KNOB: Record<Knob, number> = { r: 8, tokens: 20, bottleneck: 32 };

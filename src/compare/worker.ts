@@ -85,9 +85,10 @@ async function peftRun(s: WorkerSpec): Promise<Omit<WorkerResult, "max_rss_kb">>
   if (ecode !== 0) throw new Error(`evaluation failed (exit code ${ecode})`);
   const evalResult = JSON.parse(readFileSync(evalFile, "utf8")) as Record<string, unknown>;
   const args = JSON.parse(readFileSync(join(adapterDir, "training_args.json"), "utf8")) as {
-    result: { steps: number; wallSeconds: number; tokensSeen: number };
+    result: { steps: number; wallSeconds: number; tokensSeen: number; trainableParams?: number };
   };
-  const trainable = numel(join(adapterDir, "adapter_model.safetensors"));
+  // The trainer's count: saved tensors a method never trains (VeRA's projections) are not in it.
+  const trainable = args.result.trainableParams ?? numel(join(adapterDir, "adapter_model.safetensors"));
   return {
     eval_metrics: numbers(evalResult),
     steps: args.result.steps,

@@ -16,6 +16,8 @@ export const METHODS = [
   "ssf",
   "bitfit",
   "ln_tuning",
+  "hra",
+  "vera",
   "oft",
   "boft",
   "loha",
@@ -36,6 +38,14 @@ export interface MethodOptions {
   bottleneckSize?: number;
   adapterType?: "houlsby" | "pfeiffer" | "parallel";
   taskType?: string;
+  /** HRA: Gram–Schmidt-orthogonalised reflections (PEFT's apply_GS). */
+  applyGs?: boolean;
+  /** VeRA: seed of the shared random projections. */
+  projectionPrngKey?: number;
+  /** VeRA: initial value of the λ_d vectors. */
+  dInitial?: number;
+  /** VeRA: write the projections into the adapter folder (else they are rebuilt from the seed). */
+  saveProjection?: boolean;
   /** CorDA: "ipm" (the r largest components, PEFT's default) or "kpm" (the r smallest). */
   cordaMethod?: "ipm" | "kpm";
   /** OFT: oft_block_size (default 32); BOFT: boft_block_size (default 4). */
@@ -125,6 +135,19 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
       return { ...common, peft_type: "BITFIT", ...(target ? { target_modules: target } : {}) };
     case "ln_tuning":
       return { ...common, peft_type: "LN_TUNING", ...(target ? { target_modules: target } : {}) };
+    case "hra":
+      return { ...common, peft_type: "HRA", r: o.r ?? 8, apply_GS: o.applyGs ?? false, target_modules: target ?? "all-linear" };
+    case "vera":
+      return {
+        ...common,
+        peft_type: "VERA",
+        r: o.r ?? 256,
+        vera_dropout: o.dropout ?? 0,
+        projection_prng_key: o.projectionPrngKey ?? 0,
+        d_initial: o.dInitial ?? 0.1,
+        save_projection: o.saveProjection ?? true,
+        target_modules: target ?? "all-linear",
+      };
     case "oft":
       return {
         ...common,
@@ -166,6 +189,8 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SSF: "ssf",
   BITFIT: "bitfit",
   LN_TUNING: "ln_tuning",
+  HRA: "hra",
+  VERA: "vera",
   OFT: "oft",
   BOFT: "boft",
   LOHA: "loha",
@@ -196,6 +221,7 @@ export function configFlag(field: string, value: unknown): string | null {
     case "rank_dropout_scale":
       return value === true ? "--rank-dropout-scale" : null;
     case "lora_dropout":
+    case "vera_dropout":
     case "dropout":
       return `--dropout ${value}`;
     case "target_modules":
@@ -206,6 +232,14 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--bottleneck-size ${value}`;
     case "adapter_type":
       return `--adapter-type ${value}`;
+    case "apply_GS":
+      return value === true ? "--apply-gs" : null;
+    case "projection_prng_key":
+      return `--projection-prng-key ${value}`;
+    case "d_initial":
+      return `--d-initial ${value}`;
+    case "save_projection":
+      return `--save-projection ${value}`;
     case "oft_block_size":
     case "boft_block_size":
       return `--block-size ${value}`;

@@ -57,6 +57,8 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   SSF: [{ peftType: "SSF" }],
   BITFIT: [{ peftType: "BITFIT" }],
   BOTTLENECK: [{ peftType: "BOTTLENECK" }],
+  HRA: [{ peftType: "HRA" }, { peftType: "HRA", r: 4, apply_GS: true, targetModules: ["q_proj"], initWeights: false }],
+  VERA: [{ peftType: "VERA" }, { peftType: "VERA", r: 16, saveProjection: false, projectionPrngKey: 3, veraDropout: 0.1, dInitial: 0.5 }],
   OFT: [
     { peftType: "OFT" },
     { peftType: "OFT", r: 4, oftBlockSize: 0, coft: true, eps: 1e-3, blockShare: true, useCayleyNeumann: false, numCayleyNeumannTerms: 7 },

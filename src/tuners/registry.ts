@@ -3,6 +3,7 @@ import { BOTTLENECK } from "./adapter/index.js";
 import { BITFIT } from "./bitfit/index.js";
 import { BOFT } from "./boft/index.js";
 import { type CommonConfig, PeftConfigError } from "./config.js";
+import { HRA } from "./hra/index.js";
 import { IA3 } from "./ia3/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
 import { LOHA } from "./loha/index.js";
@@ -13,6 +14,7 @@ import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
 import { SSF } from "./ssf/index.js";
 import type { Tuner } from "./tuner.js";
+import { VERA } from "./vera/index.js";
 
 const TUNERS: Tuner<never>[] = [
   LORA,
@@ -23,6 +25,8 @@ const TUNERS: Tuner<never>[] = [
   BOTTLENECK,
   PROMPT_TUNING,
   PREFIX_TUNING,
+  HRA,
+  VERA,
   OFT,
   BOFT,
   LOHA,

@@ -57,7 +57,7 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   },
   { name: "pack", type: "boolean", help: "pack language-modelling examples into rows of --max-length tokens" },
   { name: "method", type: "string", help: "PEFT method", default: "lora", choices: METHODS },
-  { name: "r", type: "int", meta: "N", help: "LoRA / LoHa / LoKr rank", default: 8, min: 1 },
+  { name: "r", type: "int", meta: "N", help: "rank: LoRA, LoHa, LoKr, HRA (default 8), VeRA (default 256)", min: 1 },
   { name: "alpha", type: "number", meta: "A", help: "LoRA alpha (default 2·r); LoHa / LoKr alpha (default r)", exclusiveMin: 0 },
   { name: "dropout", type: "number", meta: "P", help: "LoRA / adapter dropout", default: 0.05, min: 0, exclusiveMax: 1 },
   {
@@ -89,6 +89,16 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     help: "adapter: where adapters go",
     default: "houlsby",
     choices: ["houlsby", "pfeiffer", "parallel"],
+  },
+  { name: "apply-gs", type: "boolean", help: "HRA: orthogonalise the reflection vectors (Gram–Schmidt)" },
+  { name: "projection-prng-key", type: "int", meta: "N", help: "VeRA: seed of the shared random projections", default: 0, min: 0 },
+  // λ_d = 0 with λ_b = 0 (the init) gives both zero gradients: nothing would ever train.
+  { name: "d-initial", type: "number", meta: "F", help: "VeRA: initial value of the λ_d vectors", default: 0.1, exclusiveMin: 0 },
+  {
+    name: "save-projection",
+    type: "boolean",
+    help: "VeRA: save the projections in the adapter (false: rebuilt from the seed on load)",
+    default: true,
   },
   {
     name: "corda-method",
@@ -184,13 +194,17 @@ export const trainCommand: CommandSpec = {
     let peftConfig: Record<string, unknown>;
     try {
       peftConfig = methodConfig(o.method as string, {
-        r: o.r as number,
+        r: o.r as number | undefined,
         alpha: o.alpha as number | undefined,
         dropout: o.dropout as number,
         target: o.target as string[] | undefined,
         numVirtualTokens: o.numVirtualTokens as number,
         bottleneckSize: o.bottleneckSize as number,
         adapterType: o.adapterType as "houlsby",
+        applyGs: o.applyGs as boolean | undefined,
+        projectionPrngKey: o.projectionPrngKey as number,
+        dInitial: o.dInitial as number,
+        saveProjection: o.saveProjection as boolean,
         cordaMethod: o.cordaMethod as "ipm" | "kpm",
         blockSize: o.blockSize as number | undefined,
         butterflyFactor: o.butterflyFactor as number,
