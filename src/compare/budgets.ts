@@ -1,6 +1,6 @@
 /**
  * The --budgets syntax: groups separated by ";", each KNOB=V1,V2,...
- *   r=4,8,16           LoRA-family rank (lora, dora, rslora, pissa, corda, svfit, kasa, loldu)
+ *   r=4,8,16           LoRA-family rank (lora, dora, rslora, pissa, corda, loha, lokr, svfit, kasa, loldu)
  *   tokens=10,20       virtual tokens (prompt, prefix)
  *   bottleneck=16,64   adapter bottleneck width
  *   params=10k,1M      a target trainable-parameter count: per method, the knob value whose
@@ -37,8 +37,12 @@ export const COMPARE_METHODS = [
   "ssf",
   "bitfit",
   "ln_tuning",
+  "hra",
+  "vera",
   "oft",
   "boft",
+  "loha",
+  "lokr",
   "svfit",
   "kasa",
   "loldu",
@@ -57,6 +61,9 @@ const KNOB_OF: Record<string, Knob | null> = {
   prompt: "tokens",
   prefix: "tokens",
   adapter: "bottleneck",
+  loha: "r",
+  lokr: "r",
+  hra: "r",
 };
 
 export const DEFAULT_KNOB: Record<Knob, number> = { r: 8, tokens: 20, bottleneck: 32 };

@@ -13,7 +13,6 @@ import { installNodeCompileCache } from "../io/compile-cache.js";
 import { faultPoint } from "../io/fault.js";
 import { SafetensorsFile } from "../io/safetensors.js";
 import { CONVERTED_DIR } from "../train/run.js";
-import { fixedTensorTest } from "../tuners/fixed.js";
 import { fullFineTune } from "./full-run.js";
 
 export interface WorkerSpec {
@@ -47,11 +46,10 @@ export interface WorkerResult {
   max_rss_kb: number;
 }
 
-/** Elements of a safetensors file, leaving out the tensors `skip` names (an adapter's fixed tensors). */
-function numel(file: string, skip: (key: string) => boolean = () => false): number {
+function numel(file: string): number {
   const f = SafetensorsFile.open(file);
   try {
-    return f.entries.reduce((n, e) => n + (skip(e.name) ? 0 : e.shape.reduce((a, b) => a * b, 1)), 0);
+    return f.entries.reduce((n, e) => n + e.shape.reduce((a, b) => a * b, 1), 0);
   } finally {
     f.close();
   }
@@ -87,10 +85,10 @@ async function peftRun(s: WorkerSpec): Promise<Omit<WorkerResult, "max_rss_kb">>
   if (ecode !== 0) throw new Error(`evaluation failed (exit code ${ecode})`);
   const evalResult = JSON.parse(readFileSync(evalFile, "utf8")) as Record<string, unknown>;
   const args = JSON.parse(readFileSync(join(adapterDir, "training_args.json"), "utf8")) as {
-    result: { steps: number; wallSeconds: number; tokensSeen: number };
+    result: { steps: number; wallSeconds: number; tokensSeen: number; trainableParams?: number };
   };
-  const adapterConfig = JSON.parse(readFileSync(join(adapterDir, "adapter_config.json"), "utf8")) as Record<string, unknown>;
-  const trainable = numel(join(adapterDir, "adapter_model.safetensors"), fixedTensorTest(adapterConfig));
+  // The trainer's count: saved tensors a method never trains (VeRA's projections) are not in it.
+  const trainable = args.result.trainableParams ?? numel(join(adapterDir, "adapter_model.safetensors"));
   return {
     eval_metrics: numbers(evalResult),
     steps: args.result.steps,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { cholesky } from "./cholesky.js";
+import { cholesky, choleskySolve } from "./cholesky.js";
 import { LinalgError, NotPositiveDefiniteError } from "./errors.js";
 import { matmul, matrix, transpose } from "./matrix.js";
 import { eye, fromGolden, type GoldenMatrix, golden, maxAbs, randn, sub } from "./test-util.js";
@@ -47,4 +47,13 @@ test("cholesky names the pivot that is not positive (indefinite, semi-definite, 
     (e: unknown) => e instanceof LinalgError && /not symmetric/.test(e.message),
   );
   assert.deepEqual(Array.from(cholesky(eye(3)).data), Array.from(eye(3).data));
+});
+
+test("choleskySolve: L·Lᵀ·X = B for a random SPD matrix and several right-hand sides", () => {
+  const g = randn(12, 12, 7);
+  const a = matmul(g, transpose(g));
+  for (let i = 0; i < 12; i++) a.data[i * 12 + i] += 1;
+  const b = randn(12, 3, 8);
+  const x = choleskySolve(cholesky(a), b);
+  assert.ok(maxAbs(sub(matmul(a, x), b)) < 1e-12, `residual ${maxAbs(sub(matmul(a, x), b))}`);
 });

@@ -35,3 +35,34 @@ export function cholesky(a: Matrix): Matrix {
   }
   return l;
 }
+
+/** X with L·Lᵀ·X = B, for B [n, k] (forward then backward substitution on whole rows). */
+export function choleskySolve(l: Matrix, b: Matrix): Matrix {
+  const n = l.rows;
+  const k = b.cols;
+  const x = matrix(n, k, b.data);
+  const d = x.data;
+  for (let i = 0; i < n; i++) {
+    const ri = i * k;
+    for (let j = 0; j < i; j++) {
+      const f = l.data[i * n + j];
+      if (f === 0) continue;
+      const rj = j * k;
+      for (let c = 0; c < k; c++) d[ri + c] -= f * d[rj + c];
+    }
+    const p = l.data[i * n + i];
+    for (let c = 0; c < k; c++) d[ri + c] /= p;
+  }
+  for (let i = n - 1; i >= 0; i--) {
+    const ri = i * k;
+    for (let j = i + 1; j < n; j++) {
+      const f = l.data[j * n + i];
+      if (f === 0) continue;
+      const rj = j * k;
+      for (let c = 0; c < k; c++) d[ri + c] -= f * d[rj + c];
+    }
+    const p = l.data[i * n + i];
+    for (let c = 0; c < k; c++) d[ri + c] /= p;
+  }
+  return x;
+}

@@ -16,8 +16,12 @@ export const METHODS = [
   "ssf",
   "bitfit",
   "ln_tuning",
+  "hra",
+  "vera",
   "oft",
   "boft",
+  "loha",
+  "lokr",
   "svfit",
   "kasa",
   "loldu",
@@ -37,6 +41,14 @@ export interface MethodOptions {
   bottleneckSize?: number;
   adapterType?: "houlsby" | "pfeiffer" | "parallel";
   taskType?: string;
+  /** HRA: Gram–Schmidt-orthogonalised reflections (PEFT's apply_GS). */
+  applyGs?: boolean;
+  /** VeRA: seed of the shared random projections. */
+  projectionPrngKey?: number;
+  /** VeRA: initial value of the λ_d vectors. */
+  dInitial?: number;
+  /** VeRA: write the projections into the adapter folder (else they are rebuilt from the seed). */
+  saveProjection?: boolean;
   /** CorDA: "ipm" (the r largest components, PEFT's default) or "kpm" (the r smallest). */
   cordaMethod?: "ipm" | "kpm";
   /** OFT: oft_block_size (default 32); BOFT: boft_block_size (default 4). */
@@ -49,6 +61,12 @@ export interface MethodOptions {
   coftEps?: number;
   /** OFT: one block shared by the whole diagonal. */
   blockShare?: boolean;
+  /** LoHa/LoKr (PEFT's rank_dropout, module_dropout; LoKr's decompose_both, decompose_factor, rank_dropout_scale). */
+  rankDropout?: number;
+  moduleDropout?: number;
+  decomposeBoth?: boolean;
+  decomposeFactor?: number;
+  rankDropoutScale?: boolean;
   /** svfit: pick r per layer as the smallest keeping this share of Σσ² (replaces r). */
   energyThreshold?: number;
   /** kasa: weights of the δ norm and the orthogonality terms of its regulariser. */
@@ -69,6 +87,15 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
     r: o.r ?? 8,
     lora_alpha: o.alpha ?? 2 * (o.r ?? 8),
     lora_dropout: o.dropout ?? 0.05,
+    target_modules: target ?? "all-linear",
+  };
+  // LoHa/LoKr: PEFT's defaults r = alpha = 8 (scale 1); alpha follows r unless given.
+  const lycoris = {
+    ...common,
+    r: o.r ?? 8,
+    alpha: o.alpha ?? o.r ?? 8,
+    rank_dropout: o.rankDropout ?? 0,
+    module_dropout: o.moduleDropout ?? 0,
     target_modules: target ?? "all-linear",
   };
   switch (method as MethodName) {
@@ -116,6 +143,19 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
       return { ...common, peft_type: "BITFIT", ...(target ? { target_modules: target } : {}) };
     case "ln_tuning":
       return { ...common, peft_type: "LN_TUNING", ...(target ? { target_modules: target } : {}) };
+    case "hra":
+      return { ...common, peft_type: "HRA", r: o.r ?? 8, apply_GS: o.applyGs ?? false, target_modules: target ?? "all-linear" };
+    case "vera":
+      return {
+        ...common,
+        peft_type: "VERA",
+        r: o.r ?? 256,
+        vera_dropout: o.dropout ?? 0,
+        projection_prng_key: o.projectionPrngKey ?? 0,
+        d_initial: o.dInitial ?? 0.1,
+        save_projection: o.saveProjection ?? true,
+        target_modules: target ?? "all-linear",
+      };
     case "oft":
       return {
         ...common,
@@ -134,6 +174,16 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         boft_block_size: o.blockSize ?? 4,
         boft_n_butterfly_factor: o.butterflyFactor ?? 1,
         target_modules: target ?? "all-linear",
+      };
+    case "loha":
+      return { ...lycoris, peft_type: "LOHA" };
+    case "lokr":
+      return {
+        ...lycoris,
+        peft_type: "LOKR",
+        decompose_both: o.decomposeBoth ?? false,
+        decompose_factor: o.decomposeFactor ?? -1,
+        rank_dropout_scale: o.rankDropoutScale ?? false,
       };
     case "svfit":
       return {
@@ -169,8 +219,12 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SSF: "ssf",
   BITFIT: "bitfit",
   LN_TUNING: "ln_tuning",
+  HRA: "hra",
+  VERA: "vera",
   OFT: "oft",
   BOFT: "boft",
+  LOHA: "loha",
+  LOKR: "lokr",
   SVFIT: "svfit",
   KASA: "kasa",
   LOLDU: "loldu",
@@ -187,8 +241,20 @@ export function configFlag(field: string, value: unknown): string | null {
     case "r":
       return `--r ${value}`;
     case "lora_alpha":
+    case "alpha":
       return `--alpha ${value}`;
+    case "rank_dropout":
+      return `--rank-dropout ${value}`;
+    case "module_dropout":
+      return `--module-dropout ${value}`;
+    case "decompose_factor":
+      return `--decompose-factor ${value}`;
+    case "decompose_both":
+      return value === true ? "--decompose-both" : null;
+    case "rank_dropout_scale":
+      return value === true ? "--rank-dropout-scale" : null;
     case "lora_dropout":
+    case "vera_dropout":
     case "dropout":
       return `--dropout ${value}`;
     case "target_modules":
@@ -199,6 +265,14 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--bottleneck-size ${value}`;
     case "adapter_type":
       return `--adapter-type ${value}`;
+    case "apply_GS":
+      return value === true ? "--apply-gs" : null;
+    case "projection_prng_key":
+      return `--projection-prng-key ${value}`;
+    case "d_initial":
+      return `--d-initial ${value}`;
+    case "save_projection":
+      return `--save-projection ${value}`;
     case "oft_block_size":
     case "boft_block_size":
       return `--block-size ${value}`;

@@ -3,9 +3,12 @@ import { BOTTLENECK } from "./adapter/index.js";
 import { BITFIT } from "./bitfit/index.js";
 import { BOFT } from "./boft/index.js";
 import { type CommonConfig, PeftConfigError } from "./config.js";
+import { HRA } from "./hra/index.js";
 import { IA3 } from "./ia3/index.js";
 import { KASA } from "./kasa/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
+import { LOHA } from "./loha/index.js";
+import { LOKR } from "./lokr/index.js";
 import { LOLDU } from "./loldu/index.js";
 import { LORA } from "./lora/index.js";
 import { OFT } from "./oft/index.js";
@@ -14,6 +17,7 @@ import { PROMPT_TUNING } from "./prompt_tuning/index.js";
 import { SSF } from "./ssf/index.js";
 import { SVFIT } from "./svfit/index.js";
 import type { Tuner } from "./tuner.js";
+import { VERA } from "./vera/index.js";
 
 const TUNERS: Tuner<never>[] = [
   LORA,
@@ -24,8 +28,12 @@ const TUNERS: Tuner<never>[] = [
   BOTTLENECK,
   PROMPT_TUNING,
   PREFIX_TUNING,
+  HRA,
+  VERA,
   OFT,
   BOFT,
+  LOHA,
+  LOKR,
   SVFIT,
   KASA,
   LOLDU,

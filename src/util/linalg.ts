@@ -5,7 +5,7 @@
  * See docs/dev/linalg.md for the algorithms, their accuracy and their speed.
  */
 
-export { cholesky } from "../linalg/cholesky.js";
+export { cholesky, choleskySolve } from "../linalg/cholesky.js";
 export { eighSym, type SymmetricEigen } from "../linalg/eigh.js";
 export { LinalgError, NotPositiveDefiniteError, SingularMatrixError } from "../linalg/errors.js";
 export { lu } from "../linalg/lu.js";

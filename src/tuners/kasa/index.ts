@@ -26,6 +26,7 @@ import { constant, type Tensor } from "../../engine/trace/tensor.js";
 import type { ForwardContext, LinearOptions } from "../../nn/context.js";
 import { svd } from "../../util/linalg.js";
 import { fillNormal, fillUniform, type Rng } from "../../util/rng.js";
+import { layerSeed } from "../layer-seed.js";
 import { addInto, logicalWeight, storedWeight } from "../lora/layers.js";
 import {
   checkRank,
@@ -125,7 +126,7 @@ class KasaContext extends DelegatingContext {
     const k = kasaKeys(l.key);
     const t = (key: string) => this.opts.tensor(key);
     const seed = this.opts.training && this.c.loraDropout > 0 ? this.opts.seed : null;
-    const xin = seed ? F.dropout(x, this.c.loraDropout, seed) : x;
+    const xin = seed ? F.dropout(x, this.c.loraDropout, layerSeed(seed, path)) : x;
     // The scale goes on δ (r values), the smallest tensor on the path; the tail sees the undropped x
     // because it is part of the base.
     const lora = lowRankApply(xin, t(k.a), t(k.diag).mul(l.scaling), t(k.b));

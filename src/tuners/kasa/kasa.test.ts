@@ -6,7 +6,8 @@ import { describe, test } from "node:test";
 import { interpret } from "../../engine/exec/reference/interpreter.js";
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import type { Tensor } from "../../engine/trace/tensor.js";
-import { trace } from "../../engine/trace/trace.js";
+import { spec, trace } from "../../engine/trace/trace.js";
+import { WeightContext } from "../../nn/context.js";
 import { Progress } from "../../train/progress.js";
 import { type BatchSource, Trainer } from "../../train/trainer.js";
 import { svd } from "../../util/linalg.js";
@@ -208,6 +209,55 @@ describe("KaSA", () => {
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
+  });
+
+  test("dropout draws a different mask in each layer (q and k share their input)", async () => {
+    const model = await loadTestModel("llama_basic");
+    const q = "model.layers.0.self_attn.q_proj";
+    const k = "model.layers.0.self_attn.k_proj";
+    const peft = PeftModel.create(model, {
+      peftType: "KASA",
+      r: 4,
+      loraDropout: 0.5,
+      initWeights: false,
+      targetModules: ["q_proj", "k_proj"],
+    });
+    const a = peft.adapter("default");
+    // Same tensors and a zero base weight in both layers: their outputs differ only by the dropout mask.
+    const kq = kasaKeys(q);
+    const kk = kasaKeys(k);
+    peft.setAdapterTensors(
+      "default",
+      new Map((Object.keys(kq) as (keyof typeof kq)[]).map((part) => [kk[part], a.tensors.get(kq[part]) as HostTensor])),
+    );
+    const keys = [...a.tensors.keys()];
+    const g = trace(
+      (x: Tensor, seed: Tensor, zero: Tensor, ...adapter: Tensor[]) => {
+        const base = new WeightContext(() => zero, new Set([`${q}.weight`, `${k}.weight`]));
+        const tensor = (key: string) => adapter[keys.indexOf(key)];
+        const ctx = a.tuner.wrap(base, peft.info, a.config, { adapterName: "default", tensor, rowMask: null, training: true, seed });
+        return [ctx.linear(q, x), ctx.linear(k, x)];
+      },
+      [
+        spec("f32", [1, 3, 32]),
+        spec("i64", []),
+        spec("f32", [32, 32]),
+        ...keys.map((key) => spec("f32", a.tensors.get(key)?.shape as number[])),
+      ],
+    );
+    const x = hostTensor(
+      "f32",
+      [1, 3, 32],
+      Float32Array.from({ length: 96 }, (_, i) => 1 + (i % 7)),
+    );
+    const [yq, yk] = interpret(g, [
+      x,
+      hostTensor("i64", [], [5n] as unknown as number[]),
+      hostTensor("f32", [32, 32]),
+      ...keys.map((key) => a.tensors.get(key) as HostTensor),
+    ]);
+    assert.ok(maxDiff(yq.data as Float32Array, yk.data as Float32Array) > 1e-3, "q and k dropped the same features");
+    await model.release();
   });
 
   test("errors: r larger than the layer, a negative β", async () => {
