@@ -30,6 +30,7 @@ const FIELDS = JSON.parse(readFileSync(resolve(REPO_ROOT, "test/golden/peft-conf
 const PEFTKIT_FIELDS: Record<string, string[]> = {
   SSF: ["target_modules", "exclude_modules", "layers_to_transform", "layers_pattern", "modules_to_save", "init_ssf_weights"],
   BITFIT: ["target_modules", "exclude_modules", "layers_to_transform", "layers_pattern", "modules_to_save", "init_bitfit_weights"],
+  HUT: ["target_modules", "exclude_modules", "layers_to_transform", "layers_pattern", "modules_to_save", "r", "hut_alpha", "init_hut_weights"],
   BOTTLENECK: [
     "adapter_type",
     "bottleneck_size",
@@ -57,6 +58,7 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   SSF: [{ peftType: "SSF" }],
   BITFIT: [{ peftType: "BITFIT" }],
   BOTTLENECK: [{ peftType: "BOTTLENECK" }],
+  HUT: [{ peftType: "HUT" }],
 };
 
 /**

@@ -2,6 +2,7 @@
 import { BOTTLENECK } from "./adapter/index.js";
 import { BITFIT } from "./bitfit/index.js";
 import { PeftConfigError } from "./config.js";
+import { HUT } from "./hut/index.js";
 import { IA3 } from "./ia3/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
 import { LORA } from "./lora/index.js";
@@ -19,6 +20,7 @@ const TUNERS: readonly Tuner<never>[] = [
   BOTTLENECK,
   PROMPT_TUNING,
   PREFIX_TUNING,
+  HUT,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
