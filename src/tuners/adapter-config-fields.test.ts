@@ -31,6 +31,7 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
   SSF: ["target_modules", "exclude_modules", "layers_to_transform", "layers_pattern", "modules_to_save", "init_ssf_weights"],
   BITFIT: ["target_modules", "exclude_modules", "layers_to_transform", "layers_pattern", "modules_to_save", "init_bitfit_weights"],
   HUT: ["target_modules", "exclude_modules", "layers_to_transform", "layers_pattern", "modules_to_save", "r", "hut_alpha", "init_hut_weights"],
+  SOKA: ["target_modules", "exclude_modules", "layers_to_transform", "layers_pattern", "modules_to_save", "r", "factor_out", "factor_in", "energy_threshold", "init_soka_weights"],
   BOTTLENECK: [
     "adapter_type",
     "bottleneck_size",
@@ -59,6 +60,7 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   BITFIT: [{ peftType: "BITFIT" }],
   BOTTLENECK: [{ peftType: "BOTTLENECK" }],
   HUT: [{ peftType: "HUT" }],
+  SOKA: [{ peftType: "SOKA", r: 2 }],
 };
 
 /**

@@ -8,6 +8,7 @@ import { LN_TUNING } from "./ln_tuning/index.js";
 import { LORA } from "./lora/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
+import { SOKA } from "./soka/index.js";
 import { SSF } from "./ssf/index.js";
 import type { Tuner } from "./tuner.js";
 
@@ -21,6 +22,7 @@ const TUNERS: readonly Tuner<never>[] = [
   PROMPT_TUNING,
   PREFIX_TUNING,
   HUT,
+  SOKA,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
