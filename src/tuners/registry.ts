@@ -6,6 +6,7 @@ import { HUT } from "./hut/index.js";
 import { IA3 } from "./ia3/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
 import { LORA } from "./lora/index.js";
+import { LORA_SB } from "./lora_sb/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
 import { SOKA } from "./soka/index.js";
@@ -23,6 +24,7 @@ const TUNERS: readonly Tuner<never>[] = [
   PREFIX_TUNING,
   HUT,
   SOKA,
+  LORA_SB,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
