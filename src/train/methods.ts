@@ -3,7 +3,22 @@ import { PeftkitError } from "../engine/errors.js";
 
 export class MethodError extends PeftkitError {}
 
-export const METHODS = ["lora", "dora", "rslora", "pissa", "ia3", "adapter", "prompt", "prefix", "ssf", "bitfit", "ln_tuning"] as const;
+export const METHODS = [
+  "lora",
+  "dora",
+  "rslora",
+  "pissa",
+  "ia3",
+  "adapter",
+  "prompt",
+  "prefix",
+  "ssf",
+  "bitfit",
+  "ln_tuning",
+  "hut",
+  "soka",
+  "lora_sb",
+] as const;
 export type MethodName = (typeof METHODS)[number];
 
 export interface MethodOptions {
@@ -16,6 +31,12 @@ export interface MethodOptions {
   bottleneckSize?: number;
   adapterType?: "houlsby" | "pfeiffer" | "parallel";
   taskType?: string;
+  /** SoKA: m and n of the m×n Kronecker factor U (default: balanced). */
+  sokaFactors?: [number, number];
+  /** SoKA: energy threshold of the spectrum-aware rank (r is then the most). */
+  sokaEnergy?: number;
+  /** LoRA-SB: step size η of the approximated first full fine-tuning step. */
+  loraSbEta?: number;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -62,6 +83,27 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
       return { ...common, peft_type: "BITFIT", ...(target ? { target_modules: target } : {}) };
     case "ln_tuning":
       return { ...common, peft_type: "LN_TUNING", ...(target ? { target_modules: target } : {}) };
+    case "hut":
+      return { ...common, peft_type: "HUT", r: o.r ?? 8, hut_alpha: o.alpha ?? o.r ?? 8, target_modules: target ?? "all-linear" };
+    case "soka":
+      return {
+        ...common,
+        peft_type: "SOKA",
+        r: o.r ?? 8,
+        factor_out: o.sokaFactors?.[0] ?? null,
+        factor_in: o.sokaFactors?.[1] ?? null,
+        energy_threshold: o.sokaEnergy ?? null,
+        target_modules: target ?? "all-linear",
+      };
+    case "lora_sb":
+      return {
+        ...common,
+        peft_type: "LORA_SB",
+        r: o.r ?? 8,
+        lora_alpha: o.alpha ?? o.r ?? 8,
+        ...(o.loraSbEta !== undefined ? { eta: o.loraSbEta } : {}),
+        target_modules: target ?? "all-linear",
+      };
   }
 }
 
@@ -74,6 +116,9 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SSF: "ssf",
   BITFIT: "bitfit",
   LN_TUNING: "ln_tuning",
+  HUT: "hut",
+  SOKA: "soka",
+  LORA_SB: "lora_sb",
 };
 
 /**
@@ -87,7 +132,15 @@ export function configFlag(field: string, value: unknown): string | null {
     case "r":
       return `--r ${value}`;
     case "lora_alpha":
+    case "hut_alpha":
       return `--alpha ${value}`;
+    case "eta":
+      return `--lora-sb-eta ${value}`;
+    case "energy_threshold":
+      return value === null || value === undefined ? null : `--soka-energy ${value}`;
+    case "factor_out":
+    case "factor_in":
+      return value === null || value === undefined ? null : "--soka-factors M,N";
     case "lora_dropout":
     case "dropout":
       return `--dropout ${value}`;

@@ -36,6 +36,10 @@ export const DEFAULT_LR: Record<string, number> = {
   dora: 2e-3,
   rslora: 2e-3,
   pissa: 2e-3,
+  // Not measured yet: the low-rank default (LoRA-SB's authors sweep 1e-4 to 5e-3 on GLUE).
+  hut: 2e-3,
+  soka: 2e-3,
+  lora_sb: 2e-3,
   adapter: 1e-3,
   ia3: 5e-2,
   ssf: 5e-2,

@@ -67,6 +67,15 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     default: "houlsby",
     choices: ["houlsby", "pfeiffer", "parallel"],
   },
+  { name: "soka-factors", type: "list", meta: "M,N", help: "soka: U_k is M×N and V_k (out/M)×(in/N) (default: balanced factors)" },
+  { name: "soka-energy", type: "number", meta: "T", help: "soka: per-layer rank from the energy threshold T and the elbow, at most --r", exclusiveMin: 0, max: 1 },
+  {
+    name: "lora-sb-eta",
+    type: "number",
+    meta: "η",
+    help: "lora_sb: step size of the approximated first step −η·sign(ΣG) (default: --lr / --warmup when --warmup counts steps, else --lr)",
+    exclusiveMin: 0,
+  },
   { name: "output-dir", type: "string", meta: "DIR", help: "where the adapter, checkpoints and metrics go", required: true },
   {
     name: "epochs",
@@ -106,6 +115,14 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   },
 ];
 
+/** --soka-factors M,N → [M, N]. */
+function sokaFactors(v: string[] | undefined): [number, number] | undefined {
+  if (!v) return undefined;
+  const n = v.map(Number);
+  if (n.length !== 2 || !n.every((x) => Number.isInteger(x) && x >= 1)) throw new UsageError(`--soka-factors: want two positive integers M,N, got "${v.join(",")}"`);
+  return [n[0], n[1]];
+}
+
 export const trainCommand: CommandSpec = {
   name: "train",
   summary: "Fine-tune a model with a PEFT method on your data; writes an HF PEFT adapter folder.",
@@ -135,6 +152,10 @@ export const trainCommand: CommandSpec = {
         numVirtualTokens: o.numVirtualTokens as number,
         bottleneckSize: o.bottleneckSize as number,
         adapterType: o.adapterType as "houlsby",
+        sokaFactors: sokaFactors(o.sokaFactors as string[] | undefined),
+        sokaEnergy: o.sokaEnergy as number | undefined,
+        // The authors' η is the first optimizer step's learning rate (lr / warm-up steps).
+        loraSbEta: (o.loraSbEta as number | undefined) ?? (o.lr as number) / Math.max(1, (o.warmup as number) >= 1 ? (o.warmup as number) : 1),
       });
     } catch (e) {
       if (e instanceof MethodError) throw new UsageError(e.message);

@@ -3,10 +3,12 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
+import { ParamCounter } from "../../compare/param-count.js";
 import { gradCheck } from "../../engine/autodiff/gradcheck.js";
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import type { Tensor } from "../../engine/trace/tensor.js";
 import { WeightContext } from "../../nn/context.js";
+import { GOLDEN_MODELS } from "../../testing/paths.js";
 import { matrix } from "../../util/linalg.js";
 import { Rng } from "../../util/rng.js";
 import { loadTestModel, maxAbsDiff, randomIds } from "../conformance.js";
@@ -201,5 +203,29 @@ describe("LoRA-SB", () => {
     assert.throws(() => LORA_SB.calibration?.(peft.info, LORA_SB.parseConfig({ r: 33 }, "cfg")), /^PeftConfigError: LoRA-SB config: r = 33 exceeds min\(in, out\) = 32 of "model.layers.0.self_attn.q_proj"$/);
     assert.throws(() => LORA_SB.parseConfig({ eta: 0 }, "cfg"), /"eta" must be > 0/);
     await model.release();
+  });
+});
+
+describe("LoRA-SB and SoKA in compare's parameter counts", () => {
+  test("counted from expected shapes: r² per layer for LoRA-SB (no calibration needed), U and V but not U⁰, V⁰ for SoKA; ranks stop where the layers do", async () => {
+    const dir = join(GOLDEN_MODELS, "llama_basic");
+    const counter = new ParamCounter();
+    try {
+      // methodConfig's default targets: all-linear, 7 layers × 2 blocks, smallest side 32.
+      const sb = await counter.candidates(dir, "lora_sb");
+      assert.deepEqual(
+        sb.map((c) => [c.value, c.params]),
+        [1, 2, 4, 8, 16, 32].map((r) => [r, 14 * r * r]),
+      );
+      const soka = await counter.candidates(dir, "soka");
+      // q/k/v/o 32×32: factors 4×4 and 8×8 (16 terms); gate/up 64×32: 8×4, 8×8; down 32×64: 4×8, 8×8 (32 terms).
+      const perTerm = 2 * (4 * (16 + 64) + 2 * (32 + 64) + (32 + 64));
+      assert.deepEqual(
+        soka.map((c) => [c.value, c.params]),
+        [1, 2, 4, 8, 16].map((r) => [r, r * perTerm]),
+      );
+    } finally {
+      await counter.release();
+    }
   });
 });
