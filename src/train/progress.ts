@@ -3,6 +3,8 @@ export interface ProgressInfo {
   step: number;
   total: number;
   loss: number;
+  /** The method's own loss term (KaSA's regulariser), when it has one. */
+  methodLoss?: number;
   tokensPerSecond: number;
   elapsedSeconds: number;
   lr: number;
@@ -28,19 +30,20 @@ export class Progress {
 
   update(p: ProgressInfo): void {
     const eta = p.step > 0 ? (p.elapsedSeconds / p.step) * (p.total - p.step) : Number.NaN;
+    const ml = p.methodLoss === undefined ? "" : `method_loss ${p.methodLoss.toExponential(3)} `;
     if (this.tty) {
       const width = 24;
       const filled = Math.round((p.step / p.total) * width);
       const bar = `${"█".repeat(filled)}${"░".repeat(width - filled)}`;
       this.out.write(
-        `\r${bar} ${p.step}/${p.total}  loss ${p.loss.toFixed(4)}  ${p.tokensPerSecond.toFixed(0)} tok/s  lr ${p.lr.toExponential(2)}  ETA ${fmtTime(eta)}  `,
+        `\r${bar} ${p.step}/${p.total}  loss ${p.loss.toFixed(4)}  ${ml ? `${ml} ` : ""}${p.tokensPerSecond.toFixed(0)} tok/s  lr ${p.lr.toExponential(2)}  ETA ${fmtTime(eta)}  `,
       );
       return;
     }
     if (p.step === p.total || p.step - this.lastLine >= this.logEvery) {
       this.lastLine = p.step;
       this.out.write(
-        `step ${p.step}/${p.total} loss ${p.loss.toFixed(4)} tokens/s ${p.tokensPerSecond.toFixed(0)} lr ${p.lr.toExponential(2)} elapsed ${fmtTime(p.elapsedSeconds)} eta ${fmtTime(eta)}\n`,
+        `step ${p.step}/${p.total} loss ${p.loss.toFixed(4)} ${ml}tokens/s ${p.tokensPerSecond.toFixed(0)} lr ${p.lr.toExponential(2)} elapsed ${fmtTime(p.elapsedSeconds)} eta ${fmtTime(eta)}\n`,
       );
     }
   }

@@ -4,6 +4,7 @@
  * The final adapter files are written only at the end, so an output folder with an
  * adapter_config.json is always a finished run.
  */
+
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { writeFileAtomic } from "../io/atomic-write.js";
@@ -12,6 +13,7 @@ import type { PreTrainedTokenizer } from "../io/tokenizer.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
 import { PeftModel } from "../tuners/peft-model.js";
 import { PeftTrainer } from "../tuners/train.js";
+import type { CalibrationStats } from "../tuners/tuner.js";
 import { latestCheckpoint } from "./checkpoint.js";
 import { BatchStream, type Example, IGNORE_INDEX } from "./data/index.js";
 import type { CompletionItem, EvalBatch } from "./evaluate.js";
@@ -24,6 +26,8 @@ export interface RunOptions extends Omit<TrainerArgs, "outputDir"> {
   model: PreTrainedModel;
   tokenizer: PreTrainedTokenizer;
   peftConfig: Record<string, unknown>;
+  /** Calibration statistics for methods that initialise from data (see PeftModel.addAdapter). */
+  calibration?: CalibrationStats;
   train: Example[];
   eval: Example[];
   batchSize: number;
@@ -108,7 +112,7 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
     : [];
   const classification = o.model.head === "sequence_classification";
   if (o.labels && o.resume) checkResumedLabels(o.outputDir, o.labels);
-  const peft = PeftModel.create(o.model, o.peftConfig, { seed: o.seed ?? 42 });
+  const peft = PeftModel.create(o.model, o.peftConfig, { seed: o.seed ?? 42, calibration: o.calibration });
   if (o.labels) saveLabelsWithAdapter(peft, o.labels);
   const { trainable, total } = peft.parameterCounts();
   const trainer = await PeftTrainer.create(peft, {

@@ -12,7 +12,7 @@ import { faultPoint } from "../io/fault.js";
 import type { PreTrainedTokenizer } from "../io/tokenizer.js";
 import { adapterConfigJson, readAdapter } from "../tuners/format.js";
 import type { PeftModel } from "../tuners/peft-model.js";
-import type { PeftTrainer, TrainBatch } from "../tuners/train.js";
+import { METHOD_LOSS, type PeftTrainer, type TrainBatch } from "../tuners/train.js";
 import {
   checkCheckpointConfig,
   checkCheckpointSeed,
@@ -205,8 +205,7 @@ export class Trainer {
         checkCheckpointConfig(dir, adapterDir, adapterConfigJson(adapter, this.target.peft.base));
         state = ck.state;
         const { tensors } = readAdapter(this.target.peft, adapterDir);
-        this.target.peft.setAdapterTensors(adapter.name, tensors);
-        this.target.trainer.step.setState({ step: state.step, tensors: ck.optimizer, params: Object.fromEntries(tensors) });
+        this.target.trainer.restore(state.step, ck.optimizer, tensors);
         lastCheckpoint = dir;
         savedStep = state.step;
         lastLoss = this.truncateMetrics(state.step);
@@ -226,6 +225,7 @@ export class Trainer {
       const lr = learningRate(schedule, args.lr, state.step, total, warm);
       let res: StepResult;
       let lossSum = 0;
+      let methodLossSum: number | null = null;
       let stepTokens = 0;
       for (let m = 0; m < accum; m++) {
         const b = this.train.batch(state.epoch, state.batchIndex);
@@ -233,6 +233,8 @@ export class Trainer {
         if (accum === 1) res = await this.target.trainer.train(b, { lr, seed: s });
         else res = await this.target.trainer.accumulate(b, { seed: s });
         lossSum += res.loss;
+        const ml = res.metrics[METHOD_LOSS];
+        if (ml !== undefined) methodLossSum = (methodLossSum ?? 0) + ml;
         stepTokens += b.tokens;
         state.microStep++;
         state.batchIndex++;
@@ -242,14 +244,18 @@ export class Trainer {
         }
       }
       const loss = lossSum / accum;
-      if (!Number.isFinite(loss)) {
+      // A method's own loss (KaSA's regulariser) is logged beside the task loss, not in it.
+      const methodLoss = methodLossSum === null ? null : methodLossSum / accum;
+      const badTerm = !Number.isFinite(loss) ? "loss" : methodLoss !== null && !Number.isFinite(methodLoss) ? "method loss" : null;
+      if (badTerm) {
+        const bad = badTerm === "loss" ? loss : methodLoss;
         stoppedBy = "non_finite_loss";
         this.progress.line(
-          `loss is ${loss} at step ${state.step + 1}: training stopped. The adapter was not saved past ${lastCheckpoint ?? "the start (no checkpoint yet)"}; lower the learning rate or check the data.`,
+          `${badTerm} is ${bad} at step ${state.step + 1}: training stopped. The adapter was not saved past ${lastCheckpoint ?? "the start (no checkpoint yet)"}; lower the learning rate or check the data.`,
         );
-        this.log({ step: state.step + 1, event: "non_finite_loss", loss: String(loss) });
+        this.log({ step: state.step + 1, event: "non_finite_loss", [badTerm === "loss" ? "loss" : "method_loss"]: String(bad) });
         throw new NonFiniteLossError(
-          `non-finite loss (${loss}) at step ${state.step + 1}; last good checkpoint: ${lastCheckpoint ?? "none"}`,
+          `non-finite ${badTerm} (${bad}) at step ${state.step + 1}; last good checkpoint: ${lastCheckpoint ?? "none"}`,
         );
       }
       let gradNorm: number;
@@ -265,8 +271,25 @@ export class Trainer {
         windowTokens = 0;
         windowStart = Date.now();
       }
-      this.log({ step: state.step, epoch: state.epoch, loss, lr, grad_norm: gradNorm, tokens: state.tokensSeen, elapsed });
-      this.progress.update({ step: state.step, total, loss, tokensPerSecond: tps, elapsedSeconds: elapsed, lr });
+      this.log({
+        step: state.step,
+        epoch: state.epoch,
+        loss,
+        ...(methodLoss !== null ? { method_loss: methodLoss } : {}),
+        lr,
+        grad_norm: gradNorm,
+        tokens: state.tokensSeen,
+        elapsed,
+      });
+      this.progress.update({
+        step: state.step,
+        total,
+        loss,
+        ...(methodLoss !== null ? { methodLoss } : {}),
+        tokensPerSecond: tps,
+        elapsedSeconds: elapsed,
+        lr,
+      });
       let early = false;
       if (this.evalSet && args.evalSteps && (state.step % args.evalSteps === 0 || state.step === total)) {
         lastEval = await this.evaluate();

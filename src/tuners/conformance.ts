@@ -22,6 +22,7 @@ import { FrozenNormDoraContext, frozenDoraNorms } from "./lora/dora-reference.js
 import { ModulesToSaveContext, modulesToSaveKeys } from "./modules-to-save.js";
 import { PeftModel } from "./peft-model.js";
 import { PeftTrainer, shiftLabels } from "./train.js";
+import type { CalibrationStats } from "./tuner.js";
 
 export type TestModel = "llama_basic" | "llama_gqa_tied" | "qwen2" | "gpt2" | "bert_seq_cls" | "roberta_seq_cls" | "vit_cls";
 
@@ -64,6 +65,8 @@ export interface ConformanceCase {
   mixedBatch?: boolean;
   /** Elements checked per adapter tensor in the gradient check, every tensor is checked (default 3). */
   gradElements?: number;
+  /** Calibration statistics, for methods whose initialisation needs data (CorDA, LoRA-SB). */
+  calibration?: CalibrationStats;
 }
 
 const vocabOf = (m: PreTrainedModel) => (m.config.vocab_size as number) ?? 100;
@@ -77,7 +80,7 @@ export function runConformance(c: ConformanceCase): void {
       const model = await loadTestModel(c.model);
       const ids = randomIds(2, 6, vocabOf(model));
       const base = await logits(model, ids);
-      const peft = PeftModel.create(model, c.identityConfig as Record<string, unknown>, { seed: 1 });
+      const peft = PeftModel.create(model, c.identityConfig as Record<string, unknown>, { seed: 1, calibration: c.calibration });
       assert.ok(maxAbsDiff(await logits(peft, ids), base) < 1e-6);
       await model.release();
     });
@@ -88,7 +91,7 @@ export function runConformance(c: ConformanceCase): void {
       const model = await loadTestModel(c.model);
       const ids = randomIds(2, 7, vocabOf(model));
       const base = await logits(model, ids);
-      const peft = PeftModel.create(model, c.config, { seed: 2 });
+      const peft = PeftModel.create(model, c.config, { seed: 2, calibration: c.calibration });
       const unmerged = await logits(peft, ids);
       assert.ok(maxAbsDiff(unmerged, base) > 1e-3, "the adapter changes nothing");
       peft.mergeAdapter();
@@ -109,8 +112,8 @@ export function runConformance(c: ConformanceCase): void {
     try {
       const model = await loadTestModel(c.model);
       const ids = randomIds(2, 5, vocabOf(model));
-      const peft = PeftModel.create(model, c.config, { seed: 3 });
-      peft.addAdapter("second", c.config, { seed: 4 });
+      const peft = PeftModel.create(model, c.config, { seed: 3, calibration: c.calibration });
+      peft.addAdapter("second", c.config, { seed: 4, calibration: c.calibration });
       const before = await logits(peft, ids);
       peft.savePretrained(dir);
       const cfg = JSON.parse(readFileSync(join(dir, ADAPTER_CONFIG), "utf8"));
@@ -141,8 +144,8 @@ export function runConformance(c: ConformanceCase): void {
     test(`${c.name}: rows of a mixed-adapter batch equal separate runs`, async () => {
       const model = await loadTestModel(c.model);
       const ids = randomIds(3, 5, vocabOf(model));
-      const peft = PeftModel.create(model, c.config, { seed: 5 });
-      peft.addAdapter("other", c.config, { seed: 6 });
+      const peft = PeftModel.create(model, c.config, { seed: 5, calibration: c.calibration });
+      peft.addAdapter("other", c.config, { seed: 6, calibration: c.calibration });
       const mixed = (await peft.forward({ inputIds: ids, adapterNames: ["default", "__base__", "other"] })).logits?.data as Float32Array;
       const per = mixed.length / 3;
       const rowOf = async (name: string | null, row: number) => {
@@ -161,7 +164,7 @@ export function runConformance(c: ConformanceCase): void {
   test(`${c.name}: one optimizer step changes only adapter tensors`, async () => {
     const model = await loadTestModel(c.model);
     const baseCopy = new Map([...model.weights].map(([k, t]) => [k, Float32Array.from(t.data as Float32Array)]));
-    const peft = PeftModel.create(model, c.config, { seed: 7 });
+    const peft = PeftModel.create(model, c.config, { seed: 7, calibration: c.calibration });
     const before = new Map([...peft.adapter("default").tensors].map(([k, t]) => [k, Float32Array.from(t.data as Float32Array)]));
     const trainer = await PeftTrainer.create(peft, { optimizer: { kind: "adamw" } });
     const ids = randomIds(2, 6, vocabOf(model));
@@ -170,8 +173,13 @@ export function runConformance(c: ConformanceCase): void {
     assert.ok(Number.isFinite(r.loss));
     for (const [k, t] of model.weights) assert.deepEqual(t.data, baseCopy.get(k), `base weight ${k} changed`);
     let changed = 0;
-    for (const [k, t] of peft.adapter("default").tensors)
-      if (maxAbsDiff(t.data as Float32Array, before.get(k) as Float32Array) > 0) changed++;
+    const a = peft.adapter("default");
+    for (const [k, t] of a.tensors) {
+      const moved = maxAbsDiff(t.data as Float32Array, before.get(k) as Float32Array) > 0;
+      // Tensors the method keeps fixed (Tuner.trainable) must not move at all.
+      if (a.tuner.trainable?.(k, a.config) === false) assert.ok(!moved, `fixed adapter tensor ${k} changed`);
+      else if (moved) changed++;
+    }
     assert.ok(changed > 0, "no adapter tensor changed");
     await trainer.release();
     await model.release();
@@ -179,7 +187,7 @@ export function runConformance(c: ConformanceCase): void {
 
   test(`${c.name}: gradients of every adapter tensor match f64 finite differences`, async () => {
     const model = await loadTestModel(c.model);
-    const peft = PeftModel.create(model, c.config, { seed: 8 });
+    const peft = PeftModel.create(model, c.config, { seed: 8, calibration: c.calibration });
     const a = peft.adapter("default");
     const keys = [...a.tensors.keys()];
     const weightNames = [...model.weights.keys()];
@@ -221,14 +229,20 @@ export function runConformance(c: ConformanceCase): void {
         const normOf = (k: string) => xs[off + weightNames.length + 3 + normKeys.indexOf(k)];
         let ctx: ForwardContext = new WeightContext((n) => w.get(n), new Set(weightNames));
         if (mts.size) ctx = new ModulesToSaveContext(ctx, mts, tensor);
+        const wrapOpts = { adapterName: "default", tensor, rowMask: null, training: false, seed: null };
         ctx = frozenNorms
           ? new FrozenNormDoraContext(ctx, peft.info, lora, tensor, normOf)
-          : a.tuner.wrap(ctx, peft.info, a.config, { adapterName: "default", tensor, rowMask: null, training: false, seed: null });
+          : a.tuner.wrap(ctx, peft.info, a.config, wrapOpts);
         const out = model.traceForward(ctx, { input_ids: inIds, attention_mask: inMask });
-        return crossEntropy(out.logits as Tensor, inLabels);
+        const task = crossEntropy(out.logits as Tensor, inLabels);
+        // The objective the trainer minimises: the task loss plus the method's own (Tuner.loss).
+        const reg = a.tuner.loss?.(peft.info, a.config, wrapOpts) ?? null;
+        return reg ? task.add(reg.cast(task.dtype)) : task;
       };
+    // Fixed tensors (Tuner.trainable false) get no gradient in training: only trained ones are checked.
+    const trained = keys.map((k, i) => [k, i] as const).filter(([k]) => a.tuner.trainable?.(k, a.config) !== false);
     const res = gradCheck(forward(false), inputs, {
-      wrt: keys.map((_, i) => i),
+      wrt: trained.map(([, i]) => i),
       maxElements: c.gradElements ?? 3,
       // With 3 elements a tensor's sampled gradient can be ~1e-4, where h = 1e-6 leaves rounding
       // noise of ~5e-10 (relative ~5e-6); h = 1e-5 keeps every case below 1e-7 (measured).
@@ -237,10 +251,10 @@ export function runConformance(c: ConformanceCase): void {
       reference: dora ? forward(true) : undefined,
     });
     const worst = res.relErrors
-      .map((e, i) => [e, keys[i]] as const)
+      .map((e, i) => [e, trained[i][0]] as const)
       .filter(([e]) => !(e <= 1e-6))
       .map(([e, k]) => `${k}: ${e.toExponential(2)}`);
-    assert.deepEqual(worst, [], `relative errors above 1e-6 (of ${keys.length} tensors)`);
+    assert.deepEqual(worst, [], `relative errors above 1e-6 (of ${trained.length} tensors)`);
     await model.release();
   });
 }

@@ -20,7 +20,7 @@ import { addWeightedAdapter, type WeightedAdapterOptions } from "./lora/weighted
 import { modelInfo } from "./model-info.js";
 import { createModulesToSave, ModulesToSaveContext, modulesToSaveKeys } from "./modules-to-save.js";
 import { tunerFor } from "./registry.js";
-import type { ModelInfo, Tuner } from "./tuner.js";
+import type { CalibrationRequest, CalibrationStats, ModelInfo, Tuner } from "./tuner.js";
 
 export type AnyConfig = CommonConfig & { modulesToSave?: string[] | null };
 
@@ -43,6 +43,43 @@ export function parsePeftConfig(raw: Readonly<Record<string, unknown>>, where = 
   if (typeof type !== "string") throw new PeftConfigError(`${where}: field "peft_type" is required (e.g. "LORA")`);
   const tuner = tunerFor(type);
   return { tuner, config: tuner.parseConfig(norm, where) as AnyConfig };
+}
+
+export interface AddAdapterOptions {
+  /** Seed of the initialisation's random stream (default 0). */
+  seed?: number;
+  /**
+   * Statistics from a calibration pass (src/calibration/), for methods whose initialisation needs
+   * data (CorDA, LoRA-SB): see calibrationRequest().
+   */
+  calibration?: CalibrationStats;
+}
+
+/**
+ * What a calibration pass must collect before an adapter of this config can be created on this
+ * model, or null when the method needs no data.
+ */
+export function calibrationRequest(model: PreTrainedModel, config: Readonly<Record<string, unknown>>): CalibrationRequest | null {
+  const { tuner, config: cfg } = parsePeftConfig(config);
+  return tuner.calibration?.(modelInfo(model), cfg) ?? null;
+}
+
+function checkCalibration(tuner: Tuner, req: CalibrationRequest, stats: CalibrationStats | undefined): void {
+  if (!stats)
+    throw new PeftConfigError(
+      `${tuner.peftType}: this initialisation needs calibration data (library: addAdapter(..., { calibration }) from runCalibration; CLI: --calibration-data FILE)`,
+    );
+  for (const path of req.layers) {
+    const missing =
+      req.inputCovariance && !stats.inputCovariance.has(path)
+        ? "input covariance"
+        : req.gradientSum && !stats.gradientSum.has(`${path}.weight`)
+          ? "gradient sum"
+          : req.gradientSquareSum && !stats.gradientSquareSum.has(`${path}.weight`)
+            ? "squared-gradient sum"
+            : null;
+    if (missing) throw new PeftConfigError(`${tuner.peftType}: the calibration statistics have no ${missing} for layer "${path}"`);
+  }
 }
 
 export class PeftModel {
@@ -73,10 +110,16 @@ export class PeftModel {
   static create(
     model: PreTrainedModel,
     config: Readonly<Record<string, unknown>>,
-    opts: { adapterName?: string; seed?: number } = {},
+    opts: AddAdapterOptions & { adapterName?: string } = {},
   ): PeftModel {
     const peft = new PeftModel(model);
-    peft.addAdapter(opts.adapterName ?? "default", config, { seed: opts.seed });
+    try {
+      peft.addAdapter(opts.adapterName ?? "default", config, opts);
+    } catch (e) {
+      // A config that fails must leave the model free to try again.
+      model.contextWrapper = null;
+      throw e;
+    }
     return peft;
   }
 
@@ -101,12 +144,14 @@ export class PeftModel {
   }
 
   /** Adds an adapter with fresh tensors; it becomes the active one if none is active. */
-  addAdapter(name: string, config: Readonly<Record<string, unknown>>, opts: { seed?: number } = {}): Adapter {
+  addAdapter(name: string, config: Readonly<Record<string, unknown>>, opts: AddAdapterOptions = {}): Adapter {
     this.checkUsable();
     if (this.adapters.has(name)) throw new PeftConfigError(`an adapter named "${name}" already exists`);
     if (name === BASE_ROW) throw new PeftConfigError(`"${BASE_ROW}" is reserved for base-model rows`);
     const { tuner, config: cfg } = parsePeftConfig(config);
-    const created = tuner.create(this.info, cfg, new Rng(opts.seed ?? 0));
+    const request = tuner.calibration?.(this.info, cfg) ?? null;
+    if (request) checkCalibration(tuner, request, opts.calibration);
+    const created = tuner.create(this.info, cfg, new Rng(opts.seed ?? 0), request ? { calibration: opts.calibration } : {});
     for (const [k, v] of createModulesToSave(this.info, cfg.modulesToSave ?? null)) created.tensors.set(k, v);
     if (created.baseEdits) {
       for (const [w, t] of created.baseEdits) this.base.weights.set(w, t);
@@ -435,7 +480,10 @@ export class PeftModel {
 
   // ---- reporting ----
 
-  /** Trainable parameters (the active adapters') and all parameters (base + every adapter). */
+  /**
+   * Trainable parameters (the active adapters', less the tensors their method keeps fixed) and all
+   * parameters (base + every adapter tensor).
+   */
   parameterCounts(): { trainable: number; total: number } {
     const seen = new Set<HostTensor>();
     let base = 0;
@@ -448,9 +496,14 @@ export class PeftModel {
     let adapters = 0;
     for (const a of this.adapters.values()) {
       let n = 0;
-      for (const t of a.tensors.values()) n += t.data.length;
+      let fixed = 0;
+      for (const [k, t] of a.tensors) {
+        n += t.data.length;
+        if (a.tuner.trainable?.(k, a.config) === false) fixed += t.data.length;
+      }
       adapters += n;
-      if (this.active.includes(a.name)) trainable += n;
+      // Tensors the method never trains (VeRA's projections) count in the total only.
+      if (this.active.includes(a.name)) trainable += n - fixed;
     }
     return { trainable, total: base + adapters };
   }

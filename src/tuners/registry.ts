@@ -1,7 +1,7 @@
 /** peft_type → tuner. A new method is a folder plus one line here. */
 import { BOTTLENECK } from "./adapter/index.js";
 import { BITFIT } from "./bitfit/index.js";
-import { PeftConfigError } from "./config.js";
+import { type CommonConfig, PeftConfigError } from "./config.js";
 import { HUT } from "./hut/index.js";
 import { IA3 } from "./ia3/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
@@ -13,7 +13,7 @@ import { SOKA } from "./soka/index.js";
 import { SSF } from "./ssf/index.js";
 import type { Tuner } from "./tuner.js";
 
-const TUNERS: readonly Tuner<never>[] = [
+const TUNERS: Tuner<never>[] = [
   LORA,
   IA3,
   SSF,
@@ -31,6 +31,15 @@ export function tunerFor(peftType: string): Tuner {
   const t = TUNERS.find((x) => x.peftType === peftType);
   if (!t) throw new PeftConfigError(`peft_type "${peftType}" is not supported (supported: ${TUNERS.map((x) => x.peftType).join(", ")})`);
   return t as unknown as Tuner;
+}
+
+/**
+ * Adds a method at run time (a method kept outside this tree, or a test's toy method). Its
+ * peft_type must be new.
+ */
+export function registerTuner<C extends CommonConfig>(t: Tuner<C>): void {
+  if (TUNERS.some((x) => x.peftType === t.peftType)) throw new PeftConfigError(`peft_type "${t.peftType}" is already registered`);
+  TUNERS.push(t as unknown as Tuner<never>);
 }
 
 export function supportedPeftTypes(): string[] {

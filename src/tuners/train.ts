@@ -15,7 +15,8 @@ import { type ForwardContext, ModelError, WeightContext } from "../nn/context.js
 import { dropLeading } from "../nn/prompt.js";
 import { PeftConfigError } from "./config.js";
 import { ModulesToSaveContext, modulesToSaveKeys } from "./modules-to-save.js";
-import type { PeftModel } from "./peft-model.js";
+import type { AnyConfig, PeftModel } from "./peft-model.js";
+import type { Tuner, WrapOptions } from "./tuner.js";
 
 export interface PeftTrainerOptions {
   /** The adapter to train (default: the only active one). */
@@ -114,6 +115,24 @@ function zerosLike(ids: HostTensor): HostTensor {
   return hostTensor("i64", [...ids.shape], new BigInt64Array(ids.data.length));
 }
 
+/** Frozen-input names of an adapter's fixed tensors, apart from the base weights' names. */
+const FROZEN_ADAPTER = "adapter:";
+/** StepResult.metrics keys when the method adds a loss (Tuner.loss): the two terms apart. */
+export const TASK_LOSS = "task_loss";
+export const METHOD_LOSS = "method_loss";
+
+function isTrainableKey(tuner: Tuner, config: AnyConfig, key: string): boolean {
+  return tuner.trainable?.(key, config) ?? true;
+}
+
+/** StepResult.loss is the task loss; a method's loss stays in metrics.method_loss. */
+function splitLoss(res: StepResult): StepResult {
+  const task = res.metrics[TASK_LOSS];
+  if (task === undefined) return res;
+  const { [TASK_LOSS]: _, ...metrics } = res.metrics;
+  return { ...res, loss: task, metrics };
+}
+
 export class PeftTrainer {
   private constructor(
     private readonly peft: PeftModel,
@@ -134,13 +153,16 @@ export class PeftTrainer {
     const head = model.head;
     const params: Record<string, TensorDecl> = {};
     const init: Record<string, HostTensor> = {};
-    for (const [k, t] of a.tensors) {
-      params[k] = { dtype: t.dtype, shape: t.shape };
-      init[k] = t;
-    }
     const frozen: Record<string, HostTensor> = Object.fromEntries(model.weights);
+    for (const [k, t] of a.tensors) {
+      // Tensors the method keeps fixed (VeRA's projections, ...) are frozen inputs of the step.
+      if (isTrainableKey(a.tuner, a.config, k)) {
+        params[k] = { dtype: t.dtype, shape: t.shape };
+        init[k] = t;
+      } else frozen[FROZEN_ADAPTER + k] = t;
+    }
     const frozenDecl: Record<string, TensorDecl> = Object.fromEntries(
-      [...model.weights].map(([k, t]) => [k, { dtype: t.dtype, shape: t.shape }]),
+      Object.entries(frozen).map(([k, t]) => [k, { dtype: t.dtype, shape: t.shape }]),
     );
     const tokenTypes = model.usesTokenTypeIds;
     const mts = modulesToSaveKeys(peft.info, a.config.modulesToSave ?? null);
@@ -156,19 +178,25 @@ export class PeftTrainer {
         loss: ({ params: p, frozen: f, batch, seed }) => {
           let ctx: ForwardContext = new WeightContext((n) => f[n], new Set(Object.keys(f)));
           const tensor = (k: string): Tensor => {
-            const t = p[k];
+            const t = p[k] ?? f[FROZEN_ADAPTER + k];
             if (!t) throw new PeftConfigError(`adapter "${name}" has no tensor "${k}"`);
             return t;
           };
           if (mts.size) ctx = new ModulesToSaveContext(ctx, mts, tensor);
-          ctx = a.tuner.wrap(ctx, peft.info, a.config, { adapterName: name, tensor, rowMask: null, training: true, seed });
+          const wrapOpts: WrapOptions = { adapterName: name, tensor, rowMask: null, training: true, seed };
+          ctx = a.tuner.wrap(ctx, peft.info, a.config, wrapOpts);
           const out = model.traceForward(ctx, stepModelInputs(batch));
           if (!out.logits) throw new ModelError(`a ${head} model has no logits to train on`);
           // Soft tokens (prompt tuning) add logits in front, which PEFT labels −100: the loss skips
           // them instead (same value), by a gather since the sequence length is symbolic.
           const logits =
             prefix && head !== "sequence_classification" ? dropLeading(out.logits, prefix, 1, batch.input_ids.shape[1]) : out.logits;
-          return crossEntropy(logits, batch.labels, { ignoreIndex: IGNORE });
+          const task = crossEntropy(logits, batch.labels, { ignoreIndex: IGNORE });
+          const reg = a.tuner.loss?.(peft.info, a.config, wrapOpts) ?? null;
+          if (!reg) return task;
+          if (reg.rank !== 0) throw new PeftConfigError(`${a.tuner.peftType}: the method loss must be a scalar`);
+          const methodLoss = reg.cast(task.dtype);
+          return { loss: task.add(methodLoss), metrics: { [TASK_LOSS]: task, [METHOD_LOSS]: methodLoss } };
         },
       },
       { params: init, frozen },
@@ -187,17 +215,34 @@ export class PeftTrainer {
   async train(batch: TrainBatch, opts: { lr: number; seed?: number }): Promise<StepResult> {
     const res = await this.step.step(this.prepare(batch), opts);
     this.peft.setAdapterTensors(this.adapterName, new Map(Object.entries(this.step.getParams())));
-    return res;
+    return splitLoss(res);
   }
 
   /** Gradient accumulation: adds one micro-batch's gradients (no update yet). */
-  accumulate(batch: TrainBatch, opts: { seed?: number } = {}): Promise<StepResult> {
-    return this.step.accumulate(this.prepare(batch), opts);
+  async accumulate(batch: TrainBatch, opts: { seed?: number } = {}): Promise<StepResult> {
+    return splitLoss(await this.step.accumulate(this.prepare(batch), opts));
+  }
+
+  /**
+   * Puts a checkpoint back: the adapter's tensors (trained and fixed ones) and the optimizer
+   * state at `step`.
+   */
+  restore(step: number, optimizer: Record<string, HostTensor>, tensors: ReadonlyMap<string, HostTensor>): void {
+    const a = this.peft.adapter(this.adapterName);
+    const params: Record<string, HostTensor> = {};
+    const fixed: Record<string, HostTensor> = {};
+    for (const [k, t] of tensors) {
+      if (isTrainableKey(a.tuner, a.config, k)) params[k] = t;
+      else fixed[FROZEN_ADAPTER + k] = t;
+    }
+    this.step.setFrozen(fixed);
+    this.step.setState({ step, tensors: optimizer, params });
+    this.peft.setAdapterTensors(this.adapterName, new Map(tensors));
   }
 
   /** Gradient accumulation: one update with the mean accumulated gradient. */
   async apply(opts: { lr: number }): Promise<StepResult> {
-    const res = await this.step.apply(opts);
+    const res = splitLoss(await this.step.apply(opts));
     this.peft.setAdapterTensors(this.adapterName, new Map(Object.entries(this.step.getParams())));
     return res;
   }

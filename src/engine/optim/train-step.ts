@@ -338,6 +338,17 @@ export class TrainStep {
     this.steps = s.step;
   }
 
+  /** Replaces some frozen inputs (each must be declared, with its dtype and shape). */
+  setFrozen(values: Record<string, HostTensor>): void {
+    const decls = this.def.frozen ?? {};
+    for (const [k, t] of Object.entries(values)) {
+      const d = decls[k];
+      if (!d) throw new EngineUsageError(`unexpected frozen tensor "${k}"`);
+      checkTensors("frozen tensor", { [k]: d }, { [k]: t });
+      this.frozen[k] = t;
+    }
+  }
+
   async release(): Promise<void> {
     await this.exec.release();
     if (this.accExec) await (await this.accExec).release();
