@@ -11,7 +11,7 @@ import { WeightContext } from "../../nn/context.js";
 import { GOLDEN_MODELS } from "../../testing/paths.js";
 import { matrix } from "../../util/linalg.js";
 import { Rng } from "../../util/rng.js";
-import { loadTestModel, maxAbsDiff, randomIds } from "../conformance.js";
+import { loadTestModel, maxAbsDiff, randomIds, runConformance } from "../conformance.js";
 import { maxDiff, probe, randomTensor } from "../ia3/testing.js";
 import { PeftModel } from "../peft-model.js";
 import { parseLoraSbConfig } from "./config.js";
@@ -69,7 +69,25 @@ function twoPatternGradients(seed: number) {
   return { g, rankOne, full };
 }
 
+// Calibration statistics (prescribed gradient sums) for the conformance suite, made once per model.
+async function conformanceStats(name: "llama_basic" | "gpt2", config: Record<string, unknown>) {
+  const model = await loadTestModel(name);
+  try {
+    return statsFor(model, config, randomGradients(11));
+  } finally {
+    await model.release();
+  }
+}
+const LLAMA_CFG = { peftType: "LORA_SB", r: 4, eta: 0.05 };
+const GPT2_CFG = { peftType: "LORA_SB", r: 3, loraAlpha: 6, eta: 0.05, targetModules: "all-linear" };
+const llamaStats = await conformanceStats("llama_basic", LLAMA_CFG);
+const gpt2Stats = await conformanceStats("gpt2", GPT2_CFG);
+
 describe("LoRA-SB", () => {
+  // Not a no-op at init (it starts one approximate full fine-tuning step away): no identity config.
+  runConformance({ name: "LoRA-SB on llama (q_proj, v_proj; r = 4)", model: "llama_basic", config: LLAMA_CFG, calibration: llamaStats });
+  runConformance({ name: "LoRA-SB on GPT-2 Conv1D (all-linear, r = 3, α = 6)", model: "gpt2", config: GPT2_CFG, calibration: gpt2Stats });
+
   test("initial s·B·R·A = the rank-r truncation of −η·sign(G), in closed form (llama and GPT-2's [in, out] gradients; s = 1 and 2)", async () => {
     for (const name of ["llama_basic", "gpt2"] as const)
       for (const [r, alpha, eta] of [
@@ -186,6 +204,9 @@ describe("LoRA-SB", () => {
 
   test("calibration request, trainable keys, JSON, and one-line errors (no calibration, missing layer, r too large)", async () => {
     const model = await loadTestModel("llama_basic");
+    const stats = statsFor(model, { peftType: "LORA_SB", r: 4 }, randomGradients(1));
+    // PeftModel refuses to create it without statistics, in one line.
+    assert.throws(() => PeftModel.create(model, { peftType: "LORA_SB", r: 4 }), /^PeftConfigError: LORA_SB: this initialisation needs calibration data \(library: addAdapter\(\.\.\., \{ calibration \}\) from runCalibration; CLI: --calibration-data FILE\)$/);
     const peft = new PeftModel(model);
     const c = LORA_SB.parseConfig({ peft_type: "LORA_SB", r: 4 }, "cfg");
     const req = LORA_SB.calibration?.(peft.info, c);
@@ -197,7 +218,6 @@ describe("LoRA-SB", () => {
     const dflt = LORA_SB.toJson(LORA_SB.parseConfig({ peft_type: "LORA_SB" }, "cfg"));
     assert.deepEqual([dflt.peft_type, dflt.r, dflt.lora_alpha, dflt.eta], ["LORA_SB", 24, 24, 1e-3]);
     assert.throws(() => LORA_SB.create(peft.info, c, new Rng(0)), /^PeftConfigError: LoRA-SB initialises from gradients of your data: pass --calibration-data FILE/);
-    const stats = statsFor(peft, { r: 4 }, randomGradients(1));
     (stats.gradientSum as Map<string, unknown>).delete("model.layers.1.self_attn.v_proj.weight");
     assert.throws(() => LORA_SB.create(peft.info, c, new Rng(0), { calibration: stats }), /no gradient sum for "model.layers.1.self_attn.v_proj.weight"/);
     assert.throws(() => LORA_SB.calibration?.(peft.info, LORA_SB.parseConfig({ r: 33 }, "cfg")), /^PeftConfigError: LoRA-SB config: r = 33 exceeds min\(in, out\) = 32 of "model.layers.0.self_attn.q_proj"$/);
