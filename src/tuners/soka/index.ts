@@ -64,8 +64,12 @@ function factor(given: number | null, d: number, field: string, key: string, wha
   return given;
 }
 
-/** The targeted layers with their Kronecker shapes and ranks. */
-export function sokaLayers(info: ModelInfo, c: SokaConfig): SokaLayer[] {
+/**
+ * The targeted layers with their Kronecker shapes and ranks. `rankOf` gives a layer's rank from
+ * existing tensors (forward, merge): with energy_threshold the rank comes from W's spectrum, which
+ * merging other adapters into W would change.
+ */
+export function sokaLayers(info: ModelInfo, c: SokaConfig, rankOf?: (key: string) => number): SokaLayer[] {
   const byPeft = new Map(info.linearLayers.map((p) => [info.peftName(p), p]));
   const chosen = selectTargets(c, [...byPeft.keys()], {
     allLinear: info.allLinear.map((p) => info.peftName(p)),
@@ -81,6 +85,7 @@ export function sokaLayers(info: ModelInfo, c: SokaConfig): SokaLayer[] {
     const n = factor(c.factorIn, inFeatures, "factor_in", key, "in_features");
     const shape = { path, key, inFeatures, outFeatures, m, n, p: outFeatures / m, q: inFeatures / n };
     const most = Math.min(m * n, shape.p * shape.q);
+    if (rankOf) return { ...shape, r: rankOf(key) };
     if (c.energyThreshold === null) {
       if (c.r > most)
         throw new PeftConfigError(
@@ -169,7 +174,7 @@ function merge(info: ModelInfo, c: SokaConfig, tensors: ReadonlyMap<string, Host
   const out = new Map<string, HostTensor>();
   const split = (t: HostTensor | undefined, n: number, size: number) =>
     Array.from({ length: n }, (_, k) => (t?.data as Float32Array).subarray(k * size, (k + 1) * size));
-  for (const l of sokaLayers(info, c)) {
+  for (const l of sokaLayers(info, c, (key) => tensors.get(sokaKeys({ key }).u)?.shape[0] ?? 0)) {
     const k = sokaKeys(l);
     const now = kronSum(split(tensors.get(k.u), l.r, l.m * l.n), split(tensors.get(k.v), l.r, l.p * l.q), l);
     const start = kronSum(split(tensors.get(k.u0), l.r, l.m * l.n), split(tensors.get(k.v0), l.r, l.p * l.q), l);
@@ -195,7 +200,7 @@ export const SOKA: Tuner<SokaConfig> = {
   expectedTensors,
   // The starting factors are saved with the adapter (they define ΔW) but never trained.
   trainable: (key) => !key.endsWith(".soka_U0") && !key.endsWith(".soka_V0"),
-  wrap: (base, info, c, opts) => new SokaContext(base, sokaLayers(info, c), opts),
+  wrap: (base, info, c, opts) => new SokaContext(base, sokaLayers(info, c, (key) => opts.tensor(sokaKeys({ key }).u).shape[0] as number), opts),
   merge,
   supportsMixedBatch: true,
 };

@@ -123,6 +123,21 @@ describe("SoKA", () => {
     await model.release();
   });
 
+  test("energy_threshold ranks are read from the adapter's tensors once made: merging another adapter into W first changes nothing", async () => {
+    const model = await loadTestModel("llama_basic");
+    const ids = randomIds(2, 5, 256);
+    const peft = PeftModel.create(model, { peftType: "SOKA", r: 6, energyThreshold: 0.5, initSokaWeights: false }, { seed: 43 });
+    peft.addAdapter("lora", { peftType: "LORA", r: 8, initLoraWeights: false, targetModules: ["q_proj", "v_proj"] }, { seed: 44 });
+    peft.setAdapter(["lora", "default"]);
+    const both = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
+    // LoRA's merge moves W, whose Kronecker spectrum (and so its energy/elbow rank) then differs.
+    peft.mergeAdapter(["lora"]);
+    assert.ok(maxAbsDiff((await peft.forward({ inputIds: ids })).logits?.data as Float32Array, both) < 1e-4);
+    peft.mergeAdapter(["default"]);
+    assert.ok(maxAbsDiff((await peft.forward({ inputIds: ids })).logits?.data as Float32Array, both) < 1e-4);
+    await model.release();
+  });
+
   test("U⁰, V⁰ are saved but not trainable; config JSON; bad factor shapes and ranks are one-line errors", async () => {
     const cfg = SOKA.parseConfig({ peft_type: "SOKA" }, "cfg");
     assert.equal(SOKA.trainable?.("model.layers.0.self_attn.q_proj.soka_U0", cfg), false);
