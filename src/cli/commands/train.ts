@@ -9,7 +9,7 @@ import { DATA_FORMATS, type DataFormat, type Example, loadDataset, splitDataset,
 import { METHODS, MethodError, methodConfig } from "../../train/methods.js";
 import { runTraining } from "../../train/run.js";
 import type { ScheduleName } from "../../train/schedule.js";
-import { type CommandSpec, UsageError } from "../args.js";
+import { type CommandSpec, type Flags, UsageError } from "../args.js";
 import { requireDir } from "../load.js";
 import { effectiveMaxLength } from "../max-length.js";
 
@@ -73,7 +73,7 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     name: "lora-sb-eta",
     type: "number",
     meta: "η",
-    help: "lora_sb: step size of the approximated first step −η·sign(ΣG) (default: --lr / --warmup when --warmup counts steps, else --lr)",
+    help: "lora_sb: step size of the approximated first step −η·sign(ΣG) (default: the first step's rate, --lr / warm-up steps)",
     exclusiveMin: 0,
   },
   { name: "output-dir", type: "string", meta: "DIR", help: "where the adapter, checkpoints and metrics go", required: true },
@@ -115,6 +115,18 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   },
 ];
 
+/**
+ * LoRA-SB's default η: the learning rate of the first optimizer step, --lr / warm-up steps (the
+ * authors' lr / (warmup_ratio · total_steps)). A warm-up fraction counts steps of --max-steps;
+ * with --epochs and a fraction the step count is not known yet, and η = --lr.
+ */
+function firstStepLr(o: Flags): number {
+  const lr = o.lr as number;
+  const w = o.warmup as number;
+  const steps = w >= 1 ? w : o.maxSteps !== undefined ? Math.round(w * (o.maxSteps as number)) : 0;
+  return lr / Math.max(1, steps);
+}
+
 /** --soka-factors M,N → [M, N]. */
 function sokaFactors(v: string[] | undefined): [number, number] | undefined {
   if (!v) return undefined;
@@ -155,7 +167,7 @@ export const trainCommand: CommandSpec = {
         sokaFactors: sokaFactors(o.sokaFactors as string[] | undefined),
         sokaEnergy: o.sokaEnergy as number | undefined,
         // The authors' η is the first optimizer step's learning rate (lr / warm-up steps).
-        loraSbEta: (o.loraSbEta as number | undefined) ?? (o.lr as number) / Math.max(1, (o.warmup as number) >= 1 ? (o.warmup as number) : 1),
+        loraSbEta: (o.loraSbEta as number | undefined) ?? firstStepLr(o),
       });
     } catch (e) {
       if (e instanceof MethodError) throw new UsageError(e.message);
