@@ -4,6 +4,13 @@ import { installNodeCompileCache } from "./io/compile-cache.js";
 // In Node, compiled models persist across processes (PEFTKIT_CACHE); a browser entry would not install this.
 installNodeCompileCache();
 
+export {
+  type CalibrationBatch,
+  CalibrationError,
+  type CalibrationOptions,
+  type CalibrationProgress,
+  runCalibration,
+} from "./calibration/index.js";
 export * from "./engine/index.js";
 export { CompileCacheError, cacheLocation, DiskCompileCache, nodeCompileCache } from "./io/compile-cache.js";
 export { CheckpointError, loadConfig, openCheckpoint } from "./io/hf-folder.js";

@@ -1,6 +1,6 @@
 /**
  * The --budgets syntax: groups separated by ";", each KNOB=V1,V2,...
- *   r=4,8,16           LoRA-family rank (lora, dora, rslora, pissa, hut, lora_sb), SoKA's Kronecker terms
+ *   r=4,8,16           LoRA-family rank (lora, dora, rslora, pissa, corda, hut, lora_sb), SoKA's Kronecker terms
  *   tokens=10,20       virtual tokens (prompt, prefix)
  *   bottleneck=16,64   adapter bottleneck width
  *   params=10k,1M      a target trainable-parameter count: per method, the knob value whose
@@ -29,6 +29,7 @@ export const COMPARE_METHODS = [
   "dora",
   "rslora",
   "pissa",
+  "corda",
   "ia3",
   "adapter",
   "prompt",
@@ -47,6 +48,7 @@ const KNOB_OF: Record<string, Knob | null> = {
   dora: "r",
   rslora: "r",
   pissa: "r",
+  corda: "r",
   prompt: "tokens",
   prefix: "tokens",
   adapter: "bottleneck",

@@ -10,8 +10,8 @@ import { PeftConfigError } from "../tuners/config.js";
 import { PeftModel, parsePeftConfig } from "../tuners/peft-model.js";
 import { KNOB_CANDIDATES, type Knob, knobOf } from "./budgets.js";
 
-/** Methods that share another's parameter shapes (PiSSA and rsLoRA differ from LoRA only in init/scale). */
-const SAME_COUNT_AS: Record<string, string> = { pissa: "lora", rslora: "lora" };
+/** Methods that share another's parameter shapes (PiSSA, CorDA and rsLoRA differ from LoRA only in init/scale). */
+const SAME_COUNT_AS: Record<string, string> = { pissa: "lora", corda: "lora", rslora: "lora" };
 
 const KNOB_OPTION: Record<Knob, string> = { r: "r", tokens: "numVirtualTokens", bottleneck: "bottleneckSize" };
 

@@ -33,4 +33,15 @@ describe("compare's training arguments", () => {
     const a = trainArgs(run("lora", DECODER), { outputDir: "o" });
     assert.equal(a[a.indexOf("--warmup") + 1], "0.1");
   });
+
+  test("corda calibrates on the task's training file unless --calibration-data names one; other methods get no calibration flags", () => {
+    const flag = (a: string[], f: string) => (a.includes(f) ? a[a.indexOf(f) + 1] : null);
+    const dflt = trainArgs(run("corda", DECODER), { outputDir: "o" });
+    assert.equal(flag(dflt, "--calibration-data"), "train.jsonl");
+    assert.equal(flag(dflt, "--calibration-samples"), null);
+    const own = trainArgs(run("corda", DECODER), { outputDir: "o", calibrationData: "/data/qa.jsonl", calibrationSamples: 64 });
+    assert.equal(flag(own, "--calibration-data"), "/data/qa.jsonl");
+    assert.equal(flag(own, "--calibration-samples"), "64");
+    assert.equal(flag(trainArgs(run("lora", DECODER), { outputDir: "o", calibrationData: "/data/qa.jsonl" }), "--calibration-data"), null);
+  });
 });

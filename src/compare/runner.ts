@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { writeFileAtomic } from "../io/atomic-write.js";
 import { faultPoint } from "../io/fault.js";
 import { loadConfig } from "../io/hf-folder.js";
+import { CALIBRATION_SAMPLES } from "../train/methods.js";
 import { PACKAGE_ROOT } from "../util/paths.js";
 import { endOrphan, recordWorkerPid } from "./orphan.js";
 import type { PlannedRun } from "./plan.js";
@@ -30,6 +31,9 @@ export interface RunnerOptions {
   outputDir: string;
   threads?: number;
   logSteps?: number;
+  /** Methods that initialise from data (corda): their --calibration-data; default the task's training file. */
+  calibrationData?: string;
+  calibrationSamples?: number;
 }
 
 /** A run that did not finish; the compare goes on with the others and a rerun retries it. */
@@ -64,6 +68,10 @@ export function trainArgs(run: PlannedRun, o: RunnerOptions): string[] {
   if (run.task.format) a.push("--format", run.task.format);
   if (s.runSeconds !== null) a.push("--max-seconds", String(s.runSeconds));
   if (o.threads !== undefined) a.push("--threads", String(o.threads));
+  if (run.method in CALIBRATION_SAMPLES) {
+    a.push("--calibration-data", o.calibrationData ? resolve(o.calibrationData) : run.task.train);
+    if (o.calibrationSamples !== undefined) a.push("--calibration-samples", String(o.calibrationSamples));
+  }
   return a;
 }
 

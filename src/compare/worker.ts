@@ -3,7 +3,7 @@
  * `peftkit train`'s command code (or full fine-tuning), evaluate with `peftkit eval`'s, then
  * write result.json. Started by runner.ts with an IPC channel; exits when the parent dies.
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseFlags } from "../cli/args.js";
 import { evalCommand } from "../cli/commands/eval.js";
@@ -12,6 +12,7 @@ import { writeFileAtomic } from "../io/atomic-write.js";
 import { installNodeCompileCache } from "../io/compile-cache.js";
 import { faultPoint } from "../io/fault.js";
 import { SafetensorsFile } from "../io/safetensors.js";
+import { CONVERTED_DIR } from "../train/run.js";
 import { fullFineTune } from "./full-run.js";
 
 export interface WorkerSpec {
@@ -69,7 +70,8 @@ async function peftRun(s: WorkerSpec): Promise<Omit<WorkerResult, "max_rss_kb">>
     "--model",
     s.model,
     "--adapter",
-    adapterDir,
+    // PiSSA/OLoRA/CorDA adapters need their residual base; their plain-LoRA form applies to the original one.
+    existsSync(join(adapterDir, CONVERTED_DIR)) ? join(adapterDir, CONVERTED_DIR) : adapterDir,
     "--data",
     s.eval,
     "--output",

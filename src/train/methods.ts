@@ -8,6 +8,7 @@ export const METHODS = [
   "dora",
   "rslora",
   "pissa",
+  "corda",
   "ia3",
   "adapter",
   "prompt",
@@ -20,6 +21,12 @@ export const METHODS = [
   "lora_sb",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
+
+/**
+ * Examples a method calibrates on when --calibration-samples is absent (CorDA: 256, its paper's and
+ * PEFT's example's; LoRA-SB: 170, the authors' commonsense script's gradient samples).
+ */
+export const CALIBRATION_SAMPLES: Partial<Record<MethodName, number>> = { corda: 256, lora_sb: 170 };
 
 export interface MethodOptions {
   r?: number;
@@ -37,6 +44,8 @@ export interface MethodOptions {
   sokaEnergy?: number;
   /** LoRA-SB: step size η of the approximated first full fine-tuning step. */
   loraSbEta?: number;
+  /** CorDA: "ipm" (the r largest components, PEFT's default) or "kpm" (the r smallest). */
+  cordaMethod?: "ipm" | "kpm";
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -63,6 +72,22 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
       return { ...lora, use_rslora: true };
     case "pissa":
       return { ...lora, init_lora_weights: "pissa", lora_dropout: 0 };
+    case "corda":
+      // PEFT's CorDA example: lora_alpha = r, no dropout; corda_config as PEFT's CordaConfig writes it.
+      return {
+        ...lora,
+        lora_alpha: o.alpha ?? o.r ?? 8,
+        lora_dropout: 0,
+        init_lora_weights: "corda",
+        corda_config: {
+          cache_file: null,
+          covariance_file: null,
+          corda_method: o.cordaMethod ?? "ipm",
+          verbose: false,
+          use_float16_for_covariance: false,
+          prune_temporary_fields: true,
+        },
+      };
     case "ia3":
       return { ...common, peft_type: "IA3", ...(target ? { target_modules: target } : {}) };
     case "adapter":
@@ -159,7 +184,9 @@ export function configFlag(field: string, value: unknown): string | null {
     case "use_rslora":
       return value === true ? "--method rslora" : null;
     case "init_lora_weights":
-      return value === "pissa" ? "--method pissa" : null;
+      return value === "pissa" ? "--method pissa" : value === "corda" ? "--method corda" : null;
+    case "corda_config":
+      return value && typeof value === "object" && "corda_method" in value ? `--corda-method ${String(value.corda_method)}` : null;
     default:
       return null;
   }

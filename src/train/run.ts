@@ -11,6 +11,9 @@ import { writeFileAtomic } from "../io/atomic-write.js";
 import { LABEL_CONFIG_FILE, type LabelConfig, LabelConfigError, readLabelConfig, writeLabelConfig } from "../io/label-config.js";
 import type { PreTrainedTokenizer } from "../io/tokenizer.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
+import type { LoraConfig } from "../tuners/lora/config.js";
+import { editsBase, saveConvertedLora } from "../tuners/lora/convert.js";
+import { LORA } from "../tuners/lora/index.js";
 import { PeftModel } from "../tuners/peft-model.js";
 import { PeftTrainer } from "../tuners/train.js";
 import type { CalibrationStats } from "../tuners/tuner.js";
@@ -49,6 +52,14 @@ export interface RunOptions extends Omit<TrainerArgs, "outputDir"> {
   onTrainer?: (t: Trainer) => void;
   out?: NodeJS.WriteStream;
 }
+
+/**
+ * Beside a PiSSA/OLoRA/CorDA adapter (which needs the residual base it was trained on), the same
+ * update as a plain LoRA adapter for the original base model: what PEFT's
+ * save_pretrained(path_initial_model_for_weight_conversion=...) writes. `peftkit eval` and
+ * `compare` use it.
+ */
+export const CONVERTED_DIR = "converted_lora";
 
 export interface RunSummary extends TrainResult {
   trainable: number;
@@ -113,6 +124,10 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
   const classification = o.model.head === "sequence_classification";
   if (o.labels && o.resume) checkResumedLabels(o.outputDir, o.labels);
   const peft = PeftModel.create(o.model, o.peftConfig, { seed: o.seed ?? 42, calibration: o.calibration });
+  // PiSSA/OLoRA/CorDA train against a residual base: keep the initial factors to also write the
+  // adapter as plain LoRA for the original base (CONVERTED_DIR).
+  const created = peft.adapter("default");
+  const initial = created.tuner === LORA && editsBase(created.config as LoraConfig) ? new Map(created.tensors) : null;
   if (o.labels) saveLabelsWithAdapter(peft, o.labels);
   const { trainable, total } = peft.parameterCounts();
   const trainer = await PeftTrainer.create(peft, {
@@ -162,6 +177,15 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
     // The adapter goes in last (weights, then adapter_config.json, each fsynced and renamed into
     // place), so a config in the folder marks a finished run.
     writeFileAtomic(join(o.outputDir, "training_args.json"), `${JSON.stringify({ ...o.record, result: { ...result } }, null, 2)}\n`);
+    if (initial) {
+      const dir = join(o.outputDir, CONVERTED_DIR);
+      if (o.labels) {
+        mkdirSync(dir, { recursive: true });
+        writeLabelConfig(dir, o.labels);
+      }
+      saveConvertedLora(peft, "default", initial, dir);
+      files.push(`${CONVERTED_DIR}/`);
+    }
     peft.savePretrained(o.outputDir);
     files.push(...(o.labels ? [LABEL_CONFIG_FILE] : []), "adapter_config.json", "adapter_model.safetensors", "training_args.json");
   }

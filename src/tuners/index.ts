@@ -3,6 +3,7 @@ import type { PreTrainedModel } from "../models/pretrained.js";
 import { type AddAdapterOptions, PeftModel } from "./peft-model.js";
 
 export { PeftConfigError } from "./config.js";
+export { saveConvertedLora } from "./lora/convert.js";
 export { type Adapter, type AddAdapterOptions, BASE_ROW, calibrationRequest, PeftModel, parsePeftConfig } from "./peft-model.js";
 export { registerTuner, supportedPeftTypes } from "./registry.js";
 export { PeftTrainer, type PeftTrainerOptions, type TrainBatch } from "./train.js";

@@ -77,6 +77,12 @@ export interface CalibrationRequest {
   readonly gradientSum?: boolean;
   /** Σ over batches of (∂L/∂W)², elementwise: W's stored shape. */
   readonly gradientSquareSum?: boolean;
+  /**
+   * "exampleMax": before entering inputCovariance, each example's inputs to a layer are divided
+   * by |max| of that example's (non-padding) inputs to it, as CorDA's hook does in PEFT and in
+   * the authors' code (one sequence per forward there). Default: no scaling.
+   */
+  readonly inputScaling?: "exampleMax";
 }
 
 /** The statistics a calibration pass collected, in float64 on the host. */

@@ -40,6 +40,7 @@ export const DEFAULT_LR: Record<string, number> = {
   hut: 2e-3,
   soka: 2e-3,
   lora_sb: 2e-3,
+  corda: 2e-3,
   adapter: 1e-3,
   ia3: 5e-2,
   ssf: 5e-2,
@@ -143,6 +144,20 @@ export const compareCommand: CommandSpec = {
       meta: "DIR",
       help: "where rows.jsonl, report.md, plots/ and runs/ go; rerun with the same arguments to resume",
       required: true,
+    },
+    {
+      name: "calibration-data",
+      type: "string",
+      meta: "FILE",
+      help: "methods that initialise from data (corda, lora_sb): the file to calibrate on (default: each task's training file)",
+    },
+    {
+      name: "calibration-samples",
+      type: "int",
+      meta: "N",
+      help: "examples of the calibration file to use (default: the method's, 256 for corda, 170 for lora_sb)",
+      min: 1,
+      max: 10_000_000,
     },
     { name: "report-only", type: "boolean", help: "only regenerate report.md and the plots from rows.jsonl" },
     { name: "dry-run", type: "boolean", help: "print the planned runs (ids, learning rates, what is already done) and stop" },
@@ -280,6 +295,8 @@ export async function runCompare(o: Flags): Promise<number> {
   } catch (e) {
     throw e instanceof CompareError ? new UsageError(e.message) : e;
   }
+  if (o.calibrationData !== undefined && !existsSync(o.calibrationData as string))
+    throw new UsageError(`--calibration-data ${o.calibrationData}: no such file or folder`);
   prepareOutputDir(outputDir);
   let suite: { name: string; tasks: CompareTask[] };
   try {
@@ -352,7 +369,12 @@ export async function runCompare(o: Flags): Promise<number> {
       async (run) => {
         try {
           // Only this process appends to rows.jsonl, one whole line per run, so runs ending together cannot interleave.
-          const row = await executeRun(run, { outputDir, threads });
+          const row = await executeRun(run, {
+            outputDir,
+            threads,
+            calibrationData: o.calibrationData as string | undefined,
+            calibrationSamples: o.calibrationSamples as number | undefined,
+          });
           appendRow(rowsPath, row);
           faultPoint("compare-row-written");
           say(

@@ -5,10 +5,13 @@ import { type LabelConfig, parseLabelFields } from "../../io/label-config.js";
 import { AutoTokenizer } from "../../io/tokenizer.js";
 import type { TaskHead } from "../../models/architecture.js";
 import { PreTrainedModel } from "../../models/pretrained.js";
+import { CalibrationDataError, calibrateFromFile } from "../../train/calibrate.js";
 import { DATA_FORMATS, type DataFormat, type Example, loadDataset, splitDataset, trainingLabels } from "../../train/data/index.js";
-import { METHODS, MethodError, methodConfig } from "../../train/methods.js";
+import { CALIBRATION_SAMPLES, METHODS, MethodError, type MethodName, methodConfig } from "../../train/methods.js";
 import { runTraining } from "../../train/run.js";
 import type { ScheduleName } from "../../train/schedule.js";
+import { calibrationRequest } from "../../tuners/peft-model.js";
+import type { CalibrationStats } from "../../tuners/tuner.js";
 import { type CommandSpec, type Flags, UsageError } from "../args.js";
 import { requireDir } from "../load.js";
 import { effectiveMaxLength } from "../max-length.js";
@@ -75,6 +78,26 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     meta: "η",
     help: "lora_sb: step size of the approximated first step −η·sign(ΣG) (default: the first step's rate, --lr / warm-up steps)",
     exclusiveMin: 0,
+  },
+  {
+    name: "corda-method",
+    type: "string",
+    help: 'corda: "ipm" = the r largest components, "kpm" = the r smallest',
+    default: "ipm",
+    choices: ["ipm", "kpm"],
+  },
+  {
+    name: "calibration-data",
+    type: "string",
+    meta: "FILE",
+    help: "data-aware initialisation (corda, lora_sb): examples to calibrate on, any format --data takes",
+  },
+  {
+    name: "calibration-samples",
+    type: "int",
+    meta: "N",
+    help: "calibrate on the first N examples of --calibration-data (default: the method's, 256 for corda, 170 for lora_sb)",
+    min: 1,
   },
   { name: "output-dir", type: "string", meta: "DIR", help: "where the adapter, checkpoints and metrics go", required: true },
   {
@@ -153,6 +176,8 @@ export const trainCommand: CommandSpec = {
     o.maxLength = effectiveMaxLength(modelDir, o.maxLength as number | undefined, soft);
     if (!existsSync(o.data as string)) throw new UsageError(`--data ${o.data}: no such file or folder`);
     if (o.evalData && !existsSync(o.evalData as string)) throw new UsageError(`--eval-data ${o.evalData}: no such file or folder`);
+    if (o.calibrationData && !existsSync(o.calibrationData as string))
+      throw new UsageError(`--calibration-data ${o.calibrationData}: no such file or folder`);
     if (!existsSync(join(modelDir, "tokenizer.json"))) throw new UsageError(`--model ${modelDir}: no tokenizer.json`);
     let peftConfig: Record<string, unknown>;
     try {
@@ -168,6 +193,7 @@ export const trainCommand: CommandSpec = {
         sokaEnergy: o.sokaEnergy as number | undefined,
         // The authors' η is the first optimizer step's learning rate (lr / warm-up steps).
         loraSbEta: (o.loraSbEta as number | undefined) ?? firstStepLr(o),
+        cordaMethod: o.cordaMethod as "ipm" | "kpm",
       });
     } catch (e) {
       if (e instanceof MethodError) throw new UsageError(e.message);
@@ -219,6 +245,32 @@ export const trainCommand: CommandSpec = {
     }
     if (classification && !peftConfig.modules_to_save)
       peftConfig.modules_to_save = ["classifier", "score"].filter((m) => [...model.weights.keys()].some((k) => k.startsWith(`${m}.`)));
+    // Data-aware initialisation (CorDA): the statistics the method asks for, before the adapter exists.
+    const request = calibrationRequest(model, peftConfig);
+    let calibration: CalibrationStats | undefined;
+    if (request) {
+      if (!o.calibrationData)
+        throw new UsageError(
+          `--method ${o.method} initialises from data: give --calibration-data FILE (e.g. the training file, ${o.data})`,
+        );
+      o.calibrationSamples ??= CALIBRATION_SAMPLES[o.method as MethodName] ?? 256;
+      try {
+        calibration = await calibrateFromFile(model, request, {
+          file: o.calibrationData as string,
+          samples: o.calibrationSamples as number,
+          batchSize: o.batchSize as number,
+          tokenizer,
+          maxLength: o.maxLength as number,
+          onBadRecord: o.onBadRecord as "error" | "skip",
+          ...(classification ? { format: data.format, labels: labels?.names } : {}),
+          log: (line) => process.stdout.write(`${line}\n`),
+        });
+      } catch (e) {
+        if (e instanceof CalibrationDataError) throw new UsageError(`--calibration-data ${e.message}`);
+        throw e;
+      }
+    } else if (o.calibrationData)
+      process.stderr.write(`warning: --method ${o.method} needs no calibration; --calibration-data is ignored\n`);
     const record = {
       ...o,
       data_format: data.format,
@@ -233,6 +285,7 @@ export const trainCommand: CommandSpec = {
       model,
       tokenizer,
       peftConfig,
+      calibration,
       train,
       eval: evalSet,
       batchSize: o.batchSize as number,

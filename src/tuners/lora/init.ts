@@ -7,8 +7,9 @@ import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import { type Matrix, matmul, matrix, qr, svd } from "../../util/linalg.js";
 import { fillNormal, fillUniform, type Rng } from "../../util/rng.js";
 import { PeftConfigError } from "../config.js";
-import type { CreatedAdapter, ModelInfo } from "../tuner.js";
+import type { CreateData, CreatedAdapter, ModelInfo } from "../tuner.js";
 import type { LoraConfig } from "./config.js";
+import { cordaFactors, layerCovariance } from "./corda.js";
 import {
   addInto,
   biasTargets,
@@ -94,7 +95,14 @@ function residualOf(w: Matrix, l: LoraLayer, a: Float32Array, b: Float32Array): 
   return out;
 }
 
-function factors(info: ModelInfo, c: LoraConfig, l: LoraLayer, rng: Rng): Factors {
+/** CorDA (corda.ts): the covariance-oriented SVD's r largest (IPM) or smallest (KPM) components; the base keeps the rest. */
+function corda(info: ModelInfo, c: LoraConfig, l: LoraLayer, data: CreateData | undefined): Factors {
+  const w = logicalWeight(info, l);
+  const { a, b } = cordaFactors(w, layerCovariance(l, data?.calibration), l, c.cordaConfig?.cordaMethod ?? "ipm");
+  return { a, b, residual: residualOf(w, l, a, b) };
+}
+
+function factors(info: ModelInfo, c: LoraConfig, l: LoraLayer, rng: Rng, data?: CreateData): Factors {
   const init = c.initLoraWeights;
   if (l.kind === "embedding") {
     // PEFT's Embedding: A ~ N(0,1), B ~ N(0,1) (torch.randn) and, unless init is False,
@@ -105,6 +113,7 @@ function factors(info: ModelInfo, c: LoraConfig, l: LoraLayer, rng: Rng): Factor
     return { a, b };
   }
   if (init === "olora") return olora(info, l);
+  if (init === "corda") return corda(info, c, l, data);
   if (init === "pissa" || (typeof init === "string" && init.startsWith("pissa_niter_"))) return pissa(info, l);
   if (init === "gaussian") return { a: fillNormal(l.r * l.inFeatures, 1 / l.r, rng), b: new Float32Array(l.outFeatures * l.r) };
   const a = kaiming(l, rng);
@@ -119,14 +128,14 @@ export function doraMagnitude(w: Matrix, l: LoraLayer, a: HostTensor, b: HostTen
   return hostTensor("f32", [l.outFeatures], Float32Array.from(rowNorms(addInto(w, scaledDelta(l, a, b)))));
 }
 
-export function createLora(info: ModelInfo, c: LoraConfig, rng: Rng): CreatedAdapter {
+export function createLora(info: ModelInfo, c: LoraConfig, rng: Rng, data?: CreateData): CreatedAdapter {
   const layers = loraLayers(info, c);
   const tensors = new Map<string, HostTensor>();
   const magnitudes = new Map<string, HostTensor>();
   const baseEdits = new Map<string, HostTensor>();
   for (const l of layers) {
     const k = loraKeys(l);
-    const f = factors(info, c, l, rng);
+    const f = factors(info, c, l, rng, data);
     const a = hostTensor("f32", [l.r, l.inFeatures], f.a);
     const b = hostTensor("f32", [l.outFeatures, l.r], f.b);
     tensors.set(k.a, a);
