@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
+import { runCalibration } from "../../calibration/index.js";
 import { ParamCounter } from "../../compare/param-count.js";
 import { gradCheck } from "../../engine/autodiff/gradcheck.js";
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
@@ -13,7 +14,7 @@ import { matrix } from "../../util/linalg.js";
 import { Rng } from "../../util/rng.js";
 import { loadTestModel, maxAbsDiff, randomIds, runConformance } from "../conformance.js";
 import { maxDiff, probe, randomTensor } from "../ia3/testing.js";
-import { PeftModel } from "../peft-model.js";
+import { calibrationRequest, PeftModel } from "../peft-model.js";
 import { parseLoraSbConfig } from "./config.js";
 import { LORA_SB, loraSbLayers } from "./index.js";
 import { randomGradients, statsFor, withLoraSb } from "./testing.js";
@@ -223,6 +224,45 @@ describe("LoRA-SB", () => {
     assert.throws(() => LORA_SB.calibration?.(peft.info, LORA_SB.parseConfig({ r: 33 }, "cfg")), /^PeftConfigError: LoRA-SB config: r = 33 exceeds min\(in, out\) = 32 of "model.layers.0.self_attn.q_proj"$/);
     assert.throws(() => LORA_SB.parseConfig({ eta: 0 }, "cfg"), /"eta" must be > 0/);
     await model.release();
+  });
+});
+
+describe("LoRA-SB from a real calibration pass", () => {
+  test("GPT-2: runCalibration's Σ∇W (stored [in, out]) gives s·B·R·A = the best rank-r part of −η·sign(G): ⟨ΔW₁, P⟩ = ‖P‖², ‖ΔW₁ − P‖² = ‖ΔW₁‖² − ‖P‖²", async () => {
+    const model = await loadTestModel("gpt2");
+    try {
+      const config = { peftType: "LORA_SB", r: 3, loraAlpha: 6, eta: 0.01, targetModules: ["c_attn", "c_fc"] };
+      const request = calibrationRequest(model, config);
+      assert.ok(request);
+      const ids = randomIds(2, 6, 256);
+      const stats = await runCalibration(model, [{ inputIds: ids, labels: ids }, { inputIds: randomIds(2, 6, 256), labels: ids }], request);
+      const peft = PeftModel.create(model, config, { calibration: stats });
+      const t = peft.adapter("default").tensors;
+      for (const l of loraSbLayers(peft.info, parseLoraSbConfig({ r: 3, lora_alpha: 6, eta: 0.01, target_modules: ["c_attn", "c_fc"] }, "t"))) {
+        const g = stats.gradientSum.get(`${l.path}.weight`);
+        assert.ok(g && g.rows === l.inFeatures && g.cols === l.outFeatures, "Conv1D gradients are [in, out]");
+        const p = product(t, l.key, l.outFeatures, l.inFeatures, 3, 2);
+        let inner = 0;
+        let pp = 0;
+        let dd = 0;
+        let res = 0;
+        for (let o = 0; o < l.outFeatures; o++)
+          for (let i = 0; i < l.inFeatures; i++) {
+            const d = -0.01 * Math.sign(g.data[i * l.outFeatures + o]);
+            const v = p[o * l.inFeatures + i];
+            inner += d * v;
+            pp += v * v;
+            dd += d * d;
+            res += (d - v) ** 2;
+          }
+        // P is an orthogonal projection of ΔW₁ (onto its top singular directions), not of its transpose.
+        assert.ok(Math.abs(inner - pp) < 1e-5 * pp, `${l.key}: ⟨ΔW₁, P⟩ ${inner} vs ‖P‖² ${pp}`);
+        assert.ok(Math.abs(res - (dd - pp)) < 1e-5 * dd, `${l.key}: residual ${res} vs ${dd - pp}`);
+        assert.ok(pp > 0.05 * dd, `${l.key}: the top-3 part holds ${pp / dd} of ΔW₁`);
+      }
+    } finally {
+      await model.release();
+    }
   });
 });
 
