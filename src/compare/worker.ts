@@ -13,6 +13,7 @@ import { installNodeCompileCache } from "../io/compile-cache.js";
 import { faultPoint } from "../io/fault.js";
 import { SafetensorsFile } from "../io/safetensors.js";
 import { CONVERTED_DIR } from "../train/run.js";
+import { trainableNumel } from "./adapter-params.js";
 import { fullFineTune } from "./full-run.js";
 
 export interface WorkerSpec {
@@ -87,14 +88,14 @@ async function peftRun(s: WorkerSpec): Promise<Omit<WorkerResult, "max_rss_kb">>
   const args = JSON.parse(readFileSync(join(adapterDir, "training_args.json"), "utf8")) as {
     result: { steps: number; wallSeconds: number; tokensSeen: number };
   };
-  const trainable = numel(join(adapterDir, "adapter_model.safetensors"));
+  const trainable = trainableNumel(adapterDir);
   return {
     eval_metrics: numbers(evalResult),
     steps: args.result.steps,
     train_s: args.result.wallSeconds,
     tokens_seen: args.result.tokensSeen,
     trainable_params: trainable,
-    total_params: numel(join(s.model, "model.safetensors")) + trainable,
+    total_params: numel(join(s.model, "model.safetensors")) + numel(join(adapterDir, "adapter_model.safetensors")),
   };
 }
 
