@@ -34,6 +34,8 @@ PEFT_TYPES = {
     "LN_TUNING": ("src/peft/tuners/ln_tuning/config.py", "LNTuningConfig"),
     "PROMPT_TUNING": ("src/peft/tuners/prompt_tuning/config.py", "PromptTuningConfig"),
     "PREFIX_TUNING": ("src/peft/tuners/prefix_tuning/config.py", "PrefixTuningConfig"),
+    "OFT": ("src/peft/tuners/oft/config.py", "OFTConfig"),
+    "BOFT": ("src/peft/tuners/boft/config.py", "BOFTConfig"),
 }
 BASE_FILE = "src/peft/config.py"
 

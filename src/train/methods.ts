@@ -19,6 +19,8 @@ export const METHODS = [
   "hut",
   "soka",
   "lora_sb",
+  "oft",
+  "boft",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -46,6 +48,16 @@ export interface MethodOptions {
   loraSbEta?: number;
   /** CorDA: "ipm" (the r largest components, PEFT's default) or "kpm" (the r smallest). */
   cordaMethod?: "ipm" | "kpm";
+  /** OFT: oft_block_size (default 32); BOFT: boft_block_size (default 4). */
+  blockSize?: number;
+  /** BOFT: boft_n_butterfly_factor (default 1). */
+  butterflyFactor?: number;
+  /** OFT: the truncated Cayley–Neumann series (PEFT's default) or the exact Cayley transform. */
+  cayley?: "neumann" | "exact";
+  /** OFT: COFT's constraint radius eps (absent: no COFT). */
+  coftEps?: number;
+  /** OFT: one block shared by the whole diagonal. */
+  blockShare?: boolean;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -129,6 +141,25 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         ...(o.loraSbEta !== undefined ? { eta: o.loraSbEta } : {}),
         target_modules: target ?? "all-linear",
       };
+    case "oft":
+      return {
+        ...common,
+        peft_type: "OFT",
+        r: 0,
+        oft_block_size: o.blockSize ?? 32,
+        target_modules: target ?? "all-linear",
+        use_cayley_neumann: (o.cayley ?? "neumann") === "neumann",
+        ...(o.coftEps !== undefined ? { coft: true, eps: o.coftEps } : {}),
+        ...(o.blockShare ? { block_share: true } : {}),
+      };
+    case "boft":
+      return {
+        ...common,
+        peft_type: "BOFT",
+        boft_block_size: o.blockSize ?? 4,
+        boft_n_butterfly_factor: o.butterflyFactor ?? 1,
+        target_modules: target ?? "all-linear",
+      };
   }
 }
 
@@ -144,6 +175,8 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   HUT: "hut",
   SOKA: "soka",
   LORA_SB: "lora_sb",
+  OFT: "oft",
+  BOFT: "boft",
 };
 
 /**
@@ -177,6 +210,13 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--bottleneck-size ${value}`;
     case "adapter_type":
       return `--adapter-type ${value}`;
+    case "oft_block_size":
+    case "boft_block_size":
+      return `--block-size ${value}`;
+    case "boft_n_butterfly_factor":
+      return `--butterfly-factor ${value}`;
+    case "use_cayley_neumann":
+      return `--cayley ${value === false ? "exact" : "neumann"}`;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":

@@ -64,6 +64,11 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   HUT: [{ peftType: "HUT" }],
   SOKA: [{ peftType: "SOKA", r: 2 }],
   LORA_SB: [{ peftType: "LORA_SB", r: 4 }],
+  OFT: [
+    { peftType: "OFT" },
+    { peftType: "OFT", r: 4, oftBlockSize: 0, coft: true, eps: 1e-3, blockShare: true, useCayleyNeumann: false, numCayleyNeumannTerms: 7 },
+  ],
+  BOFT: [{ peftType: "BOFT" }, { peftType: "BOFT", boftBlockSize: 0, boftBlockNum: 4, boftNButterflyFactor: 2, boftDropout: 0.1 }],
 };
 
 /**

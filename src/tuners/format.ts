@@ -11,8 +11,9 @@ import { writeFileAtomic } from "../io/atomic-write.js";
 import { readJsonFile } from "../io/hf-folder.js";
 import { SafetensorsFile, writeSafetensors } from "../io/safetensors.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
-import { PEFT_COMPAT_VERSION, PeftConfigError, sortedJson } from "./config.js";
+import { normalizeKeys, PEFT_COMPAT_VERSION, PeftConfigError, sortedJson } from "./config.js";
 import { type Adapter, type AnyConfig, type PeftModel, parsePeftConfig } from "./peft-model.js";
+import { tunerFor } from "./registry.js";
 import type { Tuner } from "./tuner.js";
 
 export const ADAPTER_CONFIG = "adapter_config.json";
@@ -61,7 +62,7 @@ export function readAdapter(peft: PeftModel, dir: string): { tuner: Tuner; confi
   if (!existsSync(cfgPath)) throw new PeftConfigError(`${dir}: no ${ADAPTER_CONFIG} (is this a PEFT adapter folder?)`);
   const raw = readJsonFile(cfgPath, "adapter config");
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new PeftConfigError(`${cfgPath}: must be a JSON object`);
-  const { tuner, config } = parsePeftConfig(raw as Record<string, unknown>, cfgPath);
+  const rawCfg = normalizeKeys(raw as Record<string, unknown>, cfgPath);
   const weightsPath = join(dir, ADAPTER_WEIGHTS);
   if (!existsSync(weightsPath)) {
     const bin = existsSync(join(dir, "adapter_model.bin"))
@@ -69,13 +70,19 @@ export function readAdapter(peft: PeftModel, dir: string): { tuner: Tuner; confi
       : "";
     throw new PeftConfigError(`${dir}: no ${ADAPTER_WEIGHTS}${bin}`);
   }
-  const expected = peft.expectedTensors(tuner, config);
   const file = SafetensorsFile.open(weightsPath);
   try {
+    // Older formats are recognised before the config is parsed with today's rules.
+    const early = typeof rawCfg.peft_type === "string" ? tunerFor(rawCfg.peft_type) : null;
+    const keyOf = (n: string) => (early?.promptLearning ? n : n.startsWith(PREFIX) ? n.slice(PREFIX.length) : n);
+    const skip = new Set(early?.checkFolder?.(rawCfg, new Map(file.entries.map((e) => [keyOf(e.name), e.shape])), dir)?.ignore ?? []);
+    const { tuner, config } = parsePeftConfig(rawCfg, cfgPath);
+    const expected = peft.expectedTensors(tuner, config);
     const tensors = new Map<string, HostTensor>();
     const unknown: string[] = [];
     const misshaped: string[] = [];
     for (const e of file.entries) {
+      if (skip.has(keyOf(e.name))) continue;
       const key = tuner.promptLearning ? e.name : e.name.startsWith(PREFIX) ? e.name.slice(PREFIX.length) : null;
       const shape = key === null ? undefined : expected.get(key);
       if (key === null || !shape) {

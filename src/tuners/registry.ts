@@ -1,12 +1,14 @@
 /** peft_type → tuner. A new method is a folder plus one line here. */
 import { BOTTLENECK } from "./adapter/index.js";
 import { BITFIT } from "./bitfit/index.js";
+import { BOFT } from "./boft/index.js";
 import { type CommonConfig, PeftConfigError } from "./config.js";
 import { HUT } from "./hut/index.js";
 import { IA3 } from "./ia3/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
 import { LORA } from "./lora/index.js";
 import { LORA_SB } from "./lora_sb/index.js";
+import { OFT } from "./oft/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
 import { SOKA } from "./soka/index.js";
@@ -25,6 +27,8 @@ const TUNERS: Tuner<never>[] = [
   HUT,
   SOKA,
   LORA_SB,
+  OFT,
+  BOFT,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {

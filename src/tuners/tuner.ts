@@ -152,6 +152,18 @@ export interface Tuner<C extends CommonConfig = CommonConfig> {
    * the current ones.
    */
   merge?(info: ModelInfo, c: C, tensors: ReadonlyMap<string, HostTensor>, unmerged?: (name: string) => HostTensor): Map<string, HostTensor>;
+  /**
+   * Looks at a saved folder before its tensors are matched against expectedTensors: `raw` is its
+   * normalised config, `shapes` its tensors by key (without "base_model.model."). Throws a
+   * PeftConfigError (one line) for a folder written in an older PEFT format this method refuses
+   * (OFT before PEFT 0.16/0.18); returns keys to skip (buffers older PEFT releases saved, e.g.
+   * BOFT's boft_P). Absent: nothing is checked or skipped.
+   */
+  checkFolder?(
+    raw: RawPeftConfig,
+    shapes: ReadonlyMap<string, readonly number[]>,
+    where: string,
+  ): { ignore?: readonly string[] } | undefined;
   /** Whether mixed-adapter batches are supported (prompt methods cannot). */
   readonly supportsMixedBatch: boolean;
   /** Prompt-learning methods save keys without the "base_model.model." prefix. */

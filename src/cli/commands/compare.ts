@@ -48,6 +48,8 @@ export const DEFAULT_LR: Record<string, number> = {
   ln_tuning: 5e-2,
   prompt: 5e-2,
   prefix: 5e-2,
+  oft: 2e-3,
+  boft: 2e-3,
   full: 3e-4,
 };
 

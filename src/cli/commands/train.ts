@@ -99,6 +99,17 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     help: "calibrate on the first N examples of --calibration-data (default: the method's, 256 for corda, 170 for lora_sb)",
     min: 1,
   },
+  { name: "block-size", type: "int", meta: "N", help: "oft: oft_block_size (default 32); boft: boft_block_size (default 4)", min: 1 },
+  { name: "butterfly-factor", type: "int", meta: "N", help: "boft: butterfly factors (boft_n_butterfly_factor)", default: 1, min: 1 },
+  {
+    name: "cayley",
+    type: "string",
+    help: "oft: Cayley–Neumann series or the exact transform",
+    default: "neumann",
+    choices: ["neumann", "exact"],
+  },
+  { name: "coft-eps", type: "number", meta: "EPS", help: "oft: constrained OFT (coft) with this radius", exclusiveMin: 0 },
+  { name: "block-share", type: "boolean", help: "oft: one rotation block shared along the diagonal" },
   { name: "output-dir", type: "string", meta: "DIR", help: "where the adapter, checkpoints and metrics go", required: true },
   {
     name: "epochs",
@@ -194,6 +205,11 @@ export const trainCommand: CommandSpec = {
         // The authors' η is the first optimizer step's learning rate (lr / warm-up steps).
         loraSbEta: (o.loraSbEta as number | undefined) ?? firstStepLr(o),
         cordaMethod: o.cordaMethod as "ipm" | "kpm",
+        blockSize: o.blockSize as number | undefined,
+        butterflyFactor: o.butterflyFactor as number,
+        cayley: o.cayley as "neumann" | "exact",
+        coftEps: o.coftEps as number | undefined,
+        blockShare: o.blockShare as boolean | undefined,
       });
     } catch (e) {
       if (e instanceof MethodError) throw new UsageError(e.message);
