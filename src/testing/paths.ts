@@ -4,3 +4,4 @@ import { PACKAGE_ROOT } from "../util/paths.js";
 
 export const REPO_ROOT = PACKAGE_ROOT;
 export const GOLDEN_MODELS = resolve(REPO_ROOT, "test/golden/models");
+export const GOLDEN_LINALG = resolve(REPO_ROOT, "test/golden/linalg");

@@ -46,6 +46,8 @@ export interface MethodOptions {
   sokaEnergy?: number;
   /** LoRA-SB: step size η of the approximated first full fine-tuning step. */
   loraSbEta?: number;
+  /** LoRA-SB: power iterations of a randomized SVD instead of the exact one. */
+  loraSbNiter?: number;
   /** CorDA: "ipm" (the r largest components, PEFT's default) or "kpm" (the r smallest). */
   cordaMethod?: "ipm" | "kpm";
   /** OFT: oft_block_size (default 32); BOFT: boft_block_size (default 4). */
@@ -139,6 +141,7 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         r: o.r ?? 8,
         lora_alpha: o.alpha ?? o.r ?? 8,
         ...(o.loraSbEta !== undefined ? { eta: o.loraSbEta } : {}),
+        ...(o.loraSbNiter !== undefined ? { svd_niter: o.loraSbNiter } : {}),
         target_modules: target ?? "all-linear",
       };
     case "oft":
@@ -194,6 +197,8 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--alpha ${value}`;
     case "eta":
       return `--lora-sb-eta ${value}`;
+    case "svd_niter":
+      return value === null || value === undefined ? null : `--lora-sb-niter ${value}`;
     case "energy_threshold":
       return value === null || value === undefined ? null : `--soka-energy ${value}`;
     case "factor_out":

@@ -33,7 +33,7 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
   BITFIT: ["target_modules", "exclude_modules", "layers_to_transform", "layers_pattern", "modules_to_save", "init_bitfit_weights"],
   HUT: ["target_modules", "exclude_modules", "layers_to_transform", "layers_pattern", "modules_to_save", "r", "hut_alpha", "init_hut_weights"],
   SOKA: ["target_modules", "exclude_modules", "layers_to_transform", "layers_pattern", "modules_to_save", "r", "factor_out", "factor_in", "energy_threshold", "init_soka_weights"],
-  LORA_SB: ["target_modules", "exclude_modules", "layers_to_transform", "layers_pattern", "modules_to_save", "r", "lora_alpha", "eta"],
+  LORA_SB: ["target_modules", "exclude_modules", "layers_to_transform", "layers_pattern", "modules_to_save", "r", "lora_alpha", "eta", "svd_niter"],
   BOTTLENECK: [
     "adapter_type",
     "bottleneck_size",

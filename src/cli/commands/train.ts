@@ -80,6 +80,13 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     exclusiveMin: 0,
   },
   {
+    name: "lora-sb-niter",
+    type: "int",
+    meta: "N",
+    help: "lora_sb: a randomized SVD with N power iterations (the authors' 10) instead of the exact one, for large layers",
+    min: 0,
+  },
+  {
     name: "corda-method",
     type: "string",
     help: 'corda: "ipm" = the r largest components, "kpm" = the r smallest',
@@ -204,6 +211,7 @@ export const trainCommand: CommandSpec = {
         sokaEnergy: o.sokaEnergy as number | undefined,
         // The authors' η is the first optimizer step's learning rate (lr / warm-up steps).
         loraSbEta: (o.loraSbEta as number | undefined) ?? firstStepLr(o),
+        loraSbNiter: o.loraSbNiter as number | undefined,
         cordaMethod: o.cordaMethod as "ipm" | "kpm",
         blockSize: o.blockSize as number | undefined,
         butterflyFactor: o.butterflyFactor as number,

@@ -12,7 +12,7 @@
  *   knowledge-preserved) the r smallest;
  *   A = diag(√(S_r/s))·V̂_rᵀ, B = U_r·diag(√(S_r/s)), and the base keeps W − s·B·A.
  */
-import { type Matrix, matmul, matrix, svd } from "../../util/linalg.js";
+import { cholesky, choleskySolve, type Matrix, matmul, matrix, NotPositiveDefiniteError, svd } from "../../util/linalg.js";
 import { PeftConfigError } from "../config.js";
 import type { CalibrationRequest, CalibrationStats, ModelInfo } from "../tuner.js";
 import type { LoraConfig } from "./config.js";
@@ -37,61 +37,6 @@ export function cordaCalibration(info: ModelInfo, c: LoraConfig): CalibrationReq
 }
 
 /**
- * Lower Cholesky factor of a symmetric positive definite matrix (row-major), or null when a pivot
- * is not positive. Private stand-in until src/util/linalg.ts gains `cholesky`/`solve` (the
- * linalg helper's); then this file should use those.
- */
-function cholesky(a: Matrix): Matrix | null {
-  const n = a.rows;
-  const l = matrix(n, n);
-  const d = l.data;
-  for (let i = 0; i < n; i++) {
-    const ri = i * n;
-    for (let j = 0; j <= i; j++) {
-      const rj = j * n;
-      let sum = a.data[ri + j];
-      for (let k = 0; k < j; k++) sum -= d[ri + k] * d[rj + k];
-      if (i === j) {
-        if (!(sum > 0)) return null;
-        d[ri + i] = Math.sqrt(sum);
-      } else d[ri + j] = sum / d[rj + j];
-    }
-  }
-  return l;
-}
-
-/** X with L·Lᵀ·X = B, for B [n, k] (forward then backward substitution on whole rows). */
-function choleskySolve(l: Matrix, b: Matrix): Matrix {
-  const n = l.rows;
-  const k = b.cols;
-  const x = matrix(n, k, b.data);
-  const d = x.data;
-  for (let i = 0; i < n; i++) {
-    const ri = i * k;
-    for (let j = 0; j < i; j++) {
-      const f = l.data[i * n + j];
-      if (f === 0) continue;
-      const rj = j * k;
-      for (let c = 0; c < k; c++) d[ri + c] -= f * d[rj + c];
-    }
-    const p = l.data[i * n + i];
-    for (let c = 0; c < k; c++) d[ri + c] /= p;
-  }
-  for (let i = n - 1; i >= 0; i--) {
-    const ri = i * k;
-    for (let j = i + 1; j < n; j++) {
-      const f = l.data[j * n + i];
-      if (f === 0) continue;
-      const rj = j * k;
-      for (let c = 0; c < k; c++) d[ri + c] -= f * d[rj + c];
-    }
-    const p = l.data[i * n + i];
-    for (let c = 0; c < k; c++) d[ri + c] /= p;
-  }
-  return x;
-}
-
-/**
  * C̃ = C + λ·mean(diag C)·I and its Cholesky factor, λ = 0.01 (PEFT's start value).
  *
  * PEFT doubles λ while ‖C̃·C̃⁻¹ − I‖_F ≥ 0.05 with its float32 inverse. In float64 that test
@@ -112,8 +57,11 @@ export function dampCovariance(c: Matrix, where: string): { damped: Matrix; fact
   for (let damp = 0.01; damp < 1e12; damp *= 2) {
     const damped = matrix(n, n, c.data);
     for (let i = 0; i < n; i++) damped.data[i * n + i] += damp * mean;
-    const factor = cholesky(damped);
-    if (factor) return { damped, factor, damp };
+    try {
+      return { damped, factor: cholesky(damped), damp };
+    } catch (e) {
+      if (!(e instanceof NotPositiveDefiniteError)) throw e;
+    }
   }
   throw new PeftConfigError(`CorDA: the input covariance of "${where}" could not be factorised at any damping`);
 }

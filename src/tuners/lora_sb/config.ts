@@ -15,11 +15,14 @@ import {
  * (RaghavSinghal10/lora-sb): r = 24 (their GLUE script; 96 for LLMs), α = r so s = α/r = 1.
  * eta is the step size η of the approximated first full fine-tuning step −η·sign(ΣG): the
  * authors use the learning rate of the first optimizer step (lr / warm-up steps).
+ * svd_niter: null takes the exact rank-r truncation (the paper's optimal approximation); N uses the
+ * randomized SVD with N power iterations instead (the authors' code: 10), for large layers.
  */
 export interface LoraSbConfig extends CommonConfig, TargetFields {
   r: number;
   loraAlpha: number;
   eta: number;
+  svdNiter: number | null;
 }
 
 export function parseLoraSbConfig(raw: RawPeftConfig, where: string): LoraSbConfig {
@@ -33,6 +36,7 @@ export function parseLoraSbConfig(raw: RawPeftConfig, where: string): LoraSbConf
     r: rank,
     loraAlpha: r.num("lora_alpha", rank),
     eta,
+    svdNiter: r.any("svd_niter") === undefined || r.any("svd_niter") === null ? null : r.int("svd_niter", 10, 0),
   };
 }
 
@@ -43,5 +47,6 @@ export function loraSbConfigJson(c: LoraSbConfig): Record<string, unknown> {
     r: c.r,
     lora_alpha: c.loraAlpha,
     eta: c.eta,
+    svd_niter: c.svdNiter,
   };
 }

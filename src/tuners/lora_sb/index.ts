@@ -11,7 +11,7 @@
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import type { Tensor } from "../../engine/trace/tensor.js";
 import type { ForwardContext, LinearOptions } from "../../nn/context.js";
-import { type Matrix, matrix, svd } from "../../util/linalg.js";
+import { type Matrix, matrix, randomizedSvd, svd } from "../../util/linalg.js";
 import { PeftConfigError } from "../config.js";
 import { LORA_DEFAULT_TARGETS } from "../defaults.js";
 import { selectTargets } from "../targets.js";
@@ -61,11 +61,14 @@ export function loraSbLayers(info: ModelInfo, c: LoraSbConfig): LoraSbLayer[] {
   });
 }
 
-/** The best rank-r approximation of −η·sign(G) (G logical [out, in]) as B = U_r, S_r, A = V_rᵀ. */
-export function signUpdateFactors(g: Matrix, eta: number, r: number): { b: Matrix; s: Float64Array; a: Matrix } {
+/**
+ * The rank-r approximation of −η·sign(G) (G logical [out, in]) as B = U_r, S_r, A = V_rᵀ: the exact
+ * truncation, or with `niter` the randomized SVD (as the authors' torch.svd_lowrank(q = r, niter);
+ * 10 extra random columns, torch's own advice, bring it closer to the exact one).
+ */
+export function signUpdateFactors(g: Matrix, eta: number, r: number, niter: number | null = null): { b: Matrix; s: Float64Array; a: Matrix } {
   const step = matrix(g.rows, g.cols, Array.from(g.data, (x) => -eta * Math.sign(x)));
-  // Exact SVD: the limit of the authors' randomized one (torch.svd_lowrank, 10 power iterations).
-  const d = svd(step);
+  const d = niter === null ? svd(step) : randomizedSvd(step, r, { niter });
   const k = d.s.length;
   const b = matrix(g.rows, r);
   const a = matrix(r, g.cols);
@@ -92,7 +95,7 @@ function create(info: ModelInfo, c: LoraSbConfig, _rng: unknown, data?: CreateDa
     if (stored.data.length !== g.data.length) throw new PeftConfigError(`LoRA-SB: the gradient sum for "${name}" is ${stored.rows}x${stored.cols}, not the weight's shape`);
     for (let o = 0; o < l.outFeatures; o++)
       for (let i = 0; i < l.inFeatures; i++) g.data[o * l.inFeatures + i] = stored.data[info.fanInFanOut ? i * l.outFeatures + o : o * l.inFeatures + i];
-    const f = signUpdateFactors(g, c.eta, l.r);
+    const f = signUpdateFactors(g, c.eta, l.r, c.svdNiter);
     const rr = new Float32Array(l.r * l.r);
     for (let j = 0; j < l.r; j++) rr[j * l.r + j] = f.s[j] / l.scaling;
     const k = loraSbKeys(l);
