@@ -6,7 +6,7 @@ Run from anywhere:  /usr/bin/python3 scripts/goldens/peft_config_fields.py [--ch
 Reads PEFT's sources from the local mirror (`fetch github:huggingface/peft` puts it at
 /work/.mirror/huggingface+peft/repo) at the pinned release tag, with `git show` and Python's `ast`;
 it never imports peft. For each peft_type peftkit writes, the fields of its config dataclass, with the
-inherited ones (PeftConfigMixin → PeftConfig → PromptLearningConfig → the method's class), in the
+inherited ones (PeftConfigMixin → PeftConfig → PromptLearningConfig or LycorisConfig → the method's class), in the
 order `dataclasses.asdict` gives them, minus the keys the class's `to_dict` pops (LoraConfig drops
 `runtime_config`). `PeftConfigMixin.save_pretrained` writes exactly that dict (sets as lists).
 Each field's default is recorded as its Python source, for reading only.
@@ -34,10 +34,16 @@ PEFT_TYPES = {
     "LN_TUNING": ("src/peft/tuners/ln_tuning/config.py", "LNTuningConfig"),
     "PROMPT_TUNING": ("src/peft/tuners/prompt_tuning/config.py", "PromptTuningConfig"),
     "PREFIX_TUNING": ("src/peft/tuners/prefix_tuning/config.py", "PrefixTuningConfig"),
+    "HRA": ("src/peft/tuners/hra/config.py", "HRAConfig"),
+    "VERA": ("src/peft/tuners/vera/config.py", "VeraConfig"),
     "OFT": ("src/peft/tuners/oft/config.py", "OFTConfig"),
     "BOFT": ("src/peft/tuners/boft/config.py", "BOFTConfig"),
+    "LOHA": ("src/peft/tuners/loha/config.py", "LoHaConfig"),
+    "LOKR": ("src/peft/tuners/lokr/config.py", "LoKrConfig"),
 }
 BASE_FILE = "src/peft/config.py"
+# Shared config bases outside the method's file (LoHa/LoKr inherit LycorisConfig's rank/alpha patterns).
+SHARED_FILES = ["src/peft/tuners/lycoris_utils.py"]
 
 
 def git(*args):
@@ -86,7 +92,7 @@ def classes(path):
 def config_fields(path, cls):
     """asdict order: base-class fields first; a field redeclared in a subclass keeps its first position
     and takes the subclass's default."""
-    known = {**classes(BASE_FILE), **classes(path)}
+    known = {**classes(BASE_FILE), **{k: v for f in SHARED_FILES for k, v in classes(f).items()}, **classes(path)}
     chain = []
     c = cls
     while c in known:

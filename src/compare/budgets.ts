@@ -1,6 +1,6 @@
 /**
  * The --budgets syntax: groups separated by ";", each KNOB=V1,V2,...
- *   r=4,8,16           LoRA-family rank (lora, dora, rslora, pissa, corda, hut, lora_sb), SoKA's Kronecker terms
+ *   r=4,8,16           LoRA-family rank (lora, dora, rslora, pissa, corda, loha, lokr, hut, lora_sb), SoKA's Kronecker terms
  *   tokens=10,20       virtual tokens (prompt, prefix)
  *   bottleneck=16,64   adapter bottleneck width
  *   params=10k,1M      a target trainable-parameter count: per method, the knob value whose
@@ -40,8 +40,12 @@ export const COMPARE_METHODS = [
   "hut",
   "soka",
   "lora_sb",
+  "hra",
+  "vera",
   "oft",
   "boft",
+  "loha",
+  "lokr",
   "full",
 ] as const;
 
@@ -57,6 +61,9 @@ const KNOB_OF: Record<string, Knob | null> = {
   hut: "r",
   soka: "r",
   lora_sb: "r",
+  loha: "r",
+  lokr: "r",
+  hra: "r",
 };
 
 export const DEFAULT_KNOB: Record<Knob, number> = { r: 8, tokens: 20, bottleneck: 32 };

@@ -13,7 +13,6 @@ import { installNodeCompileCache } from "../io/compile-cache.js";
 import { faultPoint } from "../io/fault.js";
 import { SafetensorsFile } from "../io/safetensors.js";
 import { CONVERTED_DIR } from "../train/run.js";
-import { trainableNumel } from "./adapter-params.js";
 import { fullFineTune } from "./full-run.js";
 
 export interface WorkerSpec {
@@ -86,16 +85,17 @@ async function peftRun(s: WorkerSpec): Promise<Omit<WorkerResult, "max_rss_kb">>
   if (ecode !== 0) throw new Error(`evaluation failed (exit code ${ecode})`);
   const evalResult = JSON.parse(readFileSync(evalFile, "utf8")) as Record<string, unknown>;
   const args = JSON.parse(readFileSync(join(adapterDir, "training_args.json"), "utf8")) as {
-    result: { steps: number; wallSeconds: number; tokensSeen: number };
+    result: { steps: number; wallSeconds: number; tokensSeen: number; trainableParams?: number };
   };
-  const trainable = trainableNumel(adapterDir);
+  // The trainer's count: saved tensors a method never trains (VeRA's projections) are not in it.
+  const trainable = args.result.trainableParams ?? numel(join(adapterDir, "adapter_model.safetensors"));
   return {
     eval_metrics: numbers(evalResult),
     steps: args.result.steps,
     train_s: args.result.wallSeconds,
     tokens_seen: args.result.tokensSeen,
     trainable_params: trainable,
-    total_params: numel(join(s.model, "model.safetensors")) + numel(join(adapterDir, "adapter_model.safetensors")),
+    total_params: numel(join(s.model, "model.safetensors")) + trainable,
   };
 }
 

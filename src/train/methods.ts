@@ -19,8 +19,12 @@ export const METHODS = [
   "hut",
   "soka",
   "lora_sb",
+  "hra",
+  "vera",
   "oft",
   "boft",
+  "loha",
+  "lokr",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -48,6 +52,14 @@ export interface MethodOptions {
   loraSbEta?: number;
   /** LoRA-SB: power iterations of a randomized SVD instead of the exact one. */
   loraSbNiter?: number;
+  /** HRA: Gram–Schmidt-orthogonalised reflections (PEFT's apply_GS). */
+  applyGs?: boolean;
+  /** VeRA: seed of the shared random projections. */
+  projectionPrngKey?: number;
+  /** VeRA: initial value of the λ_d vectors. */
+  dInitial?: number;
+  /** VeRA: write the projections into the adapter folder (else they are rebuilt from the seed). */
+  saveProjection?: boolean;
   /** CorDA: "ipm" (the r largest components, PEFT's default) or "kpm" (the r smallest). */
   cordaMethod?: "ipm" | "kpm";
   /** OFT: oft_block_size (default 32); BOFT: boft_block_size (default 4). */
@@ -60,6 +72,12 @@ export interface MethodOptions {
   coftEps?: number;
   /** OFT: one block shared by the whole diagonal. */
   blockShare?: boolean;
+  /** LoHa/LoKr (PEFT's rank_dropout, module_dropout; LoKr's decompose_both, decompose_factor, rank_dropout_scale). */
+  rankDropout?: number;
+  moduleDropout?: number;
+  decomposeBoth?: boolean;
+  decomposeFactor?: number;
+  rankDropoutScale?: boolean;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -75,6 +93,15 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
     r: o.r ?? 8,
     lora_alpha: o.alpha ?? 2 * (o.r ?? 8),
     lora_dropout: o.dropout ?? 0.05,
+    target_modules: target ?? "all-linear",
+  };
+  // LoHa/LoKr: PEFT's defaults r = alpha = 8 (scale 1); alpha follows r unless given.
+  const lycoris = {
+    ...common,
+    r: o.r ?? 8,
+    alpha: o.alpha ?? o.r ?? 8,
+    rank_dropout: o.rankDropout ?? 0,
+    module_dropout: o.moduleDropout ?? 0,
     target_modules: target ?? "all-linear",
   };
   switch (method as MethodName) {
@@ -144,6 +171,19 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         ...(o.loraSbNiter !== undefined ? { svd_niter: o.loraSbNiter } : {}),
         target_modules: target ?? "all-linear",
       };
+    case "hra":
+      return { ...common, peft_type: "HRA", r: o.r ?? 8, apply_GS: o.applyGs ?? false, target_modules: target ?? "all-linear" };
+    case "vera":
+      return {
+        ...common,
+        peft_type: "VERA",
+        r: o.r ?? 256,
+        vera_dropout: o.dropout ?? 0,
+        projection_prng_key: o.projectionPrngKey ?? 0,
+        d_initial: o.dInitial ?? 0.1,
+        save_projection: o.saveProjection ?? true,
+        target_modules: target ?? "all-linear",
+      };
     case "oft":
       return {
         ...common,
@@ -163,6 +203,16 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         boft_n_butterfly_factor: o.butterflyFactor ?? 1,
         target_modules: target ?? "all-linear",
       };
+    case "loha":
+      return { ...lycoris, peft_type: "LOHA" };
+    case "lokr":
+      return {
+        ...lycoris,
+        peft_type: "LOKR",
+        decompose_both: o.decomposeBoth ?? false,
+        decompose_factor: o.decomposeFactor ?? -1,
+        rank_dropout_scale: o.rankDropoutScale ?? false,
+      };
   }
 }
 
@@ -178,8 +228,12 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   HUT: "hut",
   SOKA: "soka",
   LORA_SB: "lora_sb",
+  HRA: "hra",
+  VERA: "vera",
   OFT: "oft",
   BOFT: "boft",
+  LOHA: "loha",
+  LOKR: "lokr",
 };
 
 /**
@@ -204,7 +258,20 @@ export function configFlag(field: string, value: unknown): string | null {
     case "factor_out":
     case "factor_in":
       return value === null || value === undefined ? null : "--soka-factors M,N";
+    case "alpha":
+      return `--alpha ${value}`;
+    case "rank_dropout":
+      return `--rank-dropout ${value}`;
+    case "module_dropout":
+      return `--module-dropout ${value}`;
+    case "decompose_factor":
+      return `--decompose-factor ${value}`;
+    case "decompose_both":
+      return value === true ? "--decompose-both" : null;
+    case "rank_dropout_scale":
+      return value === true ? "--rank-dropout-scale" : null;
     case "lora_dropout":
+    case "vera_dropout":
     case "dropout":
       return `--dropout ${value}`;
     case "target_modules":
@@ -215,6 +282,14 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--bottleneck-size ${value}`;
     case "adapter_type":
       return `--adapter-type ${value}`;
+    case "apply_GS":
+      return value === true ? "--apply-gs" : null;
+    case "projection_prng_key":
+      return `--projection-prng-key ${value}`;
+    case "d_initial":
+      return `--d-initial ${value}`;
+    case "save_projection":
+      return `--save-projection ${value}`;
     case "oft_block_size":
     case "boft_block_size":
       return `--block-size ${value}`;

@@ -176,7 +176,10 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
   if (result.stoppedBy !== "interrupted") {
     // The adapter goes in last (weights, then adapter_config.json, each fsynced and renamed into
     // place), so a config in the folder marks a finished run.
-    writeFileAtomic(join(o.outputDir, "training_args.json"), `${JSON.stringify({ ...o.record, result: { ...result } }, null, 2)}\n`);
+    writeFileAtomic(
+      join(o.outputDir, "training_args.json"),
+      `${JSON.stringify({ ...o.record, result: { ...result, trainableParams: trainable } }, null, 2)}\n`,
+    );
     if (initial) {
       const dir = join(o.outputDir, CONVERTED_DIR);
       if (o.labels) {

@@ -64,11 +64,29 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   HUT: [{ peftType: "HUT" }],
   SOKA: [{ peftType: "SOKA", r: 2 }],
   LORA_SB: [{ peftType: "LORA_SB", r: 4 }],
+  HRA: [{ peftType: "HRA" }, { peftType: "HRA", r: 4, apply_GS: true, targetModules: ["q_proj"], initWeights: false }],
+  VERA: [{ peftType: "VERA" }, { peftType: "VERA", r: 16, saveProjection: false, projectionPrngKey: 3, veraDropout: 0.1, dInitial: 0.5 }],
   OFT: [
     { peftType: "OFT" },
     { peftType: "OFT", r: 4, oftBlockSize: 0, coft: true, eps: 1e-3, blockShare: true, useCayleyNeumann: false, numCayleyNeumannTerms: 7 },
   ],
   BOFT: [{ peftType: "BOFT" }, { peftType: "BOFT", boftBlockSize: 0, boftBlockNum: 4, boftNButterflyFactor: 2, boftDropout: 0.1 }],
+  LOHA: [
+    { peftType: "LOHA" },
+    { peftType: "LOHA", r: 4, alpha: 16, rankDropout: 0.1, moduleDropout: 0.2, initWeights: false, rankPattern: { q_proj: 2 } },
+  ],
+  LOKR: [
+    { peftType: "LOKR" },
+    {
+      peftType: "LOKR",
+      r: 2,
+      decomposeBoth: true,
+      decomposeFactor: 4,
+      rankDropoutScale: true,
+      initWeights: "lycoris",
+      alphaPattern: { v_proj: 4 },
+    },
+  ],
 };
 
 /**

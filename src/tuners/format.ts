@@ -20,9 +20,22 @@ export const ADAPTER_CONFIG = "adapter_config.json";
 export const ADAPTER_WEIGHTS = "adapter_model.safetensors";
 const PREFIX = "base_model.model.";
 
-/** Prompt-learning methods save their tensors without the module prefix ("prompt_embeddings"). */
+/**
+ * Prompt-learning methods save their tensors without the module prefix ("prompt_embeddings");
+ * keys that start with "base_model." are model-level tensors PEFT saves outside the wrapped model
+ * (VeRA's "base_model.vera_A") and are written as they are.
+ */
 function savedKey(tuner: Tuner, key: string): string {
-  return tuner.promptLearning ? key : PREFIX + key;
+  return tuner.promptLearning || key.startsWith(MODEL_LEVEL) ? key : PREFIX + key;
+}
+
+const MODEL_LEVEL = "base_model.";
+
+/** The adapter key of a saved tensor name, or null when it cannot be one. */
+function adapterKey(tuner: Tuner, name: string): string | null {
+  if (tuner.promptLearning) return name;
+  if (name.startsWith(PREFIX)) return name.slice(PREFIX.length);
+  return name.startsWith(MODEL_LEVEL) ? name : null;
 }
 
 function writeJsonAtomic(path: string, value: unknown): void {
@@ -83,7 +96,7 @@ export function readAdapter(peft: PeftModel, dir: string): { tuner: Tuner; confi
     const misshaped: string[] = [];
     for (const e of file.entries) {
       if (skip.has(keyOf(e.name))) continue;
-      const key = tuner.promptLearning ? e.name : e.name.startsWith(PREFIX) ? e.name.slice(PREFIX.length) : null;
+      const key = adapterKey(tuner, e.name);
       const shape = key === null ? undefined : expected.get(key);
       if (key === null || !shape) {
         unknown.push(`${e.name} [${e.shape.join(", ")}]`);
@@ -104,7 +117,7 @@ export function readAdapter(peft: PeftModel, dir: string): { tuner: Tuner; confi
     if (unknown.length) problems.push(`tensors this ${tuner.peftType} config on this model does not use:\n  ${unknown.join("\n  ")}`);
     if (problems.length)
       throw new PeftConfigError(`${weightsPath}: the adapter does not match its config and the model\n${problems.join("\n")}`);
-    return { tuner, config, tensors };
+    return { tuner, config, tensors: tuner.tensorsFromSaved?.(peft.info, config, tensors) ?? tensors };
   } finally {
     file.close();
   }

@@ -4,8 +4,11 @@ import { BITFIT } from "./bitfit/index.js";
 import { BOFT } from "./boft/index.js";
 import { type CommonConfig, PeftConfigError } from "./config.js";
 import { HUT } from "./hut/index.js";
+import { HRA } from "./hra/index.js";
 import { IA3 } from "./ia3/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
+import { LOHA } from "./loha/index.js";
+import { LOKR } from "./lokr/index.js";
 import { LORA } from "./lora/index.js";
 import { LORA_SB } from "./lora_sb/index.js";
 import { OFT } from "./oft/index.js";
@@ -14,6 +17,7 @@ import { PROMPT_TUNING } from "./prompt_tuning/index.js";
 import { SOKA } from "./soka/index.js";
 import { SSF } from "./ssf/index.js";
 import type { Tuner } from "./tuner.js";
+import { VERA } from "./vera/index.js";
 
 const TUNERS: Tuner<never>[] = [
   LORA,
@@ -27,8 +31,12 @@ const TUNERS: Tuner<never>[] = [
   HUT,
   SOKA,
   LORA_SB,
+  HRA,
+  VERA,
   OFT,
   BOFT,
+  LOHA,
+  LOKR,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {

@@ -175,6 +175,12 @@ export interface Tuner<C extends CommonConfig = CommonConfig> {
    * with prefix_projection saves the projected prefix, as PEFT does); absent: the tensors as they are.
    */
   tensorsToSave?(info: ModelInfo, c: C, tensors: ReadonlyMap<string, HostTensor>): Map<string, HostTensor>;
+  /**
+   * The adapter's tensors from the ones a folder holds (checked against expectedTensors), when a
+   * saved adapter omits tensors it can rebuild from its config (VeRA without save_projection
+   * regenerates its projections from projection_prng_key); absent: the tensors as read.
+   */
+  tensorsFromSaved?(info: ModelInfo, c: C, saved: ReadonlyMap<string, HostTensor>): Map<string, HostTensor>;
 }
 
 /** Passes every call through; tuners extend it and override what they change. */

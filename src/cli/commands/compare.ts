@@ -29,7 +29,8 @@ import { type CommandSpec, type Flags, UsageError } from "../args.js";
 /**
  * Default peak learning rates per method family for short runs on small models (see docs/compare.md):
  * low-rank adapters 2e-3, bottleneck adapters 1e-3, scaling/bias/norm methods and soft prompts 5e-2,
- * full fine-tuning 3e-4 (measured on models/wordnet-llama, 30-step runs; docs/compare.md has the figures).
+ * full fine-tuning 3e-4 (measured on models/wordnet-llama, 30-step runs; docs/compare.md has the figures);
+ * LoHa and LoKr 2e-2 (kind-of, 100 steps: they learn slowly at LoRA's rate).
  */
 export const DEFAULT_LR: Record<string, number> = {
   lora: 2e-3,
@@ -41,6 +42,8 @@ export const DEFAULT_LR: Record<string, number> = {
   soka: 2e-3,
   lora_sb: 2e-3,
   corda: 2e-3,
+  loha: 2e-2,
+  lokr: 2e-2,
   adapter: 1e-3,
   ia3: 5e-2,
   ssf: 5e-2,
@@ -48,6 +51,8 @@ export const DEFAULT_LR: Record<string, number> = {
   ln_tuning: 5e-2,
   prompt: 5e-2,
   prefix: 5e-2,
+  hra: 1e-2,
+  vera: 5e-2,
   oft: 2e-3,
   boft: 2e-3,
   full: 3e-4,

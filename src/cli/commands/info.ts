@@ -42,7 +42,8 @@ export const infoCommand: CommandSpec = {
         ["task_type", String(cfg.task_type)],
         ["base model", String(cfg.base_model_name_or_path)],
       );
-      for (const k of ["r", "lora_alpha", "use_dora", "use_rslora", "target_modules", "num_virtual_tokens", "modules_to_save"]) {
+      const keys = ["r", "lora_alpha", "use_dora", "use_rslora", "apply_GS", "projection_prng_key", "save_projection"];
+      for (const k of [...keys, "target_modules", "num_virtual_tokens", "modules_to_save"]) {
         if (cfg[k] !== undefined && cfg[k] !== null) rows.push([k, JSON.stringify(cfg[k])]);
       }
       const labels = readLabelConfig(dir);

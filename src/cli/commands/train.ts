@@ -57,9 +57,29 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   },
   { name: "pack", type: "boolean", help: "pack language-modelling examples into rows of --max-length tokens" },
   { name: "method", type: "string", help: "PEFT method", default: "lora", choices: METHODS },
-  { name: "r", type: "int", meta: "N", help: "LoRA rank", default: 8, min: 1 },
-  { name: "alpha", type: "number", meta: "A", help: "LoRA alpha (default 2·r)", exclusiveMin: 0 },
+  { name: "r", type: "int", meta: "N", help: "rank: LoRA, LoHa, LoKr, HRA (default 8), VeRA (default 256)", min: 1 },
+  { name: "alpha", type: "number", meta: "A", help: "LoRA alpha (default 2·r); LoHa / LoKr alpha (default r)", exclusiveMin: 0 },
   { name: "dropout", type: "number", meta: "P", help: "LoRA / adapter dropout", default: 0.05, min: 0, exclusiveMax: 1 },
+  {
+    name: "rank-dropout",
+    type: "number",
+    meta: "P",
+    help: "LoHa / LoKr: drop output rows of ΔW in training",
+    default: 0,
+    min: 0,
+    exclusiveMax: 1,
+  },
+  { name: "module-dropout", type: "number", meta: "P", help: "LoHa / LoKr: skip a layer's update in training", default: 0, min: 0, max: 1 },
+  { name: "decompose-both", type: "boolean", help: "LoKr: also split the left Kronecker factor into a rank-r product" },
+  {
+    name: "decompose-factor",
+    type: "int",
+    meta: "N",
+    help: "LoKr: factorization() divider (-1: near the square root)",
+    default: -1,
+    min: -1,
+  },
+  { name: "rank-dropout-scale", type: "boolean", help: "LoKr: rescale the rank-dropout mask by its mean" },
   { name: "target", type: "list", meta: "LIST", help: 'target modules, comma-separated, or "all-linear"' },
   { name: "num-virtual-tokens", type: "int", meta: "N", help: "prompt/prefix tuning: soft tokens", default: 20, min: 1 },
   { name: "bottleneck-size", type: "int", meta: "N", help: "adapter: bottleneck width", default: 32, min: 1 },
@@ -85,6 +105,16 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     meta: "N",
     help: "lora_sb: a randomized SVD with N power iterations (the authors' 10) instead of the exact one, for large layers",
     min: 0,
+  },
+  { name: "apply-gs", type: "boolean", help: "HRA: orthogonalise the reflection vectors (Gram–Schmidt)" },
+  { name: "projection-prng-key", type: "int", meta: "N", help: "VeRA: seed of the shared random projections", default: 0, min: 0 },
+  // λ_d = 0 with λ_b = 0 (the init) gives both zero gradients: nothing would ever train.
+  { name: "d-initial", type: "number", meta: "F", help: "VeRA: initial value of the λ_d vectors", default: 0.1, exclusiveMin: 0 },
+  {
+    name: "save-projection",
+    type: "boolean",
+    help: "VeRA: save the projections in the adapter (false: rebuilt from the seed on load)",
+    default: true,
   },
   {
     name: "corda-method",
@@ -200,7 +230,7 @@ export const trainCommand: CommandSpec = {
     let peftConfig: Record<string, unknown>;
     try {
       peftConfig = methodConfig(o.method as string, {
-        r: o.r as number,
+        r: o.r as number | undefined,
         alpha: o.alpha as number | undefined,
         dropout: o.dropout as number,
         target: o.target as string[] | undefined,
@@ -212,12 +242,21 @@ export const trainCommand: CommandSpec = {
         // The authors' η is the first optimizer step's learning rate (lr / warm-up steps).
         loraSbEta: (o.loraSbEta as number | undefined) ?? firstStepLr(o),
         loraSbNiter: o.loraSbNiter as number | undefined,
+        applyGs: o.applyGs as boolean | undefined,
+        projectionPrngKey: o.projectionPrngKey as number,
+        dInitial: o.dInitial as number,
+        saveProjection: o.saveProjection as boolean,
         cordaMethod: o.cordaMethod as "ipm" | "kpm",
         blockSize: o.blockSize as number | undefined,
         butterflyFactor: o.butterflyFactor as number,
         cayley: o.cayley as "neumann" | "exact",
         coftEps: o.coftEps as number | undefined,
         blockShare: o.blockShare as boolean | undefined,
+        rankDropout: o.rankDropout as number,
+        moduleDropout: o.moduleDropout as number,
+        decomposeBoth: o.decomposeBoth as boolean | undefined,
+        decomposeFactor: o.decomposeFactor as number,
+        rankDropoutScale: o.rankDropoutScale as boolean | undefined,
       });
     } catch (e) {
       if (e instanceof MethodError) throw new UsageError(e.message);

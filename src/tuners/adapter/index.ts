@@ -9,12 +9,14 @@
  * The up-projection starts at zero, so training starts from the base model. Adapters add
  * non-linear modules and cannot be merged into the base weights.
  */
+
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import * as F from "../../engine/trace/composites.js";
 import type { Tensor } from "../../engine/trace/tensor.js";
 import type { ForwardContext, HookPoint } from "../../nn/context.js";
 import { fillUniform, type Rng } from "../../util/rng.js";
 import { PeftConfigError } from "../config.js";
+import { layerSeed } from "../layer-seed.js";
 import { layerIndex } from "../targets.js";
 import { type CreatedAdapter, DelegatingContext, type ModelInfo, maskRows, type Tuner, type WrapOptions } from "../tuner.js";
 import { type BottleneckConfig, bottleneckConfigJson, type NonLinearity, parseBottleneckConfig } from "./config.js";
@@ -132,7 +134,8 @@ class BottleneckContext extends DelegatingContext {
   /** s·up(f(down(x))), masked to this adapter's rows. */
   private delta(m: AdapterModule, x: Tensor): Tensor {
     const t = (k: string) => this.opts.tensor(`${m.key}.${k}`);
-    const xin = this.opts.training && this.c.dropout > 0 && this.opts.seed ? F.dropout(x, this.c.dropout, this.opts.seed) : x;
+    const xin =
+      this.opts.training && this.c.dropout > 0 && this.opts.seed ? F.dropout(x, this.c.dropout, layerSeed(this.opts.seed, m.key)) : x;
     const down = xin.matmul(t("down.weight").transpose()).add(t("down.bias"));
     const up = nonLinearity(down, this.c.nonLinearity).matmul(t("up.weight").transpose()).add(t("up.bias"));
     return maskRows(up.mul(this.c.scaling), this.opts.rowMask);

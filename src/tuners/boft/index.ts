@@ -8,12 +8,14 @@
  * config's factor count only where its CUDA extension builds (otherwise it falls back to one
  * factor); we always follow the config.
  */
+
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import { constant, iota, randomUniform, scalar, type Tensor } from "../../engine/trace/tensor.js";
 import type { ForwardContext, LinearOptions } from "../../nn/context.js";
 import { fillNormal, type Rng } from "../../util/rng.js";
 import { PeftConfigError, type RawPeftConfig } from "../config.js";
 import { LORA_DEFAULT_TARGETS } from "../defaults.js";
+import { layerSeed } from "../layer-seed.js";
 import type { LoraConfig } from "../lora/config.js";
 import { type BiasTarget, biasTargets, type LoraLayer } from "../lora/layers.js";
 import { cayleyExact, hostCayleyExact, identity, rotateBlocks } from "../oft/cayley.js";
@@ -118,11 +120,11 @@ function blockDropout(orth: Tensor, l: BoftLayer, p: number, seed: Tensor): Tens
   const d = l.blockNum;
   const drop = Math.trunc(p * d);
   if (drop === 0) return orth;
-  const u = randomUniform(seed, [d], orth.dtype);
+  const u = randomUniform(layerSeed(seed, l.path, 0), [d], orth.dtype);
   // rank_j = #{i : u_i < u_j}: the blocks with the `drop` smallest draws are replaced.
   const rank = u.unsqueeze(0).lt(u.unsqueeze(1)).cast(orth.dtype).sum(1);
   const blocks = rank.lt(drop).cast(orth.dtype);
-  const which = randomUniform(seed.add(scalar(7919, "i64")), [1], orth.dtype)
+  const which = randomUniform(layerSeed(seed, l.path, 1), [1], orth.dtype)
     .mul(l.factors)
     .floor();
   const factor = iota([l.factors], 0, orth.dtype).eq(which).cast(orth.dtype);

@@ -3,10 +3,12 @@
  * context that wraps the model's: linear and embedding layers gain their low-rank update, and
  * trained biases replace the base ones.
  */
+
 import type { HostTensor } from "../../engine/ir/host.js";
 import * as F from "../../engine/trace/composites.js";
 import type { Tensor } from "../../engine/trace/tensor.js";
 import type { ForwardContext, LinearOptions } from "../../nn/context.js";
+import { layerSeed } from "../layer-seed.js";
 import { DelegatingContext, type ModelInfo, maskRows, type WrapOptions } from "../tuner.js";
 import type { LoraConfig } from "./config.js";
 import { blockDiagonalB, type FusedSite, stackedScaledA } from "./inference.js";
@@ -77,7 +79,7 @@ export class LoraContext extends DelegatingContext {
     const a = this.opts.tensor(k.a);
     const b = this.opts.tensor(k.b);
     const seed = this.opts.training && this.c.loraDropout > 0 ? this.opts.seed : null;
-    const xin = seed ? F.dropout(x, this.c.loraDropout, seed) : x;
+    const xin = seed ? F.dropout(x, this.c.loraDropout, layerSeed(seed, path)) : x;
     // The scale is applied to the rank-r intermediate, the smallest tensor on the path.
     const lora = xin.matmul(a.transpose()).mul(l.scaling).matmul(b.transpose());
     if (!this.c.useDora) return y.add(maskRows(lora, this.opts.rowMask));

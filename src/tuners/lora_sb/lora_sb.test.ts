@@ -183,6 +183,8 @@ describe("LoRA-SB", () => {
     try {
       const model = await loadTestModel("llama_basic");
       const peft = withLoraSb(model, { peftType: "LORA_SB", r: 4 }, randomGradients(5));
+      // Only R trains: r² on each of q_proj, v_proj in 2 blocks.
+      assert.equal(peft.parameterCounts().trainable, 4 * 16);
       const ids = randomIds(2, 5, 256);
       const before = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
       peft.savePretrained(dir);

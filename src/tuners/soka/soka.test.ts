@@ -147,6 +147,8 @@ describe("SoKA", () => {
     assert.deepEqual([json.peft_type, json.r, json.factor_out, json.factor_in, json.energy_threshold, json.init_soka_weights], ["SOKA", 8, null, null, null, true]);
     const model = await loadTestModel("llama_basic");
     const peft = PeftModel.create(model, { peftType: "SOKA", r: 2 });
+    // q_proj and v_proj of 2 blocks (factors 4×4, 8×8): U and V count, U⁰ and V⁰ do not.
+    assert.equal(peft.parameterCounts().trainable, 4 * 2 * (16 + 64));
     assert.throws(() => peft.addAdapter("a", { peftType: "SOKA", factorOut: 5 }), /^PeftConfigError: SoKA config: factor_out = 5 does not divide out_features = 32 of "model.layers.0.self_attn.q_proj"$/);
     assert.throws(() => peft.addAdapter("b", { peftType: "SOKA", factorIn: 3 }), /factor_in = 3 does not divide in_features = 32/);
     assert.throws(() => peft.addAdapter("c", { peftType: "SOKA", r: 17 }), /SoKA config: r = 17 exceeds the 16 Kronecker terms of "model.layers.0.self_attn.q_proj"/);
