@@ -91,7 +91,14 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     choices: ["houlsby", "pfeiffer", "parallel"],
   },
   { name: "soka-factors", type: "list", meta: "M,N", help: "soka: U_k is M×N and V_k (out/M)×(in/N) (default: balanced factors)" },
-  { name: "soka-energy", type: "number", meta: "T", help: "soka: per-layer rank from the energy threshold T and the elbow, at most --r", exclusiveMin: 0, max: 1 },
+  {
+    name: "soka-energy",
+    type: "number",
+    meta: "T",
+    help: "soka: per-layer rank from the energy threshold T and the elbow, at most --r",
+    exclusiveMin: 0,
+    max: 1,
+  },
   {
     name: "lora-sb-eta",
     type: "number",
@@ -202,7 +209,8 @@ function firstStepLr(o: Flags): number {
 function sokaFactors(v: string[] | undefined): [number, number] | undefined {
   if (!v) return undefined;
   const n = v.map(Number);
-  if (n.length !== 2 || !n.every((x) => Number.isInteger(x) && x >= 1)) throw new UsageError(`--soka-factors: want two positive integers M,N, got "${v.join(",")}"`);
+  if (n.length !== 2 || !n.every((x) => Number.isInteger(x) && x >= 1))
+    throw new UsageError(`--soka-factors: want two positive integers M,N, got "${v.join(",")}"`);
   return [n[0], n[1]];
 }
 
