@@ -16,6 +16,9 @@ export const METHODS = [
   "ssf",
   "bitfit",
   "ln_tuning",
+  "hut",
+  "soka",
+  "lora_sb",
   "hra",
   "vera",
   "oft",
@@ -28,8 +31,11 @@ export const METHODS = [
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
-/** Examples a method calibrates on when --calibration-samples is absent (CorDA: 256, its paper's and PEFT's example's). */
-export const CALIBRATION_SAMPLES: Partial<Record<MethodName, number>> = { corda: 256 };
+/**
+ * Examples a method calibrates on when --calibration-samples is absent (CorDA: 256, its paper's and
+ * PEFT's example's; LoRA-SB: 170, the authors' commonsense script's gradient samples).
+ */
+export const CALIBRATION_SAMPLES: Partial<Record<MethodName, number>> = { corda: 256, lora_sb: 170 };
 
 export interface MethodOptions {
   r?: number;
@@ -41,6 +47,14 @@ export interface MethodOptions {
   bottleneckSize?: number;
   adapterType?: "houlsby" | "pfeiffer" | "parallel";
   taskType?: string;
+  /** SoKA: m and n of the m×n Kronecker factor U (default: balanced). */
+  sokaFactors?: [number, number];
+  /** SoKA: energy threshold of the spectrum-aware rank (r is then the most). */
+  sokaEnergy?: number;
+  /** LoRA-SB: step size η of the approximated first full fine-tuning step. */
+  loraSbEta?: number;
+  /** LoRA-SB: power iterations of a randomized SVD instead of the exact one. */
+  loraSbNiter?: number;
   /** HRA: Gram–Schmidt-orthogonalised reflections (PEFT's apply_GS). */
   applyGs?: boolean;
   /** VeRA: seed of the shared random projections. */
@@ -143,6 +157,28 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
       return { ...common, peft_type: "BITFIT", ...(target ? { target_modules: target } : {}) };
     case "ln_tuning":
       return { ...common, peft_type: "LN_TUNING", ...(target ? { target_modules: target } : {}) };
+    case "hut":
+      return { ...common, peft_type: "HUT", r: o.r ?? 8, hut_alpha: o.alpha ?? o.r ?? 8, target_modules: target ?? "all-linear" };
+    case "soka":
+      return {
+        ...common,
+        peft_type: "SOKA",
+        r: o.r ?? 8,
+        factor_out: o.sokaFactors?.[0] ?? null,
+        factor_in: o.sokaFactors?.[1] ?? null,
+        energy_threshold: o.sokaEnergy ?? null,
+        target_modules: target ?? "all-linear",
+      };
+    case "lora_sb":
+      return {
+        ...common,
+        peft_type: "LORA_SB",
+        r: o.r ?? 8,
+        lora_alpha: o.alpha ?? o.r ?? 8,
+        ...(o.loraSbEta !== undefined ? { eta: o.loraSbEta } : {}),
+        ...(o.loraSbNiter !== undefined ? { svd_niter: o.loraSbNiter } : {}),
+        target_modules: target ?? "all-linear",
+      };
     case "hra":
       return { ...common, peft_type: "HRA", r: o.r ?? 8, apply_GS: o.applyGs ?? false, target_modules: target ?? "all-linear" };
     case "vera":
@@ -219,6 +255,9 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SSF: "ssf",
   BITFIT: "bitfit",
   LN_TUNING: "ln_tuning",
+  HUT: "hut",
+  SOKA: "soka",
+  LORA_SB: "lora_sb",
   HRA: "hra",
   VERA: "vera",
   OFT: "oft",
@@ -241,6 +280,17 @@ export function configFlag(field: string, value: unknown): string | null {
     case "r":
       return `--r ${value}`;
     case "lora_alpha":
+    case "hut_alpha":
+      return `--alpha ${value}`;
+    case "eta":
+      return `--lora-sb-eta ${value}`;
+    case "svd_niter":
+      return value === null || value === undefined ? null : `--lora-sb-niter ${value}`;
+    case "energy_threshold":
+      return value === null || value === undefined ? null : `--soka-energy ${value}`;
+    case "factor_out":
+    case "factor_in":
+      return value === null || value === undefined ? null : "--soka-factors M,N";
     case "alpha":
       return `--alpha ${value}`;
     case "rank_dropout":

@@ -13,6 +13,7 @@ import { REPO_ROOT } from "../testing/paths.js";
 import { PEFT_COMPAT_VERSION } from "./config.js";
 import { loadTestModel } from "./conformance.js";
 import { ADAPTER_CONFIG } from "./format.js";
+import { randomGradients, withLoraSb } from "./lora_sb/testing.js";
 import { PeftModel } from "./peft-model.js";
 import { supportedPeftTypes } from "./registry.js";
 
@@ -30,6 +31,39 @@ const FIELDS = JSON.parse(readFileSync(resolve(REPO_ROOT, "test/golden/peft-conf
 const PEFTKIT_FIELDS: Record<string, string[]> = {
   SSF: ["target_modules", "exclude_modules", "layers_to_transform", "layers_pattern", "modules_to_save", "init_ssf_weights"],
   BITFIT: ["target_modules", "exclude_modules", "layers_to_transform", "layers_pattern", "modules_to_save", "init_bitfit_weights"],
+  HUT: [
+    "target_modules",
+    "exclude_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "modules_to_save",
+    "r",
+    "hut_alpha",
+    "init_hut_weights",
+  ],
+  SOKA: [
+    "target_modules",
+    "exclude_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "modules_to_save",
+    "r",
+    "factor_out",
+    "factor_in",
+    "energy_threshold",
+    "init_soka_weights",
+  ],
+  LORA_SB: [
+    "target_modules",
+    "exclude_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "modules_to_save",
+    "r",
+    "lora_alpha",
+    "eta",
+    "svd_niter",
+  ],
   BOTTLENECK: [
     "adapter_type",
     "bottleneck_size",
@@ -90,6 +124,9 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   SSF: [{ peftType: "SSF" }],
   BITFIT: [{ peftType: "BITFIT" }],
   BOTTLENECK: [{ peftType: "BOTTLENECK" }],
+  HUT: [{ peftType: "HUT" }],
+  SOKA: [{ peftType: "SOKA", r: 2 }],
+  LORA_SB: [{ peftType: "LORA_SB", r: 4 }],
   HRA: [{ peftType: "HRA" }, { peftType: "HRA", r: 4, apply_GS: true, targetModules: ["q_proj"], initWeights: false }],
   VERA: [{ peftType: "VERA" }, { peftType: "VERA", r: 16, saveProjection: false, projectionPrngKey: 3, veraDropout: 0.1, dInitial: 0.5 }],
   OFT: [
@@ -152,7 +189,10 @@ async function writtenConfig(config: Record<string, unknown>): Promise<Record<st
   // llama has no biases for BitFit to train; qwen2's q/k/v have.
   const model = await loadTestModel(config.peftType === "BITFIT" ? "qwen2" : "llama_basic");
   try {
-    PeftModel.create(model, config, { seed: 1 }).savePretrained(dir);
+    // LoRA-SB is created from calibration statistics (prescribed gradient sums here).
+    const peft =
+      config.peftType === "LORA_SB" ? withLoraSb(model, config, randomGradients(1)) : PeftModel.create(model, config, { seed: 1 });
+    peft.savePretrained(dir);
     return JSON.parse(readFileSync(join(dir, ADAPTER_CONFIG), "utf8")) as Record<string, unknown>;
   } finally {
     await model.release();

@@ -4,6 +4,7 @@ import { BITFIT } from "./bitfit/index.js";
 import { BOFT } from "./boft/index.js";
 import { type CommonConfig, PeftConfigError } from "./config.js";
 import { HRA } from "./hra/index.js";
+import { HUT } from "./hut/index.js";
 import { IA3 } from "./ia3/index.js";
 import { KASA } from "./kasa/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
@@ -11,9 +12,11 @@ import { LOHA } from "./loha/index.js";
 import { LOKR } from "./lokr/index.js";
 import { LOLDU } from "./loldu/index.js";
 import { LORA } from "./lora/index.js";
+import { LORA_SB } from "./lora_sb/index.js";
 import { OFT } from "./oft/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
+import { SOKA } from "./soka/index.js";
 import { SSF } from "./ssf/index.js";
 import { SVFIT } from "./svfit/index.js";
 import type { Tuner } from "./tuner.js";
@@ -28,6 +31,9 @@ const TUNERS: Tuner<never>[] = [
   BOTTLENECK,
   PROMPT_TUNING,
   PREFIX_TUNING,
+  HUT,
+  SOKA,
+  LORA_SB,
   HRA,
   VERA,
   OFT,

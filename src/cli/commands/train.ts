@@ -12,7 +12,7 @@ import { runTraining } from "../../train/run.js";
 import type { ScheduleName } from "../../train/schedule.js";
 import { calibrationRequest } from "../../tuners/peft-model.js";
 import type { CalibrationStats } from "../../tuners/tuner.js";
-import { type CommandSpec, UsageError } from "../args.js";
+import { type CommandSpec, type Flags, UsageError } from "../args.js";
 import { requireDir } from "../load.js";
 import { effectiveMaxLength } from "../max-length.js";
 
@@ -90,6 +90,29 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     default: "houlsby",
     choices: ["houlsby", "pfeiffer", "parallel"],
   },
+  { name: "soka-factors", type: "list", meta: "M,N", help: "soka: U_k is M×N and V_k (out/M)×(in/N) (default: balanced factors)" },
+  {
+    name: "soka-energy",
+    type: "number",
+    meta: "T",
+    help: "soka: per-layer rank from the energy threshold T and the elbow, at most --r",
+    exclusiveMin: 0,
+    max: 1,
+  },
+  {
+    name: "lora-sb-eta",
+    type: "number",
+    meta: "η",
+    help: "lora_sb: step size of the approximated first step −η·sign(ΣG) (default: the first step's rate, --lr / warm-up steps)",
+    exclusiveMin: 0,
+  },
+  {
+    name: "lora-sb-niter",
+    type: "int",
+    meta: "N",
+    help: "lora_sb: a randomized SVD with N power iterations (the authors' 10) instead of the exact one, for large layers",
+    min: 0,
+  },
   { name: "apply-gs", type: "boolean", help: "HRA: orthogonalise the reflection vectors (Gram–Schmidt)" },
   { name: "projection-prng-key", type: "int", meta: "N", help: "VeRA: seed of the shared random projections", default: 0, min: 0 },
   // λ_d = 0 with λ_b = 0 (the init) gives both zero gradients: nothing would ever train.
@@ -111,13 +134,13 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     name: "calibration-data",
     type: "string",
     meta: "FILE",
-    help: "data-aware initialisation (corda): examples to calibrate on, any format --data takes",
+    help: "data-aware initialisation (corda, lora_sb): examples to calibrate on, any format --data takes",
   },
   {
     name: "calibration-samples",
     type: "int",
     meta: "N",
-    help: "calibrate on the first N examples of --calibration-data (default: the method's, 256 for corda)",
+    help: "calibrate on the first N examples of --calibration-data (default: the method's, 256 for corda, 170 for lora_sb)",
     min: 1,
   },
   { name: "block-size", type: "int", meta: "N", help: "oft: oft_block_size (default 32); boft: boft_block_size (default 4)", min: 1 },
@@ -180,6 +203,27 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   },
 ];
 
+/**
+ * LoRA-SB's default η: the learning rate of the first optimizer step, --lr / warm-up steps (the
+ * authors' lr / (warmup_ratio · total_steps)). A warm-up fraction counts steps of --max-steps;
+ * with --epochs and a fraction the step count is not known yet, and η = --lr.
+ */
+function firstStepLr(o: Flags): number {
+  const lr = o.lr as number;
+  const w = o.warmup as number;
+  const steps = w >= 1 ? w : o.maxSteps !== undefined ? Math.round(w * (o.maxSteps as number)) : 0;
+  return lr / Math.max(1, steps);
+}
+
+/** --soka-factors M,N → [M, N]. */
+function sokaFactors(v: string[] | undefined): [number, number] | undefined {
+  if (!v) return undefined;
+  const n = v.map(Number);
+  if (n.length !== 2 || !n.every((x) => Number.isInteger(x) && x >= 1))
+    throw new UsageError(`--soka-factors: want two positive integers M,N, got "${v.join(",")}"`);
+  return [n[0], n[1]];
+}
+
 export const trainCommand: CommandSpec = {
   name: "train",
   summary: "Fine-tune a model with a PEFT method on your data; writes an HF PEFT adapter folder.",
@@ -211,6 +255,11 @@ export const trainCommand: CommandSpec = {
         numVirtualTokens: o.numVirtualTokens as number,
         bottleneckSize: o.bottleneckSize as number,
         adapterType: o.adapterType as "houlsby",
+        sokaFactors: sokaFactors(o.sokaFactors as string[] | undefined),
+        sokaEnergy: o.sokaEnergy as number | undefined,
+        // The authors' η is the first optimizer step's learning rate (lr / warm-up steps).
+        loraSbEta: (o.loraSbEta as number | undefined) ?? firstStepLr(o),
+        loraSbNiter: o.loraSbNiter as number | undefined,
         applyGs: o.applyGs as boolean | undefined,
         projectionPrngKey: o.projectionPrngKey as number,
         dInitial: o.dInitial as number,
