@@ -49,8 +49,6 @@ export interface MethodOptions {
   taskType?: string;
   /** SoKA: m and n of the m×n Kronecker factor U (default: balanced). */
   sokaFactors?: [number, number];
-  /** SoKA: energy threshold of the spectrum-aware rank (r is then the most). */
-  sokaEnergy?: number;
   /** LoRA-SB: step size η of the approximated first full fine-tuning step. */
   loraSbEta?: number;
   /** LoRA-SB: power iterations of a randomized SVD instead of the exact one. */
@@ -81,7 +79,7 @@ export interface MethodOptions {
   decomposeBoth?: boolean;
   decomposeFactor?: number;
   rankDropoutScale?: boolean;
-  /** svfit: pick r per layer as the smallest keeping this share of Σσ² (replaces r). */
+  /** svfit: pick r per layer as the smallest keeping this share of Σσ² (replaces r); soka: the energy share of its spectrum-aware rank (r is then the most). */
   energyThreshold?: number;
   /** kasa: weights of the δ norm and the orthogonality terms of its regulariser. */
   kasaBeta?: number;
@@ -166,7 +164,7 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         r: o.r ?? 8,
         factor_out: o.sokaFactors?.[0] ?? null,
         factor_in: o.sokaFactors?.[1] ?? null,
-        energy_threshold: o.sokaEnergy ?? null,
+        energy_threshold: o.energyThreshold ?? null,
         target_modules: target ?? "all-linear",
       };
     case "lora_sb":
@@ -286,8 +284,6 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--lora-sb-eta ${value}`;
     case "svd_niter":
       return value === null || value === undefined ? null : `--lora-sb-niter ${value}`;
-    case "energy_threshold":
-      return value === null || value === undefined ? null : `--soka-energy ${value}`;
     case "factor_out":
     case "factor_in":
       return value === null || value === undefined ? null : "--soka-factors M,N";

@@ -92,14 +92,6 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   },
   { name: "soka-factors", type: "list", meta: "M,N", help: "soka: U_k is M×N and V_k (out/M)×(in/N) (default: balanced factors)" },
   {
-    name: "soka-energy",
-    type: "number",
-    meta: "T",
-    help: "soka: per-layer rank from the energy threshold T and the elbow, at most --r",
-    exclusiveMin: 0,
-    max: 1,
-  },
-  {
     name: "lora-sb-eta",
     type: "number",
     meta: "η",
@@ -158,7 +150,7 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     name: "energy-threshold",
     type: "number",
     meta: "T",
-    help: "svfit: per layer, the smallest rank keeping this share of Σσ² (the paper's 0.99), instead of --r",
+    help: "svfit: per layer, the smallest rank keeping this share of Σσ² (the paper's 0.99), instead of --r; soka: per-layer rank from this energy share and the elbow, at most --r",
     exclusiveMin: 0,
     max: 1,
   },
@@ -256,7 +248,6 @@ export const trainCommand: CommandSpec = {
         bottleneckSize: o.bottleneckSize as number,
         adapterType: o.adapterType as "houlsby",
         sokaFactors: sokaFactors(o.sokaFactors as string[] | undefined),
-        sokaEnergy: o.sokaEnergy as number | undefined,
         // The authors' η is the first optimizer step's learning rate (lr / warm-up steps).
         loraSbEta: (o.loraSbEta as number | undefined) ?? firstStepLr(o),
         loraSbNiter: o.loraSbNiter as number | undefined,

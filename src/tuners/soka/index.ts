@@ -52,9 +52,15 @@ function decomposition(info: ModelInfo, l: Omit<SokaLayer, "r">): Kpsvd {
   const w = info.weight(`${l.path}.weight`);
   const id = `${l.m},${l.n},${l.p},${l.q},${info.fanInFanOut}`;
   let byShape = decompositions.get(w);
-  if (!byShape) decompositions.set(w, (byShape = new Map()));
+  if (!byShape) {
+    byShape = new Map();
+    decompositions.set(w, byShape);
+  }
   let d = byShape.get(id);
-  if (!d) byShape.set(id, (d = kpsvd(logicalWeight(info, l.path, l.outFeatures, l.inFeatures), l)));
+  if (!d) {
+    d = kpsvd(logicalWeight(info, l.path, l.outFeatures, l.inFeatures), l);
+    byShape.set(id, d);
+  }
   return d;
 }
 
@@ -172,8 +178,10 @@ class SokaContext extends DelegatingContext {
 /** W + Σ U_k ⊗ V_k − Σ U⁰_k ⊗ V⁰_k, in W's stored layout. */
 function merge(info: ModelInfo, c: SokaConfig, tensors: ReadonlyMap<string, HostTensor>): Map<string, HostTensor> {
   const out = new Map<string, HostTensor>();
-  const split = (t: HostTensor | undefined, n: number, size: number) =>
-    Array.from({ length: n }, (_, k) => (t?.data as Float32Array).subarray(k * size, (k + 1) * size));
+  const split = (t: HostTensor | undefined, n: number, size: number) => {
+    if (!t) throw new PeftConfigError("SoKA merge: a factor tensor is missing");
+    return Array.from({ length: n }, (_, k) => (t.data as Float32Array).subarray(k * size, (k + 1) * size));
+  };
   for (const l of sokaLayers(info, c, (key) => tensors.get(sokaKeys({ key }).u)?.shape[0] ?? 0)) {
     const k = sokaKeys(l);
     const now = kronSum(split(tensors.get(k.u), l.r, l.m * l.n), split(tensors.get(k.v), l.r, l.p * l.q), l);
