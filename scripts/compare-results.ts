@@ -19,7 +19,32 @@ import { buildWordnetBench } from "../src/data/wordnet-bench/index.js";
 import { benchTable, type Ceiling, replaceTable } from "../src/data/wordnet-bench/table.js";
 import { PACKAGE_ROOT } from "../src/util/paths.js";
 
-const METHODS = ["lora", "dora", "ia3", "adapter", "prompt", "prefix", "ssf", "bitfit", "ln_tuning", "full"];
+const METHODS = [
+  "lora",
+  "dora",
+  "pissa",
+  "corda",
+  "ia3",
+  "adapter",
+  "prompt",
+  "prefix",
+  "ssf",
+  "bitfit",
+  "ln_tuning",
+  "loha",
+  "lokr",
+  "oft",
+  "boft",
+  "hra",
+  "vera",
+  "svfit",
+  "kasa",
+  "loldu",
+  "hut",
+  "soka",
+  "lora_sb",
+  "full",
+];
 const CLI = join(PACKAGE_ROOT, "dist/src/cli/main.js");
 
 const { values: a } = parseArgs({
