@@ -1,16 +1,20 @@
 /** Protobuf writer bytes, model structure, hoisting, output aliasing, dead code and product dims. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { backward } from "../../autodiff/grad.js";
+import { onesLike } from "../../autodiff/rules.js";
 import { type HostTensor, hostTensor } from "../../ir/host.js";
 import { reduceSeed, uniformAt } from "../../ir/random.js";
+import { crossEntropy } from "../../trace/composites.js";
 import { constant, iota, randomUniform } from "../../trace/tensor.js";
 import { spec, trace } from "../../trace/trace.js";
+import { interpret } from "../reference/interpreter.js";
 import { emitOnnx } from "./emit.js";
 import { HOIST_BYTES } from "./lower.js";
 import { encodeModel } from "./onnx-proto.js";
 import { ProtoWriter } from "./protobuf.js";
 import { OrtExecutor } from "./session.js";
-import { randomTensor } from "./test-util.js";
+import { mismatch, randomTensor } from "./test-util.js";
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 
@@ -247,4 +251,36 @@ test("inputs the graph never reads are left out of the model and not fed, unless
   assert.deepEqual(Array.from(y.data as Float32Array), [2, 4, 6]);
   const [r] = await runOnce(sized, [randomTensor("f32", [3]), randomTensor("f32", [5])]);
   assert.deepEqual(Array.from(r.data as Float32Array), [0, 1, 2, 3, 4]);
+});
+
+test("a graph that outputs the cross-entropy gradient but not the loss exports and matches the interpreter", async () => {
+  // crossEntropy is a custom_vjp whose backward reads its second forward output (the log-sum-exp)
+  // while the first (the loss) is dead: the export must not read the dead forward output.
+  const g = trace(
+    (z, labels) => {
+      const start = z.graph.nodes.length;
+      const loss = crossEntropy(z, labels);
+      const [dz] = backward([loss], [onesLike(loss)], [z], start);
+      return { dz };
+    },
+    [spec("f32", [3, 5], "z"), spec("i64", [3], "labels")],
+  );
+  const z = randomTensor("f32", [3, 5]);
+  const labels = hostTensor("i64", [3], new BigInt64Array([1n, -100n, 4n]));
+  const [got] = await runOnce(g, [z, labels]);
+  const [want] = interpret(g, [z, labels]);
+  assert.equal(mismatch(got, want), null);
+  // Closed form: (softmax(z) − onehot(label)) / #valid rows; the ignored row has no gradient.
+  const Z = z.data as Float32Array;
+  const G = got.data as Float32Array;
+  [1, -100, 4].forEach((lab, r) => {
+    const row = Array.from(Z.subarray(r * 5, r * 5 + 5));
+    const m = Math.max(...row);
+    const e = row.map((v) => Math.exp(v - m));
+    const s = e.reduce((a, b) => a + b, 0);
+    for (let c = 0; c < 5; c++) {
+      const want = lab < 0 ? 0 : (e[c] / s - (c === lab ? 1 : 0)) / 2;
+      assert.ok(Math.abs(G[r * 5 + c] - want) < 1e-6, `row ${r} class ${c}: ${G[r * 5 + c]} vs ${want}`);
+    }
+  });
 });

@@ -155,6 +155,21 @@ export function emitOnnx(graph: Graph, opts: EmitOptions = {}): EmitResult {
       b.node("Split", [input, b.i64s(split.sizes)], [attrInt("axis", split.axis)], outs);
       return;
     }
+    if (node.op === "custom_vjp") {
+      // Its outputs alias the forward outputs. Only the live ones are bound: a forward output the
+      // graph drops (the loss, when only its gradient is returned) was never emitted, while the
+      // backward pass may still read a sibling (cross-entropy's log-sum-exp).
+      const np = node.attrs.nPrimals as number;
+      node.outputs.forEach((o, j) => {
+        if (!live.has(o)) return;
+        const src = names.get(node.inputs[np + j]);
+        if (src === undefined) throw new BackendError(`ONNX export: ${ctx} reads value %${node.inputs[np + j]} before it is defined`);
+        names.set(o, src);
+        const want = outNameOf.get(o);
+        if (want !== undefined) b.op("Identity", [src], [], want);
+      });
+      return;
+    }
     const outs = node.outputs.map((o) => outNameOf.get(o) ?? b.fresh(`v${o}`));
     const args: LowerArgs = {
       node,
