@@ -213,6 +213,27 @@ export class DelegatingContext implements ForwardContext {
   }
 }
 
+/**
+ * The change `d` a trained bias makes to a layer output of rank `rank`, scaled per row by a [B]
+ * mask. `d` is [out], or [B, 1, out] when it was taken against a bias that an inner adapter of a
+ * mixed batch already mixed per row (weight() shapes those for [B, T, out] activations): for a
+ * [B, out] output (a pooler, a classification head) its sequence axis goes, or it would
+ * broadcast to [B, B, out].
+ */
+export function maskedBiasShift(d: Tensor, rowMask: Tensor | null, rank: number): Tensor {
+  let s = d;
+  while (s.rank > rank) s = s.squeeze(1);
+  return maskRowsOf(s, rowMask, rank);
+}
+
+/** `x` times a [B] mask shaped [B, 1, …, 1] of rank `rank` (cast to x's dtype); x when there is no mask. */
+function maskRowsOf(x: Tensor, rowMask: Tensor | null, rank: number): Tensor {
+  if (!rowMask) return x;
+  let m = rowMask.cast(x.dtype);
+  for (let i = 1; i < rank; i++) m = m.unsqueeze(-1);
+  return x.mul(m);
+}
+
 /** x scaled per row by a [B] mask (broadcast over the remaining dims), or x when there is no mask. */
 export function maskRows(x: Tensor, rowMask: Tensor | null): Tensor {
   if (!rowMask) return x;

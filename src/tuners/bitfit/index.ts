@@ -9,7 +9,7 @@ import type { ForwardContext, LinearOptions } from "../../nn/context.js";
 import type { Rng } from "../../util/rng.js";
 import { PeftConfigError } from "../config.js";
 import { selectTargets } from "../targets.js";
-import { type CreatedAdapter, DelegatingContext, type ModelInfo, type Tuner, type WrapOptions } from "../tuner.js";
+import { type CreatedAdapter, DelegatingContext, type ModelInfo, maskedBiasShift, type Tuner, type WrapOptions } from "../tuner.js";
 import { type BitFitConfig, bitFitConfigJson, parseBitFitConfig } from "./config.js";
 
 export interface BitFitTarget {
@@ -100,10 +100,7 @@ class BitFitContext extends DelegatingContext {
     const t = this.byModule.get(path);
     if (!t) return y;
     const delta = this.opts.tensor(t.key).sub(this.inner.weight(t.bias));
-    if (!this.opts.rowMask) return y.add(delta);
-    let m = this.opts.rowMask.cast(y.dtype);
-    for (let i = 1; i < y.rank; i++) m = m.unsqueeze(-1);
-    return y.add(m.mul(delta));
+    return y.add(maskedBiasShift(delta, this.opts.rowMask, y.rank));
   }
 }
 

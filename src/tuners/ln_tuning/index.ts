@@ -10,7 +10,15 @@ import type { ForwardContext, LinearOptions } from "../../nn/context.js";
 import type { Rng } from "../../util/rng.js";
 import { rowsParameter } from "../bitfit/index.js";
 import { selectTargets } from "../targets.js";
-import { type CreatedAdapter, DelegatingContext, type ModelInfo, maskRows, type Tuner, type WrapOptions } from "../tuner.js";
+import {
+  type CreatedAdapter,
+  DelegatingContext,
+  type ModelInfo,
+  maskedBiasShift,
+  maskRows,
+  type Tuner,
+  type WrapOptions,
+} from "../tuner.js";
 import { type LnTuningConfig, lnTuningConfigJson, parseLnTuningConfig } from "./config.js";
 
 /** PEFT's TRANSFORMERS_MODELS_TO_LNTUNING_TARGET_MODULES_MAPPING, for the model types we load. */
@@ -104,11 +112,7 @@ class LnTuningContext extends DelegatingContext {
     const dw = this.delta(`${path}.weight`);
     if (dw) y = y.add(this.masked(x.matmul(lin?.fanInFanOut ? dw : dw.transpose())));
     const db = this.hasWeight(`${path}.bias`) ? this.delta(`${path}.bias`) : null;
-    if (db) {
-      let m = this.opts.rowMask?.cast(y.dtype) ?? null;
-      for (let i = 1; m && i < y.rank; i++) m = m.unsqueeze(-1);
-      y = y.add(m ? m.mul(db) : db);
-    }
+    if (db) y = y.add(maskedBiasShift(db, this.opts.rowMask, y.rank));
     return y;
   }
 

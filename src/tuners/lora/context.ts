@@ -9,7 +9,7 @@ import * as F from "../../engine/trace/composites.js";
 import type { Tensor } from "../../engine/trace/tensor.js";
 import type { ForwardContext, LinearOptions } from "../../nn/context.js";
 import { layerSeed } from "../layer-seed.js";
-import { DelegatingContext, type ModelInfo, maskRows, type WrapOptions } from "../tuner.js";
+import { DelegatingContext, type ModelInfo, maskedBiasShift, maskRows, type WrapOptions } from "../tuner.js";
 import type { LoraConfig } from "./config.js";
 import { blockDiagonalB, type FusedSite, stackedScaledA } from "./inference.js";
 import { type BiasTarget, biasTargets, type LoraLayer, loraKeys, loraLayers } from "./layers.js";
@@ -69,9 +69,8 @@ export class LoraContext extends DelegatingContext {
     const bias = this.biases.get(`${path}.bias`);
     if (bias) {
       // The inner layer added the base bias; add the difference to the trained one.
-      let d = this.opts.tensor(bias.key).sub(this.inner.weight(bias.name));
-      if (this.opts.rowMask) d = d.mul(batchMask(this.opts.rowMask, y.rank));
-      y = y.add(d);
+      const d = this.opts.tensor(bias.key).sub(this.inner.weight(bias.name));
+      y = y.add(maskedBiasShift(d, this.opts.rowMask, y.rank));
     }
     const l = this.linears.get(path);
     if (!l) return y;
