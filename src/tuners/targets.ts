@@ -4,7 +4,10 @@
  * the whole name, "all-linear" means every linear layer but the output head; layers_to_transform
  * and layers_pattern restrict by layer index; rank_pattern/alpha_pattern override r/alpha.
  */
+
 import { PeftConfigError } from "./config.js";
+import { LORA_DEFAULT_TARGETS } from "./defaults.js";
+import type { ModelInfo } from "./tuner.js";
 
 export interface TargetSpec {
   targetModules: string[] | string | null;
@@ -82,4 +85,32 @@ export function patternValue(patterns: Record<string, number>, key: string, dflt
     if (new RegExp(`^(?:.*\\.)?(?:${p})$`).test(key)) return v;
   }
   return dflt;
+}
+
+/** A targeted linear layer: its canonical path, PEFT module name, and logical [out, in] sizes. */
+export interface TargetedLinear {
+  path: string;
+  key: string;
+  inFeatures: number;
+  outFeatures: number;
+}
+
+/**
+ * The linear layers a config targets, by PEFT's rules, with LoRA's per-architecture defaults when
+ * target_modules is null (the mapping HF PEFT copies for most methods). Sizes are logical, also
+ * for GPT-2's [in, out] Conv1D weights.
+ */
+export function targetedLinears(
+  info: ModelInfo,
+  spec: TargetSpec,
+  where: string,
+  defaults: readonly string[] | null = LORA_DEFAULT_TARGETS[info.modelType] ?? null,
+): TargetedLinear[] {
+  const byPeft = new Map(info.linearLayers.map((p) => [info.peftName(p), p]));
+  const chosen = selectTargets(spec, [...byPeft.keys()], { allLinear: info.allLinear.map((p) => info.peftName(p)), defaults, where });
+  return chosen.map((key) => {
+    const path = byPeft.get(key) as string;
+    const [d0, d1] = info.weight(`${path}.weight`).shape;
+    return { path, key, inFeatures: info.fanInFanOut ? d0 : d1, outFeatures: info.fanInFanOut ? d1 : d0 };
+  });
 }

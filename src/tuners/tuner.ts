@@ -234,6 +234,30 @@ function maskRowsOf(x: Tensor, rowMask: Tensor | null, rank: number): Tensor {
   return x.mul(m);
 }
 
+/**
+ * The forward of a method that adds a change to chosen linear layers' outputs, y = W·x + Δ(x):
+ * `delta(layer, x, inner)` computes the change (`inner` gives the weights beneath), which is
+ * masked to the adapter's rows of a mixed batch.
+ */
+export class LinearDeltaContext<L extends { readonly path: string }> extends DelegatingContext {
+  private readonly layers: Map<string, L>;
+  constructor(
+    inner: ForwardContext,
+    layers: readonly L[],
+    private readonly rowMask: Tensor | null,
+    private readonly delta: (layer: L, x: Tensor, inner: ForwardContext) => Tensor,
+  ) {
+    super(inner);
+    this.layers = new Map(layers.map((l) => [l.path, l]));
+  }
+
+  override linear(path: string, x: Tensor, opts?: import("../nn/context.js").LinearOptions): Tensor {
+    const y = this.inner.linear(path, x, opts);
+    const l = this.layers.get(path);
+    return l ? y.add(maskRows(this.delta(l, x, this.inner), this.rowMask)) : y;
+  }
+}
+
 /** x scaled per row by a [B] mask (broadcast over the remaining dims), or x when there is no mask. */
 export function maskRows(x: Tensor, rowMask: Tensor | null): Tensor {
   if (!rowMask) return x;

@@ -4,8 +4,7 @@
  * weight is multiplied by on the right, W' = W·H.
  */
 import { PeftConfigError } from "../config.js";
-import { LORA_DEFAULT_TARGETS } from "../defaults.js";
-import { selectTargets } from "../targets.js";
+import { targetedLinears } from "../targets.js";
 import type { ModelInfo } from "../tuner.js";
 import type { HraConfig } from "./config.js";
 
@@ -20,20 +19,13 @@ export interface HraLayer {
 
 /** PEFT's TRANSFORMERS_MODELS_TO_HRA_TARGET_MODULES_MAPPING is a copy of LoRA's. */
 export function hraLayers(info: ModelInfo, c: HraConfig): HraLayer[] {
-  const byPeft = new Map(info.linearLayers.map((p) => [info.peftName(p), p]));
-  const chosen = selectTargets(c, [...byPeft.keys()], {
-    allLinear: info.allLinear.map((p) => info.peftName(p)),
-    defaults: LORA_DEFAULT_TARGETS[info.modelType] ?? null,
-    where: "HRA config",
-  });
+  const chosen = targetedLinears(info, c, "HRA config");
   // HRAModel._create_new_module accepts nn.Linear and nn.Conv2d only: GPT-2's Conv1D raises there.
   if (info.fanInFanOut)
     throw new PeftConfigError(
-      `HRA config: "${chosen[0]}" stores its weight [in, out] (a GPT-2 Conv1D layer); PEFT's HRA supports only nn.Linear layers`,
+      `HRA config: "${chosen[0].key}" stores its weight [in, out] (a GPT-2 Conv1D layer); PEFT's HRA supports only nn.Linear layers`,
     );
-  return chosen.map((name) => {
-    const path = byPeft.get(name) as string;
-    const [out, inF] = info.weight(`${path}.weight`).shape;
+  return chosen.map(({ path, key: name, inFeatures: inF, outFeatures: out }) => {
     if (c.applyGs && c.r > inF)
       throw new PeftConfigError(
         `HRA config: r = ${c.r} exceeds in_features = ${inF} of "${name}": apply_GS cannot orthonormalise more vectors than the dimension`,

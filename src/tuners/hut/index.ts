@@ -11,12 +11,11 @@
  */
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import type { Tensor } from "../../engine/trace/tensor.js";
-import type { ForwardContext, LinearOptions } from "../../nn/context.js";
+import type { ForwardContext } from "../../nn/context.js";
 import { fillUniform, type Rng } from "../../util/rng.js";
 import { PeftConfigError } from "../config.js";
-import { LORA_DEFAULT_TARGETS } from "../defaults.js";
-import { selectTargets } from "../targets.js";
-import { type CreatedAdapter, DelegatingContext, type ModelInfo, maskRows, type Tuner, type WrapOptions } from "../tuner.js";
+import { targetedLinears } from "../targets.js";
+import { type CreatedAdapter, LinearDeltaContext, type ModelInfo, type Tuner, type WrapOptions } from "../tuner.js";
 import { type HutConfig, hutConfigJson, parseHutConfig } from "./config.js";
 
 export interface HutLayer {
@@ -34,17 +33,7 @@ export const hutKeys = (l: HutLayer) => ({ a: `${l.key}.hut_A.weight`, b: `${l.k
 
 /** The targeted linear layers (LoRA's defaults when target_modules is not given). */
 export function hutLayers(info: ModelInfo, c: HutConfig): HutLayer[] {
-  const byPeft = new Map(info.linearLayers.map((p) => [info.peftName(p), p]));
-  const chosen = selectTargets(c, [...byPeft.keys()], {
-    allLinear: info.allLinear.map((p) => info.peftName(p)),
-    defaults: LORA_DEFAULT_TARGETS[info.modelType] ?? null,
-    where: "HUT config",
-  });
-  return chosen.map((key) => {
-    const path = byPeft.get(key) as string;
-    const [d0, d1] = info.weight(`${path}.weight`).shape;
-    const inFeatures = info.fanInFanOut ? d0 : d1;
-    const outFeatures = info.fanInFanOut ? d1 : d0;
+  return targetedLinears(info, c, "HUT config").map(({ path, key, inFeatures, outFeatures }) => {
     if (c.r > Math.min(inFeatures, outFeatures))
       throw new PeftConfigError(`HUT config: r = ${c.r} exceeds min(in, out) = ${Math.min(inFeatures, outFeatures)} of "${key}"`);
     return { path, key, inFeatures, outFeatures, r: c.r, scaling: c.hutAlpha / c.r };
@@ -76,33 +65,18 @@ function expectedTensors(info: ModelInfo, c: HutConfig): Map<string, number[]> {
   return out;
 }
 
-class HutContext extends DelegatingContext {
-  private readonly layers: Map<string, HutLayer>;
-  constructor(
-    inner: ForwardContext,
-    layers: HutLayer[],
-    private readonly fanInFanOut: boolean,
-    private readonly opts: WrapOptions,
-  ) {
-    super(inner);
-    this.layers = new Map(layers.map((l) => [l.path, l]));
-  }
-
-  override linear(path: string, x: Tensor, lin?: LinearOptions): Tensor {
-    const y = this.inner.linear(path, x, lin);
-    const l = this.layers.get(path);
-    if (!l) return y;
-    const k = hutKeys(l);
-    const name = `${path}.weight`;
-    // W is the layer's own weight before any adapter of a stack was merged into it, so merged
-    // and unmerged stacks compute the same change.
-    const w = this.opts.unmergedWeight?.(name) ?? this.inner.weight(name);
-    const ba = this.opts.tensor(k.b).matmul(this.opts.tensor(k.a)).mul(l.scaling);
-    // In W's stored layout: [out, in], or [in, out] for GPT-2's Conv1D.
-    const delta = w.mul(this.fanInFanOut ? ba.transpose() : ba);
-    const change = x.matmul(this.fanInFanOut ? delta : delta.transpose());
-    return y.add(maskRows(change, this.opts.rowMask));
-  }
+/** The change this method adds to a targeted layer's output (see LinearDeltaContext). */
+function hutDelta(info: ModelInfo, opts: WrapOptions, l: HutLayer, x: Tensor, inner: ForwardContext): Tensor {
+  const k = hutKeys(l);
+  const name = `${l.path}.weight`;
+  // W is the layer's own weight before any adapter of a stack was merged into it, so merged
+  // and unmerged stacks compute the same change.
+  const w = opts.unmergedWeight?.(name) ?? inner.weight(name);
+  const ba = opts.tensor(k.b).matmul(opts.tensor(k.a)).mul(l.scaling);
+  // In W's stored layout: [out, in], or [in, out] for GPT-2's Conv1D.
+  const delta = w.mul(info.fanInFanOut ? ba.transpose() : ba);
+  const change = x.matmul(info.fanInFanOut ? delta : delta.transpose());
+  return change;
 }
 
 /** W_current + s·W ⊙ (B·A), with W the weight before any merge. */
@@ -140,7 +114,8 @@ export const HUT: Tuner<HutConfig> = {
   toJson: hutConfigJson,
   create,
   expectedTensors,
-  wrap: (base, info, c, opts) => new HutContext(base, hutLayers(info, c), info.fanInFanOut, opts),
+  wrap: (base, info, c, opts) =>
+    new LinearDeltaContext(base, hutLayers(info, c), opts.rowMask, (l, x, inner) => hutDelta(info, opts, l, x, inner)),
   merge,
   supportsMixedBatch: true,
 };

@@ -23,7 +23,6 @@
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import * as F from "../../engine/trace/composites.js";
 import { constant, type Tensor } from "../../engine/trace/tensor.js";
-import type { ForwardContext, LinearOptions } from "../../nn/context.js";
 import { svd } from "../../util/linalg.js";
 import { fillNormal, fillUniform, type Rng } from "../../util/rng.js";
 import { layerSeed } from "../layer-seed.js";
@@ -40,7 +39,7 @@ import {
   need,
   vector,
 } from "../svfit/family.js";
-import { type CreatedAdapter, DelegatingContext, type ModelInfo, maskRows, type Tuner, type WrapOptions } from "../tuner.js";
+import { type CreatedAdapter, LinearDeltaContext, type ModelInfo, type Tuner, type WrapOptions } from "../tuner.js";
 import { type KasaConfig, kasaConfigJson, parseKasaConfig } from "./config.js";
 
 export interface KasaKeys {
@@ -107,32 +106,17 @@ function expectedTensors(info: ModelInfo, c: KasaConfig): Map<string, number[]> 
   return out;
 }
 
-class KasaContext extends DelegatingContext {
-  private readonly layers: Map<string, FamilyLayer>;
-  constructor(
-    inner: ForwardContext,
-    layers: FamilyLayer[],
-    private readonly c: KasaConfig,
-    private readonly opts: WrapOptions,
-  ) {
-    super(inner);
-    this.layers = new Map(layers.map((l) => [l.path, l]));
-  }
-
-  override linear(path: string, x: Tensor, lin?: LinearOptions): Tensor {
-    const y = this.inner.linear(path, x, lin);
-    const l = this.layers.get(path);
-    if (!l) return y;
-    const k = kasaKeys(l.key);
-    const t = (key: string) => this.opts.tensor(key);
-    const seed = this.opts.training && this.c.loraDropout > 0 ? this.opts.seed : null;
-    const xin = seed ? F.dropout(x, this.c.loraDropout, layerSeed(seed, path)) : x;
-    // The scale goes on δ (r values), the smallest tensor on the path; the tail sees the undropped x
-    // because it is part of the base.
-    const lora = lowRankApply(xin, t(k.a), t(k.diag).mul(l.scaling), t(k.b));
-    const tail = lowRankApply(x, t(k.tailV), t(k.tailS), t(k.tailU));
-    return y.add(maskRows(lora.sub(tail), this.opts.rowMask));
-  }
+/** The change this method adds to a targeted layer's output (see LinearDeltaContext). */
+function kasaDelta(c: KasaConfig, opts: WrapOptions, l: FamilyLayer, x: Tensor): Tensor {
+  const k = kasaKeys(l.key);
+  const t = (key: string) => opts.tensor(key);
+  const seed = opts.training && c.loraDropout > 0 ? opts.seed : null;
+  const xin = seed ? F.dropout(x, c.loraDropout, layerSeed(seed, l.path)) : x;
+  // The scale goes on δ (r values), the smallest tensor on the path; the tail sees the undropped x
+  // because it is part of the base.
+  const lora = lowRankApply(xin, t(k.a), t(k.diag).mul(l.scaling), t(k.b));
+  const tail = lowRankApply(x, t(k.tailV), t(k.tailS), t(k.tailU));
+  return lora.sub(tail);
 }
 
 /** ‖M − I‖_F of a square r×r tensor. */
@@ -198,7 +182,7 @@ export const KASA: Tuner<KasaConfig> = {
   trainable: (key) => !FIXED.some((s) => key.endsWith(s)),
   loss,
   expectedTensors,
-  wrap: (base, info, c, opts) => new KasaContext(base, kasaLayers(info, c), c, opts),
+  wrap: (base, info, c, opts) => new LinearDeltaContext(base, kasaLayers(info, c), opts.rowMask, (l, x) => kasaDelta(c, opts, l, x)),
   merge,
   supportsMixedBatch: true,
 };

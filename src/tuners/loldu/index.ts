@@ -15,13 +15,12 @@
  */
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import type { Tensor } from "../../engine/trace/tensor.js";
-import type { ForwardContext, LinearOptions } from "../../nn/context.js";
 import { lu, type Matrix } from "../../util/linalg.js";
 import { fillNormal, type Rng } from "../../util/rng.js";
 import { PeftConfigError } from "../config.js";
 import { addInto, logicalWeight, storedWeight } from "../lora/layers.js";
 import { checkRank, type FamilyLayer, f32, familyLayers, lowRankApply, lowRankDelta, need } from "../svfit/family.js";
-import { type CreatedAdapter, DelegatingContext, type ModelInfo, maskRows, type Tuner, type WrapOptions } from "../tuner.js";
+import { type CreatedAdapter, LinearDeltaContext, type ModelInfo, type Tuner, type WrapOptions } from "../tuner.js";
 import { type LolduConfig, lolduConfigJson, parseLolduConfig } from "./config.js";
 
 export interface LolduKeys {
@@ -111,28 +110,14 @@ function expectedTensors(info: ModelInfo, c: LolduConfig): Map<string, number[]>
   return out;
 }
 
-class LolduContext extends DelegatingContext {
-  private readonly layers: Map<string, FamilyLayer>;
-  constructor(
-    inner: ForwardContext,
-    layers: FamilyLayer[],
-    private readonly opts: WrapOptions,
-  ) {
-    super(inner);
-    this.layers = new Map(layers.map((l) => [l.path, l]));
-  }
-
-  override linear(path: string, x: Tensor, lin?: LinearOptions): Tensor {
-    const y = this.inner.linear(path, x, lin);
-    const l = this.layers.get(path);
-    if (!l) return y;
-    const k = lolduKeys(l.key);
-    const t = (key: string) => this.opts.tensor(key);
-    const coef = t(k.z)
-      .mul(t(k.s))
-      .sub(t(k.z0).mul(t(k.s0)));
-    return y.add(maskRows(lowRankApply(x, t(k.u), coef, t(k.l)), this.opts.rowMask));
-  }
+/** The change this method adds to a targeted layer's output (see LinearDeltaContext). */
+function lolduDelta(opts: WrapOptions, l: FamilyLayer, x: Tensor): Tensor {
+  const k = lolduKeys(l.key);
+  const t = (key: string) => opts.tensor(key);
+  const coef = t(k.z)
+    .mul(t(k.s))
+    .sub(t(k.z0).mul(t(k.s0)));
+  return lowRankApply(x, t(k.u), coef, t(k.l));
 }
 
 function merge(info: ModelInfo, c: LolduConfig, tensors: ReadonlyMap<string, HostTensor>): Map<string, HostTensor> {
@@ -157,7 +142,7 @@ export const LOLDU: Tuner<LolduConfig> = {
   // Only LoLDU's own factors are fixed; anything else (modules_to_save copies) trains.
   trainable: (key) => !FIXED.some((s) => key.endsWith(s)),
   expectedTensors,
-  wrap: (base, info, c, opts) => new LolduContext(base, lolduLayers(info, c), opts),
+  wrap: (base, info, c, opts) => new LinearDeltaContext(base, lolduLayers(info, c), opts.rowMask, (l, x) => lolduDelta(opts, l, x)),
   merge,
   supportsMixedBatch: true,
 };

@@ -10,19 +10,16 @@
  */
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import type { Tensor } from "../../engine/trace/tensor.js";
-import type { ForwardContext, LinearOptions } from "../../nn/context.js";
 import { type Matrix, matrix, randomizedSvd, svd } from "../../util/linalg.js";
 import { PeftConfigError } from "../config.js";
-import { LORA_DEFAULT_TARGETS } from "../defaults.js";
-import { selectTargets } from "../targets.js";
+import { targetedLinears } from "../targets.js";
 import {
   type CalibrationRequest,
   type CalibrationStats,
   type CreateData,
   type CreatedAdapter,
-  DelegatingContext,
+  LinearDeltaContext,
   type ModelInfo,
-  maskRows,
   type Tuner,
   type WrapOptions,
 } from "../tuner.js";
@@ -44,17 +41,7 @@ export const loraSbKeys = (l: { key: string }) => ({
 });
 
 export function loraSbLayers(info: ModelInfo, c: LoraSbConfig): LoraSbLayer[] {
-  const byPeft = new Map(info.linearLayers.map((p) => [info.peftName(p), p]));
-  const chosen = selectTargets(c, [...byPeft.keys()], {
-    allLinear: info.allLinear.map((p) => info.peftName(p)),
-    defaults: LORA_DEFAULT_TARGETS[info.modelType] ?? null,
-    where: "LoRA-SB config",
-  });
-  return chosen.map((key) => {
-    const path = byPeft.get(key) as string;
-    const [d0, d1] = info.weight(`${path}.weight`).shape;
-    const inFeatures = info.fanInFanOut ? d0 : d1;
-    const outFeatures = info.fanInFanOut ? d1 : d0;
+  return targetedLinears(info, c, "LoRA-SB config").map(({ path, key, inFeatures, outFeatures }) => {
     if (c.r > Math.min(inFeatures, outFeatures))
       throw new PeftConfigError(`LoRA-SB config: r = ${c.r} exceeds min(in, out) = ${Math.min(inFeatures, outFeatures)} of "${key}"`);
     return { path, key, inFeatures, outFeatures, r: c.r, scaling: c.loraAlpha / c.r };
@@ -131,27 +118,13 @@ function expectedTensors(info: ModelInfo, c: LoraSbConfig): Map<string, number[]
   return out;
 }
 
-class LoraSbContext extends DelegatingContext {
-  private readonly layers: Map<string, LoraSbLayer>;
-  constructor(
-    inner: ForwardContext,
-    layers: LoraSbLayer[],
-    private readonly opts: WrapOptions,
-  ) {
-    super(inner);
-    this.layers = new Map(layers.map((l) => [l.path, l]));
-  }
-
-  override linear(path: string, x: Tensor, lin?: LinearOptions): Tensor {
-    const y = this.inner.linear(path, x, lin);
-    const l = this.layers.get(path);
-    if (!l) return y;
-    const k = loraSbKeys(l);
-    const t = this.opts.tensor;
-    // s·B·R·A·x through the r-wide intermediates.
-    const change = x.matmul(t(k.a).transpose()).matmul(t(k.r).transpose()).mul(l.scaling).matmul(t(k.b).transpose());
-    return y.add(maskRows(change, this.opts.rowMask));
-  }
+/** The change this method adds to a targeted layer's output (see LinearDeltaContext). */
+function lorasbDelta(opts: WrapOptions, l: LoraSbLayer, x: Tensor): Tensor {
+  const k = loraSbKeys(l);
+  const t = opts.tensor;
+  // s·B·R·A·x through the r-wide intermediates.
+  const change = x.matmul(t(k.a).transpose()).matmul(t(k.r).transpose()).mul(l.scaling).matmul(t(k.b).transpose());
+  return change;
 }
 
 /** W + s·B·R·A in W's stored layout. */
@@ -195,7 +168,7 @@ export const LORA_SB: Tuner<LoraSbConfig> = {
   // Of the adapter's own tensors only the r×r core is trained; B and A are saved with it.
   trainable: (key) => !key.endsWith(".lora_sb_A.weight") && !key.endsWith(".lora_sb_B.weight"),
   expectedTensors,
-  wrap: (base, info, c, opts) => new LoraSbContext(base, loraSbLayers(info, c), opts),
+  wrap: (base, info, c, opts) => new LinearDeltaContext(base, loraSbLayers(info, c), opts.rowMask, (l, x) => lorasbDelta(opts, l, x)),
   merge,
   supportsMixedBatch: true,
 };

@@ -5,8 +5,7 @@
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import { fillUniform, type Rng } from "../../util/rng.js";
 import { PeftConfigError } from "../config.js";
-import { LORA_DEFAULT_TARGETS } from "../defaults.js";
-import { matchesModules, patternValue, selectTargets } from "../targets.js";
+import { matchesModules, patternValue, targetedLinears } from "../targets.js";
 import type { ModelInfo } from "../tuner.js";
 import type { LycorisConfig } from "./config.js";
 
@@ -31,15 +30,10 @@ export interface LycorisLayer {
  */
 export function lycorisLayers(info: ModelInfo, c: LycorisConfig, method: string): LycorisLayer[] {
   const where = `${method} config`;
-  const byPeft = new Map(info.linearLayers.map((p) => [info.peftName(p), p]));
-  const chosen = selectTargets(c, [...byPeft.keys()], {
-    allLinear: info.allLinear.map((p) => info.peftName(p)),
-    defaults: LORA_DEFAULT_TARGETS[info.modelType] ?? null,
-    where,
-  });
+  const chosen = targetedLinears(info, c, where);
   if (info.fanInFanOut)
     throw new PeftConfigError(
-      `${where}: "${chosen[0]}" is a GPT-2 Conv1D layer (weight stored [in, out]); PEFT's ${method} adapts only nn.Linear, nn.Conv1d and nn.Conv2d and refuses it too`,
+      `${where}: "${chosen[0].key}" is a GPT-2 Conv1D layer (weight stored [in, out]); PEFT's ${method} adapts only nn.Linear, nn.Conv1d and nn.Conv2d and refuses it too`,
     );
   const targets = c.targetModules;
   if (targets !== null && !(typeof targets === "string" && targets.toLowerCase() === "all-linear")) {
@@ -52,9 +46,7 @@ export function lycorisLayers(info: ModelInfo, c: LycorisConfig, method: string)
         );
     }
   }
-  return chosen.map((name) => {
-    const path = byPeft.get(name) as string;
-    const [outFeatures, inFeatures] = info.weight(`${path}.weight`).shape;
+  return chosen.map(({ path, key: name, inFeatures, outFeatures }) => {
     const r = patternValue(c.rankPattern, name, c.r);
     const alpha = patternValue(c.alphaPattern, name, c.alpha);
     return { path, key: name, inFeatures, outFeatures, r, alpha, scaling: alpha / r };

@@ -12,13 +12,11 @@
  */
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import type { Tensor } from "../../engine/trace/tensor.js";
-import type { ForwardContext, LinearOptions } from "../../nn/context.js";
 import { type Matrix, matrix } from "../../util/linalg.js";
 import { fillNormal, type Rng } from "../../util/rng.js";
 import { PeftConfigError } from "../config.js";
-import { LORA_DEFAULT_TARGETS } from "../defaults.js";
-import { selectTargets } from "../targets.js";
-import { type CreatedAdapter, DelegatingContext, type ModelInfo, maskRows, type Tuner, type WrapOptions } from "../tuner.js";
+import { targetedLinears } from "../targets.js";
+import { type CreatedAdapter, LinearDeltaContext, type ModelInfo, type Tuner, type WrapOptions } from "../tuner.js";
 import { parseSokaConfig, type SokaConfig, sokaConfigJson } from "./config.js";
 import { balancedFactor, type Kpsvd, type KronShape, kpsvd, kronSum, selectRank } from "./kron.js";
 
@@ -76,17 +74,7 @@ function factor(given: number | null, d: number, field: string, key: string, wha
  * merging other adapters into W would change.
  */
 export function sokaLayers(info: ModelInfo, c: SokaConfig, rankOf?: (key: string) => number): SokaLayer[] {
-  const byPeft = new Map(info.linearLayers.map((p) => [info.peftName(p), p]));
-  const chosen = selectTargets(c, [...byPeft.keys()], {
-    allLinear: info.allLinear.map((p) => info.peftName(p)),
-    defaults: LORA_DEFAULT_TARGETS[info.modelType] ?? null,
-    where: "SoKA config",
-  });
-  return chosen.map((key) => {
-    const path = byPeft.get(key) as string;
-    const [d0, d1] = info.weight(`${path}.weight`).shape;
-    const inFeatures = info.fanInFanOut ? d0 : d1;
-    const outFeatures = info.fanInFanOut ? d1 : d0;
+  return targetedLinears(info, c, "SoKA config").map(({ path, key, inFeatures, outFeatures }) => {
     const m = factor(c.factorOut, outFeatures, "factor_out", key, "out_features");
     const n = factor(c.factorIn, inFeatures, "factor_in", key, "in_features");
     const shape = { path, key, inFeatures, outFeatures, m, n, p: outFeatures / m, q: inFeatures / n };
@@ -150,29 +138,15 @@ function kronApply(u: Tensor, v: Tensor, x: Tensor): Tensor {
   return u.matmul(x).matmul(v.transpose()).sum(-3);
 }
 
-class SokaContext extends DelegatingContext {
-  private readonly layers: Map<string, SokaLayer>;
-  constructor(
-    inner: ForwardContext,
-    layers: SokaLayer[],
-    private readonly opts: WrapOptions,
-  ) {
-    super(inner);
-    this.layers = new Map(layers.map((l) => [l.path, l]));
-  }
-
-  override linear(path: string, x: Tensor, lin?: LinearOptions): Tensor {
-    const y = this.inner.linear(path, x, lin);
-    const l = this.layers.get(path);
-    if (!l) return y;
-    const k = sokaKeys(l);
-    const lead = x.shape.slice(0, -1);
-    const xs = x.reshape([...lead, l.n, l.q]).unsqueeze(-3);
-    // The two sums separately, so identical factors cancel exactly (ΔW = 0 at the start).
-    const t = this.opts.tensor;
-    const delta = kronApply(t(k.u), t(k.v), xs).sub(kronApply(t(k.u0), t(k.v0), xs));
-    return y.add(maskRows(delta.reshape([...lead, l.outFeatures]), this.opts.rowMask));
-  }
+/** The change this method adds to a targeted layer's output (see LinearDeltaContext). */
+function sokaDelta(opts: WrapOptions, l: SokaLayer, x: Tensor): Tensor {
+  const k = sokaKeys(l);
+  const lead = x.shape.slice(0, -1);
+  const xs = x.reshape([...lead, l.n, l.q]).unsqueeze(-3);
+  // The two sums separately, so identical factors cancel exactly (ΔW = 0 at the start).
+  const t = opts.tensor;
+  const delta = kronApply(t(k.u), t(k.v), xs).sub(kronApply(t(k.u0), t(k.v0), xs));
+  return delta.reshape([...lead, l.outFeatures]);
 }
 
 /** W + Σ U_k ⊗ V_k − Σ U⁰_k ⊗ V⁰_k, in W's stored layout. */
@@ -209,10 +183,11 @@ export const SOKA: Tuner<SokaConfig> = {
   // The starting factors are saved with the adapter (they define ΔW) but never trained.
   trainable: (key) => !key.endsWith(".soka_U0") && !key.endsWith(".soka_V0"),
   wrap: (base, info, c, opts) =>
-    new SokaContext(
+    new LinearDeltaContext(
       base,
       sokaLayers(info, c, (key) => opts.tensor(sokaKeys({ key }).u).shape[0] as number),
-      opts,
+      opts.rowMask,
+      (l, x) => sokaDelta(opts, l, x),
     ),
   merge,
   supportsMixedBatch: true,

@@ -8,9 +8,8 @@ import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import type { Tensor } from "../../engine/trace/tensor.js";
 import { type Matrix, matrix } from "../../util/linalg.js";
 import { PeftConfigError } from "../config.js";
-import { LORA_DEFAULT_TARGETS } from "../defaults.js";
 import type { LoraLayer } from "../lora/layers.js";
-import { selectTargets, type TargetSpec } from "../targets.js";
+import { type TargetSpec, targetedLinears } from "../targets.js";
 import type { ModelInfo } from "../tuner.js";
 
 /** A targeted linear layer (LoRA's layer record, so LoRA's weight-layout helpers apply). */
@@ -18,25 +17,7 @@ export type FamilyLayer = LoraLayer;
 
 /** The linear layers a config targets (PEFT's rules; LoRA's per-architecture defaults). */
 export function familyLayers(info: ModelInfo, spec: TargetSpec, method: string): FamilyLayer[] {
-  const byPeft = new Map(info.linearLayers.map((p) => [info.peftName(p), p]));
-  const chosen = selectTargets(spec, [...byPeft.keys()], {
-    allLinear: info.allLinear.map((p) => info.peftName(p)),
-    defaults: LORA_DEFAULT_TARGETS[info.modelType] ?? null,
-    where: `${method} config`,
-  });
-  return chosen.map((name) => {
-    const path = byPeft.get(name) as string;
-    const [d0, d1] = info.weight(`${path}.weight`).shape;
-    return {
-      path,
-      key: name,
-      kind: "linear",
-      inFeatures: info.fanInFanOut ? d0 : d1,
-      outFeatures: info.fanInFanOut ? d1 : d0,
-      r: 0,
-      scaling: 1,
-    };
-  });
+  return targetedLinears(info, spec, `${method} config`).map((l) => ({ ...l, kind: "linear", r: 0, scaling: 1 }));
 }
 
 /** Refuses a rank the layer cannot hold (one line naming the layer). */

@@ -13,11 +13,10 @@
  */
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import type { Tensor } from "../../engine/trace/tensor.js";
-import type { ForwardContext, LinearOptions } from "../../nn/context.js";
 import { svd } from "../../util/linalg.js";
 import { fillNormal, type Rng } from "../../util/rng.js";
 import { addInto, logicalWeight, storedWeight } from "../lora/layers.js";
-import { type CreatedAdapter, DelegatingContext, type ModelInfo, maskRows, type Tuner, type WrapOptions } from "../tuner.js";
+import { type CreatedAdapter, LinearDeltaContext, type ModelInfo, type Tuner, type WrapOptions } from "../tuner.js";
 import { parseSvfitConfig, type SvfitConfig, svfitConfigJson } from "./config.js";
 import { checkRank, columns, columnsT, type FamilyLayer, f32, familyLayers, lowRankApply, lowRankDelta, need, vector } from "./family.js";
 
@@ -107,26 +106,12 @@ function expectedTensors(info: ModelInfo, c: SvfitConfig): Map<string, number[]>
   return out;
 }
 
-class SvfitContext extends DelegatingContext {
-  private readonly layers: Map<string, FamilyLayer>;
-  constructor(
-    inner: ForwardContext,
-    layers: FamilyLayer[],
-    private readonly opts: WrapOptions,
-  ) {
-    super(inner);
-    this.layers = new Map(layers.map((l) => [l.path, l]));
-  }
-
-  override linear(path: string, x: Tensor, lin?: LinearOptions): Tensor {
-    const y = this.inner.linear(path, x, lin);
-    const l = this.layers.get(path);
-    if (!l) return y;
-    const k = svfitKeys(l.key);
-    const t = (key: string) => this.opts.tensor(key);
-    const delta = lowRankApply(x, t(k.v), t(k.sigma).sub(t(k.sigma0)), t(k.u));
-    return y.add(maskRows(delta, this.opts.rowMask));
-  }
+/** The change this method adds to a targeted layer's output (see LinearDeltaContext). */
+function svfitDelta(opts: WrapOptions, l: FamilyLayer, x: Tensor): Tensor {
+  const k = svfitKeys(l.key);
+  const t = (key: string) => opts.tensor(key);
+  const delta = lowRankApply(x, t(k.v), t(k.sigma).sub(t(k.sigma0)), t(k.u));
+  return delta;
 }
 
 function merge(info: ModelInfo, c: SvfitConfig, tensors: ReadonlyMap<string, HostTensor>): Map<string, HostTensor> {
@@ -150,7 +135,8 @@ export const SVFIT: Tuner<SvfitConfig> = {
   // Only SVFit's own factors are fixed; anything else (modules_to_save copies) trains.
   trainable: (key) => !FIXED.some((s) => key.endsWith(s)),
   expectedTensors,
-  wrap: (base, info, c, opts) => new SvfitContext(base, familyLayers(info, c, "SVFit"), opts),
+  wrap: (base, info, c, opts) =>
+    new LinearDeltaContext(base, familyLayers(info, c, "SVFit"), opts.rowMask, (l, x) => svfitDelta(opts, l, x)),
   merge,
   supportsMixedBatch: true,
 };
