@@ -8,6 +8,7 @@
  * Methods without a knob (ia3, ssf, bitfit, ln_tuning, oft, boft, full) run their single configuration.
  * A method whose knob is not given runs its default (r=8, tokens=20, bottleneck=32).
  */
+import { METHODS } from "../train/methods.js";
 import { CompareError } from "./task.js";
 
 export type Knob = "r" | "tokens" | "bottleneck";
@@ -24,33 +25,8 @@ export interface Budgets {
   params: number[];
 }
 
-export const COMPARE_METHODS = [
-  "lora",
-  "dora",
-  "rslora",
-  "pissa",
-  "corda",
-  "ia3",
-  "adapter",
-  "prompt",
-  "prefix",
-  "ssf",
-  "bitfit",
-  "ln_tuning",
-  "hut",
-  "soka",
-  "lora_sb",
-  "hra",
-  "vera",
-  "oft",
-  "boft",
-  "loha",
-  "lokr",
-  "svfit",
-  "kasa",
-  "loldu",
-  "full",
-] as const;
+/** Every `peftkit train --method`, plus full fine-tuning. */
+export const COMPARE_METHODS = [...METHODS, "full"] as const;
 
 const KNOB_OF: Record<string, Knob | null> = {
   lora: "r",
