@@ -10,6 +10,7 @@ import type { ForwardContext } from "../nn/context.js";
 import type { Matrix } from "../util/linalg.js";
 import type { Rng } from "../util/rng.js";
 import type { CommonConfig, RawPeftConfig } from "./config.js";
+import type { Controller, ControllerRun } from "./controller.js";
 
 /** What a tuner may know about the model it attaches to. */
 export interface ModelInfo {
@@ -141,6 +142,11 @@ export interface Tuner<C extends CommonConfig = CommonConfig> {
    * task loss + this and logs this as `method_loss` in metrics.jsonl. Absent: no term.
    */
   loss?(info: ModelInfo, c: C, opts: WrapOptions): Tensor | null;
+  /**
+   * What runs between optimizer steps while this adapter trains (AdaLoRA's rank allocator,
+   * IncreLoRA's growth; see controller.ts), or null. Absent: nothing.
+   */
+  controller?(info: ModelInfo, c: C, run: ControllerRun): Controller<C> | null;
   /** The keys and shapes a saved adapter of this config must hold. */
   expectedTensors(info: ModelInfo, c: C): Map<string, number[]>;
   /** The forward pass with the adapter: a context wrapping `base`. */

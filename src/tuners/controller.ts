@@ -1,0 +1,73 @@
+/**
+ * Controllers: what a method runs between optimizer steps (AdaLoRA's rank allocator, IncreLoRA's
+ * growth, SNELLA's re-allocation, LoCA's phases). A tuner that needs one returns it from
+ * `Tuner.controller()`; PeftTrainer calls it after every update and the Trainer saves its state
+ * in checkpoints, so a resumed run continues exactly.
+ *
+ * Structure changes never recompile the step: the step is compiled once at the largest shape
+ * (AdaLoRA's init_r, IncreLoRA's reserved ranks) and a controller changes values (AdaLoRA zeroes
+ * singular values, as PEFT does) or fixed tensors the step reads as inputs (masks).
+ */
+import type { HostTensor } from "../engine/ir/host.js";
+
+/** What a controller sees after an optimizer step. */
+export interface ControllerStep {
+  /** Optimizer steps done, counting this one (1 after the first update). */
+  readonly step: number;
+  /** The run's planned number of optimizer steps. */
+  readonly totalSteps: number;
+  /** The adapter's tensors after the update (trained and fixed ones), by key. */
+  readonly tensors: ReadonlyMap<string, HostTensor>;
+  /**
+   * The gradient the optimizer used for this update (mean over accumulated micro-batches, after
+   * clipping) of each key in `Controller.gradientKeys`.
+   */
+  readonly gradients: ReadonlyMap<string, HostTensor>;
+}
+
+/** What a controller changes; everything absent stays as it is. */
+export interface ControllerAction<C> {
+  /**
+   * Adapter tensors to replace, same shape and dtype: trained ones keep their optimizer state,
+   * fixed ones (Tuner.trainable false) are fed to the step from the next update on.
+   */
+  readonly tensors?: ReadonlyMap<string, HostTensor>;
+  /** The adapter's config from now on (AdaLoRA's rank_pattern); only `configFields` may differ. */
+  readonly config?: C;
+}
+
+/** A controller's state in a checkpoint: tensors (EMA buffers, masks) and a JSON value (counters). */
+export interface ControllerState {
+  readonly tensors: ReadonlyMap<string, HostTensor>;
+  readonly json: unknown;
+}
+
+export interface Controller<C> {
+  /** Trained adapter keys whose gradients afterStep() reads; the step outputs only these. */
+  readonly gradientKeys: readonly string[];
+  /**
+   * Config fields (snake_case, as in adapter_config.json) the controller rewrites during training;
+   * a resumed run does not count a difference there as a changed setting.
+   */
+  readonly configFields?: readonly string[];
+  /** Called after every optimizer update, before the step's metrics are logged. */
+  afterStep(s: ControllerStep): ControllerAction<C> | null;
+  /**
+   * Numbers a user of the method watches (total rank, budget, sparsity), logged in metrics.jsonl
+   * and shown on the progress line; keys are snake_case.
+   */
+  metrics(): Record<string, number>;
+  /** Everything needed to continue exactly (saved with each checkpoint). */
+  state(): ControllerState;
+  /**
+   * Puts a checkpoint's state back; returns what the checkpoint's adapter needs beyond its saved
+   * tensors (the config fields the controller had changed), or null.
+   */
+  restore(s: ControllerState): ControllerAction<C> | null;
+}
+
+/** What a tuner's controller() may know about the run. */
+export interface ControllerRun {
+  /** Planned optimizer steps. */
+  readonly totalSteps: number;
+}
