@@ -208,3 +208,67 @@ test("gradient accumulation over micro-batches equals one step on the concatenat
   await fused.release();
   await accum.release();
 });
+
+describe("what controllers read and write between steps", () => {
+  const def = (clip?: number) => ({
+    params: { p: { dtype: "f32" as const, shape: [2, 3] }, q: { dtype: "f32" as const, shape: [4] } },
+    batch: { t: { dtype: "f32" as const, shape: [2, 3] } },
+    // L = Σ (p − t)² + Σ q², so ∂L/∂p = 2(p − t) and ∂L/∂q = 2q.
+    loss: ({ params, batch }: LossContext) => params.p.sub(batch.t).square().sum().add(params.q.square().sum()),
+    optimizer: { kind: "sgd" } as OptimizerConfig,
+    clipNorm: clip,
+    gradientOutputs: ["p"],
+  });
+
+  test("getGradients returns the gradient the update used (clipped), for the params asked for only", async () => {
+    const p0 = rand([2, 3]);
+    const q0 = rand([4]);
+    const t = rand([2, 3]);
+    const step = await TrainStep.create(def(0.5), { params: { p: p0, q: q0 } });
+    await step.step({ t }, { lr: 0.1 });
+    const g = step.getGradients();
+    assert.deepEqual(Object.keys(g), ["p"]);
+    const raw = Array.from(p0.data as Float32Array, (x, i) => 2 * (x - (t.data as Float32Array)[i]));
+    const rawQ = Array.from(q0.data as Float32Array, (x) => 2 * x);
+    const norm = Math.sqrt([...raw, ...rawQ].reduce((a, x) => a + x * x, 0));
+    const scale = Math.min(1, 0.5 / (norm + 1e-6));
+    raw.forEach((w, i) => {
+      assert.ok(Math.abs(w * scale - (g.p.data as Float32Array)[i]) < 1e-6, `g[${i}]`);
+    });
+  });
+
+  test("with accumulation the gradient is the micro-batches' mean", async () => {
+    const p0 = rand([2, 3]);
+    const [t1, t2] = [rand([2, 3]), rand([2, 3])];
+    const step = await TrainStep.create(def(), { params: { p: p0, q: rand([4]) } });
+    await step.accumulate({ t: t1 });
+    await step.accumulate({ t: t2 });
+    await step.apply({ lr: 0.1 });
+    const g = step.getGradients().p.data as Float32Array;
+    const [a, b] = [t1.data as Float32Array, t2.data as Float32Array];
+    (p0.data as Float32Array).forEach((x, i) => {
+      assert.ok(Math.abs((2 * (x - a[i]) + 2 * (x - b[i])) / 2 - g[i]) < 1e-5, `g[${i}]`);
+    });
+  });
+
+  test("setParams replaces values and keeps the optimizer state", async () => {
+    const cfg = { ...def(), optimizer: { kind: "sgd", momentum: 0.9 } as OptimizerConfig };
+    const p0 = rand([2, 3]);
+    const q0 = rand([4]);
+    const t = rand([2, 3]);
+    const step = await TrainStep.create(cfg, { params: { p: p0, q: q0 } });
+    await step.step({ t }, { lr: 0.1 });
+    const momentumBefore = step.getState().tensors;
+    const zero = hostTensor("f32", [4]);
+    step.setParams({ q: zero });
+    assert.deepEqual(step.getState().tensors, momentumBefore);
+    await step.step({ t }, { lr: 0.1 });
+    // q's momentum after step 1 is 2·q0; at q = 0 the gradient is 0, so q = −0.1·0.9·2·q0.
+    const q = step.getParams().q.data as Float32Array;
+    (q0.data as Float32Array).forEach((x, i) => {
+      assert.ok(Math.abs(q[i] - -0.1 * 0.9 * 2 * x) < 1e-6, `q[${i}] = ${q[i]}`);
+    });
+    assert.throws(() => step.setParams({ q: hostTensor("f32", [5]) }), /parameter "q"/);
+    assert.throws(() => step.setParams({ r: zero }), /unexpected parameter "r"/);
+  });
+});

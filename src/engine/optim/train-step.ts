@@ -41,6 +41,12 @@ export interface TrainStepDefinition {
   clipNorm?: number;
   /** Gradient checkpointing: recompute checkpoint() regions in the backward pass. */
   recompute?: boolean;
+  /**
+   * Params whose gradient (as the optimizer used it: the mean over accumulated micro-batches,
+   * after clipping) the step also returns, for controllers that act between steps
+   * (TrainStep.getGradients). Default: none, which keeps them inside the graph.
+   */
+  gradientOutputs?: readonly string[];
 }
 
 const P = "p.";
@@ -51,6 +57,7 @@ const M = "m.";
 const S = (slot: string) => `s.${slot}`;
 
 const A = "acc.";
+const G = "g.";
 
 interface StepInputs {
   params: Record<string, Tensor>;
@@ -136,11 +143,13 @@ function emitUpdate(g: Graph, def: TrainStepDefinition, inp: StepInputs, grads: 
     { param: flatP, grad, state: inp.state, step: inp.step, lr: inp.lr },
     sharedScalars(def.optimizer, inp.step, inp.lr),
   );
+  const wanted = new Set(def.gradientOutputs ?? []);
   let at = 0;
   for (const n of names) {
     const shape = inp.params[n].shape;
     const size = (shape as number[]).reduce((a, b) => a * b, 1);
     g.addOutput(P + n, upd.param.slice(0, at, at + size).reshape([...shape]).id);
+    if (wanted.has(n)) g.addOutput(G + n, grad.slice(0, at, at + size).reshape([...shape]).id);
     at += size;
   }
   upd.state.forEach((t, j) => {
@@ -213,6 +222,7 @@ export interface StepResult {
 export class TrainStep {
   private params: Record<string, HostTensor>;
   private state: Record<string, HostTensor>;
+  private grads: Record<string, HostTensor> = {};
   private steps = 0;
 
   private constructor(
@@ -238,6 +248,8 @@ export class TrainStep {
   ): Promise<TrainStep> {
     checkTensors("parameter", def.params, init.params);
     checkTensors("frozen tensor", def.frozen ?? {}, init.frozen ?? {});
+    for (const n of def.gradientOutputs ?? [])
+      if (!def.params[n]) throw new EngineUsageError(`train step: gradient output "${n}" is not a parameter`);
     const graph = traceTrainStep(def);
     const exec = await compileGraph(graph, opts);
     return new TrainStep(graph, exec, def, { ...init.params }, { ...(init.frozen ?? {}) }, opts);
@@ -270,6 +282,7 @@ export class TrainStep {
       else if (o.name.startsWith(P)) this.params[o.name.slice(P.length)] = t;
       else if (o.name.startsWith(M)) res.metrics[o.name.slice(M.length)] = readNumber(t, 0);
       else if (o.name.startsWith(A)) this.acc[o.name] = t;
+      else if (o.name.startsWith(G)) this.grads[o.name.slice(G.length)] = t;
       else this.state[o.name] = t;
     });
     return res;
@@ -319,6 +332,24 @@ export class TrainStep {
   /** The current trainable parameters (the step's latest outputs). */
   getParams(): Record<string, HostTensor> {
     return { ...this.params };
+  }
+
+  /** The gradients of the last update for the params in `gradientOutputs`. */
+  getGradients(): Record<string, HostTensor> {
+    return { ...this.grads };
+  }
+
+  /**
+   * Replaces some parameters' values between steps (a controller pruning ranks); their optimizer
+   * state is kept. Each must be declared, with its dtype and shape.
+   */
+  setParams(values: Record<string, HostTensor>): void {
+    for (const [k, t] of Object.entries(values)) {
+      const d = this.def.params[k];
+      if (!d) throw new EngineUsageError(`unexpected parameter "${k}"`);
+      checkTensors("parameter", { [k]: d }, { [k]: t });
+    }
+    this.params = { ...this.params, ...values };
   }
 
   /** Optimizer state and step count, for checkpoints. */
