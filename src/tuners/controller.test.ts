@@ -122,7 +122,9 @@ const PRUNE: Tuner<PruneConfig> = {
     return new (class extends DelegatingContext {
       override linear(path: string, x: Tensor, lin?: LinearOptions): Tensor {
         if (!layers.has(path)) return this.inner.linear(path, x, lin);
-        return this.inner.linear(path, x.add(maskRows(x.mul(opts.tensor(`${path}.gate`)), opts.rowMask)), lin);
+        const gated = x.add(maskRows(x.mul(opts.tensor(`${path}.gate`)), opts.rowMask));
+        opts.probe?.(`input:${path}`, gated, (v, g) => v.mul(g).sum());
+        return this.inner.linear(path, gated, lin);
       }
     })(base);
   },
@@ -150,6 +152,14 @@ describe("Tuner contract: controllers between steps", () => {
       const want = Float32Array.from(g0, (v, i) => (v - g1[i]) / 0.5);
       assert.ok(maxAbsDiff(grad, want) < 1e-4 * Math.max(1, ...want.map(Math.abs)), `${k}: ${maxAbsDiff(grad, want)}`);
     }
+    // The forward's probes arrive by name: one scalar Σ x'·∂L/∂x' per gated layer.
+    assert.deepEqual(
+      [...seen[0].statistics.keys()].sort(),
+      layersOf(peft.info)
+        .map((p) => `input:${p}`)
+        .sort(),
+    );
+    for (const t of seen[0].statistics.values()) assert.ok(t.shape.length === 0 && Number.isFinite(t.data[0]) && t.data[0] !== 0);
     assert.equal(peft.adapter("default").config.peftType, "TOY_PRUNE");
     assert.equal((peft.adapter("default").config as PruneConfig).kept, null);
     await trainer.train({ inputIds: ids, labels: ids }, { lr: 0.5 });

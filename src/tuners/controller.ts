@@ -23,6 +23,8 @@ export interface ControllerStep {
    * clipping) of each key in `Controller.gradientKeys`.
    */
   readonly gradients: ReadonlyMap<string, HostTensor>;
+  /** The statistics the method's forward asked for with WrapOptions.probe, by name (f32). */
+  readonly statistics: ReadonlyMap<string, HostTensor>;
 }
 
 /** What a controller changes; everything absent stays as it is. */

@@ -186,7 +186,7 @@ export class PeftTrainer {
         clipNorm: opts.clipNorm,
         recompute: opts.gradientCheckpointing,
         gradientOutputs: controller?.gradientKeys,
-        loss: ({ params: p, frozen: f, batch, seed }) => {
+        loss: ({ params: p, frozen: f, batch, seed, probe }) => {
           let ctx: ForwardContext = new WeightContext((n) => f[n], new Set(Object.keys(f)));
           const tensor = (k: string): Tensor => {
             const t = p[k] ?? f[FROZEN_ADAPTER + k];
@@ -194,7 +194,7 @@ export class PeftTrainer {
             return t;
           };
           if (mts.size) ctx = new ModulesToSaveContext(ctx, mts, tensor);
-          const wrapOpts: WrapOptions = { adapterName: name, tensor, rowMask: null, training: true, seed };
+          const wrapOpts: WrapOptions = { adapterName: name, tensor, rowMask: null, training: true, seed, probe };
           ctx = a.tuner.wrap(ctx, peft.info, a.config, wrapOpts);
           const out = model.traceForward(ctx, stepModelInputs(batch));
           if (!out.logits) throw new ModelError(`a ${head} model has no logits to train on`);
@@ -276,7 +276,10 @@ export class PeftTrainer {
     if (!this.controller) return;
     const a = this.peft.adapter(this.adapterName);
     const gradients = new Map(Object.entries(this.step.getGradients()));
-    this.act(this.controller.afterStep({ step: this.step.stepCount, totalSteps: this.totalSteps, tensors: a.tensors, gradients }));
+    const statistics = new Map(Object.entries(this.step.getStatistics()));
+    this.act(
+      this.controller.afterStep({ step: this.step.stepCount, totalSteps: this.totalSteps, tensors: a.tensors, gradients, statistics }),
+    );
   }
 
   private act(action: ControllerAction<AnyConfig> | null): void {

@@ -272,3 +272,61 @@ describe("what controllers read and write between steps", () => {
     assert.throws(() => step.setParams({ r: zero }), /unexpected parameter "r"/);
   });
 });
+
+describe("probes: statistics of an intermediate value and its gradient", () => {
+  // L = Σ (x·Wᵀ − t)² with W = B·A: ∂L/∂W = 2 (x·Wᵀ − t)ᵀ·x, the gradient IncreLoRA scores with.
+  const def = {
+    params: { a: { dtype: "f32" as const, shape: [2, 3] }, b: { dtype: "f32" as const, shape: [4, 2] } },
+    batch: { x: { dtype: "f32" as const, shape: [5, 3] }, t: { dtype: "f32" as const, shape: [5, 4] } },
+    loss: ({ params, batch, probe }: LossContext) => {
+      const w = params.b.matmul(params.a);
+      probe("score", w, (v, g) => v.abs().mul(g).abs().sum());
+      probe("grad", w, (_v, g) => g);
+      return batch.x.matmul(w.transpose()).sub(batch.t).square().sum();
+    },
+    optimizer: { kind: "sgd" } as OptimizerConfig,
+  };
+  function reference(a: Float32Array, b: Float32Array, x: Float32Array, t: Float32Array): { w: number[]; g: number[] } {
+    const w = Array.from({ length: 12 }, (_, k) => b[Math.floor(k / 3) * 2] * a[k % 3] + b[Math.floor(k / 3) * 2 + 1] * a[3 + (k % 3)]);
+    const g = new Array(12).fill(0);
+    for (let n = 0; n < 5; n++)
+      for (let o = 0; o < 4; o++) {
+        let y = -t[n * 4 + o];
+        for (let i = 0; i < 3; i++) y += x[n * 3 + i] * w[o * 3 + i];
+        for (let i = 0; i < 3; i++) g[o * 3 + i] += 2 * y * x[n * 3 + i];
+      }
+    return { w, g };
+  }
+
+  for (const backend of ["ort", "interpreter"] as const) {
+    test(`a step returns reduce(value, ∂L/∂value) on ${backend}`, async () => {
+      const [a, b, x, t] = [rand([2, 3]), rand([4, 2]), rand([5, 3]), rand([5, 4])];
+      const step = await TrainStep.create(def, { params: { a, b } }, { backend });
+      await step.step({ x, t }, { lr: 0.01 });
+      const st = step.getStatistics();
+      const ref = reference(a.data as Float32Array, b.data as Float32Array, x.data as Float32Array, t.data as Float32Array);
+      const score = ref.w.reduce((s, w, k) => s + Math.abs(w) * Math.abs(ref.g[k]), 0);
+      assert.ok(Math.abs((st.score.data as Float32Array)[0] - score) < 1e-4 * score, `${st.score.data[0]} vs ${score}`);
+      assert.deepEqual(st.grad.shape, [4, 3]);
+      ref.g.forEach((g, k) => {
+        assert.ok(Math.abs((st.grad.data as Float32Array)[k] - g) < 1e-4 * Math.max(1, Math.abs(g)), `g[${k}]`);
+      });
+    });
+  }
+
+  test("with accumulation a statistic is the micro-batches' mean", async () => {
+    const [a, b] = [rand([2, 3]), rand([4, 2])];
+    const batches = [0, 1, 2].map(() => ({ x: rand([5, 3]), t: rand([5, 4]) }));
+    const step = await TrainStep.create(def, { params: { a, b } });
+    for (const bt of batches) await step.accumulate(bt);
+    await step.apply({ lr: 0.01 });
+    const want = batches
+      .map((bt) => {
+        const r = reference(a.data as Float32Array, b.data as Float32Array, bt.x.data as Float32Array, bt.t.data as Float32Array);
+        return r.w.reduce((s, w, k) => s + Math.abs(w) * Math.abs(r.g[k]), 0);
+      })
+      .reduce((s, v) => s + v / 3, 0);
+    const got = (step.getStatistics().score.data as Float32Array)[0];
+    assert.ok(Math.abs(got - want) < 1e-4 * want, `${got} vs ${want}`);
+  });
+});
