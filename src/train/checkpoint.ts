@@ -16,6 +16,7 @@ import { cleanStaleTemps, oldDirTarget, removeDir, replaceDir, writeFileAtomic }
 import { faultPoint } from "../io/fault.js";
 import { readJsonFile } from "../io/hf-folder.js";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
+import type { ControllerState } from "../tuners/controller.js";
 import { configFlag } from "./methods.js";
 import { TrainingArgsError } from "./schedule.js";
 
@@ -39,6 +40,13 @@ export class CheckpointMismatchError extends TrainingArgsError {}
 export const CHECKPOINT_PREFIX = "checkpoint-";
 const STATE_FILE = "trainer_state.json";
 const OPTIMIZER_FILE = "optimizer.safetensors";
+/** A method controller's state (AdaLoRA's importance averages), when the method has one. */
+const CONTROLLER_FILE = "controller.safetensors";
+/**
+ * The adapter's tensors as they train, when the saved adapter holds another form of them
+ * (AdaLoRA saves ranks pruned to its rank_pattern, prefix tuning the projected prefix).
+ */
+const TRAINING_TENSORS_FILE = "adapter_state.safetensors";
 const CHECKPOINT_RE = /^checkpoint-(\d+)$/;
 
 function complete(dir: string): boolean {
@@ -81,18 +89,34 @@ export function recoverCheckpoints(outputDir: string): string[] {
  * Writes a checkpoint atomically. `writeAdapter(dir)` saves the adapter into the folder; the
  * optimizer tensors and state are written beside it.
  */
+/** What a checkpoint holds beyond the adapter folder and the optimizer state. */
+export interface TrainingExtras {
+  controller?: ControllerState | null;
+  /** The adapter's tensors as trained, when the saved adapter differs from them. */
+  trainingTensors?: ReadonlyMap<string, HostTensor> | null;
+}
+
 export function saveCheckpoint(
   outputDir: string,
   state: TrainerState,
   optimizer: Record<string, HostTensor>,
   writeAdapter: (dir: string) => void,
   keep?: number,
+  extras: TrainingExtras = {},
 ): string {
   const final = join(outputDir, `${CHECKPOINT_PREFIX}${state.step}`);
   const tmp = `${final}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   writeAdapter(tmp);
   faultPoint("checkpoint:adapter");
+  if (extras.controller) {
+    writeSafetensors(join(tmp, CONTROLLER_FILE), Object.fromEntries(extras.controller.tensors), {
+      format: "peftkit-controller",
+      state: JSON.stringify(extras.controller.json ?? null),
+    });
+  }
+  if (extras.trainingTensors)
+    writeSafetensors(join(tmp, TRAINING_TENSORS_FILE), Object.fromEntries(extras.trainingTensors), { format: "peftkit-adapter-state" });
   writeSafetensors(join(tmp, OPTIMIZER_FILE), optimizer, { format: "peftkit-optimizer" });
   faultPoint("checkpoint:optimizer");
   // The state goes in last: its presence marks a complete folder.
@@ -107,10 +131,24 @@ export function saveCheckpoint(
   return final;
 }
 
-export function loadCheckpoint(dir: string): { state: TrainerState; optimizer: Record<string, HostTensor> } {
+export function loadCheckpoint(dir: string): { state: TrainerState; optimizer: Record<string, HostTensor> } & TrainingExtras {
   const state = readJsonFile(join(dir, STATE_FILE), "trainer state") as TrainerState;
   const optimizer = readSafetensors(join(dir, OPTIMIZER_FILE)).tensors;
-  return { state, optimizer };
+  let controller: ControllerState | null = null;
+  const cpath = join(dir, CONTROLLER_FILE);
+  if (existsSync(cpath)) {
+    const f = readSafetensors(cpath);
+    let json: unknown;
+    try {
+      json = JSON.parse(f.metadata.state ?? "null");
+    } catch {
+      throw new CheckpointMismatchError(`${cpath}: the controller state (metadata "state") is not valid JSON`);
+    }
+    controller = { tensors: new Map(Object.entries(f.tensors)), json };
+  }
+  const tpath = join(dir, TRAINING_TENSORS_FILE);
+  const trainingTensors = existsSync(tpath) ? new Map(Object.entries(readSafetensors(tpath).tensors)) : null;
+  return { state, optimizer, controller, trainingTensors };
 }
 
 const FIRST = ["peft_type", "r", "lora_alpha", "num_virtual_tokens", "bottleneck_size", "target_modules"];
@@ -122,8 +160,19 @@ const PROVENANCE = new Set(["base_model_name_or_path", "revision", "inference_mo
  * Throws when the checkpoint's adapter_config.json (in `adapterDir`) differs from the config of
  * the run about to continue it, naming each field and the flag that restores it.
  */
-export function checkCheckpointConfig(checkpoint: string, adapterDir: string, current: Record<string, unknown>): void {
+export function checkCheckpointConfig(
+  checkpoint: string,
+  adapterDir: string,
+  currentConfig: Readonly<Record<string, unknown>>,
+  /** Fields a method's controller rewrites during training (AdaLoRA's rank_pattern). */
+  controlled: readonly string[] = [],
+): void {
   const saved = readJsonFile(join(adapterDir, "adapter_config.json"), "adapter config") as Record<string, unknown>;
+  const current = { ...currentConfig };
+  for (const k of controlled) {
+    delete saved[k];
+    delete current[k];
+  }
   const same = (a: unknown, b: unknown) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
   const fields =
     saved.peft_type !== current.peft_type

@@ -5,6 +5,8 @@ export interface ProgressInfo {
   loss: number;
   /** The method's own loss term (KaSA's regulariser), when it has one. */
   methodLoss?: number;
+  /** What a method's controller manages (AdaLoRA's budget, total rank), by metric name. */
+  controlled?: Record<string, number>;
   tokensPerSecond: number;
   elapsedSeconds: number;
   lr: number;
@@ -30,7 +32,11 @@ export class Progress {
 
   update(p: ProgressInfo): void {
     const eta = p.step > 0 ? (p.elapsedSeconds / p.step) * (p.total - p.step) : Number.NaN;
-    const ml = p.methodLoss === undefined ? "" : `method_loss ${p.methodLoss.toExponential(3)} `;
+    const ml =
+      (p.methodLoss === undefined ? "" : `method_loss ${p.methodLoss.toExponential(3)} `) +
+      Object.entries(p.controlled ?? {})
+        .map(([k, v]) => `${k} ${Number.isInteger(v) ? v : v.toPrecision(4)} `)
+        .join("");
     if (this.tty) {
       const width = 24;
       const filled = Math.round((p.step / p.total) * width);

@@ -22,7 +22,7 @@ import { BatchStream, type Example, IGNORE_INDEX } from "./data/index.js";
 import type { CompletionItem, EvalBatch } from "./evaluate.js";
 import { Progress, table } from "./progress.js";
 import { TrainingArgsError } from "./schedule.js";
-import { Trainer, type TrainerArgs, type TrainResult } from "./trainer.js";
+import { plannedSteps, Trainer, type TrainerArgs, type TrainResult } from "./trainer.js";
 
 export interface RunOptions extends Omit<TrainerArgs, "outputDir"> {
   outputDir: string;
@@ -137,6 +137,7 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
         : { kind: "adamw", weightDecay: o.weightDecay ?? 0 },
     clipNorm: o.clipNorm,
     gradientCheckpointing: o.gradientCheckpointing,
+    totalSteps: plannedSteps({ epochs: o.epochs, maxSteps: o.maxSteps, gradAccum: o.gradAccum }, stream.batchesPerEpoch),
   });
   const progress = new Progress(out, o.logSteps ?? 10);
   const completions = !classification && o.exactMatchLimit ? completionItems(o.eval, o.tokenizer, o.exactMatchLimit) : undefined;

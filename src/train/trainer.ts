@@ -14,6 +14,7 @@ import { adapterConfigJson, readAdapter } from "../tuners/format.js";
 import type { PeftModel } from "../tuners/peft-model.js";
 import { METHOD_LOSS, type PeftTrainer, type TrainBatch } from "../tuners/train.js";
 import {
+  CheckpointMismatchError,
   checkCheckpointConfig,
   checkCheckpointSeed,
   latestCheckpoint,
@@ -76,6 +77,14 @@ export interface TrainResult {
 
 export class NonFiniteLossError extends TrainingArgsError {}
 
+/** The optimizer steps a run of these settings makes (max_steps or epochs, whichever ends first). */
+export function plannedSteps(args: Pick<TrainerArgs, "epochs" | "maxSteps" | "gradAccum">, batchesPerEpoch: number): number {
+  const accum = args.gradAccum ?? 1;
+  const perEpoch = Math.max(1, Math.floor(batchesPerEpoch / accum));
+  const byEpochs = args.epochs !== undefined ? Math.ceil(args.epochs * perEpoch) : Number.POSITIVE_INFINITY;
+  return Math.min(args.maxSteps ?? Number.POSITIVE_INFINITY, byEpochs);
+}
+
 /** The parts of the loop that depend on the model being trained (adapter or full). */
 export interface TrainTarget {
   readonly trainer: PeftTrainer;
@@ -122,10 +131,7 @@ export class Trainer {
   }
 
   get totalSteps(): number {
-    const accum = this.args.gradAccum ?? 1;
-    const perEpoch = Math.max(1, Math.floor(this.train.batchesPerEpoch / accum));
-    const byEpochs = this.args.epochs !== undefined ? Math.ceil(this.args.epochs * perEpoch) : Number.POSITIVE_INFINITY;
-    return Math.min(this.args.maxSteps ?? Number.POSITIVE_INFINITY, byEpochs);
+    return plannedSteps(this.args, this.train.batchesPerEpoch);
   }
 
   private log(record: Record<string, unknown>): void {
@@ -160,16 +166,21 @@ export class Trainer {
   private checkpoint(state: TrainerState): string {
     // The metrics up to this step become as durable as the checkpoint.
     if (existsSync(this.metricsPath)) fsyncFile(this.metricsPath);
-    const step = this.target.trainer.step;
-    const s = step.getState();
+    const trainer = this.target.trainer;
+    const s = trainer.step.getState();
     const optimizer: Record<string, HostTensor> = {};
     for (const [k, t] of Object.entries(s.tensors)) optimizer[k] = t;
+    const adapter = this.target.peft.adapter(trainer.adapterName);
+    // When the saved adapter is not the trained tensors themselves (pruned ranks, a projected
+    // prefix), the checkpoint also keeps the trained ones so a resume continues from them.
+    const differs = adapter.tuner.tensorsToSave !== undefined || trainer.controller !== null;
     return saveCheckpoint(
       this.args.outputDir,
       state,
       optimizer,
-      (dir) => this.target.peft.savePretrained(dir, { selectedAdapters: [this.target.trainer.adapterName] }),
+      (dir) => this.target.peft.savePretrained(dir, { selectedAdapters: [trainer.adapterName] }),
       this.args.saveTotalLimit,
+      { controller: trainer.controller?.state() ?? null, trainingTensors: differs ? adapter.tensors : null },
     );
   }
 
@@ -202,10 +213,13 @@ export class Trainer {
         checkCheckpointSeed(dir, ck.state, seed);
         const adapter = this.target.peft.adapter(this.target.trainer.adapterName);
         const adapterDir = adapter.name === "default" ? dir : join(dir, adapter.name);
-        checkCheckpointConfig(dir, adapterDir, adapterConfigJson(adapter, this.target.peft.base));
+        const trainer = this.target.trainer;
+        checkCheckpointConfig(dir, adapterDir, adapterConfigJson(adapter, this.target.peft.base), trainer.controller?.configFields);
+        if (trainer.controller && !ck.controller)
+          throw new CheckpointMismatchError(`${dir} has no controller.safetensors, which a ${adapter.tuner.peftType} run needs to resume`);
         state = ck.state;
-        const { tensors } = readAdapter(this.target.peft, adapterDir);
-        this.target.trainer.restore(state.step, ck.optimizer, tensors);
+        const tensors = ck.trainingTensors ?? readAdapter(this.target.peft, adapterDir).tensors;
+        trainer.restore(state.step, ck.optimizer, tensors, ck.controller);
         lastCheckpoint = dir;
         savedStep = state.step;
         lastLoss = this.truncateMetrics(state.step);
@@ -271,11 +285,14 @@ export class Trainer {
         windowTokens = 0;
         windowStart = Date.now();
       }
+      // What a method's controller manages (AdaLoRA's budget and ranks), logged beside the loss.
+      const controlled = this.target.trainer.controllerMetrics();
       this.log({
         step: state.step,
         epoch: state.epoch,
         loss,
         ...(methodLoss !== null ? { method_loss: methodLoss } : {}),
+        ...controlled,
         lr,
         grad_norm: gradNorm,
         tokens: state.tokensSeen,
@@ -286,6 +303,7 @@ export class Trainer {
         total,
         loss,
         ...(methodLoss !== null ? { methodLoss } : {}),
+        ...(Object.keys(controlled).length ? { controlled } : {}),
         tokensPerSecond: tps,
         elapsedSeconds: elapsed,
         lr,

@@ -14,8 +14,8 @@ import type { HostTensor } from "../engine/ir/host.js";
 export interface ControllerStep {
   /** Optimizer steps done, counting this one (1 after the first update). */
   readonly step: number;
-  /** The run's planned number of optimizer steps. */
-  readonly totalSteps: number;
+  /** The run's planned number of optimizer steps; null when the trainer was not told. */
+  readonly totalSteps: number | null;
   /** The adapter's tensors after the update (trained and fixed ones), by key. */
   readonly tensors: ReadonlyMap<string, HostTensor>;
   /**
@@ -23,6 +23,8 @@ export interface ControllerStep {
    * clipping) of each key in `Controller.gradientKeys`.
    */
   readonly gradients: ReadonlyMap<string, HostTensor>;
+  /** The statistics the method's forward asked for with WrapOptions.probe, by name (f32). */
+  readonly statistics: ReadonlyMap<string, HostTensor>;
 }
 
 /** What a controller changes; everything absent stays as it is. */
@@ -68,6 +70,6 @@ export interface Controller<C> {
 
 /** What a tuner's controller() may know about the run. */
 export interface ControllerRun {
-  /** Planned optimizer steps. */
-  readonly totalSteps: number;
+  /** Planned optimizer steps; null when the trainer was not told. */
+  readonly totalSteps: number | null;
 }

@@ -27,7 +27,8 @@ export type AnyConfig = CommonConfig & { modulesToSave?: string[] | null };
 export interface Adapter {
   readonly name: string;
   readonly tuner: Tuner;
-  readonly config: AnyConfig;
+  /** Replaced only by setAdapterConfig (a training controller's change, e.g. AdaLoRA's rank_pattern). */
+  config: AnyConfig;
   /** Adapter tensors by key (PEFT's key without "base_model.model." and the adapter name). */
   tensors: Map<string, HostTensor>;
 }
@@ -212,6 +213,19 @@ export class PeftModel {
       }
     }
     a.tensors = new Map([...a.tensors, ...tensors]);
+    this.refresh();
+  }
+
+  /**
+   * Replaces an adapter's config while it trains (a controller's change, such as AdaLoRA's
+   * rank_pattern); the peft_type must stay the same.
+   */
+  setAdapterConfig(name: string, config: AnyConfig): void {
+    const a = this.adapter(name);
+    if (config.peftType !== a.config.peftType)
+      throw new PeftConfigError(`adapter "${name}": a ${a.config.peftType} adapter cannot take a ${config.peftType} config`);
+    a.config = config;
+    this.base.invalidate();
     this.refresh();
   }
 

@@ -14,6 +14,7 @@ import { type IdsLike, onesLike, toIdTensor } from "../models/inputs.js";
 import { type ForwardContext, ModelError, WeightContext } from "../nn/context.js";
 import { dropLeading } from "../nn/prompt.js";
 import { PeftConfigError } from "./config.js";
+import type { Controller, ControllerAction, ControllerState } from "./controller.js";
 import { ModulesToSaveContext, modulesToSaveKeys } from "./modules-to-save.js";
 import type { AnyConfig, PeftModel } from "./peft-model.js";
 import type { Tuner, WrapOptions } from "./tuner.js";
@@ -26,6 +27,8 @@ export interface PeftTrainerOptions {
   compile?: CompileOptions;
   /** Recompute each transformer layer's activations in the backward pass (less memory, ~1/3 more compute). */
   gradientCheckpointing?: boolean;
+  /** Planned optimizer steps, for a method's controller (AdaLoRA's schedule); null when unknown. */
+  totalSteps?: number | null;
 }
 
 export interface TrainBatch {
@@ -140,6 +143,9 @@ export class PeftTrainer {
     readonly step: TrainStep,
     private readonly head: TaskHead,
     private readonly tokenTypes: boolean,
+    /** The method's between-step controller (AdaLoRA's rank allocator), or null. */
+    readonly controller: Controller<AnyConfig> | null,
+    private readonly totalSteps: number | null,
   ) {}
 
   static async create(peft: PeftModel, opts: PeftTrainerOptions = {}): Promise<PeftTrainer> {
@@ -167,6 +173,10 @@ export class PeftTrainer {
     const tokenTypes = model.usesTokenTypeIds;
     const mts = modulesToSaveKeys(peft.info, a.config.modulesToSave ?? null);
     const prefix = a.tuner.virtualTokens?.(a.config) ?? 0;
+    const totalSteps = opts.totalSteps ?? null;
+    const controller = a.tuner.controller?.(peft.info, a.config, { totalSteps }) ?? null;
+    for (const k of controller?.gradientKeys ?? [])
+      if (!params[k]) throw new PeftConfigError(`${a.tuner.peftType}: the controller reads the gradient of "${k}", which is not trained`);
     const step = await TrainStep.create(
       {
         params,
@@ -175,7 +185,8 @@ export class PeftTrainer {
         optimizer: opts.optimizer ?? { kind: "adamw" },
         clipNorm: opts.clipNorm,
         recompute: opts.gradientCheckpointing,
-        loss: ({ params: p, frozen: f, batch, seed }) => {
+        gradientOutputs: controller?.gradientKeys,
+        loss: ({ params: p, frozen: f, batch, seed, probe }) => {
           let ctx: ForwardContext = new WeightContext((n) => f[n], new Set(Object.keys(f)));
           const tensor = (k: string): Tensor => {
             const t = p[k] ?? f[FROZEN_ADAPTER + k];
@@ -183,7 +194,7 @@ export class PeftTrainer {
             return t;
           };
           if (mts.size) ctx = new ModulesToSaveContext(ctx, mts, tensor);
-          const wrapOpts: WrapOptions = { adapterName: name, tensor, rowMask: null, training: true, seed };
+          const wrapOpts: WrapOptions = { adapterName: name, tensor, rowMask: null, training: true, seed, probe };
           ctx = a.tuner.wrap(ctx, peft.info, a.config, wrapOpts);
           const out = model.traceForward(ctx, stepModelInputs(batch));
           if (!out.logits) throw new ModelError(`a ${head} model has no logits to train on`);
@@ -202,7 +213,7 @@ export class PeftTrainer {
       { params: init, frozen },
       { ...model.compileOptions, ...opts.compile },
     );
-    return new PeftTrainer(peft, name, step, head, tokenTypes);
+    return new PeftTrainer(peft, name, step, head, tokenTypes, controller, totalSteps);
   }
 
   /** Converts a user batch into the step's tensors (shifting causal-LM labels). */
@@ -215,6 +226,7 @@ export class PeftTrainer {
   async train(batch: TrainBatch, opts: { lr: number; seed?: number }): Promise<StepResult> {
     const res = await this.step.step(this.prepare(batch), opts);
     this.peft.setAdapterTensors(this.adapterName, new Map(Object.entries(this.step.getParams())));
+    this.control();
     return splitLoss(res);
   }
 
@@ -224,10 +236,16 @@ export class PeftTrainer {
   }
 
   /**
-   * Puts a checkpoint back: the adapter's tensors (trained and fixed ones) and the optimizer
-   * state at `step`.
+   * Puts a checkpoint back: the adapter's tensors (trained and fixed ones), the optimizer state at
+   * `step` and the controller's state (with the config changes it had made).
    */
-  restore(step: number, optimizer: Record<string, HostTensor>, tensors: ReadonlyMap<string, HostTensor>): void {
+  restore(
+    step: number,
+    optimizer: Record<string, HostTensor>,
+    tensors: ReadonlyMap<string, HostTensor>,
+    controller?: ControllerState | null,
+  ): void {
+    if (this.controller && controller) this.act(this.controller.restore(controller));
     const a = this.peft.adapter(this.adapterName);
     const params: Record<string, HostTensor> = {};
     const fixed: Record<string, HostTensor> = {};
@@ -244,7 +262,40 @@ export class PeftTrainer {
   async apply(opts: { lr: number }): Promise<StepResult> {
     const res = splitLoss(await this.step.apply(opts));
     this.peft.setAdapterTensors(this.adapterName, new Map(Object.entries(this.step.getParams())));
+    this.control();
     return res;
+  }
+
+  /** The controller's numbers after the last update (total rank, budget, ...); {} without one. */
+  controllerMetrics(): Record<string, number> {
+    return this.controller?.metrics() ?? {};
+  }
+
+  /** Runs the controller after an update and applies what it changes. */
+  private control(): void {
+    if (!this.controller) return;
+    const a = this.peft.adapter(this.adapterName);
+    const gradients = new Map(Object.entries(this.step.getGradients()));
+    const statistics = new Map(Object.entries(this.step.getStatistics()));
+    this.act(
+      this.controller.afterStep({ step: this.step.stepCount, totalSteps: this.totalSteps, tensors: a.tensors, gradients, statistics }),
+    );
+  }
+
+  private act(action: ControllerAction<AnyConfig> | null): void {
+    if (!action) return;
+    if (action.config) this.peft.setAdapterConfig(this.adapterName, action.config);
+    if (!action.tensors?.size) return;
+    const a = this.peft.adapter(this.adapterName);
+    const params: Record<string, HostTensor> = {};
+    const fixed: Record<string, HostTensor> = {};
+    for (const [k, t] of action.tensors) {
+      if (isTrainableKey(a.tuner, a.config, k)) params[k] = t;
+      else fixed[FROZEN_ADAPTER + k] = t;
+    }
+    this.step.setParams(params);
+    this.step.setFrozen(fixed);
+    this.peft.setAdapterTensors(this.adapterName, new Map(action.tensors));
   }
 
   release(): Promise<void> {

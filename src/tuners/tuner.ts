@@ -49,6 +49,12 @@ export interface WrapOptions {
   /** i64 scalar seed for random ops in training; null otherwise. */
   readonly seed: Tensor | null;
   /**
+   * Training steps only: asks the step for a statistic `reduce(value, ∂loss/∂value)` of an
+   * intermediate value (IncreLoRA's Σ|ΔW ⊙ ∂L/∂ΔW|), which the method's controller reads as
+   * `ControllerStep.statistics.get(name)`. Absent outside training.
+   */
+  readonly probe?: (name: string, value: Tensor, reduce: (value: Tensor, grad: Tensor) => Tensor) => void;
+  /**
    * Inference only (absent when gradients flow to the adapter): a tensor computed on the host
    * from this adapter's tensors `sources` and fed as a graph input, e.g. a weight transposed and
    * pre-scaled so the graph runs fewer ops per token. It is recomputed when a source is replaced.

@@ -208,3 +208,125 @@ test("gradient accumulation over micro-batches equals one step on the concatenat
   await fused.release();
   await accum.release();
 });
+
+describe("what controllers read and write between steps", () => {
+  const def = (clip?: number) => ({
+    params: { p: { dtype: "f32" as const, shape: [2, 3] }, q: { dtype: "f32" as const, shape: [4] } },
+    batch: { t: { dtype: "f32" as const, shape: [2, 3] } },
+    // L = Σ (p − t)² + Σ q², so ∂L/∂p = 2(p − t) and ∂L/∂q = 2q.
+    loss: ({ params, batch }: LossContext) => params.p.sub(batch.t).square().sum().add(params.q.square().sum()),
+    optimizer: { kind: "sgd" } as OptimizerConfig,
+    clipNorm: clip,
+    gradientOutputs: ["p"],
+  });
+
+  test("getGradients returns the gradient the update used (clipped), for the params asked for only", async () => {
+    const p0 = rand([2, 3]);
+    const q0 = rand([4]);
+    const t = rand([2, 3]);
+    const step = await TrainStep.create(def(0.5), { params: { p: p0, q: q0 } });
+    await step.step({ t }, { lr: 0.1 });
+    const g = step.getGradients();
+    assert.deepEqual(Object.keys(g), ["p"]);
+    const raw = Array.from(p0.data as Float32Array, (x, i) => 2 * (x - (t.data as Float32Array)[i]));
+    const rawQ = Array.from(q0.data as Float32Array, (x) => 2 * x);
+    const norm = Math.sqrt([...raw, ...rawQ].reduce((a, x) => a + x * x, 0));
+    const scale = Math.min(1, 0.5 / (norm + 1e-6));
+    raw.forEach((w, i) => {
+      assert.ok(Math.abs(w * scale - (g.p.data as Float32Array)[i]) < 1e-6, `g[${i}]`);
+    });
+  });
+
+  test("with accumulation the gradient is the micro-batches' mean", async () => {
+    const p0 = rand([2, 3]);
+    const [t1, t2] = [rand([2, 3]), rand([2, 3])];
+    const step = await TrainStep.create(def(), { params: { p: p0, q: rand([4]) } });
+    await step.accumulate({ t: t1 });
+    await step.accumulate({ t: t2 });
+    await step.apply({ lr: 0.1 });
+    const g = step.getGradients().p.data as Float32Array;
+    const [a, b] = [t1.data as Float32Array, t2.data as Float32Array];
+    (p0.data as Float32Array).forEach((x, i) => {
+      assert.ok(Math.abs((2 * (x - a[i]) + 2 * (x - b[i])) / 2 - g[i]) < 1e-5, `g[${i}]`);
+    });
+  });
+
+  test("setParams replaces values and keeps the optimizer state", async () => {
+    const cfg = { ...def(), optimizer: { kind: "sgd", momentum: 0.9 } as OptimizerConfig };
+    const p0 = rand([2, 3]);
+    const q0 = rand([4]);
+    const t = rand([2, 3]);
+    const step = await TrainStep.create(cfg, { params: { p: p0, q: q0 } });
+    await step.step({ t }, { lr: 0.1 });
+    const momentumBefore = step.getState().tensors;
+    const zero = hostTensor("f32", [4]);
+    step.setParams({ q: zero });
+    assert.deepEqual(step.getState().tensors, momentumBefore);
+    await step.step({ t }, { lr: 0.1 });
+    // q's momentum after step 1 is 2·q0; at q = 0 the gradient is 0, so q = −0.1·0.9·2·q0.
+    const q = step.getParams().q.data as Float32Array;
+    (q0.data as Float32Array).forEach((x, i) => {
+      assert.ok(Math.abs(q[i] - -0.1 * 0.9 * 2 * x) < 1e-6, `q[${i}] = ${q[i]}`);
+    });
+    assert.throws(() => step.setParams({ q: hostTensor("f32", [5]) }), /parameter "q"/);
+    assert.throws(() => step.setParams({ r: zero }), /unexpected parameter "r"/);
+  });
+});
+
+describe("probes: statistics of an intermediate value and its gradient", () => {
+  // L = Σ (x·Wᵀ − t)² with W = B·A: ∂L/∂W = 2 (x·Wᵀ − t)ᵀ·x, the gradient IncreLoRA scores with.
+  const def = {
+    params: { a: { dtype: "f32" as const, shape: [2, 3] }, b: { dtype: "f32" as const, shape: [4, 2] } },
+    batch: { x: { dtype: "f32" as const, shape: [5, 3] }, t: { dtype: "f32" as const, shape: [5, 4] } },
+    loss: ({ params, batch, probe }: LossContext) => {
+      const w = params.b.matmul(params.a);
+      probe("score", w, (v, g) => v.abs().mul(g).abs().sum());
+      probe("grad", w, (_v, g) => g);
+      return batch.x.matmul(w.transpose()).sub(batch.t).square().sum();
+    },
+    optimizer: { kind: "sgd" } as OptimizerConfig,
+  };
+  function reference(a: Float32Array, b: Float32Array, x: Float32Array, t: Float32Array): { w: number[]; g: number[] } {
+    const w = Array.from({ length: 12 }, (_, k) => b[Math.floor(k / 3) * 2] * a[k % 3] + b[Math.floor(k / 3) * 2 + 1] * a[3 + (k % 3)]);
+    const g = new Array(12).fill(0);
+    for (let n = 0; n < 5; n++)
+      for (let o = 0; o < 4; o++) {
+        let y = -t[n * 4 + o];
+        for (let i = 0; i < 3; i++) y += x[n * 3 + i] * w[o * 3 + i];
+        for (let i = 0; i < 3; i++) g[o * 3 + i] += 2 * y * x[n * 3 + i];
+      }
+    return { w, g };
+  }
+
+  for (const backend of ["ort", "interpreter"] as const) {
+    test(`a step returns reduce(value, ∂L/∂value) on ${backend}`, async () => {
+      const [a, b, x, t] = [rand([2, 3]), rand([4, 2]), rand([5, 3]), rand([5, 4])];
+      const step = await TrainStep.create(def, { params: { a, b } }, { backend });
+      await step.step({ x, t }, { lr: 0.01 });
+      const st = step.getStatistics();
+      const ref = reference(a.data as Float32Array, b.data as Float32Array, x.data as Float32Array, t.data as Float32Array);
+      const score = ref.w.reduce((s, w, k) => s + Math.abs(w) * Math.abs(ref.g[k]), 0);
+      assert.ok(Math.abs((st.score.data as Float32Array)[0] - score) < 1e-4 * score, `${st.score.data[0]} vs ${score}`);
+      assert.deepEqual(st.grad.shape, [4, 3]);
+      ref.g.forEach((g, k) => {
+        assert.ok(Math.abs((st.grad.data as Float32Array)[k] - g) < 1e-4 * Math.max(1, Math.abs(g)), `g[${k}]`);
+      });
+    });
+  }
+
+  test("with accumulation a statistic is the micro-batches' mean", async () => {
+    const [a, b] = [rand([2, 3]), rand([4, 2])];
+    const batches = [0, 1, 2].map(() => ({ x: rand([5, 3]), t: rand([5, 4]) }));
+    const step = await TrainStep.create(def, { params: { a, b } });
+    for (const bt of batches) await step.accumulate(bt);
+    await step.apply({ lr: 0.01 });
+    const want = batches
+      .map((bt) => {
+        const r = reference(a.data as Float32Array, b.data as Float32Array, bt.x.data as Float32Array, bt.t.data as Float32Array);
+        return r.w.reduce((s, w, k) => s + Math.abs(w) * Math.abs(r.g[k]), 0);
+      })
+      .reduce((s, v) => s + v / 3, 0);
+    const got = (step.getStatistics().score.data as Float32Array)[0];
+    assert.ok(Math.abs(got - want) < 1e-4 * want, `${got} vs ${want}`);
+  });
+});

@@ -8,7 +8,7 @@ import { backward } from "../autodiff/grad.js";
 import { onesLike } from "../autodiff/rules.js";
 import { EngineUsageError, ShapeError } from "../errors.js";
 import { type CompileOptions, compileGraph, type Executor } from "../exec/backend.js";
-import type { DType } from "../ir/dtype.js";
+import { type DType, isFloat } from "../ir/dtype.js";
 import { Graph } from "../ir/graph.js";
 import { type HostTensor, hostTensor, readNumber } from "../ir/host.js";
 import { type Dim, sameShape, shapeStr } from "../ir/shape.js";
@@ -27,6 +27,13 @@ export interface LossContext {
   batch: Record<string, Tensor>;
   /** i64 scalar that changes every step: feed it to dropout and other random ops. */
   seed: Tensor;
+  /**
+   * Asks for a statistic of an intermediate value and of the loss's gradient with respect to it:
+   * `reduce(value, ∂loss/∂value)` (a small f32 tensor, e.g. IncreLoRA's Σ|ΔW ⊙ ∂L/∂ΔW|) becomes
+   * a step output under `name` (TrainStep.getStatistics). The gradient is the one the backward
+   * pass computes anyway on the way to the params, so this adds only the reduction.
+   */
+  probe(name: string, value: Tensor, reduce: (value: Tensor, grad: Tensor) => Tensor): void;
 }
 
 export type LossResult = Tensor | { loss: Tensor; metrics?: Record<string, Tensor> };
@@ -41,6 +48,12 @@ export interface TrainStepDefinition {
   clipNorm?: number;
   /** Gradient checkpointing: recompute checkpoint() regions in the backward pass. */
   recompute?: boolean;
+  /**
+   * Params whose gradient (as the optimizer used it: the mean over accumulated micro-batches,
+   * after clipping) the step also returns, for controllers that act between steps
+   * (TrainStep.getGradients). Default: none, which keeps them inside the graph.
+   */
+  gradientOutputs?: readonly string[];
 }
 
 const P = "p.";
@@ -51,6 +64,8 @@ const M = "m.";
 const S = (slot: string) => `s.${slot}`;
 
 const A = "acc.";
+const G = "g.";
+const ST = "st.";
 
 interface StepInputs {
   params: Record<string, Tensor>;
@@ -86,24 +101,32 @@ function lossAndGrads(
   g: Graph,
   def: TrainStepDefinition,
   params: Record<string, Tensor>,
-): { loss: Tensor; grads: Tensor[]; metrics: Record<string, Tensor> } {
+): { loss: Tensor; grads: Tensor[]; metrics: Record<string, Tensor>; stats: Record<string, Tensor> } {
   const frozen = declare(g, F, def.frozen);
   const batch = declare(g, B, def.batch);
   const seed = new Tensor(g, g.addInput("seed", { dtype: "i64", shape: [] }));
   const start = g.nodes.length;
-  const res = def.loss({ params, frozen, batch, seed });
+  const probes = new Map<string, { value: Tensor; reduce: (value: Tensor, grad: Tensor) => Tensor }>();
+  const probe = (name: string, value: Tensor, reduce: (value: Tensor, grad: Tensor) => Tensor) => {
+    if (probes.has(name)) throw new EngineUsageError(`train step: probe "${name}" is defined twice`);
+    if (!isFloat(value.dtype)) throw new EngineUsageError(`train step: probe "${name}" must be a float tensor, got ${value.dtype}`);
+    probes.set(name, { value, reduce });
+  };
+  const res = def.loss({ params, frozen, batch, seed, probe });
   const loss = res instanceof Tensor ? res : res.loss;
   const metrics = res instanceof Tensor ? {} : (res.metrics ?? {});
   if (loss.rank !== 0) throw new ShapeError(`train step: the loss must be a scalar, got ${shapeStr(loss.shape)}`);
   const names = Object.keys(params);
-  const grads = backward(
-    [loss],
-    [onesLike(loss)],
-    names.map((n) => params[n]),
-    start,
-    { recompute: def.recompute },
-  );
-  return { loss, grads, metrics };
+  const probed = [...probes.values()];
+  const all = backward([loss], [onesLike(loss)], [...names.map((n) => params[n]), ...probed.map((p) => p.value)], start, {
+    recompute: def.recompute,
+  });
+  const grads = all.slice(0, names.length);
+  const stats: Record<string, Tensor> = {};
+  [...probes.keys()].forEach((k, i) => {
+    stats[k] = probed[i].reduce(probed[i].value, all[names.length + i]).cast("f32");
+  });
+  return { loss, grads, metrics, stats };
 }
 
 /**
@@ -136,11 +159,13 @@ function emitUpdate(g: Graph, def: TrainStepDefinition, inp: StepInputs, grads: 
     { param: flatP, grad, state: inp.state, step: inp.step, lr: inp.lr },
     sharedScalars(def.optimizer, inp.step, inp.lr),
   );
+  const wanted = new Set(def.gradientOutputs ?? []);
   let at = 0;
   for (const n of names) {
     const shape = inp.params[n].shape;
     const size = (shape as number[]).reduce((a, b) => a * b, 1);
     g.addOutput(P + n, upd.param.slice(0, at, at + size).reshape([...shape]).id);
+    if (wanted.has(n)) g.addOutput(G + n, grad.slice(0, at, at + size).reshape([...shape]).id);
     at += size;
   }
   upd.state.forEach((t, j) => {
@@ -162,10 +187,11 @@ export function traceTrainStep(def: TrainStepDefinition): Graph {
   const g = new Graph();
   return withGraph(g, () => {
     const inp = updateInputs(g, def);
-    const { loss, grads, metrics } = lossAndGrads(g, def, inp.params);
+    const { loss, grads, metrics, stats } = lossAndGrads(g, def, inp.params);
     g.addOutput("loss", loss.cast("f32").id);
     emitUpdate(g, def, inp, grads);
     for (const [k, t] of Object.entries(metrics)) g.addOutput(M + k, t.cast("f32").id);
+    for (const [k, t] of Object.entries(stats)) g.addOutput(ST + k, t.id);
     return g;
   });
 }
@@ -176,12 +202,13 @@ export function traceAccumulateStep(def: TrainStepDefinition): Graph {
   return withGraph(g, () => {
     const params = declare(g, P, def.params);
     const acc = declare(g, A, def.params);
-    const { loss, grads, metrics } = lossAndGrads(g, def, params);
+    const { loss, grads, metrics, stats } = lossAndGrads(g, def, params);
     g.addOutput("loss", loss.cast("f32").id);
     Object.keys(params).forEach((n, i) => {
       g.addOutput(A + n, acc[n].add(grads[i]).id);
     });
     for (const [k, t] of Object.entries(metrics)) g.addOutput(M + k, t.cast("f32").id);
+    for (const [k, t] of Object.entries(stats)) g.addOutput(ST + k, t.id);
     return g;
   });
 }
@@ -213,6 +240,10 @@ export interface StepResult {
 export class TrainStep {
   private params: Record<string, HostTensor>;
   private state: Record<string, HostTensor>;
+  private grads: Record<string, HostTensor> = {};
+  /** Probe statistics of the last update; while accumulating, their running sum. */
+  private stats: Record<string, HostTensor> = {};
+  private statsSum: Record<string, Float64Array> = {};
   private steps = 0;
 
   private constructor(
@@ -238,6 +269,8 @@ export class TrainStep {
   ): Promise<TrainStep> {
     checkTensors("parameter", def.params, init.params);
     checkTensors("frozen tensor", def.frozen ?? {}, init.frozen ?? {});
+    for (const n of def.gradientOutputs ?? [])
+      if (!def.params[n]) throw new EngineUsageError(`train step: gradient output "${n}" is not a parameter`);
     const graph = traceTrainStep(def);
     const exec = await compileGraph(graph, opts);
     return new TrainStep(graph, exec, def, { ...init.params }, { ...(init.frozen ?? {}) }, opts);
@@ -270,9 +303,27 @@ export class TrainStep {
       else if (o.name.startsWith(P)) this.params[o.name.slice(P.length)] = t;
       else if (o.name.startsWith(M)) res.metrics[o.name.slice(M.length)] = readNumber(t, 0);
       else if (o.name.startsWith(A)) this.acc[o.name] = t;
+      else if (o.name.startsWith(G)) this.grads[o.name.slice(G.length)] = t;
+      else if (o.name.startsWith(ST)) this.collectStat(o.name.slice(ST.length), t);
       else this.state[o.name] = t;
     });
     return res;
+  }
+
+  /** A step's statistic is the last update's; micro-batches' statistics are averaged at apply(). */
+  private collectStat(name: string, t: HostTensor): void {
+    if (this.pending === 0) {
+      this.stats[name] = t;
+      return;
+    }
+    const sum = this.statsSum[name] ?? new Float64Array(t.data.length);
+    for (let i = 0; i < sum.length; i++) sum[i] += Number(t.data[i]);
+    this.statsSum[name] = sum;
+    this.stats[name] = hostTensor(
+      "f32",
+      [...t.shape],
+      Float32Array.from(sum, (v) => v / this.pending),
+    );
   }
 
   // ---- gradient accumulation: accumulate() per micro-batch, then apply() ----
@@ -288,6 +339,7 @@ export class TrainStep {
     this.accExec ??= compileGraph(traceAccumulateStep(this.def), this.opts);
     const exec = await this.accExec;
     if (this.pending === 0) {
+      this.statsSum = {};
       this.acc = {};
       for (const [k, p] of Object.entries(this.params)) this.acc[A + k] = hostTensor(p.dtype, p.shape);
     }
@@ -319,6 +371,29 @@ export class TrainStep {
   /** The current trainable parameters (the step's latest outputs). */
   getParams(): Record<string, HostTensor> {
     return { ...this.params };
+  }
+
+  /** The probe statistics (LossContext.probe) of the last update: the micro-batches' mean when accumulating. */
+  getStatistics(): Record<string, HostTensor> {
+    return { ...this.stats };
+  }
+
+  /** The gradients of the last update for the params in `gradientOutputs`. */
+  getGradients(): Record<string, HostTensor> {
+    return { ...this.grads };
+  }
+
+  /**
+   * Replaces some parameters' values between steps (a controller pruning ranks); their optimizer
+   * state is kept. Each must be declared, with its dtype and shape.
+   */
+  setParams(values: Record<string, HostTensor>): void {
+    for (const [k, t] of Object.entries(values)) {
+      const d = this.def.params[k];
+      if (!d) throw new EngineUsageError(`unexpected parameter "${k}"`);
+      checkTensors("parameter", { [k]: d }, { [k]: t });
+    }
+    this.params = { ...this.params, ...values };
   }
 
   /** Optimizer state and step count, for checkpoints. */
