@@ -75,12 +75,17 @@ function goldenController(): { ctl: AdaLoraController; config: AdaLoraConfig } {
   return { ctl: new AdaLoraController(fakeInfo(g.modules, out, inF), config, { totalSteps: 1000 }), config };
 }
 
-function stepInputs(s: GoldenStep): { tensors: Map<string, HostTensor>; gradients: Map<string, HostTensor> } {
+function stepInputs(s: GoldenStep): {
+  tensors: Map<string, HostTensor>;
+  gradients: Map<string, HostTensor>;
+  statistics: Map<string, HostTensor>;
+} {
   const shapes = GOLDEN.allocator.shapes;
   const t = (k: string, v: number[]) => hostTensor("f32", shapes[k.slice(k.lastIndexOf(".") + 1)], Float32Array.from(v));
   return {
     tensors: new Map(Object.entries(s.tensors).map(([k, v]) => [k, t(k, v)])),
     gradients: new Map(Object.entries(s.gradients).map(([k, v]) => [k, t(k, v)])),
+    statistics: new Map(),
   };
 }
 
@@ -164,10 +169,10 @@ describe("AdaLoRA importance scores", () => {
 describe("AdaLoRA controller = PEFT's update_and_allocate (float32 PyTorch re-derivation)", () => {
   test("budget, rank_pattern, masked E and kept count at every step through all three phases", () => {
     const { ctl } = goldenController();
-    assert.deepEqual(ctl.metrics(), { adalora_budget: 16 * 0 + 8, rank_total: 8 });
+    assert.deepEqual(ctl.metrics(), { adalora_budget: 8, rank_total: 8 });
     for (const s of GOLDEN.allocator.steps) {
-      const { tensors, gradients } = stepInputs(s);
-      const act = ctl.afterStep({ step: s.global_step + 1, totalSteps: 12, tensors, gradients });
+      const { tensors, gradients, statistics } = stepInputs(s);
+      const act = ctl.afterStep({ step: s.global_step + 1, totalSteps: 12, tensors, gradients, statistics });
       const m = ctl.metrics();
       assert.equal(m.adalora_budget, s.budget, `budget at global_step ${s.global_step}`);
       if (s.rank_pattern) assert.equal(m.rank_total, s.kept);
@@ -216,5 +221,6 @@ describe("AdaLoRA controller = PEFT's update_and_allocate (float32 PyTorch re-de
       () => new AdaLoraController(fakeInfo(g.modules, 3, 5), { ...config, tinit: 6, tfinal: 6 }, { totalSteps: 12 }),
       /"tinit" \(6\) \+ "tfinal" \(6\) must be < "total_step" \(12\)/,
     );
+    assert.throws(() => new AdaLoraController(fakeInfo(g.modules, 3, 5), config, { totalSteps: null }), /field "total_step" is missing/);
   });
 });

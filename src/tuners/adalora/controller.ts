@@ -57,14 +57,12 @@ export class AdaLoraController implements Controller<AdaLoraConfig> {
   private budget: number;
   /** Whether the config still lacks total_step (filled from the run on the first update). */
   private fillTotal: boolean;
-  /** The adapter's A, E, B after the last step, for checkpoints (the saved folder drops pruned triplets). */
-  private last = new Map<string, HostTensor>();
 
   constructor(info: ModelInfo, c: AdaLoraConfig, run: ControllerRun) {
-    const totalStep = c.totalStep ?? run.totalSteps;
+    const totalStep = c.totalStep ?? run.totalSteps ?? 0;
     if (!(Number.isInteger(totalStep) && totalStep > 0))
       throw new PeftConfigError(
-        `ADALORA config: field "total_step" is missing and the run has no planned number of steps (${run.totalSteps})`,
+        `ADALORA config: field "total_step" is missing and the trainer was not told the run's planned steps (PeftTrainer.create's totalSteps)`,
       );
     checkSchedule(c, totalStep, "ADALORA config");
     this.layers = adaLoraLayers(info, c).map((l) => ({
@@ -125,7 +123,6 @@ export class AdaLoraController implements Controller<AdaLoraConfig> {
     const configChanged = pattern !== this.config.rankPattern || this.fillTotal;
     this.fillTotal = false;
     if (pattern !== this.config.rankPattern) this.config = { ...this.config, rankPattern: pattern };
-    this.last = new Map(this.gradientKeys.map((k) => [k, newE?.get(k) ?? (s.tensors.get(k) as HostTensor)]));
     if (!newE && !configChanged) return null;
     return { ...(newE ? { tensors: newE } : {}), ...(configChanged ? { config: this.config } : {}) };
   }
@@ -166,9 +163,8 @@ export class AdaLoraController implements Controller<AdaLoraConfig> {
       tensors.set(`ema_ipt.${k}`, hostTensor("f32", [s.ipt.length], Float32Array.from(s.ipt)));
       tensors.set(`ema_unc.${k}`, hostTensor("f32", [s.unc.length], Float32Array.from(s.unc)));
     }
-    // A saved folder keeps only the pattern's triplets; the dropped ones still train until the
-    // final pattern (E is re-zeroed only on masking steps), so their values travel here.
-    for (const [k, t] of this.last) tensors.set(`param.${k}`, hostTensor("f32", t.shape, Float32Array.from(t.data as Float32Array)));
+    // The adapter's own tensors are not here: a checkpoint keeps them at init_r
+    // (adapter_state.safetensors) besides the folder pruned to the rank pattern.
     const json: StateJson = { totalStep: this.schedule.totalStep, budget: this.budget, rankPattern: this.config.rankPattern };
     return { tensors, json };
   }
@@ -190,12 +186,6 @@ export class AdaLoraController implements Controller<AdaLoraConfig> {
     this.budget = json.budget;
     this.fillTotal = false;
     this.config = { ...this.config, rankPattern: json.rankPattern };
-    const params = new Map<string, HostTensor>();
-    for (const k of this.gradientKeys) {
-      const t = s.tensors.get(`param.${k}`);
-      if (t) params.set(k, t);
-    }
-    this.last = new Map(params);
-    return { config: this.config, ...(params.size ? { tensors: params } : {}) };
+    return { config: this.config };
   }
 }
