@@ -40,6 +40,7 @@ const METHODS = [
   "svfit",
   "kasa",
   "loldu",
+  "adalora",
   "hut",
   "soka",
   "lora_sb",

@@ -28,6 +28,7 @@ export const METHODS = [
   "svfit",
   "kasa",
   "loldu",
+  "adalora",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -84,6 +85,17 @@ export interface MethodOptions {
   /** kasa: weights of the δ norm and the orthogonality terms of its regulariser. */
   kasaBeta?: number;
   kasaGamma?: number;
+  /** adalora: PEFT's AdaLoraConfig fields (--r stands for target_r when --target-r is absent). */
+  initR?: number;
+  targetR?: number;
+  tinit?: number;
+  tfinal?: number;
+  deltaT?: number;
+  beta1?: number;
+  beta2?: number;
+  orthRegWeight?: number;
+  /** adalora: absent, the run's planned optimizer steps (the controller fills total_step in). */
+  totalStep?: number;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -233,6 +245,28 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         ...(o.kasaBeta !== undefined ? { beta: o.kasaBeta } : {}),
         ...(o.kasaGamma !== undefined ? { gamma: o.kasaGamma } : {}),
       };
+    case "adalora": {
+      // PEFT's defaults are target_r 8, init_r 12: init_r follows a given target at the same 1.5×.
+      // lora_alpha 2·init_r scales the update by ≈ 2, as --method lora's default 2r does.
+      const targetR = o.targetR ?? o.r ?? 8;
+      const initR = o.initR ?? Math.max(targetR, Math.ceil(1.5 * targetR));
+      return {
+        ...common,
+        peft_type: "ADALORA",
+        target_r: targetR,
+        init_r: initR,
+        lora_alpha: o.alpha ?? 2 * initR,
+        lora_dropout: o.dropout ?? 0.05,
+        ...(target ? { target_modules: target } : {}),
+        ...(o.tinit !== undefined ? { tinit: o.tinit } : {}),
+        ...(o.tfinal !== undefined ? { tfinal: o.tfinal } : {}),
+        ...(o.deltaT !== undefined ? { deltaT: o.deltaT } : {}),
+        ...(o.beta1 !== undefined ? { beta1: o.beta1 } : {}),
+        ...(o.beta2 !== undefined ? { beta2: o.beta2 } : {}),
+        ...(o.orthRegWeight !== undefined ? { orth_reg_weight: o.orthRegWeight } : {}),
+        ...(o.totalStep !== undefined ? { total_step: o.totalStep } : {}),
+      };
+    }
     case "loldu":
       return {
         ...common,
@@ -265,6 +299,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SVFIT: "svfit",
   KASA: "kasa",
   LOLDU: "loldu",
+  ADALORA: "adalora",
 };
 
 /**
@@ -299,6 +334,22 @@ export function configFlag(field: string, value: unknown): string | null {
       return value === true ? "--decompose-both" : null;
     case "rank_dropout_scale":
       return value === true ? "--rank-dropout-scale" : null;
+    case "target_r":
+      return `--target-r ${value}`;
+    case "init_r":
+      return `--init-r ${value}`;
+    case "tinit":
+      return `--tinit ${value}`;
+    case "tfinal":
+      return `--tfinal ${value}`;
+    case "deltaT":
+      return `--delta-t ${value}`;
+    case "beta1":
+      return `--beta1 ${value}`;
+    case "beta2":
+      return `--beta2 ${value}`;
+    case "orth_reg_weight":
+      return `--orth-reg-weight ${value}`;
     case "lora_dropout":
     case "vera_dropout":
     case "dropout":
