@@ -153,6 +153,11 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   SVFIT: [{ peftType: "SVFIT" }, { peftType: "SVFIT", energyThreshold: 0.9 }],
   KASA: [{ peftType: "KASA" }],
   LOLDU: [{ peftType: "LOLDU" }],
+  // PEFT requires total_step (written as given; NOT_DEFAULT below).
+  ADALORA: [
+    { peftType: "ADALORA", totalStep: 100 },
+    { peftType: "ADALORA", totalStep: 50, initR: 6, targetR: 3, tinit: 5, tfinal: 10, deltaT: 5, orthRegWeight: 0.1, loraDropout: 0.1 },
+  ],
 };
 
 /**
@@ -171,6 +176,7 @@ const NOT_DEFAULT = new Set([
   "num_attention_heads",
   "num_layers",
   "encoder_hidden_size",
+  "total_step",
 ]);
 
 /** A dataclass default as JSON: literals, dict()/list(), and str enums (PromptTuningInit.RANDOM → "RANDOM"); undefined otherwise. */
