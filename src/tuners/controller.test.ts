@@ -46,9 +46,11 @@ function pruneController(info: ModelInfo, c: PruneConfig): Controller<PruneConfi
   return {
     gradientKeys: keys,
     configFields: ["kept"],
+    gatedUpdates: true,
     afterStep(s) {
       seen.push(s);
       const out = new Map<string, HostTensor>();
+      const trainable = new Map<string, HostTensor>();
       for (const k of keys) {
         const g = s.tensors.get(k)?.data as Float32Array;
         const d = s.gradients.get(k)?.data as Float32Array;
@@ -61,9 +63,18 @@ function pruneController(info: ModelInfo, c: PruneConfig): Controller<PruneConfi
         const next = new Float32Array(g.length);
         for (const i of order.slice(0, n)) next[i] = g[i];
         out.set(k, hostTensor("f32", [g.length], next));
+        // Pruned entries stay pruned: they no longer train.
+        trainable.set(
+          k,
+          hostTensor(
+            "f32",
+            [g.length],
+            Float32Array.from(next, (v) => (v !== 0 ? 1 : 0)),
+          ),
+        );
         kept[k] = n;
       }
-      return out.size ? { tensors: out, config: { ...c, kept: { ...kept } } } : null;
+      return out.size ? { tensors: out, config: { ...c, kept: { ...kept } }, trainable } : null;
     },
     metrics: () => ({ kept_total: Object.values(kept).reduce((a, b) => a + b, 0) }),
     state: () => ({
@@ -173,6 +184,13 @@ describe("Tuner contract: controllers between steps", () => {
       assert.deepEqual(trainer.step.getParams()[k].data, t.data, `${k}: the step did not take the pruned values`);
     }
     assert.deepEqual(Object.keys(trainer.controllerMetrics()), ["kept_total"]);
+    // Gated off by the controller, the pruned entries stay exactly 0 through the next update.
+    const pruned = new Map([...a.tensors].map(([k, t]) => [k, [...(t.data as Float32Array).keys()].filter((i) => t.data[i] === 0)]));
+    await trainer.train({ inputIds: ids, labels: ids }, { lr: 0.5 });
+    for (const [k, idx] of pruned) {
+      const t = peft.adapter("default").tensors.get(k)?.data as Float32Array;
+      assert.ok(idx.length > 0 && idx.every((i) => t[i] === 0), `${k}: a pruned entry moved`);
+    }
     await trainer.release();
     await model.release();
   });

@@ -36,6 +36,12 @@ export interface ControllerAction<C> {
   readonly tensors?: ReadonlyMap<string, HostTensor>;
   /** The adapter's config from now on (AdaLoRA's rank_pattern); only `configFields` may differ. */
   readonly config?: C;
+  /**
+   * Which trained tensors (whole, or by an element mask of their shape) the next updates change;
+   * needs `Controller.gatedUpdates`. A frozen element keeps its value and optimizer state, and
+   * AdamW counts steps per element (see TrainStepDefinition.gatedUpdates).
+   */
+  readonly trainable?: ReadonlyMap<string, boolean | HostTensor>;
 }
 
 /** A controller's state in a checkpoint: tensors (EMA buffers, masks) and a JSON value (counters). */
@@ -52,6 +58,10 @@ export interface Controller<C> {
    * a resumed run does not count a difference there as a changed setting.
    */
   readonly configFields?: readonly string[];
+  /** The step is compiled with per-element update gates, so `trainable` actions work. */
+  readonly gatedUpdates?: boolean;
+  /** Called once when training starts, before the first update (not again on resume). */
+  begin?(tensors: ReadonlyMap<string, HostTensor>): ControllerAction<C> | null;
   /** Called after every optimizer update, before the step's metrics are logged. */
   afterStep(s: ControllerStep): ControllerAction<C> | null;
   /**

@@ -186,6 +186,7 @@ export class PeftTrainer {
         clipNorm: opts.clipNorm,
         recompute: opts.gradientCheckpointing,
         gradientOutputs: controller?.gradientKeys,
+        gatedUpdates: controller?.gatedUpdates,
         loss: ({ params: p, frozen: f, batch, seed, probe }) => {
           let ctx: ForwardContext = new WeightContext((n) => f[n], new Set(Object.keys(f)));
           const tensor = (k: string): Tensor => {
@@ -213,7 +214,9 @@ export class PeftTrainer {
       { params: init, frozen },
       { ...model.compileOptions, ...opts.compile },
     );
-    return new PeftTrainer(peft, name, step, head, tokenTypes, controller, totalSteps);
+    const trainer = new PeftTrainer(peft, name, step, head, tokenTypes, controller, totalSteps);
+    if (controller?.begin) trainer.act(controller.begin(a.tensors));
+    return trainer;
   }
 
   /** Converts a user batch into the step's tensors (shifting causal-LM labels). */
@@ -285,6 +288,7 @@ export class PeftTrainer {
   private act(action: ControllerAction<AnyConfig> | null): void {
     if (!action) return;
     if (action.config) this.peft.setAdapterConfig(this.adapterName, action.config);
+    for (const [k, on] of action.trainable ?? []) this.step.setUpdateGate(k, on);
     if (!action.tensors?.size) return;
     const a = this.peft.adapter(this.adapterName);
     const params: Record<string, HostTensor> = {};

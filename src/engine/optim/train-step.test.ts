@@ -330,3 +330,82 @@ describe("probes: statistics of an intermediate value and its gradient", () => {
     assert.ok(Math.abs(got - want) < 1e-4 * want, `${got} vs ${want}`);
   });
 });
+
+describe("gated updates: what trains changes between steps without a recompile", () => {
+  // L = Σ (p − t)² + Σ (q − u)²; q is frozen for the first two steps, then trains.
+  const def = {
+    params: { p: { dtype: "f32" as const, shape: [3] }, q: { dtype: "f32" as const, shape: [2] } },
+    batch: { t: { dtype: "f32" as const, shape: [3] }, u: { dtype: "f32" as const, shape: [2] } },
+    loss: ({ params, batch }: LossContext) => params.p.sub(batch.t).square().sum().add(params.q.sub(batch.u).square().sum()),
+    optimizer: { kind: "adamw", weightDecay: 0.1 } as OptimizerConfig,
+    clipNorm: 0.7,
+    gatedUpdates: true,
+  };
+
+  /** AdamW with per-tensor step counts; frozen tensors have no gradient (not in the clipping norm). */
+  function reference(p0: number[][], t: number[][], trainsAt: boolean[][], lr: number): number[][] {
+    const p = p0.map((x) => [...x]);
+    const m = p0.map((x) => x.map(() => 0));
+    const v = p0.map((x) => x.map(() => 0));
+    const count = p0.map(() => 0);
+    trainsAt.forEach((on) => {
+      const g = p.map((x, j) => (on[j] ? x.map((xi, i) => 2 * (xi - t[j][i])) : null));
+      const norm = Math.sqrt(g.flat().reduce((a: number, x) => a + (x ?? 0) ** 2, 0));
+      const scale = Math.min(1, 0.7 / (norm + 1e-6));
+      p.forEach((x, j) => {
+        const gj = g[j];
+        if (!gj) return;
+        count[j]++;
+        x.forEach((_, i) => {
+          const gi = gj[i] * scale;
+          x[i] -= lr * 0.1 * x[i];
+          m[j][i] = 0.9 * m[j][i] + 0.1 * gi;
+          v[j][i] = 0.999 * v[j][i] + 0.001 * gi * gi;
+          x[i] -= (lr * (m[j][i] / (1 - 0.9 ** count[j]))) / (Math.sqrt(v[j][i] / (1 - 0.999 ** count[j])) + 1e-8);
+        });
+      });
+    });
+    return p;
+  }
+
+  for (const backend of ["ort", "interpreter"] as const) {
+    test(`a tensor gated off stays bit-identical, then trains with its own bias correction, on ${backend}`, async () => {
+      const [p0, q0, t, u] = [rand([3]), rand([2]), rand([3]), rand([2])];
+      const step = await TrainStep.create(def, { params: { p: p0, q: q0 } }, { backend });
+      step.setUpdateGate("q", false);
+      for (let s = 0; s < 2; s++) await step.step({ t, u }, { lr: 0.1 });
+      assert.deepEqual(step.getParams().q.data, q0.data);
+      step.setUpdateGate("q", true);
+      for (let s = 0; s < 3; s++) await step.step({ t, u }, { lr: 0.1 });
+      const on = [
+        [true, false],
+        [true, false],
+        [true, true],
+        [true, true],
+        [true, true],
+      ];
+      const want = reference(
+        [[...(p0.data as Float32Array)], [...(q0.data as Float32Array)]],
+        [[...(t.data as Float32Array)], [...(u.data as Float32Array)]],
+        on,
+        0.1,
+      );
+      const got = [[...(step.getParams().p.data as Float32Array)], [...(step.getParams().q.data as Float32Array)]];
+      want.flat().forEach((w, i) => {
+        assert.ok(Math.abs(w - got.flat()[i]) < 1e-5, `element ${i}: ${got.flat()[i]} vs ${w}`);
+      });
+    });
+  }
+
+  test("an element mask freezes part of a tensor; gates travel with the optimizer state", async () => {
+    const [p0, q0, t, u] = [rand([3]), rand([2]), rand([3]), rand([2])];
+    const step = await TrainStep.create(def, { params: { p: p0, q: q0 } });
+    step.setUpdateGate("p", hostTensor("f32", [3], [1, 0, 1]));
+    await step.step({ t, u }, { lr: 0.1 });
+    const p = step.getParams().p.data as Float32Array;
+    assert.equal(p[1], (p0.data as Float32Array)[1]);
+    assert.notEqual(p[0], (p0.data as Float32Array)[0]);
+    assert.deepEqual([...(step.getState().tensors["s.update_gate"].data as Float32Array)], [1, 0, 1, 1, 1]);
+    assert.throws(() => step.setUpdateGate("p", hostTensor("f32", [2], [1, 1])), /update gate of "p": expected 3 elements, got 2/);
+  });
+});

@@ -54,6 +54,15 @@ export interface TrainStepDefinition {
    * (TrainStep.getGradients). Default: none, which keeps them inside the graph.
    */
   gradientOutputs?: readonly string[];
+  /**
+   * Per-element update gates, for controllers that change what trains without a recompile (LoCA's
+   * phases, IncreLoRA's newly added ranks). Where the gate (TrainStep.setUpdateGate) is 0 an
+   * element is frozen as if it had no gradient in PyTorch: its gradient leaves the clipping
+   * norm, and its value and optimizer state stay bit-identical. AdamW then counts steps per
+   * element, so an element that starts training late gets the bias correction of its own first
+   * step, as a parameter added to a torch optimizer does.
+   */
+  gatedUpdates?: boolean;
 }
 
 const P = "p.";
@@ -62,6 +71,9 @@ const B = "b.";
 const M = "m.";
 /** Optimizer state is one flat vector per slot covering every parameter (see emitUpdate). */
 const S = (slot: string) => `s.${slot}`;
+/** gatedUpdates: the gate (an input kept with the state) and the per-element step counts. */
+const GATE = S("update_gate");
+const COUNT = S("update_count");
 
 const A = "acc.";
 const G = "g.";
@@ -71,6 +83,8 @@ interface StepInputs {
   params: Record<string, Tensor>;
   /** One flat [total] vector per optimizer slot. */
   state: Tensor[];
+  /** gatedUpdates: the flat [total] gate and per-element step counts. */
+  gate: { gate: Tensor; count: Tensor } | null;
   step: Tensor;
   lr: Tensor;
 }
@@ -146,19 +160,36 @@ function emitUpdate(g: Graph, def: TrainStepDefinition, inp: StepInputs, grads: 
     names.map((n) => inp.params[n].reshape([-1])),
     0,
   );
-  let grad = flatG;
+  // A gated-off element has no gradient, as a frozen torch parameter has none.
+  let grad = inp.gate ? flatG.mul(inp.gate.gate.cast(flatG.dtype)) : flatG;
+  const ungated = grad;
   let norm: Tensor;
   if (def.clipNorm !== undefined) {
-    const c = clipByGlobalNorm([flatG], def.clipNorm);
+    const c = clipByGlobalNorm([ungated], def.clipNorm);
     grad = c.grads[0];
     norm = c.norm;
-  } else norm = globalNorm([flatG]);
+  } else norm = globalNorm([ungated]);
   g.addOutput("grad_norm", norm.id);
-  const upd = applyUpdate(
-    def.optimizer,
-    { param: flatP, grad, state: inp.state, step: inp.step, lr: inp.lr },
-    sharedScalars(def.optimizer, inp.step, inp.lr),
-  );
+  let upd: { param: Tensor; state: Tensor[] };
+  if (inp.gate) {
+    const on = inp.gate.gate.gt(0);
+    const count = inp.gate.count.add(inp.gate.gate);
+    // Each element's own step count drives AdamW's bias correction (≥ 1 where it is gated off,
+    // whose result is discarded anyway).
+    const raw = applyUpdate(
+      def.optimizer,
+      { param: flatP, grad, state: inp.state, step: count, lr: inp.lr },
+      sharedScalars(def.optimizer, count.maximum(1), inp.lr),
+    );
+    upd = { param: on.where(raw.param, flatP), state: raw.state.map((t, j) => on.where(t, inp.state[j])) };
+    g.addOutput(COUNT, count.id);
+  } else {
+    upd = applyUpdate(
+      def.optimizer,
+      { param: flatP, grad, state: inp.state, step: inp.step, lr: inp.lr },
+      sharedScalars(def.optimizer, inp.step, inp.lr),
+    );
+  }
   const wanted = new Set(def.gradientOutputs ?? []);
   let at = 0;
   for (const n of names) {
@@ -179,7 +210,13 @@ function updateInputs(g: Graph, def: TrainStepDefinition): StepInputs {
   const state = stateSlots(def.optimizer).map((s) => new Tensor(g, g.addInput(S(s), { dtype, shape: [total] })));
   const step = new Tensor(g, g.addInput("step", { dtype: "f32", shape: [] }));
   const lr = new Tensor(g, g.addInput("lr", { dtype: "f32", shape: [] }));
-  return { params, state, step, lr };
+  const gate = def.gatedUpdates
+    ? {
+        gate: new Tensor(g, g.addInput(GATE, { dtype: "f32", shape: [total] })),
+        count: new Tensor(g, g.addInput(COUNT, { dtype: "f32", shape: [total] })),
+      }
+    : null;
+  return { params, state, step, lr, gate };
 }
 
 /** Builds the fused step graph. Exposed so tests can inspect it (e.g. count weight-gradient matmuls). */
@@ -256,9 +293,11 @@ export class TrainStep {
   ) {
     this.params = params;
     this.state = {};
-    for (const slot of stateSlots(def.optimizer)) {
-      const { total, dtype } = flatLayout(def);
-      this.state[S(slot)] = hostTensor(dtype, [total]);
+    const { total, dtype } = flatLayout(def);
+    for (const slot of stateSlots(def.optimizer)) this.state[S(slot)] = hostTensor(dtype, [total]);
+    if (def.gatedUpdates) {
+      this.state[GATE] = hostTensor("f32", [total], new Float32Array(total).fill(1));
+      this.state[COUNT] = hostTensor("f32", [total]);
     }
   }
 
@@ -394,6 +433,27 @@ export class TrainStep {
       checkTensors("parameter", { [k]: d }, { [k]: t });
     }
     this.params = { ...this.params, ...values };
+  }
+
+  /**
+   * gatedUpdates: which elements of a parameter the next updates train (1) or freeze (0): a
+   * boolean for the whole tensor or a mask of its shape. The gates are part of getState().
+   */
+  setUpdateGate(name: string, on: boolean | HostTensor): void {
+    if (!this.def.gatedUpdates) throw new EngineUsageError("train step: setUpdateGate needs gatedUpdates");
+    const d = this.def.params[name];
+    if (!d) throw new EngineUsageError(`unexpected parameter "${name}"`);
+    let at = 0;
+    for (const [k, decl] of Object.entries(this.def.params)) {
+      if (k === name) break;
+      at += (decl.shape as number[]).reduce((a, b) => a * b, 1);
+    }
+    const size = (d.shape as number[]).reduce((a, b) => a * b, 1);
+    if (typeof on !== "boolean" && on.data.length !== size)
+      throw new ShapeError(`update gate of "${name}": expected ${size} elements, got ${on.data.length}`);
+    const gate = Float32Array.from(this.state[GATE].data as Float32Array);
+    for (let i = 0; i < size; i++) gate[at + i] = typeof on === "boolean" ? Number(on) : Number(on.data[i]) ? 1 : 0;
+    this.state[GATE] = hostTensor("f32", [gate.length], gate);
   }
 
   /** Optimizer state and step count, for checkpoints. */
