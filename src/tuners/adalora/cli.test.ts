@@ -150,4 +150,38 @@ describe("peftkit train --method adalora", () => {
     }
     assert.deepEqual(JSON.parse(readFileSync(join(killed, "adapter_config.json"), "utf8")).rank_pattern, pattern);
   });
+
+  test("YAML keys are the flag names (snake_case too): target_r, init_r, delta_t, orth_reg_weight, total_step", () => {
+    const out = join(tmp, "yaml");
+    const yaml = join(tmp, "adalora.yaml");
+    writeFileSync(yaml, "method: adalora\ntarget_r: 3\ninit_r: 5\ndelta_t: 4\north_reg_weight: 0.2\ntotal_step: 40\ntinit: 1\n");
+    const r = spawnSync(
+      process.execPath,
+      [
+        CLI,
+        "train",
+        "--config",
+        yaml,
+        "--model",
+        MODEL,
+        "--data",
+        data,
+        "--batch-size",
+        "4",
+        "--eval-fraction",
+        "0",
+        "--max-steps",
+        "2",
+        "--output-dir",
+        out,
+      ],
+      { encoding: "utf8" },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    const cfg = JSON.parse(readFileSync(join(out, "adapter_config.json"), "utf8"));
+    assert.deepEqual(
+      [cfg.target_r, cfg.init_r, cfg.deltaT, cfg.orth_reg_weight, cfg.total_step, cfg.tinit, cfg.lora_alpha],
+      [3, 5, 4, 0.2, 40, 1, 10],
+    );
+  });
 });
