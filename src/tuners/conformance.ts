@@ -176,10 +176,12 @@ export function runConformance(c: ConformanceCase): void {
     for (const [k, t] of model.weights) assert.deepEqual(t.data, baseCopy.get(k), `base weight ${k} changed`);
     let changed = 0;
     const a = peft.adapter("default");
+    // A method's controller may rewrite fixed tensors between steps (its own tests check how).
+    const controlled = trainer.controller !== null;
     for (const [k, t] of a.tensors) {
       const moved = maxAbsDiff(t.data as Float32Array, before.get(k) as Float32Array) > 0;
       // Tensors the method keeps fixed (Tuner.trainable) must not move at all.
-      if (a.tuner.trainable?.(k, a.config) === false) assert.ok(!moved, `fixed adapter tensor ${k} changed`);
+      if (a.tuner.trainable?.(k, a.config) === false) assert.ok(!moved || controlled, `fixed adapter tensor ${k} changed`);
       else if (moved) changed++;
     }
     assert.ok(changed > 0, "no adapter tensor changed");

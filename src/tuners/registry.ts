@@ -7,6 +7,7 @@ import { type CommonConfig, PeftConfigError } from "./config.js";
 import { HRA } from "./hra/index.js";
 import { HUT } from "./hut/index.js";
 import { IA3 } from "./ia3/index.js";
+import { INCRELORA } from "./increlora/index.js";
 import { KASA } from "./kasa/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
 import { LOHA } from "./loha/index.js";
@@ -44,6 +45,7 @@ const TUNERS: Tuner<never>[] = [
   SVFIT,
   KASA,
   LOLDU,
+  INCRELORA,
   ADALORA,
 ] as unknown as Tuner<never>[];
 
