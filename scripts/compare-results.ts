@@ -41,6 +41,7 @@ const METHODS = [
   "kasa",
   "loldu",
   "adalora",
+  "increlora",
   "hut",
   "soka",
   "lora_sb",

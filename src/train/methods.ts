@@ -29,6 +29,7 @@ export const METHODS = [
   "kasa",
   "loldu",
   "adalora",
+  "increlora",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -96,6 +97,13 @@ export interface MethodOptions {
   orthRegWeight?: number;
   /** adalora: absent, the run's planned optimizer steps (the controller fills total_step in). */
   totalStep?: number;
+  /** increlora: the growth schedule (the authors' init_warmup, incre_interval, top_h, incre_rank_num), the cap on one module's rank, advance learning. */
+  initWarmup?: number;
+  increInterval?: number;
+  topH?: number;
+  increRankNum?: number;
+  maxRank?: number;
+  advanceLearn?: boolean;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -267,6 +275,29 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         ...(o.totalStep !== undefined ? { total_step: o.totalStep } : {}),
       };
     }
+    case "increlora": {
+      // --r stands for the average final rank (as LoRA's r), growth starting from half of it.
+      const targetR = o.targetR ?? o.r ?? 8;
+      const initR = o.initR ?? Math.max(1, Math.floor(targetR / 2));
+      return {
+        ...common,
+        peft_type: "INCRELORA",
+        init_r: initR,
+        target_r: targetR,
+        lora_alpha: o.alpha ?? 2 * targetR,
+        lora_dropout: o.dropout ?? 0,
+        target_modules: target ?? "all-linear",
+        ...(o.initWarmup !== undefined ? { init_warmup: o.initWarmup } : {}),
+        ...(o.increInterval !== undefined ? { incre_interval: o.increInterval } : {}),
+        ...(o.topH !== undefined ? { top_h: o.topH } : {}),
+        ...(o.increRankNum !== undefined ? { incre_rank_num: o.increRankNum } : {}),
+        ...(o.maxRank !== undefined ? { max_rank: o.maxRank } : {}),
+        ...(o.advanceLearn === false ? { advance_learn: false } : {}),
+        ...(o.beta1 !== undefined ? { beta1: o.beta1 } : {}),
+        ...(o.beta2 !== undefined ? { beta2: o.beta2 } : {}),
+        ...(o.orthRegWeight !== undefined ? { orth_reg_weight: o.orthRegWeight } : {}),
+      };
+    }
     case "loldu":
       return {
         ...common,
@@ -300,6 +331,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   KASA: "kasa",
   LOLDU: "loldu",
   ADALORA: "adalora",
+  INCRELORA: "increlora",
 };
 
 /**
@@ -350,6 +382,18 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--beta2 ${value}`;
     case "orth_reg_weight":
       return `--orth-reg-weight ${value}`;
+    case "init_warmup":
+      return `--init-warmup ${value}`;
+    case "incre_interval":
+      return `--incre-interval ${value}`;
+    case "top_h":
+      return `--top-h ${value}`;
+    case "incre_rank_num":
+      return value === null || value === undefined ? null : `--incre-rank-num ${value}`;
+    case "max_rank":
+      return value === null || value === undefined ? null : `--max-rank ${value}`;
+    case "advance_learn":
+      return value === false ? "--no-advance-learn" : null;
     case "lora_dropout":
     case "vera_dropout":
     case "dropout":

@@ -108,6 +108,30 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
     "lora_alpha",
     "init_weights",
   ],
+  INCRELORA: [
+    "target_modules",
+    "exclude_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "modules_to_save",
+    "init_r",
+    "target_r",
+    "target_total_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "init_warmup",
+    "incre_interval",
+    "top_h",
+    "incre_rank_num",
+    "advance_learn",
+    "beta1",
+    "beta2",
+    "orth_reg_weight",
+    "max_rank",
+    "rank_pattern",
+    "triplet_pattern",
+    "init_weights",
+  ],
 };
 
 /** Configs that exercise every option peftkit writes, per type (the first one uses defaults only). */
@@ -153,6 +177,7 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   SVFIT: [{ peftType: "SVFIT" }, { peftType: "SVFIT", energyThreshold: 0.9 }],
   KASA: [{ peftType: "KASA" }],
   LOLDU: [{ peftType: "LOLDU" }],
+  INCRELORA: [{ peftType: "INCRELORA" }, { peftType: "INCRELORA", initR: 2, targetR: 4, topH: 3, advanceLearn: false, maxRank: 6 }],
   // PEFT requires total_step (written as given; NOT_DEFAULT below).
   ADALORA: [
     { peftType: "ADALORA", totalStep: 100 },

@@ -63,6 +63,8 @@ export const DEFAULT_LR: Record<string, number> = {
   // 6.61 at 1e-2, 1.65 at 3e-2 (LoRA at 2e-3: 1.29). E starts at 0 and A, B at N(0, 0.02²): the
   // update grows from a product of three small factors. Not measured on the suite yet.
   adalora: 2e-2,
+  // Not measured: AdaLoRA's (the same zero-E start).
+  increlora: 2e-2,
   full: 3e-4,
 };
 

@@ -14,8 +14,8 @@ import { fullFinetuneGradient } from "./testing.js";
 
 const CONFIG = {
   peft_type: "INCRELORA",
-  r: 1,
-  target_rank: 2,
+  init_r: 1,
+  target_r: 2,
   lora_alpha: 4,
   init_warmup: 1,
   incre_interval: 2,
