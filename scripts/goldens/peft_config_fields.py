@@ -40,6 +40,7 @@ PEFT_TYPES = {
     "BOFT": ("src/peft/tuners/boft/config.py", "BOFTConfig"),
     "LOHA": ("src/peft/tuners/loha/config.py", "LoHaConfig"),
     "LOKR": ("src/peft/tuners/lokr/config.py", "LoKrConfig"),
+    "FOURIERFT": ("src/peft/tuners/fourierft/config.py", "FourierFTConfig"),
 }
 BASE_FILE = "src/peft/config.py"
 # Shared config bases outside the method's file (LoHa/LoKr inherit LycorisConfig's rank/alpha patterns).
