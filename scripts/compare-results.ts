@@ -40,6 +40,7 @@ const METHODS = [
   "svfit",
   "kasa",
   "loldu",
+  "fourierft",
   "hut",
   "soka",
   "lora_sb",

@@ -28,6 +28,7 @@ export const METHODS = [
   "svfit",
   "kasa",
   "loldu",
+  "fourierft",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -84,6 +85,12 @@ export interface MethodOptions {
   /** kasa: weights of the δ norm and the orthogonality terms of its regulariser. */
   kasaBeta?: number;
   kasaGamma?: number;
+  /** FourierFT: spectral coefficients per layer (PEFT's n_frequency, default 1000). */
+  nFrequency?: number;
+  /** FourierFT: the factor ΔW is scaled by (PEFT's scaling, default 150). */
+  fourierScaling?: number;
+  /** FourierFT: seed of the frequencies' positions (PEFT's random_loc_seed, default 777). */
+  randomLocSeed?: number;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -241,6 +248,15 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         target_modules: target ?? "all-linear",
         ...(o.alpha !== undefined ? { lora_alpha: o.alpha } : {}),
       };
+    case "fourierft":
+      return {
+        ...common,
+        peft_type: "FOURIERFT",
+        n_frequency: o.nFrequency ?? 1000,
+        scaling: o.fourierScaling ?? 150,
+        random_loc_seed: o.randomLocSeed ?? 777,
+        target_modules: target ?? "all-linear",
+      };
   }
 }
 
@@ -265,6 +281,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SVFIT: "svfit",
   KASA: "kasa",
   LOLDU: "loldu",
+  FOURIERFT: "fourierft",
 };
 
 /**
@@ -332,6 +349,12 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--kasa-beta ${value}`;
     case "gamma":
       return `--kasa-gamma ${value}`;
+    case "n_frequency":
+      return `--n-frequency ${value}`;
+    case "scaling":
+      return `--fourier-scaling ${value}`;
+    case "random_loc_seed":
+      return `--random-loc-seed ${value}`;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":

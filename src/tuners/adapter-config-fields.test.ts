@@ -153,6 +153,10 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   SVFIT: [{ peftType: "SVFIT" }, { peftType: "SVFIT", energyThreshold: 0.9 }],
   KASA: [{ peftType: "KASA" }],
   LOLDU: [{ peftType: "LOLDU" }],
+  FOURIERFT: [
+    { peftType: "FOURIERFT" },
+    { peftType: "FOURIERFT", nFrequency: 100, scaling: 20, randomLocSeed: 3, nFrequencyPattern: { q_proj: 50 }, initWeights: true },
+  ],
 };
 
 /**

@@ -156,6 +156,23 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   },
   { name: "kasa-beta", type: "number", meta: "B", help: "kasa: weight of Σ‖δ‖² in the regulariser (default 1e-4)", min: 0 },
   { name: "kasa-gamma", type: "number", meta: "G", help: "kasa: weight of the orthogonality terms (default 1e-3)", min: 0 },
+  {
+    name: "n-frequency",
+    type: "int",
+    meta: "N",
+    help: "fourierft: spectral coefficients trained per layer, at most out·in (PEFT's n_frequency)",
+    default: 1000,
+    min: 1,
+  },
+  { name: "fourier-scaling", type: "number", meta: "S", help: "fourierft: ΔW = scaling·Re(ifft2(spectrum)) (PEFT's scaling)", default: 150 },
+  {
+    name: "random-loc-seed",
+    type: "int",
+    meta: "N",
+    help: "fourierft: seed of torch.randperm placing the frequencies (PEFT's random_loc_seed)",
+    default: 777,
+    min: 0,
+  },
   { name: "output-dir", type: "string", meta: "DIR", help: "where the adapter, checkpoints and metrics go", required: true },
   {
     name: "epochs",
@@ -269,6 +286,9 @@ export const trainCommand: CommandSpec = {
         energyThreshold: o.energyThreshold as number | undefined,
         kasaBeta: o.kasaBeta as number | undefined,
         kasaGamma: o.kasaGamma as number | undefined,
+        nFrequency: o.nFrequency as number,
+        fourierScaling: o.fourierScaling as number,
+        randomLocSeed: o.randomLocSeed as number,
       });
     } catch (e) {
       if (e instanceof MethodError) throw new UsageError(e.message);
