@@ -13,6 +13,7 @@ import { linearJs, maxDiff, probe } from "../ia3/testing.js";
 import { PeftModel } from "../peft-model.js";
 import { PeftTrainer } from "../train.js";
 import { parseFourierFTConfig } from "./config.js";
+import { fourierRouteOf } from "./index.js";
 import { type FourierLayer, fourierDelta, fourierLayers, randpermPrefix, spectrumIndices } from "./layers.js";
 
 const f32 = (t: HostTensor | undefined) => t?.data as Float32Array;
@@ -62,6 +63,11 @@ describe("FourierFT", () => {
     config: { ...CFG, fanInFanOut: true, targetModules: "all-linear", nFrequencyPattern: { c_fc: 90 }, randomLocSeed: 5 },
   });
   runConformance({
+    name: "FourierFT on llama, n_frequency 300 > out + in (the dense DFT-matrix route)",
+    model: "llama_basic",
+    config: { ...CFG, nFrequency: 300 },
+  });
+  runConformance({
     name: "FourierFT on BERT classification with modules_to_save",
     model: "bert_seq_cls",
     config: { ...CFG, taskType: "SEQ_CLS", modulesToSave: ["classifier"] },
@@ -95,16 +101,24 @@ describe("FourierFT", () => {
       assert.ok(maxDiff(d, c.delta) < 1e-5, `torch ifft2 ${c.out}x${c.in}: ${maxDiff(d, c.delta)}`);
       assert.ok(maxDiff(d, naiveDelta(c.out, c.in, rows, cols, c.spectrum, c.scaling)) < 1e-12, "naive DFT");
     }
-    // The graph (a layer probed with the identity: row i = (W + ΔW)·e_i) and merge, on a [64, 32] and a GPT-2 Conv1D layer.
-    for (const [m, path, fif] of [
-      ["llama_basic", "model.layers.1.mlp.up_proj", false],
-      ["gpt2", "transformer.h.0.attn.c_attn", true],
+    // The graph (a layer probed with the identity: row i = (W + ΔW)·e_i) and merge, on a [64, 32] and a
+    // GPT-2 Conv1D layer, by both graph routes (n ≤ out + in: factored; n > out + in: dense).
+    for (const [m, path, fif, n, route] of [
+      ["llama_basic", "model.layers.1.mlp.up_proj", false, 64, "factored"],
+      ["llama_basic", "model.layers.1.mlp.up_proj", false, 200, "dense"],
+      ["gpt2", "transformer.h.0.attn.c_attn", true, 64, "factored"],
+      ["gpt2", "transformer.h.0.attn.c_attn", true, 300, "dense"],
     ] as const) {
       const model = await loadTestModel(m);
-      const peft = PeftModel.create(model, { ...CFG, fanInFanOut: fif, targetModules: "all-linear", randomLocSeed: 31 }, { seed: 17 });
+      const peft = PeftModel.create(
+        model,
+        { ...CFG, nFrequency: n, fanInFanOut: fif, targetModules: "all-linear", randomLocSeed: 31 },
+        { seed: 17 },
+      );
       const a = peft.adapter("default");
       const l = fourierLayers(peft.info, a.config as ReturnType<typeof parseFourierFTConfig>).find((x) => x.path === path);
       assert.ok(l);
+      assert.equal(fourierRouteOf(l), route);
       const s = f32(a.tensors.get(`${l.key}.fourierft_spectrum`));
       const want = naiveDelta(l.outFeatures, l.inFeatures, l.rows, l.cols, s, 40);
       const w = model.weights.get(`${path}.weight`) as HostTensor;
@@ -119,7 +133,7 @@ describe("FourierFT", () => {
       let worst = 0;
       for (let i = 0; i < inF; i++)
         for (let o = 0; o < out; o++) worst = Math.max(worst, Math.abs(got[i * out + o] - base[i * out + o] - want[o * inF + i]));
-      assert.ok(worst < 1e-5, `${path} graph: ${worst}`);
+      assert.ok(worst < 1e-5, `${path} ${route} graph: ${worst}`);
       assert.ok(Math.max(...want.map(Math.abs)) > 1e-2, "ΔW is not trivially small");
       const merged = f32((a.tuner.merge?.(peft.info, a.config, a.tensors) as Map<string, HostTensor>).get(`${path}.weight`));
       let mw = 0;

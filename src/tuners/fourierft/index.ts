@@ -6,13 +6,15 @@
  * regenerates them bit for bit. y = W·x + b + ΔW·x with ΔW = Re(ifft2(S))·scaling, S zero but for
  * the n chosen entries.
  *
- * In the graph ΔW is the real part of a product of two DFT factors restricted to the chosen
- * frequencies, ΔW = scaling/(out·in)·[cos θ ⊙ s, −sin θ ⊙ s]·[cos φ; sin φ] with θ [out, n] =
- * 2π·(p·row_k mod out)/out and φ [n, in] = 2π·(col_k·q mod in)/in: two matmul operands of inner size
- * 2n, no dense spectrum and no full DFT matrices (docs/methods/fourierft.md has the measurement).
+ * In the graph ΔW is a real product of DFT factors. With few frequencies (n ≤ out + in) only the
+ * chosen ones enter: ΔW = scaling/(out·in)·[cos θ ⊙ s, −sin θ ⊙ s]·[cos φ; sin φ] with θ [out, n] =
+ * 2π·(p·row_k mod out)/out and φ [n, in] = 2π·(col_k·q mod in)/in, inner size 2n, no dense
+ * spectrum. With more, the spectrum is scattered and multiplied by the full DFT matrices,
+ * ΔW = scaling/(out·in)·(C_out·S·C_in − S_out·S·S_in). Both are cheaper than ONNX's DFT op in
+ * onnxruntime (docs/methods/fourierft.md has the measurement).
  */
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
-import { concat, constant, iota, type Tensor } from "../../engine/trace/tensor.js";
+import { concat, constant, iota, type Tensor, zeros } from "../../engine/trace/tensor.js";
 import { fillNormal, type Rng } from "../../util/rng.js";
 import { PeftConfigError } from "../config.js";
 import { addInto, type LoraLayer, logicalWeight, storedWeight } from "../lora/layers.js";
@@ -37,19 +39,42 @@ function mod(a: Tensor, m: number): Tensor {
   return a.sub(a.div(m).mul(m));
 }
 
+/** 2π·((a·b) mod period)/period for i64 a, b (broadcast): exact before the f32 rounding of the angle. */
+function angle(a: Tensor, b: Tensor, period: number): Tensor {
+  return mod(a.mul(b), period)
+    .cast("f32")
+    .mul((2 * Math.PI) / period);
+}
+
+/**
+ * How the graph forms ΔW. Both are matmuls with DFT factors; "factored" costs 2n·out·in
+ * multiply-adds, "dense" 2·out·in·(out + in), so each layer takes the cheaper one (dense only when
+ * n > out + in). bench/fourierft-transform.ts measures the two and ONNX's DFT op.
+ */
+export type FourierRoute = "factored" | "dense";
+export const fourierRouteOf = (l: FourierLayer): FourierRoute => (l.n > l.outFeatures + l.inFeatures ? "dense" : "factored");
+/** For benchmarks only: every layer takes this route instead of the cheaper one. */
+export const FOURIER_ROUTE_OVERRIDE: { route: FourierRoute | null } = { route: null };
+
 /** ΔW [out, in] as a graph tensor from the spectrum s [n] (see the file comment). */
 export function fourierDeltaGraph(l: FourierLayer, s: Tensor, scaling: number): Tensor {
   const M = l.outFeatures;
   const N = l.inFeatures;
+  const ss = s.mul(scaling / (M * N));
+  if ((FOURIER_ROUTE_OVERRIDE.route ?? fourierRouteOf(l)) === "dense") {
+    // S [out, in] scattered, then C_M·S·C_N − S_M·S·S_N with the full DFT matrices.
+    const flat = constant(hostTensor("i64", [l.n], Array.from(l.rows, (r, k) => r * N + l.cols[k])));
+    const dense = zeros([M * N]).scatterAdd(flat, ss, 0).reshape([M, N]);
+    const pm = iota([M, 1], 0);
+    const pn = iota([N, 1], 0);
+    const am = angle(pm, pm.transpose(), M);
+    const an = angle(pn, pn.transpose(), N);
+    return am.cos().matmul(dense).matmul(an.cos()).sub(am.sin().matmul(dense).matmul(an.sin()));
+  }
   const rows = constant(hostTensor("i64", [1, l.n], Array.from(l.rows)));
   const cols = constant(hostTensor("i64", [l.n, 1], Array.from(l.cols)));
-  const theta = mod(iota([M, 1], 0).mul(rows), M)
-    .cast("f32")
-    .mul((2 * Math.PI) / M);
-  const phi = mod(cols.mul(iota([1, N], 1)), N)
-    .cast("f32")
-    .mul((2 * Math.PI) / N);
-  const ss = s.mul(scaling / (M * N));
+  const theta = angle(iota([M, 1], 0), rows, M);
+  const phi = angle(cols, iota([1, N], 1), N);
   const left = concat([theta.cos().mul(ss), theta.sin().mul(ss).neg()], 1);
   const right = concat([phi.cos(), phi.sin()], 0);
   return left.matmul(right);
