@@ -32,7 +32,9 @@ const N_FREQ = Number(args.get("n") ?? 1000);
 const ROUNDS = Number(args.get("rounds") ?? 5);
 const REPS = Number(args.get("reps") ?? 20);
 const THREADS = Number(args.get("threads") ?? 1);
-const SHAPES = (args.get("shapes") ?? "256x256,688x256,256x688,1024x1024").split(",").map((s) => s.split("x").map(Number) as [number, number]);
+const SHAPES = (args.get("shapes") ?? "256x256,688x256,256x688,1024x1024")
+  .split(",")
+  .map((s) => s.split("x").map(Number) as [number, number]);
 const SCALING = 150;
 
 const f32 = (name: string, dims: number[], data: Float32Array): TensorSpec => ({ name, dtype: "f32", dims, data });
@@ -42,7 +44,12 @@ const i64 = (name: string, dims: number[], data: ArrayLike<number>): TensorSpec 
   dims,
   data: BigInt64Array.from(Array.from(data, (v) => BigInt(v))),
 });
-const node = (opType: string, inputs: string[], outputs: string[], attrs?: NodeSpec["attrs"]): NodeSpec => ({ opType, inputs, outputs, attrs });
+const node = (opType: string, inputs: string[], outputs: string[], attrs?: NodeSpec["attrs"]): NodeSpec => ({
+  opType,
+  inputs,
+  outputs,
+  attrs,
+});
 
 function trig(rows: number, cols: number, period: number, f: (x: number) => number, at: (r: number, c: number) => number): Float32Array {
   const out = new Float32Array(rows * cols);
@@ -106,10 +113,26 @@ function positions(rows: Int32Array, cols: Int32Array): TensorSpec {
 function dense(M: number, N: number, rows: Int32Array, cols: Int32Array): Route {
   return {
     inits: [
-      f32("cm", [M, M], trig(M, M, M, Math.cos, (a, b) => a * b)),
-      f32("sm", [M, M], trig(M, M, M, Math.sin, (a, b) => a * b)),
-      f32("cn", [N, N], trig(N, N, N, Math.cos, (a, b) => a * b)),
-      f32("sn", [N, N], trig(N, N, N, Math.sin, (a, b) => a * b)),
+      f32(
+        "cm",
+        [M, M],
+        trig(M, M, M, Math.cos, (a, b) => a * b),
+      ),
+      f32(
+        "sm",
+        [M, M],
+        trig(M, M, M, Math.sin, (a, b) => a * b),
+      ),
+      f32(
+        "cn",
+        [N, N],
+        trig(N, N, N, Math.cos, (a, b) => a * b),
+      ),
+      f32(
+        "sn",
+        [N, N],
+        trig(N, N, N, Math.sin, (a, b) => a * b),
+      ),
       f32("zeros", [M, N], new Float32Array(M * N)),
       f32("k", [], Float32Array.of(SCALING / (M * N))),
       positions(rows, cols),
@@ -189,14 +212,24 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 async function main(): Promise<void> {
   const rng = new Rng(1);
-  console.log(`n = ${N_FREQ}, ${ROUNDS} alternating rounds × ${REPS} runs, intra-op threads ${THREADS}; CPU ms per forward+backward of one layer's transform`);
+  console.log(
+    `n = ${N_FREQ}, ${ROUNDS} alternating rounds × ${REPS} runs, intra-op threads ${THREADS}; CPU ms per forward+backward of one layer's transform`,
+  );
   console.log("shape        factored    dense      dft     dense/factored  dft/factored   max|ΔW diff|  max|∂s diff|");
   for (const [M, N] of SHAPES) {
     const n = Math.min(N_FREQ, M * N);
     const { rows, cols } = spectrumIndices(M, N, n, 777);
     const feeds = {
-      s: new ort.Tensor("float32", Float32Array.from({ length: n }, () => rng.normal()), [n]),
-      g: new ort.Tensor("float32", Float32Array.from({ length: M * N }, () => rng.normal()), [M, N]),
+      s: new ort.Tensor(
+        "float32",
+        Float32Array.from({ length: n }, () => rng.normal()),
+        [n],
+      ),
+      g: new ort.Tensor(
+        "float32",
+        Float32Array.from({ length: M * N }, () => rng.normal()),
+        [M, N],
+      ),
     };
     const routes = [
       await session("factored", M, N, n, factored(M, N, rows, cols)),

@@ -164,7 +164,13 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     default: 1000,
     min: 1,
   },
-  { name: "fourier-scaling", type: "number", meta: "S", help: "fourierft: ΔW = scaling·Re(ifft2(spectrum)) (PEFT's scaling)", default: 150 },
+  {
+    name: "fourier-scaling",
+    type: "number",
+    meta: "S",
+    help: "fourierft: ΔW = scaling·Re(ifft2(spectrum)) (PEFT's scaling)",
+    default: 150,
+  },
   {
     name: "random-loc-seed",
     type: "int",

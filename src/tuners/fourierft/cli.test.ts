@@ -47,7 +47,20 @@ function savedNames(dir: string): string[] {
 describe("peftkit train --method fourierft", () => {
   test("n_frequency, scaling and random_loc_seed from flags; spectra-only folder; n trainable per layer; loads back", async () => {
     const out = join(tmp, "flags");
-    const r = run(["--method", "fourierft", "--n-frequency", "64", "--fourier-scaling", "30", "--random-loc-seed", "5", "--lr", "1e-2", "--output-dir", out]);
+    const r = run([
+      "--method",
+      "fourierft",
+      "--n-frequency",
+      "64",
+      "--fourier-scaling",
+      "30",
+      "--random-loc-seed",
+      "5",
+      "--lr",
+      "1e-2",
+      "--output-dir",
+      out,
+    ]);
     assert.equal(r.status, 0, r.stderr);
     const cfg = JSON.parse(readFileSync(join(out, "adapter_config.json"), "utf8"));
     assert.deepEqual(
@@ -72,7 +85,10 @@ describe("peftkit train --method fourierft", () => {
     const r = run(["--config", yaml, "--output-dir", out]);
     assert.equal(r.status, 0, r.stderr);
     const cfg = JSON.parse(readFileSync(join(out, "adapter_config.json"), "utf8"));
-    assert.deepEqual([cfg.n_frequency, cfg.scaling, cfg.random_loc_seed, [...cfg.target_modules].sort()], [32, 12.5, 9, ["q_proj", "v_proj"]]);
+    assert.deepEqual(
+      [cfg.n_frequency, cfg.scaling, cfg.random_loc_seed, [...cfg.target_modules].sort()],
+      [32, 12.5, 9, ["q_proj", "v_proj"]],
+    );
     // wordnet-llama's v_proj is [128, 256]: 32768 entries.
     const big = run(["--method", "fourierft", "--n-frequency", "40000", "--target", "v_proj", "--output-dir", join(tmp, "big")]);
     assert.equal(big.status, 1);

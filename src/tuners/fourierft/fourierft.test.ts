@@ -135,7 +135,8 @@ describe("FourierFT", () => {
         for (let o = 0; o < out; o++) worst = Math.max(worst, Math.abs(got[i * out + o] - base[i * out + o] - want[o * inF + i]));
       assert.ok(worst < 1e-5, `${path} ${route} graph: ${worst}`);
       assert.ok(Math.max(...want.map(Math.abs)) > 1e-2, "ΔW is not trivially small");
-      const merged = f32((a.tuner.merge?.(peft.info, a.config, a.tensors) as Map<string, HostTensor>).get(`${path}.weight`));
+      assert.ok(a.tuner.merge);
+      const merged = f32(a.tuner.merge(peft.info, a.config, a.tensors).get(`${path}.weight`));
       let mw = 0;
       for (let i = 0; i < inF; i++)
         for (let o = 0; o < out; o++) {
@@ -151,15 +152,12 @@ describe("FourierFT", () => {
     const model = await loadTestModel("llama_basic");
     const peft = PeftModel.create(model, { ...CFG, targetModules: ["q_proj", "up_proj"], nFrequencyPattern: { up_proj: 500 } });
     const t = peft.adapter("default").tensors;
-    assert.deepEqual(
-      [...t.entries()].map(([k, v]) => [k, v.shape]).sort(),
-      [
-        ["model.layers.0.mlp.up_proj.fourierft_spectrum", [500]],
-        ["model.layers.0.self_attn.q_proj.fourierft_spectrum", [64]],
-        ["model.layers.1.mlp.up_proj.fourierft_spectrum", [500]],
-        ["model.layers.1.self_attn.q_proj.fourierft_spectrum", [64]],
-      ],
-    );
+    assert.deepEqual([...t.entries()].map(([k, v]) => [k, v.shape]).sort(), [
+      ["model.layers.0.mlp.up_proj.fourierft_spectrum", [500]],
+      ["model.layers.0.self_attn.q_proj.fourierft_spectrum", [64]],
+      ["model.layers.1.mlp.up_proj.fourierft_spectrum", [500]],
+      ["model.layers.1.self_attn.q_proj.fourierft_spectrum", [64]],
+    ]);
     const s = f32(t.get("model.layers.0.mlp.up_proj.fourierft_spectrum"));
     const mean = s.reduce((p, v) => p + v, 0) / s.length;
     const sd = Math.sqrt(s.reduce((p, v) => p + (v - mean) ** 2, 0) / s.length);
@@ -183,7 +181,8 @@ describe("FourierFT", () => {
       const names = file.entries.map((e) => e.name);
       file.close();
       assert.ok(
-        names.length === 4 && names.every((n) => /^base_model\.model\.model\.layers\.\d\.self_attn\.[qv]_proj\.fourierft_spectrum$/.test(n)),
+        names.length === 4 &&
+          names.every((n) => /^base_model\.model\.model\.layers\.\d\.self_attn\.[qv]_proj\.fourierft_spectrum$/.test(n)),
         names.join(", "),
       );
       const cfg = JSON.parse(readFileSync(join(dir, "adapter_config.json"), "utf8"));
@@ -212,7 +211,8 @@ describe("FourierFT", () => {
     const losses: number[] = [];
     for (let i = 0; i < 4; i++) losses.push((await trainer.train({ inputIds: ids, labels: ids }, { lr: 5e-2 })).loss);
     await trainer.release();
-    for (const [k, v] of peft.adapter("default").tensors) assert.ok(maxAbsDiff(f32(v), before.get(k) as Float32Array) > 0, `${k} did not move`);
+    for (const [k, v] of peft.adapter("default").tensors)
+      assert.ok(maxAbsDiff(f32(v), before.get(k) as Float32Array) > 0, `${k} did not move`);
     assert.ok(losses[3] < losses[0], `loss ${losses}`);
     await model.release();
   });
@@ -224,7 +224,10 @@ describe("FourierFT", () => {
       // llama_basic's q_proj is [32, 32]: 1024 entries.
       [{ nFrequency: 1025 }, /n_frequency = 1025 exceeds the 32x32 = 1024 entries of "model\.layers\.0\.self_attn\.q_proj"/],
       [{ nFrequency: 0 }, /field "n_frequency" must be an integer >= 1, got 0/],
-      [{ nFrequencyPattern: { "layers\\.1\\.self_attn\\.q_proj": 1025 } }, /n_frequency_pattern\[.*q_proj"\] = 1025 exceeds .*"model\.layers\.1\.self_attn\.q_proj"/],
+      [
+        { nFrequencyPattern: { "layers\\.1\\.self_attn\\.q_proj": 1025 } },
+        /n_frequency_pattern\[.*q_proj"\] = 1025 exceeds .*"model\.layers\.1\.self_attn\.q_proj"/,
+      ],
       [{ nFrequencyPattern: { q_proj: 0 } }, /"n_frequency_pattern": "q_proj" must map to an integer >= 1/],
       [{ bias: "all" }, /bias "all" is not supported/],
       [{ randomLocSeed: -1 }, /random_loc_seed/],
@@ -246,7 +249,8 @@ describe("FourierFT", () => {
       const fresh = await loadTestModel("llama_basic");
       assert.throws(
         () => PeftModel.fromPretrained(fresh, dir),
-        (e: Error) => e instanceof PeftConfigError && /layers\.0\.self_attn\.q_proj\.fourierft_spectrum: file \[65\], expected \[64\]/.test(e.message),
+        (e: Error) =>
+          e instanceof PeftConfigError && /layers\.0\.self_attn\.q_proj\.fourierft_spectrum: file \[65\], expected \[64\]/.test(e.message),
       );
       await fresh.release();
     } finally {

@@ -63,8 +63,16 @@ export function fourierDeltaGraph(l: FourierLayer, s: Tensor, scaling: number): 
   const ss = s.mul(scaling / (M * N));
   if ((FOURIER_ROUTE_OVERRIDE.route ?? fourierRouteOf(l)) === "dense") {
     // S [out, in] scattered, then C_M·S·C_N − S_M·S·S_N with the full DFT matrices.
-    const flat = constant(hostTensor("i64", [l.n], Array.from(l.rows, (r, k) => r * N + l.cols[k])));
-    const dense = zeros([M * N]).scatterAdd(flat, ss, 0).reshape([M, N]);
+    const flat = constant(
+      hostTensor(
+        "i64",
+        [l.n],
+        Array.from(l.rows, (r, k) => r * N + l.cols[k]),
+      ),
+    );
+    const dense = zeros([M * N])
+      .scatterAdd(flat, ss, 0)
+      .reshape([M, N]);
     const pm = iota([M, 1], 0);
     const pn = iota([N, 1], 0);
     const am = angle(pm, pm.transpose(), M);
@@ -84,8 +92,7 @@ export function fourierDeltaGraph(l: FourierLayer, s: Tensor, scaling: number): 
 function deltaT(l: FourierLayer, spectrum: HostTensor, scaling: number): HostTensor {
   const d = fourierDelta(l, spectrum.data as Float32Array, scaling);
   const out = new Float32Array(l.inFeatures * l.outFeatures);
-  for (let o = 0; o < l.outFeatures; o++)
-    for (let i = 0; i < l.inFeatures; i++) out[i * l.outFeatures + o] = d.data[o * l.inFeatures + i];
+  for (let o = 0; o < l.outFeatures; o++) for (let i = 0; i < l.inFeatures; i++) out[i * l.outFeatures + o] = d.data[o * l.inFeatures + i];
   return hostTensor("f32", [l.inFeatures, l.outFeatures], out);
 }
 
