@@ -23,6 +23,13 @@ import { type FourierFTConfig, fourierFTConfigJson, parseFourierFTConfig } from 
 import { type FourierLayer, fourierDelta, fourierLayers, spectrumKey } from "./layers.js";
 
 function create(info: ModelInfo, c: FourierFTConfig, rng: Rng): CreatedAdapter {
+  // PEFT 0.20 marks the biases trainable but saves only keys containing "fourierft_"
+  // (get_peft_model_state_dict's generic branch), so trained biases would be lost; loading such a
+  // folder is fine (its biases are the base ones).
+  if (c.bias !== "none")
+    throw new PeftConfigError(
+      `FourierFT config: bias "${c.bias}" is not supported for new adapters: PEFT trains those biases but does not save them with a FourierFT adapter; use bias "none"`,
+    );
   const tensors = new Map<string, HostTensor>();
   // update_layer: spectrum = randn(n); reset_fourier_parameters (init_weights) zeros it.
   for (const l of fourierLayers(info, c))
@@ -127,17 +134,9 @@ function merge(info: ModelInfo, c: FourierFTConfig, tensors: ReadonlyMap<string,
   return out;
 }
 
-function parseConfig(raw: Parameters<typeof parseFourierFTConfig>[0], where: string): FourierFTConfig {
-  const c = parseFourierFTConfig(raw, where);
-  // PEFT trains and saves the base biases for "all" / "fourier_only"; peftkit's FourierFT does not.
-  if (c.bias !== "none")
-    throw new PeftConfigError(`${where}: FourierFT with bias "${c.bias}" is not supported (trained biases); use bias "none"`);
-  return c;
-}
-
 export const FOURIERFT: Tuner<FourierFTConfig> = {
   peftType: "FOURIERFT",
-  parseConfig,
+  parseConfig: parseFourierFTConfig,
   toJson: fourierFTConfigJson,
   create,
   expectedTensors,
