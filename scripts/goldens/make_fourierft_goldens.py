@@ -14,8 +14,9 @@ PEFT v0.20.0's sources, read in the mirror:
                               stacked as [idx // in, idx % in]), get_delta_weight (dense spectrum scattered,
                               torch.fft.ifft2(dense).real * scaling), FourierFTLinear.forward / merge
   tuners/fourierft/model.py   _create_and_replace: n_frequency_pattern keys matched with re.match(rf".*\\.{key}$")
-  tuners/tuners_utils.py      _get_adapter_state_dict: "<module>.fourierft_spectrum" (adapter name removed);
-                              the indices are a plain dict, not saved
+  utils/save_and_load.py      get_peft_model_state_dict, generic branch: keys containing "fourierft_", i.e.
+                              "<module>.fourierft_spectrum" (adapter name removed); the indices are a plain
+                              dict, not saved
 torch.randperm and torch.fft.ifft2 themselves are torch's (what PEFT calls), so the positions and ΔW here are
 torch's own values. Output is deterministic.
 """
