@@ -167,6 +167,12 @@ describe("FourierFT", () => {
     // Every tensor trains: the spectrum is all there is.
     assert.equal(peft.parameterCounts().trainable, 2 * (64 + 500));
     await model.release();
+    // PEFT's default targets for GPT-2 are mlp.c_proj (not LoRA's c_attn).
+    const gpt2 = await loadTestModel("gpt2");
+    const g = PeftModel.create(gpt2, { peftType: "FOURIERFT", nFrequency: 64 });
+    const keys = [...g.adapter("default").tensors.keys()];
+    assert.ok(keys.length === 2 && keys.every((k) => /^transformer\.h\.\d\.mlp\.c_proj\.fourierft_spectrum$/.test(k)), keys.join(", "));
+    await gpt2.release();
   });
 
   test("a saved folder holds only the spectra; the positions come back from random_loc_seed (another seed, other outputs)", async () => {
