@@ -170,6 +170,7 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     meta: "S",
     help: "fourierft: ΔW = scaling·Re(ifft2(spectrum)) (PEFT's scaling)",
     default: 150,
+    exclusiveMin: 0,
   },
   {
     name: "random-loc-seed",
