@@ -42,6 +42,7 @@ const METHODS = [
   "loldu",
   "adalora",
   "increlora",
+  "fourierft",
   "hut",
   "soka",
   "lora_sb",

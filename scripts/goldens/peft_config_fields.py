@@ -41,6 +41,7 @@ PEFT_TYPES = {
     "LOHA": ("src/peft/tuners/loha/config.py", "LoHaConfig"),
     "LOKR": ("src/peft/tuners/lokr/config.py", "LoKrConfig"),
     "ADALORA": ("src/peft/tuners/adalora/config.py", "AdaLoraConfig"),
+    "FOURIERFT": ("src/peft/tuners/fourierft/config.py", "FourierFTConfig"),
 }
 BASE_FILE = "src/peft/config.py"
 # Shared config bases outside the method's file (LoHa/LoKr inherit LycorisConfig's rank/alpha patterns,

@@ -30,6 +30,7 @@ export const METHODS = [
   "loldu",
   "adalora",
   "increlora",
+  "fourierft",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -104,6 +105,12 @@ export interface MethodOptions {
   increRankNum?: number;
   maxRank?: number;
   advanceLearn?: boolean;
+  /** FourierFT: spectral coefficients per layer (PEFT's n_frequency, default 1000). */
+  nFrequency?: number;
+  /** FourierFT: the factor ΔW is scaled by (PEFT's scaling, default 150). */
+  fourierScaling?: number;
+  /** FourierFT: seed of the frequencies' positions (PEFT's random_loc_seed, default 777). */
+  randomLocSeed?: number;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -306,6 +313,15 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         target_modules: target ?? "all-linear",
         ...(o.alpha !== undefined ? { lora_alpha: o.alpha } : {}),
       };
+    case "fourierft":
+      return {
+        ...common,
+        peft_type: "FOURIERFT",
+        n_frequency: o.nFrequency ?? 1000,
+        scaling: o.fourierScaling ?? 150,
+        random_loc_seed: o.randomLocSeed ?? 777,
+        target_modules: target ?? "all-linear",
+      };
   }
 }
 
@@ -332,6 +348,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   LOLDU: "loldu",
   ADALORA: "adalora",
   INCRELORA: "increlora",
+  FOURIERFT: "fourierft",
 };
 
 /**
@@ -427,6 +444,12 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--kasa-beta ${value}`;
     case "gamma":
       return `--kasa-gamma ${value}`;
+    case "n_frequency":
+      return `--n-frequency ${value}`;
+    case "scaling":
+      return `--fourier-scaling ${value}`;
+    case "random_loc_seed":
+      return `--random-loc-seed ${value}`;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":

@@ -183,6 +183,10 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
     { peftType: "ADALORA", totalStep: 100 },
     { peftType: "ADALORA", totalStep: 50, initR: 6, targetR: 3, tinit: 5, tfinal: 10, deltaT: 5, orthRegWeight: 0.1, loraDropout: 0.1 },
   ],
+  FOURIERFT: [
+    { peftType: "FOURIERFT" },
+    { peftType: "FOURIERFT", nFrequency: 100, scaling: 20, randomLocSeed: 3, nFrequencyPattern: { q_proj: 50 }, initWeights: true },
+  ],
 };
 
 /**

@@ -4,6 +4,7 @@ import { BOTTLENECK } from "./adapter/index.js";
 import { BITFIT } from "./bitfit/index.js";
 import { BOFT } from "./boft/index.js";
 import { type CommonConfig, PeftConfigError } from "./config.js";
+import { FOURIERFT } from "./fourierft/index.js";
 import { HRA } from "./hra/index.js";
 import { HUT } from "./hut/index.js";
 import { IA3 } from "./ia3/index.js";
@@ -47,6 +48,7 @@ const TUNERS: Tuner<never>[] = [
   LOLDU,
   INCRELORA,
   ADALORA,
+  FOURIERFT,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {

@@ -65,6 +65,8 @@ export const DEFAULT_LR: Record<string, number> = {
   adalora: 2e-2,
   // Not measured: AdaLoRA's (the same zero-E start).
   increlora: 2e-2,
+  // Measured on kind-of (100 steps, batch 16, 1 seed; docs/methods/fourierft.md).
+  fourierft: 2e-1,
   full: 3e-4,
 };
 

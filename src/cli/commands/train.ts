@@ -227,6 +227,30 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     help: "adalora: the budget schedule's total_step (default: the run's optimizer steps)",
     min: 1,
   },
+  {
+    name: "n-frequency",
+    type: "int",
+    meta: "N",
+    help: "fourierft: spectral coefficients trained per layer, at most out·in (PEFT's n_frequency)",
+    default: 1000,
+    min: 1,
+  },
+  {
+    name: "fourier-scaling",
+    type: "number",
+    meta: "S",
+    help: "fourierft: ΔW = scaling·Re(ifft2(spectrum)) (PEFT's scaling)",
+    default: 150,
+    exclusiveMin: 0,
+  },
+  {
+    name: "random-loc-seed",
+    type: "int",
+    meta: "N",
+    help: "fourierft: seed of torch.randperm placing the frequencies (PEFT's random_loc_seed)",
+    default: 777,
+    min: 0,
+  },
   { name: "output-dir", type: "string", meta: "DIR", help: "where the adapter, checkpoints and metrics go", required: true },
   {
     name: "epochs",
@@ -355,6 +379,9 @@ export const trainCommand: CommandSpec = {
         increRankNum: o.increRankNum as number | undefined,
         maxRank: o.maxRank as number | undefined,
         advanceLearn: o.noAdvanceLearn ? false : undefined,
+        nFrequency: o.nFrequency as number,
+        fourierScaling: o.fourierScaling as number,
+        randomLocSeed: o.randomLocSeed as number,
       });
     } catch (e) {
       if (e instanceof MethodError) throw new UsageError(e.message);
