@@ -20,6 +20,7 @@ import { PROMPT_TUNING } from "./prompt_tuning/index.js";
 import { SOKA } from "./soka/index.js";
 import { SSF } from "./ssf/index.js";
 import { SVFIT } from "./svfit/index.js";
+import { TRIADAPTLORA } from "./triadaptlora/index.js";
 import type { Tuner } from "./tuner.js";
 import { VERA } from "./vera/index.js";
 
@@ -45,6 +46,7 @@ const TUNERS: Tuner<never>[] = [
   KASA,
   LOLDU,
   INCRELORA,
+  TRIADAPTLORA,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
