@@ -321,7 +321,7 @@ describe("TriAdaptLoRA through the Trainer", () => {
       JSON.stringify(cfg.rankPattern),
     );
 
-    // Stopped after step 5 (between rounds, with the recorded norms in the checkpoint), resumed to 7.
+    // Stopped after step 4 (the next step has a round: the norms it scores are in the checkpoint), resumed to 7.
     const b = await target();
     const dir = join(root, "cut");
     const first = new Trainer(b, source, null, args(dir), quiet());
@@ -329,7 +329,7 @@ describe("TriAdaptLoRA through the Trainer", () => {
     let steps = 0;
     b.trainer.train = async (batch, o) => {
       const r = await orig(batch, o);
-      if (++steps === 5) first.requestStop();
+      if (++steps === 4) first.requestStop();
       return r;
     };
     await first.run();
