@@ -40,6 +40,7 @@ const METHODS = [
   "svfit",
   "kasa",
   "loldu",
+  "triadaptlora",
   "hut",
   "soka",
   "lora_sb",

@@ -28,6 +28,7 @@ export const METHODS = [
   "svfit",
   "kasa",
   "loldu",
+  "triadaptlora",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -84,6 +85,14 @@ export interface MethodOptions {
   /** kasa: weights of the δ norm and the orthogonality terms of its regulariser. */
   kasaBeta?: number;
   kasaGamma?: number;
+  /** triadaptlora: init_rank, init_warmup, incre_interval, rank_growth_model, incre_rank_num, max_rank, orth_reg_weight. */
+  triadaptInitRank?: number;
+  triadaptWarmup?: number;
+  triadaptInterval?: number;
+  triadaptGrowth?: "linear" | "non-linear";
+  triadaptIncreRank?: number;
+  triadaptMaxRank?: number;
+  triadaptOrthWeight?: number;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -241,6 +250,23 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         target_modules: target ?? "all-linear",
         ...(o.alpha !== undefined ? { lora_alpha: o.alpha } : {}),
       };
+    case "triadaptlora":
+      // --r is the reference (average final) rank; the fork's defaults otherwise (docs/methods/triadaptlora.md).
+      return {
+        ...common,
+        peft_type: "TRIADAPTLORA",
+        reference_rank: o.r ?? 8,
+        init_rank: o.triadaptInitRank ?? 1,
+        lora_alpha: o.alpha ?? 8,
+        lora_dropout: o.dropout ?? 0,
+        init_warmup: o.triadaptWarmup ?? 0,
+        incre_interval: o.triadaptInterval ?? 1,
+        rank_growth_model: o.triadaptGrowth ?? "linear",
+        orth_reg_weight: o.triadaptOrthWeight ?? 0.5,
+        ...(o.triadaptIncreRank !== undefined ? { incre_rank_num: o.triadaptIncreRank } : {}),
+        ...(o.triadaptMaxRank !== undefined ? { max_rank: o.triadaptMaxRank } : {}),
+        target_modules: target ?? "all-linear",
+      };
   }
 }
 
@@ -265,6 +291,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SVFIT: "svfit",
   KASA: "kasa",
   LOLDU: "loldu",
+  TRIADAPTLORA: "triadaptlora",
 };
 
 /**
@@ -332,6 +359,22 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--kasa-beta ${value}`;
     case "gamma":
       return `--kasa-gamma ${value}`;
+    case "reference_rank":
+      return `--r ${value}`;
+    case "init_rank":
+      return `--triadapt-init-rank ${value}`;
+    case "init_warmup":
+      return `--triadapt-warmup ${value}`;
+    case "incre_interval":
+      return `--triadapt-interval ${value}`;
+    case "rank_growth_model":
+      return `--triadapt-growth ${value}`;
+    case "incre_rank_num":
+      return value === null || value === undefined ? null : `--triadapt-incre-rank ${value}`;
+    case "max_rank":
+      return value === null || value === undefined ? null : `--triadapt-max-rank ${value}`;
+    case "orth_reg_weight":
+      return `--triadapt-orth-weight ${value}`;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":
