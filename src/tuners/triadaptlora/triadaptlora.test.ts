@@ -75,6 +75,12 @@ describe("TriAdaptLoRA's structure and schedule", () => {
       () => PeftModel.create(model, { ...CONFIG, init_rank: 40, reference_rank: 50 }),
       /init_rank = 40 exceeds min\(out, in\) = 32/,
     );
+    // A saved rank that is not init_rank plus whole blocks (1 + 2k).
+    const q0 = "model.layers.0.self_attn.q_proj";
+    assert.throws(
+      () => PeftModel.create(model, { ...CONFIG, rank_pattern: { [q0]: 2 } }),
+      /"rank_pattern" gives module "model\.layers\.0\.self_attn\.q_proj" rank 2, not init_rank 1 plus whole blocks of 2/,
+    );
     const peft = PeftModel.create(model, { ...CONFIG, total_step: null, init_warmup: 6 });
     const a = peft.adapter("default");
     assert.throws(
