@@ -43,6 +43,7 @@ const METHODS = [
   "adalora",
   "increlora",
   "fourierft",
+  "triadaptlora",
   "hut",
   "soka",
   "lora_sb",

@@ -132,6 +132,27 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
     "triplet_pattern",
     "init_weights",
   ],
+  TRIADAPTLORA: [
+    "target_modules",
+    "exclude_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "modules_to_save",
+    "init_rank",
+    "reference_rank",
+    "target_total_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "init_warmup",
+    "incre_interval",
+    "incre_rank_num",
+    "rank_growth_model",
+    "total_step",
+    "orth_reg_weight",
+    "max_rank",
+    "rank_pattern",
+    "init_weights",
+  ],
 };
 
 /** Configs that exercise every option peftkit writes, per type (the first one uses defaults only). */
@@ -186,6 +207,10 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   FOURIERFT: [
     { peftType: "FOURIERFT" },
     { peftType: "FOURIERFT", nFrequency: 100, scaling: 20, randomLocSeed: 3, nFrequencyPattern: { q_proj: 50 }, initWeights: true },
+  ],
+  TRIADAPTLORA: [
+    { peftType: "TRIADAPTLORA" },
+    { peftType: "TRIADAPTLORA", referenceRank: 4, increRankNum: 1, rankGrowthModel: "non-linear", totalStep: 10, maxRank: 5 },
   ],
 };
 

@@ -22,6 +22,7 @@ import { PROMPT_TUNING } from "./prompt_tuning/index.js";
 import { SOKA } from "./soka/index.js";
 import { SSF } from "./ssf/index.js";
 import { SVFIT } from "./svfit/index.js";
+import { TRIADAPTLORA } from "./triadaptlora/index.js";
 import type { Tuner } from "./tuner.js";
 import { VERA } from "./vera/index.js";
 
@@ -49,6 +50,7 @@ const TUNERS: Tuner<never>[] = [
   INCRELORA,
   ADALORA,
   FOURIERFT,
+  TRIADAPTLORA,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {

@@ -67,6 +67,8 @@ export const DEFAULT_LR: Record<string, number> = {
   increlora: 2e-2,
   // Measured on kind-of (100 steps, batch 16, 1 seed; docs/methods/fourierft.md).
   fourierft: 2e-1,
+  // Measured on kind-of (100 steps, batch 16, 1 seed; docs/methods/triadaptlora.md).
+  triadaptlora: 1e-2,
   full: 3e-4,
 };
 

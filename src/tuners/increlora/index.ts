@@ -91,8 +91,11 @@ function delta(c: IncreloraConfig, opts: WrapOptions, l: IncreloraLayer, x: Tens
     .matmul(b.transpose());
 }
 
-/** ‖M·Mᵀ − diag(m)‖_F over the existing rows (m = 1) of M [n, d]: the authors' Gram of the concatenated triplets. */
-function gramDistance(rows: Tensor, exists: Tensor): Tensor {
+/**
+ * ‖M·Mᵀ − diag(m)‖_F over the existing rows (m = 1) of M [n, d]: the authors' Gram of the
+ * concatenated triplets (TriAdaptLoRA's regulariser uses it too).
+ */
+export function gramDistance(rows: Tensor, exists: Tensor): Tensor {
   const masked = rows.mul(exists.unsqueeze(-1));
   const n = exists.shape[0] as number;
   const eye = hostTensor(
