@@ -112,14 +112,8 @@ export interface MethodOptions {
   fourierScaling?: number;
   /** FourierFT: seed of the frequencies' positions (PEFT's random_loc_seed, default 777). */
   randomLocSeed?: number;
-  /** triadaptlora: init_rank, init_warmup, incre_interval, rank_growth_model, incre_rank_num, max_rank, orth_reg_weight. */
-  triadaptInitRank?: number;
-  triadaptWarmup?: number;
-  triadaptInterval?: number;
+  /** triadaptlora: rank_growth_model (its init_rank, init_warmup, incre_interval, incre_rank_num, max_rank, orth_reg_weight take the shared flags). */
   triadaptGrowth?: "linear" | "non-linear";
-  triadaptIncreRank?: number;
-  triadaptMaxRank?: number;
-  triadaptOrthWeight?: number;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -337,15 +331,15 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         ...common,
         peft_type: "TRIADAPTLORA",
         reference_rank: o.r ?? 8,
-        init_rank: o.triadaptInitRank ?? 1,
+        init_rank: o.initR ?? 1,
         lora_alpha: o.alpha ?? 8,
         lora_dropout: o.dropout ?? 0,
-        init_warmup: o.triadaptWarmup ?? 0,
-        incre_interval: o.triadaptInterval ?? 1,
+        init_warmup: o.initWarmup ?? 0,
+        incre_interval: o.increInterval ?? 1,
         rank_growth_model: o.triadaptGrowth ?? "linear",
-        orth_reg_weight: o.triadaptOrthWeight ?? 0.5,
-        ...(o.triadaptIncreRank !== undefined ? { incre_rank_num: o.triadaptIncreRank } : {}),
-        ...(o.triadaptMaxRank !== undefined ? { max_rank: o.triadaptMaxRank } : {}),
+        orth_reg_weight: o.orthRegWeight ?? 0.5,
+        ...(o.increRankNum !== undefined ? { incre_rank_num: o.increRankNum } : {}),
+        ...(o.maxRank !== undefined ? { max_rank: o.maxRank } : {}),
         target_modules: target ?? "all-linear",
       };
   }
@@ -480,19 +474,9 @@ export function configFlag(field: string, value: unknown): string | null {
     case "reference_rank":
       return `--r ${value}`;
     case "init_rank":
-      return `--triadapt-init-rank ${value}`;
-    case "init_warmup":
-      return `--triadapt-warmup ${value}`;
-    case "incre_interval":
-      return `--triadapt-interval ${value}`;
+      return `--init-r ${value}`;
     case "rank_growth_model":
       return `--triadapt-growth ${value}`;
-    case "incre_rank_num":
-      return value === null || value === undefined ? null : `--triadapt-incre-rank ${value}`;
-    case "max_rank":
-      return value === null || value === undefined ? null : `--triadapt-max-rank ${value}`;
-    case "orth_reg_weight":
-      return `--triadapt-orth-weight ${value}`;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":

@@ -46,9 +46,9 @@ const TRAIN = [
   "4",
   "--target",
   "q_proj,v_proj",
-  "--triadapt-warmup",
+  "--init-warmup",
   "1",
-  "--triadapt-interval",
+  "--incre-interval",
   "2",
   "--batch-size",
   "4",
@@ -149,7 +149,7 @@ describe("peftkit train --method triadaptlora", () => {
   });
 
   test("a warm-up that leaves no step for growth is one line, exit 1", () => {
-    const r = run([...TRAIN, "--output-dir", join(tmp, "bad"), "--max-steps", "3", "--triadapt-warmup", "3"]);
+    const r = run([...TRAIN, "--output-dir", join(tmp, "bad"), "--max-steps", "3", "--init-warmup", "3"]);
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /init_warmup \(3\) leaves no step for growth in 3 total steps/);
     assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
