@@ -14,6 +14,7 @@ import { LOLDU } from "./loldu/index.js";
 import { LORA } from "./lora/index.js";
 import { LORA_SB } from "./lora_sb/index.js";
 import { OFT } from "./oft/index.js";
+import { PEGO } from "./pego/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
 import { SOKA } from "./soka/index.js";
@@ -43,6 +44,7 @@ const TUNERS: Tuner<never>[] = [
   SVFIT,
   KASA,
   LOLDU,
+  PEGO,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
