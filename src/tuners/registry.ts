@@ -12,6 +12,7 @@ import { LOHA } from "./loha/index.js";
 import { LOKR } from "./lokr/index.js";
 import { LOLDU } from "./loldu/index.js";
 import { LORA } from "./lora/index.js";
+import { LORA_GGPO } from "./lora_ggpo/index.js";
 import { LORA_SB } from "./lora_sb/index.js";
 import { OFT } from "./oft/index.js";
 import { PEGO } from "./pego/index.js";
@@ -45,6 +46,7 @@ const TUNERS: Tuner<never>[] = [
   KASA,
   LOLDU,
   PEGO,
+  LORA_GGPO,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
