@@ -40,6 +40,8 @@ const METHODS = [
   "svfit",
   "kasa",
   "loldu",
+  "pego",
+  "lora_ggpo",
   "hut",
   "soka",
   "lora_sb",

@@ -28,6 +28,8 @@ export const METHODS = [
   "svfit",
   "kasa",
   "loldu",
+  "pego",
+  "lora_ggpo",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -84,6 +86,12 @@ export interface MethodOptions {
   /** kasa: weights of the δ norm and the orthogonality terms of its regulariser. */
   kasaBeta?: number;
   kasaGamma?: number;
+  /** pego: LoRA modules per layer (lora_nums) and the weight λ of its orthogonality regulariser (orth_lambda). */
+  pegoLoras?: number;
+  pegoLambda?: number;
+  /** lora_ggpo: weights of the weight norm (σ) and the gradient norm (β) in the perturbation's std. */
+  ggpoSigma?: number;
+  ggpoBeta?: number;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -241,6 +249,25 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         target_modules: target ?? "all-linear",
         ...(o.alpha !== undefined ? { lora_alpha: o.alpha } : {}),
       };
+    case "pego":
+      // The authors' defaults (JudgingH/PEGO run.sh): rank 4, 4 modules, λ = 1e-3, no scaling (α = r).
+      return {
+        ...common,
+        peft_type: "PEGO",
+        r: o.r ?? 4,
+        lora_alpha: o.alpha ?? o.r ?? 4,
+        lora_dropout: o.dropout ?? 0,
+        lora_nums: o.pegoLoras ?? 4,
+        orth_lambda: o.pegoLambda ?? 1e-3,
+        target_modules: target ?? "all-linear",
+      };
+    case "lora_ggpo":
+      return {
+        ...lora,
+        peft_type: "LORA_GGPO",
+        ...(o.ggpoSigma !== undefined ? { ggpo_sigma: o.ggpoSigma } : {}),
+        ...(o.ggpoBeta !== undefined ? { ggpo_beta: o.ggpoBeta } : {}),
+      };
   }
 }
 
@@ -265,6 +292,8 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SVFIT: "svfit",
   KASA: "kasa",
   LOLDU: "loldu",
+  PEGO: "pego",
+  LORA_GGPO: "lora_ggpo",
 };
 
 /**
@@ -332,6 +361,14 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--kasa-beta ${value}`;
     case "gamma":
       return `--kasa-gamma ${value}`;
+    case "lora_nums":
+      return `--pego-loras ${value}`;
+    case "orth_lambda":
+      return `--pego-lambda ${value}`;
+    case "ggpo_sigma":
+      return `--ggpo-sigma ${value}`;
+    case "ggpo_beta":
+      return `--ggpo-beta ${value}`;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":

@@ -108,6 +108,21 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
     "lora_alpha",
     "init_weights",
   ],
+  PEGO: [
+    "target_modules",
+    "exclude_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "modules_to_save",
+    "r",
+    "lora_nums",
+    "lora_alpha",
+    "lora_dropout",
+    "orth_lambda",
+    "init_weights",
+  ],
+  // LoRA's own fields (the folder is a LoRA adapter) plus the perturbation's weights.
+  LORA_GGPO: [...FIELDS.types.LORA.fields.filter((f) => !FIELDS.base_fields.includes(f)), "ggpo_sigma", "ggpo_beta"],
 };
 
 /** Configs that exercise every option peftkit writes, per type (the first one uses defaults only). */
@@ -153,6 +168,8 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   SVFIT: [{ peftType: "SVFIT" }, { peftType: "SVFIT", energyThreshold: 0.9 }],
   KASA: [{ peftType: "KASA" }],
   LOLDU: [{ peftType: "LOLDU" }],
+  PEGO: [{ peftType: "PEGO" }],
+  LORA_GGPO: [{ peftType: "LORA_GGPO" }],
 };
 
 /**

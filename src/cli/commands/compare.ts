@@ -59,6 +59,9 @@ export const DEFAULT_LR: Record<string, number> = {
   svfit: 5e-1,
   kasa: 2e-3,
   loldu: 5e-2,
+  // Not measured yet: LoRA's (both train LoRA-style factors).
+  pego: 2e-3,
+  lora_ggpo: 2e-3,
   full: 3e-4,
 };
 

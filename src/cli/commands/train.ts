@@ -156,6 +156,28 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   },
   { name: "kasa-beta", type: "number", meta: "B", help: "kasa: weight of Σ‖δ‖² in the regulariser (default 1e-4)", min: 0 },
   { name: "kasa-gamma", type: "number", meta: "G", help: "kasa: weight of the orthogonality terms (default 1e-3)", min: 0 },
+  {
+    name: "pego-loras",
+    type: "int",
+    meta: "N",
+    help: "pego: LoRA modules per layer (default 4; --r is each one's rank, default 4)",
+    min: 1,
+  },
+  { name: "pego-lambda", type: "number", meta: "L", help: "pego: weight λ of the orthogonality regulariser (default 1e-3)", min: 0 },
+  {
+    name: "ggpo-sigma",
+    type: "number",
+    meta: "S",
+    help: "lora_ggpo: weight of the weight row norm in the perturbation's std (default 0.03)",
+    min: 0,
+  },
+  {
+    name: "ggpo-beta",
+    type: "number",
+    meta: "B",
+    help: "lora_ggpo: weight of the squared gradient row norm in the perturbation's std (default 0.01)",
+    min: 0,
+  },
   { name: "output-dir", type: "string", meta: "DIR", help: "where the adapter, checkpoints and metrics go", required: true },
   {
     name: "epochs",
@@ -269,6 +291,10 @@ export const trainCommand: CommandSpec = {
         energyThreshold: o.energyThreshold as number | undefined,
         kasaBeta: o.kasaBeta as number | undefined,
         kasaGamma: o.kasaGamma as number | undefined,
+        pegoLoras: o.pegoLoras as number | undefined,
+        pegoLambda: o.pegoLambda as number | undefined,
+        ggpoSigma: o.ggpoSigma as number | undefined,
+        ggpoBeta: o.ggpoBeta as number | undefined,
       });
     } catch (e) {
       if (e instanceof MethodError) throw new UsageError(e.message);
