@@ -1,7 +1,7 @@
 /**
  * `peftkit train --method lora_ggpo` end to end on the embedded model: the flags reach the adapter
  * config, the folder holds LoRA's tensors only, metrics.jsonl logs the perturbation's mean std,
- * the perturbation changes training, and a run resumed from a checkpoint (the scales come back from
+ * the perturbation changes training, and a run resumed from checkpoint 1 of 3 (the scales come back from
  * adapter_state.safetensors) ends byte-identical to the straight run.
  */
 import assert from "node:assert/strict";
@@ -38,10 +38,10 @@ function train(args: string[], out: string): { stdout: string; stderr: string } 
 }
 
 describe("peftkit train --method lora_ggpo", () => {
-  test("flags reach the config; LoRA tensors only; ggpo_std logged; differs from LoRA; resume from checkpoint-2 ends byte-identical", () => {
+  test("flags reach the config; LoRA tensors only; ggpo_std logged; differs from LoRA; resume from checkpoint-1 ends byte-identical", () => {
     const flags = ["--method", "lora_ggpo", "--r", "4", "--ggpo-sigma", "0.5", "--ggpo-beta", "2", "--target", "q_proj,v_proj"];
     const out = join(tmp, "ggpo");
-    train([...flags, "--save-steps", "1"], out);
+    train([...flags, "--save-steps", "1", "--save-total-limit", "3"], out);
     const cfg = JSON.parse(readFileSync(join(out, "adapter_config.json"), "utf8"));
     assert.deepEqual([cfg.peft_type, cfg.r, cfg.ggpo_sigma, cfg.ggpo_beta], ["LORA_GGPO", 4, 0.5, 2]);
     const f = SafetensorsFile.open(join(out, "adapter_model.safetensors"));
@@ -69,11 +69,13 @@ describe("peftkit train --method lora_ggpo", () => {
     train(["--method", "lora", "--r", "4", "--target", "q_proj,v_proj", "--save-steps", "0"], lora);
     assert.notDeepEqual(readFileSync(join(lora, "adapter_model.safetensors")), straight);
 
-    // As after a SIGKILL during step 3: no final adapter, no checkpoint-3.
+    // As after a SIGKILL during step 2: no final adapter, only checkpoint-1. Steps 2 and 3 both
+    // run after the resume, so step 3's σ comes from the resumed controller.
     rmSync(join(out, "checkpoint-3"), { recursive: true, force: true });
+    rmSync(join(out, "checkpoint-2"), { recursive: true, force: true });
     rmSync(join(out, "adapter_model.safetensors"));
-    const again = train([...flags, "--save-steps", "1", "--resume"], out);
-    assert.match(again.stdout + again.stderr, /checkpoint-2/);
+    const again = train([...flags, "--save-steps", "1", "--save-total-limit", "3", "--resume"], out);
+    assert.match(again.stdout + again.stderr, /checkpoint-1/);
     assert.deepEqual(readFileSync(join(out, "adapter_model.safetensors")), straight);
     assert.deepEqual(
       [configFlag("peft_type", "LORA_GGPO"), configFlag("ggpo_sigma", 0.5), configFlag("ggpo_beta", 2)],
