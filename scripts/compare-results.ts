@@ -44,6 +44,8 @@ const METHODS = [
   "increlora",
   "fourierft",
   "triadaptlora",
+  "pego",
+  "lora_ggpo",
   "hut",
   "soka",
   "lora_sb",

@@ -153,6 +153,21 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
     "rank_pattern",
     "init_weights",
   ],
+  PEGO: [
+    "target_modules",
+    "exclude_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "modules_to_save",
+    "r",
+    "lora_nums",
+    "lora_alpha",
+    "lora_dropout",
+    "orth_lambda",
+    "init_weights",
+  ],
+  // LoRA's own fields (the folder is a LoRA adapter) plus the perturbation's weights.
+  LORA_GGPO: [...FIELDS.types.LORA.fields.filter((f) => !FIELDS.base_fields.includes(f)), "ggpo_sigma", "ggpo_beta"],
 };
 
 /** Configs that exercise every option peftkit writes, per type (the first one uses defaults only). */
@@ -212,6 +227,8 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
     { peftType: "TRIADAPTLORA" },
     { peftType: "TRIADAPTLORA", referenceRank: 4, increRankNum: 1, rankGrowthModel: "non-linear", totalStep: 10, maxRank: 5 },
   ],
+  PEGO: [{ peftType: "PEGO" }],
+  LORA_GGPO: [{ peftType: "LORA_GGPO" }],
 };
 
 /**

@@ -15,8 +15,10 @@ import { LOHA } from "./loha/index.js";
 import { LOKR } from "./lokr/index.js";
 import { LOLDU } from "./loldu/index.js";
 import { LORA } from "./lora/index.js";
+import { LORA_GGPO } from "./lora_ggpo/index.js";
 import { LORA_SB } from "./lora_sb/index.js";
 import { OFT } from "./oft/index.js";
+import { PEGO } from "./pego/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
 import { SOKA } from "./soka/index.js";
@@ -51,6 +53,8 @@ const TUNERS: Tuner<never>[] = [
   ADALORA,
   FOURIERFT,
   TRIADAPTLORA,
+  PEGO,
+  LORA_GGPO,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {

@@ -69,6 +69,9 @@ export const DEFAULT_LR: Record<string, number> = {
   fourierft: 2e-1,
   // Measured on kind-of (100 steps, batch 16, 1 seed; docs/methods/triadaptlora.md).
   triadaptlora: 1e-2,
+  // Not measured yet: LoRA's (both train LoRA-style factors).
+  pego: 2e-3,
+  lora_ggpo: 2e-3,
   full: 3e-4,
 };
 

@@ -264,6 +264,28 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     choices: ["linear", "non-linear"],
   },
 
+  {
+    name: "pego-loras",
+    type: "int",
+    meta: "N",
+    help: "pego: LoRA modules per layer (default 4; --r is each one's rank, default 4)",
+    min: 1,
+  },
+  { name: "pego-lambda", type: "number", meta: "L", help: "pego: weight λ of the orthogonality regulariser (default 1e-3)", min: 0 },
+  {
+    name: "ggpo-sigma",
+    type: "number",
+    meta: "S",
+    help: "lora_ggpo: weight of the weight row norm in the perturbation's std (default 0.03)",
+    min: 0,
+  },
+  {
+    name: "ggpo-beta",
+    type: "number",
+    meta: "B",
+    help: "lora_ggpo: weight of the squared gradient row norm in the perturbation's std (default 0.01)",
+    min: 0,
+  },
   { name: "output-dir", type: "string", meta: "DIR", help: "where the adapter, checkpoints and metrics go", required: true },
   {
     name: "epochs",
@@ -396,6 +418,10 @@ export const trainCommand: CommandSpec = {
         fourierScaling: o.fourierScaling as number,
         randomLocSeed: o.randomLocSeed as number,
         triadaptGrowth: o.triadaptGrowth as "linear" | "non-linear" | undefined,
+        pegoLoras: o.pegoLoras as number | undefined,
+        pegoLambda: o.pegoLambda as number | undefined,
+        ggpoSigma: o.ggpoSigma as number | undefined,
+        ggpoBeta: o.ggpoBeta as number | undefined,
       });
     } catch (e) {
       if (e instanceof MethodError) throw new UsageError(e.message);

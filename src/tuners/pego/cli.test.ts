@@ -1,0 +1,96 @@
+/**
+ * `peftkit train --method pego` end to end on the embedded model: the YAML keys and flags reach
+ * the adapter config, metrics.jsonl logs the regulariser, the folder holds the group's tensors
+ * and loads back; configFlag names the flags.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { SafetensorsFile } from "../../io/safetensors.js";
+import { AutoModelForCausalLM } from "../../models/auto.js";
+import { REPO_ROOT } from "../../testing/paths.js";
+import { configFlag } from "../../train/methods.js";
+import { PeftModel } from "../peft-model.js";
+
+const CLI = join(REPO_ROOT, "dist/src/cli/main.js");
+const MODEL = join(REPO_ROOT, "models/wordnet-llama");
+const tmp = mkdtempSync(join(tmpdir(), "peftkit-pego-cli-"));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+const data = join(tmp, "train.jsonl");
+writeFileSync(
+  data,
+  `${["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle", "cat animal", "tulip flower"]
+    .map((s) => {
+      const [w, k] = s.split(" ");
+      return JSON.stringify({ prompt: `a ${w} is a kind of`, completion: ` ${k}` });
+    })
+    .join("\n")}\n`,
+);
+
+describe("peftkit train --method pego", () => {
+  test("YAML keys and flags reach the config; method_loss is logged; 2 modules of rank 2 per layer are saved and load back", async () => {
+    const out = join(tmp, "pego");
+    const yaml = join(tmp, "train.yaml");
+    writeFileSync(yaml, ["method: pego", "pego_loras: 2", "pego_lambda: 0.01", "r: 2", "dropout: 0", "target: q_proj,v_proj"].join("\n"));
+    const r = spawnSync(
+      process.execPath,
+      [
+        CLI,
+        "train",
+        "--config",
+        yaml,
+        "--model",
+        MODEL,
+        "--data",
+        data,
+        "--batch-size",
+        "4",
+        "--eval-fraction",
+        "0",
+        "--max-steps",
+        "2",
+        "--save-steps",
+        "0",
+        "--output-dir",
+        out,
+      ],
+      { encoding: "utf8" },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    const cfg = JSON.parse(readFileSync(join(out, "adapter_config.json"), "utf8"));
+    assert.deepEqual(
+      [cfg.peft_type, cfg.r, cfg.lora_nums, cfg.lora_alpha, cfg.orth_lambda, cfg.lora_dropout, [...cfg.target_modules].sort()],
+      ["PEGO", 2, 2, 2, 0.01, 0, ["q_proj", "v_proj"]],
+    );
+    const f = SafetensorsFile.open(join(out, "adapter_model.safetensors"));
+    const names = f.entries.map((e) => e.name);
+    f.close();
+    // wordnet-llama: 4 layers × (q, v) × 2 modules × (A, B).
+    assert.equal(names.length, 4 * 2 * 2 * 2);
+    assert.ok(
+      names.every((n) => /\.pego_[AB]\.[01]\.weight$/.test(n)),
+      names.join(", "),
+    );
+    const records = readFileSync(join(out, "metrics.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l))
+      .filter((x) => x.loss !== undefined);
+    assert.equal(records.length, 2);
+    // B starts at zero: the regulariser is 0 before the first update and positive after it.
+    assert.equal(records[0].method_loss, 0);
+    assert.ok(records[1].method_loss > 0);
+    const model = await AutoModelForCausalLM.fromPretrained(MODEL);
+    const peft = PeftModel.fromPretrained(model, out);
+    assert.equal(peft.adapter("default").tuner.peftType, "PEGO");
+    await model.release();
+    assert.deepEqual(
+      [configFlag("peft_type", "PEGO"), configFlag("lora_nums", 2), configFlag("orth_lambda", 0.01)],
+      ["--method pego", "--pego-loras 2", "--pego-lambda 0.01"],
+    );
+  });
+});
