@@ -231,9 +231,17 @@ export function runConformance(c: ConformanceCase): void {
         const w = new Map(weightNames.map((n, i) => [n, xs[off + i]]));
         const [inIds, inMask, inLabels] = xs.slice(off + weightNames.length);
         const normOf = (k: string) => xs[off + weightNames.length + 3 + normKeys.indexOf(k)];
-        let ctx: ForwardContext = new WeightContext((n) => w.get(n), new Set(weightNames));
+        const base = new WeightContext((n) => w.get(n), new Set(weightNames));
+        let ctx: ForwardContext = base;
         if (mts.size) ctx = new ModulesToSaveContext(ctx, mts, tensor);
-        const wrapOpts = { adapterName: "default", tensor, rowMask: null, training: false, seed: null };
+        const wrapOpts = {
+          adapterName: "default",
+          tensor,
+          rowMask: null,
+          training: false,
+          seed: null,
+          baseWeight: (n: string) => base.weight(n),
+        };
         ctx = frozenNorms
           ? new FrozenNormDoraContext(ctx, peft.info, lora, tensor, normOf)
           : a.tuner.wrap(ctx, peft.info, a.config, wrapOpts);

@@ -188,14 +188,23 @@ export class PeftTrainer {
         gradientOutputs: controller?.gradientKeys,
         gatedUpdates: controller?.gatedUpdates,
         loss: ({ params: p, frozen: f, batch, seed, probe }) => {
-          let ctx: ForwardContext = new WeightContext((n) => f[n], new Set(Object.keys(f)));
+          const base = new WeightContext((n) => f[n], new Set(Object.keys(f)));
+          let ctx: ForwardContext = base;
           const tensor = (k: string): Tensor => {
             const t = p[k] ?? f[FROZEN_ADAPTER + k];
             if (!t) throw new PeftConfigError(`adapter "${name}" has no tensor "${k}"`);
             return t;
           };
           if (mts.size) ctx = new ModulesToSaveContext(ctx, mts, tensor);
-          const wrapOpts: WrapOptions = { adapterName: name, tensor, rowMask: null, training: true, seed, probe };
+          const wrapOpts: WrapOptions = {
+            adapterName: name,
+            tensor,
+            rowMask: null,
+            training: true,
+            seed,
+            probe,
+            baseWeight: (n) => base.weight(n),
+          };
           ctx = a.tuner.wrap(ctx, peft.info, a.config, wrapOpts);
           const out = model.traceForward(ctx, stepModelInputs(batch));
           if (!out.logits) throw new ModelError(`a ${head} model has no logits to train on`);

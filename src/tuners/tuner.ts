@@ -49,6 +49,12 @@ export interface WrapOptions {
   /** i64 scalar seed for random ops in training; null otherwise. */
   readonly seed: Tensor | null;
   /**
+   * A base weight (canonical name, stored layout) as a tensor of the graph being built: the step's
+   * frozen input, for a method loss that involves the pretrained weights (PEGO's ‖W·ΔWᵀ‖₁).
+   * Present in training steps and the conformance suite; absent where only the forward is traced.
+   */
+  readonly baseWeight?: (name: string) => Tensor;
+  /**
    * Training steps only: asks the step for a statistic `reduce(value, ∂loss/∂value)` of an
    * intermediate value (IncreLoRA's Σ|ΔW ⊙ ∂L/∂ΔW|), which the method's controller reads as
    * `ControllerStep.statistics.get(name)`. Absent outside training.

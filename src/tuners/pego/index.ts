@@ -19,7 +19,6 @@ import type { HostTensor } from "../../engine/ir/host.js";
 import { hostTensor } from "../../engine/ir/host.js";
 import * as F from "../../engine/trace/composites.js";
 import { concat, constant, type Tensor } from "../../engine/trace/tensor.js";
-import type { ForwardContext } from "../../nn/context.js";
 import { fillUniform, type Rng } from "../../util/rng.js";
 import { layerSeed } from "../layer-seed.js";
 import { addInto, logicalWeight, scaledDelta, storedWeight } from "../lora/layers.js";
@@ -85,18 +84,11 @@ function pegoDelta(c: PegoConfig, opts: WrapOptions, l: FamilyLayer, x: Tensor):
   return xin.matmul(a.transpose()).matmul(b.transpose()).mul(l.scaling);
 }
 
-/**
- * The context each wrap() was built on, by its options object: the trainer (and the conformance
- * suite) pass the same options to wrap() and loss(), so the regulariser reads the pretrained
- * weights as the step's own inputs instead of copying them into the graph as constants.
- */
-const wrapped = new WeakMap<WrapOptions, ForwardContext>();
-
 /** The pretrained weight in [out, in] layout, as a graph tensor of dtype `dtype`. */
 function baseWeight(info: ModelInfo, l: FamilyLayer, opts: WrapOptions, dtype: Tensor["dtype"]): Tensor {
-  const ctx = wrapped.get(opts);
   const name = `${l.path}.weight`;
-  const w = ctx ? ctx.weight(name) : constant(info.weight(name));
+  // Outside a training step (a test calling loss() directly) the weight enters as a constant.
+  const w = opts.baseWeight ? opts.baseWeight(name) : constant(info.weight(name));
   const logical = info.fanInFanOut ? w.transpose() : w;
   return logical.dtype === dtype ? logical : logical.cast(dtype);
 }
@@ -152,10 +144,7 @@ export const PEGO: Tuner<PegoConfig> = {
   create,
   loss,
   expectedTensors,
-  wrap: (base, info, c, opts) => {
-    wrapped.set(opts, base);
-    return new LinearDeltaContext(base, pegoLayers(info, c), opts.rowMask, (l, x) => pegoDelta(c, opts, l, x));
-  },
+  wrap: (base, info, c, opts) => new LinearDeltaContext(base, pegoLayers(info, c), opts.rowMask, (l, x) => pegoDelta(c, opts, l, x)),
   merge,
   supportsMixedBatch: true,
 };
