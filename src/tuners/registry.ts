@@ -9,6 +9,7 @@ import { IA3 } from "./ia3/index.js";
 import { INCRELORA } from "./increlora/index.js";
 import { KASA } from "./kasa/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
+import { LOCA } from "./loca/index.js";
 import { LOHA } from "./loha/index.js";
 import { LOKR } from "./lokr/index.js";
 import { LOLDU } from "./loldu/index.js";
@@ -45,6 +46,7 @@ const TUNERS: Tuner<never>[] = [
   KASA,
   LOLDU,
   INCRELORA,
+  LOCA,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
