@@ -28,6 +28,7 @@ export const METHODS = [
   "svfit",
   "kasa",
   "loldu",
+  "loca",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -84,6 +85,12 @@ export interface MethodOptions {
   /** kasa: weights of the δ norm and the orthogonality terms of its regulariser. */
   kasaBeta?: number;
   kasaGamma?: number;
+  /** loca: coefficients per layer (n_frequency), scale α, location-learning steps, location lr ratio, cycle [coefficient, location] steps. */
+  locaNFrequency?: number;
+  locaScale?: number;
+  locaLocationIter?: number;
+  locaLocationLrRatio?: number;
+  locaCycle?: [number, number];
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -241,6 +248,18 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         target_modules: target ?? "all-linear",
         ...(o.alpha !== undefined ? { lora_alpha: o.alpha } : {}),
       };
+    case "loca":
+      // The authors' defaults live in the config parser (n_frequency 1000, scale 1, cycles 10 + 20).
+      return {
+        ...common,
+        peft_type: "LOCA",
+        ...(target ? { target_modules: target } : {}),
+        ...(o.locaNFrequency !== undefined ? { n_frequency: o.locaNFrequency } : {}),
+        ...(o.locaScale !== undefined ? { scale: o.locaScale } : {}),
+        ...(o.locaLocationIter !== undefined ? { learn_location_iter: o.locaLocationIter } : {}),
+        ...(o.locaLocationLrRatio !== undefined ? { location_lr_ratio: o.locaLocationLrRatio } : {}),
+        ...(o.locaCycle ? { coefficient_steps: o.locaCycle[0], location_steps: o.locaCycle[1] } : {}),
+      };
   }
 }
 
@@ -265,6 +284,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SVFIT: "svfit",
   KASA: "kasa",
   LOLDU: "loldu",
+  LOCA: "loca",
 };
 
 /**
@@ -332,6 +352,17 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--kasa-beta ${value}`;
     case "gamma":
       return `--kasa-gamma ${value}`;
+    case "n_frequency":
+      return `--loca-n-frequency ${value}`;
+    case "scale":
+      return `--loca-scale ${value}`;
+    case "learn_location_iter":
+      return value === null || value === undefined ? null : `--loca-location-iter ${value}`;
+    case "location_lr_ratio":
+      return `--loca-location-lr-ratio ${value}`;
+    case "coefficient_steps":
+    case "location_steps":
+      return "--loca-cycle A,L";
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":

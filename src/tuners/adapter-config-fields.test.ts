@@ -108,6 +108,21 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
     "lora_alpha",
     "init_weights",
   ],
+  LOCA: [
+    "target_modules",
+    "exclude_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "modules_to_save",
+    "n_frequency",
+    "scale",
+    "loca_dropout",
+    "learn_location_iter",
+    "coefficient_steps",
+    "location_steps",
+    "location_lr_ratio",
+    "init_weights",
+  ],
 };
 
 /** Configs that exercise every option peftkit writes, per type (the first one uses defaults only). */
@@ -153,6 +168,7 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   SVFIT: [{ peftType: "SVFIT" }, { peftType: "SVFIT", energyThreshold: 0.9 }],
   KASA: [{ peftType: "KASA" }],
   LOLDU: [{ peftType: "LOLDU" }],
+  LOCA: [{ peftType: "LOCA" }, { peftType: "LOCA", nFrequency: 16, scale: 2, learnLocationIter: 0, locationLrRatio: 1, locaDropout: 0.1 }],
 };
 
 /**
