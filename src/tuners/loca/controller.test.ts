@@ -39,10 +39,7 @@ describe("LoCA's alternation (layer.py)", () => {
       assert.deepEqual(got, want, `learn_location_iter ${lli}`);
     }
     // The first cycles: 10 coefficient steps, 20 location steps.
-    assert.deepEqual(
-      Array.from({ length: 32 }, (_, t) => phaseAt(t, 100, 10, 20)).join(""),
-      "0000000000" + "11111111111111111111" + "00",
-    );
+    assert.deepEqual(Array.from({ length: 32 }, (_, t) => phaseAt(t, 100, 10, 20)).join(""), "0000000000" + "11111111111111111111" + "00");
   });
 
   test("learn_location_iter null: 10% of the planned steps, else the fallback", () => {
@@ -63,12 +60,15 @@ async function trained(config: Record<string, unknown>, steps: number, seed = 1)
   const trainer = await PeftTrainer.create(peft, { optimizer: { kind: "adamw" }, totalSteps: steps });
   const ids = IDS;
   const snap = () => new Map([...peft.adapter("default").tensors].map(([k, t]) => [k, Float32Array.from(t.data as Float32Array)]));
-  const history: { phase: number | undefined; moved: Set<string>; before: Map<string, Float32Array>; after: Map<string, Float32Array> }[] = [];
+  const history: { phase: number | undefined; moved: Set<string>; before: Map<string, Float32Array>; after: Map<string, Float32Array> }[] =
+    [];
   for (let s = 0; s < steps; s++) {
     const before = snap();
     await trainer.train({ inputIds: ids, labels: ids }, { lr: 1e-2 });
     const now = snap();
-    const moved = new Set([...now].filter(([k, v]) => maxAbsDiff(v, before.get(k) as Float32Array) > 0).map(([k]) => k.split(".").pop() as string));
+    const moved = new Set(
+      [...now].filter(([k, v]) => maxAbsDiff(v, before.get(k) as Float32Array) > 0).map(([k]) => k.split(".").pop() as string),
+    );
     history.push({ phase: trainer.controllerMetrics().loca_phase, moved, before, after: now });
   }
   await trainer.release();
