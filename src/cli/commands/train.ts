@@ -157,7 +157,7 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   { name: "kasa-beta", type: "number", meta: "B", help: "kasa: weight of Σ‖δ‖² in the regulariser (default 1e-4)", min: 0 },
   { name: "kasa-gamma", type: "number", meta: "G", help: "kasa: weight of the orthogonality terms (default 1e-3)", min: 0 },
   { name: "loca-n-frequency", type: "int", meta: "B", help: "loca: spectrum coefficients per layer (n_frequency, default 1000)", min: 1 },
-  { name: "loca-scale", type: "number", meta: "A", help: "loca: scale α of ΔW = α·iDCT2(S) (default 1)" },
+  { name: "loca-scale", type: "number", meta: "A", help: "loca: scale α of ΔW = α·iDCT2(S) (default 1)", exclusiveMin: 0 },
   {
     name: "loca-location-iter",
     type: "int",
