@@ -40,6 +40,8 @@ const METHODS = [
   "svfit",
   "kasa",
   "loldu",
+  "adalora",
+  "increlora",
   "hut",
   "soka",
   "lora_sb",

@@ -40,10 +40,12 @@ PEFT_TYPES = {
     "BOFT": ("src/peft/tuners/boft/config.py", "BOFTConfig"),
     "LOHA": ("src/peft/tuners/loha/config.py", "LoHaConfig"),
     "LOKR": ("src/peft/tuners/lokr/config.py", "LoKrConfig"),
+    "ADALORA": ("src/peft/tuners/adalora/config.py", "AdaLoraConfig"),
 }
 BASE_FILE = "src/peft/config.py"
-# Shared config bases outside the method's file (LoHa/LoKr inherit LycorisConfig's rank/alpha patterns).
-SHARED_FILES = ["src/peft/tuners/lycoris_utils.py"]
+# Shared config bases outside the method's file (LoHa/LoKr inherit LycorisConfig's rank/alpha patterns,
+# AdaLoRA inherits LoraConfig).
+SHARED_FILES = ["src/peft/tuners/lycoris_utils.py", "src/peft/tuners/lora/config.py"]
 
 
 def git(*args):

@@ -28,6 +28,8 @@ export const METHODS = [
   "svfit",
   "kasa",
   "loldu",
+  "adalora",
+  "increlora",
   "loca",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
@@ -85,6 +87,24 @@ export interface MethodOptions {
   /** kasa: weights of the δ norm and the orthogonality terms of its regulariser. */
   kasaBeta?: number;
   kasaGamma?: number;
+  /** adalora: PEFT's AdaLoraConfig fields (--r stands for target_r when --target-r is absent). */
+  initR?: number;
+  targetR?: number;
+  tinit?: number;
+  tfinal?: number;
+  deltaT?: number;
+  beta1?: number;
+  beta2?: number;
+  orthRegWeight?: number;
+  /** adalora: absent, the run's planned optimizer steps (the controller fills total_step in). */
+  totalStep?: number;
+  /** increlora: the growth schedule (the authors' init_warmup, incre_interval, top_h, incre_rank_num), the cap on one module's rank, advance learning. */
+  initWarmup?: number;
+  increInterval?: number;
+  topH?: number;
+  increRankNum?: number;
+  maxRank?: number;
+  advanceLearn?: boolean;
   /** loca: coefficients per layer (n_frequency), scale α, location-learning steps, location lr ratio, cycle [coefficient, location] steps. */
   locaNFrequency?: number;
   locaScale?: number;
@@ -240,6 +260,51 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         ...(o.kasaBeta !== undefined ? { beta: o.kasaBeta } : {}),
         ...(o.kasaGamma !== undefined ? { gamma: o.kasaGamma } : {}),
       };
+    case "adalora": {
+      // PEFT's defaults are target_r 8, init_r 12: init_r follows a given target at the same 1.5×.
+      // lora_alpha 2·init_r scales the update by ≈ 2, as --method lora's default 2r does.
+      const targetR = o.targetR ?? o.r ?? 8;
+      const initR = o.initR ?? Math.max(targetR, Math.ceil(1.5 * targetR));
+      return {
+        ...common,
+        peft_type: "ADALORA",
+        target_r: targetR,
+        init_r: initR,
+        lora_alpha: o.alpha ?? 2 * initR,
+        lora_dropout: o.dropout ?? 0.05,
+        ...(target ? { target_modules: target } : {}),
+        ...(o.tinit !== undefined ? { tinit: o.tinit } : {}),
+        ...(o.tfinal !== undefined ? { tfinal: o.tfinal } : {}),
+        ...(o.deltaT !== undefined ? { deltaT: o.deltaT } : {}),
+        ...(o.beta1 !== undefined ? { beta1: o.beta1 } : {}),
+        ...(o.beta2 !== undefined ? { beta2: o.beta2 } : {}),
+        ...(o.orthRegWeight !== undefined ? { orth_reg_weight: o.orthRegWeight } : {}),
+        ...(o.totalStep !== undefined ? { total_step: o.totalStep } : {}),
+      };
+    }
+    case "increlora": {
+      // --r stands for the average final rank (as LoRA's r), growth starting from half of it.
+      const targetR = o.targetR ?? o.r ?? 8;
+      const initR = o.initR ?? Math.max(1, Math.floor(targetR / 2));
+      return {
+        ...common,
+        peft_type: "INCRELORA",
+        init_r: initR,
+        target_r: targetR,
+        lora_alpha: o.alpha ?? 2 * targetR,
+        lora_dropout: o.dropout ?? 0,
+        target_modules: target ?? "all-linear",
+        ...(o.initWarmup !== undefined ? { init_warmup: o.initWarmup } : {}),
+        ...(o.increInterval !== undefined ? { incre_interval: o.increInterval } : {}),
+        ...(o.topH !== undefined ? { top_h: o.topH } : {}),
+        ...(o.increRankNum !== undefined ? { incre_rank_num: o.increRankNum } : {}),
+        ...(o.maxRank !== undefined ? { max_rank: o.maxRank } : {}),
+        ...(o.advanceLearn === false ? { advance_learn: false } : {}),
+        ...(o.beta1 !== undefined ? { beta1: o.beta1 } : {}),
+        ...(o.beta2 !== undefined ? { beta2: o.beta2 } : {}),
+        ...(o.orthRegWeight !== undefined ? { orth_reg_weight: o.orthRegWeight } : {}),
+      };
+    }
     case "loldu":
       return {
         ...common,
@@ -284,6 +349,8 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SVFIT: "svfit",
   KASA: "kasa",
   LOLDU: "loldu",
+  ADALORA: "adalora",
+  INCRELORA: "increlora",
   LOCA: "loca",
 };
 
@@ -319,6 +386,34 @@ export function configFlag(field: string, value: unknown): string | null {
       return value === true ? "--decompose-both" : null;
     case "rank_dropout_scale":
       return value === true ? "--rank-dropout-scale" : null;
+    case "target_r":
+      return `--target-r ${value}`;
+    case "init_r":
+      return `--init-r ${value}`;
+    case "tinit":
+      return `--tinit ${value}`;
+    case "tfinal":
+      return `--tfinal ${value}`;
+    case "deltaT":
+      return `--delta-t ${value}`;
+    case "beta1":
+      return `--beta1 ${value}`;
+    case "beta2":
+      return `--beta2 ${value}`;
+    case "orth_reg_weight":
+      return `--orth-reg-weight ${value}`;
+    case "init_warmup":
+      return `--init-warmup ${value}`;
+    case "incre_interval":
+      return `--incre-interval ${value}`;
+    case "top_h":
+      return `--top-h ${value}`;
+    case "incre_rank_num":
+      return value === null || value === undefined ? null : `--incre-rank-num ${value}`;
+    case "max_rank":
+      return value === null || value === undefined ? null : `--max-rank ${value}`;
+    case "advance_learn":
+      return value === false ? "--no-advance-learn" : null;
     case "lora_dropout":
     case "vera_dropout":
     case "dropout":

@@ -108,6 +108,30 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
     "lora_alpha",
     "init_weights",
   ],
+  INCRELORA: [
+    "target_modules",
+    "exclude_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "modules_to_save",
+    "init_r",
+    "target_r",
+    "target_total_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "init_warmup",
+    "incre_interval",
+    "top_h",
+    "incre_rank_num",
+    "advance_learn",
+    "beta1",
+    "beta2",
+    "orth_reg_weight",
+    "max_rank",
+    "rank_pattern",
+    "triplet_pattern",
+    "init_weights",
+  ],
   LOCA: [
     "target_modules",
     "exclude_modules",
@@ -168,6 +192,12 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   SVFIT: [{ peftType: "SVFIT" }, { peftType: "SVFIT", energyThreshold: 0.9 }],
   KASA: [{ peftType: "KASA" }],
   LOLDU: [{ peftType: "LOLDU" }],
+  INCRELORA: [{ peftType: "INCRELORA" }, { peftType: "INCRELORA", initR: 2, targetR: 4, topH: 3, advanceLearn: false, maxRank: 6 }],
+  // PEFT requires total_step (written as given; NOT_DEFAULT below).
+  ADALORA: [
+    { peftType: "ADALORA", totalStep: 100 },
+    { peftType: "ADALORA", totalStep: 50, initR: 6, targetR: 3, tinit: 5, tfinal: 10, deltaT: 5, orthRegWeight: 0.1, loraDropout: 0.1 },
+  ],
   LOCA: [{ peftType: "LOCA" }, { peftType: "LOCA", nFrequency: 16, scale: 2, learnLocationIter: 0, locationLrRatio: 1, locaDropout: 0.1 }],
 };
 
@@ -187,6 +217,7 @@ const NOT_DEFAULT = new Set([
   "num_attention_heads",
   "num_layers",
   "encoder_hidden_size",
+  "total_step",
 ]);
 
 /** A dataclass default as JSON: literals, dict()/list(), and str enums (PromptTuningInit.RANDOM → "RANDOM"); undefined otherwise. */

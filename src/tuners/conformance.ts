@@ -118,8 +118,9 @@ export function runConformance(c: ConformanceCase): void {
       peft.savePretrained(dir);
       const cfg = JSON.parse(readFileSync(join(dir, ADAPTER_CONFIG), "utf8"));
       assert.equal(typeof cfg.peft_type, "string");
-      // PEFT's own field names are kept as PEFT spells them (HRAConfig.apply_GS).
-      for (const k of Object.keys(cfg)) if (k !== "apply_GS") assert.equal(k, k.replace(/[A-Z]/g, ""), `config key ${k} is not snake_case`);
+      // PEFT's own field names are kept as PEFT spells them (HRAConfig.apply_GS, AdaLoraConfig.deltaT).
+      for (const k of Object.keys(cfg))
+        if (k !== "apply_GS" && k !== "deltaT") assert.equal(k, k.replace(/[A-Z]/g, ""), `config key ${k} is not snake_case`);
       const saved = peft.adapter("default").tensors;
       const second = peft.adapter("second").tensors;
       const fresh = await loadTestModel(c.model);

@@ -37,11 +37,13 @@ export interface ControllerAction<C> {
   /** The adapter's config from now on (AdaLoRA's rank_pattern); only `configFields` may differ. */
   readonly config?: C;
   /**
-   * Which trained tensors (whole, or by an element mask of their shape) the next updates change;
-   * needs `Controller.gatedUpdates`. A frozen element keeps its value and optimizer state, and
-   * AdamW counts steps per element (see TrainStepDefinition.gatedUpdates).
+   * Which trained tensors (whole, or by an element mask of their shape) the next updates change,
+   * and at what multiple of the learning rate: true/1 trains at the step's lr, 0/false freezes,
+   * another value > 0 scales the lr (a separate lr for LoCA's locations). Needs
+   * `Controller.gatedUpdates`. A frozen element keeps its value and optimizer state, and AdamW
+   * counts steps per element (see TrainStepDefinition.gatedUpdates).
    */
-  readonly trainable?: ReadonlyMap<string, boolean | HostTensor>;
+  readonly trainable?: ReadonlyMap<string, boolean | number | HostTensor>;
 }
 
 /** A controller's state in a checkpoint: tensors (EMA buffers, masks) and a JSON value (counters). */

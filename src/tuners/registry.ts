@@ -1,4 +1,5 @@
 /** peft_type → tuner. A new method is a folder plus one line here. */
+import { ADALORA } from "./adalora/index.js";
 import { BOTTLENECK } from "./adapter/index.js";
 import { BITFIT } from "./bitfit/index.js";
 import { BOFT } from "./boft/index.js";
@@ -46,6 +47,7 @@ const TUNERS: Tuner<never>[] = [
   KASA,
   LOLDU,
   INCRELORA,
+  ADALORA,
   LOCA,
 ] as unknown as Tuner<never>[];
 

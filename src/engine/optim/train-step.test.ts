@@ -397,6 +397,23 @@ describe("gated updates: what trains changes between steps without a recompile",
     });
   }
 
+  test("a gate above 0 multiplies the element's learning rate (SGD: Δp = −lr·gate·∂L/∂p)", async () => {
+    const [p0, q0, t, u] = [rand([3]), rand([2]), rand([3]), rand([2])];
+    const step = await TrainStep.create({ ...def, optimizer: { kind: "sgd" }, clipNorm: undefined }, { params: { p: p0, q: q0 } });
+    step.setUpdateGate("p", hostTensor("f32", [3], [0.5, 0, 2]));
+    step.setUpdateGate("q", 0.25);
+    await step.step({ t, u }, { lr: 0.1 });
+    const want = [
+      ...Array.from(p0.data as Float32Array, (x, i) => x - 0.1 * [0.5, 0, 2][i] * 2 * (x - (t.data as Float32Array)[i])),
+      ...Array.from(q0.data as Float32Array, (x, i) => x - 0.1 * 0.25 * 2 * (x - (u.data as Float32Array)[i])),
+    ];
+    const got = [...(step.getParams().p.data as Float32Array), ...(step.getParams().q.data as Float32Array)];
+    want.forEach((w, i) => {
+      assert.ok(Math.abs(w - got[i]) < 1e-6, `element ${i}: ${got[i]} vs ${w}`);
+    });
+    assert.throws(() => step.setUpdateGate("q", -1), /update gate of "q": -1 is not a finite value >= 0/);
+  });
+
   test("an element mask freezes part of a tensor; gates travel with the optimizer state", async () => {
     const [p0, q0, t, u] = [rand([3]), rand([2]), rand([3]), rand([2])];
     const step = await TrainStep.create(def, { params: { p: p0, q: q0 } });

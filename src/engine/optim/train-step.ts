@@ -58,9 +58,10 @@ export interface TrainStepDefinition {
    * Per-element update gates, for controllers that change what trains without a recompile (LoCA's
    * phases, IncreLoRA's newly added ranks). Where the gate (TrainStep.setUpdateGate) is 0 an
    * element is frozen as if it had no gradient in PyTorch: its gradient leaves the clipping
-   * norm, and its value and optimizer state stay bit-identical. AdamW then counts steps per
-   * element, so an element that starts training late gets the bias correction of its own first
-   * step, as a parameter added to a torch optimizer does.
+   * norm, and its value and optimizer state stay bit-identical. A gate above 0 multiplies the
+   * element's learning rate (1: the step's lr), like a torch parameter group's own lr. AdamW
+   * counts steps per element, so an element that starts training late gets the bias correction
+   * of its own first step, as a parameter added to a torch optimizer does.
    */
   gatedUpdates?: boolean;
 }
@@ -161,7 +162,8 @@ function emitUpdate(g: Graph, def: TrainStepDefinition, inp: StepInputs, grads: 
     0,
   );
   // A gated-off element has no gradient, as a frozen torch parameter has none.
-  let grad = inp.gate ? flatG.mul(inp.gate.gate.cast(flatG.dtype)) : flatG;
+  const on = inp.gate ? inp.gate.gate.gt(0) : null;
+  let grad = on ? flatG.mul(on.cast(flatG.dtype)) : flatG;
   const ungated = grad;
   let norm: Tensor;
   if (def.clipNorm !== undefined) {
@@ -171,15 +173,16 @@ function emitUpdate(g: Graph, def: TrainStepDefinition, inp: StepInputs, grads: 
   } else norm = globalNorm([ungated]);
   g.addOutput("grad_norm", norm.id);
   let upd: { param: Tensor; state: Tensor[] };
-  if (inp.gate) {
-    const on = inp.gate.gate.gt(0);
-    const count = inp.gate.count.add(inp.gate.gate);
-    // Each element's own step count drives AdamW's bias correction (≥ 1 where it is gated off,
-    // whose result is discarded anyway).
+  if (inp.gate && on) {
+    const count = inp.gate.count.add(on.cast("f32"));
+    // A gate above 0 is the element's learning-rate multiplier (LoCA's location lr, a parameter
+    // group's own schedule); each element's own step count drives AdamW's bias correction (≥ 1
+    // where it is gated off, whose result is discarded anyway).
+    const lr = inp.lr.mul(inp.gate.gate);
     const raw = applyUpdate(
       def.optimizer,
-      { param: flatP, grad, state: inp.state, step: count, lr: inp.lr },
-      sharedScalars(def.optimizer, count.maximum(1), inp.lr),
+      { param: flatP, grad, state: inp.state, step: count, lr },
+      sharedScalars(def.optimizer, count.maximum(1), lr),
     );
     upd = { param: on.where(raw.param, flatP), state: raw.state.map((t, j) => on.where(t, inp.state[j])) };
     g.addOutput(COUNT, count.id);
@@ -436,10 +439,11 @@ export class TrainStep {
   }
 
   /**
-   * gatedUpdates: which elements of a parameter the next updates train (1) or freeze (0): a
-   * boolean for the whole tensor or a mask of its shape. The gates are part of getState().
+   * gatedUpdates: which elements of a parameter the next updates train, and at what multiple of
+   * the learning rate: a boolean (1 or 0) or a multiplier for the whole tensor, or per-element
+   * values of its shape (0 freezes). The gates are part of getState().
    */
-  setUpdateGate(name: string, on: boolean | HostTensor): void {
+  setUpdateGate(name: string, on: boolean | number | HostTensor): void {
     if (!this.def.gatedUpdates) throw new EngineUsageError("train step: setUpdateGate needs gatedUpdates");
     const d = this.def.params[name];
     if (!d) throw new EngineUsageError(`unexpected parameter "${name}"`);
@@ -449,10 +453,15 @@ export class TrainStep {
       at += (decl.shape as number[]).reduce((a, b) => a * b, 1);
     }
     const size = (d.shape as number[]).reduce((a, b) => a * b, 1);
-    if (typeof on !== "boolean" && on.data.length !== size)
+    const value = (i: number) => (typeof on === "boolean" ? Number(on) : typeof on === "number" ? on : Number(on.data[i]));
+    if (typeof on === "object" && on.data.length !== size)
       throw new ShapeError(`update gate of "${name}": expected ${size} elements, got ${on.data.length}`);
     const gate = Float32Array.from(this.state[GATE].data as Float32Array);
-    for (let i = 0; i < size; i++) gate[at + i] = typeof on === "boolean" ? Number(on) : Number(on.data[i]) ? 1 : 0;
+    for (let i = 0; i < size; i++) {
+      const v = value(i);
+      if (!(v >= 0 && Number.isFinite(v))) throw new EngineUsageError(`update gate of "${name}": ${v} is not a finite value >= 0`);
+      gate[at + i] = v;
+    }
     this.state[GATE] = hostTensor("f32", [gate.length], gate);
   }
 

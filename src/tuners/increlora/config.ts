@@ -18,10 +18,10 @@ import {
  */
 export interface IncreloraConfig extends CommonConfig, TargetFields {
   /** Each module's initial rank (the authors' lora_r). */
-  r: number;
-  /** The average final rank per module (target_rank); the total budget is this × modules. */
-  targetRank: number;
-  /** The total final rank over all modules (target_total_rank); null: targetRank × modules. */
+  initR: number;
+  /** The average final rank per module (the authors' target_rank); the total budget is this × modules. */
+  targetR: number;
+  /** The total final rank over all modules (target_total_rank); null: targetR × modules. */
   targetTotalRank: number | null;
   loraAlpha: number;
   loraDropout: number;
@@ -31,7 +31,7 @@ export interface IncreloraConfig extends CommonConfig, TargetFields {
   increInterval: number;
   /** Modules that grow per round (top_h). */
   topH: number;
-  /** Ranks a chosen module gains per round (incre_rank_num); null: targetRank / 2 as the authors' table. */
+  /** Ranks a chosen module gains per round (incre_rank_num); null: targetR / 2 as the authors' table. */
   increRankNum: number | null;
   /** Reserved ranks train their A and B ahead of activation with E = 1e-5 (advance_learn). */
   advanceLearn: boolean;
@@ -42,7 +42,7 @@ export interface IncreloraConfig extends CommonConfig, TargetFields {
   /**
    * The largest rank one module may reach: the training step is compiled once with this many
    * (plus the reserved) ranks per module, since growing a tensor would recompile. A module at
-   * this rank is no longer chosen. null: 3 × targetRank (capped by the layer).
+   * this rank is no longer chosen. null: 3 × targetR (capped by the layer).
    */
   maxRank: number | null;
   /** Written after training: each module's rank (its ranknum, which sets its scaling). */
@@ -55,7 +55,7 @@ export interface IncreloraConfig extends CommonConfig, TargetFields {
 
 /** Ranks a module gains per round: the authors' table {2: 1, 4: 2, 6: 3, 8: 4}, i.e. half the target. */
 export function increRankNum(c: IncreloraConfig): number {
-  return c.increRankNum ?? Math.max(1, Math.floor(c.targetRank / 2));
+  return c.increRankNum ?? Math.max(1, Math.floor(c.targetR / 2));
 }
 
 function intMap(f: FieldReader, field: string): Record<string, number> | null {
@@ -76,8 +76,8 @@ export function parseIncreloraConfig(raw: RawPeftConfig, where: string): Increlo
   const c: IncreloraConfig = {
     ...readCommon(f, "INCRELORA"),
     ...readTargetFields(f),
-    r: f.int("r", 1, 1),
-    targetRank: f.int("target_rank", 2, 1),
+    initR: f.int("init_r", 1, 1),
+    targetR: f.int("target_r", 2, 1),
     targetTotalRank: total === undefined || total === null ? null : f.int("target_total_rank", 0, 1),
     loraAlpha: f.num("lora_alpha", 32),
     loraDropout: f.num("lora_dropout", 0),
@@ -99,12 +99,12 @@ export function parseIncreloraConfig(raw: RawPeftConfig, where: string): Increlo
   for (const k of ["beta1", "beta2"] as const)
     if (!(c[k] > 0 && c[k] < 1)) throw new PeftConfigError(`${where}: field "${k}" must be in (0, 1), got ${c[k]}`);
   if (c.orthRegWeight < 0) throw new PeftConfigError(`${where}: field "orth_reg_weight" must be >= 0, got ${c.orthRegWeight}`);
-  if (c.targetTotalRank === null && c.targetRank <= c.r)
+  if (c.targetTotalRank === null && c.targetR <= c.initR)
     throw new PeftConfigError(
-      `${where}: field "target_rank" (${c.targetRank}) must exceed the initial rank r (${c.r}): IncreLoRA only grows ranks`,
+      `${where}: field "target_r" (${c.targetR}) must exceed the initial rank init_r (${c.initR}): IncreLoRA only grows ranks`,
     );
-  if (c.maxRank !== null && c.maxRank < c.r)
-    throw new PeftConfigError(`${where}: field "max_rank" (${c.maxRank}) must be at least the initial rank r (${c.r})`);
+  if (c.maxRank !== null && c.maxRank < c.initR)
+    throw new PeftConfigError(`${where}: field "max_rank" (${c.maxRank}) must be at least the initial rank init_r (${c.initR})`);
   if ((c.rankPattern === null) !== (c.tripletPattern === null))
     throw new PeftConfigError(`${where}: fields "rank_pattern" and "triplet_pattern" are written together; one is missing`);
   return c;
@@ -114,8 +114,8 @@ export function increloraConfigJson(c: IncreloraConfig): Record<string, unknown>
   return {
     ...commonJson(c),
     ...targetFieldsJson(c),
-    r: c.r,
-    target_rank: c.targetRank,
+    init_r: c.initR,
+    target_r: c.targetR,
     target_total_rank: c.targetTotalRank,
     lora_alpha: c.loraAlpha,
     lora_dropout: c.loraDropout,

@@ -39,10 +39,10 @@ export function increloraController(info: ModelInfo, c: IncreloraConfig): Contro
   if (c.rankPattern) return null;
   const layers = increloraLayers(info, c);
   const add = increRankNum(c);
-  const target = c.targetTotalRank ?? c.targetRank * layers.length;
+  const target = c.targetTotalRank ?? c.targetR * layers.length;
   let st: State = {
-    modules: layers.map(() => ({ rank: c.r, reserved: 0, importance: NO_IMPORTANCE })),
-    total: c.r * layers.length,
+    modules: layers.map(() => ({ rank: c.initR, reserved: 0, importance: NO_IMPORTANCE })),
+    total: c.initR * layers.length,
     threshold: null,
   };
 
@@ -180,7 +180,7 @@ export function increloraController(info: ModelInfo, c: IncreloraConfig): Contro
       st = structuredClone(saved.json as State);
       if (st.modules.length !== layers.length)
         throw new PeftConfigError(`IncreLoRA: the checkpoint's allocator has ${st.modules.length} modules, this model ${layers.length}`);
-      return st.modules.some((m) => m.reserved > 0 || m.rank !== c.r) ? { config: config() } : null;
+      return st.modules.some((m) => m.reserved > 0 || m.rank !== c.initR) ? { config: config() } : null;
     },
   };
 }

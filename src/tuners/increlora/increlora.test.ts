@@ -14,8 +14,8 @@ import { fullFinetuneGradient } from "./testing.js";
 
 const CONFIG = {
   peft_type: "INCRELORA",
-  r: 1,
-  target_rank: 2,
+  init_r: 1,
+  target_r: 2,
   lora_alpha: 4,
   init_warmup: 1,
   incre_interval: 2,
@@ -227,4 +227,53 @@ test("IncreLoRA: a saved adapter holds only existing triplets and reloads to the
   await model.release();
   await base2.release();
   void INCRELORA;
+});
+
+test("IncreLoRA: a run stopped between growth rounds and resumed ends where an uninterrupted one does", async () => {
+  const { mkdtempSync, rmSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const { Progress } = await import("../../train/progress.js");
+  const { Trainer } = await import("../../train/trainer.js");
+  const root = mkdtempSync(join(tmpdir(), "peftkit-increlora-resume-"));
+  const source = {
+    batchesPerEpoch: 4,
+    batch: (epoch: number, index: number) => {
+      const ids = [0, 1].map((r) => Array.from({ length: 6 }, (_, t) => 2 + ((epoch * 31 + index * 17 + r * 7 + t * 5) % 90)));
+      return { inputIds: ids, labels: ids, tokens: 12 };
+    },
+  };
+  const quiet = () => new Progress({ write: () => true, isTTY: false }, 1000);
+  const target = async () => {
+    const model = await loadTestModel("llama_basic");
+    const peft = PeftModel.create(model, { ...CONFIG, lora_dropout: 0.1, target_total_rank: 7 }, { seed: 2 });
+    const trainer = await PeftTrainer.create(peft, { optimizer: { kind: "adamw" }, totalSteps: 8, clipNorm: 1 });
+    return { trainer, peft, causal: true, classification: false, model };
+  };
+  const args = (dir: string) => ({ outputDir: dir, maxSteps: 8, lr: 0.05, seed: 3, saveSteps: 2 });
+  const a = await target();
+  await new Trainer(a, source, null, args(join(root, "full")), quiet()).run();
+  const b = await target();
+  const first = new Trainer(b, source, null, args(join(root, "cut")), quiet());
+  const orig = b.trainer.train.bind(b.trainer);
+  let steps = 0;
+  b.trainer.train = async (batch, o) => {
+    const r = await orig(batch, o);
+    if (++steps === 4) first.requestStop();
+    return r;
+  };
+  await first.run();
+  const c = await target();
+  await new Trainer(c, source, null, { ...args(join(root, "cut")), resume: true }, quiet()).run();
+  assert.deepEqual(c.trainer.controllerMetrics(), a.trainer.controllerMetrics());
+  assert.deepEqual(c.peft.adapter("default").config, a.peft.adapter("default").config);
+  for (const [k, t] of a.peft.adapter("default").tensors) {
+    const d = maxAbsDiff(t.data as Float32Array, c.peft.adapter("default").tensors.get(k)?.data as Float32Array);
+    assert.ok(d <= 1e-6, `${k}: ${d}`);
+  }
+  for (const x of [a, b, c]) {
+    await x.trainer.release();
+    await x.model.release();
+  }
+  rmSync(root, { recursive: true, force: true });
 });

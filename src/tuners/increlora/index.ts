@@ -36,16 +36,16 @@ function create(info: ModelInfo, c: IncreloraConfig, rng: Rng): CreatedAdapter {
     const n = slotsOf(c, l);
     tensors.set(k.a, hostTensor("f32", [n, l.inFeatures], fillNormal(n * l.inFeatures, 0.02, rng)));
     const e = new Float32Array(n);
-    if (!c.initWeights) e.set(fillNormal(Math.min(c.r, n), 1, rng));
+    if (!c.initWeights) e.set(fillNormal(Math.min(c.initR, n), 1, rng));
     tensors.set(k.e, hostTensor("f32", [n, 1], e));
     tensors.set(k.b, hostTensor("f32", [l.outFeatures, n], fillNormal(l.outFeatures * n, 0.02, rng)));
-    tensors.set(k.ranknum, hostTensor("f32", [1], [c.rankPattern?.[l.key] ?? c.r]));
+    tensors.set(k.ranknum, hostTensor("f32", [1], [c.rankPattern?.[l.key] ?? c.initR]));
     tensors.set(
       k.exists,
       hostTensor(
         "f32",
         [n],
-        Float32Array.from({ length: n }, (_, i) => (i < c.r || c.tripletPattern ? 1 : 0)),
+        Float32Array.from({ length: n }, (_, i) => (i < c.initR || c.tripletPattern ? 1 : 0)),
       ),
     );
   }
@@ -163,7 +163,7 @@ function tensorsFromSaved(info: ModelInfo, c: IncreloraConfig, saved: ReadonlyMa
       hostTensor(
         "f32",
         [n],
-        Float32Array.from({ length: n }, (_, i) => (i < c.r || c.tripletPattern ? 1 : 0)),
+        Float32Array.from({ length: n }, (_, i) => (i < c.initR || c.tripletPattern ? 1 : 0)),
       ),
     );
   }

@@ -40,12 +40,12 @@ export function increloraLayers(info: ModelInfo, c: IncreloraConfig): IncreloraL
   const add = increRankNum(c);
   return familyLayers(info, c, "IncreLoRA").map((l) => {
     const room = Math.min(l.inFeatures, l.outFeatures) - add;
-    const maxRank = Math.min(c.maxRank ?? 3 * c.targetRank, room);
-    if (maxRank < c.r)
+    const maxRank = Math.min(c.maxRank ?? 3 * c.targetR, room);
+    if (maxRank < c.initR)
       throw new PeftConfigError(
-        `IncreLoRA: r = ${c.r} plus ${add} reserved rank(s) exceeds min(out, in) = ${room + add} of "${l.key}" [${l.outFeatures}x${l.inFeatures}]`,
+        `IncreLoRA: init_r = ${c.initR} plus ${add} reserved rank(s) exceeds min(out, in) = ${room + add} of "${l.key}" [${l.outFeatures}x${l.inFeatures}]`,
       );
-    return { ...l, r: c.r, scaling: c.loraAlpha, maxRank, capacity: maxRank + add };
+    return { ...l, r: c.initR, scaling: c.loraAlpha, maxRank, capacity: maxRank + add };
   });
 }
 
