@@ -49,6 +49,7 @@ const METHODS = [
   "hut",
   "soka",
   "lora_sb",
+  "loca",
   "full",
 ];
 const CLI = join(PACKAGE_ROOT, "dist/src/cli/main.js");

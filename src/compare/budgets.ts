@@ -6,7 +6,7 @@
  *   bottleneck=16,64   adapter bottleneck width
  *   params=10k,1M      a target trainable-parameter count: per method, the knob value whose
  *                      count is nearest (in ratio) to each target
- * Methods without a knob (ia3, ssf, bitfit, ln_tuning, oft, boft, fourierft, full) run their single configuration.
+ * Methods without a knob (ia3, ssf, bitfit, ln_tuning, oft, boft, fourierft, loca, full) run their single configuration.
  * A method whose knob is not given runs its default (r=8, tokens=20, bottleneck=32).
  */
 import { METHODS } from "../train/methods.js";

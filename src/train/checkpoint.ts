@@ -184,7 +184,7 @@ export function checkCheckpointConfig(
   fields.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
   const show = (v: unknown) => JSON.stringify(v ?? null);
   const diffs = fields.map((k) => `${k}=${show(saved[k])} (this run: ${show(current[k])})`);
-  const flags = [...new Set(fields.map((k) => configFlag(k, saved[k])).filter((f): f is string => f !== null))];
+  const flags = [...new Set(fields.map((k) => configFlag(k, saved[k], String(saved.peft_type))).filter((f): f is string => f !== null))];
   throw new CheckpointMismatchError(
     `${checkpoint} was made with ${diffs.join(", ")}; resume with ${flags.length ? flags.join(" ") : "the settings it was made with"}, or use another --output-dir`,
   );

@@ -34,6 +34,7 @@ export const METHODS = [
   "triadaptlora",
   "pego",
   "lora_ggpo",
+  "loca",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -122,6 +123,12 @@ export interface MethodOptions {
   /** lora_ggpo: weights of the weight norm (σ) and the gradient norm (β) in the perturbation's std. */
   ggpoSigma?: number;
   ggpoBeta?: number;
+  /** loca: coefficients per layer (n_frequency), scale α, location-learning steps, location lr ratio, cycle [coefficient, location] steps. */
+  locaNFrequency?: number;
+  locaScale?: number;
+  locaLocationIter?: number;
+  locaLocationLrRatio?: number;
+  locaCycle?: [number, number];
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -369,6 +376,18 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         ...(o.ggpoSigma !== undefined ? { ggpo_sigma: o.ggpoSigma } : {}),
         ...(o.ggpoBeta !== undefined ? { ggpo_beta: o.ggpoBeta } : {}),
       };
+    case "loca":
+      // The authors' defaults live in the config parser (n_frequency 1000, scale 1, cycles 10 + 20).
+      return {
+        ...common,
+        peft_type: "LOCA",
+        ...(target ? { target_modules: target } : {}),
+        ...(o.locaNFrequency !== undefined ? { n_frequency: o.locaNFrequency } : {}),
+        ...(o.locaScale !== undefined ? { scale: o.locaScale } : {}),
+        ...(o.locaLocationIter !== undefined ? { learn_location_iter: o.locaLocationIter } : {}),
+        ...(o.locaLocationLrRatio !== undefined ? { location_lr_ratio: o.locaLocationLrRatio } : {}),
+        ...(o.locaCycle ? { coefficient_steps: o.locaCycle[0], location_steps: o.locaCycle[1] } : {}),
+      };
   }
 }
 
@@ -399,14 +418,15 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   TRIADAPTLORA: "triadaptlora",
   PEGO: "pego",
   LORA_GGPO: "lora_ggpo",
+  LOCA: "loca",
 };
 
 /**
  * The `peftkit train` flag that gives an adapter_config.json field a value, e.g. ("r", 8) →
  * "--r 8", for messages about a run whose flags differ from its checkpoint; null for fields no
- * flag sets.
+ * flag sets. `peftType` tells apart fields two methods name alike (n_frequency: FourierFT, LoCA).
  */
-export function configFlag(field: string, value: unknown): string | null {
+export function configFlag(field: string, value: unknown, peftType?: string): string | null {
   const list = (v: unknown) => (Array.isArray(v) ? v.join(",") : String(v));
   switch (field) {
     case "r":
@@ -495,7 +515,7 @@ export function configFlag(field: string, value: unknown): string | null {
     case "gamma":
       return `--kasa-gamma ${value}`;
     case "n_frequency":
-      return `--n-frequency ${value}`;
+      return peftType === "LOCA" ? `--loca-n-frequency ${value}` : `--n-frequency ${value}`;
     case "scaling":
       return `--fourier-scaling ${value}`;
     case "random_loc_seed":
@@ -514,6 +534,15 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--ggpo-sigma ${value}`;
     case "ggpo_beta":
       return `--ggpo-beta ${value}`;
+    case "scale":
+      return `--loca-scale ${value}`;
+    case "learn_location_iter":
+      return value === null || value === undefined ? null : `--loca-location-iter ${value}`;
+    case "location_lr_ratio":
+      return `--loca-location-lr-ratio ${value}`;
+    case "coefficient_steps":
+    case "location_steps":
+      return "--loca-cycle A,L";
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":

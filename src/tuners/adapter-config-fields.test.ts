@@ -168,6 +168,21 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
   ],
   // LoRA's own fields (the folder is a LoRA adapter) plus the perturbation's weights.
   LORA_GGPO: [...FIELDS.types.LORA.fields.filter((f) => !FIELDS.base_fields.includes(f)), "ggpo_sigma", "ggpo_beta"],
+  LOCA: [
+    "target_modules",
+    "exclude_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "modules_to_save",
+    "n_frequency",
+    "scale",
+    "loca_dropout",
+    "learn_location_iter",
+    "coefficient_steps",
+    "location_steps",
+    "location_lr_ratio",
+    "init_weights",
+  ],
 };
 
 /** Configs that exercise every option peftkit writes, per type (the first one uses defaults only). */
@@ -229,6 +244,7 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   ],
   PEGO: [{ peftType: "PEGO" }],
   LORA_GGPO: [{ peftType: "LORA_GGPO" }],
+  LOCA: [{ peftType: "LOCA" }, { peftType: "LOCA", nFrequency: 16, scale: 2, learnLocationIter: 0, locationLrRatio: 1, locaDropout: 0.1 }],
 };
 
 /**

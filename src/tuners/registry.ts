@@ -11,6 +11,7 @@ import { IA3 } from "./ia3/index.js";
 import { INCRELORA } from "./increlora/index.js";
 import { KASA } from "./kasa/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
+import { LOCA } from "./loca/index.js";
 import { LOHA } from "./loha/index.js";
 import { LOKR } from "./lokr/index.js";
 import { LOLDU } from "./loldu/index.js";
@@ -55,6 +56,7 @@ const TUNERS: Tuner<never>[] = [
   TRIADAPTLORA,
   PEGO,
   LORA_GGPO,
+  LOCA,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {

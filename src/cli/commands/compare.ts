@@ -72,6 +72,9 @@ export const DEFAULT_LR: Record<string, number> = {
   // Not measured yet: LoRA's (both train LoRA-style factors).
   pego: 2e-3,
   lora_ggpo: 2e-3,
+  // kind-of, 100 steps, batch 16, 1 seed (docs/methods/loca.md): exact match 0.01 at 5e-3 (the
+  // authors' GLUE coefficient lr), 0.235 at 5e-2, 0.255 at 2e-1 (LoRA r=8 all-linear at 2e-3: 0.40).
+  loca: 2e-1,
   full: 3e-4,
 };
 

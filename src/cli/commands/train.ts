@@ -286,6 +286,23 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     help: "lora_ggpo: weight of the squared gradient row norm in the perturbation's std (default 0.01)",
     min: 0,
   },
+  { name: "loca-n-frequency", type: "int", meta: "B", help: "loca: spectrum coefficients per layer (n_frequency, default 1000)", min: 1 },
+  { name: "loca-scale", type: "number", meta: "A", help: "loca: scale α of ΔW = α·iDCT2(S) (default 1)", exclusiveMin: 0 },
+  {
+    name: "loca-location-iter",
+    type: "int",
+    meta: "N",
+    help: "loca: steps during which locations may train (learn_location_iter; default 10% of the steps; 0 = never)",
+    min: 0,
+  },
+  {
+    name: "loca-location-lr-ratio",
+    type: "number",
+    meta: "R",
+    help: "loca: the locations' learning rate as a share of --lr (default 0.02: the authors' 1e-4 against 5e-3)",
+    exclusiveMin: 0,
+  },
+  { name: "loca-cycle", type: "list", meta: "A,L", help: "loca: steps of coefficient and of location training per cycle (default 10,20)" },
   { name: "output-dir", type: "string", meta: "DIR", help: "where the adapter, checkpoints and metrics go", required: true },
   {
     name: "epochs",
@@ -335,6 +352,15 @@ function firstStepLr(o: Flags): number {
   const w = o.warmup as number;
   const steps = w >= 1 ? w : o.maxSteps !== undefined ? Math.round(w * (o.maxSteps as number)) : 0;
   return lr / Math.max(1, steps);
+}
+
+/** --loca-cycle A,L → [A, L] (A ≥ 1 coefficient steps, L ≥ 0 location steps). */
+function locaCycle(v: string[] | undefined): [number, number] | undefined {
+  if (!v) return undefined;
+  const n = v.map(Number);
+  if (n.length !== 2 || !Number.isInteger(n[0]) || !Number.isInteger(n[1]) || n[0] < 1 || n[1] < 0)
+    throw new UsageError(`--loca-cycle: want two integers A,L with A >= 1 and L >= 0, got "${v.join(",")}"`);
+  return [n[0], n[1]];
 }
 
 /** --soka-factors M,N → [M, N]. */
@@ -422,6 +448,11 @@ export const trainCommand: CommandSpec = {
         pegoLambda: o.pegoLambda as number | undefined,
         ggpoSigma: o.ggpoSigma as number | undefined,
         ggpoBeta: o.ggpoBeta as number | undefined,
+        locaNFrequency: o.locaNFrequency as number | undefined,
+        locaScale: o.locaScale as number | undefined,
+        locaLocationIter: o.locaLocationIter as number | undefined,
+        locaLocationLrRatio: o.locaLocationLrRatio as number | undefined,
+        locaCycle: locaCycle(o.locaCycle as string[] | undefined),
       });
     } catch (e) {
       if (e instanceof MethodError) throw new UsageError(e.message);
