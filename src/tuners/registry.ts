@@ -17,6 +17,7 @@ import { LORA_SB } from "./lora_sb/index.js";
 import { OFT } from "./oft/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
+import { SNELL, SNELLA } from "./snell/index.js";
 import { SOKA } from "./soka/index.js";
 import { SSF } from "./ssf/index.js";
 import { SVFIT } from "./svfit/index.js";
@@ -45,6 +46,8 @@ const TUNERS: Tuner<never>[] = [
   KASA,
   LOLDU,
   INCRELORA,
+  SNELL,
+  SNELLA,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
