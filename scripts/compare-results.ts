@@ -40,6 +40,8 @@ const METHODS = [
   "svfit",
   "kasa",
   "loldu",
+  "snell",
+  "snella",
   "hut",
   "soka",
   "lora_sb",

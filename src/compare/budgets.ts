@@ -1,6 +1,6 @@
 /**
  * The --budgets syntax: groups separated by ";", each KNOB=V1,V2,...
- *   r=4,8,16           LoRA-family rank (lora, dora, rslora, pissa, corda, loha, lokr, hut, lora_sb, svfit, kasa, loldu), SoKA's Kronecker terms
+ *   r=4,8,16           LoRA-family rank (lora, dora, rslora, pissa, corda, loha, lokr, hut, lora_sb, svfit, kasa, loldu, snell, snella), SoKA's Kronecker terms
  *   tokens=10,20       virtual tokens (prompt, prefix)
  *   bottleneck=16,64   adapter bottleneck width
  *   params=10k,1M      a target trainable-parameter count: per method, the knob value whose
@@ -37,6 +37,8 @@ const KNOB_OF: Record<string, Knob | null> = {
   svfit: "r",
   kasa: "r",
   loldu: "r",
+  snell: "r",
+  snella: "r",
   prompt: "tokens",
   prefix: "tokens",
   adapter: "bottleneck",

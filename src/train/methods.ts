@@ -28,6 +28,8 @@ export const METHODS = [
   "svfit",
   "kasa",
   "loldu",
+  "snell",
+  "snella",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -84,6 +86,16 @@ export interface MethodOptions {
   /** kasa: weights of the δ norm and the orthogonality terms of its regulariser. */
   kasaBeta?: number;
   kasaGamma?: number;
+  /** snell: each layer's sparsity ratio; snella: the initial and target (average) ratios. */
+  snellSparsity?: number;
+  snellaInitRatio?: number;
+  snellaTargetRatio?: number;
+  /** snell/snella: "magnitude" (the authors' code) or "mask" (the paper). */
+  snellMode?: "magnitude" | "mask";
+  /** snella: the allocator's schedule (steps). */
+  snellaInitWarmup?: number;
+  snellaFinalWarmup?: number;
+  snellaMaskInterval?: number;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -241,6 +253,26 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         target_modules: target ?? "all-linear",
         ...(o.alpha !== undefined ? { lora_alpha: o.alpha } : {}),
       };
+    case "snell":
+    case "snella": {
+      const shared = {
+        ...common,
+        peft_type: method === "snell" ? "SNELL" : "SNELLA",
+        r: o.r ?? 8,
+        snell_dropout: o.dropout ?? 0.1,
+        target_modules: target ?? "all-linear",
+        ...(o.snellMode !== undefined ? { sparsify_mode: o.snellMode } : {}),
+      };
+      if (method === "snell") return { ...shared, ...(o.snellSparsity !== undefined ? { sparsity_ratio: o.snellSparsity } : {}) };
+      return {
+        ...shared,
+        ...(o.snellaInitRatio !== undefined ? { init_ratio: o.snellaInitRatio } : {}),
+        ...(o.snellaTargetRatio !== undefined ? { target_ratio: o.snellaTargetRatio } : {}),
+        ...(o.snellaInitWarmup !== undefined ? { init_warmup: o.snellaInitWarmup } : {}),
+        ...(o.snellaFinalWarmup !== undefined ? { final_warmup: o.snellaFinalWarmup } : {}),
+        ...(o.snellaMaskInterval !== undefined ? { mask_interval: o.snellaMaskInterval } : {}),
+      };
+    }
   }
 }
 
@@ -265,6 +297,8 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SVFIT: "svfit",
   KASA: "kasa",
   LOLDU: "loldu",
+  SNELL: "snell",
+  SNELLA: "snella",
 };
 
 /**
@@ -332,6 +366,22 @@ export function configFlag(field: string, value: unknown): string | null {
       return `--kasa-beta ${value}`;
     case "gamma":
       return `--kasa-gamma ${value}`;
+    case "snell_dropout":
+      return `--dropout ${value}`;
+    case "sparsity_ratio":
+      return `--snell-sparsity ${value}`;
+    case "sparsify_mode":
+      return `--snell-mode ${value}`;
+    case "init_ratio":
+      return `--snella-init-ratio ${value}`;
+    case "target_ratio":
+      return `--snella-target-ratio ${value}`;
+    case "init_warmup":
+      return `--snella-init-warmup ${value}`;
+    case "final_warmup":
+      return `--snella-final-warmup ${value}`;
+    case "mask_interval":
+      return `--snella-mask-interval ${value}`;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":

@@ -108,6 +108,41 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
     "lora_alpha",
     "init_weights",
   ],
+  SNELL: [
+    "target_modules",
+    "exclude_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "modules_to_save",
+    "r",
+    "num_heads",
+    "norm_p",
+    "coefficient",
+    "sparsify_mode",
+    "snell_dropout",
+    "sparsity_ratio",
+  ],
+  SNELLA: [
+    "target_modules",
+    "exclude_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "modules_to_save",
+    "r",
+    "num_heads",
+    "norm_p",
+    "coefficient",
+    "sparsify_mode",
+    "snell_dropout",
+    "init_ratio",
+    "target_ratio",
+    "init_warmup",
+    "final_warmup",
+    "mask_interval",
+    "beta1",
+    "beta2",
+    "total_step",
+  ],
 };
 
 /** Configs that exercise every option peftkit writes, per type (the first one uses defaults only). */
@@ -153,6 +188,8 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   SVFIT: [{ peftType: "SVFIT" }, { peftType: "SVFIT", energyThreshold: 0.9 }],
   KASA: [{ peftType: "KASA" }],
   LOLDU: [{ peftType: "LOLDU" }],
+  SNELL: [{ peftType: "SNELL" }, { peftType: "SNELL", sparsityRatio: 0, sparsifyMode: "mask", numHeads: 4 }],
+  SNELLA: [{ peftType: "SNELLA" }, { peftType: "SNELLA", totalStep: 100, targetRatio: 0.5 }],
 };
 
 /**

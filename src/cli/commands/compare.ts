@@ -59,6 +59,9 @@ export const DEFAULT_LR: Record<string, number> = {
   svfit: 5e-1,
   kasa: 2e-3,
   loldu: 5e-2,
+  // The authors' AdamW lr on ViT-B (ssfgunner/SNELL scripts: 1e-3); not measured here yet.
+  snell: 1e-3,
+  snella: 1e-3,
   full: 3e-4,
 };
 

@@ -156,6 +156,39 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   },
   { name: "kasa-beta", type: "number", meta: "B", help: "kasa: weight of Σ‖δ‖² in the regulariser (default 1e-4)", min: 0 },
   { name: "kasa-gamma", type: "number", meta: "G", help: "kasa: weight of the orthogonality terms (default 1e-3)", min: 0 },
+  {
+    name: "snell-sparsity",
+    type: "number",
+    meta: "S",
+    help: "snell: share of each layer's |ΔW| entries set to zero (default 0.5; 0 = dense kernelised LoRA)",
+    min: 0,
+    exclusiveMax: 1,
+  },
+  {
+    name: "snell-mode",
+    type: "string",
+    help: 'snell/snella: kept entries times their magnitude ("magnitude", the authors\' code) or as they are ("mask", the paper)',
+    choices: ["magnitude", "mask"],
+  },
+  {
+    name: "snella-init-ratio",
+    type: "number",
+    meta: "S",
+    help: "snella: every layer's sparsity before the allocator (default 0.01)",
+    min: 0,
+    exclusiveMax: 1,
+  },
+  {
+    name: "snella-target-ratio",
+    type: "number",
+    meta: "S",
+    help: "snella: the average sparsity the budget ends at (default 0.9)",
+    min: 0,
+    exclusiveMax: 1,
+  },
+  { name: "snella-init-warmup", type: "int", meta: "N", help: "snella: steps at the initial budget (default 0)", min: 0 },
+  { name: "snella-final-warmup", type: "int", meta: "N", help: "snella: final steps at the target budget (default 0)", min: 0 },
+  { name: "snella-mask-interval", type: "int", meta: "N", help: "snella: steps between re-allocations (default 1)", min: 1 },
   { name: "output-dir", type: "string", meta: "DIR", help: "where the adapter, checkpoints and metrics go", required: true },
   {
     name: "epochs",
@@ -269,6 +302,13 @@ export const trainCommand: CommandSpec = {
         energyThreshold: o.energyThreshold as number | undefined,
         kasaBeta: o.kasaBeta as number | undefined,
         kasaGamma: o.kasaGamma as number | undefined,
+        snellSparsity: o.snellSparsity as number | undefined,
+        snellMode: o.snellMode as "magnitude" | "mask" | undefined,
+        snellaInitRatio: o.snellaInitRatio as number | undefined,
+        snellaTargetRatio: o.snellaTargetRatio as number | undefined,
+        snellaInitWarmup: o.snellaInitWarmup as number | undefined,
+        snellaFinalWarmup: o.snellaFinalWarmup as number | undefined,
+        snellaMaskInterval: o.snellaMaskInterval as number | undefined,
       });
     } catch (e) {
       if (e instanceof MethodError) throw new UsageError(e.message);
