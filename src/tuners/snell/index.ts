@@ -85,10 +85,28 @@ export function sparseKernel(c: Shared, l: FamilyLayer, tensor: (key: string) =>
   return c.sparsityRatio === 0 ? d : sparsifyStatic(d, c.sparsityRatio, c.sparsifyMode);
 }
 
+/**
+ * At inference the sparsified D is computed once on the host (float64, rounded to f32) and fed as
+ * an input, so a forward or a decoding step runs no kernel and no TopK; in training, in the graph.
+ */
+function inferenceKernel(c: Shared, l: FamilyLayer, opts: WrapOptions): Tensor | null {
+  if (!opts.prepared) return null;
+  const keys = snellKeys(l.key, typeOf(c));
+  const sources = isSnella(c) ? [keys.p, keys.q, keys.alpha, keys.gamma, keys.beta, keys.ratio] : [keys.p, keys.q];
+  const ratio = isSnella(c) ? "fed" : c.sparsityRatio;
+  const id = `${typeOf(c)}:${l.key}:${c.numHeads}:${c.coefficient}:${c.sparsifyMode}:${ratio}`;
+  return opts.prepared(id, sources, (...src) => {
+    if (src.some((t) => t.dtype !== "f32")) return null;
+    const d = sparseKernelHost(c, l, new Map(sources.map((k, i) => [k, src[i]])));
+    return hostTensor("f32", [l.inFeatures, l.outFeatures], Float32Array.from(d));
+  });
+}
+
 function delta(c: Shared, opts: WrapOptions, l: FamilyLayer, x: Tensor): Tensor {
   const seed = opts.training && c.snellDropout > 0 ? opts.seed : null;
   const xin = seed ? F.dropout(x, c.snellDropout, layerSeed(seed, l.path)) : x;
-  return xin.matmul(sparseKernel(c, l, opts.tensor).cast(x.dtype));
+  const d = inferenceKernel(c, l, opts) ?? sparseKernel(c, l, opts.tensor);
+  return xin.matmul(d.cast(x.dtype));
 }
 
 /** The sparsified D [in, out] of one layer on the host, in float64. */

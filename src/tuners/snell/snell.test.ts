@@ -370,3 +370,29 @@ describe("SNELLA through the Trainer", () => {
     }
   });
 });
+
+test("inference (D prepared on the host) and the training step (D, TopK in the graph) give the same loss", async () => {
+  for (const config of [
+    { peft_type: "SNELL", r: 4, sparsity_ratio: 0.7, snell_dropout: 0, target_modules: ["q_proj", "v_proj", "down_proj"] },
+    { ...SNELLA_CONFIG, init_ratio: 0.4, snell_dropout: 0 },
+  ]) {
+    const model = await loadTestModel("llama_basic");
+    const peft = PeftModel.create(model, config, { seed: 4 });
+    const ids = [[5, 9, 13, 2, 7, 11]];
+    const logits = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
+    const vocab = logits.length / ids[0].length;
+    let want = 0;
+    for (let t = 0; t + 1 < ids[0].length; t++) {
+      const row = logits.subarray(t * vocab, (t + 1) * vocab);
+      const m = Math.max(...row);
+      const z = row.reduce((a, v) => a + Math.exp(v - m), 0);
+      want -= row[ids[0][t + 1]] - m - Math.log(z);
+    }
+    want /= ids[0].length - 1;
+    const trainer = await PeftTrainer.create(peft, { optimizer: { kind: "sgd" } });
+    const r = await trainer.train({ inputIds: ids, labels: ids }, { lr: 0 });
+    assert.ok(Math.abs(r.loss - want) < 1e-5, `${config.peft_type}: ${r.loss} vs ${want}`);
+    await trainer.release();
+    await model.release();
+  }
+});
