@@ -2,9 +2,9 @@
  * Cost of SNELL's in-graph threshold: ms per training step on the embedded wordnet-llama
  * (hidden 256, MLP 688, 4 layers, all linear layers targeted) for
  *   dense    the kernel matrix without sparsification (SNELL at ratio 0, the authors' KLoRA)
- *   static   SNELL at ratio 0.5: TopK of the smaller side of |D| (k ≈ n/2)
- *   static9  SNELL at ratio 0.9: TopK of the largest 10 %
- *   dynamic  SNELLA: |D| sorted whole (TopK k = n), threshold gathered at the fed ratio
+ *   static   SNELL at ratio 0.5: threshold by in-graph bisection (kernel.ts orderStatistics)
+ *   static9  SNELL at ratio 0.9
+ *   dynamic  SNELLA: the same bisection at the fed ratio
  *   lora     LoRA r = 8, for scale
  * Run: npx tsc -p tsconfig.json && node dist/bench/snell-threshold.js [steps]
  */

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { gradCheck } from "../../engine/autodiff/gradcheck.js";
+import { compileGraph } from "../../engine/exec/backend.js";
 import { interpret } from "../../engine/exec/reference/interpreter.js";
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import { constant, type Tensor } from "../../engine/trace/tensor.js";
@@ -121,6 +122,41 @@ describe("SNELL's sparsification (sparsify: torch.quantile + F.threshold)", () =
           const x = d.data[i] as number;
           assert.ok(Math.abs(v - (Math.abs(x) > t ? x * Math.abs(x) : 0)) < 1e-15);
         });
+      }
+    }
+  });
+
+  test("on ORT in f32 (the bisection's 40 halvings) the count is exact too, down to ratio 1e−3", async () => {
+    for (const [s, r, c] of [
+      [0.5, 256, 688],
+      [0.9, 64, 96],
+      [0.01, 128, 128],
+      [0.001, 200, 300],
+      [0.97, 33, 7],
+    ] as const) {
+      const rng = new Rng(r + c);
+      const n = r * c;
+      // D-like values: differences of distances, dense near 0.
+      const x = hostTensor(
+        "f32",
+        [r, c],
+        Float32Array.from({ length: n }, () => 0.01 * (rng.next() - rng.next())),
+      );
+      const ratio = hostTensor("f32", [1], [s]);
+      for (const dyn of [false, true]) {
+        const g = trace(
+          (d, t) => (dyn ? sparsifyDynamic(d, t, "mask") : sparsifyStatic(d, s, "mask")),
+          [
+            { dtype: "f32", shape: [r, c] },
+            { dtype: "f32", shape: [1] },
+          ],
+        );
+        const ex = await compileGraph(g);
+        const out = (await ex.run([x, ratio]))[0].data as Float32Array;
+        await ex.release();
+        const pos = dyn ? Math.fround(Math.fround(s) * (n - 1)) : s * (n - 1);
+        const want = n - 1 - Math.floor(pos);
+        assert.equal(out.filter((v) => v !== 0).length, want, `s=${s} n=${n} dynamic=${dyn}`);
       }
     }
   });
