@@ -3,8 +3,8 @@
  * |p ⊙ ∇p| of each layer's P and Q into the EMA sensitivity and uncertainty (update_ipt, called
  * after optimizer.step() in engine.py); when the budget schedule says so it re-allocates the kept
  * entries over the layers and feeds each layer's new ratio to the step as the fixed tensor
- * <m>.snella_ratio (mask_to_target_ratio). No recompile: the step sorts |D| whole and reads the
- * threshold at the fed ratio.
+ * <m>.snella_ratio (mask_to_target_ratio). No recompile: the step finds the threshold of the
+ * current |D| at the fed ratio (kernel.ts, sparsifyDynamic).
  *
  * Timing: the authors call allocator.update(model, epoch) before each epoch, after the previous
  * epoch's update_ipt calls, and count the schedule in epochs; here it is counted in optimizer

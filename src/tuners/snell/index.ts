@@ -87,7 +87,7 @@ export function sparseKernel(c: Shared, l: FamilyLayer, tensor: (key: string) =>
 
 /**
  * At inference the sparsified D is computed once on the host (float64, rounded to f32) and fed as
- * an input, so a forward or a decoding step runs no kernel and no TopK; in training, in the graph.
+ * an input, so a forward or a decoding step runs no kernel and no threshold search; in training, in the graph.
  */
 function inferenceKernel(c: Shared, l: FamilyLayer, opts: WrapOptions): Tensor | null {
   if (!opts.prepared) return null;

@@ -407,7 +407,7 @@ describe("SNELLA through the Trainer", () => {
   });
 });
 
-test("inference (D prepared on the host) and the training step (D, TopK in the graph) give the same loss", async () => {
+test("inference (D prepared on the host) and the training step (D and its threshold in the graph) give the same loss", async () => {
   for (const config of [
     { peft_type: "SNELL", r: 4, sparsity_ratio: 0.7, snell_dropout: 0, target_modules: ["q_proj", "v_proj", "down_proj"] },
     { ...SNELLA_CONFIG, init_ratio: 0.4, snell_dropout: 0 },
