@@ -10,7 +10,7 @@
  */
 import { join } from "node:path";
 import { AutoModelForCausalLM } from "../src/models/auto.js";
-import { REPO_ROOT } from "../src/testing/paths.js";
+import { PACKAGE_ROOT } from "../src/util/paths.js";
 import { PeftModel } from "../src/tuners/peft-model.js";
 import { PeftTrainer } from "../src/tuners/train.js";
 
@@ -25,7 +25,7 @@ const CONFIGS: Record<string, Record<string, unknown>> = {
 
 const ids = Array.from({ length: 8 }, (_, b) => Array.from({ length: 32 }, (_, t) => 2 + ((b * 131 + t * 17) % 4000)));
 for (const [name, config] of Object.entries(CONFIGS)) {
-  const model = await AutoModelForCausalLM.fromPretrained(join(REPO_ROOT, "models/wordnet-llama"));
+  const model = await AutoModelForCausalLM.fromPretrained(join(PACKAGE_ROOT, "models/wordnet-llama"));
   const peft = PeftModel.create(model, config, { seed: 1 });
   const trainer = await PeftTrainer.create(peft, { optimizer: { kind: "adamw" }, totalSteps: steps + 2 });
   await trainer.train({ inputIds: ids, labels: ids }, { lr: 1e-3 });
