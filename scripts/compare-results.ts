@@ -46,6 +46,8 @@ const METHODS = [
   "triadaptlora",
   "pego",
   "lora_ggpo",
+  "snell",
+  "snella",
   "hut",
   "soka",
   "lora_sb",

@@ -1,7 +1,8 @@
 /**
  * The --budgets syntax: groups separated by ";", each KNOB=V1,V2,...
  *   r=4,8,16           LoRA-family rank (lora, dora, rslora, pissa, corda, loha, lokr, hut, lora_sb, svfit, kasa, loldu,
- *                      pego, lora_ggpo; adalora's and increlora's target_r, triadaptlora's reference_rank), SoKA's Kronecker terms
+ *                      pego, lora_ggpo, snell, snella; adalora's and increlora's target_r, triadaptlora's reference_rank),
+ *                      SoKA's Kronecker terms
  *   tokens=10,20       virtual tokens (prompt, prefix)
  *   bottleneck=16,64   adapter bottleneck width
  *   params=10k,1M      a target trainable-parameter count: per method, the knob value whose
@@ -43,6 +44,8 @@ const KNOB_OF: Record<string, Knob | null> = {
   triadaptlora: "r",
   pego: "r",
   lora_ggpo: "r",
+  snell: "r",
+  snella: "r",
   prompt: "tokens",
   prefix: "tokens",
   adapter: "bottleneck",

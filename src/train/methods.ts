@@ -35,6 +35,8 @@ export const METHODS = [
   "pego",
   "lora_ggpo",
   "loca",
+  "snell",
+  "snella",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -129,6 +131,16 @@ export interface MethodOptions {
   locaLocationIter?: number;
   locaLocationLrRatio?: number;
   locaCycle?: [number, number];
+  /** snell: each layer's sparsity ratio; snella: the initial and target (average) ratios. */
+  snellSparsity?: number;
+  snellaInitRatio?: number;
+  snellaTargetRatio?: number;
+  /** snell/snella: "magnitude" (the authors' code) or "mask" (the paper). */
+  snellMode?: "magnitude" | "mask";
+  /** snella: the allocator's schedule (steps). */
+  snellaInitWarmup?: number;
+  snellaFinalWarmup?: number;
+  snellaMaskInterval?: number;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -388,6 +400,28 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         ...(o.locaLocationLrRatio !== undefined ? { location_lr_ratio: o.locaLocationLrRatio } : {}),
         ...(o.locaCycle ? { coefficient_steps: o.locaCycle[0], location_steps: o.locaCycle[1] } : {}),
       };
+    case "snell":
+    case "snella": {
+      const shared = {
+        ...common,
+        peft_type: method === "snell" ? "SNELL" : "SNELLA",
+        r: o.r ?? 8,
+        snell_dropout: o.dropout ?? 0.1,
+        target_modules: target ?? "all-linear",
+        ...(o.snellMode !== undefined ? { sparsify_mode: o.snellMode } : {}),
+      };
+      if (method === "snell") return { ...shared, ...(o.snellSparsity !== undefined ? { sparsity_ratio: o.snellSparsity } : {}) };
+      return {
+        ...shared,
+        ...(o.snellaInitRatio !== undefined ? { init_ratio: o.snellaInitRatio } : {}),
+        ...(o.snellaTargetRatio !== undefined ? { target_ratio: o.snellaTargetRatio } : {}),
+        ...(o.snellaInitWarmup !== undefined ? { init_warmup: o.snellaInitWarmup } : {}),
+        ...(o.snellaFinalWarmup !== undefined ? { final_warmup: o.snellaFinalWarmup } : {}),
+        ...(o.snellaMaskInterval !== undefined ? { mask_interval: o.snellaMaskInterval } : {}),
+        ...(o.beta1 !== undefined ? { beta1: o.beta1 } : {}),
+        ...(o.beta2 !== undefined ? { beta2: o.beta2 } : {}),
+      };
+    }
   }
 }
 
@@ -419,6 +453,8 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   PEGO: "pego",
   LORA_GGPO: "lora_ggpo",
   LOCA: "loca",
+  SNELL: "snell",
+  SNELLA: "snella",
 };
 
 /**
@@ -470,7 +506,7 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
     case "orth_reg_weight":
       return `--orth-reg-weight ${value}`;
     case "init_warmup":
-      return `--init-warmup ${value}`;
+      return peftType === "SNELLA" ? `--snella-init-warmup ${value}` : `--init-warmup ${value}`;
     case "incre_interval":
       return `--incre-interval ${value}`;
     case "top_h":
@@ -543,6 +579,20 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
     case "coefficient_steps":
     case "location_steps":
       return "--loca-cycle A,L";
+    case "snell_dropout":
+      return `--dropout ${value}`;
+    case "sparsity_ratio":
+      return `--snell-sparsity ${value}`;
+    case "sparsify_mode":
+      return `--snell-mode ${value}`;
+    case "init_ratio":
+      return `--snella-init-ratio ${value}`;
+    case "target_ratio":
+      return `--snella-target-ratio ${value}`;
+    case "final_warmup":
+      return `--snella-final-warmup ${value}`;
+    case "mask_interval":
+      return `--snella-mask-interval ${value}`;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":

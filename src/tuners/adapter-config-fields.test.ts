@@ -183,6 +183,41 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
     "location_lr_ratio",
     "init_weights",
   ],
+  SNELL: [
+    "target_modules",
+    "exclude_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "modules_to_save",
+    "r",
+    "num_heads",
+    "norm_p",
+    "coefficient",
+    "sparsify_mode",
+    "snell_dropout",
+    "sparsity_ratio",
+  ],
+  SNELLA: [
+    "target_modules",
+    "exclude_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "modules_to_save",
+    "r",
+    "num_heads",
+    "norm_p",
+    "coefficient",
+    "sparsify_mode",
+    "snell_dropout",
+    "init_ratio",
+    "target_ratio",
+    "init_warmup",
+    "final_warmup",
+    "mask_interval",
+    "beta1",
+    "beta2",
+    "total_step",
+  ],
 };
 
 /** Configs that exercise every option peftkit writes, per type (the first one uses defaults only). */
@@ -245,6 +280,8 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   PEGO: [{ peftType: "PEGO" }],
   LORA_GGPO: [{ peftType: "LORA_GGPO" }],
   LOCA: [{ peftType: "LOCA" }, { peftType: "LOCA", nFrequency: 16, scale: 2, learnLocationIter: 0, locationLrRatio: 1, locaDropout: 0.1 }],
+  SNELL: [{ peftType: "SNELL" }, { peftType: "SNELL", sparsityRatio: 0, sparsifyMode: "mask", numHeads: 4 }],
+  SNELLA: [{ peftType: "SNELLA" }, { peftType: "SNELLA", totalStep: 100, targetRatio: 0.5 }],
 };
 
 /**

@@ -65,6 +65,8 @@ export interface ConformanceCase {
   mixedBatch?: boolean;
   /** Elements checked per adapter tensor in the gradient check, every tensor is checked (default 3). */
   gradElements?: number;
+  /** Largest relative gradient error accepted (default 1e-6); raise it only with a measured reason. */
+  gradTolerance?: number;
   /** Calibration statistics, for methods whose initialisation needs data (CorDA, LoRA-SB). */
   calibration?: CalibrationStats;
 }
@@ -264,9 +266,9 @@ export function runConformance(c: ConformanceCase): void {
     });
     const worst = res.relErrors
       .map((e, i) => [e, trained[i][0]] as const)
-      .filter(([e]) => !(e <= 1e-6))
+      .filter(([e]) => !(e <= (c.gradTolerance ?? 1e-6)))
       .map(([e, k]) => `${k}: ${e.toExponential(2)}`);
-    assert.deepEqual(worst, [], `relative errors above 1e-6 (of ${trained.length} tensors)`);
+    assert.deepEqual(worst, [], `relative errors above ${c.gradTolerance ?? 1e-6} (of ${trained.length} tensors)`);
     await model.release();
   });
 }

@@ -22,6 +22,7 @@ import { OFT } from "./oft/index.js";
 import { PEGO } from "./pego/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
+import { SNELL, SNELLA } from "./snell/index.js";
 import { SOKA } from "./soka/index.js";
 import { SSF } from "./ssf/index.js";
 import { SVFIT } from "./svfit/index.js";
@@ -57,6 +58,8 @@ const TUNERS: Tuner<never>[] = [
   PEGO,
   LORA_GGPO,
   LOCA,
+  SNELL,
+  SNELLA,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
