@@ -3,6 +3,7 @@
  * registered here: the gradients it reads, the tensors and config it changes, its metrics in
  * metrics.jsonl and on the progress line, and its state across a checkpoint and resume.
  */
+
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -11,6 +12,7 @@ import { after, describe, test } from "node:test";
 import { type HostTensor, hostTensor } from "../engine/ir/host.js";
 import type { Tensor } from "../engine/trace/tensor.js";
 import type { ForwardContext, LinearOptions } from "../nn/context.js";
+import { adapterDiffs, stopThenResume } from "../testing/resume.js";
 import { Progress } from "../train/progress.js";
 import { type BatchSource, Trainer } from "../train/trainer.js";
 import { type CommonConfig, commonJson, FieldReader, type RawPeftConfig, readCommon } from "./config.js";
@@ -204,7 +206,7 @@ describe("Tuner contract: controllers between steps", () => {
       return { inputIds: ids, labels: ids, tokens: 12 };
     },
   };
-  const quiet = () => new Progress({ write: () => true, isTTY: false }, 1000);
+  const _quiet = () => new Progress({ write: () => true, isTTY: false }, 1000);
   const target = async () => {
     const model = await loadTestModel("llama_basic");
     const peft = PeftModel.create(model, CONFIG, { seed: 2 });
@@ -235,24 +237,8 @@ describe("Tuner contract: controllers between steps", () => {
 
     // Stopped after step 5 (a checkpoint at step 5, between two pruning steps, with the scores
     // and the pruned config in it), resumed to 7.
-    const b = await target();
-    const dir = join(root, "cut");
-    const first = new Trainer(b, source, null, args(dir), quiet());
-    const orig = b.trainer.train.bind(b.trainer);
-    let steps = 0;
-    b.trainer.train = async (batch, o) => {
-      const r = await orig(batch, o);
-      if (++steps === 5) first.requestStop();
-      return r;
-    };
-    await first.run();
-    const c = await target();
-    await new Trainer(c, source, null, { ...args(dir), resume: true }, quiet()).run();
-    for (const [k, t] of a.peft.adapter("default").tensors) {
-      const got = c.peft.adapter("default").tensors.get(k) as HostTensor;
-      const d = maxAbsDiff(t.data as Float32Array, got.data as Float32Array);
-      assert.ok(d <= 1e-6, `${k}: ${d}`);
-    }
+    const { cut: b, resumed: c } = await stopThenResume(target, source, args(join(root, "cut")), 5);
+    for (const [k, d] of adapterDiffs(a, c)) assert.ok(d <= 1e-6, `${k}: ${d}`);
     assert.deepEqual(c.peft.adapter("default").config, a.peft.adapter("default").config);
     for (const x of [a, b, c]) {
       await x.trainer.release();

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import type { HostTensor } from "../../engine/ir/host.js";
+import { adapterDiffs, stopThenResume } from "../../testing/resume.js";
 import { Progress } from "../../train/progress.js";
 import { type BatchSource, Trainer } from "../../train/trainer.js";
 import { loadTestModel, maxAbsDiff, randomIds } from "../conformance.js";
@@ -141,24 +141,8 @@ describe("LoCA's controller in training", () => {
     assert.deepEqual(phases, [0, 1, 1, 0, 1, 1, 0, 0]);
     // Stopped after step 5: the next update is the second of a location phase, which needs the
     // locations it starts from (the scaled update) and the gates.
-    const b = await target();
-    const dir = join(root, "cut");
-    const first = new Trainer(b, source, null, args(dir), quiet());
-    const orig = b.trainer.train.bind(b.trainer);
-    let steps = 0;
-    b.trainer.train = async (batch, o) => {
-      const r = await orig(batch, o);
-      if (++steps === 5) first.requestStop();
-      return r;
-    };
-    await first.run();
-    const c = await target();
-    await new Trainer(c, source, null, { ...args(dir), resume: true }, quiet()).run();
-    for (const [k, t] of a.peft.adapter("default").tensors) {
-      const got = c.peft.adapter("default").tensors.get(k) as HostTensor;
-      const d = maxAbsDiff(t.data as Float32Array, got.data as Float32Array);
-      assert.ok(d <= 1e-6, `${k}: ${d}`);
-    }
+    const { cut: b, resumed: c } = await stopThenResume(target, source, args(join(root, "cut")), 5);
+    for (const [k, d] of adapterDiffs(a, c)) assert.ok(d <= 1e-6, `${k}: ${d}`);
     for (const x of [a, b, c]) {
       await x.trainer.release();
       await x.model.release();

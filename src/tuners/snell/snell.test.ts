@@ -9,6 +9,7 @@ import { interpret } from "../../engine/exec/reference/interpreter.js";
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import { constant, type Tensor } from "../../engine/trace/tensor.js";
 import { trace } from "../../engine/trace/trace.js";
+import { adapterDiffs, stopThenResume } from "../../testing/resume.js";
 import { Progress } from "../../train/progress.js";
 import { type BatchSource, Trainer } from "../../train/trainer.js";
 import { Rng } from "../../util/rng.js";
@@ -385,24 +386,8 @@ describe("SNELLA through the Trainer", () => {
       ratios(a).some((r) => Math.abs(r - 0.1) > 1e-3),
       `${ratios(a)}`,
     );
-    const b = await target();
-    const dir = join(root, "cut");
-    const first = new Trainer(b, source, null, args(dir), quiet());
-    const orig = b.trainer.train.bind(b.trainer);
-    let steps = 0;
-    b.trainer.train = async (batch, o) => {
-      const r = await orig(batch, o);
-      if (++steps === 5) first.requestStop();
-      return r;
-    };
-    await first.run();
-    const c = await target();
-    await new Trainer(c, source, null, { ...args(dir), resume: true }, quiet()).run();
-    for (const [k, t] of a.peft.adapter("default").tensors) {
-      const got = c.peft.adapter("default").tensors.get(k) as HostTensor;
-      const d = maxAbsDiff(t.data as Float32Array, got.data as Float32Array);
-      assert.ok(d <= 1e-6, `${k}: ${d}`);
-    }
+    const { cut: b, resumed: c } = await stopThenResume(target, source, args(join(root, "cut")), 5);
+    for (const [k, d] of adapterDiffs(a, c)) assert.ok(d <= 1e-6, `${k}: ${d}`);
     for (const x of [a, b, c]) {
       await x.trainer.release();
       await x.model.release();

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
+import { adapterDiffs, stopThenResume } from "../../testing/resume.js";
 import { Progress } from "../../train/progress.js";
 import { type BatchSource, Trainer } from "../../train/trainer.js";
 import { Rng } from "../../util/rng.js";
@@ -328,24 +329,8 @@ describe("TriAdaptLoRA through the Trainer", () => {
     );
 
     // Stopped after step 4 (the next step has a round: the norms it scores are in the checkpoint), resumed to 7.
-    const b = await target();
-    const dir = join(root, "cut");
-    const first = new Trainer(b, source, null, args(dir), quiet());
-    const orig = b.trainer.train.bind(b.trainer);
-    let steps = 0;
-    b.trainer.train = async (batch, o) => {
-      const r = await orig(batch, o);
-      if (++steps === 4) first.requestStop();
-      return r;
-    };
-    await first.run();
-    const c = await target();
-    await new Trainer(c, source, null, { ...args(dir), resume: true }, quiet()).run();
-    for (const [k, t] of a.peft.adapter("default").tensors) {
-      const got = c.peft.adapter("default").tensors.get(k) as HostTensor;
-      const d = maxAbsDiff(t.data as Float32Array, got.data as Float32Array);
-      assert.ok(d <= 1e-6, `${k}: ${d}`);
-    }
+    const { cut: b, resumed: c } = await stopThenResume(target, source, args(join(root, "cut")), 4);
+    for (const [k, d] of adapterDiffs(a, c)) assert.ok(d <= 1e-6, `${k}: ${d}`);
     assert.deepEqual(c.peft.adapter("default").config, a.peft.adapter("default").config);
 
     // The saved folder holds each module's R ranks only and gives the trained model's logits.
