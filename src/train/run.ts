@@ -63,6 +63,8 @@ export const CONVERTED_DIR = "converted_lora";
 
 export interface RunSummary extends TrainResult {
   trainable: number;
+  /** Parameters some update reached: below `trainable` for methods that grow ranks (IncreLoRA). */
+  trained: number;
   total: number;
   outputDir: string;
   files: string[];
@@ -161,8 +163,11 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
     `training ${o.peftConfig.peft_type} on ${o.train.length} examples (${stream.batchesPerEpoch} batches/epoch), ${loop.totalSteps} steps; trainable ${trainable.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} parameters (${((100 * trainable) / total).toFixed(3)}%)`,
   );
   let result: TrainResult;
+  // What the run trained (IncreLoRA: its grown ranks, not the capacity compiled for them).
+  let trained = trainable;
   try {
     result = await loop.run();
+    trained = trainer.trainedParameters();
   } finally {
     await trainer.release();
   }
@@ -179,7 +184,7 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
     // place), so a config in the folder marks a finished run.
     writeFileAtomic(
       join(o.outputDir, "training_args.json"),
-      `${JSON.stringify({ ...o.record, result: { ...result, trainableParams: trainable } }, null, 2)}\n`,
+      `${JSON.stringify({ ...o.record, result: { ...result, trainableParams: trained } }, null, 2)}\n`,
     );
     if (initial) {
       const dir = join(o.outputDir, CONVERTED_DIR);
@@ -193,7 +198,7 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
     peft.savePretrained(o.outputDir);
     files.push(...(o.labels ? [LABEL_CONFIG_FILE] : []), "adapter_config.json", "adapter_model.safetensors", "training_args.json");
   }
-  const summary: RunSummary = { ...result, trainable, total, outputDir: o.outputDir, files };
+  const summary: RunSummary = { ...result, trainable, trained, total, outputDir: o.outputDir, files };
   out.write(`\n${summarize(summary)}\n`);
   return summary;
 }
@@ -231,6 +236,8 @@ export function summarize(s: RunSummary): string {
       "trainable params",
       `${s.trainable.toLocaleString("en-US")} (${((100 * s.trainable) / s.total).toFixed(3)}% of ${s.total.toLocaleString("en-US")})`,
     ],
+    // Methods that grow what trains (IncreLoRA) compile a capacity and use part of it.
+    ...(s.trained !== s.trainable ? ([["trained params", s.trained.toLocaleString("en-US")]] as [string, string][]) : []),
     ["steps", `${s.steps} (${s.stoppedBy.replace(/_/g, " ")})`],
     ["final train loss", s.finalLoss.toFixed(4)],
     ["wall time", `${s.wallSeconds.toFixed(1)} s (${(s.tokensSeen / Math.max(s.wallSeconds, 1e-3)).toFixed(0)} tokens/s)`],

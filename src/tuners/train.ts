@@ -278,6 +278,15 @@ export class PeftTrainer {
     return res;
   }
 
+  /**
+   * Parameters the run has trained. With update gates, the elements some update has reached, so a
+   * method that grows what trains (IncreLoRA's slots) reports what it used, not its compiled
+   * capacity; otherwise every trainable tensor of the adapter.
+   */
+  trainedParameters(): number {
+    return this.step.updatedElements() ?? this.peft.parameterCounts().trainable;
+  }
+
   /** The controller's numbers after the last update (total rank, budget, ...); {} without one. */
   controllerMetrics(): Record<string, number> {
     return this.controller?.metrics() ?? {};

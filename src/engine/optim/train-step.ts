@@ -465,6 +465,18 @@ export class TrainStep {
     this.state[GATE] = hostTensor("f32", [gate.length], gate);
   }
 
+  /**
+   * gatedUpdates: how many parameter elements some update has trained so far (per-element step
+   * count above 0), or null without gates. Methods that grow or move what trains (IncreLoRA's
+   * slots) report this rather than their compiled capacity.
+   */
+  updatedElements(): number | null {
+    if (!this.def.gatedUpdates) return null;
+    let n = 0;
+    for (const c of this.state[COUNT].data as Float32Array) if (c > 0) n++;
+    return n;
+  }
+
   /** Optimizer state and step count, for checkpoints. */
   getState(): { step: number; tensors: Record<string, HostTensor> } {
     return { step: this.steps, tensors: { ...this.state } };

@@ -212,6 +212,15 @@ test("IncreLoRA: a saved adapter holds only existing triplets and reloads to the
   const cfg = peft.adapter("default").config as IncreloraConfig;
   // After the round at g = 2 the top_h = 2 grown modules hold 3 triplets (2 active, 1 reserved), the others 2.
   assert.deepEqual(Object.values(cfg.tripletPattern ?? {}).sort(), [2, 2, 3, 3]);
+  // What the run reports as trained: A and B of every triplet reached (reserved ones train ahead),
+  // E of the active ranks only; the compiled capacity (max_rank triplets) is larger.
+  const layers = increloraLayers(peft.info, cfg);
+  const used = layers.reduce(
+    (n, l) => n + (cfg.tripletPattern?.[l.key] as number) * (l.inFeatures + l.outFeatures) + (cfg.rankPattern?.[l.key] as number),
+    0,
+  );
+  assert.equal(trainer.trainedParameters(), used);
+  assert.ok(peft.parameterCounts().trainable > used);
   const base2 = await loadTestModel("llama_basic");
   const loaded = PeftModel.fromPretrained(base2, dir);
   for (const l of increloraLayers(loaded.info, cfg)) {
