@@ -1,0 +1,99 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { valueAndGrad } from "../engine/autodiff/grad.js";
+import { gradCheck } from "../engine/autodiff/gradcheck.js";
+import { compileGraph } from "../engine/exec/backend.js";
+import { interpret } from "../engine/exec/reference/interpreter.js";
+import { type HostTensor, hostTensor } from "../engine/ir/host.js";
+import { constant, type Tensor } from "../engine/trace/tensor.js";
+import { trace } from "../engine/trace/trace.js";
+import { sparseLinear } from "./linear.js";
+
+function rand(shape: number[], seed: number, dtype: "f32" | "f64" = "f64"): HostTensor {
+  let s = seed >>> 0 || 1;
+  const n = shape.reduce((a, b) => a * b, 1);
+  const data = dtype === "f64" ? new Float64Array(n) : new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    data[i] = s / 2 ** 32 - 0.5;
+  }
+  return hostTensor(dtype, shape, data);
+}
+
+const OUT = 5;
+const IN = 7;
+/** Unsorted on purpose, with entries in the first and last positions. */
+const IDX = [0, 34, 3, 17, 12, 29, 8];
+
+/** x·(W + S)ᵀ (or x·(W + S) for fan-in-fan-out) on the host in f64: the closed form. */
+function dense(x: HostTensor, w: HostTensor, v: HostTensor, fanInFanOut: boolean): Float64Array {
+  const wd = Float64Array.from(w.data as Float64Array);
+  IDX.forEach((p, j) => {
+    wd[p] += (v.data as Float64Array)[j];
+  });
+  const tokens = x.data.length / IN;
+  const y = new Float64Array(tokens * OUT);
+  for (let t = 0; t < tokens; t++)
+    for (let o = 0; o < OUT; o++) {
+      let s = 0;
+      for (let i = 0; i < IN; i++) s += (x.data as Float64Array)[t * IN + i] * wd[fanInFanOut ? i * OUT + o : o * IN + i];
+      y[t * OUT + o] = s;
+    }
+  return y;
+}
+
+for (const fanInFanOut of [false, true]) {
+  describe(`sparseLinear (${fanInFanOut ? "[in, out]" : "[out, in]"} weight)`, () => {
+    const wShape = fanInFanOut ? [IN, OUT] : [OUT, IN];
+    const x = rand([2, 3, IN], 1);
+    const w = rand(wShape, 2);
+    const v = rand([IDX.length], 3);
+    const f = (xx: Tensor, vv: Tensor) =>
+      sparseLinear(xx, constant(w), constant(hostTensor("i64", [IDX.length], IDX)), vv, { fanInFanOut });
+
+    test("equals x·(W + S)ᵀ with S scattered at the indices", () => {
+      const g = trace(f, [
+        { dtype: "f64", shape: [2, 3, IN] },
+        { dtype: "f64", shape: [IDX.length] },
+      ]);
+      const [y] = interpret(g, [x, v], { precision: "f64" });
+      const want = dense(x, w, v, fanInFanOut);
+      for (let i = 0; i < want.length; i++) assert.ok(Math.abs((y.data as Float64Array)[i] - want[i]) < 1e-12, `element ${i}`);
+    });
+
+    test("its hand-written backward matches finite differences (x and values)", () => {
+      const r = gradCheck(f, [x, v]);
+      assert.ok(r.maxRelError < 1e-7, `relative error ${r.maxRelError}`);
+    });
+
+    test("ONNX Runtime gives the interpreter's value and gradients (f32)", async () => {
+      const x32 = rand([2, 3, IN], 1, "f32");
+      const v32 = rand([IDX.length], 3, "f32");
+      const w32 = hostTensor("f32", wShape, Float32Array.from(w.data as Float64Array));
+      const g = trace(
+        (xx, vv) => {
+          const [y, [gx, gv]] = valueAndGrad(
+            (a: Tensor, b: Tensor) =>
+              sparseLinear(a, constant(w32), constant(hostTensor("i32", [IDX.length], IDX)), b, { fanInFanOut })
+                .square()
+                .sum(),
+            [0, 1],
+          )(xx, vv);
+          return [y, gx, gv];
+        },
+        [
+          { dtype: "f32", shape: [2, 3, IN] },
+          { dtype: "f32", shape: [IDX.length] },
+        ],
+      );
+      const want = interpret(g, [x32, v32], { precision: "f64" });
+      const ex = await compileGraph(g);
+      const got = await ex.run([x32, v32]);
+      await ex.release();
+      want.forEach((t, i) => {
+        for (let j = 0; j < t.data.length; j++)
+          assert.ok(Math.abs(Number(got[i].data[j]) - Number(t.data[j])) < 1e-5, `output ${i} element ${j}`);
+      });
+    });
+  });
+}
