@@ -112,3 +112,17 @@ export function deltaOfLargestChanges(before: HostTensor, after: HostTensor, k: 
   for (let i = 0; i < k; i++) values[i] = Number(after.data[indices[i]]) - Number(before.data[indices[i]]);
   return { shape: [...before.shape], indices, values };
 }
+
+/**
+ * k distinct positions of [0, n) drawn uniformly (Floyd's algorithm: k draws whatever n is), in
+ * increasing order. `uniform` returns numbers in [0, 1).
+ */
+export function samplePositions(n: number, k: number, uniform: () => number): Int32Array {
+  if (!(Number.isInteger(k) && k >= 0 && k <= n)) throw new SparseDeltaError(`cannot draw ${k} distinct positions of ${n}`);
+  const chosen = new Set<number>();
+  for (let j = n - k; j < n; j++) {
+    const t = Math.floor(uniform() * (j + 1));
+    chosen.add(chosen.has(t) ? j : t);
+  }
+  return Int32Array.from(chosen).sort();
+}

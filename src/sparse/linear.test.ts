@@ -97,3 +97,49 @@ for (const fanInFanOut of [false, true]) {
     });
   });
 }
+
+test("taps read the dense ∂L/∂W at given positions and its largest entries", () => {
+  const x = rand([2, 3, IN], 4);
+  const w = rand([OUT, IN], 5);
+  const v = rand([IDX.length], 6);
+  const r = rand([2, 3, OUT], 7);
+  const at = [1, 33, 20];
+  const m = 4;
+  const g = trace(
+    (xx, vv, rr, s1, s2) => {
+      const [, [ga, gl]] = valueAndGrad(
+        (a: Tensor, b: Tensor) =>
+          sparseLinear(xx, constant(w), constant(hostTensor("i64", [IDX.length], IDX)), vv, {
+            taps: { gradientAt: { slot: a, indices: constant(hostTensor("i64", [at.length], at)) }, largest: { slot: b, m } },
+          })
+            .mul(rr)
+            .sum(),
+        [0, 1],
+      )(s1, s2);
+      return [ga, gl];
+    },
+    [
+      { dtype: "f64", shape: [2, 3, IN] },
+      { dtype: "f64", shape: [IDX.length] },
+      { dtype: "f64", shape: [2, 3, OUT] },
+      { dtype: "f64", shape: [at.length] },
+      { dtype: "f64", shape: [3, m] },
+    ],
+  );
+  const [ga, gl] = interpret(g, [x, v, r, hostTensor("f64", [at.length]), hostTensor("f64", [3, m])], { precision: "f64" });
+  // ∂L/∂W = Σ_tokens rᵀ·x for L = Σ y ⊙ r.
+  const dense = new Float64Array(OUT * IN);
+  for (let t = 0; t < 6; t++)
+    for (let o = 0; o < OUT; o++)
+      for (let i = 0; i < IN; i++) dense[o * IN + i] += (r.data as Float64Array)[t * OUT + o] * (x.data as Float64Array)[t * IN + i];
+  at.forEach((p, j) => {
+    assert.ok(Math.abs((ga.data as Float64Array)[j] - dense[p]) < 1e-12, `at ${p}`);
+  });
+  const order = Array.from(dense.keys()).sort((p, q) => Math.abs(dense[q]) - Math.abs(dense[p]));
+  const got = gl.data as Float64Array;
+  for (let j = 0; j < m; j++) {
+    const pos = got[j] * 4096 + got[m + j];
+    assert.equal(pos, order[j], `largest #${j}`);
+    assert.ok(Math.abs(got[2 * m + j] - dense[pos]) < 1e-12);
+  }
+});

@@ -11,12 +11,32 @@
  * layer, gathered at the indices: optimizer state and the kept gradient are k numbers, the dense
  * product is transient.
  */
-import type { Tensor } from "../engine/trace/tensor.js";
+import { concat, type Tensor } from "../engine/trace/tensor.js";
 import { customVjp } from "../engine/trace/trace.js";
 
 export interface SparseLinearOptions {
   /** GPT-2's Conv1D stores weights [in, out] (y = x·W): the indices are positions in that layout. */
   fanInFanOut?: boolean;
+  /**
+   * Reads of the dense ∂L/∂W the backward pass forms anyway, for controllers that choose entries
+   * by gradient (SpIEL's regrowth). Each is a zero-valued "slot" tensor passed in as an extra
+   * input of the region: its cotangent is the statistic, so a training step gets it by probing
+   * the slot (LossContext.probe with reduce (_, g) => g).
+   */
+  taps?: SparseLinearTaps;
+}
+
+/** Splits flat positions so f32 holds them exactly (positions up to 2^36). */
+export const POSITION_SPLIT = 4096;
+
+export interface SparseLinearTaps {
+  /** slot [m]: its cotangent is ∂L/∂W at the flat positions `indices` [m]. */
+  gradientAt?: { slot: Tensor; indices: Tensor };
+  /**
+   * slot [3, m]: its cotangent holds the m entries of ∂L/∂W largest in magnitude, as rows
+   * (position div POSITION_SPLIT, position mod POSITION_SPLIT, gradient).
+   */
+  largest?: { slot: Tensor; m: number };
 }
 
 /** W with `values` added at the flat positions `indices` (any layout; W's shape is kept). */
@@ -35,11 +55,13 @@ export function sparseLinear(x: Tensor, weight: Tensor, indices: Tensor, values:
   const inFeatures = opts.fanInFanOut ? rows : cols;
   const outFeatures = opts.fanInFanOut ? cols : rows;
   const product = (xx: Tensor, w: Tensor) => xx.matmul(opts.fanInFanOut ? w : w.transpose());
+  const taps = opts.taps ?? {};
+  const slots = [taps.gradientAt?.slot, taps.largest?.slot].filter((t): t is Tensor => t !== undefined);
   const region = customVjp(
     "sparse_linear",
     (xx, v) => [product(xx, addSparse(weight, indices, v))],
     ([xx, v], _outs, [g]) => {
-      if (!g) return [null, null];
+      if (!g) return [null, null, ...slots.map(() => null)];
       // The rebuilt weight depends on the cotangent, so the runtime cannot merge it with the
       // forward's copy (common-subexpression elimination would keep that copy alive instead).
       const late = v.add(g.sum().mul(0).cast(v.dtype));
@@ -48,12 +70,19 @@ export function sparseLinear(x: Tensor, weight: Tensor, indices: Tensor, values:
       const g2 = g.reshape([-1, outFeatures]);
       const x2 = xx.reshape([-1, inFeatures]);
       const dense = opts.fanInFanOut ? x2.transpose().matmul(g2) : g2.transpose().matmul(x2);
-      const gv = dense
-        .reshape([rows * cols])
-        .gather(indices, 0)
-        .cast(v.dtype);
-      return [gx, gv];
+      const flat = dense.reshape([rows * cols]);
+      const gv = flat.gather(indices, 0).cast(v.dtype);
+      const tapped: Tensor[] = [];
+      if (taps.gradientAt) tapped.push(flat.gather(taps.gradientAt.indices, 0).cast(taps.gradientAt.slot.dtype));
+      if (taps.largest) {
+        const [, pos] = flat.abs().topk(taps.largest.m, 0, true);
+        const hi = pos.div(POSITION_SPLIT);
+        const lo = pos.sub(hi.mul(POSITION_SPLIT));
+        const dt = taps.largest.slot.dtype;
+        tapped.push(concat([hi.cast(dt).unsqueeze(0), lo.cast(dt).unsqueeze(0), flat.gather(pos, 0).cast(dt).unsqueeze(0)], 0));
+      }
+      return [gx, gv, ...tapped];
     },
   );
-  return region(x, values)[0];
+  return region(x, values, ...slots)[0];
 }

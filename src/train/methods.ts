@@ -37,6 +37,7 @@ export const METHODS = [
   "loca",
   "snell",
   "snella",
+  "spiel",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -141,6 +142,13 @@ export interface MethodOptions {
   snellaInitWarmup?: number;
   snellaFinalWarmup?: number;
   snellaMaskInterval?: number;
+  /** spiel: share of all the model's parameters trained (density), or a total (num_tunable_weights). */
+  density?: number;
+  numTunableWeights?: number;
+  /** spiel: steps between drop-and-regrow (0: the first random index set stays), gradient steps before one, share replaced at the first. */
+  reselectionSteps?: number;
+  selectionAccumulationSteps?: number;
+  initialReselectionRate?: number;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -343,6 +351,18 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         target_modules: target ?? "all-linear",
         ...(o.alpha !== undefined ? { lora_alpha: o.alpha } : {}),
       };
+    case "spiel":
+      // SftConfig's defaults (AlanAnsell/peft); target_modules has no default there.
+      return {
+        ...common,
+        peft_type: "SFT",
+        density: o.density ?? 0.01,
+        ...(o.numTunableWeights !== undefined ? { num_tunable_weights: o.numTunableWeights } : {}),
+        reselection_steps: o.reselectionSteps ?? 20,
+        selection_accumulation_steps: o.selectionAccumulationSteps ?? 5,
+        initial_reselection_rate: o.initialReselectionRate ?? 0.2,
+        target_modules: target ?? "all-linear",
+      };
     case "fourierft":
       return {
         ...common,
@@ -455,6 +475,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   LOCA: "loca",
   SNELL: "snell",
   SNELLA: "snella",
+  SFT: "spiel",
 };
 
 /**
@@ -593,6 +614,16 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
       return `--snella-final-warmup ${value}`;
     case "mask_interval":
       return `--snella-mask-interval ${value}`;
+    case "density":
+      return `--density ${value}`;
+    case "num_tunable_weights":
+      return value === null || value === undefined ? null : `--num-tunable-weights ${value}`;
+    case "reselection_steps":
+      return `--reselection-steps ${value}`;
+    case "selection_accumulation_steps":
+      return `--selection-accumulation-steps ${value}`;
+    case "initial_reselection_rate":
+      return `--initial-reselection-rate ${value}`;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":

@@ -25,6 +25,12 @@ export interface ControllerStep {
   readonly gradients: ReadonlyMap<string, HostTensor>;
   /** The statistics the method's forward asked for with WrapOptions.probe, by name (f32). */
   readonly statistics: ReadonlyMap<string, HostTensor>;
+  /**
+   * A trained tensor's optimizer state after the update, by slot ("exp_avg", "exp_avg_sq", and
+   * with gatedUpdates "update_count"): copies, read on demand (TrainStep.parameterState). Always
+   * given by PeftTrainer; absent only where a test drives a controller by hand.
+   */
+  readonly optimizerState?: (key: string) => Readonly<Record<string, HostTensor>>;
 }
 
 /** What a controller changes; everything absent stays as it is. */
@@ -44,6 +50,12 @@ export interface ControllerAction<C> {
    * counts steps per element (see TrainStepDefinition.gatedUpdates).
    */
   readonly trainable?: ReadonlyMap<string, boolean | number | HostTensor>;
+  /**
+   * Optimizer state to overwrite, by trained key and slot (names as ControllerStep.optimizerState
+   * gives them), each of the tensor's shape: what entries a controller moved start from (SpIEL's
+   * regrown deltas). Applied after `tensors`.
+   */
+  readonly optimizerState?: ReadonlyMap<string, Readonly<Record<string, HostTensor>>>;
 }
 
 /** A controller's state in a checkpoint: tensors (EMA buffers, masks) and a JSON value (counters). */

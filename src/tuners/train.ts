@@ -299,7 +299,14 @@ export class PeftTrainer {
     const gradients = new Map(Object.entries(this.step.getGradients()));
     const statistics = new Map(Object.entries(this.step.getStatistics()));
     this.act(
-      this.controller.afterStep({ step: this.step.stepCount, totalSteps: this.totalSteps, tensors: a.tensors, gradients, statistics }),
+      this.controller.afterStep({
+        step: this.step.stepCount,
+        totalSteps: this.totalSteps,
+        tensors: a.tensors,
+        gradients,
+        statistics,
+        optimizerState: (key) => this.step.parameterState(key),
+      }),
     );
   }
 
@@ -307,17 +314,19 @@ export class PeftTrainer {
     if (!action) return;
     if (action.config) this.peft.setAdapterConfig(this.adapterName, action.config);
     for (const [k, on] of action.trainable ?? []) this.step.setUpdateGate(k, on);
-    if (!action.tensors?.size) return;
-    const a = this.peft.adapter(this.adapterName);
-    const params: Record<string, HostTensor> = {};
-    const fixed: Record<string, HostTensor> = {};
-    for (const [k, t] of action.tensors) {
-      if (isTrainableKey(a.tuner, a.config, k)) params[k] = t;
-      else fixed[FROZEN_ADAPTER + k] = t;
+    if (action.tensors?.size) {
+      const a = this.peft.adapter(this.adapterName);
+      const params: Record<string, HostTensor> = {};
+      const fixed: Record<string, HostTensor> = {};
+      for (const [k, t] of action.tensors) {
+        if (isTrainableKey(a.tuner, a.config, k)) params[k] = t;
+        else fixed[FROZEN_ADAPTER + k] = t;
+      }
+      this.step.setParams(params);
+      this.step.setFrozen(fixed);
+      this.peft.setAdapterTensors(this.adapterName, new Map(action.tensors));
     }
-    this.step.setParams(params);
-    this.step.setFrozen(fixed);
-    this.peft.setAdapterTensors(this.adapterName, new Map(action.tensors));
+    for (const [k, slots] of action.optimizerState ?? []) this.step.setParameterState(k, slots);
   }
 
   release(): Promise<void> {

@@ -59,7 +59,12 @@ export interface WrapOptions {
    * intermediate value (IncreLoRA's Σ|ΔW ⊙ ∂L/∂ΔW|), which the method's controller reads as
    * `ControllerStep.statistics.get(name)`. Absent outside training.
    */
-  readonly probe?: (name: string, value: Tensor, reduce: (value: Tensor, grad: Tensor) => Tensor) => void;
+  readonly probe?: (
+    name: string,
+    value: Tensor,
+    reduce: (value: Tensor, grad: Tensor) => Tensor,
+    opts?: import("../engine/optim/train-step.js").ProbeOptions,
+  ) => void;
   /**
    * Inference only (absent when gradients flow to the adapter): a tensor computed on the host
    * from this adapter's tensors `sources` and fed as a graph input, e.g. a weight transposed and

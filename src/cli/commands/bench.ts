@@ -8,6 +8,7 @@ export const benchCommand: CommandSpec = {
     { name: "what", type: "string", meta: "NAME", help: "the benchmark", choices: ["engine", "train", "generate"], required: true },
     { name: "config", type: "string", meta: "FILE", help: "train/generate: an HF config.json (random weights are used)" },
     { name: "method", type: "string", help: "train: PEFT method", default: "lora" },
+    { name: "density", type: "number", meta: "D", help: "train: spiel's density (share of all parameters trained; default 0.01)", exclusiveMin: 0, max: 1 },
     { name: "r", type: "int", meta: "N", help: "LoRA rank", default: 16, min: 1 },
     { name: "target", type: "list", meta: "LIST", help: 'target modules or "all-linear"', default: ["all-linear"] },
     { name: "batch", type: "int", meta: "N", help: "batch size", default: 4, min: 1 },
@@ -54,6 +55,7 @@ export const benchCommand: CommandSpec = {
       const r = await (o.startup ? runStartupBench : runTrainBench)({
         config: o.config as string,
         method: o.method as string,
+        density: o.density as number | undefined,
         r: o.r as number,
         target: o.target as string[],
         batch: o.batch as number,

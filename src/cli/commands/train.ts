@@ -286,6 +286,37 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     help: "lora_ggpo: weight of the squared gradient row norm in the perturbation's std (default 0.01)",
     min: 0,
   },
+  {
+    name: "density",
+    type: "number",
+    meta: "D",
+    help: "spiel: share of all the model's parameters trained, spread over the targets by size (default 0.01)",
+    exclusiveMin: 0,
+    max: 1,
+  },
+  { name: "num-tunable-weights", type: "int", meta: "N", help: "spiel: total entries trained (overrides --density)", min: 1 },
+  {
+    name: "reselection-steps",
+    type: "int",
+    meta: "N",
+    help: "spiel: steps between drop-and-regrow of the index sets (default 20; 0 keeps the first, random, sets)",
+    min: 0,
+  },
+  {
+    name: "selection-accumulation-steps",
+    type: "int",
+    meta: "N",
+    help: "spiel: steps before a reselection whose gradients rank the regrowth candidates (default 5)",
+    min: 1,
+  },
+  {
+    name: "initial-reselection-rate",
+    type: "number",
+    meta: "P",
+    help: "spiel: share of each index set replaced at the first reselection, decaying linearly to 0 (default 0.2)",
+    min: 0,
+    max: 1,
+  },
   { name: "loca-n-frequency", type: "int", meta: "B", help: "loca: spectrum coefficients per layer (n_frequency, default 1000)", min: 1 },
   { name: "loca-scale", type: "number", meta: "A", help: "loca: scale α of ΔW = α·iDCT2(S) (default 1)", exclusiveMin: 0 },
   {
@@ -493,6 +524,11 @@ export const trainCommand: CommandSpec = {
         snellaInitWarmup: o.snellaInitWarmup as number | undefined,
         snellaFinalWarmup: o.snellaFinalWarmup as number | undefined,
         snellaMaskInterval: o.snellaMaskInterval as number | undefined,
+        density: o.density as number | undefined,
+        numTunableWeights: o.numTunableWeights as number | undefined,
+        reselectionSteps: o.reselectionSteps as number | undefined,
+        selectionAccumulationSteps: o.selectionAccumulationSteps as number | undefined,
+        initialReselectionRate: o.initialReselectionRate as number | undefined,
       });
     } catch (e) {
       if (e instanceof MethodError) throw new UsageError(e.message);

@@ -282,6 +282,7 @@ describe("probes: statistics of an intermediate value and its gradient", () => {
       const w = params.b.matmul(params.a);
       probe("score", w, (v, g) => v.abs().mul(g).abs().sum());
       probe("grad", w, (_v, g) => g);
+      probe("first_grad", w, (_v, g) => g, { combine: "first" });
       return batch.x.matmul(w.transpose()).sub(batch.t).square().sum();
     },
     optimizer: { kind: "sgd" } as OptimizerConfig,
@@ -328,6 +329,12 @@ describe("probes: statistics of an intermediate value and its gradient", () => {
       .reduce((s, v) => s + v / 3, 0);
     const got = (step.getStatistics().score.data as Float32Array)[0];
     assert.ok(Math.abs(got - want) < 1e-4 * want, `${got} vs ${want}`);
+    // combine "first": the first micro-batch's value, not the mean.
+    const first = reference(a.data as Float32Array, b.data as Float32Array, batches[0].x.data as Float32Array, batches[0].t.data as Float32Array);
+    const fg = step.getStatistics().first_grad.data as Float32Array;
+    first.g.forEach((g, k) => {
+      assert.ok(Math.abs(fg[k] - g) < 1e-4 * Math.max(1, Math.abs(g)), `first_grad[${k}]: ${fg[k]} vs ${g}`);
+    });
   });
 });
 
@@ -424,5 +431,34 @@ describe("gated updates: what trains changes between steps without a recompile",
     assert.notEqual(p[0], (p0.data as Float32Array)[0]);
     assert.deepEqual([...(step.getState().tensors["s.update_gate"].data as Float32Array)], [1, 0, 1, 1, 1]);
     assert.throws(() => step.setUpdateGate("p", hostTensor("f32", [2], [1, 1])), /update gate of "p": expected 3 elements, got 2/);
+  });
+
+  test("one tensor's optimizer state reads and writes by slot; a reset element restarts as on a first step", async () => {
+    const [p0, q0, t, u] = [rand([3]), rand([2]), rand([3]), rand([2])];
+    const step = await TrainStep.create(def, { params: { p: p0, q: q0 } });
+    await step.step({ t, u }, { lr: 0.1 });
+    await step.step({ t, u }, { lr: 0.1 });
+    const all = step.getState().tensors;
+    const q = step.parameterState("q");
+    assert.deepEqual(Object.keys(q).sort(), ["exp_avg", "exp_avg_sq", "update_count", "update_gate"]);
+    assert.deepEqual([...(q.exp_avg.data as Float32Array)], [...(all["s.exp_avg"].data as Float32Array).slice(3, 5)]);
+    assert.deepEqual(q.exp_avg.shape, [2]);
+    // Element 1 of p: moments and step count back to 0, as a newly regrown SpIEL entry.
+    const ps = step.parameterState("p");
+    const fresh = (slot: string) => {
+      const d = Float32Array.from(ps[slot].data as Float32Array);
+      d[1] = 0;
+      return hostTensor("f32", [3], d);
+    };
+    step.setParameterState("p", { exp_avg: fresh("exp_avg"), exp_avg_sq: fresh("exp_avg_sq"), update_count: fresh("update_count") });
+    assert.deepEqual([...(step.parameterState("q").exp_avg.data as Float32Array)], [...(q.exp_avg.data as Float32Array)]);
+    const before = (step.getParams().p.data as Float32Array)[1];
+    await step.step({ t, u }, { lr: 0.1 });
+    const after = (step.getParams().p.data as Float32Array)[1];
+    // First AdamW step of that element: m̂ = g, v̂ = g², so Δ = −lr·(wd·p + g/|g|) whatever the clipping.
+    const g = 2 * (before - (t.data as Float32Array)[1]);
+    assert.ok(Math.abs(after - (before - 0.1 * (0.1 * before + Math.sign(g)))) < 1e-5, `${after}`);
+    assert.throws(() => step.setParameterState("p", { exp_avg: hostTensor("f32", [2]) }), /optimizer state "exp_avg" of "p": expected 3 elements, got 2/);
+    assert.throws(() => step.setParameterState("p", { momentum: hostTensor("f32", [3]) }), /no optimizer state "momentum"/);
   });
 });

@@ -33,7 +33,16 @@ export interface LossContext {
    * a step output under `name` (TrainStep.getStatistics). The gradient is the one the backward
    * pass computes anyway on the way to the params, so this adds only the reduction.
    */
-  probe(name: string, value: Tensor, reduce: (value: Tensor, grad: Tensor) => Tensor): void;
+  probe(name: string, value: Tensor, reduce: (value: Tensor, grad: Tensor) => Tensor, opts?: ProbeOptions): void;
+}
+
+export interface ProbeOptions {
+  /**
+   * How micro-batches of one update combine: "mean" (default) or "first", the first
+   * micro-batch's value (SpIEL picks its regrowth candidates from the first micro-batch; a
+   * statistic holding positions must not be averaged).
+   */
+  combine?: "mean" | "first";
 }
 
 export type LossResult = Tensor | { loss: Tensor; metrics?: Record<string, Tensor> };
@@ -79,6 +88,8 @@ const COUNT = S("update_count");
 const A = "acc.";
 const G = "g.";
 const ST = "st.";
+/** Marks a probe statistic combined as its first micro-batch's value (ProbeOptions.combine). */
+const FIRST = "first:";
 
 interface StepInputs {
   params: Record<string, Tensor>;
@@ -121,11 +132,11 @@ function lossAndGrads(
   const batch = declare(g, B, def.batch);
   const seed = new Tensor(g, g.addInput("seed", { dtype: "i64", shape: [] }));
   const start = g.nodes.length;
-  const probes = new Map<string, { value: Tensor; reduce: (value: Tensor, grad: Tensor) => Tensor }>();
-  const probe = (name: string, value: Tensor, reduce: (value: Tensor, grad: Tensor) => Tensor) => {
+  const probes = new Map<string, { value: Tensor; reduce: (value: Tensor, grad: Tensor) => Tensor; first: boolean }>();
+  const probe = (name: string, value: Tensor, reduce: (value: Tensor, grad: Tensor) => Tensor, opts: ProbeOptions = {}) => {
     if (probes.has(name)) throw new EngineUsageError(`train step: probe "${name}" is defined twice`);
     if (!isFloat(value.dtype)) throw new EngineUsageError(`train step: probe "${name}" must be a float tensor, got ${value.dtype}`);
-    probes.set(name, { value, reduce });
+    probes.set(name, { value, reduce, first: opts.combine === "first" });
   };
   const res = def.loss({ params, frozen, batch, seed, probe });
   const loss = res instanceof Tensor ? res : res.loss;
@@ -139,7 +150,8 @@ function lossAndGrads(
   const grads = all.slice(0, names.length);
   const stats: Record<string, Tensor> = {};
   [...probes.keys()].forEach((k, i) => {
-    stats[k] = probed[i].reduce(probed[i].value, all[names.length + i]).cast("f32");
+    // The output name carries how micro-batches combine (collectStat reads it back).
+    stats[(probed[i].first ? FIRST : "") + k] = probed[i].reduce(probed[i].value, all[names.length + i]).cast("f32");
   });
   return { loss, grads, metrics, stats };
 }
@@ -353,11 +365,14 @@ export class TrainStep {
   }
 
   /** A step's statistic is the last update's; micro-batches' statistics are averaged at apply(). */
-  private collectStat(name: string, t: HostTensor): void {
-    if (this.pending === 0) {
+  private collectStat(output: string, t: HostTensor): void {
+    const first = output.startsWith(FIRST);
+    const name = first ? output.slice(FIRST.length) : output;
+    if (this.pending === 0 || (first && this.pending === 1)) {
       this.stats[name] = t;
       return;
     }
+    if (first) return;
     const sum = this.statsSum[name] ?? new Float64Array(t.data.length);
     for (let i = 0; i < sum.length; i++) sum[i] += Number(t.data[i]);
     this.statsSum[name] = sum;
@@ -463,6 +478,51 @@ export class TrainStep {
       gate[at + i] = v;
     }
     this.state[GATE] = hostTensor("f32", [gate.length], gate);
+  }
+
+  /** Where a parameter's elements sit in the flat optimizer-state vectors. */
+  private span(name: string): { at: number; size: number } {
+    if (!this.def.params[name]) throw new EngineUsageError(`unexpected parameter "${name}"`);
+    let at = 0;
+    for (const [k, decl] of Object.entries(this.def.params)) {
+      const size = (decl.shape as number[]).reduce((a, b) => a * b, 1);
+      if (k === name) return { at, size };
+      at += size;
+    }
+    throw new EngineUsageError(`unexpected parameter "${name}"`);
+  }
+
+  /**
+   * One parameter's optimizer state, copied, by slot: AdamW's "exp_avg" and "exp_avg_sq" (SGD's
+   * "momentum_buffer"), and with gatedUpdates "update_count" (per-element steps, which AdamW's
+   * bias correction uses) and "update_gate". Each has the parameter's shape.
+   */
+  parameterState(name: string): Record<string, HostTensor> {
+    const { at, size } = this.span(name);
+    const shape = this.def.params[name].shape as number[];
+    const out: Record<string, HostTensor> = {};
+    for (const [k, t] of Object.entries(this.state)) {
+      const data = t.data as Float32Array | Float64Array;
+      out[k.slice(S("").length)] = hostTensor(t.dtype, shape, data.slice(at, at + size));
+    }
+    return out;
+  }
+
+  /**
+   * Replaces slots of one parameter's optimizer state (names as parameterState gives them), e.g.
+   * fresh moments and a zero step count for entries a controller moved (SpIEL's regrowth).
+   */
+  setParameterState(name: string, slots: Readonly<Record<string, HostTensor>>): void {
+    const { at, size } = this.span(name);
+    for (const [slot, v] of Object.entries(slots)) {
+      const key = S(slot);
+      const cur = this.state[key];
+      if (!cur) throw new EngineUsageError(`train step: no optimizer state "${slot}" (have ${Object.keys(this.state).map((k) => k.slice(2)).join(", ")})`);
+      if (v.data.length !== size) throw new ShapeError(`optimizer state "${slot}" of "${name}": expected ${size} elements, got ${v.data.length}`);
+      const data = (cur.data as Float32Array | Float64Array).slice();
+      for (let i = 0; i < size; i++) data[at + i] = Number(v.data[i]);
+      this.state[key] = hostTensor(cur.dtype, cur.shape, data);
+    }
   }
 
   /**

@@ -1,0 +1,60 @@
+/**
+ * SpIEL (Ansell et al. 2024, "Scaling Sparse Fine-Tuning to Large Language Models"), in the
+ * format of the authors' PEFT fork (AlanAnsell/peft, peft_type "SFT"): each targeted linear
+ * layer trains k entries of its weight, `<module>.sft_delta.values` [k] at the flat positions
+ * `<module>.sft_delta.indices` [k] (int32, increasing), and y = x·(W + S)ᵀ + b. The index sets
+ * start uniformly random; a controller drops and regrows them between steps (controller.ts).
+ * The shared machinery (the forward with its memory-lean backward, merging, the delta files)
+ * is src/sparse/.
+ */
+import type { HostTensor } from "../../engine/ir/host.js";
+import { mergeSparse, SparseDeltaContext, sparseTensors } from "../../sparse/adapter.js";
+import { samplePositions } from "../../sparse/delta.js";
+import { fillNormal, type Rng } from "../../util/rng.js";
+import type { CreatedAdapter, ModelInfo, Tuner } from "../tuner.js";
+import { parseSftConfig, type SftConfig, sftConfigJson } from "./config.js";
+import { sftKeys, sftTargets } from "./layers.js";
+
+/** Spread of the values init_weights: false draws. */
+const RANDOM_STD = 0.1;
+
+function create(info: ModelInfo, c: SftConfig, rng: Rng): CreatedAdapter {
+  const tensors = new Map<string, HostTensor>();
+  for (const t of sftTargets(info, c)) {
+    const draw = rng.fork();
+    const indices = samplePositions(t.shape[0] * t.shape[1], t.k, () => draw.next());
+    const values = c.initWeights ? new Float32Array(t.k) : fillNormal(t.k, RANDOM_STD, draw);
+    for (const [k, v] of sparseTensors(sftKeys(t), indices, values)) tensors.set(k, v);
+  }
+  return { tensors };
+}
+
+/**
+ * SftModel also writes the per-module counts it derived into num_deltas; here they stay null when
+ * density or num_tunable_weights gave them, as loading derives the same counts from the same model.
+ */
+function toJson(c: SftConfig): Record<string, unknown> {
+  return sftConfigJson(c);
+}
+
+function expectedTensors(info: ModelInfo, c: SftConfig): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const t of sftTargets(info, c)) {
+    const k = sftKeys(t);
+    out.set(k.indices, [t.k]);
+    out.set(k.values, [t.k]);
+  }
+  return out;
+}
+
+export const SFT: Tuner<SftConfig> = {
+  peftType: "SFT",
+  parseConfig: parseSftConfig,
+  toJson,
+  create,
+  expectedTensors,
+  trainable: (key) => !key.endsWith(".indices"),
+  wrap: (base, info, c, opts) => new SparseDeltaContext(base, sftTargets(info, c), sftKeys, opts),
+  merge: (info, c, tensors) => mergeSparse(info, sftTargets(info, c), sftKeys, tensors, "SFT merge"),
+  supportsMixedBatch: true,
+};
