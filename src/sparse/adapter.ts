@@ -7,11 +7,11 @@
 import { type HostTensor, hostTensor } from "../engine/ir/host.js";
 import { type Tensor, zeros } from "../engine/trace/tensor.js";
 import type { ForwardContext, LinearOptions } from "../nn/context.js";
+import { PeftConfigError } from "../tuners/config.js";
 import type { TargetedLinear } from "../tuners/targets.js";
 import { DelegatingContext, type ModelInfo, maskRows, type WrapOptions } from "../tuners/tuner.js";
-import { PeftConfigError } from "../tuners/config.js";
 import { applyDelta, checkDelta, type SparseDelta } from "./delta.js";
-import { addSparse, sparseLinear } from "./linear.js";
+import { addSparse, type SparseLinearTaps, sparseLinear } from "./linear.js";
 
 /** A linear layer with a sparse delta on its weight. */
 export interface SparseTarget extends TargetedLinear {
@@ -29,7 +29,11 @@ export interface SparseKeys {
   readonly values: string;
 }
 
-export function sparseTargets(info: ModelInfo, layers: readonly TargetedLinear[], count: (l: TargetedLinear, numel: number) => number): SparseTarget[] {
+export function sparseTargets(
+  info: ModelInfo,
+  layers: readonly TargetedLinear[],
+  count: (l: TargetedLinear, numel: number) => number,
+): SparseTarget[] {
   return layers.map((l) => {
     const weight = `${l.path}.weight`;
     const [d0, d1] = info.weight(weight).shape;
@@ -67,6 +71,8 @@ export class SparseDeltaContext extends DelegatingContext {
     targets: readonly SparseTarget[],
     private readonly keys: (t: SparseTarget) => SparseKeys,
     private readonly opts: WrapOptions,
+    /** Training only: what a layer's backward pass reports of its dense ∂L/∂W (SpIEL's selection). */
+    private readonly taps?: (t: SparseTarget) => SparseLinearTaps | undefined,
   ) {
     super(inner);
     this.byPath = new Map(targets.map((t) => [t.path, t]));
@@ -83,7 +89,7 @@ export class SparseDeltaContext extends DelegatingContext {
       const s = addSparse(zeros([...t.shape], x.dtype), idx, values);
       return this.inner.linear(path, x, lopts).add(maskRows(x.matmul(fanInFanOut ? s : s.transpose()), this.opts.rowMask));
     }
-    let y = sparseLinear(x, this.inner.weight(t.weight), idx, values, { fanInFanOut });
+    let y = sparseLinear(x, this.inner.weight(t.weight), idx, values, { fanInFanOut, taps: this.taps?.(t) });
     if (this.inner.hasWeight(`${path}.bias`)) y = y.add(this.inner.weight(`${path}.bias`));
     return y;
   }

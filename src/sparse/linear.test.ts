@@ -61,8 +61,10 @@ for (const fanInFanOut of [false, true]) {
       for (let i = 0; i < want.length; i++) assert.ok(Math.abs((y.data as Float64Array)[i] - want[i]) < 1e-12, `element ${i}`);
     });
 
-    test("its hand-written backward matches finite differences (x and values)", () => {
-      const r = gradCheck(f, [x, v]);
+    test("its hand-written backward matches finite differences (x, values and W)", () => {
+      const withW = (xx: Tensor, vv: Tensor, ww: Tensor) =>
+        sparseLinear(xx, ww, constant(hostTensor("i64", [IDX.length], IDX)), vv, { fanInFanOut });
+      const r = gradCheck(withW, [x, v, w]);
       assert.ok(r.maxRelError < 1e-7, `relative error ${r.maxRelError}`);
     });
 

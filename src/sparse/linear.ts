@@ -47,8 +47,9 @@ export function addSparse(weight: Tensor, indices: Tensor, values: Tensor): Tens
 }
 
 /**
- * y = x·(W + S)ᵀ without bias, for x [..., in]; W [out, in] (or [in, out] with fanInFanOut) is
- * frozen, `indices` [k] (i32/i64) fixed, `values` [k] trained. The gradient reaches x and values.
+ * y = x·(W + S)ᵀ without bias, for x [..., in]; W [out, in] (or [in, out] with fanInFanOut),
+ * `indices` [k] (i32/i64) fixed, `values` [k] trained. The gradient reaches x, values and, when
+ * it trains, W.
  */
 export function sparseLinear(x: Tensor, weight: Tensor, indices: Tensor, values: Tensor, opts: SparseLinearOptions = {}): Tensor {
   const [rows, cols] = weight.shape as [number, number];
@@ -59,13 +60,13 @@ export function sparseLinear(x: Tensor, weight: Tensor, indices: Tensor, values:
   const slots = [taps.gradientAt?.slot, taps.largest?.slot].filter((t): t is Tensor => t !== undefined);
   const region = customVjp(
     "sparse_linear",
-    (xx, v) => [product(xx, addSparse(weight, indices, v))],
-    ([xx, v], _outs, [g]) => {
-      if (!g) return [null, null, ...slots.map(() => null)];
+    (xx, v, w) => [product(xx, addSparse(w, indices, v))],
+    ([xx, v, w0], _outs, [g]) => {
+      if (!g) return [null, null, null, ...slots.map(() => null)];
       // The rebuilt weight depends on the cotangent, so the runtime cannot merge it with the
       // forward's copy (common-subexpression elimination would keep that copy alive instead).
       const late = v.add(g.sum().mul(0).cast(v.dtype));
-      const w = addSparse(weight, indices, late);
+      const w = addSparse(w0, indices, late);
       const gx = g.matmul(opts.fanInFanOut ? w.transpose() : w);
       const g2 = g.reshape([-1, outFeatures]);
       const x2 = xx.reshape([-1, inFeatures]);
@@ -81,8 +82,9 @@ export function sparseLinear(x: Tensor, weight: Tensor, indices: Tensor, values:
         const dt = taps.largest.slot.dtype;
         tapped.push(concat([hi.cast(dt).unsqueeze(0), lo.cast(dt).unsqueeze(0), flat.gather(pos, 0).cast(dt).unsqueeze(0)], 0));
       }
-      return [gx, gv, ...tapped];
+      // W's own gradient (the same dense product) is used only where W trains.
+      return [gx, gv, dense.cast(w0.dtype), ...tapped];
     },
   );
-  return region(x, values, ...slots)[0];
+  return region(x, values, weight, ...slots)[0];
 }

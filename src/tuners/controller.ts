@@ -96,4 +96,6 @@ export interface Controller<C> {
 export interface ControllerRun {
   /** Planned optimizer steps; null when the trainer was not told. */
   readonly totalSteps: number | null;
+  /** The optimizer the step runs (its betas, for a controller that seeds moments: SpIEL). */
+  readonly optimizer?: import("../engine/optim/optimizers.js").OptimizerConfig;
 }

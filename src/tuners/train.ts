@@ -174,7 +174,8 @@ export class PeftTrainer {
     const mts = modulesToSaveKeys(peft.info, a.config.modulesToSave ?? null);
     const prefix = a.tuner.virtualTokens?.(a.config) ?? 0;
     const totalSteps = opts.totalSteps ?? null;
-    const controller = a.tuner.controller?.(peft.info, a.config, { totalSteps }) ?? null;
+    const optimizer = opts.optimizer ?? { kind: "adamw" as const };
+    const controller = a.tuner.controller?.(peft.info, a.config, { totalSteps, optimizer }) ?? null;
     for (const k of controller?.gradientKeys ?? [])
       if (!params[k]) throw new PeftConfigError(`${a.tuner.peftType}: the controller reads the gradient of "${k}", which is not trained`);
     const step = await TrainStep.create(
@@ -182,7 +183,7 @@ export class PeftTrainer {
         params,
         frozen: frozenDecl,
         batch: stepBatchDecls(head, tokenTypes),
-        optimizer: opts.optimizer ?? { kind: "adamw" },
+        optimizer,
         clipNorm: opts.clipNorm,
         recompute: opts.gradientCheckpointing,
         gradientOutputs: controller?.gradientKeys,

@@ -330,7 +330,12 @@ describe("probes: statistics of an intermediate value and its gradient", () => {
     const got = (step.getStatistics().score.data as Float32Array)[0];
     assert.ok(Math.abs(got - want) < 1e-4 * want, `${got} vs ${want}`);
     // combine "first": the first micro-batch's value, not the mean.
-    const first = reference(a.data as Float32Array, b.data as Float32Array, batches[0].x.data as Float32Array, batches[0].t.data as Float32Array);
+    const first = reference(
+      a.data as Float32Array,
+      b.data as Float32Array,
+      batches[0].x.data as Float32Array,
+      batches[0].t.data as Float32Array,
+    );
     const fg = step.getStatistics().first_grad.data as Float32Array;
     first.g.forEach((g, k) => {
       assert.ok(Math.abs(fg[k] - g) < 1e-4 * Math.max(1, Math.abs(g)), `first_grad[${k}]: ${fg[k]} vs ${g}`);
@@ -458,7 +463,10 @@ describe("gated updates: what trains changes between steps without a recompile",
     // First AdamW step of that element: m̂ = g, v̂ = g², so Δ = −lr·(wd·p + g/|g|) whatever the clipping.
     const g = 2 * (before - (t.data as Float32Array)[1]);
     assert.ok(Math.abs(after - (before - 0.1 * (0.1 * before + Math.sign(g)))) < 1e-5, `${after}`);
-    assert.throws(() => step.setParameterState("p", { exp_avg: hostTensor("f32", [2]) }), /optimizer state "exp_avg" of "p": expected 3 elements, got 2/);
+    assert.throws(
+      () => step.setParameterState("p", { exp_avg: hostTensor("f32", [2]) }),
+      /optimizer state "exp_avg" of "p": expected 3 elements, got 2/,
+    );
     assert.throws(() => step.setParameterState("p", { momentum: hostTensor("f32", [3]) }), /no optimizer state "momentum"/);
   });
 });

@@ -517,8 +517,14 @@ export class TrainStep {
     for (const [slot, v] of Object.entries(slots)) {
       const key = S(slot);
       const cur = this.state[key];
-      if (!cur) throw new EngineUsageError(`train step: no optimizer state "${slot}" (have ${Object.keys(this.state).map((k) => k.slice(2)).join(", ")})`);
-      if (v.data.length !== size) throw new ShapeError(`optimizer state "${slot}" of "${name}": expected ${size} elements, got ${v.data.length}`);
+      if (!cur)
+        throw new EngineUsageError(
+          `train step: no optimizer state "${slot}" (have ${Object.keys(this.state)
+            .map((k) => k.slice(2))
+            .join(", ")})`,
+        );
+      if (v.data.length !== size)
+        throw new ShapeError(`optimizer state "${slot}" of "${name}": expected ${size} elements, got ${v.data.length}`);
       const data = (cur.data as Float32Array | Float64Array).slice();
       for (let i = 0; i < size; i++) data[at + i] = Number(v.data[i]);
       this.state[key] = hostTensor(cur.dtype, cur.shape, data);

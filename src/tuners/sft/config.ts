@@ -67,6 +67,10 @@ export function parseSftConfig(raw: RawPeftConfig, where: string): SftConfig {
     throw new PeftConfigError(`${where}: field "initial_reselection_rate" must be in [0, 1], got ${cfg.initialReselectionRate}`);
   if (cfg.dtype !== "float32" && cfg.dtype !== "auto")
     throw new PeftConfigError(`${where}: field "dtype": peftkit trains SFT values in float32 (got "${cfg.dtype}")`);
+  if (cfg.reselectionSteps > 0 && cfg.selectionAccumulationSteps >= cfg.reselectionSteps - 1)
+    throw new PeftConfigError(
+      `${where}: field "selection_accumulation_steps" (${cfg.selectionAccumulationSteps}) must be below reselection_steps − 1 (${cfg.reselectionSteps - 1}): a selection phase opens after step R·j − 1 and closes after R·j + A`,
+    );
   if (cfg.targetModules === null && cfg.numDeltas === null)
     throw new PeftConfigError(`${where}: field "target_modules" is required (SftModel has no default targets)`);
   return cfg;

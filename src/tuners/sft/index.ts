@@ -7,20 +7,28 @@
  * The shared machinery (the forward with its memory-lean backward, merging, the delta files)
  * is src/sparse/.
  */
-import type { HostTensor } from "../../engine/ir/host.js";
-import { mergeSparse, SparseDeltaContext, sparseTensors } from "../../sparse/adapter.js";
+import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
+import { zeros } from "../../engine/trace/tensor.js";
+import type { ForwardContext } from "../../nn/context.js";
+import { mergeSparse, SparseDeltaContext, type SparseTarget, sparseTensors } from "../../sparse/adapter.js";
 import { samplePositions } from "../../sparse/delta.js";
+import type { SparseLinearTaps } from "../../sparse/linear.js";
 import { fillNormal, type Rng } from "../../util/rng.js";
-import type { CreatedAdapter, ModelInfo, Tuner } from "../tuner.js";
+import type { CreatedAdapter, ModelInfo, Tuner, WrapOptions } from "../tuner.js";
 import { parseSftConfig, type SftConfig, sftConfigJson } from "./config.js";
-import { sftKeys, sftTargets } from "./layers.js";
+import { atName, sftController, topName } from "./controller.js";
+import { candidatesKey, sftKeys, sftTargets } from "./layers.js";
 
 /** Spread of the values init_weights: false draws. */
 const RANDOM_STD = 0.1;
 
+/** Reselection needs the candidates tensor in the step (controller.ts); it is not saved. */
+const reselects = (c: SftConfig) => c.reselectionSteps > 0;
+
 function create(info: ModelInfo, c: SftConfig, rng: Rng): CreatedAdapter {
   const tensors = new Map<string, HostTensor>();
   for (const t of sftTargets(info, c)) {
+    if (reselects(c)) tensors.set(candidatesKey(t), hostTensor("i32", [t.k]));
     const draw = rng.fork();
     const indices = samplePositions(t.shape[0] * t.shape[1], t.k, () => draw.next());
     const values = c.initWeights ? new Float32Array(t.k) : fillNormal(t.k, RANDOM_STD, draw);
@@ -47,14 +55,43 @@ function expectedTensors(info: ModelInfo, c: SftConfig): Map<string, number[]> {
   return out;
 }
 
+/** The step reports the top-k |∂L/∂W| (first micro-batch) and ∂L/∂W at the candidates (controller.ts). */
+function taps(t: SparseTarget, opts: WrapOptions): SparseLinearTaps {
+  const probe = opts.probe as NonNullable<WrapOptions["probe"]>;
+  const at = zeros([t.k]);
+  const top = zeros([3, t.k]);
+  probe(atName(t.key), at, (_v, g) => g);
+  probe(topName(t.key), top, (_v, g) => g, { combine: "first" });
+  return { gradientAt: { slot: at, indices: opts.tensor(candidatesKey(t)) }, largest: { slot: top, m: t.k } };
+}
+
+function wrap(base: ForwardContext, info: ModelInfo, c: SftConfig, opts: WrapOptions): ForwardContext {
+  const tapped = opts.probe && reselects(c) ? (t: SparseTarget) => taps(t, opts) : undefined;
+  return new SparseDeltaContext(base, sftTargets(info, c), sftKeys, opts, tapped);
+}
+
+/** The candidates are training state, not part of the adapter. */
+function tensorsToSave(_info: ModelInfo, _c: SftConfig, tensors: ReadonlyMap<string, HostTensor>): Map<string, HostTensor> {
+  return new Map([...tensors].filter(([k]) => !k.endsWith(".sft_delta.candidates")));
+}
+
+function tensorsFromSaved(info: ModelInfo, c: SftConfig, saved: ReadonlyMap<string, HostTensor>): Map<string, HostTensor> {
+  const out = new Map(saved);
+  if (reselects(c)) for (const t of sftTargets(info, c)) out.set(candidatesKey(t), hostTensor("i32", [t.k]));
+  return out;
+}
+
 export const SFT: Tuner<SftConfig> = {
   peftType: "SFT",
   parseConfig: parseSftConfig,
   toJson,
   create,
   expectedTensors,
-  trainable: (key) => !key.endsWith(".indices"),
-  wrap: (base, info, c, opts) => new SparseDeltaContext(base, sftTargets(info, c), sftKeys, opts),
+  trainable: (key) => key.endsWith(".sft_delta.values"),
+  controller: sftController,
+  wrap,
+  tensorsToSave,
+  tensorsFromSaved,
   merge: (info, c, tensors) => mergeSparse(info, sftTargets(info, c), sftKeys, tensors, "SFT merge"),
   supportsMixedBatch: true,
 };

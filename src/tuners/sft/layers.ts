@@ -4,14 +4,21 @@
  * N = num_tunable_weights, or ⌊density · (all of the model's parameters)⌋, is spread over the
  * targets in proportion to their sizes, ⌊N·numel/Σ numel⌋ each.
  */
-import { PeftConfigError } from "../config.js";
+
 import { type SparseKeys, type SparseTarget, sparseTargets } from "../../sparse/adapter.js";
+import { PeftConfigError } from "../config.js";
 import { targetedLinears } from "../targets.js";
 import type { ModelInfo } from "../tuner.js";
 import type { SftConfig } from "./config.js";
 
 /** The adapter keys of a module (AlanAnsell/peft: "<module>.sft_delta.<adapter>.{indices,values}"). */
 export const sftKeys = (t: { key: string }): SparseKeys => ({ indices: `${t.key}.sft_delta.indices`, values: `${t.key}.sft_delta.values` });
+
+/**
+ * Training only, with reselection on: the positions where the step reads ∂L/∂W for the open
+ * selection phase (set by the controller; not saved with the adapter).
+ */
+export const candidatesKey = (t: { key: string }): string => `${t.key}.sft_delta.candidates`;
 
 /** Every parameter of the base model once (tied weights once), as SftModel's total_params. */
 export function totalParameters(info: ModelInfo): number {
@@ -32,7 +39,8 @@ export function sftTargets(info: ModelInfo, c: SftConfig): SparseTarget[] {
     const byPeft = new Map(info.linearLayers.map((p) => [info.peftName(p), p]));
     const layers = Object.keys(c.numDeltas).map((key) => {
       const path = byPeft.get(key);
-      if (!path) throw new PeftConfigError(`${where}: num_deltas names "${key}", which is not a linear layer of this ${info.modelType} model`);
+      if (!path)
+        throw new PeftConfigError(`${where}: num_deltas names "${key}", which is not a linear layer of this ${info.modelType} model`);
       const [d0, d1] = info.weight(`${path}.weight`).shape;
       return { path, key, inFeatures: info.fanInFanOut ? d0 : d1, outFeatures: info.fanInFanOut ? d1 : d0 };
     });
