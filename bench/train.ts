@@ -60,7 +60,11 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
     release = () => t.release();
     trainable = [...new Set(model.weights.values())].reduce((a, w) => a + w.data.length, 0);
   } else {
-    const peft = PeftModel.create(model, methodConfig(o.method, { r: o.r, alpha: 2 * o.r, dropout: 0, target: o.target, density: o.density }), { seed: 0 });
+    const peft = PeftModel.create(
+      model,
+      methodConfig(o.method, { r: o.r, alpha: 2 * o.r, dropout: 0, target: o.target, density: o.density }),
+      { seed: 0 },
+    );
     const t = await PeftTrainer.create(peft, { optimizer: { kind: "adamw" }, gradientCheckpointing: o.gradientCheckpointing });
     train = (i) => t.train(batch, { lr: 1e-4, seed: i });
     release = () => t.release();

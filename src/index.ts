@@ -29,4 +29,7 @@ export type { GenerateOptions } from "./models/generate.js";
 export { type ForwardInputs, type LoadOptions, type ModelOutput, PreTrainedModel } from "./models/pretrained.js";
 export { supportedModelTypes } from "./models/registry.js";
 export { ModelError } from "./nn/context.js";
+export { loadSparseDeltas, saveSparseDeltas } from "./sparse/file.js";
+export * from "./sparse/index.js";
 export * from "./tuners/index.js";
+export { weightsFingerprint } from "./util/fingerprint.js";

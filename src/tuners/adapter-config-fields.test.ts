@@ -218,6 +218,26 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
     "beta2",
     "total_step",
   ],
+  // The SpIEL authors' fork (AlanAnsell/peft, SftConfig), plus init_weights.
+  SFT: [
+    "density",
+    "num_tunable_weights",
+    "num_deltas",
+    "selection_algorithm",
+    "reselection_steps",
+    "selection_accumulation_steps",
+    "initial_reselection_rate",
+    "reselection_rate_policy",
+    "candidate_reselection_steps",
+    "candidate_reselection_proportion",
+    "dtype",
+    "target_modules",
+    "exclude_modules",
+    "modules_to_save",
+    "layers_to_transform",
+    "layers_pattern",
+    "init_weights",
+  ],
 };
 
 /** Configs that exercise every option peftkit writes, per type (the first one uses defaults only). */
@@ -282,6 +302,10 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   LOCA: [{ peftType: "LOCA" }, { peftType: "LOCA", nFrequency: 16, scale: 2, learnLocationIter: 0, locationLrRatio: 1, locaDropout: 0.1 }],
   SNELL: [{ peftType: "SNELL" }, { peftType: "SNELL", sparsityRatio: 0, sparsifyMode: "mask", numHeads: 4 }],
   SNELLA: [{ peftType: "SNELLA" }, { peftType: "SNELLA", totalStep: 100, targetRatio: 0.5 }],
+  SFT: [
+    { peftType: "SFT", targetModules: ["q_proj"] },
+    { peftType: "SFT", targetModules: ["q_proj", "v_proj"], density: 0.05, reselectionSteps: 0, reselectionRatePolicy: "cosine" },
+  ],
 };
 
 /**

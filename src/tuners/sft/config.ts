@@ -19,8 +19,10 @@ export interface SftConfig extends CommonConfig, TargetSpec {
   reselectionSteps: number;
   /** Steps before a reselection whose gradients rank the candidates ("rigl"). */
   selectionAccumulationSteps: number;
-  /** Share of each index set replaced at the first reselection, decaying linearly to 0. */
+  /** Share of each index set replaced at reselections: p₀, decaying to 0 by reselection_rate_policy. */
   initialReselectionRate: number;
+  /** "linear": p₀·(1 − t/T), the first reselection replacing everything; "cosine": p₀·(1 + cos(πt/T))/2 (the authors' code has no full first replacement there). */
+  reselectionRatePolicy: "linear" | "cosine";
   candidateReselectionSteps: number | null;
   candidateReselectionProportion: number;
   dtype: "auto" | "bfloat16" | "float16" | "float32";
@@ -51,6 +53,7 @@ export function parseSftConfig(raw: RawPeftConfig, where: string): SftConfig {
     reselectionSteps: r.int("reselection_steps", 20, 0),
     selectionAccumulationSteps: r.int("selection_accumulation_steps", 5, 1),
     initialReselectionRate: r.num("initial_reselection_rate", 0.2),
+    reselectionRatePolicy: r.str("reselection_rate_policy", "linear", ["linear", "cosine"] as const),
     candidateReselectionSteps: r.any("candidate_reselection_steps") == null ? null : r.int("candidate_reselection_steps", 0, 1),
     candidateReselectionProportion: r.num("candidate_reselection_proportion", 0.2),
     dtype: r.str("dtype", "float32", ["auto", "bfloat16", "float16", "float32"] as const),
@@ -86,6 +89,7 @@ export function sftConfigJson(c: SftConfig): Record<string, unknown> {
     reselection_steps: c.reselectionSteps,
     selection_accumulation_steps: c.selectionAccumulationSteps,
     initial_reselection_rate: c.initialReselectionRate,
+    reselection_rate_policy: c.reselectionRatePolicy,
     candidate_reselection_steps: c.candidateReselectionSteps,
     candidate_reselection_proportion: c.candidateReselectionProportion,
     dtype: c.dtype,

@@ -173,7 +173,10 @@ export function sftController(info: ModelInfo, c: SftConfig, run: ControllerRun)
         if (cands) action = { tensors: cands };
         const total = s.totalSteps;
         if (reselectsAfter(s.step, R, A) && (total === null || s.step <= total)) {
-          const p = total === null ? c.initialReselectionRate : reselectionRate(s.step, A, total, c.initialReselectionRate);
+          const p =
+            total === null
+              ? c.initialReselectionRate
+              : reselectionRate(s.step, A, total, c.initialReselectionRate, c.reselectionRatePolicy);
           const a = reselect(s, p);
           // The candidates' tensor keeps its last value; the reselection writes indices and values.
           action = { tensors: new Map([...(action?.tensors ?? []), ...(a.tensors ?? [])]), optimizerState: a.optimizerState };

@@ -26,4 +26,6 @@ test("the authors' schedule: phases close after A, then R·j + A; the first repl
   assert.equal(reselectionRate(5, 5, 100, 0.2), 1);
   assert.ok(Math.abs(reselectionRate(25, 5, 100, 0.2) - 0.15) < 1e-12);
   assert.equal(reselectionRate(100, 5, 100, 0.2), 0);
+  assert.ok(Math.abs(reselectionRate(5, 5, 100, 0.2, "cosine") - (0.2 * (1 + Math.cos(Math.PI * 0.05))) / 2) < 1e-12);
+  assert.ok(Math.abs(reselectionRate(50, 5, 100, 0.2, "cosine") - 0.1) < 1e-12);
 });

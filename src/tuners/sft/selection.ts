@@ -53,10 +53,18 @@ export function regrow(
 }
 
 /**
- * The share of each index set replaced at a reselection after `step` updates of `total`:
- * everything at the first (the random start), then p₀·(1 − step/total) (the "linear" policy).
+ * The share of each index set replaced at a reselection after `step` updates of `total`
+ * (SftSelector.end_selection_phase): "linear" replaces everything at the first (the random
+ * start), then p₀·(1 − step/total); "cosine" is p₀·(1 + cos(π·step/total))/2 from the first on.
  */
-export function reselectionRate(step: number, firstSelection: number, total: number, p0: number): number {
+export function reselectionRate(
+  step: number,
+  firstSelection: number,
+  total: number,
+  p0: number,
+  policy: "linear" | "cosine" = "linear",
+): number {
+  if (policy === "cosine") return (p0 * (1 + Math.cos((Math.PI * Math.min(step, total)) / total))) / 2;
   if (step === firstSelection) return 1;
   return Math.max(0, p0 * (1 - step / total));
 }
