@@ -157,7 +157,7 @@ export class PeftModel {
     if (created.baseEdits) {
       for (const [w, t] of created.baseEdits) this.base.weights.set(w, t);
     }
-    const a = this.insertAdapter(name, tuner, cfg, created.tensors);
+    const a = this.insertAdapter(name, tuner, (created.config as AnyConfig | undefined) ?? cfg, created.tensors);
     this.trainable.add(name);
     return a;
   }

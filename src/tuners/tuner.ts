@@ -125,11 +125,17 @@ export interface CreateData {
   readonly calibration?: CalibrationStats;
 }
 
-export interface CreatedAdapter {
+export interface CreatedAdapter<C = never> {
   /** Adapter tensors by key: PEFT's state-dict key without "base_model.model." and adapter name. */
   tensors: Map<string, HostTensor>;
   /** Base weights the method replaces at creation (PiSSA/OLoRA residuals), by canonical name. */
   baseEdits?: Map<string, HostTensor>;
+  /**
+   * The config as creation resolved it, when that depends on the model or data and must be saved
+   * for the folder to reload (SpIEL's per-module counts num_deltas, SPT's chosen matrices);
+   * absent: the config as given.
+   */
+  config?: C;
 }
 
 export interface Tuner<C extends CommonConfig = CommonConfig> {
@@ -140,7 +146,7 @@ export interface Tuner<C extends CommonConfig = CommonConfig> {
   /** Every field PEFT writes for this method, snake_case. */
   toJson(c: C): Record<string, unknown>;
   /** Fresh adapter tensors for this model. */
-  create(info: ModelInfo, c: C, rng: Rng, data?: CreateData): CreatedAdapter;
+  create(info: ModelInfo, c: C, rng: Rng, data?: CreateData): CreatedAdapter<C>;
   /**
    * The statistics create() needs from a calibration pass (CorDA's input covariances, LoRA-SB's
    * gradient sums), or null; absent for methods that need no data.

@@ -153,9 +153,10 @@ export const LORA_GGPO: Tuner<LoraGgpoConfig> = {
   parseConfig: parseLoraGgpoConfig,
   toJson: loraGgpoConfigJson,
   create: (info, c, rng, data) => {
-    const created = LORA.create(info, c, rng, data);
-    for (const [k, t] of zeroScales(info, c)) created.tensors.set(k, t);
-    return created;
+    // LoRA's creation resolves nothing into its config: the GGPO config stays as given.
+    const { tensors, baseEdits } = LORA.create(info, c, rng, data);
+    for (const [k, t] of zeroScales(info, c)) tensors.set(k, t);
+    return { tensors, baseEdits };
   },
   calibration: (info, c) => LORA.calibration?.(info, c) ?? null,
   trainable: (key) => !key.endsWith(SCALE),

@@ -25,24 +25,18 @@ const RANDOM_STD = 0.1;
 /** Reselection needs the candidates tensor in the step (controller.ts); it is not saved. */
 const reselects = (c: SftConfig) => c.reselectionSteps > 0;
 
-function create(info: ModelInfo, c: SftConfig, rng: Rng): CreatedAdapter {
+function create(info: ModelInfo, c: SftConfig, rng: Rng): CreatedAdapter<SftConfig> {
   const tensors = new Map<string, HostTensor>();
-  for (const t of sftTargets(info, c)) {
+  const targets = sftTargets(info, c);
+  for (const t of targets) {
     if (reselects(c)) tensors.set(candidatesKey(t), hostTensor("i32", [t.k]));
     const draw = rng.fork();
     const indices = samplePositions(t.shape[0] * t.shape[1], t.k, () => draw.next());
     const values = c.initWeights ? new Float32Array(t.k) : fillNormal(t.k, RANDOM_STD, draw);
     for (const [k, v] of sparseTensors(sftKeys(t), indices, values)) tensors.set(k, v);
   }
-  return { tensors };
-}
-
-/**
- * SftModel also writes the per-module counts it derived into num_deltas; here they stay null when
- * density or num_tunable_weights gave them, as loading derives the same counts from the same model.
- */
-function toJson(c: SftConfig): Record<string, unknown> {
-  return sftConfigJson(c);
+  // As SftModel.inject_adapter, the counts it derived are written into num_deltas.
+  return { tensors, config: { ...c, numDeltas: Object.fromEntries(targets.map((t) => [t.key, t.k])) } };
 }
 
 function expectedTensors(info: ModelInfo, c: SftConfig): Map<string, number[]> {
@@ -84,7 +78,7 @@ function tensorsFromSaved(info: ModelInfo, c: SftConfig, saved: ReadonlyMap<stri
 export const SFT: Tuner<SftConfig> = {
   peftType: "SFT",
   parseConfig: parseSftConfig,
-  toJson,
+  toJson: sftConfigJson,
   create,
   expectedTensors,
   trainable: (key) => key.endsWith(".sft_delta.values"),

@@ -22,6 +22,8 @@ test("SFT: ⌊density·(all parameters)⌋ entries, spread over the targets by s
   const total = Math.floor(totalParameters(peft.info) * 0.02);
   const sizes = targets.map((t) => t.shape[0] * t.shape[1]);
   const sum = sizes.reduce((x, y) => x + y, 0);
+  // The counts are written into num_deltas (as the authors' SftModel does), for the saved config.
+  assert.deepEqual((a.config as SftConfig).numDeltas, Object.fromEntries(targets.map((t) => [t.key, t.k])));
   targets.forEach((t, i) => {
     assert.equal(t.k, Math.floor((total * sizes[i]) / sum), t.key);
     const idx = a.tensors.get(`${t.key}.sft_delta.indices`)?.data as Int32Array;
