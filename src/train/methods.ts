@@ -38,14 +38,16 @@ export const METHODS = [
   "snell",
   "snella",
   "spiel",
+  "spt",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
 /**
  * Examples a method calibrates on when --calibration-samples is absent (CorDA: 256, its paper's and
- * PEFT's example's; LoRA-SB: 170, the authors' commonsense script's gradient samples).
+ * PEFT's example's; LoRA-SB: 170, the authors' commonsense script's gradient samples; SPT: 512, its
+ * scripts' 16 batches of 32).
  */
-export const CALIBRATION_SAMPLES: Partial<Record<MethodName, number>> = { corda: 256, lora_sb: 170 };
+export const CALIBRATION_SAMPLES: Partial<Record<MethodName, number>> = { corda: 256, lora_sb: 170, spt: 512 };
 
 export interface MethodOptions {
   r?: number;
@@ -149,6 +151,8 @@ export interface MethodOptions {
   reselectionSteps?: number;
   selectionAccumulationSteps?: number;
   initialReselectionRate?: number;
+  /** spt: α of the structured/unstructured choice (default 10). */
+  sptAlpha?: number;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -363,6 +367,18 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         initial_reselection_rate: o.initialReselectionRate ?? 0.2,
         target_modules: target ?? "all-linear",
       };
+    case "spt":
+      // The authors' scripts: α 10, rank 8; the budget as spiel's density or a count.
+      return {
+        ...common,
+        peft_type: "SPT",
+        density: o.density ?? 0.01,
+        ...(o.numTunableWeights !== undefined ? { num_tunable_weights: o.numTunableWeights } : {}),
+        alpha: o.sptAlpha ?? 10,
+        r: o.r ?? 8,
+        lora_dropout: o.dropout ?? 0,
+        target_modules: target ?? "all-linear",
+      };
     case "fourierft":
       return {
         ...common,
@@ -476,6 +492,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SNELL: "snell",
   SNELLA: "snella",
   SFT: "spiel",
+  SPT: "spt",
 };
 
 /**
@@ -614,6 +631,8 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
       return `--snella-final-warmup ${value}`;
     case "mask_interval":
       return `--snella-mask-interval ${value}`;
+    case "alpha":
+      return peftType === "SPT" ? `--spt-alpha ${value}` : null;
     case "density":
       return `--density ${value}`;
     case "num_tunable_weights":

@@ -16,6 +16,7 @@ import { ADAPTER_CONFIG } from "./format.js";
 import { randomGradients, withLoraSb } from "./lora_sb/testing.js";
 import { PeftModel } from "./peft-model.js";
 import { supportedPeftTypes } from "./registry.js";
+import { sptStats } from "./spt/testing.js";
 
 interface PeftFields {
   peft_version: string;
@@ -238,6 +239,21 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
     "layers_pattern",
     "init_weights",
   ],
+  SPT: [
+    "num_tunable_weights",
+    "density",
+    "alpha",
+    "r",
+    "lora_dropout",
+    "structured_modules",
+    "num_deltas",
+    "target_modules",
+    "exclude_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "modules_to_save",
+    "init_weights",
+  ],
 };
 
 /** Configs that exercise every option peftkit writes, per type (the first one uses defaults only). */
@@ -306,6 +322,10 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
     { peftType: "SFT", targetModules: ["q_proj"] },
     { peftType: "SFT", targetModules: ["q_proj", "v_proj"], density: 0.05, reselectionSteps: 0, reselectionRatePolicy: "cosine" },
   ],
+  SPT: [
+    { peftType: "SPT", targetModules: ["q_proj", "v_proj"] },
+    { peftType: "SPT", targetModules: ["q_proj", "v_proj", "down_proj"], numTunableWeights: 500, alpha: 2, r: 2, loraDropout: 0.1 },
+  ],
 };
 
 /**
@@ -345,7 +365,9 @@ async function writtenConfig(config: Record<string, unknown>): Promise<Record<st
   try {
     // LoRA-SB is created from calibration statistics (prescribed gradient sums here).
     const peft =
-      config.peftType === "LORA_SB" ? withLoraSb(model, config, randomGradients(1)) : PeftModel.create(model, config, { seed: 1 });
+      config.peftType === "LORA_SB"
+        ? withLoraSb(model, config, randomGradients(1))
+        : PeftModel.create(model, config, { seed: 1, calibration: config.peftType === "SPT" ? sptStats(model, config) : undefined });
     peft.savePretrained(dir);
     return JSON.parse(readFileSync(join(dir, ADAPTER_CONFIG), "utf8")) as Record<string, unknown>;
   } finally {

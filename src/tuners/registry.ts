@@ -25,6 +25,7 @@ import { PROMPT_TUNING } from "./prompt_tuning/index.js";
 import { SFT } from "./sft/index.js";
 import { SNELL, SNELLA } from "./snell/index.js";
 import { SOKA } from "./soka/index.js";
+import { SPT } from "./spt/index.js";
 import { SSF } from "./ssf/index.js";
 import { SVFIT } from "./svfit/index.js";
 import { TRIADAPTLORA } from "./triadaptlora/index.js";
@@ -62,6 +63,7 @@ const TUNERS: Tuner<never>[] = [
   SNELL,
   SNELLA,
   SFT,
+  SPT,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {

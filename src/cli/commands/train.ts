@@ -126,13 +126,13 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     name: "calibration-data",
     type: "string",
     meta: "FILE",
-    help: "data-aware initialisation (corda, lora_sb): examples to calibrate on, any format --data takes",
+    help: "data-aware initialisation (corda, lora_sb, spt): examples to calibrate on, any format --data takes",
   },
   {
     name: "calibration-samples",
     type: "int",
     meta: "N",
-    help: "calibrate on the first N examples of --calibration-data (default: the method's, 256 for corda, 170 for lora_sb)",
+    help: "calibrate on the first N examples of --calibration-data (default: the method's, 256 for corda, 170 for lora_sb, 512 for spt)",
     min: 1,
   },
   { name: "block-size", type: "int", meta: "N", help: "oft: oft_block_size (default 32); boft: boft_block_size (default 4)", min: 1 },
@@ -290,11 +290,18 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     name: "density",
     type: "number",
     meta: "D",
-    help: "spiel: share of all the model's parameters trained, spread over the targets by size (default 0.01)",
+    help: "spiel, spt: share of all the model's parameters trained (spiel spreads it over the targets by size; spt's budget) (default 0.01)",
     exclusiveMin: 0,
     max: 1,
   },
-  { name: "num-tunable-weights", type: "int", meta: "N", help: "spiel: total entries trained (overrides --density)", min: 1 },
+  { name: "num-tunable-weights", type: "int", meta: "N", help: "spiel, spt: total parameters trained (overrides --density)", min: 1 },
+  {
+    name: "spt-alpha",
+    type: "number",
+    meta: "A",
+    help: "spt: a matrix with at least (its LoRA's size)/A sensitive entries gets a LoRA module instead (default 10)",
+    exclusiveMin: 0,
+  },
   {
     name: "reselection-steps",
     type: "int",
@@ -529,6 +536,7 @@ export const trainCommand: CommandSpec = {
         reselectionSteps: o.reselectionSteps as number | undefined,
         selectionAccumulationSteps: o.selectionAccumulationSteps as number | undefined,
         initialReselectionRate: o.initialReselectionRate as number | undefined,
+        sptAlpha: o.sptAlpha as number | undefined,
       });
     } catch (e) {
       if (e instanceof MethodError) throw new UsageError(e.message);
