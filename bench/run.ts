@@ -9,6 +9,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, renameSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join, resolve } from "node:path";
+import { sparseSection } from "./sparse.js";
 
 const root = resolve(process.argv[1], "../../..");
 const cli = join(root, "dist/src/cli/main.js");
@@ -103,6 +104,7 @@ const startup: Row = runJson([...trainArgs(headline, "lora"), "--startup"])[0];
 const startupStatic: Row = runJson([...trainArgs(headline, "lora"), "--startup", "--static-shapes"])[0];
 const methods: Row[] = ["lora", "dora", "ia3", "adapter", "prompt"].map((m) => ({ ...runJson(trainArgs(tiny, m))[0], config: tiny }));
 const full: Row = { ...runJson(trainArgs(tiny, "lora", ["--full"]))[0], config: tiny };
+const sparse = sparseSection(root, headline, Math.min(steps, 2), peak);
 const gen = runJson([
   "bench",
   "generate",
@@ -186,6 +188,8 @@ lines.push(
     (r) =>
       `| ${r.method} | ${f(r.step_ms, 2)} | ${f(r.tokens_per_s, 0)} | ${r.trainable_params} | ${f(r.peak_rss_mb, 0)} | ${cmdOf(r, r.method === "full" ? " --full" : "")} |`,
   ),
+  "",
+  ...sparse,
   "",
   "## Generation with the KV cache, SmolLM2-135M shape (batch 1, 32 prompt + 64 new tokens, greedy)",
   "",
