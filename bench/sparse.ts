@@ -79,7 +79,7 @@ export function sparseSection(root: string, config: string, steps: number, peak:
   const full = rss("full fine-tuning");
   const lines = [
     SPARSE_BEGIN,
-    `## Sparse, selective and layer-wise methods, SmolLM2-135M shape (batch 4 × seq 256, AdamW; ${cpus()[0]?.model ?? "unknown"}, ${cpus().length} cores, ${new Date().toISOString().slice(0, 10)})`,
+    `## Sparse, selective and layer-wise methods, ${config.includes("smollm2-135m") ? "SmolLM2-135M shape" : config} (batch 4 × seq 256, AdamW; ${cpus()[0]?.model ?? "unknown"}, ${cpus().length} cores, ${new Date().toISOString().slice(0, 10)})`,
     "",
     "Each configuration ran twice in alternating order; step s is the faster run, peak RSS the larger. Targets are issue 14's.",
     "",
