@@ -1,0 +1,33 @@
+/**
+ * SaRA's index sets: per targeted linear layer, the flat positions (stored layout, increasing)
+ * of the base weight's entries with |W| < θ, from the weights the adapter is created on (and
+ * loaded onto: the saved folder keeps the positions too).
+ */
+import { type SparseKeys, type SparseTarget, sparseTargets } from "../../sparse/adapter.js";
+import { PeftConfigError } from "../config.js";
+import { targetedLinears } from "../targets.js";
+import type { ModelInfo } from "../tuner.js";
+import type { SaraConfig } from "./config.js";
+
+export const saraKeys = (t: { key: string }): SparseKeys => ({ indices: `${t.key}.sara.indices`, values: `${t.key}.sara.values` });
+
+/** Positions p with |w[p]| < θ, increasing. */
+export function smallEntries(w: ArrayLike<number>, threshold: number): Int32Array {
+  const out: number[] = [];
+  for (let p = 0; p < w.length; p++) if (Math.abs(w[p]) < threshold) out.push(p);
+  return Int32Array.from(out);
+}
+
+/** The targeted layers with at least one entry below θ (k = how many). */
+export function saraTargets(info: ModelInfo, c: SaraConfig): SparseTarget[] {
+  const where = "SARA config";
+  const layers = targetedLinears(info, c, where, null);
+  const targets = sparseTargets(
+    info,
+    layers,
+    (l) => smallEntries(info.weight(`${l.path}.weight`).data as ArrayLike<number>, c.threshold).length,
+  );
+  const kept = targets.filter((t) => t.k > 0);
+  if (!kept.length) throw new PeftConfigError(`${where}: no entry of the targeted weights has |W| < threshold ${c.threshold}`);
+  return kept;
+}
