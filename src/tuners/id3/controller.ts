@@ -47,7 +47,10 @@ export function id3Controller(info: ModelInfo, c: Id3Config, run: ControllerRun)
     new Map(targets.flatMap((t, i) => (only && !only.has(i) ? [] : [[id3Keys(t).values, tensors.get(usedKey(t)) as HostTensor] as const])));
 
   const countUsed = (tensors: ReadonlyMap<string, HostTensor>) =>
-    targets.reduce((n, t) => n + (tensors.get(usedKey(t))?.data as Float32Array).reduce((a, u) => a + (u !== 0 ? 1 : 0), 0), 0);
+    targets.reduce(
+      (n, t) => n + ((tensors.get(usedKey(t)) as HostTensor).data as Float32Array).reduce((a, u) => a + (u !== 0 ? 1 : 0), 0),
+      0,
+    );
 
   return {
     gradientKeys: [],

@@ -4,7 +4,7 @@
  * at creation from the base weights), y = x·(W + S)ᵀ + b with the shared sparse machinery
  * (src/sparse/). The progressive re-selection runs between steps (controller.ts).
  */
-import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
+import type { HostTensor } from "../../engine/ir/host.js";
 import type { ForwardContext } from "../../nn/context.js";
 import { mergeSparse, SparseDeltaContext, sparseTensors } from "../../sparse/adapter.js";
 import { fillNormal, type Rng } from "../../util/rng.js";
