@@ -6,13 +6,17 @@
  * (update gate 0, their value kept as trained) and the rest restart with zero moments and step
  * count. The authors' step progressive_iter + 1 does no update; here the re-selection happens
  * after step progressive_iter and step progressive_iter + 1 updates.
+ *
+ * With lambda_rank > 0 it also writes, before every step, the direction of the nuclear-norm term
+ * for that step's randomly chosen layer (rank.ts).
  */
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import { PeftConfigError } from "../config.js";
 import type { Controller, ControllerAction, ControllerState, ControllerStep } from "../controller.js";
 import type { ModelInfo } from "../tuner.js";
 import type { SaraConfig } from "./config.js";
-import { saraKeys, saraTargets } from "./layers.js";
+import { rankKey, saraKeys, saraTargets } from "./layers.js";
+import { nuclearDirection, rankLayerAt } from "./rank.js";
 
 interface State {
   /** Entries still trained after the re-selection (all layers); null before it. */
@@ -21,9 +25,24 @@ interface State {
 
 export function saraController(info: ModelInfo, c: SaraConfig): Controller<SaraConfig> | null {
   const P = c.progressiveIter;
-  if (P === null) return null;
+  if (P === null && c.lambdaRank === 0) return null;
   const targets = saraTargets(info, c);
   let st: State = { kept: null };
+
+  /** The rank directions step `step` reads: U Vᵀ of one random layer's current ΔW, zero elsewhere. */
+  function directions(step: number, tensors: ReadonlyMap<string, HostTensor>): Map<string, HostTensor> {
+    const chosen = rankLayerAt(step, targets.length);
+    return new Map(
+      targets.map((t, i) => {
+        const k = saraKeys(t);
+        const g =
+          i === chosen
+            ? nuclearDirection(t.shape, tensors.get(k.indices)?.data as Int32Array, tensors.get(k.values)?.data as Float32Array).grad
+            : new Float32Array(t.k);
+        return [rankKey(t), hostTensor("f32", [t.k], g)];
+      }),
+    );
+  }
 
   function reselect(s: ControllerStep): ControllerAction<SaraConfig> {
     if (!s.optimizerState) throw new PeftConfigError("SARA: the trainer does not give the optimizer state to the controller");
@@ -61,7 +80,12 @@ export function saraController(info: ModelInfo, c: SaraConfig): Controller<SaraC
   return {
     gradientKeys: [],
     gatedUpdates: true,
-    afterStep: (s) => (s.step === P ? reselect(s) : null),
+    begin: (tensors) => (c.lambdaRank > 0 ? { tensors: directions(1, tensors) } : null),
+    afterStep(s) {
+      const a = s.step === P ? reselect(s) : null;
+      if (c.lambdaRank === 0) return a;
+      return { ...a, tensors: directions(s.step + 1, s.tensors) };
+    },
     metrics: (): Record<string, number> => (st.kept === null ? {} : { sara_trained: st.kept }),
     state: (): ControllerState => ({ tensors: new Map(), json: st }),
     restore(saved: ControllerState) {

@@ -9,6 +9,9 @@ import { targetedLinears } from "../targets.js";
 import type { ModelInfo } from "../tuner.js";
 import type { SaraConfig } from "./config.js";
 
+/** Training only, with lambda_rank > 0: λ's direction U Vᵀ at the layer's indices for the next step (rank.ts). */
+export const rankKey = (t: { key: string }): string => `${t.key}.sara.rank_direction`;
+
 export const saraKeys = (t: { key: string }): SparseKeys => ({ indices: `${t.key}.sara.indices`, values: `${t.key}.sara.values` });
 
 /** Positions p with |w[p]| < θ, increasing. */

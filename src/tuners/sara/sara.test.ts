@@ -4,13 +4,17 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import type { HostTensor } from "../../engine/ir/host.js";
+import { eighSym } from "../../linalg/eigh.js";
+import { matrix } from "../../linalg/matrix.js";
 import { adapterDiffs, quietProgress, stopThenResume } from "../../testing/resume.js";
 import { type BatchSource, Trainer } from "../../train/trainer.js";
+import { Rng } from "../../util/rng.js";
 import { loadTestModel, randomIds, runConformance } from "../conformance.js";
 import { PeftModel } from "../peft-model.js";
 import { PeftTrainer } from "../train.js";
 import type { SaraConfig } from "./config.js";
 import { saraTargets } from "./layers.js";
+import { nuclearDirection, rankLayerAt } from "./rank.js";
 
 const CONFIG = { peft_type: "SARA", target_modules: ["q_proj", "v_proj", "down_proj"], threshold: 0.02 };
 
@@ -19,6 +23,13 @@ runConformance({
   model: "llama_basic",
   identityConfig: CONFIG,
   config: { ...CONFIG, init_weights: false },
+});
+
+// The nuclear-norm term enters the objective the gradient check differentiates (Tuner.loss).
+runConformance({
+  name: "SARA (lambda_rank)",
+  model: "llama_basic",
+  config: { ...CONFIG, lambda_rank: 0.5, init_weights: false },
 });
 
 const weightOf = (peft: PeftModel, name: string) => Float32Array.from(peft.info.weight(name).data as Float32Array);
@@ -126,5 +137,73 @@ describe("SaRA progressive re-selection", () => {
       await x.trainer.release();
       await x.model.release();
     }
+  });
+});
+
+/** ‖X‖_* = Σ √λ(XᵀX), by a symmetric eigensolver (not the SVD rank.ts uses). */
+function nuclearByEigen(rows: number, cols: number, x: Float64Array): number {
+  const g = matrix(cols, cols);
+  for (let i = 0; i < cols; i++)
+    for (let j = 0; j < cols; j++) {
+      let s = 0;
+      for (let r = 0; r < rows; r++) s += x[r * cols + i] * x[r * cols + j];
+      g.data[i * cols + j] = s;
+    }
+  return Array.from(eighSym(g).values).reduce((a, l) => a + Math.sqrt(Math.max(l, 0)), 0);
+}
+
+describe("SaRA's nuclear-norm term (lambda_rank)", () => {
+  test("nuclearDirection: the norm, and U Vᵀ at the indices = finite differences of ‖ΔW‖_* in the values", () => {
+    const rng = new Rng(5);
+    const [rows, cols] = [9, 6];
+    const idx = Int32Array.from(Array.from({ length: rows * cols }, (_, p) => p).filter(() => rng.next() < 0.6));
+    const val = Float32Array.from(idx, () => rng.normal());
+    const dense = (v: ArrayLike<number>) => {
+      const x = new Float64Array(rows * cols);
+      idx.forEach((p, j) => {
+        x[p] = v[j];
+      });
+      return x;
+    };
+    const { norm, grad } = nuclearDirection([rows, cols], idx, val);
+    assert.ok(Math.abs(norm - nuclearByEigen(rows, cols, dense(val))) < 1e-9 * norm);
+    const h = 1e-5;
+    idx.forEach((_, j) => {
+      const up = Float64Array.from(val);
+      const down = Float64Array.from(val);
+      up[j] += h;
+      down[j] -= h;
+      const fd = (nuclearByEigen(rows, cols, dense(up)) - nuclearByEigen(rows, cols, dense(down))) / (2 * h);
+      assert.ok(Math.abs(fd - grad[j]) < 1e-5, `entry ${j}: U Vᵀ ${grad[j]}, finite differences ${fd}`);
+    });
+  });
+
+  test("each step's method loss is λ·‖ΔW‖_* of the step's layer, chosen uniformly and statelessly", async () => {
+    const model = await loadTestModel("llama_basic");
+    const cfg = { ...CONFIG, lambda_rank: 0.1, init_weights: false };
+    const peft = PeftModel.create(model, cfg, { seed: 1 });
+    const targets = saraTargets(peft.info, peft.adapter("default").config as SaraConfig);
+    const trainer = await PeftTrainer.create(peft, { optimizer: { kind: "adamw" } });
+    const ids = randomIds(2, 6, 100);
+    const seen = new Set<number>();
+    for (let step = 1; step <= 4; step++) {
+      const l = rankLayerAt(step, targets.length);
+      seen.add(l);
+      const t = targets[l];
+      const a = peft.adapter("default").tensors;
+      const x = new Float64Array(t.shape[0] * t.shape[1]);
+      const idx = a.get(`${t.key}.sara.indices`)?.data as Int32Array;
+      const val = a.get(`${t.key}.sara.values`)?.data as Float32Array;
+      idx.forEach((p, j) => {
+        x[p] = val[j];
+      });
+      const want = 0.1 * nuclearByEigen(t.shape[0], t.shape[1], x);
+      const r = await trainer.train({ inputIds: ids, labels: ids }, { lr: 1e-3 });
+      const got = r.metrics.method_loss as number;
+      assert.ok(Math.abs(got - want) < 1e-5 * want, `step ${step}, layer ${t.key}: method loss ${got}, λ‖ΔW‖_* ${want}`);
+    }
+    assert.ok(seen.size > 1, "the layer changes between steps");
+    await trainer.release();
+    await model.release();
   });
 });
