@@ -21,7 +21,7 @@ function create(info: ModelInfo, c: SaraConfig, rng: Rng): CreatedAdapter {
   const tensors = new Map<string, HostTensor>();
   for (const t of saraTargets(info, c)) {
     const draw = rng.fork();
-    const indices = smallEntries(info.weight(t.weight).data as ArrayLike<number>, c.threshold);
+    const indices = Int32Array.from(smallEntries(info.weight(t.weight).data as ArrayLike<number>, c.threshold));
     const values = c.initWeights ? new Float32Array(t.k) : fillNormal(t.k, RANDOM_STD, draw);
     for (const [k, v] of sparseTensors(saraKeys(t), indices, values)) tensors.set(k, v);
     if (c.lambdaRank > 0) tensors.set(rankKey(t), hostTensor("f32", [t.k]));

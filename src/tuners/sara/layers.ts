@@ -14,11 +14,20 @@ export const rankKey = (t: { key: string }): string => `${t.key}.sara.rank_direc
 
 export const saraKeys = (t: { key: string }): SparseKeys => ({ indices: `${t.key}.sara.indices`, values: `${t.key}.sara.values` });
 
-/** Positions p with |w[p]| < θ, increasing. */
+/** Scans of a weight by threshold: the targets are asked for on every wrap and save. */
+const scanned = new WeakMap<object, Map<number, Int32Array>>();
+
+/** Positions p with |w[p]| < θ, increasing (the result is shared: do not edit it). */
 export function smallEntries(w: ArrayLike<number>, threshold: number): Int32Array {
+  const byThreshold = scanned.get(w) ?? new Map<number, Int32Array>();
+  scanned.set(w, byThreshold);
+  const hit = byThreshold.get(threshold);
+  if (hit) return hit;
   const out: number[] = [];
   for (let p = 0; p < w.length; p++) if (Math.abs(w[p]) < threshold) out.push(p);
-  return Int32Array.from(out);
+  const idx = Int32Array.from(out);
+  byThreshold.set(threshold, idx);
+  return idx;
 }
 
 /** The targeted layers with at least one entry below θ (k = how many). */
