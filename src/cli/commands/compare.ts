@@ -82,6 +82,9 @@ export const DEFAULT_LR: Record<string, number> = {
   // kind-of, 100 steps, batch 16, 1 seed (docs/methods/spiel.md): exact match 0.02 at 3e-4, 0.22
   // at 2e-3, 0.395 at 1e-2, 0.355 at 3e-2 (LoRA r=8 all-linear at 2e-3: 0.40).
   spiel: 1e-2,
+  // Measured on kind-of (100 steps, batch 16, 1 seed; docs/methods/sara.md, id3.md).
+  sara: 3e-2,
+  id3: 3e-2,
   full: 3e-4,
 };
 
