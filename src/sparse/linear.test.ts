@@ -145,3 +145,62 @@ test("taps read the dense ∂L/∂W at given positions and its largest entries",
     assert.ok(Math.abs(got[2 * m + j] - dense[pos]) < 1e-12);
   }
 });
+
+test("the topScores tap: the m largest |∂L/∂W| / (ε + |W + S|)^μ, leaving out positions flagged as chosen", () => {
+  const x = rand([2, 3, IN], 14);
+  const w = rand([OUT, IN], 15);
+  const v = rand([IDX.length], 16);
+  const r = rand([2, 3, OUT], 17);
+  const m = 5;
+  const [eps, exp] = [0.05, 1.5];
+  const dense = new Float64Array(OUT * IN);
+  for (let t = 0; t < 6; t++)
+    for (let o = 0; o < OUT; o++)
+      for (let i = 0; i < IN; i++) dense[o * IN + i] += (r.data as Float64Array)[t * OUT + o] * (x.data as Float64Array)[t * IN + i];
+  const theta = Float64Array.from(w.data as Float64Array);
+  IDX.forEach((p, j) => {
+    theta[p] += (v.data as Float64Array)[j];
+  });
+  const score = (p: number) => Math.abs(dense[p]) / (eps + Math.abs(theta[p])) ** exp;
+  // The two slots with the highest scores are chosen entries (flag 1), the others free (flag 0).
+  const best = [...IDX.keys()].sort((a, b) => score(IDX[b]) - score(IDX[a])).slice(0, 2);
+  const flags = hostTensor(
+    "f64",
+    [IDX.length],
+    Float64Array.from(IDX, (_, j) => (best.includes(j) ? 1 : 0)),
+  );
+  const chosen = new Set(best.map((j) => IDX[j]));
+  const g = trace(
+    (xx, vv, rr, fl, s) => {
+      const [, [gs]] = valueAndGrad(
+        (a: Tensor) =>
+          sparseLinear(xx, constant(w), constant(hostTensor("i64", [IDX.length], IDX)), vv, {
+            taps: {
+              topScores: { slot: a, m, eps, exp, exclude: { indices: constant(hostTensor("i64", [IDX.length], IDX)), weight: fl } },
+            },
+          })
+            .mul(rr)
+            .sum(),
+        [0],
+      )(s);
+      return [gs];
+    },
+    [
+      { dtype: "f64", shape: [2, 3, IN] },
+      { dtype: "f64", shape: [IDX.length] },
+      { dtype: "f64", shape: [2, 3, OUT] },
+      { dtype: "f64", shape: [IDX.length] },
+      { dtype: "f64", shape: [3, m] },
+    ],
+  );
+  const [gs] = interpret(g, [x, v, r, flags, hostTensor("f64", [3, m])], { precision: "f64" });
+  const order = Array.from(dense.keys())
+    .filter((p) => !chosen.has(p))
+    .sort((p, q) => score(q) - score(p));
+  const got = gs.data as Float64Array;
+  for (let j = 0; j < m; j++) {
+    const pos = got[j] * 4096 + got[m + j];
+    assert.equal(pos, order[j], `top score #${j}`);
+    assert.ok(Math.abs(got[2 * m + j] - score(pos)) < 1e-9 * score(pos));
+  }
+});

@@ -11,7 +11,7 @@
  * layer, gathered at the indices: optimizer state and the kept gradient are k numbers, the dense
  * product is transient.
  */
-import { concat, type Tensor } from "../engine/trace/tensor.js";
+import { concat, type Tensor, zeros } from "../engine/trace/tensor.js";
 import { customVjp } from "../engine/trace/trace.js";
 
 export interface SparseLinearOptions {
@@ -26,6 +26,9 @@ export interface SparseLinearOptions {
   taps?: SparseLinearTaps;
 }
 
+/** What the topScores tap subtracts at excluded positions (finite, so f32 arithmetic stays exact elsewhere). */
+const EXCLUDED = 1e30;
+
 /** Splits flat positions so f32 holds them exactly (positions up to 2^36). */
 export const POSITION_SPLIT = 4096;
 
@@ -37,6 +40,19 @@ export interface SparseLinearTaps {
    * (position div POSITION_SPLIT, position mod POSITION_SPLIT, gradient).
    */
   largest?: { slot: Tensor; m: number };
+  /**
+   * ID³'s D³ score |∂L/∂W| / (ε + |W + S|)^μ: slot [3, m] gets, as `largest`, the m highest scores
+   * as rows (position div POSITION_SPLIT, position mod POSITION_SPLIT, score), leaving out the
+   * positions `exclude.indices` [k] whose `exclude.weight` [k] (f32) is nonzero (chosen entries).
+   */
+  topScores?: { slot: Tensor; m: number; eps: number; exp: number; exclude: { indices: Tensor; weight: Tensor } };
+}
+
+/** Rows (position div POSITION_SPLIT, position mod POSITION_SPLIT, value) of positions `pos` [m] with `vals` [m]. */
+function positionRows(pos: Tensor, vals: Tensor, dtype: Tensor["dtype"]): Tensor {
+  const hi = pos.div(POSITION_SPLIT);
+  const lo = pos.sub(hi.mul(POSITION_SPLIT));
+  return concat([hi.cast(dtype).unsqueeze(0), lo.cast(dtype).unsqueeze(0), vals.cast(dtype).unsqueeze(0)], 0);
 }
 
 /** W with `values` added at the flat positions `indices` (any layout; W's shape is kept). */
@@ -57,7 +73,7 @@ export function sparseLinear(x: Tensor, weight: Tensor, indices: Tensor, values:
   const outFeatures = opts.fanInFanOut ? cols : rows;
   const product = (xx: Tensor, w: Tensor) => xx.matmul(opts.fanInFanOut ? w : w.transpose());
   const taps = opts.taps ?? {};
-  const slots = [taps.gradientAt?.slot, taps.largest?.slot].filter((t): t is Tensor => t !== undefined);
+  const slots = [taps.gradientAt?.slot, taps.largest?.slot, taps.topScores?.slot].filter((t): t is Tensor => t !== undefined);
   const region = customVjp(
     "sparse_linear",
     (xx, v, w) => [product(xx, addSparse(w, indices, v))],
@@ -77,10 +93,27 @@ export function sparseLinear(x: Tensor, weight: Tensor, indices: Tensor, values:
       if (taps.gradientAt) tapped.push(flat.gather(taps.gradientAt.indices, 0).cast(taps.gradientAt.slot.dtype));
       if (taps.largest) {
         const [, pos] = flat.abs().topk(taps.largest.m, 0, true);
-        const hi = pos.div(POSITION_SPLIT);
-        const lo = pos.sub(hi.mul(POSITION_SPLIT));
-        const dt = taps.largest.slot.dtype;
-        tapped.push(concat([hi.cast(dt).unsqueeze(0), lo.cast(dt).unsqueeze(0), flat.gather(pos, 0).cast(dt).unsqueeze(0)], 0));
+        tapped.push(positionRows(pos, flat.gather(pos, 0), taps.largest.slot.dtype));
+      }
+      if (taps.topScores) {
+        const { m, eps, exp, exclude } = taps.topScores;
+        let score = flat.abs();
+        if (exp !== 0)
+          score = score.div(
+            w
+              .reshape([rows * cols])
+              .abs()
+              .add(eps)
+              .pow(exp),
+          );
+        // Chosen positions sink far below every score (scores are >= 0; unused slots add 0).
+        const sink = zeros([rows * cols], score.dtype).scatterAdd(
+          exclude.indices,
+          exclude.weight.cast(score.dtype).ne(0).cast(score.dtype).mul(EXCLUDED),
+          0,
+        );
+        const [top, pos] = score.sub(sink).topk(m, 0, true);
+        tapped.push(positionRows(pos, top, taps.topScores.slot.dtype));
       }
       // W's own gradient (the same dense product) is used only where W trains.
       return [gx, gv, dense.cast(w0.dtype), ...tapped];

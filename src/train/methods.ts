@@ -39,6 +39,8 @@ export const METHODS = [
   "snella",
   "spiel",
   "spt",
+  "sara",
+  "id3",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -153,6 +155,15 @@ export interface MethodOptions {
   initialReselectionRate?: number;
   /** spt: α of the structured/unstructured choice (default 10). */
   sptAlpha?: number;
+  /** sara: the threshold θ (|W| < θ trains), the step of the progressive re-selection, λ of the nuclear-norm term. */
+  saraThreshold?: number;
+  saraProgressiveIter?: number;
+  saraLambdaRank?: number;
+  /** id3: the budget B (else --density), the steps T it is spread over, ε and μ of the D³ score. */
+  id3Budget?: number;
+  id3MaxSteps?: number;
+  id3Eps?: number;
+  id3Exp?: number;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -379,6 +390,28 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         lora_dropout: o.dropout ?? 0,
         target_modules: target ?? "all-linear",
       };
+    case "sara":
+      // finetune.sh's threshold; progressive re-selection and the rank term off unless asked.
+      return {
+        ...common,
+        peft_type: "SARA",
+        threshold: o.saraThreshold ?? 2e-3,
+        ...(o.saraProgressiveIter !== undefined ? { progressive_iter: o.saraProgressiveIter } : {}),
+        ...(o.saraLambdaRank !== undefined ? { lambda_rank: o.saraLambdaRank } : {}),
+        target_modules: target ?? "all-linear",
+      };
+    case "id3":
+      // The toolkit README's ε and μ; the budget defaults to 1% of the parameters, as --density for spiel.
+      return {
+        ...common,
+        peft_type: "ID3",
+        ...(o.id3Budget !== undefined ? { budget: o.id3Budget } : {}),
+        density: o.density ?? 0.01,
+        ...(o.id3MaxSteps !== undefined ? { max_steps: o.id3MaxSteps } : {}),
+        eps: o.id3Eps ?? 1e-3,
+        exp: o.id3Exp ?? 0,
+        target_modules: target ?? "all-linear",
+      };
     case "fourierft":
       return {
         ...common,
@@ -493,6 +526,8 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SNELLA: "snella",
   SFT: "spiel",
   SPT: "spt",
+  SARA: "sara",
+  ID3: "id3",
 };
 
 /**
@@ -643,6 +678,20 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
       return `--selection-accumulation-steps ${value}`;
     case "initial_reselection_rate":
       return `--initial-reselection-rate ${value}`;
+    case "threshold":
+      return peftType === "SARA" ? `--sara-threshold ${value}` : null;
+    case "progressive_iter":
+      return value === null || value === undefined ? null : `--sara-progressive-iter ${value}`;
+    case "lambda_rank":
+      return `--sara-lambda-rank ${value}`;
+    case "budget":
+      return value === null || value === undefined ? null : `--id3-budget ${value}`;
+    case "max_steps":
+      return value === null || value === undefined ? null : `--id3-max-steps ${value}`;
+    case "eps":
+      return peftType === "ID3" ? `--id3-eps ${value}` : null;
+    case "exp":
+      return peftType === "ID3" ? `--id3-exp ${value}` : null;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":

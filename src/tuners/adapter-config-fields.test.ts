@@ -254,6 +254,32 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
     "modules_to_save",
     "init_weights",
   ],
+  // peftkit's own (sjtuplayer/SaRA has no config file).
+  SARA: [
+    "threshold",
+    "progressive_iter",
+    "lambda_rank",
+    "target_modules",
+    "exclude_modules",
+    "modules_to_save",
+    "layers_to_transform",
+    "layers_pattern",
+    "init_weights",
+  ],
+  // peftkit's own; budget, max_steps, eps, exp as the toolkit's Id3 kwargs.
+  ID3: [
+    "budget",
+    "density",
+    "max_steps",
+    "eps",
+    "exp",
+    "target_modules",
+    "exclude_modules",
+    "modules_to_save",
+    "layers_to_transform",
+    "layers_pattern",
+    "init_weights",
+  ],
 };
 
 /** Configs that exercise every option peftkit writes, per type (the first one uses defaults only). */
@@ -325,6 +351,14 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   SPT: [
     { peftType: "SPT", targetModules: ["q_proj", "v_proj"] },
     { peftType: "SPT", targetModules: ["q_proj", "v_proj", "down_proj"], numTunableWeights: 500, alpha: 2, r: 2, loraDropout: 0.1 },
+  ],
+  SARA: [
+    { peftType: "SARA", targetModules: ["q_proj"] },
+    { peftType: "SARA", targetModules: ["q_proj", "v_proj"], threshold: 0.05, progressiveIter: 3, lambdaRank: 0.1 },
+  ],
+  ID3: [
+    { peftType: "ID3", targetModules: ["q_proj"] },
+    { peftType: "ID3", targetModules: ["q_proj", "v_proj"], budget: 50, maxSteps: 10, eps: 0.01, exp: 1 },
   ],
 };
 

@@ -8,6 +8,7 @@ import { FOURIERFT } from "./fourierft/index.js";
 import { HRA } from "./hra/index.js";
 import { HUT } from "./hut/index.js";
 import { IA3 } from "./ia3/index.js";
+import { ID3 } from "./id3/index.js";
 import { INCRELORA } from "./increlora/index.js";
 import { KASA } from "./kasa/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
@@ -22,6 +23,7 @@ import { OFT } from "./oft/index.js";
 import { PEGO } from "./pego/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
+import { SARA } from "./sara/index.js";
 import { SFT } from "./sft/index.js";
 import { SNELL, SNELLA } from "./snell/index.js";
 import { SOKA } from "./soka/index.js";
@@ -64,6 +66,8 @@ const TUNERS: Tuner<never>[] = [
   SNELLA,
   SFT,
   SPT,
+  SARA,
+  ID3,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {

@@ -84,6 +84,9 @@ export const DEFAULT_LR: Record<string, number> = {
   spiel: 1e-2,
   // kind-of, 100 steps, batch 16, 1 seed (docs/methods/spt.md): exact match 0.28 at 2e-3, 0.39 at 1e-2.
   spt: 1e-2,
+  // Measured on kind-of (100 steps, batch 16, 1 seed; docs/methods/sara.md, id3.md).
+  sara: 3e-2,
+  id3: 3e-2,
   full: 3e-4,
 };
 
