@@ -12,8 +12,8 @@ import { ortCompileStats, ortCreateTime } from "../src/engine/exec/onnx/session.
 import { hostTensor } from "../src/engine/ir/host.js";
 import { PreTrainedModel } from "../src/models/pretrained.js";
 import { FullTrainer } from "../src/train/full-finetune.js";
-import { hftPolicy, lisaPolicy, SelectiveTrainer } from "../src/train/selective.js";
 import { methodConfig } from "../src/train/methods.js";
+import { hftPolicy, lisaPolicy, SelectiveTrainer } from "../src/train/selective.js";
 import { PeftModel } from "../src/tuners/peft-model.js";
 import { PeftTrainer } from "../src/tuners/train.js";
 import { matmulRows } from "./engine.js";

@@ -27,7 +27,22 @@ const data = writeJsonl(
     return { prompt: `a ${w} is a kind of`, completion: ` ${k}` };
   }),
 );
-const ARGS = ["--model", MODEL, "--data", data, "--batch-size", "4", "--eval-fraction", "0", "--max-steps", "8", "--lr", "1e-3", "--seed", "3"];
+const ARGS = [
+  "--model",
+  MODEL,
+  "--data",
+  data,
+  "--batch-size",
+  "4",
+  "--eval-fraction",
+  "0",
+  "--max-steps",
+  "8",
+  "--lr",
+  "1e-3",
+  "--seed",
+  "3",
+];
 const LISA = ["--method", "lisa", "--lisa-layers", "1", "--lisa-interval", "3", "--save-steps", "4"];
 
 const train = (extra: string[], out: string, env: Record<string, string> = {}) =>
@@ -87,7 +102,10 @@ describe("peftkit train --method lisa / hft", () => {
     const names = Object.keys(readSafetensors(join(out, "trained_tensors.safetensors")).tensors);
     // 4 layers × 7 matrices / 2; no embeddings, norms or head
     assert.equal(names.length, 14);
-    assert.ok(names.every((n) => /layers\.\d\.(self_attn|mlp)\.\w+_proj\.weight$/.test(n)), names.join(", "));
+    assert.ok(
+      names.every((n) => /layers\.\d\.(self_attn|mlp)\.\w+_proj\.weight$/.test(n)),
+      names.join(", "),
+    );
     const bad = train(["--method", "lisa", "--lisa-layers", "5"], join(tmp, "bad"));
     assert.equal(bad.code, 2);
     assert.equal(bad.stderr.trim().split("\n").length, 1, bad.stderr);

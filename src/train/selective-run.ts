@@ -66,7 +66,11 @@ export interface SelectiveRunOptions {
   log?: (line: string) => void;
 }
 
-export function policyFor(method: SelectiveMethod, model: PreTrainedModel, o: Pick<SelectiveRunOptions, "seed" | "lisaLayers" | "lisaInterval" | "hftStageSteps">): SelectionPolicy {
+export function policyFor(
+  method: SelectiveMethod,
+  model: PreTrainedModel,
+  o: Pick<SelectiveRunOptions, "seed" | "lisaLayers" | "lisaInterval" | "hftStageSteps">,
+): SelectionPolicy {
   const layout = SelectiveTrainer.layout(model);
   return method === "lisa"
     ? lisaPolicy(layout, o.seed, { layers: o.lisaLayers, interval: o.lisaInterval })
@@ -84,7 +88,9 @@ export function applyTrainedTensors(model: PreTrainedModel, dir: string): Select
   const cfg = JSON.parse(readFileSync(join(dir, SELECTIVE_CONFIG_FILE), "utf8")) as SelectiveConfig;
   const print = weightsFingerprint(model.weights);
   if (cfg.base_model !== print)
-    throw new LayerSelectionError(`${join(dir, SELECTIVE_CONFIG_FILE)}: base_model ${cfg.base_model} is not this model's weights (${print})`);
+    throw new LayerSelectionError(
+      `${join(dir, SELECTIVE_CONFIG_FILE)}: base_model ${cfg.base_model} is not this model's weights (${print})`,
+    );
   const { tensors } = readSafetensors(join(dir, TRAINED_TENSORS_FILE));
   const { aliases } = SelectiveTrainer.distinctWeights(model);
   for (const [k, t] of Object.entries(tensors)) {
@@ -102,7 +108,9 @@ export async function runSelective(o: SelectiveRunOptions): Promise<{ steps: num
   const log = o.log ?? (() => {});
   const stale = o.resume ? null : latestCheckpoint(o.outputDir);
   if (stale)
-    throw new TrainingArgsError(`${o.outputDir} holds checkpoints of an earlier run; pass --resume to continue it or choose another --output-dir`);
+    throw new TrainingArgsError(
+      `${o.outputDir} holds checkpoints of an earlier run; pass --resume to continue it or choose another --output-dir`,
+    );
   mkdirSync(o.outputDir, { recursive: true });
   const basePrint = weightsFingerprint(o.model.weights);
   const policy = policyFor(o.method, o.model, o);
@@ -161,7 +169,13 @@ export async function runSelective(o: SelectiveRunOptions): Promise<{ steps: num
   let lastLoss = Number.NaN;
   let saved = -1;
   const checkpoint = () => {
-    saveCheckpoint(o.outputDir, state, trainer.checkpointState().optimizer, (dir) => writeTrained(dir, trainer, config()), o.saveTotalLimit);
+    saveCheckpoint(
+      o.outputDir,
+      state,
+      trainer.checkpointState().optimizer,
+      (dir) => writeTrained(dir, trainer, config()),
+      o.saveTotalLimit,
+    );
     saved = state.step;
   };
   try {
@@ -194,7 +208,10 @@ export async function runSelective(o: SelectiveRunOptions): Promise<{ steps: num
           ...(switched ? { switch_s: trainer.switchStats.lastSeconds } : {}),
         })}\n`,
       );
-      if (switched) log(`step ${state.step}: training ${sel?.layers ? `layers ${sel.layers.join(", ")}` : sel?.key} (built in ${trainer.switchStats.lastSeconds.toFixed(2)} s)`);
+      if (switched)
+        log(
+          `step ${state.step}: training ${sel?.layers ? `layers ${sel.layers.join(", ")}` : sel?.key} (built in ${trainer.switchStats.lastSeconds.toFixed(2)} s)`,
+        );
       if (o.saveSteps && state.step % o.saveSteps === 0 && state.step < o.maxSteps) checkpoint();
     }
     if (saved !== state.step) checkpoint();
@@ -202,6 +219,8 @@ export async function runSelective(o: SelectiveRunOptions): Promise<{ steps: num
   } finally {
     await trainer.release();
   }
-  log(`trained ${state.step} steps; final loss ${lastLoss.toFixed(4)}; ${trainer.switchStats.switches} selection(s) built in ${trainer.switchStats.seconds.toFixed(1)} s`);
+  log(
+    `trained ${state.step} steps; final loss ${lastLoss.toFixed(4)}; ${trainer.switchStats.switches} selection(s) built in ${trainer.switchStats.seconds.toFixed(1)} s`,
+  );
   return { steps: state.step, finalLoss: lastLoss, trainable: trainer.trainedParameters() };
 }

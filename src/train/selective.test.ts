@@ -99,11 +99,14 @@ test("HFT trains exactly half of each block pair's matrices per stage: 2 of 4 at
 
 test("γ larger than the number of layers, or K < 1: one clear error naming the flag", () => {
   const layout = SelectiveTrainer.layout(model4());
-  assert.throws(() => lisaPolicy(layout, 0, { layers: 5 }), (e: Error) => {
-    assert.ok(e instanceof LayerSelectionError);
-    assert.equal(e.message, "--lisa-layers: 5 is not a layer count in 1..4 (the model has 4 layers)");
-    return true;
-  });
+  assert.throws(
+    () => lisaPolicy(layout, 0, { layers: 5 }),
+    (e: Error) => {
+      assert.ok(e instanceof LayerSelectionError);
+      assert.equal(e.message, "--lisa-layers: 5 is not a layer count in 1..4 (the model has 4 layers)");
+      return true;
+    },
+  );
   assert.throws(() => lisaPolicy(layout, 0, { interval: 0 }), /--lisa-interval: 0 is not a step count >= 1/);
 });
 
@@ -184,7 +187,9 @@ test("resume: a run checkpointed between switches and restored into a fresh mode
     if (split !== null) {
       const ck = t.checkpointState();
       const tensors = new Map([...t.changedTensors()].map(([k, v]) => [k, { ...v, data: Float32Array.from(v.data as Float32Array) }]));
-      const opt = Object.fromEntries(Object.entries(ck.optimizer).map(([k, v]) => [k, { ...v, data: Float32Array.from(v.data as Float32Array) }]));
+      const opt = Object.fromEntries(
+        Object.entries(ck.optimizer).map(([k, v]) => [k, { ...v, data: Float32Array.from(v.data as Float32Array) }]),
+      );
       await t.release();
       const fresh = model4(5);
       t = SelectiveTrainer.create(fresh, lisaPolicy(SelectiveTrainer.layout(fresh), 9, { layers: 1, interval: 2 }), { clipNorm: 1 });

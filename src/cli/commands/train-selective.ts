@@ -52,7 +52,9 @@ export async function trainSelective(o: Flags, modelDir: string): Promise<number
       gradientCheckpointing: Boolean(o.gradientCheckpointing),
       log: (line) => process.stdout.write(`${line}\n`),
     });
-    process.stdout.write(`saved ${o.outputDir}/trained_tensors.safetensors (${r.trainable.toLocaleString("en-US")} parameters in the last selection)\n`);
+    process.stdout.write(
+      `saved ${o.outputDir}/trained_tensors.safetensors (${r.trainable.toLocaleString("en-US")} parameters in the last selection)\n`,
+    );
   } catch (e) {
     if (e instanceof LayerSelectionError) throw new UsageError(e.message);
     throw e;

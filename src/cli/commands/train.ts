@@ -9,8 +9,8 @@ import { CalibrationDataError, calibrateFromFile } from "../../train/calibrate.j
 import { DATA_FORMATS, type DataFormat, type Example, loadDataset, splitDataset, trainingLabels } from "../../train/data/index.js";
 import { CALIBRATION_SAMPLES, METHODS, MethodError, type MethodName, methodConfig } from "../../train/methods.js";
 import { runTraining } from "../../train/run.js";
-import { SELECTIVE_METHODS } from "../../train/selective-run.js";
 import type { ScheduleName } from "../../train/schedule.js";
+import { SELECTIVE_METHODS } from "../../train/selective-run.js";
 import { calibrationRequest } from "../../tuners/peft-model.js";
 import type { CalibrationStats } from "../../tuners/tuner.js";
 import { type CommandSpec, type Flags, UsageError } from "../args.js";
@@ -376,7 +376,14 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   { name: "snella-mask-interval", type: "int", meta: "N", help: "snella: steps between re-allocations (default 1)", min: 1 },
   { name: "lisa-layers", type: "int", meta: "N", help: "lisa: γ, transformer layers trained at a time", default: 2, min: 1 },
   { name: "lisa-interval", type: "int", meta: "K", help: "lisa: steps between re-draws of the layers", default: 20, min: 1 },
-  { name: "hft-stage-steps", type: "int", meta: "N", help: "hft: steps per stage, a new half each stage (0 = one stage)", default: 0, min: 0 },
+  {
+    name: "hft-stage-steps",
+    type: "int",
+    meta: "N",
+    help: "hft: steps per stage, a new half each stage (0 = one stage)",
+    default: 0,
+    min: 0,
+  },
   { name: "output-dir", type: "string", meta: "DIR", help: "where the adapter, checkpoints and metrics go", required: true },
   {
     name: "epochs",
