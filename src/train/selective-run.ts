@@ -178,6 +178,7 @@ export async function runSelective(o: SelectiveRunOptions): Promise<{ steps: num
     );
     saved = state.step;
   };
+  const started = Date.now();
   try {
     while (state.step < o.maxSteps) {
       faultPoint("train:step");
@@ -216,6 +217,19 @@ export async function runSelective(o: SelectiveRunOptions): Promise<{ steps: num
     }
     if (saved !== state.step) checkpoint();
     writeTrained(o.outputDir, trainer, config());
+    // what `peftkit compare`'s worker reads (as from an adapter run's training_args.json)
+    const result = {
+      steps: state.step,
+      wallSeconds: (Date.now() - started) / 1000,
+      tokensSeen: state.tokensSeen,
+      trainableParams: trainer.trainedParameters(),
+      selections: trainer.switchStats.switches,
+      selectionSeconds: trainer.switchStats.seconds,
+    };
+    writeFileAtomic(
+      join(o.outputDir, "training_args.json"),
+      `${JSON.stringify({ method: o.method, config: config(), result }, null, 2)}\n`,
+    );
   } finally {
     await trainer.release();
   }
