@@ -12,6 +12,9 @@ import { type Flags, UsageError } from "../args.js";
 import { FORMAT_TASKS } from "./train.js";
 
 export async function trainSelective(o: Flags, modelDir: string): Promise<number> {
+  if ((o.gradAccum as number) > 1) throw new UsageError(`--grad-accum: --method ${o.method} has no gradient accumulation yet`);
+  if (o.pack) throw new UsageError(`--pack: --method ${o.method} does not pack examples yet`);
+  if (o.evalData) process.stderr.write(`warning: --method ${o.method} does not evaluate during training; --eval-data is ignored\n`);
   const tokenizer = await AutoTokenizer.fromPretrained(modelDir);
   const data = await loadDataset(o.data as string, {
     tokenizer,
