@@ -13,6 +13,7 @@ import { hostTensor } from "../src/engine/ir/host.js";
 import { PreTrainedModel } from "../src/models/pretrained.js";
 import { FullTrainer } from "../src/train/full-finetune.js";
 import { methodConfig } from "../src/train/methods.js";
+import { hftPolicy, lisaPolicy, SelectiveTrainer } from "../src/train/selective.js";
 import { PeftModel } from "../src/tuners/peft-model.js";
 import { PeftTrainer } from "../src/tuners/train.js";
 import { matmulRows } from "./engine.js";
@@ -29,6 +30,8 @@ export interface TrainBenchOptions {
   seq: number;
   steps: number;
   full?: boolean;
+  /** lisa: γ, the layers trained at a time (default 2). */
+  lisaLayers?: number;
   gradientCheckpointing?: boolean;
   /** Compile the step with batch and seq as concrete dims (OrtOptions.staticShapes). */
   staticShapes?: boolean;
@@ -54,7 +57,22 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
   let train: (i: number) => Promise<{ loss: number }>;
   let release: () => Promise<void>;
   let trainable: number;
-  if (o.full) {
+  let selective: SelectiveTrainer | null = null;
+  if (!o.full && (o.method === "lisa" || o.method === "hft")) {
+    // The selection switches right after the timed steps (LISA: interval = steps + 1; HFT: a stage
+    // per steps + 1), so one more step measures what a switch costs.
+    const layout = SelectiveTrainer.layout(model);
+    const policy =
+      o.method === "lisa"
+        ? lisaPolicy(layout, 0, { layers: o.lisaLayers ?? 2, interval: o.steps + 1 })
+        : hftPolicy(layout, 0, { stageSteps: o.steps + 1 });
+    const t = SelectiveTrainer.create(model, policy, { optimizer: { kind: "adamw" }, gradientCheckpointing: o.gradientCheckpointing });
+    selective = t;
+    await t.prepare();
+    train = (i) => t.train(batch, { lr: 1e-5, seed: i });
+    release = () => t.release();
+    trainable = t.trainedParameters();
+  } else if (o.full) {
     const t = await FullTrainer.create(model, { optimizer: { kind: "adamw" }, gradientCheckpointing: o.gradientCheckpointing });
     train = (i) => t.train(batch, { lr: 1e-5, seed: i });
     release = () => t.release();
@@ -86,6 +104,18 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
     const s = performance.now();
     loss = (await train(i)).loss;
     times.push(performance.now() - s);
+  }
+  let switchFields: Record<string, number> = {};
+  if (selective) {
+    const rssBefore = process.resourceUsage().maxRSS * 1024;
+    const s = performance.now();
+    await train(o.steps + 1);
+    switchFields = {
+      // the step after the timed ones: a new selection's step built (compiled or loaded) and run
+      switch_step_ms: performance.now() - s,
+      switch_build_ms: selective.switchStats.lastSeconds * 1000,
+      peak_rss_before_switch_mb: rssBefore / 1e6,
+    };
   }
   await release();
   await model.release();
@@ -125,6 +155,7 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
     session_create_ms: ortCreateTime().wallMs,
     session_create_cpu_ms: ortCreateTime().cpuMs,
     trainable_params: trainable,
+    ...switchFields,
     loss,
     threads,
     cpu: cpus()[0]?.model ?? "unknown",
@@ -144,6 +175,7 @@ export async function runStartupBench(o: TrainBenchOptions): Promise<Record<stri
   const args = ["bench", "train", "--config", o.config, "--method", o.method, "--r", String(o.r), "--target", o.target.join(",")];
   args.push("--batch", String(o.batch), "--seq", String(o.seq), "--steps", "1", "--peak", "1", "--json");
   if (o.full) args.push("--full");
+  if (o.lisaLayers !== undefined) args.push("--lisa-layers", String(o.lisaLayers));
   if (o.gradientCheckpointing) args.push("--gradient-checkpointing");
   if (o.staticShapes) args.push("--static-shapes");
   if (o.threads) args.push("--threads", String(o.threads));

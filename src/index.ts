@@ -31,5 +31,8 @@ export { supportedModelTypes } from "./models/registry.js";
 export { ModelError } from "./nn/context.js";
 export { loadSparseDeltas, saveSparseDeltas } from "./sparse/file.js";
 export * from "./sparse/index.js";
+export { LayerSelectionError } from "./train/layer-selection.js";
+export { hftPolicy, lisaPolicy, type SelectionPolicy, SelectiveTrainer } from "./train/selective.js";
+export { applyTrainedTensors } from "./train/selective-run.js";
 export * from "./tuners/index.js";
 export { weightsFingerprint } from "./util/fingerprint.js";

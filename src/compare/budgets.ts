@@ -11,6 +11,7 @@
  * A method whose knob is not given runs its default (r=8, tokens=20, bottleneck=32).
  */
 import { METHODS } from "../train/methods.js";
+import { SELECTIVE_METHODS } from "../train/selective-run.js";
 import { CompareError } from "./task.js";
 
 export type Knob = "r" | "tokens" | "bottleneck";
@@ -28,7 +29,7 @@ export interface Budgets {
 }
 
 /** Every `peftkit train --method`, plus full fine-tuning. */
-export const COMPARE_METHODS = [...METHODS, "full"] as const;
+export const COMPARE_METHODS = [...METHODS, ...SELECTIVE_METHODS, "full"] as const;
 
 const KNOB_OF: Record<string, Knob | null> = {
   lora: "r",

@@ -13,7 +13,9 @@ import { installNodeCompileCache } from "../io/compile-cache.js";
 import { faultPoint } from "../io/fault.js";
 import { SafetensorsFile } from "../io/safetensors.js";
 import { CONVERTED_DIR } from "../train/run.js";
+import { SELECTIVE_CONFIG_FILE } from "../train/selective-run.js";
 import { fullFineTune } from "./full-run.js";
+import { selectiveEval } from "./selective-eval.js";
 
 export interface WorkerSpec {
   kind: "peft" | "full";
@@ -65,6 +67,8 @@ async function peftRun(s: WorkerSpec): Promise<Omit<WorkerResult, "max_rss_kb">>
   if (code !== 0) throw new Error(`training stopped early (exit code ${code})`);
   tell("trained");
   faultPoint("compare-worker-trained");
+  // LISA/HFT: trained base tensors, not an adapter
+  if (existsSync(join(adapterDir, SELECTIVE_CONFIG_FILE))) return selectiveEval(s, adapterDir);
   const evalFile = join(s.runDir, "eval.json");
   const evalArgs = [
     "--model",

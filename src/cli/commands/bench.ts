@@ -7,7 +7,7 @@ export const benchCommand: CommandSpec = {
   flags: [
     { name: "what", type: "string", meta: "NAME", help: "the benchmark", choices: ["engine", "train", "generate"], required: true },
     { name: "config", type: "string", meta: "FILE", help: "train/generate: an HF config.json (random weights are used)" },
-    { name: "method", type: "string", help: "train: PEFT method", default: "lora" },
+    { name: "method", type: "string", help: "train: PEFT method, or lisa/hft (whole base tensors)", default: "lora" },
     {
       name: "density",
       type: "number",
@@ -16,6 +16,7 @@ export const benchCommand: CommandSpec = {
       exclusiveMin: 0,
       max: 1,
     },
+    { name: "lisa-layers", type: "int", meta: "N", help: "train: lisa's γ, layers trained at a time (default 2)", min: 1 },
     { name: "r", type: "int", meta: "N", help: "LoRA rank", default: 16, min: 1 },
     { name: "target", type: "list", meta: "LIST", help: 'target modules or "all-linear"', default: ["all-linear"] },
     { name: "batch", type: "int", meta: "N", help: "batch size", default: 4, min: 1 },
@@ -63,6 +64,7 @@ export const benchCommand: CommandSpec = {
         config: o.config as string,
         method: o.method as string,
         density: o.density as number | undefined,
+        lisaLayers: o.lisaLayers as number | undefined,
         r: o.r as number,
         target: o.target as string[],
         batch: o.batch as number,

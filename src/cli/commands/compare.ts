@@ -87,6 +87,10 @@ export const DEFAULT_LR: Record<string, number> = {
   // Measured on kind-of (100 steps, batch 16, 1 seed; docs/methods/sara.md, id3.md).
   sara: 3e-2,
   id3: 3e-2,
+  // kind-of, 100 steps, batch 16, 1 seed (docs/methods/lisa.md, hft.md): LISA γ=2 exact match 0.51
+  // at 3e-4, 0.61 at 1e-3, 0.605 at 3e-3; HFT 0.29 at 3e-4, 0.57 at 1e-3, 0.615 at 3e-3, 0.60 at 1e-2.
+  lisa: 1e-3,
+  hft: 3e-3,
   full: 3e-4,
 };
 

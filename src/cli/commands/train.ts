@@ -10,6 +10,7 @@ import { DATA_FORMATS, type DataFormat, type Example, loadDataset, splitDataset,
 import { CALIBRATION_SAMPLES, METHODS, MethodError, type MethodName, methodConfig } from "../../train/methods.js";
 import { runTraining } from "../../train/run.js";
 import type { ScheduleName } from "../../train/schedule.js";
+import { SELECTIVE_METHODS } from "../../train/selective-run.js";
 import { calibrationRequest } from "../../tuners/peft-model.js";
 import type { CalibrationStats } from "../../tuners/tuner.js";
 import { type CommandSpec, type Flags, UsageError } from "../args.js";
@@ -56,7 +57,13 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     min: 1,
   },
   { name: "pack", type: "boolean", help: "pack language-modelling examples into rows of --max-length tokens" },
-  { name: "method", type: "string", help: "PEFT method", default: "lora", choices: METHODS },
+  {
+    name: "method",
+    type: "string",
+    help: "PEFT method, or lisa/hft (whole base tensors; docs/methods/lisa.md)",
+    default: "lora",
+    choices: [...METHODS, ...SELECTIVE_METHODS],
+  },
   { name: "r", type: "int", meta: "N", help: "rank: LoRA, LoHa, LoKr, HRA (default 8), VeRA (default 256)", min: 1 },
   { name: "alpha", type: "number", meta: "A", help: "LoRA alpha (default 2·r); LoHa / LoKr alpha (default r)", exclusiveMin: 0 },
   { name: "dropout", type: "number", meta: "P", help: "LoRA / adapter dropout", default: 0.05, min: 0, exclusiveMax: 1 },
@@ -399,6 +406,16 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   { name: "snella-init-warmup", type: "int", meta: "N", help: "snella: steps at the initial budget (default 0)", min: 0 },
   { name: "snella-final-warmup", type: "int", meta: "N", help: "snella: final steps at the target budget (default 0)", min: 0 },
   { name: "snella-mask-interval", type: "int", meta: "N", help: "snella: steps between re-allocations (default 1)", min: 1 },
+  { name: "lisa-layers", type: "int", meta: "N", help: "lisa: γ, transformer layers trained at a time", default: 2, min: 1 },
+  { name: "lisa-interval", type: "int", meta: "K", help: "lisa: steps between re-draws of the layers", default: 20, min: 1 },
+  {
+    name: "hft-stage-steps",
+    type: "int",
+    meta: "N",
+    help: "hft: steps per stage, a new half each stage (0 = one stage)",
+    default: 0,
+    min: 0,
+  },
   { name: "output-dir", type: "string", meta: "DIR", help: "where the adapter, checkpoints and metrics go", required: true },
   {
     name: "epochs",
@@ -489,6 +506,8 @@ export const trainCommand: CommandSpec = {
     if (o.calibrationData && !existsSync(o.calibrationData as string))
       throw new UsageError(`--calibration-data ${o.calibrationData}: no such file or folder`);
     if (!existsSync(join(modelDir, "tokenizer.json"))) throw new UsageError(`--model ${modelDir}: no tokenizer.json`);
+    if ((SELECTIVE_METHODS as readonly string[]).includes(o.method as string))
+      return (await import("./train-selective.js")).trainSelective(o, modelDir);
     let peftConfig: Record<string, unknown>;
     try {
       peftConfig = methodConfig(o.method as string, {

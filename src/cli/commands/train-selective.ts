@@ -1,0 +1,68 @@
+/**
+ * `peftkit train --method lisa|hft`: whole base tensors train (src/train/selective-run.ts); the
+ * output folder holds the changed tensors, not an adapter. Causal-LM data only for now.
+ */
+import { AutoTokenizer } from "../../io/tokenizer.js";
+import { PreTrainedModel } from "../../models/pretrained.js";
+import { type DataFormat, loadDataset, splitDataset } from "../../train/data/index.js";
+import { LayerSelectionError } from "../../train/layer-selection.js";
+import type { ScheduleName } from "../../train/schedule.js";
+import { runSelective, type SelectiveMethod } from "../../train/selective-run.js";
+import { type Flags, UsageError } from "../args.js";
+import { FORMAT_TASKS } from "./train.js";
+
+export async function trainSelective(o: Flags, modelDir: string): Promise<number> {
+  if ((o.gradAccum as number) > 1) throw new UsageError(`--grad-accum: --method ${o.method} has no gradient accumulation yet`);
+  if (o.pack) throw new UsageError(`--pack: --method ${o.method} does not pack examples yet`);
+  if (o.evalData) process.stderr.write(`warning: --method ${o.method} does not evaluate during training; --eval-data is ignored\n`);
+  const tokenizer = await AutoTokenizer.fromPretrained(modelDir);
+  const data = await loadDataset(o.data as string, {
+    tokenizer,
+    format: o.format as DataFormat | undefined,
+    maxLength: o.maxLength as number,
+    onBadRecord: o.onBadRecord as "error" | "skip",
+  });
+  if (FORMAT_TASKS[data.format].head !== "causal_lm")
+    throw new UsageError(`--method ${o.method} trains causal language models; ${o.data} holds ${data.format} records`);
+  const ef = o.evalFraction as number;
+  const train = ef > 0 && data.examples.length >= 20 ? splitDataset(data.examples, ef, o.seed as number).train : data.examples;
+  const model = await PreTrainedModel.load(modelDir, "causal_lm", { threads: o.threads as number | undefined });
+  const batchSize = o.batchSize as number;
+  const perEpoch = Math.ceil(train.length / batchSize);
+  const maxSteps = (o.maxSteps as number | undefined) ?? Math.ceil((o.epochs as number) * perEpoch);
+  try {
+    const r = await runSelective({
+      method: o.method as SelectiveMethod,
+      model,
+      modelPath: modelDir,
+      outputDir: o.outputDir as string,
+      train,
+      padId: tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0,
+      batchSize,
+      maxSteps,
+      lr: o.lr as number,
+      schedule: o.schedule as ScheduleName,
+      warmup: o.warmup as number,
+      seed: o.seed as number,
+      clipNorm: (o.clipNorm as number) > 0 ? (o.clipNorm as number) : undefined,
+      weightDecay: o.weightDecay as number,
+      saveSteps: (o.saveSteps as number) || undefined,
+      saveTotalLimit: o.saveTotalLimit as number,
+      resume: Boolean(o.resume),
+      lisaLayers: o.lisaLayers as number,
+      lisaInterval: o.lisaInterval as number,
+      hftStageSteps: o.hftStageSteps as number,
+      gradientCheckpointing: Boolean(o.gradientCheckpointing),
+      log: (line) => process.stdout.write(`${line}\n`),
+    });
+    process.stdout.write(
+      `saved ${o.outputDir}/trained_tensors.safetensors (${r.trainable.toLocaleString("en-US")} parameters in the last selection)\n`,
+    );
+  } catch (e) {
+    if (e instanceof LayerSelectionError) throw new UsageError(e.message);
+    throw e;
+  } finally {
+    await model.release();
+  }
+  return 0;
+}
