@@ -38,6 +38,7 @@ export const METHODS = [
   "snell",
   "snella",
   "spiel",
+  "lt_sft",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -361,6 +362,17 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         reselection_steps: o.reselectionSteps ?? 20,
         selection_accumulation_steps: o.selectionAccumulationSteps ?? 5,
         initial_reselection_rate: o.initialReselectionRate ?? 0.2,
+        target_modules: target ?? "all-linear",
+      };
+    case "lt_sft":
+      // The adapter phase 2 trains (an SFT with fixed index sets); train.ts runs both phases
+      // (train/lt-sft.ts) and fills num_deltas from the selection.
+      return {
+        ...common,
+        peft_type: "SFT",
+        density: o.density ?? 0.01,
+        ...(o.numTunableWeights !== undefined ? { num_tunable_weights: o.numTunableWeights } : {}),
+        reselection_steps: 0,
         target_modules: target ?? "all-linear",
       };
     case "fourierft":
