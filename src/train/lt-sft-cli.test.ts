@@ -70,7 +70,7 @@ describe("peftkit train --method lt_sft", () => {
         ranked.push({ module: moduleOf(key), pos, m: Math.abs(val[i]) });
       });
     }
-    const k = Math.round(0.01 * targeted);
+    const k = Math.floor(0.01 * targeted);
     ranked.sort((a, b) => b.m - a.m);
     assert.ok(ranked[k - 1].m > ranked[k].m, "no tie at the threshold in this run");
     const expected = new Map<string, number[]>();
@@ -118,6 +118,17 @@ describe("peftkit train --method lt_sft", () => {
       });
     }
     assert.ok(changed > 0.9 * k, `${changed} of ${k} kept entries moved in phase 2`);
+
+    // A delta trained on a model with another delta merged in (LT-SFT's task delta on θ₀ + Δ_language)
+    // carries that model's fingerprint unless --declare-base names θ₀.
+    const baseOf = (f: string) => readSafetensors(f).metadata.base_model;
+    const onMerged = join(tmp, "on-merged.safetensors");
+    const declared = join(tmp, "declared.safetensors");
+    assert.equal(cli(["delta", "export", "--adapter", straight, "--model", merged, "--output", onMerged]).status, 0);
+    const dr = cli(["delta", "export", "--adapter", straight, "--model", merged, "--declare-base", MODEL, "--output", declared]);
+    assert.equal(dr.status, 0, dr.stderr);
+    assert.notEqual(baseOf(onMerged), baseOf(deltaFile));
+    assert.equal(baseOf(declared), baseOf(deltaFile));
   });
 
   test("SIGKILL in phase 1 or in phase 2, then --resume: the uninterrupted result", () => {

@@ -14,7 +14,10 @@ function closedForm(layers: { key: string; change: Float32Array }[], k: number):
   const out = new Map<string, number[]>();
   for (const { li, i } of all.slice(0, k)) {
     const key = layers[li].key;
-    out.set(key, [...(out.get(key) ?? []), i].sort((a, b) => a - b));
+    out.set(
+      key,
+      [...(out.get(key) ?? []), i].sort((a, b) => a - b),
+    );
   }
   return out;
 }
@@ -43,7 +46,13 @@ describe("LT-SFT selection (global top-K of |θ₁ − θ₀|)", () => {
     const b = { key: "b", change: Float32Array.from([1, -1, 2]) };
     const got = selectLargestChanges([a, b], 4);
     assert.deepEqual(asArrays(got), closedForm([a, b], 4));
-    assert.deepEqual(asArrays(got), new Map([["a", [0, 1, 2]], ["b", [2]]]));
+    assert.deepEqual(
+      asArrays(got),
+      new Map([
+        ["a", [0, 1, 2]],
+        ["b", [2]],
+      ]),
+    );
     assert.throws(() => selectLargestChanges([a, b], 8), /cannot keep 8 entries of the 7/);
   });
 });

@@ -49,9 +49,9 @@ function targetSizes(peftConfig: Readonly<Record<string, unknown>>, o: LtSftOpti
   return new Map(targetedLinears(modelInfo(o.model), cfg, "lt_sft", null).map((l) => [l.key, l.inFeatures * l.outFeatures]));
 }
 
-/** Entries to keep: --num-tunable-weights, else round(density · targeted entries), at least 1. */
+/** Entries to keep: --num-tunable-weights, else ⌊density · targeted entries⌋ (the authors' int(p · n)), at least 1. */
 export function ltSftCount(density: number, numEntries: number | undefined, targeted: number): number {
-  const k = numEntries ?? Math.max(1, Math.round(density * targeted));
+  const k = numEntries ?? Math.max(1, Math.floor(density * targeted));
   if (k > targeted)
     throw new TrainingArgsError(`--num-tunable-weights ${k} exceeds the ${targeted} entries of the targeted weights (lt_sft)`);
   return k;
@@ -91,6 +91,8 @@ export async function runLtSft(o: LtSftOptions): Promise<RunSummary> {
       outputDir: phase1Dir,
       peftConfig: phase1Config,
       maxSteps: o.fullSteps,
+      // A time budget is shared between the phases in proportion to their steps.
+      maxSeconds: o.maxSeconds === undefined ? undefined : (o.maxSeconds * o.fullSteps) / o.maxSteps,
       epochs: undefined,
       record: { ...o.record, lt_sft_phase: 1 },
       prepareAdapter: (p) => {
@@ -127,6 +129,7 @@ export async function runLtSft(o: LtSftOptions): Promise<RunSummary> {
     ...o,
     peftConfig: phase2Config,
     maxSteps: o.maxSteps - o.fullSteps,
+    maxSeconds: o.maxSeconds === undefined ? undefined : (o.maxSeconds * (o.maxSteps - o.fullSteps)) / o.maxSteps,
     epochs: undefined,
     record: { ...o.record, lt_sft_phase: 2, lt_sft_entries: k },
     prepareAdapter: (p) => {

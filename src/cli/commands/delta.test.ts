@@ -27,7 +27,10 @@ const V = "model.layers.1.self_attn.v_proj.weight"; // [128, 256]
 const D = "model.layers.0.mlp.down_proj.weight"; // [256, 688]
 
 function cli(args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, "delta", ...args, "--threads", "1"], { encoding: "utf8", env: { ...process.env, FORCE_COLOR: "0" } });
+  const r = spawnSync(process.execPath, [CLI, "delta", ...args, "--threads", "1"], {
+    encoding: "utf8",
+    env: { ...process.env, FORCE_COLOR: "0" },
+  });
   return { status: r.status, stderr: r.stderr.trim(), stdout: r.stdout };
 }
 const ok = (args: string[]) => {
@@ -127,11 +130,26 @@ describe("peftkit delta", () => {
   test("bad files and mismatched bases: one line naming the file and tensor, exit 1", () => {
     const cases: [string[], RegExp][] = [
       [["info", "--input", file("truncated.safetensors")], /truncated\.safetensors: .*past the end of the file/],
-      [["info", "--input", file("duplicated.safetensors")], /duplicated\.safetensors: "model\.layers\.0\.self_attn\.q_proj\.weight\.sparse_indices": index 7 is duplicated/],
-      [["info", "--input", file("out-of-range.safetensors")], /out-of-range\.safetensors: "model\.layers\.0\.self_attn\.q_proj\.weight\.sparse_indices": index 65536 \(entry 1\) is out of range/],
-      [["compose", "--input", `${file("a.safetensors")},${file("other-base.safetensors")}`, "--output", file("x.safetensors")], /other-base\.safetensors: made for a different base model .* than .*a\.safetensors/],
-      [["apply", "--model", file("m-a"), "--input", file("b.safetensors"), "--output-dir", file("x")], /b\.safetensors: made for a different base model/],
-      [["apply", "--model", MODEL, "--input", file("no-such-weight.safetensors"), "--output-dir", file("x")], /no-such-weight\.safetensors: the model has no weight "model\.layers\.9\.self_attn\.q_proj\.weight"/],
+      [
+        ["info", "--input", file("duplicated.safetensors")],
+        /duplicated\.safetensors: "model\.layers\.0\.self_attn\.q_proj\.weight\.sparse_indices": index 7 is duplicated/,
+      ],
+      [
+        ["info", "--input", file("out-of-range.safetensors")],
+        /out-of-range\.safetensors: "model\.layers\.0\.self_attn\.q_proj\.weight\.sparse_indices": index 65536 \(entry 1\) is out of range/,
+      ],
+      [
+        ["compose", "--input", `${file("a.safetensors")},${file("other-base.safetensors")}`, "--output", file("x.safetensors")],
+        /other-base\.safetensors: made for a different base model .* than .*a\.safetensors/,
+      ],
+      [
+        ["apply", "--model", file("m-a"), "--input", file("b.safetensors"), "--output-dir", file("x")],
+        /b\.safetensors: made for a different base model/,
+      ],
+      [
+        ["apply", "--model", MODEL, "--input", file("no-such-weight.safetensors"), "--output-dir", file("x")],
+        /no-such-weight\.safetensors: the model has no weight "model\.layers\.9\.self_attn\.q_proj\.weight"/,
+      ],
     ];
     for (const [args, pattern] of cases) {
       const r = cli(args);

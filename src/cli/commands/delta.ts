@@ -12,6 +12,7 @@ import { composeDeltaSets, mergeDeltaSet, type NamedDeltaSet } from "../../spars
 import { SparseDeltaError } from "../../sparse/delta.js";
 import { sftDeltaSet } from "../../sparse/export.js";
 import { loadSparseDeltas, saveSparseDeltas } from "../../sparse/file.js";
+import { weightsFingerprint } from "../../util/fingerprint.js";
 import { type CommandSpec, type Flags, UsageError } from "../args.js";
 import { loadModelAndAdapter } from "../load.js";
 import { TOKENIZER_FILES } from "./merge.js";
@@ -43,9 +44,16 @@ async function exportDelta(o: Flags): Promise<number> {
     throw new SparseDeltaError(
       `${adapter}: a ${a.tuner.peftType} adapter; only sparse (SFT: spiel, lt_sft) adapters export as sparse deltas`,
     );
-  const set = sftDeltaSet((peft as NonNullable<typeof peft>).info, a.tensors, adapter);
-  saveSparseDeltas(output, set);
+  let set = sftDeltaSet((peft as NonNullable<typeof peft>).info, a.tensors, adapter);
   await model.release();
+  const declared = o.declareBase as string | undefined;
+  if (declared) {
+    // LT-SFT's task delta, trained on θ₀ + Δ_language: it composes with other languages' deltas on θ₀.
+    const { model: other } = await loadModelAndAdapter(declared, { threads: o.threads as number | undefined });
+    set = { ...set, baseModel: weightsFingerprint(other.weights) };
+    await other.release();
+  }
+  saveSparseDeltas(output, set);
   const n = [...set.deltas.values()].reduce((s, d) => s + d.indices.length, 0);
   console.log(`wrote ${output}: ${n} entries in ${set.deltas.size} weights (base model ${set.baseModel})`);
   return 0;
@@ -110,6 +118,12 @@ export const deltaCommand: CommandSpec = {
     { name: "adapter", type: "string", meta: "DIR", help: "export: an SFT adapter folder (--method spiel or lt_sft)" },
     { name: "model", type: "string", meta: "DIR", help: "export/apply: the base model folder" },
     { name: "output", type: "string", meta: "FILE", help: "export/compose: the sparse-delta file to write" },
+    {
+      name: "declare-base",
+      type: "string",
+      meta: "DIR",
+      help: "export: record this model's fingerprint as the delta's base instead of --model's (a task delta trained on a model with a language delta merged in)",
+    },
     { name: "output-dir", type: "string", meta: "DIR", help: "apply: where to write the full model" },
     { name: "subtract", type: "boolean", help: "apply: take the deltas out of the model instead of adding them (unmerge)" },
     { name: "dtype", type: "string", help: "apply: weight dtype of the output", default: "f32", choices: ["f32", "f16", "bf16"] },
