@@ -82,6 +82,9 @@ export const DEFAULT_LR: Record<string, number> = {
   // kind-of, 100 steps, batch 16, 1 seed (docs/methods/spiel.md): exact match 0.02 at 3e-4, 0.22
   // at 2e-3, 0.395 at 1e-2, 0.355 at 3e-2 (LoRA r=8 all-linear at 2e-3: 0.40).
   spiel: 1e-2,
+  // kind-of, 100 steps (50 full + 50 sparse), batch 16, 1 seed (docs/methods/lt_sft.md): exact
+  // match 0.000 at 3e-4, 0.005 at 1e-3, 0.185 at 1e-2, 0.265 at 3e-2, 0.270 at 1e-1 (eval loss 1.39 vs 1.42).
+  lt_sft: 3e-2,
   full: 3e-4,
 };
 
