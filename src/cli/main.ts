@@ -6,6 +6,7 @@ import { type CommandSpec, helpText, parseFlags, UsageError } from "./args.js";
 import { benchCommand } from "./commands/bench.js";
 import { cacheCommand } from "./commands/cache.js";
 import { compareCommand } from "./commands/compare.js";
+import { deltaCommand } from "./commands/delta.js";
 import { demoCommand } from "./commands/demo.js";
 import { evalCommand } from "./commands/eval.js";
 import { generateCommand } from "./commands/generate.js";
@@ -18,6 +19,7 @@ export const COMMANDS: CommandSpec[] = [
   evalCommand,
   generateCommand,
   mergeCommand,
+  deltaCommand,
   infoCommand,
   compareCommand,
   demoCommand,

@@ -41,6 +41,7 @@ export const METHODS = [
   "spt",
   "sara",
   "id3",
+  "lt_sft",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -410,6 +411,17 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         ...(o.id3MaxSteps !== undefined ? { max_steps: o.id3MaxSteps } : {}),
         eps: o.id3Eps ?? 1e-3,
         exp: o.id3Exp ?? 0,
+        target_modules: target ?? "all-linear",
+      };
+    case "lt_sft":
+      // The adapter phase 2 trains (an SFT with fixed index sets); train.ts runs both phases
+      // (train/lt-sft.ts) and fills num_deltas from the selection.
+      return {
+        ...common,
+        peft_type: "SFT",
+        density: o.density ?? 0.01,
+        ...(o.numTunableWeights !== undefined ? { num_tunable_weights: o.numTunableWeights } : {}),
+        reselection_steps: 0,
         target_modules: target ?? "all-linear",
       };
     case "fourierft":

@@ -48,6 +48,8 @@ export interface RunOptions extends Omit<TrainerArgs, "outputDir"> {
   labels?: LabelConfig;
   /** Everything else worth recording in training_args.json. */
   record?: Record<string, unknown>;
+  /** Called with the new adapter before training (LT-SFT sets its chosen index sets here). */
+  prepareAdapter?: (peft: PeftModel) => void;
   /** Called with the Trainer so the caller can wire SIGINT to requestStop(). */
   onTrainer?: (t: Trainer) => void;
   out?: NodeJS.WriteStream;
@@ -128,6 +130,7 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
   const peft = PeftModel.create(o.model, o.peftConfig, { seed: o.seed ?? 42, calibration: o.calibration });
   // PiSSA/OLoRA/CorDA train against a residual base: keep the initial factors to also write the
   // adapter as plain LoRA for the original base (CONVERTED_DIR).
+  o.prepareAdapter?.(peft);
   const created = peft.adapter("default");
   const initial = created.tuner === LORA && editsBase(created.config as LoraConfig) ? new Map(created.tensors) : null;
   if (o.labels) saveLabelsWithAdapter(peft, o.labels);

@@ -347,6 +347,8 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   SFT: [
     { peftType: "SFT", targetModules: ["q_proj"] },
     { peftType: "SFT", targetModules: ["q_proj", "v_proj"], density: 0.05, reselectionSteps: 0, reselectionRatePolicy: "cosine" },
+    // What --method lt_sft saves: fixed index sets, counts per module.
+    { peftType: "SFT", targetModules: ["q_proj"], reselectionSteps: 0, numDeltas: { "model.layers.0.self_attn.q_proj": 3 } },
   ],
   SPT: [
     { peftType: "SPT", targetModules: ["q_proj", "v_proj"] },

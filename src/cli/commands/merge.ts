@@ -29,7 +29,7 @@ export function classifierConfig(config: Record<string, unknown>, head: TaskHead
   return out;
 }
 
-const TOKENIZER_FILES = [
+export const TOKENIZER_FILES = [
   "tokenizer.json",
   "tokenizer_config.json",
   "special_tokens_map.json",

@@ -7,10 +7,12 @@ import type { TaskHead } from "../../models/architecture.js";
 import { PreTrainedModel } from "../../models/pretrained.js";
 import { CalibrationDataError, calibrateFromFile } from "../../train/calibrate.js";
 import { DATA_FORMATS, type DataFormat, type Example, loadDataset, splitDataset, trainingLabels } from "../../train/data/index.js";
+import { runLtSft } from "../../train/lt-sft.js";
 import { CALIBRATION_SAMPLES, METHODS, MethodError, type MethodName, methodConfig } from "../../train/methods.js";
-import { runTraining } from "../../train/run.js";
+import { type RunOptions, runTraining } from "../../train/run.js";
 import type { ScheduleName } from "../../train/schedule.js";
 import { SELECTIVE_METHODS } from "../../train/selective-run.js";
+import type { Trainer } from "../../train/trainer.js";
 import { calibrationRequest } from "../../tuners/peft-model.js";
 import type { CalibrationStats } from "../../tuners/tuner.js";
 import { type CommandSpec, type Flags, UsageError } from "../args.js";
@@ -297,17 +299,30 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     name: "density",
     type: "number",
     meta: "D",
-    help: "spiel, spt: share of all the model's parameters trained (spiel spreads it over the targets by size; spt's budget); id3: the budget as such a share (default 0.01)",
+    help: "spiel, spt: share of all the model's parameters trained (spiel spreads it over the targets by size; spt's budget); id3: the budget as such a share; lt_sft: share of the targeted weights' entries kept after phase 1 (default 0.01)",
     exclusiveMin: 0,
     max: 1,
   },
-  { name: "num-tunable-weights", type: "int", meta: "N", help: "spiel, spt: total parameters trained (overrides --density)", min: 1 },
+  {
+    name: "num-tunable-weights",
+    type: "int",
+    meta: "N",
+    help: "spiel, spt, lt_sft: total parameters trained (overrides --density)",
+    min: 1,
+  },
   {
     name: "spt-alpha",
     type: "number",
     meta: "A",
     help: "spt: a matrix with at least (its LoRA's size)/A sensitive entries gets a LoRA module instead (default 10)",
     exclusiveMin: 0,
+  },
+  {
+    name: "full-steps",
+    type: "int",
+    meta: "N",
+    help: "lt_sft: steps of phase 1 (full fine-tuning of the targeted weights); phase 2 takes the rest of --max-steps (default: half)",
+    min: 1,
   },
   {
     name: "reselection-steps",
@@ -674,7 +689,16 @@ export const trainCommand: CommandSpec = {
       peft_config: peftConfig,
     };
     let stopping = false;
-    const summary = await runTraining({
+    let current: Trainer | null = null;
+    let fullSteps: number | undefined;
+    if (o.method === "lt_sft") {
+      if (o.maxSteps === undefined)
+        throw new UsageError("--method lt_sft needs --max-steps (phase 1 takes --full-steps of them, phase 2 the rest)");
+      fullSteps = (o.fullSteps as number | undefined) ?? Math.max(1, Math.floor((o.maxSteps as number) / 2));
+      if (fullSteps >= (o.maxSteps as number))
+        throw new UsageError(`--full-steps ${fullSteps} must be below --max-steps ${o.maxSteps} (lt_sft: phase 2 takes the rest)`);
+    } else if (o.fullSteps !== undefined) throw new UsageError(`--full-steps is for --method lt_sft, not ${o.method}`);
+    const runOptions: RunOptions = {
       outputDir: o.outputDir as string,
       model,
       tokenizer,
@@ -706,15 +730,29 @@ export const trainCommand: CommandSpec = {
       exactMatchLimit: data.format === "prompt_completion" || data.format === "chat" ? 200 : 0,
       labels,
       record,
+      // Called once per run (lt_sft: once per phase); one handler stops whichever is training.
       onTrainer: (t) => {
+        const first = current === null;
+        current = t;
+        if (!first) return;
         process.on("SIGINT", () => {
           if (stopping) process.exit(130);
           stopping = true;
           process.stderr.write("\ninterrupt: finishing this step and saving a checkpoint (press Ctrl-C again to quit at once)\n");
-          t.requestStop();
+          current?.requestStop();
         });
       },
-    });
+    };
+    const summary =
+      fullSteps === undefined
+        ? await runTraining(runOptions)
+        : await runLtSft({
+            ...runOptions,
+            fullSteps,
+            maxSteps: o.maxSteps as number,
+            density: (o.density as number | undefined) ?? 0.01,
+            numEntries: o.numTunableWeights as number | undefined,
+          });
     await model.release();
     // An interrupted run is not a success (its checkpoint is resumable); the spec reserves 2 for bad usage.
     return summary.stoppedBy === "interrupted" ? 1 : 0;

@@ -22,6 +22,12 @@ import { candidatesKey, sftKeys, sftTargets } from "./layers.js";
 /** Spread of the values init_weights: false draws. */
 const RANDOM_STD = 0.1;
 
+function allPositions(n: number): Int32Array {
+  const out = new Int32Array(n);
+  for (let i = 0; i < n; i++) out[i] = i;
+  return out;
+}
+
 /** Reselection needs the candidates tensor in the step (controller.ts); it is not saved. */
 const reselects = (c: SftConfig) => c.reselectionSteps > 0;
 
@@ -31,7 +37,9 @@ function create(info: ModelInfo, c: SftConfig, rng: Rng): CreatedAdapter<SftConf
   for (const t of targets) {
     if (reselects(c)) tensors.set(candidatesKey(t), hostTensor("i32", [t.k]));
     const draw = rng.fork();
-    const indices = samplePositions(t.shape[0] * t.shape[1], t.k, () => draw.next());
+    const n = t.shape[0] * t.shape[1];
+    // Every entry (LT-SFT's dense first phase): no need to draw.
+    const indices = t.k === n ? allPositions(n) : samplePositions(n, t.k, () => draw.next());
     const values = c.initWeights ? new Float32Array(t.k) : fillNormal(t.k, RANDOM_STD, draw);
     for (const [k, v] of sparseTensors(sftKeys(t), indices, values)) tensors.set(k, v);
   }
