@@ -22,6 +22,7 @@ import { OFT } from "./oft/index.js";
 import { PEGO } from "./pego/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
+import { S2FT } from "./s2ft/index.js";
 import { SFT } from "./sft/index.js";
 import { SNELL, SNELLA } from "./snell/index.js";
 import { SOKA } from "./soka/index.js";
@@ -62,6 +63,7 @@ const TUNERS: Tuner<never>[] = [
   SNELL,
   SNELLA,
   SFT,
+  S2FT,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
