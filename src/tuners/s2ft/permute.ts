@@ -23,7 +23,9 @@ export function permuteRows(t: HostTensor, order: readonly number[], block: numb
   const cols = t.shape.length === 2 ? t.shape[1] : 1;
   const src = f32(t);
   const out = new Float32Array(src.length);
-  order.forEach((u, j) => out.set(src.subarray(u * block * cols, (u + 1) * block * cols), j * block * cols));
+  order.forEach((u, j) => {
+    out.set(src.subarray(u * block * cols, (u + 1) * block * cols), j * block * cols);
+  });
   return hostTensor("f32", [...t.shape], out);
 }
 

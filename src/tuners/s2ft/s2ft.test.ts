@@ -115,7 +115,7 @@ test("S2FT: one step changes only the chosen rows/columns; the slice gradient is
           scale = Math.max(scale, Math.abs(g[r * cols + col]));
         });
     assert.ok(scale > 0 && worst <= 1e-4 * scale, `${s.key}: |slice grad − full rows/cols| ${worst} (scale ${scale})`);
-    assert.deepEqual([...(a.tensors.get(indicesKey(s))?.data as Int32Array)], [...s.indices]);
+    assert.deepEqual([...((a.tensors.get(indicesKey(s)) as HostTensor).data as Int32Array)], [...s.indices]);
   }
   // The effective weights: merged, only the chosen rows/columns differ from the base; every other weight is bit-identical.
   peft.mergeAdapter();
