@@ -38,6 +38,7 @@ export const METHODS = [
   "snell",
   "snella",
   "spiel",
+  "s2ft",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -142,6 +143,9 @@ export interface MethodOptions {
   snellaInitWarmup?: number;
   snellaFinalWarmup?: number;
   snellaMaskInterval?: number;
+  /** s2ft: shares of all (layer, unit) pairs trained: V and O KV groups, up and down channels; the selection's seed. */
+  s2ftRatios?: { v?: number; o?: number; u?: number; d?: number };
+  s2ftSeed?: number;
   /** spiel: share of all the model's parameters trained (density), or a total (num_tunable_weights). */
   density?: number;
   numTunableWeights?: number;
@@ -363,6 +367,20 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         initial_reselection_rate: o.initialReselectionRate ?? 0.2,
         target_modules: target ?? "all-linear",
       };
+    case "s2ft": {
+      // With no ratio given, the authors' LLaMA-2-7B scripts' setting (o 0.052, d 0.02).
+      const r = o.s2ftRatios ?? {};
+      const given = [r.v, r.o, r.u, r.d].some((x) => x !== undefined);
+      return {
+        ...common,
+        peft_type: "S2FT",
+        v_ratio: r.v ?? 0,
+        o_ratio: r.o ?? (given ? 0 : 0.052),
+        u_ratio: r.u ?? 0,
+        d_ratio: r.d ?? (given ? 0 : 0.02),
+        seed: o.s2ftSeed ?? 1234,
+      };
+    }
     case "fourierft":
       return {
         ...common,
@@ -476,6 +494,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SNELL: "snell",
   SNELLA: "snella",
   SFT: "spiel",
+  S2FT: "s2ft",
 };
 
 /**
@@ -624,6 +643,13 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
       return `--selection-accumulation-steps ${value}`;
     case "initial_reselection_rate":
       return `--initial-reselection-rate ${value}`;
+    case "v_ratio":
+    case "o_ratio":
+    case "u_ratio":
+    case "d_ratio":
+      return `--${field[0]}-ratio ${value}`;
+    case "seed":
+      return peftType === "S2FT" ? `--seed ${value}` : null;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":
