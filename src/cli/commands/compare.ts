@@ -82,6 +82,9 @@ export const DEFAULT_LR: Record<string, number> = {
   // kind-of, 100 steps, batch 16, 1 seed (docs/methods/spiel.md): exact match 0.02 at 3e-4, 0.22
   // at 2e-3, 0.395 at 1e-2, 0.355 at 3e-2 (LoRA r=8 all-linear at 2e-3: 0.40).
   spiel: 1e-2,
+  // kind-of, 100 steps, batch 16, 1 seed, CLI defaults (14,080 values on wordnet-llama;
+  // docs/methods/s2ft.md): exact match 0.125 at 1e-2, 0.215 at 5e-2, 0.275 at 2e-1, 0.28 at 5e-1.
+  s2ft: 2e-1,
   full: 3e-4,
 };
 
