@@ -26,6 +26,9 @@ export const SPARSE_CASES: Case[] = [
   { label: "LoRA r = 16", flags: ["--method", "lora", "--r", "16"] },
   { label: "full fine-tuning", flags: ["--full"] },
   { label: "SpIEL, density 0.01", flags: ["--method", "spiel", "--density", "0.01"], target: { against: "lora", atMost: 1.3 } },
+  { label: "S²FT (o 0.052, d 0.02)", flags: ["--method", "s2ft"] },
+  { label: "LISA, γ = 2", flags: ["--method", "lisa", "--lisa-layers", "2"], target: { against: "full", atMost: 0.5 } },
+  { label: "HFT", flags: ["--method", "hft"] },
 ];
 
 function run(cli: string, root: string, args: string[]): Row {

@@ -24,6 +24,8 @@ export interface TrainBenchOptions {
   method: string;
   /** spiel: the density (default 0.01). */
   density?: number;
+  /** s2ft: the ratios (absent ones: the method's defaults). */
+  s2ftRatios?: { v?: number; o?: number; u?: number; d?: number };
   r: number;
   target: string[];
   batch: number;
@@ -80,7 +82,7 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
   } else {
     const peft = PeftModel.create(
       model,
-      methodConfig(o.method, { r: o.r, alpha: 2 * o.r, dropout: 0, target: o.target, density: o.density }),
+      methodConfig(o.method, { r: o.r, alpha: 2 * o.r, dropout: 0, target: o.target, density: o.density, s2ftRatios: o.s2ftRatios }),
       { seed: 0 },
     );
     const t = await PeftTrainer.create(peft, { optimizer: { kind: "adamw" }, gradientCheckpointing: o.gradientCheckpointing });

@@ -42,6 +42,7 @@ export const METHODS = [
   "sara",
   "id3",
   "lt_sft",
+  "s2ft",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -147,6 +148,9 @@ export interface MethodOptions {
   snellaInitWarmup?: number;
   snellaFinalWarmup?: number;
   snellaMaskInterval?: number;
+  /** s2ft: shares of all (layer, unit) pairs trained: V and O KV groups, up and down channels; the selection's seed. */
+  s2ftRatios?: { v?: number; o?: number; u?: number; d?: number };
+  s2ftSeed?: number;
   /** spiel: share of all the model's parameters trained (density), or a total (num_tunable_weights). */
   density?: number;
   numTunableWeights?: number;
@@ -424,6 +428,20 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         reselection_steps: 0,
         target_modules: target ?? "all-linear",
       };
+    case "s2ft": {
+      // With no ratio given, the authors' LLaMA-2-7B scripts' setting (o 0.052, d 0.02).
+      const r = o.s2ftRatios ?? {};
+      const given = [r.v, r.o, r.u, r.d].some((x) => x !== undefined);
+      return {
+        ...common,
+        peft_type: "S2FT",
+        v_ratio: r.v ?? 0,
+        o_ratio: r.o ?? (given ? 0 : 0.052),
+        u_ratio: r.u ?? 0,
+        d_ratio: r.d ?? (given ? 0 : 0.02),
+        seed: o.s2ftSeed ?? 1234,
+      };
+    }
     case "fourierft":
       return {
         ...common,
@@ -540,6 +558,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SPT: "spt",
   SARA: "sara",
   ID3: "id3",
+  S2FT: "s2ft",
 };
 
 /**
@@ -704,6 +723,13 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
       return peftType === "ID3" ? `--id3-eps ${value}` : null;
     case "exp":
       return peftType === "ID3" ? `--id3-exp ${value}` : null;
+    case "v_ratio":
+    case "o_ratio":
+    case "u_ratio":
+    case "d_ratio":
+      return `--${field[0]}-ratio ${value}`;
+    case "seed":
+      return peftType === "S2FT" ? `--seed ${value}` : null;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":

@@ -280,6 +280,8 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
     "layers_pattern",
     "init_weights",
   ],
+  // S²FT (Infini-AI-Lab/S2FT finetune.py's arguments; no config class of its own), plus init_weights.
+  S2FT: ["v_ratio", "o_ratio", "u_ratio", "d_ratio", "seed", "init_weights", "modules_to_save"],
 };
 
 /** Configs that exercise every option peftkit writes, per type (the first one uses defaults only). */
@@ -361,6 +363,10 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   ID3: [
     { peftType: "ID3", targetModules: ["q_proj"] },
     { peftType: "ID3", targetModules: ["q_proj", "v_proj"], budget: 50, maxSteps: 10, eps: 0.01, exp: 1 },
+  ],
+  S2FT: [
+    { peftType: "S2FT", dRatio: 0.02 },
+    { peftType: "S2FT", vRatio: 0.5, oRatio: 0.25, uRatio: 0.1, seed: 7 },
   ],
 };
 

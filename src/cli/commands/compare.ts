@@ -94,6 +94,9 @@ export const DEFAULT_LR: Record<string, number> = {
   // kind-of, 100 steps (50 full + 50 sparse), batch 16, 1 seed (docs/methods/lt_sft.md): exact
   // match 0.000 at 3e-4, 0.005 at 1e-3, 0.185 at 1e-2, 0.265 at 3e-2, 0.270 at 1e-1 (eval loss 1.39 vs 1.42).
   lt_sft: 3e-2,
+  // kind-of, 100 steps, batch 16, 1 seed, CLI defaults (14,080 values on wordnet-llama;
+  // docs/methods/s2ft.md): exact match 0.125 at 1e-2, 0.215 at 5e-2, 0.275 at 2e-1, 0.28 at 5e-1.
+  s2ft: 2e-1,
   full: 3e-4,
 };
 

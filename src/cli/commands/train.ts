@@ -371,6 +371,38 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   },
   { name: "id3-eps", type: "number", meta: "E", help: "id3: ε of the score |g| / (ε + |θ|)^μ (default 1e-3)", exclusiveMin: 0 },
   { name: "id3-exp", type: "number", meta: "M", help: "id3: μ of the score |g| / (ε + |θ|)^μ (default 0)", min: 0 },
+  {
+    name: "v-ratio",
+    type: "number",
+    meta: "R",
+    help: "s2ft: share of all (layer, KV group) pairs whose v_proj output rows train (default 0; with no --?-ratio given: o 0.052, d 0.02)",
+    min: 0,
+    max: 1,
+  },
+  {
+    name: "o-ratio",
+    type: "number",
+    meta: "R",
+    help: "s2ft: share of all (layer, KV group) pairs whose o_proj input columns train (default 0.052 when no ratio is given)",
+    min: 0,
+    max: 1,
+  },
+  {
+    name: "u-ratio",
+    type: "number",
+    meta: "R",
+    help: "s2ft: share of all (layer, FFN channel) pairs whose up_proj output rows train (default 0)",
+    min: 0,
+    max: 1,
+  },
+  {
+    name: "d-ratio",
+    type: "number",
+    meta: "R",
+    help: "s2ft: share of all (layer, FFN channel) pairs whose down_proj input columns train (default 0.02 when no ratio is given)",
+    min: 0,
+    max: 1,
+  },
   { name: "loca-n-frequency", type: "int", meta: "B", help: "loca: spectrum coefficients per layer (n_frequency, default 1000)", min: 1 },
   { name: "loca-scale", type: "number", meta: "A", help: "loca: scale α of ΔW = α·iDCT2(S) (default 1)", exclusiveMin: 0 },
   {
@@ -603,6 +635,16 @@ export const trainCommand: CommandSpec = {
         id3MaxSteps: (o.id3MaxSteps ?? o.maxSteps) as number | undefined,
         id3Eps: o.id3Eps as number | undefined,
         id3Exp: o.id3Exp as number | undefined,
+        s2ftRatios:
+          o.method === "s2ft"
+            ? {
+                v: o.vRatio as number | undefined,
+                o: o.oRatio as number | undefined,
+                u: o.uRatio as number | undefined,
+                d: o.dRatio as number | undefined,
+              }
+            : undefined,
+        s2ftSeed: o.seed as number,
       });
     } catch (e) {
       if (e instanceof MethodError) throw new UsageError(e.message);
