@@ -52,6 +52,14 @@ const METHODS = [
   "soka",
   "lora_sb",
   "loca",
+  "spiel",
+  "spt",
+  "sara",
+  "id3",
+  "lt_sft",
+  "s2ft",
+  "lisa",
+  "hft",
   "full",
 ];
 const CLI = join(PACKAGE_ROOT, "dist/src/cli/main.js");
