@@ -21,6 +21,20 @@ runConformance({
   identityConfig: CONFIG,
   config: { ...CONFIG, init_weights: false },
 });
+// A classifier head kept with modules_to_save must survive the save (tensorsToSave re-sorts slots).
+runConformance({
+  name: "ID3 on BERT classification with modules_to_save",
+  model: "bert_seq_cls",
+  config: {
+    peft_type: "ID3",
+    target_modules: ["query", "value"],
+    budget: 40,
+    max_steps: 4,
+    init_weights: false,
+    modules_to_save: ["classifier"],
+  },
+  mixedBatch: false,
+});
 
 describe("ID³ schedule (Id3.get_num_unmask)", () => {
   test("⌊B/T⌋ per step, +1 for the first B mod T steps; B after T steps, nothing later", () => {

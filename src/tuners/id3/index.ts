@@ -73,8 +73,11 @@ function wrap(base: ForwardContext, info: ModelInfo, c: Id3Config, opts: WrapOpt
  * change nothing.
  */
 function tensorsToSave(info: ModelInfo, c: Id3Config, tensors: ReadonlyMap<string, HostTensor>): Map<string, HostTensor> {
-  const out = new Map<string, HostTensor>();
-  for (const t of id3Targets(info, c)) {
+  const targets = id3Targets(info, c);
+  const used = new Set(targets.map(usedKey));
+  // Everything else the adapter holds (modules_to_save copies: a classifier head) is saved as is.
+  const out = new Map([...tensors].filter(([k]) => !used.has(k)));
+  for (const t of targets) {
     const k = id3Keys(t);
     const idx = tensors.get(k.indices)?.data as Int32Array;
     const val = tensors.get(k.values)?.data as Float32Array;
