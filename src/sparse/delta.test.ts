@@ -7,16 +7,7 @@ import { type HostTensor, hostTensor } from "../engine/ir/host.js";
 import { writeSafetensors } from "../io/safetensors.js";
 import { weightsFingerprint } from "../util/fingerprint.js";
 import { composeDeltaSets, mergeDeltaSet } from "./compose.js";
-import {
-  addDeltas,
-  applyDelta,
-  checkDelta,
-  deltaOfLargestChanges,
-  entriesForDensity,
-  type SparseDelta,
-  SparseDeltaError,
-  topKPositions,
-} from "./delta.js";
+import { addDeltas, applyDelta, checkDelta, type SparseDelta, SparseDeltaError } from "./delta.js";
 import { loadSparseDeltas, saveSparseDeltas } from "./file.js";
 import { sparseDeltaTensors } from "./format.js";
 
@@ -39,14 +30,6 @@ describe("sparse deltas on the host", () => {
     checkDelta(delta([2, 3], [0, 5], [1, 2]), "f: w");
   });
 
-  test("a density must be in (0, 1]; it keeps round(d·n) entries, at least one", () => {
-    for (const d of [0, -0.1, 1.5, Number.NaN])
-      assert.throws(() => entriesForDensity(d, 100, "--density"), /--density: the density must be in \(0, 1\]/);
-    assert.equal(entriesForDensity(0.01, 1000, "x"), 10);
-    assert.equal(entriesForDensity(0.001, 10, "x"), 1);
-    assert.equal(entriesForDensity(1, 10, "x"), 10);
-  });
-
   test("merge adds the values at their positions; unmerge takes them away", () => {
     const w = hostTensor("f32", [2, 3], [1, 2, 3, 4, 5, 6]);
     const d = delta([2, 3], [1, 5], [0.5, -2]);
@@ -62,19 +45,6 @@ describe("sparse deltas on the host", () => {
     const s = addDeltas(delta([4], [0, 2], [1, 2]), delta([4], [2, 3], [10, 20]));
     assert.deepEqual(Array.from(s.indices), [0, 2, 3]);
     assert.deepEqual(Array.from(s.values), [1, 12, 20]);
-  });
-
-  test("top-k takes the largest scores, ties to the lower position, NaN last", () => {
-    assert.deepEqual(Array.from(topKPositions([0.1, 5, Number.NaN, 5, 3], 3)), [1, 3, 4]);
-    assert.deepEqual(Array.from(topKPositions([1, 1, 1, 1], 2)), [0, 1]);
-  });
-
-  test("the largest changes of a weight become a delta (LT-SFT's selection)", () => {
-    const before = hostTensor("f32", [2, 2], [1, 1, 1, 1]);
-    const after = hostTensor("f32", [2, 2], [1.5, 0, 1.1, 1]);
-    const d = deltaOfLargestChanges(before, after, 2);
-    assert.deepEqual(Array.from(d.indices), [0, 1]);
-    assert.deepEqual(Array.from(d.values), [0.5, -1]);
   });
 });
 

@@ -26,12 +26,6 @@ export function checkDensity(density: number, what: string): void {
   if (!(density > 0 && density <= 1)) throw new SparseDeltaError(`${what}: the density must be in (0, 1], got ${density}`);
 }
 
-/** How many entries a density keeps of `n` (at least one). */
-export function entriesForDensity(density: number, n: number, what: string): number {
-  checkDensity(density, what);
-  return Math.max(1, Math.min(n, Math.round(density * n)));
-}
-
 /** Throws unless the indices are in range and strictly increasing (sorted, no duplicates). */
 export function checkDelta(d: SparseDelta, where: string): void {
   const n = numel(d.shape);
@@ -58,13 +52,6 @@ export function applyDelta(w: HostTensor, d: SparseDelta, scale = 1, where = "sp
   return hostTensor("f32", w.shape, out);
 }
 
-/** The delta's entries as a dense weight-shaped array (zeros elsewhere). */
-export function densify(d: SparseDelta): Float32Array {
-  const out = new Float32Array(numel(d.shape));
-  for (let i = 0; i < d.indices.length; i++) out[d.indices[i]] = d.values[i];
-  return out;
-}
-
 /** a + b: the union of their positions, values summed where both have one. */
 export function addDeltas(a: SparseDelta, b: SparseDelta, where = "sparse deltas"): SparseDelta {
   if (a.shape.length !== b.shape.length || a.shape.some((s, i) => s !== b.shape[i]))
@@ -88,29 +75,6 @@ export function addDeltas(a: SparseDelta, b: SparseDelta, where = "sparse deltas
     }
   }
   return { shape: [...a.shape], indices: Int32Array.from(idx), values: Float32Array.from(val) };
-}
-
-/**
- * The positions of the k largest scores, in increasing position order. Ties go to the lower
- * position, so the choice is the same on every run.
- */
-export function topKPositions(scores: ArrayLike<number>, k: number): Int32Array {
-  const score = (i: number) => (Number.isNaN(scores[i]) ? Number.NEGATIVE_INFINITY : scores[i]);
-  const order = new Uint32Array(scores.length);
-  for (let i = 0; i < order.length; i++) order[i] = i;
-  order.sort((p, q) => score(q) - score(p) || p - q);
-  return Int32Array.from(order.subarray(0, k)).sort();
-}
-
-/** The k entries that changed most from `before` to `after` (by |after − before|), as a delta. */
-export function deltaOfLargestChanges(before: HostTensor, after: HostTensor, k: number, where = "weights"): SparseDelta {
-  if (before.data.length !== after.data.length) throw new SparseDeltaError(`${where}: the two weights differ in size`);
-  const change = new Float64Array(before.data.length);
-  for (let i = 0; i < change.length; i++) change[i] = Math.abs(Number(after.data[i]) - Number(before.data[i]));
-  const indices = topKPositions(change, k);
-  const values = new Float32Array(k);
-  for (let i = 0; i < k; i++) values[i] = Number(after.data[indices[i]]) - Number(before.data[indices[i]]);
-  return { shape: [...before.shape], indices, values };
 }
 
 /**

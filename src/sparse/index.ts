@@ -5,12 +5,8 @@ export {
   applyDelta,
   checkDelta,
   checkDensity,
-  deltaOfLargestChanges,
-  densify,
-  entriesForDensity,
   type SparseDelta,
   SparseDeltaError,
-  topKPositions,
 } from "./delta.js";
 export { SPARSE_DELTA_FORMAT, SPARSE_DELTA_VERSION, type SparseDeltaSet, sparseDeltaSet, sparseDeltaTensors } from "./format.js";
 export { addSparse, type SparseLinearOptions, sparseLinear } from "./linear.js";

@@ -109,6 +109,17 @@ export class FieldReader {
     return { ...(v as Record<string, number>) };
   }
 
+  /** A map name → integer ≥ 1 (SpIEL's and SPT's num_deltas), or null. */
+  countMap(field: string): Record<string, number> | null {
+    const v = this.get(field);
+    if (v === undefined || v === null) return null;
+    if (typeof v !== "object" || Array.isArray(v)) this.fail(field, "an object of module name → count");
+    for (const [k, n] of Object.entries(v as Record<string, unknown>))
+      if (typeof n !== "number" || !Number.isInteger(n) || n < 1)
+        throw new PeftConfigError(`${this.where}: field "${field}": "${k}" must map to an integer >= 1, got ${JSON.stringify(n)}`);
+    return { ...(v as Record<string, number>) };
+  }
+
   any(field: string): unknown {
     return this.get(field);
   }

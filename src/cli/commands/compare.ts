@@ -79,7 +79,7 @@ export const DEFAULT_LR: Record<string, number> = {
   // loss did not move in 37 steps, at 2e-2 it fell 9.4 → 3.1 in 30 (docs/methods/snell.md).
   snell: 2e-2,
   snella: 2e-2,
-  // kind-of, 100 steps, batch 16, 1 seed (docs/methods/spiel.md): exact match 0.02 at 3e-4, 0.22
+  // kind-of, 100 steps, batch 16, 1 seed (docs/methods/sft.md): exact match 0.02 at 3e-4, 0.22
   // at 2e-3, 0.395 at 1e-2, 0.355 at 3e-2 (LoRA r=8 all-linear at 2e-3: 0.40).
   spiel: 1e-2,
   // kind-of, 100 steps, batch 16, 1 seed (docs/methods/spt.md): exact match 0.28 at 2e-3, 0.39 at 1e-2.

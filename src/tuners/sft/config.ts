@@ -36,19 +36,11 @@ export interface SftConfig extends CommonConfig, TargetSpec {
 
 export function parseSftConfig(raw: RawPeftConfig, where: string): SftConfig {
   const r = new FieldReader(raw, where);
-  const numDeltas = r.any("num_deltas");
-  if (numDeltas !== undefined && numDeltas !== null) {
-    if (typeof numDeltas !== "object" || Array.isArray(numDeltas))
-      throw new PeftConfigError(`${where}: field "num_deltas" must be an object of module name → count`);
-    for (const [k, v] of Object.entries(numDeltas))
-      if (typeof v !== "number" || !Number.isInteger(v) || v < 1)
-        throw new PeftConfigError(`${where}: field "num_deltas": "${k}" must map to an integer >= 1, got ${JSON.stringify(v)}`);
-  }
   const cfg: SftConfig = {
     ...readCommon(r, "SFT"),
     density: r.num("density", 0.01),
     numTunableWeights: r.any("num_tunable_weights") == null ? null : r.int("num_tunable_weights", 0, 1),
-    numDeltas: (numDeltas as Record<string, number> | null | undefined) ?? null,
+    numDeltas: r.countMap("num_deltas"),
     selectionAlgorithm: r.str("selection_algorithm", "rigl", ["rigl", "sm3"] as const),
     reselectionSteps: r.int("reselection_steps", 20, 0),
     selectionAccumulationSteps: r.int("selection_accumulation_steps", 5, 1),

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { loadTestModel, runConformance } from "../conformance.js";
 import { PeftModel } from "../peft-model.js";
-import type { SftConfig } from "./config.js";
+import { parseSftConfig, type SftConfig } from "./config.js";
 import { sftTargets, totalParameters } from "./layers.js";
 
 const CONFIG = { peft_type: "SFT", target_modules: ["q_proj", "v_proj", "down_proj"], density: 0.02 };
@@ -38,6 +38,10 @@ test("SFT: ⌊density·(all parameters)⌋ entries, spread over the targets by s
   assert.throws(
     () => PeftModel.create(fresh, { ...CONFIG, num_tunable_weights: 10 ** 9 }),
     /exceed the \d+ weights of the targeted layers/,
+  );
+  assert.throws(
+    () => parseSftConfig({ ...CONFIG, num_deltas: { a: 0 } }, "cfg"),
+    /cfg: field "num_deltas": "a" must map to an integer >= 1, got 0/,
   );
   await fresh.release();
 });

@@ -27,14 +27,6 @@ export interface SptConfig extends CommonConfig, TargetSpec {
 
 export function parseSptConfig(raw: RawPeftConfig, where: string): SptConfig {
   const r = new FieldReader(raw, where);
-  const nd = r.any("num_deltas");
-  if (nd !== undefined && nd !== null) {
-    if (typeof nd !== "object" || Array.isArray(nd))
-      throw new PeftConfigError(`${where}: field "num_deltas" must be an object of module name → count`);
-    for (const [k, v] of Object.entries(nd))
-      if (typeof v !== "number" || !Number.isInteger(v) || v < 1)
-        throw new PeftConfigError(`${where}: field "num_deltas": "${k}" must map to an integer >= 1, got ${JSON.stringify(v)}`);
-  }
   const cfg: SptConfig = {
     ...readCommon(r, "SPT"),
     numTunableWeights: r.any("num_tunable_weights") == null ? null : r.int("num_tunable_weights", 0, 1),
@@ -43,7 +35,7 @@ export function parseSptConfig(raw: RawPeftConfig, where: string): SptConfig {
     r: r.int("r", 8, 1),
     loraDropout: r.num("lora_dropout", 0),
     structuredModules: r.strList("structured_modules"),
-    numDeltas: (nd as Record<string, number> | null | undefined) ?? null,
+    numDeltas: r.countMap("num_deltas"),
     targetModules: r.targets("target_modules"),
     excludeModules: r.targets("exclude_modules"),
     layersToTransform: r.intOrList("layers_to_transform"),
