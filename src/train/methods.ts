@@ -582,7 +582,7 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
     case "factor_in":
       return value === null || value === undefined ? null : "--soka-factors M,N";
     case "alpha":
-      return `--alpha ${value}`;
+      return peftType === "SPT" ? `--spt-alpha ${value}` : `--alpha ${value}`;
     case "rank_dropout":
       return `--rank-dropout ${value}`;
     case "module_dropout":
@@ -697,8 +697,6 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
       return `--snella-final-warmup ${value}`;
     case "mask_interval":
       return `--snella-mask-interval ${value}`;
-    case "alpha":
-      return peftType === "SPT" ? `--spt-alpha ${value}` : null;
     case "density":
       return `--density ${value}`;
     case "num_tunable_weights":

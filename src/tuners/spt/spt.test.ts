@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { configFlag } from "../../train/methods.js";
 import { loadTestModel, runConformance } from "../conformance.js";
 import { PeftModel } from "../peft-model.js";
 import type { SptConfig } from "./config.js";
@@ -67,4 +68,9 @@ test("SPT: the hot matrix gets LoRA, the rest single entries; the resolved choic
   rmSync(dir, { recursive: true, force: true });
   await model.release();
   await base2.release();
+});
+
+test("SPT: a checkpoint's alpha is named as --spt-alpha in resume messages, LyCORIS's as --alpha", () => {
+  assert.equal(configFlag("alpha", 16, "SPT"), "--spt-alpha 16");
+  assert.equal(configFlag("alpha", 6, "LOHA"), "--alpha 6");
 });
