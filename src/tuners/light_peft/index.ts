@@ -212,13 +212,18 @@ export function recordedImportance(
 ): { modules: Map<string, number>; ranks: Map<string, Float64Array> } {
   const modules = new Map<string, number>();
   const ranks = new Map<string, Float64Array>();
+  const data = (key: string): Float32Array => {
+    const t = tensors.get(key);
+    if (!t) throw new PeftConfigError(`light_peft: the phase-1 adapter has no tensor "${key}"`);
+    return t.data as Float32Array;
+  };
   for (const l of scoredLayers(info, c)) {
-    const n = (tensors.get(`${l.key}${SCORE_STEPS}`)?.data as Float32Array)[0];
+    const n = data(`${l.key}${SCORE_STEPS}`)[0];
     const d = n > 0 ? n : 1;
-    modules.set(l.key, (tensors.get(`${l.key}${MODULE_SCORE}`)?.data as Float32Array)[0] / d);
+    modules.set(l.key, data(`${l.key}${MODULE_SCORE}`)[0] / d);
     ranks.set(
       l.key,
-      Float64Array.from(tensors.get(`${l.key}${RANK_SCORE}`)?.data as Float32Array, (v) => v / d),
+      Float64Array.from(data(`${l.key}${RANK_SCORE}`), (v) => v / d),
     );
   }
   return { modules, ranks };

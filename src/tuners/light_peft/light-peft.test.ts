@@ -212,7 +212,8 @@ test("importance is recorded over the second half of the steps; masks train at t
   for (let s = 1; s < 5; s++) await trainer.train({ inputIds: ids, labels: ids }, { lr: 1e-3 });
   const a = peft.adapter("default");
   const c = a.config as LightPeftConfig;
-  for (const l of loraLayers(peft.info, c)) assert.deepEqual([...(a.tensors.get(`${l.key}${SCORE_STEPS}`)?.data as Float32Array)], [3]);
+  for (const l of loraLayers(peft.info, c))
+    assert.deepEqual([...((a.tensors.get(`${l.key}${SCORE_STEPS}`) as HostTensor).data as Float32Array)], [3]);
   const imp = recordedImportance(peft.info, c, a.tensors);
   for (const [k, v] of imp.modules) assert.ok(Number.isFinite(v) && v > 0, `${k}: ${v}`);
   for (const [k, v] of imp.ranks) assert.ok(v.every((x) => Number.isFinite(x) && x >= 0) && v.some((x) => x > 0), k);
@@ -220,7 +221,7 @@ test("importance is recorded over the second half of the steps; masks train at t
   const move = (kind: "head" | "neuron") => {
     let m = 0;
     for (const s of maskSites(peft.info).filter((x) => x.kind === kind))
-      for (const v of a.tensors.get(s.key)?.data as Float32Array) m = Math.max(m, Math.abs(v - 1));
+      for (const v of (a.tensors.get(s.key) as HostTensor).data as Float32Array) m = Math.max(m, Math.abs(v - 1));
     return m;
   };
   assert.ok(move("head") > 0.1 && move("head") < 0.6, `heads moved ${move("head")}`);
