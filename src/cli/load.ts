@@ -7,8 +7,8 @@ import { AutoTokenizer, type PreTrainedTokenizer } from "../io/tokenizer.js";
 import type { TaskHead } from "../models/architecture.js";
 import { PreTrainedModel } from "../models/pretrained.js";
 import { architectureFor } from "../models/registry.js";
-import { modulesToSaveKeys } from "../tuners/modules-to-save.js";
 import { modelForAdapter } from "../prune/heads-ffn-files.js";
+import { modulesToSaveKeys } from "../tuners/modules-to-save.js";
 import { PeftModel } from "../tuners/peft-model.js";
 import { UsageError } from "./args.js";
 

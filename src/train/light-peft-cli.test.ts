@@ -70,10 +70,7 @@ describe("peftkit train --method light_peft", () => {
       assert.equal(l.neurons.length, 688 - 230);
     }
     const pcfg = json(join(straight, "pruned_model", "config.json"));
-    assert.deepEqual(
-      [pcfg.num_attention_heads, pcfg.num_key_value_heads, pcfg.intermediate_size, pcfg.head_dim],
-      [2, 1, 458, 64],
-    );
+    assert.deepEqual([pcfg.num_attention_heads, pcfg.num_key_value_heads, pcfg.intermediate_size, pcfg.head_dim], [2, 1, 458, 64]);
     const shapes = tensors(join(straight, "adapter_model.safetensors"));
     for (const [k, t] of Object.entries(shapes)) {
       if (/(q|o)_proj\.lora_B/.test(k) && !k.includes("o_proj")) assert.equal(t.shape[0], 128, k);
@@ -90,7 +87,6 @@ describe("peftkit train --method light_peft", () => {
   });
 
   test("SIGKILL in the estimation or in phase 2, then --resume: the uninterrupted result", () => {
-    const want = tensors(join(straight, "adapter_model.safetensors"));
     const wantPlan = readFileSync(join(straight, "pruned_backbone.json"), "utf8");
     // Step hits count across the phases: #5 is the estimation's step 5, #9 phase 2's step 3.
     for (const [name, hit, left] of [
@@ -108,14 +104,18 @@ describe("peftkit train --method light_peft", () => {
       assert.equal(r.status, 0, r.stderr);
       assert.match(r.stdout, name === "estimation" ? /resuming from .*estimation.checkpoint-4/ : /estimation in .* is finished/);
       assert.equal(readFileSync(join(out, "pruned_backbone.json"), "utf8"), wantPlan);
-      const got = tensors(join(out, "adapter_model.safetensors"));
-      assert.deepEqual(Object.keys(got).sort(), Object.keys(want).sort());
-      for (const [key, t] of Object.entries(want)) {
-        const g = got[key].data as ArrayLike<number>;
-        const w = t.data as ArrayLike<number>;
-        let worst = 0;
-        for (let i = 0; i < w.length; i++) worst = Math.max(worst, Math.abs(w[i] - g[i]));
-        assert.ok(worst <= 1e-6, `${name} ${key}: max |resumed − uninterrupted| ${worst}`);
+      // The estimation folder too: masks, LoRA and the importance sums (checkpointed as adapter tensors).
+      for (const file of ["adapter_model.safetensors", "estimation/adapter_model.safetensors"]) {
+        const want = tensors(join(straight, file));
+        const got = tensors(join(out, file));
+        assert.deepEqual(Object.keys(got).sort(), Object.keys(want).sort());
+        for (const [key, t] of Object.entries(want)) {
+          const g = got[key].data as ArrayLike<number>;
+          const w = t.data as ArrayLike<number>;
+          let worst = 0;
+          for (let i = 0; i < w.length; i++) worst = Math.max(worst, Math.abs(w[i] - g[i]));
+          assert.ok(worst <= 1e-6, `${name} ${file} ${key}: max |resumed − uninterrupted| ${worst}`);
+        }
       }
     }
   });

@@ -71,7 +71,9 @@ export async function runLightPeft(o: LightPeftOptions): Promise<RunSummary> {
 
   if (existsSync(join(estDir, "adapter_config.json"))) out.write(`light_peft: the estimation in ${estDir} is finished; pruning from it\n`);
   else {
-    out.write(`light_peft estimation: LoRA + ${original.layers}×(${original.heads} head + ${count(original.intermediate)} neuron) masks, ${o.estimationSteps} steps\n`);
+    out.write(
+      `light_peft estimation: LoRA + ${original.layers}×(${original.heads} head + ${count(original.intermediate)} neuron) masks, ${o.estimationSteps} steps\n`,
+    );
     let peft1: PeftModel | null = null;
     const s1 = await runTraining({
       ...o,
@@ -86,7 +88,8 @@ export async function runLightPeft(o: LightPeftOptions): Promise<RunSummary> {
     });
     (peft1 as PeftModel | null)?.unload();
     if (s1.stoppedBy === "interrupted") return s1;
-    if (s1.stoppedBy === "non_finite_loss") throw new TrainingArgsError("light_peft estimation stopped on a non-finite loss; nothing to prune from");
+    if (s1.stoppedBy === "non_finite_loss")
+      throw new TrainingArgsError("light_peft estimation stopped on a non-finite loss; nothing to prune from");
   }
 
   // The pruning decisions, from the estimation folder.
@@ -124,7 +127,10 @@ export async function runLightPeft(o: LightPeftOptions): Promise<RunSummary> {
   );
   const pruned = pruneModel(o.model, backbone);
   // Before phase 2 trains: a finished OUT (adapter_config.json) always has its plan beside it.
-  writePlan(o.outputDir, backbone, { method: "light_peft", ratios: { attn: c.attnPruningRatio, ffn: c.ffnPruningRatio, module: c.modulePruningRatio, rank: c.rankPruningRatio } });
+  writePlan(o.outputDir, backbone, {
+    method: "light_peft",
+    ratios: { attn: c.attnPruningRatio, ffn: c.ffnPruningRatio, module: c.modulePruningRatio, rank: c.rankPruningRatio },
+  });
   let peft2: PeftModel | null = null;
   try {
     const s2 = await runTraining({

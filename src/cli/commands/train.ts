@@ -7,8 +7,8 @@ import type { TaskHead } from "../../models/architecture.js";
 import { PreTrainedModel } from "../../models/pretrained.js";
 import { CalibrationDataError, calibrateFromFile } from "../../train/calibrate.js";
 import { DATA_FORMATS, type DataFormat, type Example, loadDataset, splitDataset, trainingLabels } from "../../train/data/index.js";
-import { runLtSft } from "../../train/lt-sft.js";
 import { defaultEstimationSteps, runLightPeft } from "../../train/light-peft.js";
+import { runLtSft } from "../../train/lt-sft.js";
 import { CALIBRATION_SAMPLES, METHODS, MethodError, type MethodName, methodConfig } from "../../train/methods.js";
 import { type RunOptions, runTraining } from "../../train/run.js";
 import type { ScheduleName } from "../../train/schedule.js";
@@ -815,9 +815,13 @@ export const trainCommand: CommandSpec = {
         throw new UsageError("--method light_peft needs --max-steps (the estimation takes --estimation-steps of them, phase 2 the rest)");
       estimationSteps = (o.estimationSteps as number | undefined) ?? defaultEstimationSteps(o.maxSteps as number);
       if (estimationSteps >= (o.maxSteps as number))
-        throw new UsageError(`--estimation-steps ${estimationSteps} must be below --max-steps ${o.maxSteps} (light_peft: phase 2 takes the rest)`);
+        throw new UsageError(
+          `--estimation-steps ${estimationSteps} must be below --max-steps ${o.maxSteps} (light_peft: phase 2 takes the rest)`,
+        );
     } else if (o.estimationSteps !== undefined || o.savePrunedModel)
-      throw new UsageError(`--${o.estimationSteps !== undefined ? "estimation-steps" : "save-pruned-model"} is for --method light_peft, not ${o.method}`);
+      throw new UsageError(
+        `--${o.estimationSteps !== undefined ? "estimation-steps" : "save-pruned-model"} is for --method light_peft, not ${o.method}`,
+      );
     const runOptions: RunOptions = {
       outputDir: o.outputDir as string,
       model,
@@ -872,14 +876,14 @@ export const trainCommand: CommandSpec = {
             savePrunedModel: Boolean(o.savePrunedModel),
           })
         : fullSteps === undefined
-        ? await runTraining(runOptions)
-        : await runLtSft({
-            ...runOptions,
-            fullSteps,
-            maxSteps: o.maxSteps as number,
-            density: (o.density as number | undefined) ?? 0.01,
-            numEntries: o.numTunableWeights as number | undefined,
-          });
+          ? await runTraining(runOptions)
+          : await runLtSft({
+              ...runOptions,
+              fullSteps,
+              maxSteps: o.maxSteps as number,
+              density: (o.density as number | undefined) ?? 0.01,
+              numEntries: o.numTunableWeights as number | undefined,
+            });
     await model.release();
     // An interrupted run is not a success (its checkpoint is resumable); the spec reserves 2 for bad usage.
     return summary.stoppedBy === "interrupted" ? 1 : 0;
