@@ -114,11 +114,12 @@ async function maskedVsPruned(name: "llama_basic" | "llama_gqa_tied", rankRatio:
       Float32Array.from({ length: s.size }, (_, j) => (keep.has(s.kind === "head" ? Math.floor(j / perKv) : j) ? 1 : 0)),
     );
   });
-  // Rank plan from random rank scores; modules all kept.
+  // Module and rank plans from random scores (half the modules go, then rankRatio of the ranks).
   const layers = loraLayers(info, c);
   const ranks = new Map(layers.map((l) => [l.key, Array.from({ length: l.r }, () => rng.next())]));
-  const aplan = adapterPlan(new Map(layers.map((l) => [l.key, 1])), ranks, 0, rankRatio);
-  // The masked model with the dropped ranks' B columns zeroed is what the pruned model must compute.
+  const aplan = adapterPlan(new Map(layers.map((l) => [l.key, rng.next()])), ranks, 0.5, rankRatio);
+  assert.ok(aplan.ranks.size > 0 && aplan.ranks.size <= layers.length / 2);
+  // The masked model with the dropped modules' and ranks' B columns zeroed is what the pruned model must compute.
   setTensors(peft, (k, t) => {
     const l = layers.find((x) => loraKeys(x).b === k);
     if (!l) return null;
@@ -138,7 +139,7 @@ async function maskedVsPruned(name: "llama_basic" | "llama_gqa_tied", rankRatio:
 }
 
 for (const name of ["llama_basic", "llama_gqa_tied"] as const)
-  test(`pruning heads (whole KV groups), neurons and LoRA ranks = masking them to 0 (${name})`, async () => {
+  test(`pruning heads (whole KV groups), neurons, LoRA modules and ranks = masking them to 0 (${name})`, async () => {
     const { model, pruned, masked, got } = await maskedVsPruned(name, 0.5);
     const diff = maxAbsDiff(masked, got);
     assert.ok(diff < 1e-5, `pruned vs masked: ${diff}`);
