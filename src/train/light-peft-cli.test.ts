@@ -126,8 +126,11 @@ describe("peftkit train --method light_peft", () => {
       [["--rank-pruning-ratio", "-0.1"], 2, /--rank-pruning-ratio/],
       [["--estimation-steps", "10"], 2, /--estimation-steps 10 must be below --max-steps 10/],
       [["--method", "lora", "--estimation-steps", "2"], 2, /--estimation-steps is for --method light_peft/],
+      [["--max-steps", "4", "--estimation-steps", "1"], 1, /every LoRA module is pruned .*raise --estimation-steps/],
     ] as const) {
-      const r = train(join(tmp, "bad"), [...extra]);
+      const bad = join(tmp, "bad");
+      rmSync(bad, { recursive: true, force: true });
+      const r = train(bad, [...extra]);
       assert.equal(r.status, status, r.stderr);
       assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
       assert.match(r.stderr, pattern);

@@ -41,9 +41,12 @@ export interface LightPeftOptions extends RunOptions {
   savePrunedModel?: boolean;
 }
 
-/** --estimation-steps when not given: a fifth of --max-steps (at least 1). */
+/**
+ * --estimation-steps when not given: a fifth of --max-steps, at least 2 where --max-steps allows
+ * (a 1-step estimation scores every module 0: LoRA's B starts at 0).
+ */
 export function defaultEstimationSteps(maxSteps: number): number {
-  return Math.max(1, Math.floor(maxSteps / 5));
+  return Math.max(1, Math.min(maxSteps - 1, Math.max(2, Math.floor(maxSteps / 5))));
 }
 
 export function checkEstimationSteps(estimationSteps: number, maxSteps: number): void {
@@ -105,7 +108,7 @@ export async function runLightPeft(o: LightPeftOptions): Promise<RunSummary> {
   const plan = adapterPlan(imp.modules, imp.ranks, c.modulePruningRatio, c.rankPruningRatio);
   if (plan.ranks.size === 0)
     throw new TrainingArgsError(
-      `light_peft: --module-pruning-ratio ${c.modulePruningRatio} and --rank-pruning-ratio ${c.rankPruningRatio} leave no LoRA module (the importances are tied); lower them`,
+      `light_peft: every LoRA module is pruned (the recorded importances tie; a 1-step estimation scores all 0, since LoRA's B starts at 0): raise --estimation-steps or lower --module-pruning-ratio ${c.modulePruningRatio} / --rank-pruning-ratio ${c.rankPruningRatio}`,
     );
   const phase2Config = phase2LoraConfig(info, c, plan);
   const phase2Tensors = phase2LoraTensors(info, c, tensors, backbone, plan);

@@ -354,7 +354,10 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   ],
   PEGO: [{ peftType: "PEGO" }],
   LORA_GGPO: [{ peftType: "LORA_GGPO" }],
-  LIGHT_PEFT: [{ peftType: "LIGHT_PEFT" }, { peftType: "LIGHT_PEFT", maskL1Coef: 0, attnMaskLrMult: 1, ffnMaskLrMult: 1, rankPruningRatio: 0 }],
+  LIGHT_PEFT: [
+    { peftType: "LIGHT_PEFT" },
+    { peftType: "LIGHT_PEFT", maskL1Coef: 0, attnMaskLrMult: 1, ffnMaskLrMult: 1, rankPruningRatio: 0 },
+  ],
   LOCA: [{ peftType: "LOCA" }, { peftType: "LOCA", nFrequency: 16, scale: 2, learnLocationIter: 0, locationLrRatio: 1, locaDropout: 0.1 }],
   SNELL: [{ peftType: "SNELL" }, { peftType: "SNELL", sparsityRatio: 0, sparsifyMode: "mask", numHeads: 4 }],
   SNELLA: [{ peftType: "SNELLA" }, { peftType: "SNELLA", totalStep: 100, targetRatio: 0.5 }],

@@ -408,7 +408,7 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     name: "estimation-steps",
     type: "int",
     meta: "N",
-    help: "light_peft: steps of the estimation phase (LoRA + head/neuron masks); the pruned phase 2 takes the rest of --max-steps (default: a fifth)",
+    help: "light_peft: steps of the estimation phase (LoRA + head/neuron masks); the pruned phase 2 takes the rest of --max-steps (default: a fifth, at least 2)",
     min: 1,
   },
   { name: "mask-l1", type: "number", meta: "C", help: "light_peft: L1 coefficient on the head and neuron masks (default 1e-4)", min: 0 },

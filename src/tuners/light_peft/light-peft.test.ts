@@ -233,10 +233,16 @@ test("importance is recorded over the second half of the steps; masks train at t
 
 test("encoders are refused in one line; bad config fields name the field", async () => {
   const bert = await loadTestModel("bert_seq_cls");
-  assert.throws(() => PeftModel.create(bert, { ...CONFIG, task_type: "SEQ_CLS" }), /^PeftConfigError: light_peft supports llama, mistral and qwen2 models; this one is bert$/);
+  assert.throws(
+    () => PeftModel.create(bert, { ...CONFIG, task_type: "SEQ_CLS" }),
+    /^PeftConfigError: light_peft supports llama, mistral and qwen2 models; this one is bert$/,
+  );
   await bert.release();
   const model = await loadTestModel("llama_basic");
   assert.throws(() => PeftModel.create(model, { ...CONFIG, ffn_pruning_ratio: 1 }), /field "ffn_pruning_ratio" must be in \[0, 1\), got 1/);
-  assert.throws(() => PeftModel.create(model, { ...CONFIG, init_lora_weights: "pissa" }), /LIGHT_PEFT needs "init_lora_weights" true, false or "gaussian"/);
+  assert.throws(
+    () => PeftModel.create(model, { ...CONFIG, init_lora_weights: "pissa" }),
+    /LIGHT_PEFT needs "init_lora_weights" true, false or "gaussian"/,
+  );
   await model.release();
 });
