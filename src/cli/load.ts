@@ -7,6 +7,7 @@ import { AutoTokenizer, type PreTrainedTokenizer } from "../io/tokenizer.js";
 import type { TaskHead } from "../models/architecture.js";
 import { PreTrainedModel } from "../models/pretrained.js";
 import { architectureFor } from "../models/registry.js";
+import { modelForAdapter } from "../prune/heads-ffn-files.js";
 import { modulesToSaveKeys } from "../tuners/modules-to-save.js";
 import { PeftModel } from "../tuners/peft-model.js";
 import { UsageError } from "./args.js";
@@ -86,7 +87,9 @@ export async function loadModelAndAdapter(
   let labels = opts.adapter ? adapterLabels(opts.adapter) : null;
   const numLabels = opts.numLabels ?? labels?.names.length;
   const head = opts.head ?? headFor(modelDir, opts.adapter, numLabels);
-  const model = await PreTrainedModel.load(modelDir, head, { threads: opts.threads, numLabels, warnNewlyInitialized: !opts.adapter });
+  const loaded = await PreTrainedModel.load(modelDir, head, { threads: opts.threads, numLabels, warnNewlyInitialized: !opts.adapter });
+  // A Light-PEFT adapter was trained on a pruned base: slice it as its pruned_backbone.json says.
+  const model = opts.adapter ? modelForAdapter(loaded, opts.adapter) : loaded;
   if (!CLASSIFICATION_HEADS.includes(head)) labels = null;
   else {
     // The count the model was built with (config.json id2label, else num_labels, else 2), named as config.json names them.

@@ -45,6 +45,7 @@ const KNOB_OF: Record<string, Knob | null> = {
   triadaptlora: "r",
   pego: "r",
   lora_ggpo: "r",
+  light_peft: "r",
   snell: "r",
   snella: "r",
   prompt: "tokens",

@@ -43,6 +43,7 @@ export const METHODS = [
   "id3",
   "lt_sft",
   "s2ft",
+  "light_peft",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -151,6 +152,16 @@ export interface MethodOptions {
   /** s2ft: shares of all (layer, unit) pairs trained: V and O KV groups, up and down channels; the selection's seed. */
   s2ftRatios?: { v?: number; o?: number; u?: number; d?: number };
   s2ftSeed?: number;
+  /** light_peft: the masks' L1 coefficient and lr multiples; the shares of heads, FFN neurons, LoRA modules and ranks pruned. */
+  lightPeft?: {
+    maskL1?: number;
+    attnMaskLrMult?: number;
+    ffnMaskLrMult?: number;
+    attnPruningRatio?: number;
+    ffnPruningRatio?: number;
+    modulePruningRatio?: number;
+    rankPruningRatio?: number;
+  };
   /** spiel: share of all the model's parameters trained (density), or a total (num_tunable_weights). */
   density?: number;
   numTunableWeights?: number;
@@ -480,6 +491,22 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         orth_lambda: o.pegoLambda ?? 1e-3,
         target_modules: target ?? "all-linear",
       };
+    case "light_peft": {
+      // The estimation phase's adapter (LoRA + masks); train.ts runs both phases (train/light-peft.ts).
+      const l = o.lightPeft ?? {};
+      const field = (name: string, v: number | undefined) => (v !== undefined ? { [name]: v } : {});
+      return {
+        ...lora,
+        peft_type: "LIGHT_PEFT",
+        ...field("mask_l1_coef", l.maskL1),
+        ...field("attn_mask_lr_mult", l.attnMaskLrMult),
+        ...field("ffn_mask_lr_mult", l.ffnMaskLrMult),
+        ...field("attn_pruning_ratio", l.attnPruningRatio),
+        ...field("ffn_pruning_ratio", l.ffnPruningRatio),
+        ...field("module_pruning_ratio", l.modulePruningRatio),
+        ...field("rank_pruning_ratio", l.rankPruningRatio),
+      };
+    }
     case "lora_ggpo":
       return {
         ...lora,
@@ -559,6 +586,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SARA: "sara",
   ID3: "id3",
   S2FT: "s2ft",
+  LIGHT_PEFT: "light_peft",
 };
 
 /**
@@ -728,6 +756,15 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
       return `--${field[0]}-ratio ${value}`;
     case "seed":
       return peftType === "S2FT" ? `--seed ${value}` : null;
+    case "mask_l1_coef":
+      return `--mask-l1 ${value}`;
+    case "attn_mask_lr_mult":
+    case "ffn_mask_lr_mult":
+    case "attn_pruning_ratio":
+    case "ffn_pruning_ratio":
+    case "module_pruning_ratio":
+    case "rank_pruning_ratio":
+      return `--${field.replace(/_/g, "-")} ${value}`;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":

@@ -169,6 +169,17 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
   ],
   // LoRA's own fields (the folder is a LoRA adapter) plus the perturbation's weights.
   LORA_GGPO: [...FIELDS.types.LORA.fields.filter((f) => !FIELDS.base_fields.includes(f)), "ggpo_sigma", "ggpo_beta"],
+  // The estimation phase: LoRA's fields plus the masks' and the pruning's (the result is plain LORA).
+  LIGHT_PEFT: [
+    ...FIELDS.types.LORA.fields.filter((f) => !FIELDS.base_fields.includes(f)),
+    "mask_l1_coef",
+    "attn_mask_lr_mult",
+    "ffn_mask_lr_mult",
+    "attn_pruning_ratio",
+    "ffn_pruning_ratio",
+    "module_pruning_ratio",
+    "rank_pruning_ratio",
+  ],
   LOCA: [
     "target_modules",
     "exclude_modules",
@@ -343,6 +354,10 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   ],
   PEGO: [{ peftType: "PEGO" }],
   LORA_GGPO: [{ peftType: "LORA_GGPO" }],
+  LIGHT_PEFT: [
+    { peftType: "LIGHT_PEFT" },
+    { peftType: "LIGHT_PEFT", maskL1Coef: 0, attnMaskLrMult: 1, ffnMaskLrMult: 1, rankPruningRatio: 0 },
+  ],
   LOCA: [{ peftType: "LOCA" }, { peftType: "LOCA", nFrequency: 16, scale: 2, learnLocationIter: 0, locationLrRatio: 1, locaDropout: 0.1 }],
   SNELL: [{ peftType: "SNELL" }, { peftType: "SNELL", sparsityRatio: 0, sparsifyMode: "mask", numHeads: 4 }],
   SNELLA: [{ peftType: "SNELLA" }, { peftType: "SNELLA", totalStep: 100, targetRatio: 0.5 }],

@@ -11,6 +11,7 @@ import { IA3 } from "./ia3/index.js";
 import { ID3 } from "./id3/index.js";
 import { INCRELORA } from "./increlora/index.js";
 import { KASA } from "./kasa/index.js";
+import { LIGHT_PEFT } from "./light_peft/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
 import { LOCA } from "./loca/index.js";
 import { LOHA } from "./loha/index.js";
@@ -70,6 +71,7 @@ const TUNERS: Tuner<never>[] = [
   SARA,
   ID3,
   S2FT,
+  LIGHT_PEFT,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {

@@ -45,6 +45,22 @@ export const benchCommand: CommandSpec = {
     { name: "peak", type: "number", meta: "GFLOPS", help: "train: matmul peak to compare with (default: measured)", exclusiveMin: 0 },
     { name: "prompt-length", type: "int", meta: "N", help: "generate: prompt tokens", default: 32, min: 1 },
     { name: "new-tokens", type: "int", meta: "N", help: "generate: tokens to decode", default: 64, min: 1 },
+    {
+      name: "attn-pruning-ratio",
+      type: "number",
+      meta: "R",
+      help: "generate: also time the model with this share of heads pruned by light_peft's rule (whole KV groups)",
+      min: 0,
+      exclusiveMax: 1,
+    },
+    {
+      name: "ffn-pruning-ratio",
+      type: "number",
+      meta: "R",
+      help: "generate: also time the model with this share of FFN neurons pruned by light_peft's rule",
+      min: 0,
+      exclusiveMax: 1,
+    },
     { name: "repeats", type: "int", meta: "N", help: "generate: timed repeats", default: 3, min: 1 },
     { name: "json", type: "boolean", help: "print JSON lines" },
   ],
@@ -53,6 +69,7 @@ export const benchCommand: CommandSpec = {
     "peftkit bench train --config bench/configs/smollm2-135m.json --method lora --r 16 --target all-linear --batch 4 --seq 256 --steps 3 --json",
     "peftkit bench train --config bench/configs/smollm2-135m.json --startup --json",
     "peftkit bench generate --config bench/configs/smollm2-135m.json --batch 1",
+    "peftkit bench generate --config bench/configs/smollm2-135m.json --batch 1 --attn-pruning-ratio 0.3333 --ffn-pruning-ratio 0.3333",
   ],
   async run(o) {
     const threads = o.threads as number | undefined;
@@ -93,6 +110,26 @@ export const benchCommand: CommandSpec = {
               .map(([k, v]) => `${k}: ${typeof v === "number" ? +v.toFixed(3) : v}`)
               .join("\n"),
       );
+      return 0;
+    }
+    if (o.attnPruningRatio !== undefined || o.ffnPruningRatio !== undefined) {
+      const { runPrunedGenerateBench } = await import("../../../bench/generate-pruned.js");
+      const rows = await runPrunedGenerateBench({
+        config: o.config as string,
+        attnRatio: (o.attnPruningRatio as number | undefined) ?? 0,
+        ffnRatio: (o.ffnPruningRatio as number | undefined) ?? 0,
+        promptLength: o.promptLength as number,
+        newTokens: o.newTokens as number,
+        batch: o.batch as number,
+        repeats: o.repeats as number,
+        threads,
+      });
+      for (const r of rows)
+        console.log(
+          o.json
+            ? JSON.stringify(r)
+            : `${r.mode}: ${r.heads} heads, ${r.intermediate} FFN, ${r.params} params: ${(r.tokens_per_s as number).toFixed(1)} tokens/s (${(r.vs_base as number).toFixed(3)}× base time)`,
+        );
       return 0;
     }
     const { runGenerateBench } = await import("../../../bench/generate.js");

@@ -97,6 +97,9 @@ export const DEFAULT_LR: Record<string, number> = {
   // kind-of, 100 steps, batch 16, 1 seed, CLI defaults (14,080 values on wordnet-llama;
   // docs/methods/s2ft.md): exact match 0.125 at 1e-2, 0.215 at 5e-2, 0.275 at 2e-1, 0.28 at 5e-1.
   s2ft: 2e-1,
+  // kind-of, 100 steps (20 estimation + 80 pruned), batch 16, 1 seed (docs/methods/light_peft.md): exact
+  // match 0.09 at 2e-3, 0.165 at 5e-3, 0.34 at 1e-2, 0.155 at 3e-2 (LoRA r=8 all-linear, unpruned, at 2e-3: 0.40).
+  light_peft: 1e-2,
   full: 3e-4,
 };
 

@@ -7,6 +7,7 @@ import type { TaskHead } from "../../models/architecture.js";
 import { PreTrainedModel } from "../../models/pretrained.js";
 import { CalibrationDataError, calibrateFromFile } from "../../train/calibrate.js";
 import { DATA_FORMATS, type DataFormat, type Example, loadDataset, splitDataset, trainingLabels } from "../../train/data/index.js";
+import { defaultEstimationSteps, runLightPeft } from "../../train/light-peft.js";
 import { runLtSft } from "../../train/lt-sft.js";
 import { CALIBRATION_SAMPLES, METHODS, MethodError, type MethodName, methodConfig } from "../../train/methods.js";
 import { type RunOptions, runTraining } from "../../train/run.js";
@@ -403,6 +404,65 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     min: 0,
     max: 1,
   },
+  {
+    name: "estimation-steps",
+    type: "int",
+    meta: "N",
+    help: "light_peft: steps of the estimation phase (LoRA + head/neuron masks); the pruned phase 2 takes the rest of --max-steps (default: a fifth, at least 2)",
+    min: 1,
+  },
+  { name: "mask-l1", type: "number", meta: "C", help: "light_peft: L1 coefficient on the head and neuron masks (default 1e-4)", min: 0 },
+  {
+    name: "attn-mask-lr-mult",
+    type: "number",
+    meta: "M",
+    help: "light_peft: learning rate of the head masks as a multiple of --lr (default 100; the authors' shipped scripts ran 1)",
+    exclusiveMin: 0,
+  },
+  {
+    name: "ffn-mask-lr-mult",
+    type: "number",
+    meta: "M",
+    help: "light_peft: learning rate of the FFN neuron masks as a multiple of --lr (default 50; the shipped scripts ran 1)",
+    exclusiveMin: 0,
+  },
+  {
+    name: "attn-pruning-ratio",
+    type: "number",
+    meta: "R",
+    help: "light_peft: share of attention heads pruned per layer, in whole KV groups (default 1/3)",
+    min: 0,
+    exclusiveMax: 1,
+  },
+  {
+    name: "ffn-pruning-ratio",
+    type: "number",
+    meta: "R",
+    help: "light_peft: share of FFN neurons pruned per layer (default 1/3)",
+    min: 0,
+    exclusiveMax: 1,
+  },
+  {
+    name: "module-pruning-ratio",
+    type: "number",
+    meta: "R",
+    help: "light_peft: share of LoRA modules removed, least important first (default 0.75)",
+    min: 0,
+    exclusiveMax: 1,
+  },
+  {
+    name: "rank-pruning-ratio",
+    type: "number",
+    meta: "R",
+    help: "light_peft: share of the kept modules' LoRA ranks removed, least important first (default 0.5)",
+    min: 0,
+    exclusiveMax: 1,
+  },
+  {
+    name: "save-pruned-model",
+    type: "boolean",
+    help: "light_peft: also write the pruned base model as a model folder, OUTPUT/pruned_model",
+  },
   { name: "loca-n-frequency", type: "int", meta: "B", help: "loca: spectrum coefficients per layer (n_frequency, default 1000)", min: 1 },
   { name: "loca-scale", type: "number", meta: "A", help: "loca: scale α of ΔW = α·iDCT2(S) (default 1)", exclusiveMin: 0 },
   {
@@ -645,6 +705,15 @@ export const trainCommand: CommandSpec = {
               }
             : undefined,
         s2ftSeed: o.seed as number,
+        lightPeft: {
+          maskL1: o.maskL1 as number | undefined,
+          attnMaskLrMult: o.attnMaskLrMult as number | undefined,
+          ffnMaskLrMult: o.ffnMaskLrMult as number | undefined,
+          attnPruningRatio: o.attnPruningRatio as number | undefined,
+          ffnPruningRatio: o.ffnPruningRatio as number | undefined,
+          modulePruningRatio: o.modulePruningRatio as number | undefined,
+          rankPruningRatio: o.rankPruningRatio as number | undefined,
+        },
       });
     } catch (e) {
       if (e instanceof MethodError) throw new UsageError(e.message);
@@ -740,6 +809,19 @@ export const trainCommand: CommandSpec = {
       if (fullSteps >= (o.maxSteps as number))
         throw new UsageError(`--full-steps ${fullSteps} must be below --max-steps ${o.maxSteps} (lt_sft: phase 2 takes the rest)`);
     } else if (o.fullSteps !== undefined) throw new UsageError(`--full-steps is for --method lt_sft, not ${o.method}`);
+    let estimationSteps: number | undefined;
+    if (o.method === "light_peft") {
+      if (o.maxSteps === undefined)
+        throw new UsageError("--method light_peft needs --max-steps (the estimation takes --estimation-steps of them, phase 2 the rest)");
+      estimationSteps = (o.estimationSteps as number | undefined) ?? defaultEstimationSteps(o.maxSteps as number);
+      if (estimationSteps >= (o.maxSteps as number))
+        throw new UsageError(
+          `--estimation-steps ${estimationSteps} must be below --max-steps ${o.maxSteps} (light_peft: phase 2 takes the rest)`,
+        );
+    } else if (o.estimationSteps !== undefined || o.savePrunedModel)
+      throw new UsageError(
+        `--${o.estimationSteps !== undefined ? "estimation-steps" : "save-pruned-model"} is for --method light_peft, not ${o.method}`,
+      );
     const runOptions: RunOptions = {
       outputDir: o.outputDir as string,
       model,
@@ -786,15 +868,22 @@ export const trainCommand: CommandSpec = {
       },
     };
     const summary =
-      fullSteps === undefined
-        ? await runTraining(runOptions)
-        : await runLtSft({
+      estimationSteps !== undefined
+        ? await runLightPeft({
             ...runOptions,
-            fullSteps,
+            estimationSteps,
             maxSteps: o.maxSteps as number,
-            density: (o.density as number | undefined) ?? 0.01,
-            numEntries: o.numTunableWeights as number | undefined,
-          });
+            savePrunedModel: Boolean(o.savePrunedModel),
+          })
+        : fullSteps === undefined
+          ? await runTraining(runOptions)
+          : await runLtSft({
+              ...runOptions,
+              fullSteps,
+              maxSteps: o.maxSteps as number,
+              density: (o.density as number | undefined) ?? 0.01,
+              numEntries: o.numTunableWeights as number | undefined,
+            });
     await model.release();
     // An interrupted run is not a success (its checkpoint is resumable); the spec reserves 2 for bad usage.
     return summary.stoppedBy === "interrupted" ? 1 : 0;
