@@ -9,6 +9,7 @@ import { HRA } from "./hra/index.js";
 import { HUT } from "./hut/index.js";
 import { IA3 } from "./ia3/index.js";
 import { ID3 } from "./id3/index.js";
+import { IST } from "./ist/index.js";
 import { INCRELORA } from "./increlora/index.js";
 import { KASA } from "./kasa/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
@@ -70,6 +71,7 @@ const TUNERS: Tuner<never>[] = [
   SARA,
   ID3,
   S2FT,
+  IST,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
