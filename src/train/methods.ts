@@ -43,6 +43,7 @@ export const METHODS = [
   "id3",
   "lt_sft",
   "s2ft",
+  "ist",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -169,6 +170,15 @@ export interface MethodOptions {
   id3MaxSteps?: number;
   id3Eps?: number;
   id3Exp?: number;
+  /** ist: the authors' constants (ist.py): layers updated per step and suppressed per trial (fractions of L), the suppression factor, steps between importance rounds, trials per round, the score step size, importance batch size, and the seed of the layer draws. */
+  istUpdateFraction?: number;
+  istSuppressFraction?: number;
+  istSuppressFactor?: number;
+  istInterval?: number;
+  istTrials?: number;
+  istScoreLr?: number;
+  istBatchSize?: number;
+  istSeed?: number;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -480,6 +490,20 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         orth_lambda: o.pegoLambda ?? 1e-3,
         target_modules: target ?? "all-linear",
       };
+    case "ist":
+      // LoRA trained by IST (the saved folder is plain LoRA); the defaults are ist.py's constants.
+      return {
+        ...lora,
+        peft_type: "IST",
+        update_fraction: o.istUpdateFraction ?? 0.25,
+        suppress_fraction: o.istSuppressFraction ?? 0.5,
+        suppress_factor: o.istSuppressFactor ?? 0.25,
+        importance_interval: o.istInterval ?? 10,
+        trials: o.istTrials ?? 3,
+        score_lr: o.istScoreLr ?? 10,
+        importance_batch_size: o.istBatchSize ?? 16,
+        seed: o.istSeed ?? 42,
+      };
     case "lora_ggpo":
       return {
         ...lora,
@@ -559,6 +583,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SARA: "sara",
   ID3: "id3",
   S2FT: "s2ft",
+  IST: "ist",
 };
 
 /**

@@ -306,8 +306,11 @@ export class PeftTrainer {
     this.passBatch = batch;
   }
 
-  /** ControllerPasses on the PeftModel's inference graph (no dropout), on the pass batches. */
-  private passes(): ControllerPasses {
+  /**
+   * The forward passes a controller's runPasses gets: the PeftModel's inference graph (no
+   * dropout) on the pass batches (usePassBatches).
+   */
+  controllerPasses(): ControllerPasses {
     return {
       loss: async (index, tensors) => {
         if (!this.passBatch)
@@ -343,7 +346,7 @@ export class PeftTrainer {
       statistics: new Map(Object.entries(this.step.getStatistics())),
       optimizerState: (key) => this.step.parameterState(key),
     };
-    if (ctl.runPasses) await ctl.runPasses(s, this.passes());
+    if (ctl.runPasses) await ctl.runPasses(s, this.controllerPasses());
     this.act(ctl.afterStep(s));
   }
 

@@ -463,6 +463,39 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     default: 0,
     min: 0,
   },
+  {
+    name: "ist-update-fraction",
+    type: "number",
+    meta: "F",
+    help: "ist: share of the layers whose adapters each step updates, drawn with weights σ(−score) (default 0.25)",
+    exclusiveMin: 0,
+    max: 1,
+  },
+  {
+    name: "ist-suppress-fraction",
+    type: "number",
+    meta: "F",
+    help: "ist: share of the layers suppressed in each trial of an importance round (default 0.5)",
+    exclusiveMin: 0,
+    max: 1,
+  },
+  {
+    name: "ist-suppress-factor",
+    type: "number",
+    meta: "X",
+    help: "ist: factor on a suppressed layer's adapter output (default 0.25)",
+    min: 0,
+  },
+  { name: "ist-interval", type: "int", meta: "N", help: "ist: steps between importance rounds (default 10)", min: 1 },
+  { name: "ist-trials", type: "int", meta: "N", help: "ist: suppression trials per importance round (default 3)", min: 1 },
+  { name: "ist-score-lr", type: "number", meta: "X", help: "ist: step size of the layer-score update (default 10)", min: 0 },
+  {
+    name: "ist-batch-size",
+    type: "int",
+    meta: "N",
+    help: "ist: examples per importance batch, from the training data (default 16)",
+    min: 1,
+  },
   { name: "output-dir", type: "string", meta: "DIR", help: "where the adapter, checkpoints and metrics go", required: true },
   {
     name: "epochs",
@@ -645,6 +678,14 @@ export const trainCommand: CommandSpec = {
               }
             : undefined,
         s2ftSeed: o.seed as number,
+        istUpdateFraction: o.istUpdateFraction as number | undefined,
+        istSuppressFraction: o.istSuppressFraction as number | undefined,
+        istSuppressFactor: o.istSuppressFactor as number | undefined,
+        istInterval: o.istInterval as number | undefined,
+        istTrials: o.istTrials as number | undefined,
+        istScoreLr: o.istScoreLr as number | undefined,
+        istBatchSize: o.istBatchSize as number | undefined,
+        istSeed: o.seed as number,
       });
     } catch (e) {
       if (e instanceof MethodError) throw new UsageError(e.message);

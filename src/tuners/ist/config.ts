@@ -43,12 +43,15 @@ export function parseIstConfig(raw: RawPeftConfig, where: string): IstConfig {
   const lora = parseLoraConfig({ ...raw, peft_type: "LORA" }, where);
   // PiSSA/OLoRA/CorDA train against an edited base: the folder would not be plain LoRA.
   if (lora.initLoraWeights !== true && lora.initLoraWeights !== false && lora.initLoraWeights !== "gaussian")
-    throw new PeftConfigError(`${where}: IST trains LoRA from PEFT's default init; "init_lora_weights" ${JSON.stringify(lora.initLoraWeights)} is not supported`);
+    throw new PeftConfigError(
+      `${where}: IST trains LoRA from PEFT's default init; "init_lora_weights" ${JSON.stringify(lora.initLoraWeights)} is not supported`,
+    );
   const value = (field: string): unknown => raw[field] ?? undefined;
   const fraction = (field: string, dflt: number): number => {
     const v = value(field);
     if (v === undefined || v === null) return dflt;
-    if (typeof v !== "number" || !(v > 0 && v <= 1)) throw new PeftConfigError(`${where}: field "${field}" must be in (0, 1], got ${JSON.stringify(v)}`);
+    if (typeof v !== "number" || !(v > 0 && v <= 1))
+      throw new PeftConfigError(`${where}: field "${field}" must be in (0, 1], got ${JSON.stringify(v)}`);
     return v;
   };
   const num = (field: string, dflt: number, min: number): number => {

@@ -128,7 +128,14 @@ export class IstController implements Controller<IstConfig> {
         for (const k of groups[l]) {
           if (!isOutputFactor(k)) continue;
           const t = s.tensors.get(k) as HostTensor;
-          scaled.set(k, hostTensor("f32", t.shape, Float32Array.from(t.data as Float32Array, (v) => v * this.c.suppressFactor)));
+          scaled.set(
+            k,
+            hostTensor(
+              "f32",
+              t.shape,
+              Float32Array.from(t.data as Float32Array, (v) => v * this.c.suppressFactor),
+            ),
+          );
         }
       losses.push(await passes.loss(this.rounds, scaled));
     }
@@ -154,7 +161,9 @@ export class IstController implements Controller<IstConfig> {
       throw new PeftConfigError(`IST: the checkpoint's controller state is not an IST state for ${this.numLayers} layers`);
     for (const [field, v] of Object.entries(istSettings(this.c)))
       if (j.settings?.[field] !== v)
-        throw new PeftConfigError(`IST: the checkpoint was trained with ${field} ${JSON.stringify(j.settings?.[field])}, this run asks ${v}`);
+        throw new PeftConfigError(
+          `IST: the checkpoint was trained with ${field} ${JSON.stringify(j.settings?.[field])}, this run asks ${v}`,
+        );
     this.scores = (j.scores as unknown[]).map(Number);
     this.rounds = j.rounds;
     this.lastTrialLoss = typeof j.last_trial_loss === "number" ? j.last_trial_loss : null;

@@ -54,7 +54,12 @@ export function binomial(n: number, k: number): number {
  * advantages a_k = r_k − mean(r), p = σ(s) before the update, and for each trial k and each
  * suppressed layer i ∈ S_k, s_i += a_k·p_i·(1 − p_i)·lr. Layers outside S_k do not move.
  */
-export function scoreUpdate(scores: readonly number[], subsets: readonly (readonly number[])[], losses: readonly number[], lr: number): number[] {
+export function scoreUpdate(
+  scores: readonly number[],
+  subsets: readonly (readonly number[])[],
+  losses: readonly number[],
+  lr: number,
+): number[] {
   const rewards = losses.map((l) => Math.exp(-l));
   const mean = rewards.reduce((x, y) => x + y, 0) / rewards.length;
   const p = scores.map(sigmoid);
