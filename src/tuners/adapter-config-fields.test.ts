@@ -169,6 +169,8 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
   ],
   // LoRA's own fields (the folder is a LoRA adapter) plus the perturbation's weights.
   LORA_GGPO: [...FIELDS.types.LORA.fields.filter((f) => !FIELDS.base_fields.includes(f)), "ggpo_sigma", "ggpo_beta"],
+  // Exactly LoRA's: IST writes its folder as plain LoRA (peft_type "LORA"); its fields steer training only.
+  IST: FIELDS.types.LORA.fields.filter((f) => !FIELDS.base_fields.includes(f)),
   LOCA: [
     "target_modules",
     "exclude_modules",
@@ -368,6 +370,7 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
     { peftType: "S2FT", dRatio: 0.02 },
     { peftType: "S2FT", vRatio: 0.5, oRatio: 0.25, uRatio: 0.1, seed: 7 },
   ],
+  IST: [{ peftType: "IST" }, { peftType: "IST", updateFraction: 0.5, importanceInterval: 3, trials: 2, scoreLr: 1, seed: 5 }],
 };
 
 /**

@@ -1,6 +1,6 @@
 /**
- * IST, Importance-aware Sparse Tuning (Yao et al. 2024, "IST: Importance-aware Sparse Tuning for
- * Parameter-Efficient Fine-Tuning", EMNLP 2024; catalog §6.2, seed #34): a LoRA adapter of which
+ * IST, Importance-aware Sparse Tuning (Yao et al., "Layer-wise Importance Matters: Less Memory for
+ * Better Performance in PEFT of LLMs", Findings of EMNLP 2024; catalog §6.2, seed #34): a LoRA adapter of which
  * each step updates only the modules of a sampled quarter of the transformer layers, favouring
  * the layers whose suppression hurts the loss most (controller.ts). Authors' code:
  * antgroup/importance-aware-sparse-tuning-IST-paper, ist.py (ISTCallback).
