@@ -97,8 +97,9 @@ export const DEFAULT_LR: Record<string, number> = {
   // kind-of, 100 steps, batch 16, 1 seed, CLI defaults (14,080 values on wordnet-llama;
   // docs/methods/s2ft.md): exact match 0.125 at 1e-2, 0.215 at 5e-2, 0.275 at 2e-1, 0.28 at 5e-1.
   s2ft: 2e-1,
-  // Not measured yet.
-  ist: 2e-3,
+  // kind-of, 100 steps, batch 16, 1 seed, CLI defaults (1 of wordnet-llama's 4 layers per step;
+  // docs/methods/ist.md): exact match 0.165 at 2e-3, 0.275 at 5e-3, 0.31 at 1e-2, 0.08 at 2e-2.
+  ist: 1e-2,
   full: 3e-4,
 };
 
