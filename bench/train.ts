@@ -86,6 +86,8 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
       { seed: 0 },
     );
     const t = await PeftTrainer.create(peft, { optimizer: { kind: "adamw" }, gradientCheckpointing: o.gradientCheckpointing });
+    // A method's passes between steps (IST's importance rounds) run on the same batch.
+    t.usePassBatches(() => batch);
     train = (i) => t.train(batch, { lr: 1e-4, seed: i });
     release = () => t.release();
     trainable = peft.parameterCounts().trainable;

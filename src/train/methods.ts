@@ -44,6 +44,7 @@ export const METHODS = [
   "lt_sft",
   "s2ft",
   "light_peft",
+  "ist",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -180,6 +181,15 @@ export interface MethodOptions {
   id3MaxSteps?: number;
   id3Eps?: number;
   id3Exp?: number;
+  /** ist: the authors' constants (ist.py): layers updated per step and suppressed per trial (fractions of L), the suppression factor, steps between importance rounds, trials per round, the score step size, importance batch size, and the seed of the layer draws. */
+  istUpdateFraction?: number;
+  istSuppressFraction?: number;
+  istSuppressFactor?: number;
+  istInterval?: number;
+  istTrials?: number;
+  istScoreLr?: number;
+  istBatchSize?: number;
+  istSeed?: number;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -507,6 +517,20 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         ...field("rank_pruning_ratio", l.rankPruningRatio),
       };
     }
+    case "ist":
+      // LoRA trained by IST (the saved folder is plain LoRA); the defaults are ist.py's constants.
+      return {
+        ...lora,
+        peft_type: "IST",
+        update_fraction: o.istUpdateFraction ?? 0.25,
+        suppress_fraction: o.istSuppressFraction ?? 0.5,
+        suppress_factor: o.istSuppressFactor ?? 0.25,
+        importance_interval: o.istInterval ?? 10,
+        trials: o.istTrials ?? 3,
+        score_lr: o.istScoreLr ?? 10,
+        importance_batch_size: o.istBatchSize ?? 16,
+        seed: o.istSeed ?? 42,
+      };
     case "lora_ggpo":
       return {
         ...lora,
@@ -587,6 +611,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   ID3: "id3",
   S2FT: "s2ft",
   LIGHT_PEFT: "light_peft",
+  IST: "ist",
 };
 
 /**

@@ -18,7 +18,7 @@ import { PeftModel } from "../tuners/peft-model.js";
 import { PeftTrainer } from "../tuners/train.js";
 import type { CalibrationStats } from "../tuners/tuner.js";
 import { latestCheckpoint } from "./checkpoint.js";
-import { BatchStream, type Example, IGNORE_INDEX } from "./data/index.js";
+import { BatchStream, deriveSeed, type Example, IGNORE_INDEX } from "./data/index.js";
 import type { CompletionItem, EvalBatch } from "./evaluate.js";
 import { Progress, table } from "./progress.js";
 import { TrainingArgsError } from "./schedule.js";
@@ -144,6 +144,23 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
     gradientCheckpointing: o.gradientCheckpointing,
     totalSteps: plannedSteps({ epochs: o.epochs, maxSteps: o.maxSteps, gradAccum: o.gradAccum }, stream.batchesPerEpoch),
   });
+  // A method that runs forward passes between steps (IST's importance batches) draws them from the
+  // training data in a separate seeded shuffle, cycled; pass batch i is position i of that stream.
+  const passBatchSize = trainer.controller?.passBatchSize;
+  if (passBatchSize) {
+    const passes = new BatchStream(o.train, {
+      batchSize: passBatchSize,
+      seed: deriveSeed(o.seed ?? 42, 0x9a55),
+      padId,
+      pack: o.pack,
+      seqLen: o.seqLen,
+      eosId: o.tokenizer.eosTokenId,
+    });
+    trainer.usePassBatches((i) => {
+      const at = passes.position(i);
+      return passes.batch(at.epoch, at.index);
+    });
+  }
   const progress = new Progress(out, o.logSteps ?? 10);
   const completions = !classification && o.exactMatchLimit ? completionItems(o.eval, o.tokenizer, o.exactMatchLimit) : undefined;
   const loop = new Trainer(

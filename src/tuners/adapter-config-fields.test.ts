@@ -180,6 +180,8 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
     "module_pruning_ratio",
     "rank_pruning_ratio",
   ],
+  // Exactly LoRA's: IST writes its folder as plain LoRA (peft_type "LORA"); its fields steer training only.
+  IST: FIELDS.types.LORA.fields.filter((f) => !FIELDS.base_fields.includes(f)),
   LOCA: [
     "target_modules",
     "exclude_modules",
@@ -383,6 +385,7 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
     { peftType: "S2FT", dRatio: 0.02 },
     { peftType: "S2FT", vRatio: 0.5, oRatio: 0.25, uRatio: 0.1, seed: 7 },
   ],
+  IST: [{ peftType: "IST" }, { peftType: "IST", updateFraction: 0.5, importanceInterval: 3, trials: 2, scoreLr: 1, seed: 5 }],
 };
 
 /**

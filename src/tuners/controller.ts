@@ -33,6 +33,23 @@ export interface ControllerStep {
   readonly optimizerState?: (key: string) => Readonly<Record<string, HostTensor>>;
 }
 
+/**
+ * Forward passes a controller runs between updates, outside the training step (IST's losses with
+ * some layers' adapters suppressed; the family of methods that score the adapter on data between
+ * steps). PeftTrainer answers them with the model's inference graph (no dropout, no gradient, the
+ * step untouched) on batches of the training data the driver supplies: src/train/run.ts gives a
+ * separate seeded shuffle of the training set in batches of `Controller.passBatchSize`, cycled.
+ */
+export interface ControllerPasses {
+  /**
+   * The task loss (the mean over labelled tokens, or examples for classification, as the step's
+   * loss) of the adapter on pass batch `index` (0, 1, ...; an index always names the same batch,
+   * so a controller that counts the batches it used in its state resumes exactly), with
+   * `tensors` replacing some adapter tensors for this pass only.
+   */
+  loss(index: number, tensors?: ReadonlyMap<string, HostTensor>): Promise<number>;
+}
+
 /** What a controller changes; everything absent stays as it is. */
 export interface ControllerAction<C> {
   /**
@@ -74,8 +91,16 @@ export interface Controller<C> {
   readonly configFields?: readonly string[];
   /** The step is compiled with per-element update gates, so `trainable` actions work. */
   readonly gatedUpdates?: boolean;
+  /** Examples per batch of the forward passes runPasses takes (ControllerPasses). */
+  readonly passBatchSize?: number;
   /** Called once when training starts, before the first update (not again on resume). */
   begin?(tensors: ReadonlyMap<string, HostTensor>): ControllerAction<C> | null;
+  /**
+   * The asynchronous part of a controller, for those with `passBatchSize`: called after every
+   * optimizer update, before afterStep, with forward passes outside the step (IST's importance
+   * round). It records what afterStep then acts on; the next update waits for it.
+   */
+  runPasses?(s: ControllerStep, passes: ControllerPasses): Promise<void>;
   /** Called after every optimizer update, before the step's metrics are logged. */
   afterStep(s: ControllerStep): ControllerAction<C> | null;
   /**

@@ -10,6 +10,7 @@ import { HUT } from "./hut/index.js";
 import { IA3 } from "./ia3/index.js";
 import { ID3 } from "./id3/index.js";
 import { INCRELORA } from "./increlora/index.js";
+import { IST } from "./ist/index.js";
 import { KASA } from "./kasa/index.js";
 import { LIGHT_PEFT } from "./light_peft/index.js";
 import { LN_TUNING } from "./ln_tuning/index.js";
@@ -72,6 +73,7 @@ const TUNERS: Tuner<never>[] = [
   ID3,
   S2FT,
   LIGHT_PEFT,
+  IST,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {

@@ -14,8 +14,9 @@ import { type IdsLike, onesLike, toIdTensor } from "../models/inputs.js";
 import { type ForwardContext, ModelError, WeightContext } from "../nn/context.js";
 import { dropLeading } from "../nn/prompt.js";
 import { PeftConfigError } from "./config.js";
-import type { Controller, ControllerAction, ControllerState } from "./controller.js";
+import type { Controller, ControllerAction, ControllerPasses, ControllerState, ControllerStep } from "./controller.js";
 import { ModulesToSaveContext, modulesToSaveKeys } from "./modules-to-save.js";
+import { meanTaskLoss } from "./passes.js";
 import type { AnyConfig, PeftModel } from "./peft-model.js";
 import type { Tuner, WrapOptions } from "./tuner.js";
 
@@ -137,6 +138,9 @@ function splitLoss(res: StepResult): StepResult {
 }
 
 export class PeftTrainer {
+  /** The batches of the controller's forward passes, by index (usePassBatches). */
+  private passBatch: ((index: number) => TrainBatch) | null = null;
+
   private constructor(
     private readonly peft: PeftModel,
     readonly adapterName: string,
@@ -239,7 +243,7 @@ export class PeftTrainer {
   async train(batch: TrainBatch, opts: { lr: number; seed?: number }): Promise<StepResult> {
     const res = await this.step.step(this.prepare(batch), opts);
     this.peft.setAdapterTensors(this.adapterName, new Map(Object.entries(this.step.getParams())));
-    this.control();
+    await this.control();
     return splitLoss(res);
   }
 
@@ -275,7 +279,7 @@ export class PeftTrainer {
   async apply(opts: { lr: number }): Promise<StepResult> {
     const res = splitLoss(await this.step.apply(opts));
     this.peft.setAdapterTensors(this.adapterName, new Map(Object.entries(this.step.getParams())));
-    this.control();
+    await this.control();
     return res;
   }
 
@@ -293,22 +297,57 @@ export class PeftTrainer {
     return this.controller?.metrics() ?? {};
   }
 
+  /**
+   * Gives the controller's forward passes (Controller.passBatchSize) their batches: `batch(i)` is
+   * pass batch i, the same batch for the same i (src/train/run.ts: a separate seeded shuffle of the
+   * training data, cycled).
+   */
+  usePassBatches(batch: (index: number) => TrainBatch): void {
+    this.passBatch = batch;
+  }
+
+  /**
+   * The forward passes a controller's runPasses gets: the PeftModel's inference graph (no
+   * dropout) on the pass batches (usePassBatches).
+   */
+  controllerPasses(): ControllerPasses {
+    return {
+      loss: async (index, tensors) => {
+        if (!this.passBatch)
+          throw new PeftConfigError(
+            `${this.peft.adapter(this.adapterName).tuner.peftType}: the method runs forward passes on training data between steps; give them batches with PeftTrainer.usePassBatches (peftkit train does)`,
+          );
+        const p = this.prepare(this.passBatch(index));
+        const a = this.peft.adapter(this.adapterName);
+        const kept = new Map([...(tensors?.keys() ?? [])].map((k) => [k, a.tensors.get(k) as HostTensor]));
+        if (tensors?.size) this.peft.setAdapterTensors(this.adapterName, new Map(tensors));
+        try {
+          const types = p.token_type_ids ? { tokenTypeIds: p.token_type_ids } : {};
+          const out = await this.peft.forward({ inputIds: p.input_ids, attentionMask: p.attention_mask, ...types });
+          if (!out.logits) throw new ModelError(`a ${this.head} model has no logits to take a loss on`);
+          return meanTaskLoss(out.logits, p.labels);
+        } finally {
+          if (kept.size) this.peft.setAdapterTensors(this.adapterName, kept);
+        }
+      },
+    };
+  }
+
   /** Runs the controller after an update and applies what it changes. */
-  private control(): void {
-    if (!this.controller) return;
+  private async control(): Promise<void> {
+    const ctl = this.controller;
+    if (!ctl) return;
     const a = this.peft.adapter(this.adapterName);
-    const gradients = new Map(Object.entries(this.step.getGradients()));
-    const statistics = new Map(Object.entries(this.step.getStatistics()));
-    this.act(
-      this.controller.afterStep({
-        step: this.step.stepCount,
-        totalSteps: this.totalSteps,
-        tensors: a.tensors,
-        gradients,
-        statistics,
-        optimizerState: (key) => this.step.parameterState(key),
-      }),
-    );
+    const s: ControllerStep = {
+      step: this.step.stepCount,
+      totalSteps: this.totalSteps,
+      tensors: a.tensors,
+      gradients: new Map(Object.entries(this.step.getGradients())),
+      statistics: new Map(Object.entries(this.step.getStatistics())),
+      optimizerState: (key) => this.step.parameterState(key),
+    };
+    if (ctl.runPasses) await ctl.runPasses(s, this.controllerPasses());
+    this.act(ctl.afterStep(s));
   }
 
   private act(action: ControllerAction<AnyConfig> | null): void {

@@ -100,6 +100,9 @@ export const DEFAULT_LR: Record<string, number> = {
   // kind-of, 100 steps (20 estimation + 80 pruned), batch 16, 1 seed (docs/methods/light_peft.md): exact
   // match 0.09 at 2e-3, 0.165 at 5e-3, 0.34 at 1e-2, 0.155 at 3e-2 (LoRA r=8 all-linear, unpruned, at 2e-3: 0.40).
   light_peft: 1e-2,
+  // kind-of, 100 steps, batch 16, 1 seed, CLI defaults (1 of wordnet-llama's 4 layers per step;
+  // docs/methods/ist.md): exact match 0.165 at 2e-3, 0.275 at 5e-3, 0.31 at 1e-2, 0.08 at 2e-2.
+  ist: 1e-2,
   full: 3e-4,
 };
 
