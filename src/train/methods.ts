@@ -43,6 +43,7 @@ export const METHODS = [
   "id3",
   "lt_sft",
   "s2ft",
+  "pat",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -169,6 +170,10 @@ export interface MethodOptions {
   id3MaxSteps?: number;
   id3Eps?: number;
   id3Exp?: number;
+  /** pat: hidden channels kept (keep_dim; default ¾ of hidden_size), the schedule length N (default: the run's steps), the HSMs' rank. */
+  patKeepDim?: number;
+  patScheduleSteps?: number;
+  patHsmRank?: number;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -442,6 +447,15 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         seed: o.s2ftSeed ?? 1234,
       };
     }
+    case "pat":
+      // LoRA's CLI defaults on all linear layers (the authors': r 20, α 4), plus the HSMs.
+      return {
+        ...lora,
+        peft_type: "PAT",
+        ...(o.patKeepDim !== undefined ? { keep_dim: o.patKeepDim } : {}),
+        ...(o.patScheduleSteps !== undefined ? { schedule_steps: o.patScheduleSteps } : {}),
+        ...(o.patHsmRank !== undefined ? { hsm_rank: o.patHsmRank } : {}),
+      };
     case "fourierft":
       return {
         ...common,
@@ -559,6 +573,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SARA: "sara",
   ID3: "id3",
   S2FT: "s2ft",
+  PAT: "pat",
 };
 
 /**
@@ -730,6 +745,12 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
       return `--${field[0]}-ratio ${value}`;
     case "seed":
       return peftType === "S2FT" ? `--seed ${value}` : null;
+    case "keep_dim":
+      return value === null || value === undefined ? null : `--pat-keep-dim ${value}`;
+    case "schedule_steps":
+      return value === null || value === undefined ? null : `--pat-schedule-steps ${value}`;
+    case "hsm_rank":
+      return value === null || value === undefined ? null : `--pat-hsm-rank ${value}`;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":

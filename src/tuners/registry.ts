@@ -20,6 +20,7 @@ import { LORA } from "./lora/index.js";
 import { LORA_GGPO } from "./lora_ggpo/index.js";
 import { LORA_SB } from "./lora_sb/index.js";
 import { OFT } from "./oft/index.js";
+import { PAT } from "./pat/index.js";
 import { PEGO } from "./pego/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
@@ -70,6 +71,7 @@ const TUNERS: Tuner<never>[] = [
   SARA,
   ID3,
   S2FT,
+  PAT,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
