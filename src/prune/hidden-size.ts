@@ -72,7 +72,14 @@ export function pruneHiddenSize(model: PreTrainedModel, keep: readonly number[])
     else if (PRODUCERS.test(name)) weights.set(name, rows(t, keep));
     else if (NORMS.test(name)) {
       const w = t.data as Float32Array;
-      weights.set(name, hostTensor("f32", [dp], Float32Array.from(keep, (j) => w[j] * rescale)));
+      weights.set(
+        name,
+        hostTensor(
+          "f32",
+          [dp],
+          Float32Array.from(keep, (j) => w[j] * rescale),
+        ),
+      );
     } else weights.set(name, t);
   }
   const config: Record<string, unknown> = {

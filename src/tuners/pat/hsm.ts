@@ -166,7 +166,11 @@ export function hsmForward(x: Tensor, down: Tensor, up: Tensor, sm: Tensor): Ten
 export function maskLoss(mu: Tensor, keep: number, weight: number): Tensor {
   const f = mu.cast("f32");
   const bin = f.ge(0).cast("f32").sub(f).stopGradient().add(f);
-  const count = bin.sum().sub(keep).abs().mul(weight / keep);
+  const count = bin
+    .sum()
+    .sub(keep)
+    .abs()
+    .mul(weight / keep);
   const pos = f.gt(0).cast("f32");
   const neg = pos.neg().add(1);
   const meanOver = (sel: Tensor, v: Tensor) => sel.mul(v).sum().div(sel.sum().maximum(1));
@@ -177,7 +181,9 @@ export function maskLoss(mu: Tensor, keep: number, weight: number): Tensor {
 export function identityLoss(down: Tensor): Tensor {
   const d = down.cast("f32");
   const r = d.shape[0] as number;
-  const eye = iota([r, 1], 0).eq(iota([1, r], 1)).cast("f32");
+  const eye = iota([r, 1], 0)
+    .eq(iota([1, r], 1))
+    .cast("f32");
   return d.matmul(d.transpose()).sub(eye).square().mean();
 }
 

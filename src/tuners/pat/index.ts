@@ -26,8 +26,8 @@ import { DelegatingContext, type ModelInfo, maskRows, type Tuner, type WrapOptio
 import { type PatConfig, parsePatConfig, patConfigJson } from "./config.js";
 import { foldHsms } from "./fold.js";
 import {
-  createHsm,
   checkPatModel,
+  createHsm,
   type HsmSite,
   hsmForward,
   hsmKeys,
