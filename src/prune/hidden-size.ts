@@ -49,7 +49,9 @@ function rows(t: HostTensor, keep: readonly number[]): HostTensor {
   const cols = t.shape.length === 2 ? t.shape[1] : 1;
   const src = t.data as Float32Array;
   const out = new Float32Array(keep.length * cols);
-  keep.forEach((j, i) => out.set(src.subarray(j * cols, (j + 1) * cols), i * cols));
+  keep.forEach((j, i) => {
+    out.set(src.subarray(j * cols, (j + 1) * cols), i * cols);
+  });
   return hostTensor("f32", t.shape.length === 2 ? [keep.length, cols] : [keep.length], out);
 }
 

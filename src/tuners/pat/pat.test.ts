@@ -149,12 +149,12 @@ describe("PAT closed forms", () => {
     const want = mu.map((v) => 5 + (v > 0 ? (2 * (v - 0.5)) / pos.length : (2 * (v + 0.5)) / neg.length));
     const loss = 5 + pos.reduce((s, v) => s + (v - 0.5) ** 2, 0) / pos.length + neg.reduce((s, v) => s + (v + 0.5) ** 2, 0) / neg.length;
     assert.ok(Math.abs(got.loss - loss) < 1e-6, `loss ${got.loss} vs ${loss}`);
-    got.grad.forEach((g, j) => assert.ok(Math.abs(g - want[j]) < 1e-6, `∂/∂μ_${j}: ${g} vs ${want[j]}`));
+    for (const [j, g] of got.grad.entries()) assert.ok(Math.abs(g - want[j]) < 1e-6, `∂/∂μ_${j}: ${g} vs ${want[j]}`);
     // Σ 1[μ ≥ 0] = 0 < k: the sign flips; the empty μ > 0 set adds 0 (torch's mean() would be NaN).
     const none = run([-0.1, -0.4], 1, 10);
     assert.ok(Number.isFinite(none.loss));
     assert.ok(Math.abs(none.loss - (10 + (0.4 ** 2 + 0.1 ** 2) / 2)) < 1e-6);
-    none.grad.forEach((g, j) => assert.ok(Math.abs(g - (-10 + [-0.1, -0.4][j] + 0.5)) < 1e-6));
+    for (const [j, g] of none.grad.entries()) assert.ok(Math.abs(g - (-10 + [-0.1, -0.4][j] + 0.5)) < 1e-6);
   });
 
   test("after training, the pruned smaller model's logits equal the masked full model's (rounded mask) within 1e-5", async () => {
