@@ -173,3 +173,14 @@ export const PAT: Tuner<PatConfig> = {
   },
   supportsMixedBatch: true,
 };
+
+/**
+ * The hidden channels the adapter `name` keeps ({j : μ_j ≥ 0}), for pruning after its merge; one
+ * line naming the adapter when it is not a PAT adapter.
+ */
+export function patKeptChannels(peft: import("../peft-model.js").PeftModel, name: string): number[] {
+  const a = peft.adapter(name);
+  if (a.tuner.peftType !== "PAT")
+    throw new PeftConfigError(`adapter "${name}" is ${a.tuner.peftType}: only a PAT adapter says which hidden channels to prune`);
+  return keptChannels(a.tensors.get(maskKey(peft.info)) as HostTensor);
+}
