@@ -68,7 +68,15 @@ export function pruneHiddenSize(model: PreTrainedModel, keep: readonly number[])
   const dp = keep.length;
   const rescale = Math.sqrt(d / dp);
   const weights = new Map<string, HostTensor>();
+  // Tied weights (one tensor under two names) stay one tensor: pruned once, kept tied.
+  const done = new Map<HostTensor, string>();
   for (const [name, t] of model.weights) {
+    const twin = done.get(t);
+    if (twin !== undefined) {
+      weights.set(name, weights.get(twin) as HostTensor);
+      continue;
+    }
+    done.set(t, name);
     if (t.dtype !== "f32") throw new PruneError(`${name}: pruning needs f32 weights, got ${t.dtype}`);
     if (name === "model.embed_tokens.weight" || CONSUMERS.test(name)) weights.set(name, columns(t, keep));
     else if (PRODUCERS.test(name)) weights.set(name, rows(t, keep));

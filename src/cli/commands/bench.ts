@@ -46,6 +46,14 @@ export const benchCommand: CommandSpec = {
     { name: "prompt-length", type: "int", meta: "N", help: "generate: prompt tokens", default: 32, min: 1 },
     { name: "new-tokens", type: "int", meta: "N", help: "generate: tokens to decode", default: 64, min: 1 },
     { name: "repeats", type: "int", meta: "N", help: "generate: timed repeats", default: 3, min: 1 },
+    {
+      name: "prune-hidden",
+      type: "number",
+      meta: "F",
+      help: "generate: time the model against itself pruned to round(F·hidden_size) hidden channels (PAT's pruning) instead of LoRA",
+      exclusiveMin: 0,
+      exclusiveMax: 1,
+    },
     { name: "json", type: "boolean", help: "print JSON lines" },
   ],
   examples: [
@@ -53,6 +61,7 @@ export const benchCommand: CommandSpec = {
     "peftkit bench train --config bench/configs/smollm2-135m.json --method lora --r 16 --target all-linear --batch 4 --seq 256 --steps 3 --json",
     "peftkit bench train --config bench/configs/smollm2-135m.json --startup --json",
     "peftkit bench generate --config bench/configs/smollm2-135m.json --batch 1",
+    "peftkit bench generate --config bench/configs/smollm2-135m.json --batch 1 --prune-hidden 0.75",
   ],
   async run(o) {
     const threads = o.threads as number | undefined;
@@ -93,6 +102,25 @@ export const benchCommand: CommandSpec = {
               .map(([k, v]) => `${k}: ${typeof v === "number" ? +v.toFixed(3) : v}`)
               .join("\n"),
       );
+      return 0;
+    }
+    if (o.pruneHidden !== undefined) {
+      const { runPrunedGenerateBench } = await import("../../../bench/generate-pruned.js");
+      const rows = await runPrunedGenerateBench({
+        config: o.config as string,
+        share: o.pruneHidden as number,
+        promptLength: o.promptLength as number,
+        newTokens: o.newTokens as number,
+        batch: o.batch as number,
+        repeats: o.repeats as number,
+        threads,
+      });
+      for (const r of rows)
+        console.log(
+          o.json
+            ? JSON.stringify(r)
+            : `${r.mode} (hidden ${r.hidden_size}): ${(r.tokens_per_s as number).toFixed(1)} tokens/s (${(r.speedup_vs_base as number).toFixed(3)}× base speed)`,
+        );
       return 0;
     }
     const { runGenerateBench } = await import("../../../bench/generate.js");
