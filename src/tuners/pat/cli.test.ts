@@ -77,10 +77,10 @@ describe("peftkit train --method pat", () => {
       .map((l) => JSON.parse(l))
       .filter((m) => typeof m.loss === "number");
     assert.equal(metrics.length, 8);
-    // After update 7 (t = 7 ≥ 0.8·8) the mask is frozen; b(t) = max(½ − t/8, 0).
+    // From t = ⌊0.8·8⌋ = 6 updates on the mask is frozen; b(t) = max(½ − t/8, 0).
     assert.deepEqual(
       metrics.map((m) => m.pat_mask_trains),
-      [1, 1, 1, 1, 1, 1, 0, 0],
+      [1, 1, 1, 1, 1, 0, 0, 0],
     );
     assert.equal(metrics[1].pat_bias, 0.25);
     const file = readSafetensors(join(straight, "adapter_model.safetensors")).tensors;

@@ -130,12 +130,14 @@ export function temperature(t: number, n: number): number {
 /**
  * The schedule the forward of the (t+1)-th update reads (t updates done, as the authors' patched
  * trainer sets step_placeholder after optimizer.step()): [T(t), b(t), 1] before 0.8·N, then
- * [T(0.8·N), b(t), 0] (the mask is frozen: the task loss no longer reaches μ).
+ * [T(⌊0.8·N⌋), b(t), 0] from t = ⌊0.8·N⌋ (the mask is frozen: the task loss no longer reaches μ).
  */
 export function scheduleAt(t: number, n: number): Float32Array {
   const b = Math.max(0.5 - t / n, 0);
-  const frozen = t >= 0.8 * n;
-  return Float32Array.of(temperature(frozen ? 0.8 * n : t, n), b, frozen ? 0 : 1);
+  // int(global_step·0.8) in DimDownMask.step.
+  const freeze = Math.floor(0.8 * n);
+  const frozen = t >= freeze;
+  return Float32Array.of(temperature(frozen ? freeze : t, n), b, frozen ? 0 : 1);
 }
 
 /**

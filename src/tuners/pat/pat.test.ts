@@ -85,7 +85,7 @@ function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 describe("PAT closed forms", () => {
-  test("schedule: T(t) = 1/(1 − ln max(1,t)/ln N + 1e-6), b(t) = max(½ − t/N, 0), frozen (T(0.8N), g = 0) from 0.8·N", () => {
+  test("schedule: T(t) = 1/(1 − ln max(1,t)/ln N + 1e-6), b(t) = max(½ − t/N, 0), frozen (T(⌊0.8N⌋), g = 0) from ⌊0.8·N⌋", () => {
     const n = 10000;
     const [t0, b0, g0] = scheduleAt(0, n);
     assert.ok(Math.abs(t0 - 1 / (1 + 1e-6)) < 1e-7 && b0 === 0.5 && g0 === 1);
@@ -96,6 +96,9 @@ describe("PAT closed forms", () => {
     assert.equal(gf, 0);
     assert.deepEqual([...scheduleAt(9999, n)], [...scheduleAt(8000, n)]);
     assert.ok(temperature(1, n) === temperature(0, n));
+    // ⌊0.8·N⌋ as the authors' int(global_step·0.8): N = 8 freezes from t = 6, at T(6).
+    assert.equal(scheduleAt(5, 8)[2], 1);
+    assert.deepEqual([...scheduleAt(7, 8)], [Math.fround(temperature(6, 8)), 0, 0]);
   });
 
   test("at t = 0 every HSM is the identity in the training forward (m = σ(0) + ½ = 1, U = 0, s = 1): logits unchanged", async () => {
