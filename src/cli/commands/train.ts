@@ -295,7 +295,13 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     help: "lora_ggpo: weight of the squared gradient row norm in the perturbation's std (default 0.01)",
     min: 0,
   },
-  { name: "pat-keep-dim", type: "int", meta: "K", help: "pat: hidden channels the mask keeps (keep_dim; default ¾ of hidden_size)", min: 1 },
+  {
+    name: "pat-keep-dim",
+    type: "int",
+    meta: "K",
+    help: "pat: hidden channels the mask keeps (keep_dim; default ¾ of hidden_size)",
+    min: 1,
+  },
   {
     name: "pat-schedule-steps",
     type: "int",
