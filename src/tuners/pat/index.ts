@@ -63,6 +63,11 @@ class PatContext extends DelegatingContext {
     for (const s of hsmSites(info)) this.sites.set(s.kind === "embeddings" ? "embeddings" : `${s.kind}:${s.layer}`, s);
   }
 
+  // The HSMs act on hook points only: the linear layers (LoRA's) may fuse as they would alone.
+  override fusedLinear(paths: readonly string[], x: Tensor): Tensor | null {
+    return this.inner.fusedLinear(paths, x);
+  }
+
   private siteOf(point: HookPoint): HsmSite | undefined {
     if (point.kind === "embeddings") return this.sites.get("embeddings");
     if (point.kind === "attention_output" || point.kind === "mlp_output") return this.sites.get(`${point.kind}:${point.layer}`);
