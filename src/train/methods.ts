@@ -45,6 +45,7 @@ export const METHODS = [
   "s2ft",
   "light_peft",
   "ist",
+  "pat",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -190,6 +191,10 @@ export interface MethodOptions {
   istScoreLr?: number;
   istBatchSize?: number;
   istSeed?: number;
+  /** pat: hidden channels kept (keep_dim; default ¾ of hidden_size), the schedule length N (default: the run's steps), the HSMs' rank. */
+  patKeepDim?: number;
+  patScheduleSteps?: number;
+  patHsmRank?: number;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -463,6 +468,15 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         seed: o.s2ftSeed ?? 1234,
       };
     }
+    case "pat":
+      // LoRA's CLI defaults on all linear layers (the authors': r 20, α 4), plus the HSMs.
+      return {
+        ...lora,
+        peft_type: "PAT",
+        ...(o.patKeepDim !== undefined ? { keep_dim: o.patKeepDim } : {}),
+        ...(o.patScheduleSteps !== undefined ? { schedule_steps: o.patScheduleSteps } : {}),
+        ...(o.patHsmRank !== undefined ? { hsm_rank: o.patHsmRank } : {}),
+      };
     case "fourierft":
       return {
         ...common,
@@ -612,6 +626,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   S2FT: "s2ft",
   LIGHT_PEFT: "light_peft",
   IST: "ist",
+  PAT: "pat",
 };
 
 /**
@@ -790,6 +805,12 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
     case "module_pruning_ratio":
     case "rank_pruning_ratio":
       return `--${field.replace(/_/g, "-")} ${value}`;
+    case "keep_dim":
+      return value === null || value === undefined ? null : `--pat-keep-dim ${value}`;
+    case "schedule_steps":
+      return value === null || value === undefined ? null : `--pat-schedule-steps ${value}`;
+    case "hsm_rank":
+      return value === null || value === undefined ? null : `--pat-hsm-rank ${value}`;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":

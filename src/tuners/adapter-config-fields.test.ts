@@ -295,6 +295,17 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
   ],
   // S²FT (Infini-AI-Lab/S2FT finetune.py's arguments; no config class of its own), plus init_weights.
   S2FT: ["v_ratio", "o_ratio", "u_ratio", "d_ratio", "seed", "init_weights", "modules_to_save"],
+  // LoRA's own fields plus the HSMs' (the authors' DimDownLayer/DimDownMask arguments, peftkit's names).
+  PAT: [
+    ...FIELDS.types.LORA.fields.filter((f) => !FIELDS.base_fields.includes(f)),
+    "keep_dim",
+    "schedule_steps",
+    "hsm_rank",
+    "identity_loss",
+    "identity_loss_last_layer_only",
+    "count_loss_weight",
+    "init_hsm_weights",
+  ],
 };
 
 /** Configs that exercise every option peftkit writes, per type (the first one uses defaults only). */
@@ -381,6 +392,7 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
     { peftType: "ID3", targetModules: ["q_proj"] },
     { peftType: "ID3", targetModules: ["q_proj", "v_proj"], budget: 50, maxSteps: 10, eps: 0.01, exp: 1 },
   ],
+  PAT: [{ peftType: "PAT" }, { peftType: "PAT", keepDim: 24, scheduleSteps: 100, hsmRank: 8, identityLoss: false }],
   S2FT: [
     { peftType: "S2FT", dRatio: 0.02 },
     { peftType: "S2FT", vRatio: 0.5, oRatio: 0.25, uRatio: 0.1, seed: 7 },

@@ -22,6 +22,7 @@ import { LORA } from "./lora/index.js";
 import { LORA_GGPO } from "./lora_ggpo/index.js";
 import { LORA_SB } from "./lora_sb/index.js";
 import { OFT } from "./oft/index.js";
+import { PAT } from "./pat/index.js";
 import { PEGO } from "./pego/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
@@ -74,6 +75,7 @@ const TUNERS: Tuner<never>[] = [
   S2FT,
   LIGHT_PEFT,
   IST,
+  PAT,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {

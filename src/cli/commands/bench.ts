@@ -62,6 +62,14 @@ export const benchCommand: CommandSpec = {
       exclusiveMax: 1,
     },
     { name: "repeats", type: "int", meta: "N", help: "generate: timed repeats", default: 3, min: 1 },
+    {
+      name: "prune-hidden",
+      type: "number",
+      meta: "F",
+      help: "generate: time the model against itself pruned to round(F·hidden_size) hidden channels (PAT's pruning); combines with the two ratios",
+      exclusiveMin: 0,
+      exclusiveMax: 1,
+    },
     { name: "json", type: "boolean", help: "print JSON lines" },
   ],
   examples: [
@@ -70,6 +78,7 @@ export const benchCommand: CommandSpec = {
     "peftkit bench train --config bench/configs/smollm2-135m.json --startup --json",
     "peftkit bench generate --config bench/configs/smollm2-135m.json --batch 1",
     "peftkit bench generate --config bench/configs/smollm2-135m.json --batch 1 --attn-pruning-ratio 0.3333 --ffn-pruning-ratio 0.3333",
+    "peftkit bench generate --config bench/configs/smollm2-135m.json --batch 1 --prune-hidden 0.75",
   ],
   async run(o) {
     const threads = o.threads as number | undefined;
@@ -112,12 +121,13 @@ export const benchCommand: CommandSpec = {
       );
       return 0;
     }
-    if (o.attnPruningRatio !== undefined || o.ffnPruningRatio !== undefined) {
+    if (o.attnPruningRatio !== undefined || o.ffnPruningRatio !== undefined || o.pruneHidden !== undefined) {
       const { runPrunedGenerateBench } = await import("../../../bench/generate-pruned.js");
       const rows = await runPrunedGenerateBench({
         config: o.config as string,
-        attnRatio: (o.attnPruningRatio as number | undefined) ?? 0,
-        ffnRatio: (o.ffnPruningRatio as number | undefined) ?? 0,
+        attnRatio: o.attnPruningRatio as number | undefined,
+        ffnRatio: o.ffnPruningRatio as number | undefined,
+        hiddenShare: o.pruneHidden as number | undefined,
         promptLength: o.promptLength as number,
         newTokens: o.newTokens as number,
         batch: o.batch as number,
@@ -128,7 +138,7 @@ export const benchCommand: CommandSpec = {
         console.log(
           o.json
             ? JSON.stringify(r)
-            : `${r.mode}: ${r.heads} heads, ${r.intermediate} FFN, ${r.params} params: ${(r.tokens_per_s as number).toFixed(1)} tokens/s (${(r.vs_base as number).toFixed(3)}× base time)`,
+            : `${r.mode}: hidden ${r.hidden_size}, ${r.heads} heads, ${r.intermediate} FFN, ${r.params} params: ${(r.tokens_per_s as number).toFixed(1)} tokens/s (${(r.speedup_vs_base as number).toFixed(3)}× base speed)`,
         );
       return 0;
     }

@@ -103,6 +103,9 @@ export const DEFAULT_LR: Record<string, number> = {
   // kind-of, 100 steps, batch 16, 1 seed, CLI defaults (1 of wordnet-llama's 4 layers per step;
   // docs/methods/ist.md): exact match 0.165 at 2e-3, 0.275 at 5e-3, 0.31 at 1e-2, 0.08 at 2e-2.
   ist: 1e-2,
+  // kind-of, 100 steps, batch 16, 1 seed (docs/methods/pat.md): exact match 0.375 at 5e-4, 0.465
+  // at 2e-3, 0.20 at 5e-3, 0.08 at 1e-2 (keep_dim 192 of 256; the pruned model scores the same).
+  pat: 2e-3,
   full: 3e-4,
 };
 

@@ -4,6 +4,8 @@ import { fsyncFile, replaceDir, tmpPath, writeFileAtomic } from "../../io/atomic
 import { loadConfig } from "../../io/hf-folder.js";
 import { type LabelConfig, labelConfigFields } from "../../io/label-config.js";
 import type { TaskHead } from "../../models/architecture.js";
+import { pruneHiddenSize } from "../../prune/hidden-size.js";
+import { patKeptChannels } from "../../tuners/pat/index.js";
 import { type CommandSpec, UsageError } from "../args.js";
 import { loadModelAndAdapter } from "../load.js";
 
@@ -40,15 +42,24 @@ export const TOKENIZER_FILES = [
 export const mergeCommand: CommandSpec = {
   name: "merge",
   summary: "Merge an adapter into its base model and write a full Hugging Face checkpoint folder.",
-  usage: "peftkit merge --model DIR --adapter DIR --output-dir DIR [--dtype f32|f16|bf16]",
+  usage: "peftkit merge --model DIR --adapter DIR --output-dir DIR [--dtype f32|f16|bf16] [--prune]",
   flags: [
     { name: "model", type: "string", meta: "DIR", help: "base model folder", required: true },
     { name: "adapter", type: "string", meta: "DIR", help: "PEFT adapter folder", required: true },
     { name: "output-dir", type: "string", meta: "DIR", help: "where to write the merged model", required: true },
     { name: "dtype", type: "string", help: "weight dtype of the output", default: "f32", choices: ["f32", "f16", "bf16"] },
     { name: "safe-merge", type: "boolean", help: "refuse to merge if any merged weight is NaN or Inf", default: true },
+    {
+      name: "prune",
+      type: "boolean",
+      help: "PAT adapters: also remove the hidden channels the learned mask drops, writing a smaller model (hidden_size = kept channels)",
+      default: false,
+    },
   ],
-  examples: ["peftkit merge --model models/wordnet-llama --adapter runs/demo --output-dir runs/demo-merged"],
+  examples: [
+    "peftkit merge --model models/wordnet-llama --adapter runs/demo --output-dir runs/demo-merged",
+    "peftkit merge --model models/wordnet-llama --adapter runs/pat --output-dir runs/pat-pruned --prune",
+  ],
   async run(o) {
     const out = o.outputDir as string;
     if (existsSync(join(out, "config.json"))) throw new UsageError(`--output-dir ${out} already holds a model; choose another folder`);
@@ -57,7 +68,9 @@ export const mergeCommand: CommandSpec = {
       threads: o.threads as number | undefined,
     });
     if (!peft) throw new UsageError("--adapter is required");
-    const merged = peft.mergeAndUnload({ safeMerge: o.safeMerge as boolean });
+    const keep = o.prune ? patKeptChannels(peft, peft.activeAdapters[0]) : null;
+    const full = peft.mergeAndUnload({ safeMerge: o.safeMerge as boolean });
+    const merged = keep ? pruneHiddenSize(full, keep) : full;
     // Write into a temporary folder and rename, so a failed merge leaves no half-written model.
     const tmp = tmpPath(out.replace(/\/$/, ""));
     rmSync(tmp, { recursive: true, force: true });
@@ -72,7 +85,8 @@ export const mergeCommand: CommandSpec = {
     }
     replaceDir(tmp, out);
     await model.release();
-    console.log(`merged ${o.adapter} into ${o.model}: wrote ${out}`);
+    const pruned = keep ? ` (hidden_size ${(model.config.hidden_size as number) ?? "?"} → ${keep.length})` : "";
+    console.log(`merged ${o.adapter} into ${o.model}${pruned}: wrote ${out}`);
     return 0;
   },
 };

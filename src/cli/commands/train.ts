@@ -297,6 +297,21 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     min: 0,
   },
   {
+    name: "pat-keep-dim",
+    type: "int",
+    meta: "K",
+    help: "pat: hidden channels the mask keeps (keep_dim; default ¾ of hidden_size)",
+    min: 1,
+  },
+  {
+    name: "pat-schedule-steps",
+    type: "int",
+    meta: "N",
+    help: "pat: steps of the mask's temperature/bias schedule, frozen after 0.8·N (default: --max-steps, else the run's steps)",
+    min: 2,
+  },
+  { name: "pat-hsm-rank", type: "int", meta: "R", help: "pat: rank of each HSM's U·D (default min(200, hidden_size))", min: 1 },
+  {
     name: "density",
     type: "number",
     meta: "D",
@@ -728,6 +743,9 @@ export const trainCommand: CommandSpec = {
         id3MaxSteps: (o.id3MaxSteps ?? o.maxSteps) as number | undefined,
         id3Eps: o.id3Eps as number | undefined,
         id3Exp: o.id3Exp as number | undefined,
+        patKeepDim: o.patKeepDim as number | undefined,
+        patScheduleSteps: o.patScheduleSteps as number | undefined,
+        patHsmRank: o.patHsmRank as number | undefined,
         s2ftRatios:
           o.method === "s2ft"
             ? {

@@ -1,0 +1,144 @@
+/**
+ * `peftkit train --method pat` end to end on the embedded model: the flags reach the config, the
+ * schedule and kept-channel count reach metrics.jsonl, a run killed with SIGKILL resumes to the
+ * adapter of an uninterrupted run, and `peftkit merge --prune` writes a smaller model folder
+ * (hidden_size = kept channels) that computes what the adapter computes and that `peftkit eval`
+ * and `peftkit generate` load.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { readSafetensors } from "../../io/safetensors.js";
+import { AutoModelForCausalLM } from "../../models/auto.js";
+import { REPO_ROOT } from "../../testing/paths.js";
+import { maxAbsDiff } from "../conformance.js";
+import { PeftModel } from "../peft-model.js";
+
+const CLI = join(REPO_ROOT, "dist/src/cli/main.js");
+const MODEL = join(REPO_ROOT, "models/wordnet-llama");
+const tmp = mkdtempSync(join(tmpdir(), "peftkit-pat-cli-"));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+const data = join(tmp, "train.jsonl");
+writeFileSync(
+  data,
+  `${["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle", "cat animal", "tulip flower"]
+    .map((s) => {
+      const [w, k] = s.split(" ");
+      return JSON.stringify({ prompt: `a ${w} is a kind of`, completion: ` ${k}` });
+    })
+    .join("\n")}\n`,
+);
+const ARGS = [
+  "--model",
+  MODEL,
+  "--data",
+  data,
+  "--batch-size",
+  "4",
+  "--eval-fraction",
+  "0",
+  "--max-steps",
+  "8",
+  "--lr",
+  "1e-2",
+  "--method",
+  "pat",
+  "--target",
+  "q_proj,v_proj",
+  "--pat-keep-dim",
+  "192",
+  "--pat-hsm-rank",
+  "16",
+  "--seed",
+  "3",
+];
+
+function cli(args: string[], env: Record<string, string> = {}) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", env: { ...process.env, FORCE_COLOR: "0", ...env } });
+  return { status: r.status, signal: r.signal, stderr: r.stderr, stdout: r.stdout };
+}
+const train = (extra: string[], out: string, env: Record<string, string> = {}) =>
+  cli(["train", ...ARGS, ...extra, "--output-dir", out], env);
+
+describe("peftkit train --method pat", () => {
+  test("flags → config, schedule metrics, SIGKILL + --resume is exact; merge --prune writes a smaller model that eval and generate load", async () => {
+    const straight = join(tmp, "straight");
+    const r = train(["--save-steps", "4", "--log-steps", "1"], straight);
+    assert.equal(r.status, 0, r.stderr);
+    const cfg = JSON.parse(readFileSync(join(straight, "adapter_config.json"), "utf8"));
+    assert.deepEqual([cfg.peft_type, cfg.keep_dim, cfg.hsm_rank, cfg.schedule_steps, cfg.identity_loss], ["PAT", 192, 16, 8, true]);
+    const metrics = readFileSync(join(straight, "metrics.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l))
+      .filter((m) => typeof m.loss === "number");
+    assert.equal(metrics.length, 8);
+    // From t = ⌊0.8·8⌋ = 6 updates on the mask is frozen; b(t) = max(½ − t/8, 0).
+    assert.deepEqual(
+      metrics.map((m) => m.pat_mask_trains),
+      [1, 1, 1, 1, 1, 0, 0, 0],
+    );
+    assert.equal(metrics[1].pat_bias, 0.25);
+    const file = readSafetensors(join(straight, "adapter_model.safetensors")).tensors;
+    assert.ok(!Object.keys(file).some((k) => k.includes("pat_schedule")));
+    const kept = metrics[7].pat_kept as number;
+    assert.ok(kept > 0 && kept < 256, `kept ${kept}`);
+
+    // Killed at the start of step 6: resumes from checkpoint-4 (schedule and mask in the checkpoint).
+    const killed = join(tmp, "killed");
+    const k = train(["--save-steps", "4"], killed, { PEFTKIT_FAULT_AT: "train:step#6" });
+    assert.equal(k.signal, "SIGKILL", k.stderr);
+    const again = train(["--save-steps", "4", "--resume"], killed);
+    assert.equal(again.status, 0, again.stderr);
+    const got = readSafetensors(join(killed, "adapter_model.safetensors")).tensors;
+    assert.deepEqual(Object.keys(got).sort(), Object.keys(file).sort());
+    for (const [key, t] of Object.entries(file)) {
+      const g = got[key].data as Float32Array;
+      let worst = 0;
+      (t.data as Float32Array).forEach((v, i) => {
+        worst = Math.max(worst, Math.abs(v - g[i]));
+      });
+      assert.ok(worst <= 1e-6, `${key}: max |resumed − uninterrupted| ${worst}`);
+    }
+
+    const pruned = join(tmp, "pruned");
+    const m = cli(["merge", "--model", MODEL, "--adapter", straight, "--output-dir", pruned, "--prune"]);
+    assert.equal(m.status, 0, m.stderr);
+    assert.match(m.stdout, new RegExp(`hidden_size 256 → ${kept}`));
+    const pcfg = JSON.parse(readFileSync(join(pruned, "config.json"), "utf8"));
+    assert.deepEqual([pcfg.hidden_size, pcfg.head_dim, pcfg.tie_word_embeddings], [kept, 64, false]);
+    assert.ok(existsSync(join(pruned, "tokenizer.json")));
+    const base = await AutoModelForCausalLM.fromPretrained(MODEL);
+    const small = await AutoModelForCausalLM.fromPretrained(pruned);
+    try {
+      const peft = PeftModel.fromPretrained(base, straight);
+      const ids = [[5, 17, 99, 300, 42, 7]];
+      const want = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
+      const have = (await small.forward({ inputIds: ids })).logits?.data as Float32Array;
+      assert.ok(maxAbsDiff(have, want) < 1e-4, `pruned vs adapter ${maxAbsDiff(have, want)}`);
+    } finally {
+      await base.release();
+      await small.release();
+    }
+    const ev = cli(["eval", "--model", pruned, "--data", data, "--output", join(tmp, "eval.json")]);
+    assert.equal(ev.status, 0, ev.stderr);
+    const gen = cli(["generate", "--model", pruned, "--prompt", "a dog is a kind of", "--max-new-tokens", "3"]);
+    assert.equal(gen.status, 0, gen.stderr);
+  });
+
+  test("bad settings are one line each", () => {
+    const bad = train(["--pat-keep-dim", "256"], join(tmp, "bad"));
+    assert.equal(bad.status, 1);
+    assert.equal(bad.stderr.trim().split("\n").length, 1);
+    assert.match(bad.stderr, /field "keep_dim" must be an integer in \[1, 256\) \(hidden_size 256\), got 256/);
+    const lora = join(tmp, "lora");
+    assert.equal(cli(["train", ...ARGS.slice(0, 8), "--method", "lora", "--max-steps", "1", "--output-dir", lora]).status, 0);
+    const np = cli(["merge", "--model", MODEL, "--adapter", lora, "--output-dir", join(tmp, "np"), "--prune"]);
+    assert.notEqual(np.status, 0);
+    assert.match(np.stderr.trim(), /^peftkit: adapter "default" is LORA: only a PAT adapter says which hidden channels to prune$/);
+  });
+});
