@@ -6,8 +6,7 @@
  * are refused in one line naming the flag.
  */
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -25,7 +24,11 @@ const rows = (pairs: string[]) =>
     const [w, k] = s.split(" ");
     return { prompt: `a ${w} is a kind of`, completion: ` ${k}` };
   });
-const train = writeJsonl(tmp, "train.jsonl", rows(["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle", "cat animal", "tulip flower"]));
+const train = writeJsonl(
+  tmp,
+  "train.jsonl",
+  rows(["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle", "cat animal", "tulip flower"]),
+);
 const dev = writeJsonl(tmp, "dev.jsonl", rows(["horse animal", "pine tree", "lily flower", "apple fruit"]));
 const adapter = join(tmp, "lora");
 const merged = join(tmp, "merged");
@@ -113,7 +116,11 @@ describe("peftkit graft", () => {
     // The scores moved: the mask changed during the run, so resuming had something to get right.
     const st = readSafetensors(join(straight, "graft_state.safetensors"));
     const hist = JSON.parse(st.metadata.result).history as { entries: number }[];
-    assert.ok(new Set(hist.map((h) => h.entries)).size > 1 || hist[0].entries !== Math.floor(0.05 * JSON.parse(readFileSync(join(straight, "graft_config.json"), "utf8")).result.graftable), JSON.stringify(hist));
+    assert.ok(
+      new Set(hist.map((h) => h.entries)).size > 1 ||
+        hist[0].entries !== Math.floor(0.05 * JSON.parse(readFileSync(join(straight, "graft_config.json"), "utf8")).result.graftable),
+      JSON.stringify(hist),
+    );
   });
 
   test("bad flags: one line naming the flag", () => {

@@ -49,7 +49,12 @@ test("graft base patch: exactly the k largest |τ| over all tensors at once (one
 });
 
 test("graft base patch: ties at the threshold are taken in tensor then position order, still exactly k", () => {
-  const t = (name: string, tau: number[]): GraftTensor => ({ name, shape: [1, tau.length], pre: new Float32Array(tau.length), tau: Float32Array.from(tau) });
+  const t = (name: string, tau: number[]): GraftTensor => ({
+    name,
+    shape: [1, tau.length],
+    pre: new Float32Array(tau.length),
+    tau: Float32Array.from(tau),
+  });
   const ts = [t("a", [0.1, 0.5, -0.5]), t("b", [0.5, 0.9, 0])];
   assert.deepEqual(
     basePatch(ts, 3).map((m) => [...m]),
@@ -78,7 +83,10 @@ test("graft mask: round(γ(S)) is γ > 0.5; interpolation and the delta use exac
   const d = graftDelta(t, g0, s, b);
   const want = [...Array(30).keys()].filter((i) => (g0[i] === 1 && i !== 8) || i === 3);
   assert.deepEqual([...d.indices], want);
-  assert.deepEqual([...d.values], want.map((i) => t.tau[i]));
+  assert.deepEqual(
+    [...d.values],
+    want.map((i) => t.tau[i]),
+  );
   for (let i = 0; i < 30; i++) assert.equal(rounded[i], want.includes(i) ? Math.fround(t.pre[i] + t.tau[i]) : t.pre[i]);
   // The soft interpolation is θ_pre + γ⊙τ.
   const soft = interpolate(t, g0, s, b, false);

@@ -120,7 +120,10 @@ test("graft: one mask update with lr 1 is −∂L/∂S of L(θ_pre + γ(S)⊙τ)
         const fd = (lossF64(model, at({ t: k, i, h })) - lossF64(model, at({ t: k, i, h: -h }))) / (2 * h);
         const step = -(next[i] - x.scores[i]);
         // The update is stored in f32: compare within its rounding, and the FD truncation.
-        assert.ok(Math.abs(step - fd) <= 1e-6 * Math.abs(fd) + 2e-7 * Math.abs(x.scores[i]) + 1e-10, `${x.name}[${i}]: update ${step} vs ∂L/∂S ${fd}`);
+        assert.ok(
+          Math.abs(step - fd) <= 1e-6 * Math.abs(fd) + 2e-7 * Math.abs(x.scores[i]) + 1e-10,
+          `${x.name}[${i}]: update ${step} vs ∂L/∂S ${fd}`,
+        );
         if (Math.abs(fd) > 1e-8) checked++;
       }
     }

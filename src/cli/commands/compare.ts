@@ -98,6 +98,8 @@ export const DEFAULT_LR: Record<string, number> = {
   // docs/methods/s2ft.md): exact match 0.125 at 1e-2, 0.215 at 5e-2, 0.275 at 2e-1, 0.28 at 5e-1.
   s2ft: 2e-1,
   full: 3e-4,
+  // Full fine-tuning's rate: graft rows fine-tune fully, then graft (docs/methods/graft.md).
+  graft: 3e-4,
 };
 
 export const compareCommand: CommandSpec = {
@@ -132,7 +134,7 @@ export const compareCommand: CommandSpec = {
       name: "methods",
       type: "list",
       meta: "LIST",
-      help: `methods to compare, comma-separated: ${COMPARE_METHODS.join(", ")} (full = full fine-tuning)`,
+      help: `methods to compare, comma-separated: ${COMPARE_METHODS.join(", ")} (full = full fine-tuning; graft = full fine-tuning, then grafting at 1%)`,
       default: [...COMPARE_METHODS],
     },
     {

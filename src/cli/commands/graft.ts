@@ -97,7 +97,9 @@ async function run(o: Flags): Promise<number> {
         `graft (${r.metric}): dev ${last.dev_score.toFixed(4)}${frac(last.dev_score, r.finetuned.dev)}, train ${last.train_score.toFixed(4)}${frac(last.train_score, r.finetuned.train)}`,
       );
     }
-    console.log(`apply it with: peftkit delta apply --model ${modelDir} --input ${join(o.outputDir as string, GRAFT_FILE)} --output-dir DIR`);
+    console.log(
+      `apply it with: peftkit delta apply --model ${modelDir} --input ${join(o.outputDir as string, GRAFT_FILE)} --output-dir DIR`,
+    );
   } catch (e) {
     if (e instanceof SparseDeltaError || e instanceof TrainingArgsError) throw new UsageError(e.message);
     throw e;
@@ -121,7 +123,13 @@ export const graftCommand: CommandSpec = {
       help: "the fine-tuned result (θ_ft): a full model folder, an adapter folder (merged into --model first), or a LISA/HFT output folder",
       required: true,
     },
-    { name: "data", type: "string", meta: "FILE", help: "training data: gradients for the mask, and half of the selection score", required: true },
+    {
+      name: "data",
+      type: "string",
+      meta: "FILE",
+      help: "training data: gradients for the mask, and half of the selection score",
+      required: true,
+    },
     { name: "eval-data", type: "string", meta: "FILE", help: "dev data: the other half of the selection score", required: true },
     { name: "format", type: "string", help: "record format (default: detected)", choices: DATA_FORMATS },
     { name: "max-length", type: "int", meta: "N", help: "longest example in tokens (default: 512, or the model's limit)", min: 1 },
