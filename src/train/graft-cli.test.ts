@@ -111,8 +111,19 @@ describe("peftkit graft", () => {
     const resumed = runCli([...GRAFT, ...flags, "--output-dir", killed, "--resume"]);
     assert.equal(resumed.code, 0, resumed.stderr);
     assert.match(resumed.stdout, /resuming after epoch 2 of 3/);
-    for (const f of ["graft_state.safetensors", "graft.safetensors", "graft_config.json"])
-      assert.ok(readFileSync(join(killed, f)).equals(readFileSync(join(straight, f))), `${f} is bit-identical`);
+    // Killed before the first update too (the state holds the initial S and no kept mask yet).
+    const early = join(tmp, "g-early");
+    const k0 = runCli([...GRAFT, ...flags, "--output-dir", early], { PEFTKIT_FAULT_AT: "graft:start" });
+    assert.equal(k0.signal, "SIGKILL", k0.stderr);
+    const r0 = runCli([...GRAFT, ...flags, "--output-dir", early, "--resume"]);
+    assert.equal(r0.code, 0, r0.stderr);
+    assert.match(r0.stdout, /resuming after epoch 0 of 3/);
+    for (const dir of [killed, early])
+      for (const f of ["graft_state.safetensors", "graft.safetensors", "graft_config.json"])
+        assert.ok(readFileSync(join(dir, f)).equals(readFileSync(join(straight, f))), `${dir}: ${f} is bit-identical`);
+    const other = runCli([...GRAFT, ...flags, "--seed", "8", "--output-dir", killed, "--resume"]);
+    assert.equal(other.code, 2, "a resume with other settings is refused");
+    assert.match(other.stderr, /graft_state\.safetensors: made with other settings/);
     // The scores moved: the mask changed during the run, so resuming had something to get right.
     const st = readSafetensors(join(straight, "graft_state.safetensors"));
     const hist = JSON.parse(st.metadata.result).history as { entries: number }[];

@@ -56,6 +56,24 @@ export interface GraftSettings {
   targets: string[];
   base_model: string;
   finetuned_model: string;
+  /** Example counts and a hash of their token ids and labels (train/dev). */
+  data: string;
+}
+
+/** FNV-1a over the examples' ids and labels: a resume on other data is refused. */
+function examplesHash(sets: readonly (readonly Example[])[]): string {
+  let h = 0x811c9dc5;
+  const add = (v: number) => {
+    h = Math.imul(h ^ (v & 0xffff), 0x01000193);
+    h = Math.imul(h ^ (v >>> 16), 0x01000193);
+  };
+  for (const set of sets)
+    for (const e of set) {
+      add(e.inputIds.length);
+      for (const v of e.inputIds) add(v);
+      for (const v of e.labels ?? []) add(v);
+    }
+  return `${sets.map((x) => x.length).join("/")}:${(h >>> 0).toString(16).padStart(8, "0")}`;
 }
 
 export interface GraftEpoch {
@@ -74,7 +92,8 @@ export interface GraftResult {
   graftable: number;
   /** The epoch whose scores were kept (1-based). */
   best_epoch: number;
-  best_score: number;
+  /** train + dev score of the kept mask; null before the first epoch. */
+  best_score: number | null;
   /** Scores of θ_ft and of the base patch alone (round(γ(S₀)) = γ0), on train and dev. */
   finetuned: { train: number; dev: number };
   base_patch: { train: number; dev: number };
@@ -261,6 +280,7 @@ export async function runGraft(o: GraftOptions): Promise<GraftResult> {
     targets: names,
     base_model: basePrint,
     finetuned_model: weightsFingerprint(o.finetuned),
+    data: examplesHash([o.train, o.dev]),
   };
   mkdirSync(o.outputDir, { recursive: true });
 
@@ -301,9 +321,10 @@ export async function runGraft(o: GraftOptions): Promise<GraftResult> {
       epoch: 0,
       scores,
       best: null,
-      result: { best_epoch: 0, best_score: Number.NEGATIVE_INFINITY, finetuned, base_patch: patch, history: [], metric },
+      result: { best_epoch: 0, best_score: null, finetuned, base_patch: patch, history: [], metric },
     };
     saveState(o.outputDir, names, state, settings);
+    faultPoint("graft:start");
   }
 
   const stream = new BatchStream(o.train, { batchSize: o.batchSize, seed: o.seed, padId: o.padId });
@@ -323,7 +344,8 @@ export async function runGraft(o: GraftOptions): Promise<GraftResult> {
       restore();
       const entries = tensors.reduce((a, t, i) => a + graftDelta(t, gamma0[i], state.scores[i], o.sigmoidBias).indices.length, 0);
       state.result.history.push({ epoch, loss, train_score: s.train, dev_score: s.dev, entries });
-      const improved = s.train + s.dev > state.result.best_score;
+      // Any first epoch is a candidate (null, not −∞: the state is JSON).
+      const improved = state.result.best_score === null || s.train + s.dev > state.result.best_score;
       if (improved) {
         state.result.best_score = s.train + s.dev;
         state.result.best_epoch = epoch;
