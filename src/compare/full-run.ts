@@ -35,7 +35,10 @@ export interface FullTrained {
 }
 
 /** Full fine-tuning at the run's budget; the model's weights are the trained ones. */
-export async function fullTrain(s: WorkerSpec): Promise<FullTrained> {
+export async function fullTrain(
+  s: WorkerSpec,
+  opts: { trains?: (model: PreTrainedModel) => (name: string) => boolean } = {},
+): Promise<FullTrained> {
   const tokenizer = await AutoTokenizer.fromPretrained(s.model);
   const loadOpts = { tokenizer, format: s.format as DataFormat | undefined, maxLength: s.maxLength, onBadRecord: "error" as const };
   const data = await loadDataset(s.train, loadOpts);
@@ -64,7 +67,12 @@ export async function fullTrain(s: WorkerSpec): Promise<FullTrained> {
   }
   const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
   const stream = new BatchStream(examples, { batchSize: s.batchSize, seed: s.seed, padId });
-  const trainer = await FullTrainer.create(model, { optimizer: { kind: "adamw" }, clipNorm: 1, compile: { threads: s.threads } });
+  const trainer = await FullTrainer.create(model, {
+    optimizer: { kind: "adamw" },
+    clipNorm: 1,
+    compile: { threads: s.threads },
+    trains: opts.trains?.(model),
+  });
   const started = Date.now();
   let steps = 0;
   let tokens = 0;

@@ -1,6 +1,7 @@
 /**
- * A compare run of method "graft": grafting has no training step of its own, so the row is full
- * fine-tuning at the run's budget (the `full` row's recipe, full-run.ts) followed by
+ * A compare run of method "graft": grafting has no training step of its own, so the row is
+ * fine-tuning of the graftable tensors (every linear layer but the head; embeddings, norms and head
+ * frozen) at the run's budget with the `full` row's recipe (full-run.ts), followed by
  * `peftkit graft` at fixed settings (COMPARE_GRAFT) on the training data, the graft put on the
  * base (`peftkit delta apply`) and evaluated on the task's evaluation set. The row's trainable
  * parameters are the graft's entries. Causal-LM tasks only (grafting's scope).
@@ -9,7 +10,7 @@ import { join } from "node:path";
 import { PreTrainedModel } from "../models/pretrained.js";
 import { mergeDeltaSet } from "../sparse/compose.js";
 import { loadSparseDeltas } from "../sparse/file.js";
-import { GRAFT_FILE, runGraft } from "../train/graft.js";
+import { GRAFT_FILE, graftableWeights, runGraft } from "../train/graft.js";
 import { evaluateTrained, fullTrain } from "./full-run.js";
 import type { WorkerResult, WorkerSpec } from "./worker.js";
 
@@ -32,7 +33,14 @@ export const COMPARE_GRAFT = {
 } as const;
 
 export async function graftFineTune(s: WorkerSpec, onTrained: () => void): Promise<Omit<WorkerResult, "max_rss_kb">> {
-  const t = await fullTrain(s);
+  // As the authors' select_trainable_parameters with fix_embeddings/fix_head: only the graftable
+  // tensors fine-tune, so τ is zero wherever the graft cannot reach.
+  const t = await fullTrain(s, {
+    trains: (model) => {
+      const graftable = new Set(graftableWeights(model, "all-linear"));
+      return (name) => graftable.has(name);
+    },
+  });
   const finetuned = new Map(t.model.weights);
   await t.model.release();
   if (t.head !== "causal_lm") throw new Error(`graft works on causal language models; this task trains a ${t.head} model`);
