@@ -29,7 +29,7 @@ export interface Budgets {
 }
 
 /** Every `peftkit train --method`, plus full fine-tuning, and full fine-tuning then grafting (compare/graft-run.ts). */
-export const COMPARE_METHODS = [...METHODS, ...SELECTIVE_METHODS, "full", "graft"] as const;
+export const COMPARE_METHODS = [...METHODS, ...SELECTIVE_METHODS, "graft", "full"] as const;
 
 const KNOB_OF: Record<string, Knob | null> = {
   lora: "r",
