@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import type { HostTensor } from "../engine/ir/host.js";
 import { PreTrainedModel } from "../models/pretrained.js";
 import { GOLDEN_MODELS } from "../testing/paths.js";
 import { FullTrainer } from "./full-finetune.js";
@@ -71,7 +72,7 @@ test("full fine-tuning with `trains`: only the chosen weights change, the others
   for (const [n, t] of before) {
     const now = model.weights.get(n);
     if (!trains(n)) assert.equal(now, t, `${n} is not trained`);
-    else if ((now?.data as Float32Array).some((v, i) => v !== t.data[i])) changed++;
+    else if ((now as HostTensor).data.some((v, i) => v !== t.data[i])) changed++;
   }
   assert.equal(changed, [...before.keys()].filter(trains).length, "every chosen weight moved");
   assert.equal(model.weights.get("lm_head.weight"), model.weights.get("model.embed_tokens.weight"));
