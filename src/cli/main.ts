@@ -10,6 +10,7 @@ import { deltaCommand } from "./commands/delta.js";
 import { demoCommand } from "./commands/demo.js";
 import { evalCommand } from "./commands/eval.js";
 import { generateCommand } from "./commands/generate.js";
+import { graftCommand } from "./commands/graft.js";
 import { infoCommand } from "./commands/info.js";
 import { mergeCommand } from "./commands/merge.js";
 import { trainCommand } from "./commands/train.js";
@@ -20,6 +21,7 @@ export const COMMANDS: CommandSpec[] = [
   generateCommand,
   mergeCommand,
   deltaCommand,
+  graftCommand,
   infoCommand,
   compareCommand,
   demoCommand,

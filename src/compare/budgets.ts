@@ -28,8 +28,8 @@ export interface Budgets {
   params: number[];
 }
 
-/** Every `peftkit train --method`, plus full fine-tuning. */
-export const COMPARE_METHODS = [...METHODS, ...SELECTIVE_METHODS, "full"] as const;
+/** Every `peftkit train --method`, plus full fine-tuning, and full fine-tuning then grafting (compare/graft-run.ts). */
+export const COMPARE_METHODS = [...METHODS, ...SELECTIVE_METHODS, "graft", "full"] as const;
 
 const KNOB_OF: Record<string, Knob | null> = {
   lora: "r",

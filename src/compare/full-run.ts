@@ -7,16 +7,38 @@ import { join } from "node:path";
 import { FORMAT_TASKS } from "../cli/commands/train.js";
 import { loadConfig } from "../io/hf-folder.js";
 import { parseLabelFields } from "../io/label-config.js";
-import { AutoTokenizer } from "../io/tokenizer.js";
+import { AutoTokenizer, type PreTrainedTokenizer } from "../io/tokenizer.js";
+import type { TaskHead } from "../models/architecture.js";
 import { PreTrainedModel } from "../models/pretrained.js";
-import { BatchStream, type DataFormat, loadDataset, trainingLabels } from "../train/data/index.js";
+import { BatchStream, type DataFormat, type Example, type LoadedDataset, loadDataset, trainingLabels } from "../train/data/index.js";
 import { type EvalBatch, evaluate } from "../train/evaluate.js";
 import { FullTrainer } from "../train/full-finetune.js";
 import { completionItems } from "../train/run.js";
 import { learningRate, warmupSteps } from "../train/schedule.js";
 import type { WorkerResult, WorkerSpec } from "./worker.js";
 
-export async function fullFineTune(s: WorkerSpec, onTrained: () => void): Promise<Omit<WorkerResult, "max_rss_kb">> {
+/** A fully fine-tuned model and what its evaluation and a graft need. */
+export interface FullTrained {
+  model: PreTrainedModel;
+  tokenizer: PreTrainedTokenizer;
+  head: TaskHead;
+  /** The training examples (classification: with the chosen labels) and the evaluation set. */
+  examples: Example[];
+  ev: LoadedDataset;
+  labelNames: readonly string[] | undefined;
+  padId: number;
+  steps: number;
+  trainS: number;
+  tokens: number;
+  /** Distinct weights' entries (tied weights once). */
+  params: number;
+}
+
+/** Full fine-tuning at the run's budget; the model's weights are the trained ones. */
+export async function fullTrain(
+  s: WorkerSpec,
+  opts: { trains?: (model: PreTrainedModel) => (name: string) => boolean } = {},
+): Promise<FullTrained> {
   const tokenizer = await AutoTokenizer.fromPretrained(s.model);
   const loadOpts = { tokenizer, format: s.format as DataFormat | undefined, maxLength: s.maxLength, onBadRecord: "error" as const };
   const data = await loadDataset(s.train, loadOpts);
@@ -45,7 +67,12 @@ export async function fullFineTune(s: WorkerSpec, onTrained: () => void): Promis
   }
   const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
   const stream = new BatchStream(examples, { batchSize: s.batchSize, seed: s.seed, padId });
-  const trainer = await FullTrainer.create(model, { optimizer: { kind: "adamw" }, clipNorm: 1, compile: { threads: s.threads } });
+  const trainer = await FullTrainer.create(model, {
+    optimizer: { kind: "adamw" },
+    clipNorm: 1,
+    compile: { threads: s.threads },
+    trains: opts.trains?.(model),
+  });
   const started = Date.now();
   let steps = 0;
   let tokens = 0;
@@ -66,7 +93,12 @@ export async function fullFineTune(s: WorkerSpec, onTrained: () => void): Promis
     await trainer.release();
   }
   const trainS = (Date.now() - started) / 1000;
-  onTrained();
+  return { model, tokenizer, head, examples, ev, labelNames, padId, steps, trainS, tokens, params };
+}
+
+/** The task metrics of a model on the run's evaluation set (`peftkit eval`'s evaluation code). */
+export async function evaluateTrained(t: FullTrained): Promise<Record<string, number>> {
+  const { model, head, ev, padId, labelNames, tokenizer } = t;
   const batches = new BatchStream(ev.examples, { batchSize: 16, seed: 0, padId, shuffle: false }).epochBatches(0) as EvalBatch[];
   const metrics = await evaluate(model, batches, {
     causal: head === "causal_lm",
@@ -76,13 +108,20 @@ export async function fullFineTune(s: WorkerSpec, onTrained: () => void): Promis
     completions: ev.format === "prompt_completion" || ev.format === "chat" ? completionItems(ev.examples, tokenizer, 200) : undefined,
     tokenizer,
   });
-  await model.release();
+  return Object.fromEntries(Object.entries(metrics).filter((e): e is [string, number] => typeof e[1] === "number"));
+}
+
+export async function fullFineTune(s: WorkerSpec, onTrained: () => void): Promise<Omit<WorkerResult, "max_rss_kb">> {
+  const t = await fullTrain(s);
+  onTrained();
+  const eval_metrics = await evaluateTrained(t);
+  await t.model.release();
   return {
-    eval_metrics: Object.fromEntries(Object.entries(metrics).filter((e): e is [string, number] => typeof e[1] === "number")),
-    steps,
-    train_s: trainS,
-    tokens_seen: tokens,
-    trainable_params: params,
-    total_params: params,
+    eval_metrics,
+    steps: t.steps,
+    train_s: t.trainS,
+    tokens_seen: t.tokens,
+    trainable_params: t.params,
+    total_params: t.params,
   };
 }

@@ -88,9 +88,9 @@ export async function executeRun(run: PlannedRun, o: RunnerOptions): Promise<Com
   rmSync(runDir, { recursive: true, force: true });
   mkdirSync(runDir, { recursive: true });
   const spec: WorkerSpec = {
-    kind: run.method === "full" ? "full" : "peft",
+    kind: run.method === "full" || run.method === "graft" ? run.method : "peft",
     runDir,
-    trainArgs: run.method === "full" ? [] : trainArgs(run, o),
+    trainArgs: run.method === "full" || run.method === "graft" ? [] : trainArgs(run, o),
     model: run.task.model,
     train: run.task.train,
     eval: run.task.eval,

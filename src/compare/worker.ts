@@ -15,10 +15,11 @@ import { SafetensorsFile } from "../io/safetensors.js";
 import { CONVERTED_DIR } from "../train/run.js";
 import { SELECTIVE_CONFIG_FILE } from "../train/selective-run.js";
 import { fullFineTune } from "./full-run.js";
+import { graftFineTune } from "./graft-run.js";
 import { selectiveEval } from "./selective-eval.js";
 
 export interface WorkerSpec {
-  kind: "peft" | "full";
+  kind: "peft" | "full" | "graft";
   runDir: string;
   /** peft: the `peftkit train` arguments (without --output-dir). */
   trainArgs: string[];
@@ -124,7 +125,12 @@ async function main(): Promise<void> {
   // Runs of a compare share their graphs' shapes often: the compile cache saves ORT's optimizer.
   installNodeCompileCache();
   const spec = JSON.parse(readFileSync(process.argv[2], "utf8")) as WorkerSpec;
-  const r = spec.kind === "full" ? await fullFineTune(spec, () => tell("trained")) : await peftRun(spec);
+  const r =
+    spec.kind === "full"
+      ? await fullFineTune(spec, () => tell("trained"))
+      : spec.kind === "graft"
+        ? await graftFineTune(spec, () => tell("trained"))
+        : await peftRun(spec);
   const result: WorkerResult = { ...r, max_rss_kb: process.resourceUsage().maxRSS };
   writeFileAtomic(join(spec.runDir, "result.json"), `${JSON.stringify(result, null, 2)}\n`);
 }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import type { HostTensor } from "../engine/ir/host.js";
 import { PreTrainedModel } from "../models/pretrained.js";
 import { GOLDEN_MODELS } from "../testing/paths.js";
 import { FullTrainer } from "./full-finetune.js";
@@ -55,6 +56,26 @@ test("masked-LM training: the loss is the cross-entropy at labelled positions on
   assert.ok(last < first * 0.2, `loss ${first} → ${last}`);
   assert.equal(model.weights.get("lm_head.decoder.weight"), model.weights.get("roberta.embeddings.word_embeddings.weight"));
   assert.equal(model.weights.get("lm_head.decoder.bias"), model.weights.get("lm_head.bias"));
+  await trainer.release();
+  await model.release();
+});
+
+test("full fine-tuning with `trains`: only the chosen weights change, the others (tied ones too) stay the same tensors", async () => {
+  const config = JSON.parse(readFileSync(join(GOLDEN_MODELS, "llama_gqa_tied", "config.json"), "utf8"));
+  const model = PreTrainedModel.fromConfig(config, "causal_lm", { seed: 3 });
+  const before = new Map(model.weights);
+  const trains = (n: string) => n.endsWith("_proj.weight");
+  const trainer = await FullTrainer.create(model, { optimizer: { kind: "adamw" }, trains });
+  const seq = [[5, 17, 99, 3, 42, 7, 7, 120, 64, 1]];
+  for (let i = 0; i < 3; i++) await trainer.train({ inputIds: seq, labels: seq }, { lr: 1e-2 });
+  let changed = 0;
+  for (const [n, t] of before) {
+    const now = model.weights.get(n);
+    if (!trains(n)) assert.equal(now, t, `${n} is not trained`);
+    else if ((now as HostTensor).data.some((v, i) => v !== t.data[i])) changed++;
+  }
+  assert.equal(changed, [...before.keys()].filter(trains).length, "every chosen weight moved");
+  assert.equal(model.weights.get("lm_head.weight"), model.weights.get("model.embed_tokens.weight"));
   await trainer.release();
   await model.release();
 });

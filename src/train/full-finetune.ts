@@ -25,10 +25,19 @@ export class FullTrainer {
 
   static async create(
     model: PreTrainedModel,
-    opts: { optimizer?: OptimizerConfig; clipNorm?: number; compile?: CompileOptions; gradientCheckpointing?: boolean } = {},
+    opts: {
+      optimizer?: OptimizerConfig;
+      clipNorm?: number;
+      compile?: CompileOptions;
+      gradientCheckpointing?: boolean;
+      /** Which weights train (default all); the others enter the step as frozen inputs. Tied weights follow their first name. */
+      trains?: (name: string) => boolean;
+    } = {},
   ): Promise<FullTrainer> {
     const params: Record<string, TensorDecl> = {};
     const init: Record<string, HostTensor> = {};
+    const frozen: Record<string, TensorDecl> = {};
+    const frozenInit: Record<string, HostTensor> = {};
     const firstName = new Map<HostTensor, string>();
     const aliases = new Map<string, string>();
     for (const [k, t] of model.weights) {
@@ -38,26 +47,28 @@ export class FullTrainer {
         continue;
       }
       firstName.set(t, k);
-      params[k] = { dtype: t.dtype, shape: t.shape };
-      init[k] = t;
+      const trains = opts.trains?.(k) ?? true;
+      (trains ? params : frozen)[k] = { dtype: t.dtype, shape: t.shape };
+      (trains ? init : frozenInit)[k] = t;
     }
     const head = model.head;
     const step = await TrainStep.create(
       {
         params,
+        frozen,
         batch: stepBatchDecls(head, model.usesTokenTypeIds),
         optimizer: opts.optimizer ?? { kind: "adamw" },
         clipNorm: opts.clipNorm,
         recompute: opts.gradientCheckpointing,
-        loss: ({ params: p, batch }) => {
+        loss: ({ params: p, frozen: f, batch }) => {
           const names = new Set(model.weights.keys());
-          const ctx = new WeightContext((n) => p[aliases.get(n) ?? n], names);
+          const ctx = new WeightContext((n) => p[aliases.get(n) ?? n] ?? f[aliases.get(n) ?? n], names);
           const out = model.traceForward(ctx, stepModelInputs(batch));
           if (!out.logits) throw new ModelError(`a ${head} model has no logits to train on`);
           return crossEntropy(out.logits, batch.labels);
         },
       },
-      { params: init },
+      { params: init, frozen: frozenInit },
       { ...model.compileOptions, ...opts.compile },
     );
     return new FullTrainer(model, step, aliases);
@@ -68,7 +79,7 @@ export class FullTrainer {
     const res = await this.step.step(prepareBatch(this.model.head, batch, this.model.usesTokenTypeIds), opts);
     const p = this.step.getParams();
     for (const [k, t] of Object.entries(p)) this.model.weights.set(k, t);
-    for (const [alias, first] of this.aliases) this.model.weights.set(alias, p[first]);
+    for (const [alias, first] of this.aliases) if (p[first]) this.model.weights.set(alias, p[first]);
     return res;
   }
 

@@ -107,6 +107,8 @@ export const DEFAULT_LR: Record<string, number> = {
   // at 2e-3, 0.20 at 5e-3, 0.08 at 1e-2 (keep_dim 192 of 256; the pruned model scores the same).
   pat: 2e-3,
   full: 3e-4,
+  // Full fine-tuning's rate: graft rows fine-tune fully, then graft (docs/methods/graft.md).
+  graft: 3e-4,
 };
 
 export const compareCommand: CommandSpec = {
@@ -141,7 +143,7 @@ export const compareCommand: CommandSpec = {
       name: "methods",
       type: "list",
       meta: "LIST",
-      help: `methods to compare, comma-separated: ${COMPARE_METHODS.join(", ")} (full = full fine-tuning)`,
+      help: `methods to compare, comma-separated: ${COMPARE_METHODS.join(", ")} (full = full fine-tuning; graft = full fine-tuning, then grafting at 1%)`,
       default: [...COMPARE_METHODS],
     },
     {
