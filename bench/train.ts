@@ -12,6 +12,8 @@ import { ortCompileStats, ortCreateTime } from "../src/engine/exec/onnx/session.
 import { hostTensor } from "../src/engine/ir/host.js";
 import { PreTrainedModel } from "../src/models/pretrained.js";
 import { FullTrainer } from "../src/train/full-finetune.js";
+import { GradNormTrainer } from "../src/train/gradnorm-lorp.js";
+import { gradNormTargets } from "../src/train/gradnorm-run.js";
 import { methodConfig } from "../src/train/methods.js";
 import { hftPolicy, lisaPolicy, SelectiveTrainer } from "../src/train/selective.js";
 import { PeftModel } from "../src/tuners/peft-model.js";
@@ -32,6 +34,8 @@ export interface TrainBenchOptions {
   seq: number;
   steps: number;
   full?: boolean;
+  /** gradnorm_lorp: the projector's rank (default: r). */
+  rank?: number;
   /** lisa: γ, the layers trained at a time (default 2). */
   lisaLayers?: number;
   gradientCheckpointing?: boolean;
@@ -60,6 +64,7 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
   let release: () => Promise<void>;
   let trainable: number;
   let selective: SelectiveTrainer | null = null;
+  let gradnorm: GradNormTrainer | null = null;
   if (!o.full && (o.method === "lisa" || o.method === "hft")) {
     // The selection switches right after the timed steps (LISA: interval = steps + 1; HFT: a stage
     // per steps + 1), so one more step measures what a switch costs.
@@ -71,6 +76,17 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
     const t = SelectiveTrainer.create(model, policy, { optimizer: { kind: "adamw" }, gradientCheckpointing: o.gradientCheckpointing });
     selective = t;
     await t.prepare();
+    train = (i) => t.train(batch, { lr: 1e-5, seed: i });
+    release = () => t.release();
+    trainable = t.trainedParameters();
+  } else if (!o.full && o.method === "gradnorm_lorp") {
+    // The warm-up step is a projector refresh (step 0); the timed steps are not (T = steps + 2).
+    const t = GradNormTrainer.create(model, gradNormTargets(model, o.target), {
+      rank: o.rank ?? o.r,
+      updateProjGap: o.steps + 2,
+      gradientCheckpointing: o.gradientCheckpointing,
+    });
+    gradnorm = t;
     train = (i) => t.train(batch, { lr: 1e-5, seed: i });
     release = () => t.release();
     trainable = t.trainedParameters();
@@ -108,6 +124,16 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
     times.push(performance.now() - s);
   }
   let switchFields: Record<string, number> = {};
+  if (gradnorm) {
+    const st = gradnorm.refreshStats;
+    switchFields = {
+      // the warm-up step's projector refresh: gradient graph (built and run) and the host SVDs
+      refresh_gradient_ms: st.gradientSeconds * 1000,
+      refresh_svd_ms: st.svdSeconds * 1000,
+      optimizer_state_elements: gradnorm.optimizerElements(),
+      rank: gradnorm.opts.rank,
+    };
+  }
   if (selective) {
     const rssBefore = process.resourceUsage().maxRSS * 1024;
     const s = performance.now();

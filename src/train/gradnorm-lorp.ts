@@ -49,7 +49,7 @@ export interface GradNormTrainerOptions extends Partial<GradNormOptions> {
 export interface GradNormStepResult {
   loss: number;
   gradNorm: number;
-  /** On a refresh step: seconds for the gradient graph and for the SVDs. */
+  /** On a refresh step: seconds for the gradient graph (compile + run) and for the SVDs. */
   refresh?: { gradientSeconds: number; svdSeconds: number };
 }
 
@@ -277,7 +277,11 @@ export class GradNormTrainer {
   /** Recomputes every projector from the dense gradient of this batch. */
   private async refresh(feeds: Record<string, HostTensor>): Promise<{ gradientSeconds: number; svdSeconds: number }> {
     const t0 = performance.now();
-    // The gradient graph lives only for the refresh: its dense outputs are the memory GaLore avoids.
+    // The gradient graph lives only for the refresh, and the step's session is released meanwhile
+    // (rebuilt from the compile cache after): the two sessions never coexist, and the dense
+    // gradients (the memory GaLore avoids) exist only here.
+    await this.exec?.step.release();
+    this.exec = null;
     const exec = await compileGraph(this.traceGradient(), { ...this.model.compileOptions, ...this.extra.compile });
     let outs: HostTensor[];
     try {
@@ -286,6 +290,7 @@ export class GradNormTrainer {
       await exec.release();
     }
     const byName = new Map(exec.graph.outputs.map((o, i) => [o.name, outs[i]]));
+    outs.length = 0;
     const t1 = performance.now();
     for (const k of this.targets) {
       const grad = byName.get(`grad.${k}`) as HostTensor;
@@ -305,9 +310,9 @@ export class GradNormTrainer {
 
   /** One optimizer step; the model's targeted weights are replaced by the updated ones. */
   async train(batch: TrainBatch, opts: { lr: number; seed?: number }): Promise<GradNormStepResult> {
-    const built = await this.build();
     const feeds = this.feeds(prepareBatch(this.model.head, batch, this.model.usesTokenTypeIds), opts.seed ?? this.steps + 1);
     const refresh = this.refreshDue ? await this.refresh(feeds) : undefined;
+    const built = await this.build();
     for (const [k, st] of this.state) for (const s of GRADNORM_SLOTS) feeds[`${s}.${k}`] = st[s];
     feeds.step = hostTensor("f32", [], [this.steps + 1]);
     feeds.lr = hostTensor("f32", [], [opts.lr]);
