@@ -27,7 +27,22 @@ const data = writeJsonl(
     return { prompt: `a ${w} is a kind of`, completion: ` ${k}` };
   }),
 );
-const ARGS = ["--model", MODEL, "--data", data, "--batch-size", "4", "--eval-fraction", "0", "--max-steps", "6", "--lr", "1e-3", "--seed", "3"];
+const ARGS = [
+  "--model",
+  MODEL,
+  "--data",
+  data,
+  "--batch-size",
+  "4",
+  "--eval-fraction",
+  "0",
+  "--max-steps",
+  "6",
+  "--lr",
+  "1e-3",
+  "--seed",
+  "3",
+];
 const GN = ["--method", "gradnorm_lorp", "--r", "4", "--gradnorm-update-gap", "3", "--target", "q_proj,down_proj", "--save-steps", "2"];
 
 const train = (extra: string[], out: string, env: Record<string, string> = {}) =>
@@ -50,7 +65,10 @@ describe("peftkit train --method gradnorm_lorp", () => {
       [1, 4],
     );
     const cfg = JSON.parse(readFileSync(join(straight, "selective_config.json"), "utf8"));
-    assert.deepEqual([cfg.method, cfg.gradnorm.rank, cfg.gradnorm.update_proj_gap, cfg.gradnorm.targets, cfg.steps], ["gradnorm_lorp", 4, 3, 8, 6]);
+    assert.deepEqual(
+      [cfg.method, cfg.gradnorm.rank, cfg.gradnorm.update_proj_gap, cfg.gradnorm.targets, cfg.steps],
+      ["gradnorm_lorp", 4, 3, 8, 6],
+    );
     const file = readSafetensors(join(straight, "trained_tensors.safetensors")).tensors;
     assert.deepEqual(
       Object.keys(file).sort(),

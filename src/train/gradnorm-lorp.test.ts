@@ -89,7 +89,17 @@ class Reference {
       for (let i = 0; i < m; i++) g[i] = Math.hypot(...V.subarray(i * n, i * n + n));
       const lr = m >= n ? m * o.rank : o.rank * n;
       const z = () => new Float64Array(lr);
-      this.s.set(k, { m, n, V, g, P: new Float64Array(m >= n ? o.rank * n : m * o.rank), mv: z(), sv: z(), mg: new Float64Array(m), sg: new Float64Array(m) });
+      this.s.set(k, {
+        m,
+        n,
+        V,
+        g,
+        P: new Float64Array(m >= n ? o.rank * n : m * o.rank),
+        mv: z(),
+        sv: z(),
+        mg: new Float64Array(m),
+        sg: new Float64Array(m),
+      });
     }
   }
 
@@ -123,9 +133,7 @@ class Reference {
         for (let j = 0; j < n; j++) d += (G[i * n + j] * V[i * n + j]) / nv[i];
         gGrad[i] = d;
         for (let j = 0; j < n; j++)
-          GV[i * n + j] = compat
-            ? (G[i * n + j] * g[i]) / nv[i]
-            : (g[i] / nv[i]) * (G[i * n + j] - (V[i * n + j] / nv[i]) * d);
+          GV[i * n + j] = compat ? (G[i * n + j] * g[i]) / nv[i] : (g[i] / nv[i]) * (G[i * n + j] - (V[i * n + j] / nv[i]) * d);
       }
       const right = m >= n;
       if (refresh) {
@@ -143,8 +151,10 @@ class Reference {
       }
       // R = GV·Qᵀ (m×r) or Pᵀ·GV (r×n)
       const R = new Float64Array(st.mv.length);
-      if (right) for (let i = 0; i < m; i++) for (let a = 0; a < r; a++) for (let j = 0; j < n; j++) R[i * r + a] += GV[i * n + j] * st.P[a * n + j];
-      else for (let a = 0; a < r; a++) for (let j = 0; j < n; j++) for (let i = 0; i < m; i++) R[a * n + j] += st.P[i * r + a] * GV[i * n + j];
+      if (right)
+        for (let i = 0; i < m; i++) for (let a = 0; a < r; a++) for (let j = 0; j < n; j++) R[i * r + a] += GV[i * n + j] * st.P[a * n + j];
+      else
+        for (let a = 0; a < r; a++) for (let j = 0; j < n; j++) for (let i = 0; i < m; i++) R[a * n + j] += st.P[i * r + a] * GV[i * n + j];
       const U = new Float64Array(R.length);
       for (let q = 0; q < R.length; q++) {
         st.mv[q] = b1 * st.mv[q] + (1 - b1) * R[q];
@@ -185,7 +195,8 @@ async function parity(compat: boolean): Promise<void> {
   for (let s = 0; s < 5; s++) {
     const grads = await gradients(refModel, TARGETS, IDS);
     ref.step(grads, lr);
-    for (const k of TARGETS) refModel.weights.set(k, { ...(refModel.weights.get(k) as HostTensor), data: Float32Array.from(ref.weight(k)) });
+    for (const k of TARGETS)
+      refModel.weights.set(k, { ...(refModel.weights.get(k) as HostTensor), data: Float32Array.from(ref.weight(k)) });
     const res = await trainer.train({ inputIds: IDS, labels: IDS }, { lr });
     if (res.refresh) refreshes++;
     for (const k of TARGETS) {
@@ -227,7 +238,8 @@ test("within a projector period ΔV lies in the projector's span; untargeted ten
     const [m, n] = w.shape as [number, number];
     const v = new Float64Array(m * n);
     for (let i = 0; i < m; i++)
-      for (let j = 0; j < n; j++) v[i * n + j] = (Number(w.data[i * n + j]) * Number(st[`vnorm.${k}`].data[i])) / Number(st[`magnitude.${k}`].data[i]);
+      for (let j = 0; j < n; j++)
+        v[i * n + j] = (Number(w.data[i * n + j]) * Number(st[`vnorm.${k}`].data[i])) / Number(st[`magnitude.${k}`].data[i]);
     return v;
   };
   const v0 = new Map(TARGETS.map((k) => [k, vOf(k)]));
@@ -260,12 +272,20 @@ test("within a projector period ΔV lies in the projector's span; untargeted ten
 
 test("bad input: rank, refresh gap and a non-2-D target are refused with one line naming the flag or tensor", async () => {
   const model = PreTrainedModel.fromConfig(CONFIG, "causal_lm", { seed: 1 });
-  assert.throws(() => GradNormTrainer.create(model, TARGETS, { rank: 0 }), (e: Error) => e instanceof GradNormError && /^--r: .*>= 1/.test(e.message));
+  assert.throws(
+    () => GradNormTrainer.create(model, TARGETS, { rank: 0 }),
+    (e: Error) => e instanceof GradNormError && /^--r: .*>= 1/.test(e.message),
+  );
   assert.throws(
     () => GradNormTrainer.create(model, TARGETS, { rank: 33 }),
-    (e: Error) => e instanceof GradNormError && /^--r: rank 33 exceeds min\(32, 32\) of tensor "model.layers.0.self_attn.q_proj.weight"/.test(e.message),
+    (e: Error) =>
+      e instanceof GradNormError &&
+      /^--r: rank 33 exceeds min\(32, 32\) of tensor "model.layers.0.self_attn.q_proj.weight"/.test(e.message),
   );
-  assert.throws(() => GradNormTrainer.create(model, TARGETS, { updateProjGap: 0 }), (e: Error) => /^--gradnorm-update-gap: /.test(e.message));
+  assert.throws(
+    () => GradNormTrainer.create(model, TARGETS, { updateProjGap: 0 }),
+    (e: Error) => /^--gradnorm-update-gap: /.test(e.message),
+  );
   assert.throws(
     () => GradNormTrainer.create(model, ["model.norm.weight"], { rank: 1 }),
     (e: Error) => e instanceof GradNormError && /tensor "model.norm.weight" is 1-D \[32\]; only 2-D weights/.test(e.message),

@@ -37,7 +37,15 @@ import {
 import { SelectiveTrainer } from "./selective.js";
 
 /** Per-target optimizer state slots (each an f32 tensor), as saved in checkpoints under `<slot>.<name>`. */
-export const GRADNORM_SLOTS = ["projector", "exp_avg", "exp_avg_sq", "magnitude", "vnorm", "magnitude_exp_avg", "magnitude_exp_avg_sq"] as const;
+export const GRADNORM_SLOTS = [
+  "projector",
+  "exp_avg",
+  "exp_avg_sq",
+  "magnitude",
+  "vnorm",
+  "magnitude_exp_avg",
+  "magnitude_exp_avg_sq",
+] as const;
 type Slot = (typeof GRADNORM_SLOTS)[number];
 
 export interface GradNormTrainerOptions extends Partial<GradNormOptions> {
@@ -166,9 +174,15 @@ export class GradNormTrainer {
     g.addInput("seed", { dtype: "i64", shape: [] });
     const start = g.nodes.length;
     const loss = this.lossOf(w, f, batch);
-    const grads = backward([loss], [onesLike(loss)], this.targets.map((k) => w[k]), start, {
-      recompute: this.extra.gradientCheckpointing,
-    });
+    const grads = backward(
+      [loss],
+      [onesLike(loss)],
+      this.targets.map((k) => w[k]),
+      start,
+      {
+        recompute: this.extra.gradientCheckpointing,
+      },
+    );
     return { loss, w, grads };
   }
 
@@ -205,7 +219,13 @@ export class GradNormTrainer {
       const grads =
         this.extra.clipNorm === undefined
           ? raw
-          : raw.map((t) => t.mul(scalar(this.extra.clipNorm as number).div(norm.add(1e-6)).minimum(1)));
+          : raw.map((t) =>
+              t.mul(
+                scalar(this.extra.clipNorm as number)
+                  .div(norm.add(1e-6))
+                  .minimum(1),
+              ),
+            );
       // α_t = lr·√(1−β2^t)/(1−β1^t), as the authors' (and HF's) AdamW.
       const alpha = lr.mul(scalar(1).sub(scalar(o.beta2).pow(stepT)).sqrt()).div(scalar(1).sub(scalar(o.beta1).pow(stepT)));
       const adam = (m0: Tensor, s0: Tensor, grad: Tensor) => {
@@ -297,7 +317,15 @@ export class GradNormTrainer {
       const st = this.state.get(k) as Record<Slot, HostTensor>;
       const w = this.model.weights.get(k) as HostTensor;
       const [m, n] = w.shape as [number, number];
-      const d = directionGradient(grad.data as Float32Array, w.data as Float32Array, st.magnitude.data as Float32Array, st.vnorm.data as Float32Array, m, n, this.opts.compat);
+      const d = directionGradient(
+        grad.data as Float32Array,
+        w.data as Float32Array,
+        st.magnitude.data as Float32Array,
+        st.vnorm.data as Float32Array,
+        m,
+        n,
+        this.opts.compat,
+      );
       st.projector = hostTensor("f32", st.projector.shape, projectorOf(d, this.opts.rank, this.opts.svd));
       byName.delete(`grad.${k}`);
     }
@@ -355,7 +383,8 @@ export class GradNormTrainer {
       const t = tensors.get(k);
       if (!t) throw new GradNormError(`${where}: no tensor "${k}" (the run's targets differ?)`);
       const cur = this.model.weights.get(k) as HostTensor;
-      if (t.shape.join(",") !== cur.shape.join(",")) throw new GradNormError(`${where}: "${k}" is [${t.shape}], the model's is [${cur.shape}]`);
+      if (t.shape.join(",") !== cur.shape.join(","))
+        throw new GradNormError(`${where}: "${k}" is [${t.shape}], the model's is [${cur.shape}]`);
       this.setWeight(k, t);
       const st = this.state.get(k) as Record<Slot, HostTensor>;
       for (const s of GRADNORM_SLOTS) {

@@ -70,8 +70,7 @@ export function checkTarget(name: string, t: HostTensor, rank: number): void {
       `gradnorm_lorp: tensor "${name}" is ${t.shape.length}-D [${t.shape.join(", ")}]; only 2-D weights are projected (choose --target linear layers)`,
     );
   const [m, n] = t.shape as [number, number];
-  if (rank > Math.min(m, n))
-    throw new GradNormError(`--r: rank ${rank} exceeds min(${m}, ${n}) of tensor "${name}" [${m}, ${n}]`);
+  if (rank > Math.min(m, n)) throw new GradNormError(`--r: rank ${rank} exceeds min(${m}, ${n}) of tensor "${name}" [${m}, ${n}]`);
 }
 
 /**

@@ -50,7 +50,12 @@ export interface GradNormRunOptions {
 /** The weight names --target selects (PEFT's matching rules; "all-linear" = every linear layer but the head). */
 export function gradNormTargets(model: PreTrainedModel, target: string[] | string | undefined): string[] {
   const all = target === undefined || (Array.isArray(target) && target.length === 1 && target[0].toLowerCase() === "all-linear");
-  const spec = { targetModules: all ? "all-linear" : (target as string[] | string), excludeModules: null, layersToTransform: null, layersPattern: null };
+  const spec = {
+    targetModules: all ? "all-linear" : (target as string[] | string),
+    excludeModules: null,
+    layersToTransform: null,
+    layersPattern: null,
+  };
   return targetedLinears(modelInfo(model), spec, "--target", null).map((l) => `${l.path}.weight`);
 }
 
@@ -111,7 +116,9 @@ export async function runGradNorm(o: GradNormRunOptions): Promise<{ steps: numbe
       throw new CheckpointMismatchError(`${ck}: seed or base model differ from this run's (${cfg.seed}, ${cfg.base_model})`);
     for (const [k, v] of Object.entries(gradnorm))
       if (JSON.stringify(cfg.gradnorm?.[k]) !== JSON.stringify(v))
-        throw new CheckpointMismatchError(`${ck}: gradnorm ${k} is ${JSON.stringify(cfg.gradnorm?.[k])}, this run has ${JSON.stringify(v)}`);
+        throw new CheckpointMismatchError(
+          `${ck}: gradnorm ${k} is ${JSON.stringify(cfg.gradnorm?.[k])}, this run has ${JSON.stringify(v)}`,
+        );
     const tensors = new Map(Object.entries(readSafetensors(join(ck, TRAINED_TENSORS_FILE)).tensors));
     trainer.restore(saved.state.step, saved.optimizer, tensors, ck);
     state = saved.state;

@@ -6,12 +6,12 @@
 import { AutoTokenizer } from "../../io/tokenizer.js";
 import { PreTrainedModel } from "../../models/pretrained.js";
 import { type DataFormat, loadDataset, splitDataset } from "../../train/data/index.js";
-import { runGradNorm } from "../../train/gradnorm-run.js";
 import { GRADNORM_DEFAULTS, type GradNormCompat, GradNormError } from "../../train/gradnorm-projector.js";
+import { runGradNorm } from "../../train/gradnorm-run.js";
 import { LayerSelectionError } from "../../train/layer-selection.js";
-import { PeftConfigError } from "../../tuners/config.js";
 import type { ScheduleName } from "../../train/schedule.js";
 import { runSelective, type SelectiveMethod } from "../../train/selective-run.js";
+import { PeftConfigError } from "../../tuners/config.js";
 import { type Flags, UsageError } from "../args.js";
 import { FORMAT_TASKS } from "./train.js";
 

@@ -477,7 +477,14 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     default: 200,
     min: 1,
   },
-  { name: "gradnorm-scale", type: "number", meta: "A", help: "gradnorm_lorp: α, scale of the projected-back update", default: 1, exclusiveMin: 0 },
+  {
+    name: "gradnorm-scale",
+    type: "number",
+    meta: "A",
+    help: "gradnorm_lorp: α, scale of the projected-back update",
+    default: 1,
+    exclusiveMin: 0,
+  },
   {
     name: "gradnorm-compat",
     type: "string",
