@@ -80,10 +80,11 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
     release = () => t.release();
     trainable = t.trainedParameters();
   } else if (!o.full && o.method === "gradnorm_lorp") {
-    // The warm-up step is a projector refresh (step 0); the timed steps are not (T = steps + 2).
+    // The warm-up step is a projector refresh (step 0), the timed steps are not, and the step after
+    // them is again (T = steps + 1): it measures a refresh with the step's session already cached.
     const t = GradNormTrainer.create(model, gradNormTargets(model, o.target), {
       rank: o.rank ?? o.r,
-      updateProjGap: o.steps + 2,
+      updateProjGap: o.steps + 1,
       gradientCheckpointing: o.gradientCheckpointing,
     });
     gradnorm = t;
@@ -125,11 +126,24 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
   }
   let switchFields: Record<string, number> = {};
   if (gradnorm) {
+    // resident (not peak) size after the timed steps: the peak includes the warm-up's refresh
+    const rssNow = process.memoryUsage().rss;
+    const first = { ...gradnorm.refreshStats };
+    const s = performance.now();
+    const res = await train(o.steps + 1);
     const st = gradnorm.refreshStats;
+    const r = (res as { refresh?: { gradientSeconds: number; svdSeconds: number } }).refresh;
     switchFields = {
-      // the warm-up step's projector refresh: gradient graph (built and run) and the host SVDs
-      refresh_gradient_ms: st.gradientSeconds * 1000,
-      refresh_svd_ms: st.svdSeconds * 1000,
+      // the step after the timed ones, a refresh: gradient graph (built and run), host SVDs, the
+      // step's session rebuilt, and the step
+      refresh_step_ms: performance.now() - s,
+      refresh_gradient_ms: (r?.gradientSeconds ?? Number.NaN) * 1000,
+      refresh_svd_ms: (r?.svdSeconds ?? Number.NaN) * 1000,
+      // the warm-up step's refresh (cold compile cache for the gradient graph)
+      first_refresh_gradient_ms: first.gradientSeconds * 1000,
+      first_refresh_svd_ms: first.svdSeconds * 1000,
+      refreshes: st.refreshes,
+      rss_after_timed_steps_mb: rssNow / 1e6,
       optimizer_state_elements: gradnorm.optimizerElements(),
       rank: gradnorm.opts.rank,
     };
