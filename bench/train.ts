@@ -218,6 +218,7 @@ export async function runStartupBench(o: TrainBenchOptions): Promise<Record<stri
   args.push("--batch", String(o.batch), "--seq", String(o.seq), "--steps", "1", "--peak", "1", "--json");
   if (o.full) args.push("--full");
   if (o.lisaLayers !== undefined) args.push("--lisa-layers", String(o.lisaLayers));
+  if (o.rank !== undefined) args.push("--rank", String(o.rank));
   if (o.gradientCheckpointing) args.push("--gradient-checkpointing");
   if (o.staticShapes) args.push("--static-shapes");
   if (o.threads) args.push("--threads", String(o.threads));

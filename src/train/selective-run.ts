@@ -75,6 +75,8 @@ export function policyFor(
   model: PreTrainedModel,
   o: Pick<SelectiveRunOptions, "seed" | "lisaLayers" | "lisaInterval" | "hftStageSteps">,
 ): SelectionPolicy {
+  if (method === "gradnorm_lorp")
+    throw new LayerSelectionError("gradnorm_lorp trains a fixed set of tensors (runGradNorm), not a selection");
   const layout = SelectiveTrainer.layout(model);
   return method === "lisa"
     ? lisaPolicy(layout, o.seed, { layers: o.lisaLayers, interval: o.lisaInterval })
