@@ -29,6 +29,8 @@ export const SPARSE_CASES: Case[] = [
   { label: "S²FT (o 0.052, d 0.02)", flags: ["--method", "s2ft"] },
   { label: "LISA, γ = 2", flags: ["--method", "lisa", "--lisa-layers", "2"], target: { against: "full", atMost: 0.5 } },
   { label: "HFT", flags: ["--method", "hft"] },
+  // all-linear targets; the timed steps follow the warm-up step's projector refresh (reported separately)
+  { label: "GradNormLoRP r = 16", flags: ["--method", "gradnorm_lorp", "--rank", "16"] },
 ];
 
 function run(cli: string, root: string, args: string[]): Row {

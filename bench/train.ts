@@ -12,6 +12,8 @@ import { ortCompileStats, ortCreateTime } from "../src/engine/exec/onnx/session.
 import { hostTensor } from "../src/engine/ir/host.js";
 import { PreTrainedModel } from "../src/models/pretrained.js";
 import { FullTrainer } from "../src/train/full-finetune.js";
+import { GradNormTrainer } from "../src/train/gradnorm-lorp.js";
+import { gradNormTargets } from "../src/train/gradnorm-run.js";
 import { methodConfig } from "../src/train/methods.js";
 import { hftPolicy, lisaPolicy, SelectiveTrainer } from "../src/train/selective.js";
 import { PeftModel } from "../src/tuners/peft-model.js";
@@ -32,6 +34,8 @@ export interface TrainBenchOptions {
   seq: number;
   steps: number;
   full?: boolean;
+  /** gradnorm_lorp: the projector's rank (default: r). */
+  rank?: number;
   /** lisa: γ, the layers trained at a time (default 2). */
   lisaLayers?: number;
   gradientCheckpointing?: boolean;
@@ -60,6 +64,7 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
   let release: () => Promise<void>;
   let trainable: number;
   let selective: SelectiveTrainer | null = null;
+  let gradnorm: GradNormTrainer | null = null;
   if (!o.full && (o.method === "lisa" || o.method === "hft")) {
     // The selection switches right after the timed steps (LISA: interval = steps + 1; HFT: a stage
     // per steps + 1), so one more step measures what a switch costs.
@@ -71,6 +76,18 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
     const t = SelectiveTrainer.create(model, policy, { optimizer: { kind: "adamw" }, gradientCheckpointing: o.gradientCheckpointing });
     selective = t;
     await t.prepare();
+    train = (i) => t.train(batch, { lr: 1e-5, seed: i });
+    release = () => t.release();
+    trainable = t.trainedParameters();
+  } else if (!o.full && o.method === "gradnorm_lorp") {
+    // The warm-up step is a projector refresh (step 0), the timed steps are not, and the step after
+    // them is again (T = steps + 1): it measures a refresh with the step's session already cached.
+    const t = GradNormTrainer.create(model, gradNormTargets(model, o.target), {
+      rank: o.rank ?? o.r,
+      updateProjGap: o.steps + 1,
+      gradientCheckpointing: o.gradientCheckpointing,
+    });
+    gradnorm = t;
     train = (i) => t.train(batch, { lr: 1e-5, seed: i });
     release = () => t.release();
     trainable = t.trainedParameters();
@@ -110,6 +127,29 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
     times.push(performance.now() - s);
   }
   let switchFields: Record<string, number> = {};
+  if (gradnorm) {
+    // resident (not peak) size after the timed steps: the peak includes the warm-up's refresh
+    const rssNow = process.memoryUsage().rss;
+    const first = { ...gradnorm.refreshStats };
+    const s = performance.now();
+    const res = await train(o.steps + 1);
+    const st = gradnorm.refreshStats;
+    const r = (res as { refresh?: { gradientSeconds: number; svdSeconds: number } }).refresh;
+    switchFields = {
+      // the step after the timed ones, a refresh: gradient graph (built and run), host SVDs, the
+      // step's session rebuilt, and the step
+      refresh_step_ms: performance.now() - s,
+      refresh_gradient_ms: (r?.gradientSeconds ?? Number.NaN) * 1000,
+      refresh_svd_ms: (r?.svdSeconds ?? Number.NaN) * 1000,
+      // the warm-up step's refresh (cold compile cache for the gradient graph)
+      first_refresh_gradient_ms: first.gradientSeconds * 1000,
+      first_refresh_svd_ms: first.svdSeconds * 1000,
+      refreshes: st.refreshes,
+      rss_after_timed_steps_mb: rssNow / 1e6,
+      optimizer_state_elements: gradnorm.optimizerElements(),
+      rank: gradnorm.opts.rank,
+    };
+  }
   if (selective) {
     const rssBefore = process.resourceUsage().maxRSS * 1024;
     const s = performance.now();
@@ -180,6 +220,7 @@ export async function runStartupBench(o: TrainBenchOptions): Promise<Record<stri
   args.push("--batch", String(o.batch), "--seq", String(o.seq), "--steps", "1", "--peak", "1", "--json");
   if (o.full) args.push("--full");
   if (o.lisaLayers !== undefined) args.push("--lisa-layers", String(o.lisaLayers));
+  if (o.rank !== undefined) args.push("--rank", String(o.rank));
   if (o.gradientCheckpointing) args.push("--gradient-checkpointing");
   if (o.staticShapes) args.push("--static-shapes");
   if (o.threads) args.push("--threads", String(o.threads));

@@ -11,6 +11,7 @@
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import type { HostTensor } from "../engine/ir/host.js";
 import { writeFileAtomic } from "../io/atomic-write.js";
 import { faultPoint } from "../io/fault.js";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
@@ -22,7 +23,8 @@ import { LayerSelectionError } from "./layer-selection.js";
 import { learningRate, type ScheduleName, TrainingArgsError, warmupSteps } from "./schedule.js";
 import { hftPolicy, lisaPolicy, type SelectionPolicy, SelectiveTrainer } from "./selective.js";
 
-export const SELECTIVE_METHODS = ["lisa", "hft"] as const;
+/** Methods that train base tensors in place (gradnorm_lorp: src/train/gradnorm-run.ts, same saved form). */
+export const SELECTIVE_METHODS = ["lisa", "hft", "gradnorm_lorp"] as const;
 export type SelectiveMethod = (typeof SELECTIVE_METHODS)[number];
 export const TRAINED_TENSORS_FILE = "trained_tensors.safetensors";
 export const SELECTIVE_CONFIG_FILE = "selective_config.json";
@@ -32,6 +34,8 @@ export interface SelectiveConfig {
   lisa_layers?: number;
   lisa_interval?: number;
   hft_stage_steps?: number;
+  /** gradnorm_lorp: rank, update_proj_gap, scale, compat, svd, target_modules (docs/methods/gradnorm_lorp.md). */
+  gradnorm?: Record<string, unknown>;
   seed: number;
   /** Fingerprint of the base weights the tensors were trained from (src/util/fingerprint.ts). */
   base_model: string;
@@ -71,13 +75,15 @@ export function policyFor(
   model: PreTrainedModel,
   o: Pick<SelectiveRunOptions, "seed" | "lisaLayers" | "lisaInterval" | "hftStageSteps">,
 ): SelectionPolicy {
+  if (method === "gradnorm_lorp")
+    throw new LayerSelectionError("gradnorm_lorp trains a fixed set of tensors (runGradNorm), not a selection");
   const layout = SelectiveTrainer.layout(model);
   return method === "lisa"
     ? lisaPolicy(layout, o.seed, { layers: o.lisaLayers, interval: o.lisaInterval })
     : hftPolicy(layout, o.seed, { stageSteps: o.hftStageSteps });
 }
 
-function writeTrained(dir: string, t: SelectiveTrainer, cfg: SelectiveConfig): void {
+export function writeTrained(dir: string, t: { changedTensors(): Map<string, HostTensor> }, cfg: SelectiveConfig): void {
   mkdirSync(dir, { recursive: true });
   writeSafetensors(join(dir, TRAINED_TENSORS_FILE), Object.fromEntries(t.changedTensors()), { format: "peftkit-trained-tensors" });
   writeFileAtomic(join(dir, SELECTIVE_CONFIG_FILE), `${JSON.stringify(cfg, null, 2)}\n`);

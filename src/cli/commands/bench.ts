@@ -7,7 +7,7 @@ export const benchCommand: CommandSpec = {
   flags: [
     { name: "what", type: "string", meta: "NAME", help: "the benchmark", choices: ["engine", "train", "generate"], required: true },
     { name: "config", type: "string", meta: "FILE", help: "train/generate: an HF config.json (random weights are used)" },
-    { name: "method", type: "string", help: "train: PEFT method, or lisa/hft (whole base tensors)", default: "lora" },
+    { name: "method", type: "string", help: "train: PEFT method, or lisa/hft/gradnorm_lorp (whole base tensors)", default: "lora" },
     {
       name: "density",
       type: "number",
@@ -17,6 +17,7 @@ export const benchCommand: CommandSpec = {
       max: 1,
     },
     { name: "lisa-layers", type: "int", meta: "N", help: "train: lisa's γ, layers trained at a time (default 2)", min: 1 },
+    { name: "rank", type: "int", meta: "R", help: "train: gradnorm_lorp's projector rank (default: --r)", min: 1 },
     { name: "v-ratio", type: "number", meta: "R", help: "train: s2ft's v_ratio (with none given: o 0.052, d 0.02)", min: 0, max: 1 },
     { name: "o-ratio", type: "number", meta: "R", help: "train: s2ft's o_ratio (with none given: o 0.052, d 0.02)", min: 0, max: 1 },
     { name: "u-ratio", type: "number", meta: "R", help: "train: s2ft's u_ratio (with none given: o 0.052, d 0.02)", min: 0, max: 1 },
@@ -95,6 +96,7 @@ export const benchCommand: CommandSpec = {
         method: o.method as string,
         density: o.density as number | undefined,
         lisaLayers: o.lisaLayers as number | undefined,
+        rank: o.rank as number | undefined,
         s2ftRatios: {
           v: o.vRatio as number | undefined,
           o: o.oRatio as number | undefined,

@@ -106,6 +106,9 @@ export const DEFAULT_LR: Record<string, number> = {
   // kind-of, 100 steps, batch 16, 1 seed (docs/methods/pat.md): exact match 0.375 at 5e-4, 0.465
   // at 2e-3, 0.20 at 5e-3, 0.08 at 1e-2 (keep_dim 192 of 256; the pruned model scores the same).
   pat: 2e-3,
+  // kind-of, 100 steps, batch 16, 1 seed, r 16, all-linear, T 200 (docs/methods/gradnorm_lorp.md):
+  // exact match 0.40 at 1e-3, 0.60 at 3e-3, 0.56 at 1e-2 (eval loss 1.17, 0.80, 0.71).
+  gradnorm_lorp: 3e-3,
   full: 3e-4,
   // Full fine-tuning's rate: graft rows fine-tune fully, then graft (docs/methods/graft.md).
   graft: 3e-4,

@@ -1,13 +1,17 @@
 /**
- * `peftkit train --method lisa|hft`: whole base tensors train (src/train/selective-run.ts); the
+ * `peftkit train --method lisa|hft|gradnorm_lorp`: whole base tensors train (src/train/selective-run.ts,
+ * src/train/gradnorm-run.ts); the
  * output folder holds the changed tensors, not an adapter. Causal-LM data only for now.
  */
 import { AutoTokenizer } from "../../io/tokenizer.js";
 import { PreTrainedModel } from "../../models/pretrained.js";
 import { type DataFormat, loadDataset, splitDataset } from "../../train/data/index.js";
+import { GRADNORM_DEFAULTS, type GradNormCompat, GradNormError } from "../../train/gradnorm-projector.js";
+import { runGradNorm } from "../../train/gradnorm-run.js";
 import { LayerSelectionError } from "../../train/layer-selection.js";
 import type { ScheduleName } from "../../train/schedule.js";
 import { runSelective, type SelectiveMethod } from "../../train/selective-run.js";
+import { PeftConfigError } from "../../tuners/config.js";
 import { type Flags, UsageError } from "../args.js";
 import { FORMAT_TASKS } from "./train.js";
 
@@ -31,6 +35,40 @@ export async function trainSelective(o: Flags, modelDir: string): Promise<number
   const perEpoch = Math.ceil(train.length / batchSize);
   const maxSteps = (o.maxSteps as number | undefined) ?? Math.ceil((o.epochs as number) * perEpoch);
   try {
+    if (o.method === "gradnorm_lorp") {
+      const r = await runGradNorm({
+        model,
+        modelPath: modelDir,
+        outputDir: o.outputDir as string,
+        train,
+        padId: tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0,
+        batchSize,
+        maxSteps,
+        lr: o.lr as number,
+        schedule: o.schedule as ScheduleName,
+        warmup: o.warmup as number,
+        seed: o.seed as number,
+        clipNorm: (o.clipNorm as number) > 0 ? (o.clipNorm as number) : undefined,
+        saveSteps: (o.saveSteps as number) || undefined,
+        saveTotalLimit: o.saveTotalLimit as number,
+        resume: Boolean(o.resume),
+        target: o.target as string[] | undefined,
+        gradnorm: {
+          rank: (o.r as number | undefined) ?? GRADNORM_DEFAULTS.rank,
+          updateProjGap: o.gradnormUpdateGap as number,
+          scale: o.gradnormScale as number,
+          weightDecay: o.weightDecay as number,
+          compat: (o.gradnormCompat as GradNormCompat | undefined) ?? null,
+          svd: o.gradnormSvd as "exact" | "randomized",
+        },
+        gradientCheckpointing: Boolean(o.gradientCheckpointing),
+        log: (line) => process.stdout.write(`${line}\n`),
+      });
+      process.stdout.write(
+        `saved ${o.outputDir}/trained_tensors.safetensors (${r.trainable.toLocaleString("en-US")} parameters of the targeted tensors)\n`,
+      );
+      return 0;
+    }
     const r = await runSelective({
       method: o.method as SelectiveMethod,
       model,
@@ -59,7 +97,7 @@ export async function trainSelective(o: Flags, modelDir: string): Promise<number
       `saved ${o.outputDir}/trained_tensors.safetensors (${r.trainable.toLocaleString("en-US")} parameters in the last selection)\n`,
     );
   } catch (e) {
-    if (e instanceof LayerSelectionError) throw new UsageError(e.message);
+    if (e instanceof LayerSelectionError || e instanceof GradNormError || e instanceof PeftConfigError) throw new UsageError(e.message);
     throw e;
   } finally {
     await model.release();
