@@ -23,6 +23,7 @@ import { OFT } from "./oft/index.js";
 import { PEGO } from "./pego/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
+import { RAMT } from "./ramt/index.js";
 import { S2FT } from "./s2ft/index.js";
 import { SARA } from "./sara/index.js";
 import { SFT } from "./sft/index.js";
@@ -70,6 +71,7 @@ const TUNERS: Tuner<never>[] = [
   SARA,
   ID3,
   S2FT,
+  RAMT,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
