@@ -35,7 +35,9 @@ test("gradient surgery: each term gets its own backward, combine sets what the o
   assert.deepEqual([...(g.p.data as Float32Array)], [0.75, -8, -3]);
   assert.deepEqual([...(g.q.data as Float32Array)], [3, 3]);
   const p = step.getParams().p.data as Float32Array;
-  p0.forEach((v, i) => assert.ok(Math.abs(p[i] - (v - 0.1 * v * x[i])) < 1e-6, `p[${i}]`));
+  p0.forEach((v, i) => {
+    assert.ok(Math.abs(p[i] - (v - 0.1 * v * x[i])) < 1e-6, `p[${i}]`);
+  });
   await step.release();
 });
 

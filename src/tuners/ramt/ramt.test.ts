@@ -104,7 +104,9 @@ test("RAMT: masks pack 8 per byte, first entry in the high bit, zero-padded; unp
       Float32Array.from({ length: n }, () => rng.next() * 0.01),
     );
     const back = unpackMask(packMask(r, TAU), [n], "t").data as Float32Array;
-    (r.data as Float32Array).forEach((v, i) => assert.equal(back[i], v > TAU ? 1 : 0, `n ${n}, entry ${i}`));
+    (r.data as Float32Array).forEach((v, i) => {
+      assert.equal(back[i], v > TAU ? 1 : 0, `n ${n}, entry ${i}`);
+    });
   }
   assert.throws(() => unpackMask([1, 300], [3, 3], 'tensor "m"'), /^RangeError: tensor "m": byte 1 is 300, not in 0\.\.255$/);
   assert.throws(() => unpackMask([1], [3, 3], 'tensor "m"'), /^RangeError: tensor "m": 1 bytes for 9 mask bits \(expected 2\)$/);
@@ -141,7 +143,9 @@ test("RAMT: a folder holds U8 masks (⌈n/8⌉ bytes per target); it reloads as 
     for (const t of targets) {
       const s = a.tensors.get(scoresKey(t))?.data as Float32Array;
       const back = loaded.adapter("default").tensors.get(scoresKey(t))?.data as Float32Array;
-      s.forEach((v, i) => assert.equal(back[i], v > TAU ? 1 : 0));
+      s.forEach((v, i) => {
+        assert.equal(back[i], v > TAU ? 1 : 0);
+      });
     }
     // Merge: θ ← M ⊙ θ, entry by entry.
     const merged = RAMT.merge?.(peft.info, a.config as RamtConfig, a.tensors) as Map<string, HostTensor>;
@@ -149,7 +153,9 @@ test("RAMT: a folder holds U8 masks (⌈n/8⌉ bytes per target); it reloads as 
       const w = model.weights.get(`${t.path}.weight`)?.data as Float32Array;
       const m = merged.get(`${t.path}.weight`)?.data as Float32Array;
       const s = a.tensors.get(scoresKey(t))?.data as Float32Array;
-      s.forEach((v, i) => assert.equal(m[i], v > TAU ? w[i] : 0));
+      s.forEach((v, i) => {
+        assert.equal(m[i], v > TAU ? w[i] : 0);
+      });
     }
     await model.release();
     await fresh.release();
@@ -226,7 +232,9 @@ test("RAMT penalty: w·Σ‖S‖₂ whose gradient is w·S/‖S‖ per tensor; t
     const d = s.data as Float64Array;
     const norm = Math.sqrt(d.reduce((x, v) => x + v * v, 0));
     total += norm;
-    (grads[j].data as Float64Array).forEach((v, i) => assert.ok(Math.abs(v - (0.5 * d[i]) / norm) < 1e-12, `${keys[j]}[${i}]`));
+    (grads[j].data as Float64Array).forEach((v, i) => {
+      assert.ok(Math.abs(v - (0.5 * d[i]) / norm) < 1e-12, `${keys[j]}[${i}]`);
+    });
   });
   assert.ok(Math.abs((value.data as Float64Array)[0] - 0.5 * total) < 1e-12);
   // STE: the cotangent of M reaches S unchanged.
