@@ -43,6 +43,7 @@ export const METHODS = [
   "id3",
   "lt_sft",
   "s2ft",
+  "ramt",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -169,6 +170,13 @@ export interface MethodOptions {
   id3MaxSteps?: number;
   id3Eps?: number;
   id3Exp?: number;
+  /** ramt: τ, the initial score, the ‖S‖₂ weight, λ of the gradient dropout, T_k of the teacher term; save scores instead of masks. */
+  ramtThreshold?: number;
+  ramtMaskScale?: number;
+  ramtMaskLossWeight?: number;
+  ramtLambda?: number;
+  ramtTemperature?: number;
+  ramtSaveScores?: boolean;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -442,6 +450,19 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         seed: o.s2ftSeed ?? 1234,
       };
     }
+    case "ramt":
+      // The authors' code defaults (cfg.MASK, vit_b16.yaml); targets: the attention projections.
+      return {
+        ...common,
+        peft_type: "RAMT",
+        threshold: o.ramtThreshold ?? 5e-3,
+        mask_scale: o.ramtMaskScale ?? 1e-2,
+        mask_loss_weight: o.ramtMaskLossWeight ?? 1e-4,
+        grad_drop_lambda: o.ramtLambda ?? 1,
+        distill_temperature: o.ramtTemperature ?? 1,
+        ...(o.ramtSaveScores ? { save_scores: true } : {}),
+        ...(target ? { target_modules: target } : {}),
+      };
     case "fourierft":
       return {
         ...common,
@@ -559,6 +580,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   SARA: "sara",
   ID3: "id3",
   S2FT: "s2ft",
+  RAMT: "ramt",
 };
 
 /**
@@ -710,7 +732,17 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
     case "initial_reselection_rate":
       return `--initial-reselection-rate ${value}`;
     case "threshold":
-      return peftType === "SARA" ? `--sara-threshold ${value}` : null;
+      return peftType === "SARA" ? `--sara-threshold ${value}` : peftType === "RAMT" ? `--ramt-threshold ${value}` : null;
+    case "mask_scale":
+      return peftType === "RAMT" ? `--ramt-mask-scale ${value}` : null;
+    case "mask_loss_weight":
+      return peftType === "RAMT" ? `--ramt-mask-loss-weight ${value}` : null;
+    case "grad_drop_lambda":
+      return `--ramt-lambda ${value}`;
+    case "distill_temperature":
+      return peftType === "RAMT" ? `--ramt-temperature ${value}` : null;
+    case "save_scores":
+      return value === true ? "--ramt-save-scores" : null;
     case "progressive_iter":
       return value === null || value === undefined ? null : `--sara-progressive-iter ${value}`;
     case "lambda_rank":

@@ -282,6 +282,21 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
   ],
   // S²FT (Infini-AI-Lab/S2FT finetune.py's arguments; no config class of its own), plus init_weights.
   S2FT: ["v_ratio", "o_ratio", "u_ratio", "d_ratio", "seed", "init_weights", "modules_to_save"],
+  // R-AMT (wuw2019/RMT cfg.MASK: SCALE, THRESHOLD, LOSS_WEIGHT, GDR_LAMBDA, GDR_T), peftkit's names.
+  RAMT: [
+    "mask_scale",
+    "threshold",
+    "mask_loss_weight",
+    "grad_drop_lambda",
+    "distill_temperature",
+    "target_modules",
+    "exclude_modules",
+    "modules_to_save",
+    "layers_to_transform",
+    "layers_pattern",
+    "save_scores",
+    "init_weights",
+  ],
 };
 
 /** Configs that exercise every option peftkit writes, per type (the first one uses defaults only). */
@@ -367,6 +382,19 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   S2FT: [
     { peftType: "S2FT", dRatio: 0.02 },
     { peftType: "S2FT", vRatio: 0.5, oRatio: 0.25, uRatio: 0.1, seed: 7 },
+  ],
+  RAMT: [
+    { peftType: "RAMT" },
+    {
+      peftType: "RAMT",
+      targetModules: ["q_proj"],
+      threshold: 0.001,
+      maskScale: 0.02,
+      maskLossWeight: 0,
+      gradDropLambda: 0.3,
+      distillTemperature: 2,
+      saveScores: true,
+    },
   ],
 };
 
