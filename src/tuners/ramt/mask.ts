@@ -3,6 +3,7 @@
  * distillation term) and the host bit-packing of saved masks. Graph code only: no Node imports.
  */
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
+import { logSumExp } from "../../engine/trace/composites.js";
 import { randomUniform, type Tensor } from "../../engine/trace/tensor.js";
 import { customVjp } from "../../engine/trace/trace.js";
 
@@ -49,16 +50,35 @@ export function gradientDropout(a: Tensor, b: Tensor, seed: Tensor, lambda: numb
 /**
  * The authors' KLLoss with α = 1: −Σ_c softmax(z_t/T)_c · log softmax(z_s/T)_c · T², averaged over
  * the scored positions (labels ≠ −100; every row of a classifier). `student`/`teacher` are
- * [..., C] logits, `labels` their leading shape.
+ * [..., C] logits, `labels` their leading shape. Per row that is T²·(lse(z_s/T) − Σ_c p_c·z_s,c/T)
+ * (Σ p = 1), whose gradient T·(softmax(z_s/T) − p) is written by hand, as crossEntropy's is: the
+ * autodiff of log-softmax would keep several vocabulary-sized temporaries per position.
  */
 export function softCrossEntropy(student: Tensor, teacher: Tensor, labels: Tensor, temperature: number): Tensor {
-  const p = teacher.div(temperature).softmax(-1);
-  const perRow = p
-    .mul(student.div(temperature).logSoftmax(-1))
-    .sum(-1)
-    .mul(-(temperature * temperature));
-  const valid = labels.ne(-100).cast(perRow.dtype);
-  return perRow.mul(valid).sum().div(valid.sum().maximum(1));
+  const t = temperature;
+  const p = teacher.div(t).softmax(-1).cast(student.dtype);
+  const valid = labels.ne(-100).cast(student.dtype);
+  const [perRow] = customVjp(
+    "soft_cross_entropy",
+    (z) => {
+      const zt = z.div(t);
+      const lse = logSumExp(zt, -1, true);
+      return [
+        lse
+          .squeeze(-1)
+          .sub(p.mul(zt).sum(-1))
+          .mul(t * t)
+          .mul(valid),
+        lse,
+      ];
+    },
+    ([z], [, lse], [g]) => {
+      if (!g) return [null];
+      const w = g.mul(valid).mul(t).unsqueeze(-1);
+      return [z.div(t).sub(lse).exp().sub(p).mul(w)];
+    },
+  )(student);
+  return perRow.sum().div(valid.sum().maximum(1));
 }
 
 /** Bytes of a packed mask of n entries: ⌈n/8⌉. */
