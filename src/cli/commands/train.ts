@@ -361,7 +361,7 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     help: "sara: weight of λ·‖ΔW‖_* on one random layer per step (default 0)",
     min: 0,
   },
-  { name: "ramt-threshold", type: "number", meta: "T", help: "ramt: τ, an entry is on while its score is above τ (default 5e-3)" },
+  { name: "ramt-threshold", type: "number", meta: "T", help: "ramt: τ, an entry is on while its score is above τ (default 5e-3)", min: 0 },
   { name: "ramt-mask-scale", type: "number", meta: "S", help: "ramt: the scores' initial value, above τ (default 1e-2)", exclusiveMin: 0 },
   { name: "ramt-mask-loss-weight", type: "number", meta: "W", help: "ramt: weight of Σ‖S‖₂ over the score tensors (default 1e-4)", min: 0 },
   {
