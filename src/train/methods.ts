@@ -46,6 +46,7 @@ export const METHODS = [
   "light_peft",
   "ist",
   "pat",
+  "ramt",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -195,6 +196,13 @@ export interface MethodOptions {
   patKeepDim?: number;
   patScheduleSteps?: number;
   patHsmRank?: number;
+  /** ramt: τ, the initial score, the ‖S‖₂ weight, λ of the gradient dropout, T_k of the teacher term; save scores instead of masks. */
+  ramtThreshold?: number;
+  ramtMaskScale?: number;
+  ramtMaskLossWeight?: number;
+  ramtLambda?: number;
+  ramtTemperature?: number;
+  ramtSaveScores?: boolean;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -477,6 +485,19 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         ...(o.patScheduleSteps !== undefined ? { schedule_steps: o.patScheduleSteps } : {}),
         ...(o.patHsmRank !== undefined ? { hsm_rank: o.patHsmRank } : {}),
       };
+    case "ramt":
+      // The authors' code defaults (cfg.MASK, vit_b16.yaml); targets: the attention projections.
+      return {
+        ...common,
+        peft_type: "RAMT",
+        threshold: o.ramtThreshold ?? 5e-3,
+        mask_scale: o.ramtMaskScale ?? 1e-2,
+        mask_loss_weight: o.ramtMaskLossWeight ?? 1e-4,
+        grad_drop_lambda: o.ramtLambda ?? 1,
+        distill_temperature: o.ramtTemperature ?? 1,
+        ...(o.ramtSaveScores ? { save_scores: true } : {}),
+        ...(target ? { target_modules: target } : {}),
+      };
     case "fourierft":
       return {
         ...common,
@@ -627,6 +648,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   LIGHT_PEFT: "light_peft",
   IST: "ist",
   PAT: "pat",
+  RAMT: "ramt",
 };
 
 /**
@@ -776,7 +798,17 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
     case "initial_reselection_rate":
       return `--initial-reselection-rate ${value}`;
     case "threshold":
-      return peftType === "SARA" ? `--sara-threshold ${value}` : null;
+      return peftType === "SARA" ? `--sara-threshold ${value}` : peftType === "RAMT" ? `--ramt-threshold ${value}` : null;
+    case "mask_scale":
+      return peftType === "RAMT" ? `--ramt-mask-scale ${value}` : null;
+    case "mask_loss_weight":
+      return peftType === "RAMT" ? `--ramt-mask-loss-weight ${value}` : null;
+    case "grad_drop_lambda":
+      return `--ramt-lambda ${value}`;
+    case "distill_temperature":
+      return peftType === "RAMT" ? `--ramt-temperature ${value}` : null;
+    case "save_scores":
+      return value === true ? "--ramt-save-scores" : null;
     case "progressive_iter":
       return value === null || value === undefined ? null : `--sara-progressive-iter ${value}`;
     case "lambda_rank":

@@ -306,6 +306,21 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
     "count_loss_weight",
     "init_hsm_weights",
   ],
+  // R-AMT (wuw2019/RMT cfg.MASK: SCALE, THRESHOLD, LOSS_WEIGHT, GDR_LAMBDA, GDR_T), peftkit's names.
+  RAMT: [
+    "mask_scale",
+    "threshold",
+    "mask_loss_weight",
+    "grad_drop_lambda",
+    "distill_temperature",
+    "target_modules",
+    "exclude_modules",
+    "modules_to_save",
+    "layers_to_transform",
+    "layers_pattern",
+    "save_scores",
+    "init_weights",
+  ],
 };
 
 /** Configs that exercise every option peftkit writes, per type (the first one uses defaults only). */
@@ -398,6 +413,19 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
     { peftType: "S2FT", vRatio: 0.5, oRatio: 0.25, uRatio: 0.1, seed: 7 },
   ],
   IST: [{ peftType: "IST" }, { peftType: "IST", updateFraction: 0.5, importanceInterval: 3, trials: 2, scoreLr: 1, seed: 5 }],
+  RAMT: [
+    { peftType: "RAMT" },
+    {
+      peftType: "RAMT",
+      targetModules: ["q_proj"],
+      threshold: 0.001,
+      maskScale: 0.02,
+      maskLossWeight: 0,
+      gradDropLambda: 0.3,
+      distillTemperature: 2,
+      saveScores: true,
+    },
+  ],
 };
 
 /**

@@ -22,7 +22,7 @@ import { FrozenNormDoraContext, frozenDoraNorms } from "./lora/dora-reference.js
 import { ModulesToSaveContext, modulesToSaveKeys } from "./modules-to-save.js";
 import { PeftModel } from "./peft-model.js";
 import { PeftTrainer, shiftLabels } from "./train.js";
-import type { CalibrationStats } from "./tuner.js";
+import type { CalibrationStats, ModelInfo } from "./tuner.js";
 
 export type TestModel = "llama_basic" | "llama_gqa_tied" | "qwen2" | "gpt2" | "bert_seq_cls" | "roberta_seq_cls" | "vit_cls";
 
@@ -69,6 +69,16 @@ export interface ConformanceCase {
   gradTolerance?: number;
   /** Calibration statistics, for methods whose initialisation needs data (CorDA, LoRA-SB). */
   calibration?: CalibrationStats;
+  /**
+   * A forward whose finite differences give the gradient the method's backward defines, for a
+   * backward that is not its forward's derivative by design (R-AMT's straight-through mask: the
+   * mask linearised at the adapter's current tensors `adapter`). Default: the method's own forward.
+   */
+  referenceWrap?: (
+    base: ForwardContext,
+    tensor: (key: string) => Tensor,
+    adapter: { info: ModelInfo; config: unknown; tensors: ReadonlyMap<string, HostTensor> },
+  ) => ForwardContext;
 }
 
 const vocabOf = (m: PreTrainedModel) => (m.config.vocab_size as number) ?? 100;
@@ -245,7 +255,13 @@ export function runConformance(c: ConformanceCase): void {
           baseWeight: (n: string) => base.weight(n),
         };
         ctx = frozenNorms
-          ? new FrozenNormDoraContext(ctx, peft.info, lora, tensor, normOf)
+          ? dora
+            ? new FrozenNormDoraContext(ctx, peft.info, lora, tensor, normOf)
+            : (c.referenceWrap as NonNullable<typeof c.referenceWrap>)(ctx, tensor, {
+                info: peft.info,
+                config: a.config,
+                tensors: a.tensors,
+              })
           : a.tuner.wrap(ctx, peft.info, a.config, wrapOpts);
         const out = model.traceForward(ctx, { input_ids: inIds, attention_mask: inMask });
         const task = crossEntropy(out.logits as Tensor, inLabels);
@@ -262,7 +278,7 @@ export function runConformance(c: ConformanceCase): void {
       // noise of ~5e-10 (relative ~5e-6); h = 1e-5 keeps every case below 1e-7 (measured).
       h: 1e-5,
       traceAsF32: true,
-      reference: dora ? forward(true) : undefined,
+      reference: dora || c.referenceWrap ? forward(true) : undefined,
     });
     const worst = res.relErrors
       .map((e, i) => [e, trained[i][0]] as const)

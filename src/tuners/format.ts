@@ -9,7 +9,7 @@ import { join } from "node:path";
 import type { HostTensor } from "../engine/ir/host.js";
 import { writeFileAtomic } from "../io/atomic-write.js";
 import { readJsonFile } from "../io/hf-folder.js";
-import { SafetensorsFile, writeSafetensors } from "../io/safetensors.js";
+import { type RawTensor, SafetensorsFile, writeSafetensors } from "../io/safetensors.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
 import { normalizeKeys, PEFT_COMPAT_VERSION, PeftConfigError, sortedJson } from "./config.js";
 import { type Adapter, type AnyConfig, type PeftModel, parsePeftConfig } from "./peft-model.js";
@@ -58,7 +58,7 @@ export function adapterConfigJson(a: Adapter, base: PreTrainedModel): Record<str
 export function saveAdapter(peft: PeftModel, name: string, dir: string): void {
   const a = peft.adapter(name);
   mkdirSync(dir, { recursive: true });
-  const tensors: Record<string, HostTensor> = {};
+  const tensors: Record<string, HostTensor | RawTensor> = {};
   for (const [k, t] of a.tuner.tensorsToSave?.(peft.info, a.config, a.tensors) ?? a.tensors) tensors[savedKey(a.tuner, k)] = t;
   writeSafetensors(join(dir, ADAPTER_WEIGHTS), tensors, { format: "pt" });
   writeJsonAtomic(join(dir, ADAPTER_CONFIG), adapterConfigJson(a, peft.base));

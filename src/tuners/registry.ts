@@ -26,6 +26,7 @@ import { PAT } from "./pat/index.js";
 import { PEGO } from "./pego/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
+import { RAMT } from "./ramt/index.js";
 import { S2FT } from "./s2ft/index.js";
 import { SARA } from "./sara/index.js";
 import { SFT } from "./sft/index.js";
@@ -76,6 +77,7 @@ const TUNERS: Tuner<never>[] = [
   LIGHT_PEFT,
   IST,
   PAT,
+  RAMT,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {

@@ -219,10 +219,24 @@ export class PeftTrainer {
             prefix && head !== "sequence_classification" ? dropLeading(out.logits, prefix, 1, batch.input_ids.shape[1]) : out.logits;
           const task = crossEntropy(logits, batch.labels, { ignoreIndex: IGNORE });
           const reg = a.tuner.loss?.(peft.info, a.config, wrapOpts) ?? null;
-          if (!reg) return task;
-          if (reg.rank !== 0) throw new PeftConfigError(`${a.tuner.peftType}: the method loss must be a scalar`);
-          const methodLoss = reg.cast(task.dtype);
-          return { loss: task.add(methodLoss), metrics: { [TASK_LOSS]: task, [METHOD_LOSS]: methodLoss } };
+          const surgery = a.tuner.gradientSurgery?.(peft.info, a.config, wrapOpts) ?? null;
+          if (!reg && !surgery) return task;
+          let loss = task;
+          const metrics: Record<string, Tensor> = {};
+          if (reg) {
+            if (reg.rank !== 0) throw new PeftConfigError(`${a.tuner.peftType}: the method loss must be a scalar`);
+            const methodLoss = reg.cast(task.dtype);
+            loss = task.add(methodLoss);
+            Object.assign(metrics, { [TASK_LOSS]: task, [METHOD_LOSS]: methodLoss });
+          }
+          if (!surgery) return { loss, metrics };
+          // The teacher: the same inputs through the frozen base weights (no gradient reaches it).
+          const teacher = surgery.reference ? model.traceForward(base, stepModelInputs(batch)).logits : null;
+          const reference =
+            teacher && prefix && head !== "sequence_classification" ? dropLeading(teacher, prefix, 1, batch.input_ids.shape[1]) : teacher;
+          const terms = surgery.terms({ logits, reference: reference ?? null, labels: batch.labels });
+          for (const [k, t] of Object.entries(terms)) metrics[k] = t;
+          return { loss, metrics, surgery: { terms, combine: surgery.combine } };
         },
       },
       { params: init, frozen },

@@ -4,7 +4,9 @@
  * activation, merging bookkeeping, saving and loading, training, mixed batches.
  */
 import type { HostTensor } from "../engine/ir/host.js";
+import type { GradientSurgery } from "../engine/optim/train-step.js";
 import type { Tensor } from "../engine/trace/tensor.js";
+import type { RawTensor } from "../io/safetensors.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
 import type { ForwardContext } from "../nn/context.js";
 import type { Matrix } from "../util/linalg.js";
@@ -119,6 +121,25 @@ export interface CalibrationStats {
   readonly gradientSquareSum: ReadonlyMap<string, Matrix>;
 }
 
+/** What a method's surgery terms see of a training step (Tuner.gradientSurgery). */
+export interface SurgeryOutputs {
+  /** The logits the task loss scores (with the adapter). */
+  readonly logits: Tensor;
+  /** With `reference`: the same inputs' logits without this adapter (frozen base weights); else null. */
+  readonly reference: Tensor | null;
+  /** The step's labels: causal LMs shifted, −100 where no loss is taken; [B] class ids for classifiers. */
+  readonly labels: Tensor;
+}
+
+export interface TunerSurgery {
+  /** The step also runs the model without this adapter (a frozen teacher) for terms(). */
+  readonly reference: boolean;
+  /** f32 scalar loss terms by name; each gets its own backward pass (GradientSurgery.terms). */
+  terms(out: SurgeryOutputs): Record<string, Tensor>;
+  /** The gradients the optimizer applies, by adapter key, from the loss's and the terms' (GradientSurgery.combine). */
+  combine: GradientSurgery["combine"];
+}
+
 /** Inputs to create() beyond the config and the random stream. */
 export interface CreateData {
   /** Present when calibration() asked for statistics (PeftModel refuses to create without them). */
@@ -166,6 +187,15 @@ export interface Tuner<C extends CommonConfig = CommonConfig> {
    */
   loss?(info: ModelInfo, c: C, opts: WrapOptions): Tensor | null;
   /**
+   * Gradient surgery (R-AMT's gradient dropout; methods that combine several losses' gradients
+   * element by element before the optimizer): further loss terms, built from the step's logits
+   * (and, with `reference`, the logits of the model without this adapter, traced in the same
+   * step with no gradient), each differentiated by its own backward pass, and the combination
+   * the optimizer applies instead of ∂(task loss + method loss). `opts.seed` is the step's seed,
+   * for stochastic combinations. Absent or null: the plain gradient.
+   */
+  gradientSurgery?(info: ModelInfo, c: C, opts: WrapOptions): TunerSurgery | null;
+  /**
    * What runs between optimizer steps while this adapter trains (AdaLoRA's rank allocator,
    * IncreLoRA's growth; see controller.ts), or null. Absent: nothing.
    */
@@ -202,8 +232,10 @@ export interface Tuner<C extends CommonConfig = CommonConfig> {
   /**
    * The tensors written by savePretrained when they differ from the trained ones (prefix tuning
    * with prefix_projection saves the projected prefix, as PEFT does); absent: the tensors as they are.
+   * A `RawTensor` is written with its own file dtype and bytes (R-AMT's bit-packed masks as U8,
+   * which read back as i32 byte values).
    */
-  tensorsToSave?(info: ModelInfo, c: C, tensors: ReadonlyMap<string, HostTensor>): Map<string, HostTensor>;
+  tensorsToSave?(info: ModelInfo, c: C, tensors: ReadonlyMap<string, HostTensor>): Map<string, HostTensor | RawTensor>;
   /**
    * The adapter's tensors from the ones a folder holds (checked against expectedTensors), when a
    * saved adapter omits tensors it can rebuild from its config (VeRA without save_projection

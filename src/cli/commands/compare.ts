@@ -109,6 +109,9 @@ export const DEFAULT_LR: Record<string, number> = {
   // kind-of, 100 steps, batch 16, 1 seed, r 16, all-linear, T 200 (docs/methods/gradnorm_lorp.md):
   // exact match 0.40 at 1e-3, 0.60 at 3e-3, 0.56 at 1e-2 (eval loss 1.17, 0.80, 0.71).
   gradnorm_lorp: 3e-3,
+  // kind-of, 100 steps, batch 16, 1 seed, attention q/k/v/o masked (docs/methods/ramt.md): exact
+  // match 0.355 at 1e-3, 0.51 at 1e-2, 0.53 at 3e-2, 0.505 at 1e-1.
+  ramt: 3e-2,
   full: 3e-4,
   // Full fine-tuning's rate: graft rows fine-tune fully, then graft (docs/methods/graft.md).
   graft: 3e-4,

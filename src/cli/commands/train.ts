@@ -383,6 +383,25 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     help: "sara: weight of λ·‖ΔW‖_* on one random layer per step (default 0)",
     min: 0,
   },
+  { name: "ramt-threshold", type: "number", meta: "T", help: "ramt: τ, an entry is on while its score is above τ (default 5e-3)", min: 0 },
+  { name: "ramt-mask-scale", type: "number", meta: "S", help: "ramt: the scores' initial value, above τ (default 1e-2)", exclusiveMin: 0 },
+  { name: "ramt-mask-loss-weight", type: "number", meta: "W", help: "ramt: weight of Σ‖S‖₂ over the score tensors (default 1e-4)", min: 0 },
+  {
+    name: "ramt-lambda",
+    type: "number",
+    meta: "L",
+    help: "ramt: λ of the gradient dropout, 0 (off) to 1 (dropped elements get no update; default 1)",
+    min: 0,
+    max: 1,
+  },
+  {
+    name: "ramt-temperature",
+    type: "number",
+    meta: "T",
+    help: "ramt: temperature of the soft cross-entropy to the frozen model (default 1)",
+    exclusiveMin: 0,
+  },
+  { name: "ramt-save-scores", type: "boolean", help: "ramt: save the float scores instead of the bit-packed masks" },
   { name: "id3-budget", type: "int", meta: "B", help: "id3: entries unmasked over the run (default: --density of all parameters)", min: 1 },
   {
     name: "id3-max-steps",
@@ -783,6 +802,12 @@ export const trainCommand: CommandSpec = {
         patKeepDim: o.patKeepDim as number | undefined,
         patScheduleSteps: o.patScheduleSteps as number | undefined,
         patHsmRank: o.patHsmRank as number | undefined,
+        ramtThreshold: o.ramtThreshold as number | undefined,
+        ramtMaskScale: o.ramtMaskScale as number | undefined,
+        ramtMaskLossWeight: o.ramtMaskLossWeight as number | undefined,
+        ramtLambda: o.ramtLambda as number | undefined,
+        ramtTemperature: o.ramtTemperature as number | undefined,
+        ramtSaveScores: o.ramtSaveScores === true ? true : undefined,
         s2ftRatios:
           o.method === "s2ft"
             ? {

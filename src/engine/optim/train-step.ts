@@ -45,7 +45,26 @@ export interface ProbeOptions {
   combine?: "mean" | "first";
 }
 
-export type LossResult = Tensor | { loss: Tensor; metrics?: Record<string, Tensor> };
+export type LossResult = Tensor | { loss: Tensor; metrics?: Record<string, Tensor>; surgery?: GradientSurgery };
+
+/** Gradients of the loss and of each surgery term, by term name, then by param name. */
+export interface GradientSet {
+  loss: Record<string, Tensor>;
+  terms: Record<string, Record<string, Tensor>>;
+}
+
+/**
+ * Gradient surgery (R-AMT's gradient dropout; the family of PCGrad/GradDrop-style methods that
+ * combine several losses' gradients element by element): further scalar loss terms, each
+ * differentiated with respect to the params by its own backward pass through the same forward,
+ * and `combine`, which returns the gradient the optimizer applies for some params (the others
+ * keep the loss's). The loss is still what the step reports; the terms add no gradient of their
+ * own. With gradient accumulation the surgery acts on each micro-batch's gradients.
+ */
+export interface GradientSurgery {
+  terms: Record<string, Tensor>;
+  combine(grads: GradientSet): Record<string, Tensor>;
+}
 
 export interface TrainStepDefinition {
   params: Readonly<Record<string, TensorDecl>>;
@@ -147,13 +166,45 @@ function lossAndGrads(
   const all = backward([loss], [onesLike(loss)], [...names.map((n) => params[n]), ...probed.map((p) => p.value)], start, {
     recompute: def.recompute,
   });
-  const grads = all.slice(0, names.length);
+  let grads = all.slice(0, names.length);
+  const surgery = res instanceof Tensor ? undefined : res.surgery;
+  if (surgery) grads = combineGradients(def, surgery, params, names, grads, start);
   const stats: Record<string, Tensor> = {};
   [...probes.keys()].forEach((k, i) => {
     // The output name carries how micro-batches combine (collectStat reads it back).
     stats[(probed[i].first ? FIRST : "") + k] = probed[i].reduce(probed[i].value, all[names.length + i]).cast("f32");
   });
   return { loss, grads, metrics, stats };
+}
+
+/** One more backward pass per surgery term (from the same forward), then the method's combination. */
+function combineGradients(
+  def: TrainStepDefinition,
+  surgery: GradientSurgery,
+  params: Record<string, Tensor>,
+  names: readonly string[],
+  grads: Tensor[],
+  start: number,
+): Tensor[] {
+  const wrt = names.map((n) => params[n]);
+  const terms: Record<string, Record<string, Tensor>> = {};
+  for (const [t, term] of Object.entries(surgery.terms)) {
+    if (term.rank !== 0) throw new ShapeError(`train step: surgery term "${t}" must be a scalar, got ${shapeStr(term.shape)}`);
+    const g = backward([term], [onesLike(term)], wrt, start, { recompute: def.recompute });
+    terms[t] = Object.fromEntries(names.map((n, i) => [n, g[i]]));
+  }
+  const combined = surgery.combine({ loss: Object.fromEntries(names.map((n, i) => [n, grads[i]])), terms });
+  for (const n of Object.keys(combined))
+    if (!params[n]) throw new EngineUsageError(`train step: surgery combined "${n}", which is not a parameter`);
+  return names.map((n, i) => {
+    const c = combined[n];
+    if (!c) return grads[i];
+    if (!sameShape(c.shape, params[n].shape))
+      throw new ShapeError(
+        `train step: surgery gave "${n}" a gradient of shape ${shapeStr(c.shape)}, expected ${shapeStr(params[n].shape)}`,
+      );
+    return c.cast(grads[i].dtype);
+  });
 }
 
 /**
