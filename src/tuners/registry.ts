@@ -1,6 +1,7 @@
 /** peft_type → tuner. A new method is a folder plus one line here. */
 import { ADALORA } from "./adalora/index.js";
 import { BOTTLENECK } from "./adapter/index.js";
+import { DSEE } from "./dsee/index.js";
 import { BITFIT } from "./bitfit/index.js";
 import { BOFT } from "./boft/index.js";
 import { type CommonConfig, PeftConfigError } from "./config.js";
@@ -70,6 +71,7 @@ const TUNERS: Tuner<never>[] = [
   SARA,
   ID3,
   S2FT,
+  DSEE,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {
