@@ -169,6 +169,18 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
   ],
   // LoRA's own fields (the folder is a LoRA adapter) plus the perturbation's weights.
   LORA_GGPO: [...FIELDS.types.LORA.fields.filter((f) => !FIELDS.base_fields.includes(f)), "ggpo_sigma", "ggpo_beta"],
+  // LoRA's fields plus the sparse part's (VITA-Group/DSEE has no config file).
+  DSEE: [
+    ...FIELDS.types.LORA.fields.filter((f) => !FIELDS.base_fields.includes(f)),
+    "num_sparse",
+    "sparse_method",
+    "sparse_seed",
+    "sparse_scaling",
+    "grebsmo_rank_step",
+    "grebsmo_outer_iters",
+    "grebsmo_inner_iters",
+    "grebsmo_threshold",
+  ],
   LOCA: [
     "target_modules",
     "exclude_modules",
@@ -343,6 +355,10 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   ],
   PEGO: [{ peftType: "PEGO" }],
   LORA_GGPO: [{ peftType: "LORA_GGPO" }],
+  DSEE: [
+    { peftType: "DSEE", numSparse: 8 },
+    { peftType: "DSEE", numSparse: 4, sparseMethod: "rp", sparseSeed: 3, sparseScaling: false, targetModules: ["q_proj"] },
+  ],
   LOCA: [{ peftType: "LOCA" }, { peftType: "LOCA", nFrequency: 16, scale: 2, learnLocationIter: 0, locationLrRatio: 1, locaDropout: 0.1 }],
   SNELL: [{ peftType: "SNELL" }, { peftType: "SNELL", sparsityRatio: 0, sparsifyMode: "mask", numHeads: 4 }],
   SNELLA: [{ peftType: "SNELLA" }, { peftType: "SNELLA", totalStep: 100, targetRatio: 0.5 }],
