@@ -29,6 +29,8 @@ export const SPARSE_CASES: Case[] = [
   { label: "S²FT (o 0.052, d 0.02)", flags: ["--method", "s2ft"] },
   { label: "LISA, γ = 2", flags: ["--method", "lisa", "--lisa-layers", "2"], target: { against: "full", atMost: 0.5 } },
   { label: "HFT", flags: ["--method", "hft"] },
+  // DSEE on LoRA r = 16's targets (all-linear) plus 16 sparse entries per matrix, chosen by "omp".
+  { label: "DSEE (LoRA r = 16 + N = 16)", flags: ["--method", "dsee", "--r", "16"] },
 ];
 
 function run(cli: string, root: string, args: string[]): Row {

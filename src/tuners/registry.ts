@@ -1,10 +1,10 @@
 /** peft_type → tuner. A new method is a folder plus one line here. */
 import { ADALORA } from "./adalora/index.js";
 import { BOTTLENECK } from "./adapter/index.js";
-import { DSEE } from "./dsee/index.js";
 import { BITFIT } from "./bitfit/index.js";
 import { BOFT } from "./boft/index.js";
 import { type CommonConfig, PeftConfigError } from "./config.js";
+import { DSEE } from "./dsee/index.js";
 import { FOURIERFT } from "./fourierft/index.js";
 import { HRA } from "./hra/index.js";
 import { HUT } from "./hut/index.js";

@@ -361,7 +361,13 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     help: "sara: weight of λ·‖ΔW‖_* on one random layer per step (default 0)",
     min: 0,
   },
-  { name: "dsee-num-sparse", type: "int", meta: "N", help: "dsee: entries of the sparse update S per targeted matrix (default 16)", min: 1 },
+  {
+    name: "dsee-num-sparse",
+    type: "int",
+    meta: "N",
+    help: "dsee: entries of the sparse update S per targeted matrix (default 16)",
+    min: 1,
+  },
   {
     name: "dsee-sparse-method",
     type: "string",

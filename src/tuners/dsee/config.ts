@@ -43,8 +43,7 @@ export function parseDseeConfig(raw: RawPeftConfig, where: string): DseeConfig {
     grebsmoInnerIters: r.int("grebsmo_inner_iters", 2, 1),
     grebsmoThreshold: r.num("grebsmo_threshold", 0.01),
   };
-  if (cfg.grebsmoThreshold < 0)
-    throw new PeftConfigError(`${where}: field "grebsmo_threshold" must be >= 0, got ${cfg.grebsmoThreshold}`);
+  if (cfg.grebsmoThreshold < 0) throw new PeftConfigError(`${where}: field "grebsmo_threshold" must be >= 0, got ${cfg.grebsmoThreshold}`);
   // DoRA rescales W + s·B·A by a learned magnitude: the sparse term would sit outside that norm.
   if (cfg.useDora) throw new PeftConfigError(`${where}: DSEE does not combine with "use_dora"`);
   return cfg;

@@ -21,6 +21,7 @@ runConformance({
 });
 
 const data = (t: HostTensor | undefined) => t?.data as Float32Array;
+const ints = (t: HostTensor | undefined) => t?.data as Int32Array;
 
 test("DSEE: q and v by default; omp keeps the N largest |W| of the pretrained weight (stored layout, also for Conv1D)", async () => {
   for (const name of ["llama_basic", "gpt2"] as const) {
@@ -35,7 +36,7 @@ test("DSEE: q and v by default; omp keeps the N largest |W| of the pretrained we
     for (const l of layers) {
       const w = peft.info.weight(l.sparse.weight).data as Float32Array;
       const want = topPositions(Float64Array.from(w, Math.abs), 12);
-      assert.deepEqual([...(a.tensors.get(dseeKeys(l.sparse).indices)?.data as Int32Array)], [...want], l.lora.key);
+      assert.deepEqual([...ints(a.tensors.get(dseeKeys(l.sparse).indices))], [...want], l.lora.key);
       assert.equal(l.sparseScale, 2);
     }
     await model.release();
@@ -47,7 +48,7 @@ test("DSEE: rp draws N distinct positions from sparse_seed (same seed, same supp
     const model = await loadTestModel("llama_basic");
     const p = PeftModel.create(model, { ...CONFIG, sparse_method: "rp", ...cfg }, { seed });
     const l = dseeLayers(p.info, p.adapter("default").config as DseeConfig)[0];
-    const out = [...(p.adapter("default").tensors.get(dseeKeys(l.sparse).indices)?.data as Int32Array)];
+    const out = [...ints(p.adapter("default").tensors.get(dseeKeys(l.sparse).indices))];
     await model.release();
     return out;
   };
@@ -104,7 +105,7 @@ test("DSEE: sparse_scaling false adds S unscaled; the saved config says which", 
   const lora = data(LORA.merge?.(peft.info, a.config as DseeConfig, a.tensors).get(l.sparse.weight));
   const merged = data(peft.mergeAndUnload().weights.get(l.sparse.weight));
   const val = data(a.tensors.get(k.values));
-  (a.tensors.get(k.indices)?.data as Int32Array).forEach((p, j) => {
+  ints(a.tensors.get(k.indices)).forEach((p, j) => {
     assert.equal(merged[p], Math.fround(lora[p] + val[j]));
   });
   await model.release();

@@ -4,7 +4,7 @@ import { matrix } from "../../linalg/matrix.js";
 import { qr } from "../../linalg/qr.js";
 import { Rng } from "../../util/rng.js";
 import { grebsmo, orthonormalizeColumns } from "./grebsmo.js";
-import { selectSupport, topPositions } from "./selection.js";
+import { selectSupport } from "./selection.js";
 
 function gaussian(rows: number, cols: number, rng: Rng): Float64Array {
   return Float64Array.from({ length: rows * cols }, () => rng.normal());

@@ -20,7 +20,14 @@
  */
 import type { HostTensor } from "../../engine/ir/host.js";
 import type { ForwardContext } from "../../nn/context.js";
-import { SparseDeltaContext, type SparseKeys, type SparseTarget, sparseDeltaOf, sparseTargets, sparseTensors } from "../../sparse/adapter.js";
+import {
+  SparseDeltaContext,
+  type SparseKeys,
+  type SparseTarget,
+  sparseDeltaOf,
+  sparseTargets,
+  sparseTensors,
+} from "../../sparse/adapter.js";
 import { applyDelta } from "../../sparse/delta.js";
 import { fillNormal, Rng } from "../../util/rng.js";
 import { PeftConfigError } from "../config.js";

@@ -22,9 +22,7 @@ export interface SelectionOptions {
  * `n` long (the authors' `|S| ≥ kth value` mask may hold more on ties).
  */
 export function topPositions(score: Float64Array, n: number, tiebreak?: Float64Array): Int32Array {
-  const order = Array.from(score.keys()).sort(
-    (p, q) => score[q] - score[p] || (tiebreak ? tiebreak[q] - tiebreak[p] : 0) || p - q,
-  );
+  const order = Array.from(score.keys()).sort((p, q) => score[q] - score[p] || (tiebreak ? tiebreak[q] - tiebreak[p] : 0) || p - q);
   return Int32Array.from(order.slice(0, n)).sort();
 }
 
@@ -42,4 +40,3 @@ export function selectSupport(w: Matrix, o: SelectionOptions): Int32Array {
     }
   }
 }
-
