@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
 import type { HostTensor } from "../../engine/ir/host.js";
+import { adapterDiffs, quietProgress, stopThenResume } from "../../testing/resume.js";
+import { type BatchSource, Trainer } from "../../train/trainer.js";
 import { loadTestModel, randomIds, runConformance } from "../conformance.js";
 import { fullFinetuneGradient } from "../increlora/testing.js";
 import { LORA } from "../lora/index.js";
@@ -130,4 +135,31 @@ test("DSEE: bad input names the field", async () => {
     /"model.embed_tokens" is an embedding table; DSEE's sparse part trains linear layers only|"embed_tokens" is an embedding table/,
   );
   await model.release();
+});
+
+test("DSEE: a run stopped after 3 steps and resumed from its checkpoint ends where an uninterrupted one does", async () => {
+  const root = mkdtempSync(join(tmpdir(), "peftkit-dsee-"));
+  const source: BatchSource = {
+    batchesPerEpoch: 4,
+    batch: (epoch, index) => {
+      const ids = [0, 1].map((r) => Array.from({ length: 6 }, (_, t) => 2 + ((epoch * 31 + index * 17 + r * 7 + t * 5) % 90)));
+      return { inputIds: ids, labels: ids, tokens: 12 };
+    },
+  };
+  const target = async () => {
+    const model = await loadTestModel("llama_basic");
+    const peft = PeftModel.create(model, { ...CONFIG, sparse_method: "grebsmo" }, { seed: 2 });
+    const trainer = await PeftTrainer.create(peft, { optimizer: { kind: "adamw" }, totalSteps: 6 });
+    return { trainer, peft, causal: true, classification: false, model };
+  };
+  const args = (dir: string) => ({ outputDir: dir, maxSteps: 6, lr: 0.01, seed: 3, saveSteps: 1 });
+  const a = await target();
+  await new Trainer(a, source, null, args(join(root, "full")), quietProgress()).run();
+  const { cut: b, resumed: c } = await stopThenResume(target, source, args(join(root, "cut")), 3);
+  for (const [k, d] of adapterDiffs(a, c)) assert.ok(d <= 1e-6, `${k}: ${d}`);
+  for (const x of [a, b, c]) {
+    await x.trainer.release();
+    await x.model.release();
+  }
+  rmSync(root, { recursive: true, force: true });
 });
