@@ -24,6 +24,12 @@ runConformance({
   identityConfig: { ...CONFIG, sparse_method: "grebsmo" },
   config: { ...CONFIG, sparse_method: "grebsmo", init_lora_weights: false },
 });
+runConformance({
+  name: "DSEE (rp, BERT classification)",
+  model: "bert_seq_cls",
+  identityConfig: { ...CONFIG, sparse_method: "rp" },
+  config: { ...CONFIG, sparse_method: "rp", init_lora_weights: false },
+});
 
 const data = (t: HostTensor | undefined) => t?.data as Float32Array;
 const ints = (t: HostTensor | undefined) => t?.data as Int32Array;
