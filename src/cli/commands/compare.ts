@@ -97,8 +97,9 @@ export const DEFAULT_LR: Record<string, number> = {
   // kind-of, 100 steps, batch 16, 1 seed, CLI defaults (14,080 values on wordnet-llama;
   // docs/methods/s2ft.md): exact match 0.125 at 1e-2, 0.215 at 5e-2, 0.275 at 2e-1, 0.28 at 5e-1.
   s2ft: 2e-1,
-  // Placeholder until measured (docs/methods/dsee.md).
-  dsee: 2e-3,
+  // kind-of, 100 steps, batch 16, 1 seed, CLI defaults (r 16, α 32, N 16 on q, v: 57,472 values;
+  // docs/methods/dsee.md): exact match 0.195 at 2e-3, 0.245 at 5e-3, 0.27 at 1e-2, 0.12 at 3e-2.
+  dsee: 1e-2,
   full: 3e-4,
 };
 
