@@ -4,7 +4,7 @@ import { matrix } from "../../linalg/matrix.js";
 import { qr } from "../../linalg/qr.js";
 import { Rng } from "../../util/rng.js";
 import { grebsmo, orthonormalizeColumns } from "./grebsmo.js";
-import { selectSupport } from "./selection.js";
+import { selectSupport, topPositions } from "./selection.js";
 
 function gaussian(rows: number, cols: number, rng: Rng): Float64Array {
   return Float64Array.from({ length: rows * cols }, () => rng.normal());
@@ -100,5 +100,26 @@ test("GreBsmo stops before the rank reaches min(out, in), and when S has fewer t
     const r = grebsmo(w, { rankStep: 5, outerIters: 100, innerIters: 2, threshold: 0.01, minSupport: need, rng: new Rng(2) });
     assert.ok(nnz(r.s) >= need, `N = ${need}: ${nnz(r.s)} nonzeros at rank ${r.rank}`);
     assert.ok(r.rank <= full.rank);
+  }
+});
+
+test("topPositions: the N best by score, then the larger tiebreak, then the lower position (against a full sort)", () => {
+  const rng = new Rng(9);
+  for (const [len, n] of [
+    [1, 1],
+    [50, 7],
+    [200, 200],
+    [1000, 64],
+  ]) {
+    // Few distinct values, so ties are common; the tiebreak has ties too.
+    const score = Float64Array.from({ length: len }, () => Math.floor(rng.next() * 5));
+    const tb = Float64Array.from({ length: len }, () => Math.floor(rng.next() * 3));
+    for (const tiebreak of [undefined, tb]) {
+      const want = Array.from(score.keys())
+        .sort((p, q) => score[q] - score[p] || (tiebreak ? tiebreak[q] - tiebreak[p] : 0) || p - q)
+        .slice(0, n)
+        .sort((p, q) => p - q);
+      assert.deepEqual([...topPositions(score, n, tiebreak)], want, `${len} entries, ${n} kept, tiebreak ${Boolean(tiebreak)}`);
+    }
   }
 });
