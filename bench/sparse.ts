@@ -31,6 +31,8 @@ export const SPARSE_CASES: Case[] = [
   { label: "HFT", flags: ["--method", "hft"] },
   // all-linear targets; the timed steps follow the warm-up step's projector refresh (reported separately)
   { label: "GradNormLoRP r = 16", flags: ["--method", "gradnorm_lorp", "--rank", "16"] },
+  // DSEE on LoRA r = 16's targets (all-linear) plus 16 sparse entries per matrix, chosen by "omp".
+  { label: "DSEE (LoRA r = 16 + N = 16)", flags: ["--method", "dsee", "--r", "16"] },
 ];
 
 function run(cli: string, root: string, args: string[]): Row {

@@ -47,6 +47,7 @@ export const METHODS = [
   "ist",
   "pat",
   "ramt",
+  "dsee",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -203,6 +204,11 @@ export interface MethodOptions {
   ramtLambda?: number;
   ramtTemperature?: number;
   ramtSaveScores?: boolean;
+  /** dsee: N entries of S per matrix, how they are chosen, the seed of "rp"/"grebsmo", GreBsmo's outer iterations. */
+  dseeNumSparse?: number;
+  dseeSparseMethod?: "omp" | "rp" | "grebsmo";
+  dseeSparseSeed?: number;
+  dseeGrebsmoOuter?: number;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -451,6 +457,20 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         exp: o.id3Exp ?? 0,
         target_modules: target ?? "all-linear",
       };
+    case "dsee":
+      // The authors' GLUE scripts: r 16, α 32, N 16 per matrix; LoRA's default targets (q and v).
+      return {
+        ...common,
+        peft_type: "DSEE",
+        r: o.r ?? 16,
+        lora_alpha: o.alpha ?? 32,
+        lora_dropout: o.dropout ?? 0,
+        num_sparse: o.dseeNumSparse ?? 16,
+        ...(o.dseeSparseMethod !== undefined ? { sparse_method: o.dseeSparseMethod } : {}),
+        ...(o.dseeSparseSeed !== undefined ? { sparse_seed: o.dseeSparseSeed } : {}),
+        ...(o.dseeGrebsmoOuter !== undefined ? { grebsmo_outer_iters: o.dseeGrebsmoOuter } : {}),
+        ...(target ? { target_modules: target } : {}),
+      };
     case "lt_sft":
       // The adapter phase 2 trains (an SFT with fixed index sets); train.ts runs both phases
       // (train/lt-sft.ts) and fills num_deltas from the selection.
@@ -649,6 +669,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   IST: "ist",
   PAT: "pat",
   RAMT: "ramt",
+  DSEE: "dsee",
 };
 
 /**
@@ -843,6 +864,14 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
       return value === null || value === undefined ? null : `--pat-schedule-steps ${value}`;
     case "hsm_rank":
       return value === null || value === undefined ? null : `--pat-hsm-rank ${value}`;
+    case "num_sparse":
+      return `--dsee-num-sparse ${value}`;
+    case "sparse_method":
+      return `--dsee-sparse-method ${value}`;
+    case "sparse_seed":
+      return `--dsee-sparse-seed ${value}`;
+    case "grebsmo_outer_iters":
+      return `--dsee-grebsmo-outer ${value}`;
     case "peft_type":
       return METHOD_OF_PEFT_TYPE[String(value)] ? `--method ${METHOD_OF_PEFT_TYPE[String(value)]}` : null;
     case "use_dora":

@@ -182,6 +182,18 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
   ],
   // Exactly LoRA's: IST writes its folder as plain LoRA (peft_type "LORA"); its fields steer training only.
   IST: FIELDS.types.LORA.fields.filter((f) => !FIELDS.base_fields.includes(f)),
+  // LoRA's fields plus the sparse part's (VITA-Group/DSEE has no config file).
+  DSEE: [
+    ...FIELDS.types.LORA.fields.filter((f) => !FIELDS.base_fields.includes(f)),
+    "num_sparse",
+    "sparse_method",
+    "sparse_seed",
+    "sparse_scaling",
+    "grebsmo_rank_step",
+    "grebsmo_outer_iters",
+    "grebsmo_inner_iters",
+    "grebsmo_threshold",
+  ],
   LOCA: [
     "target_modules",
     "exclude_modules",
@@ -385,6 +397,10 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   LIGHT_PEFT: [
     { peftType: "LIGHT_PEFT" },
     { peftType: "LIGHT_PEFT", maskL1Coef: 0, attnMaskLrMult: 1, ffnMaskLrMult: 1, rankPruningRatio: 0 },
+  ],
+  DSEE: [
+    { peftType: "DSEE", numSparse: 8 },
+    { peftType: "DSEE", numSparse: 4, sparseMethod: "rp", sparseSeed: 3, sparseScaling: false, targetModules: ["q_proj"] },
   ],
   LOCA: [{ peftType: "LOCA" }, { peftType: "LOCA", nFrequency: 16, scale: 2, learnLocationIter: 0, locationLrRatio: 1, locaDropout: 0.1 }],
   SNELL: [{ peftType: "SNELL" }, { peftType: "SNELL", sparsityRatio: 0, sparsifyMode: "mask", numHeads: 4 }],

@@ -4,6 +4,7 @@ import { BOTTLENECK } from "./adapter/index.js";
 import { BITFIT } from "./bitfit/index.js";
 import { BOFT } from "./boft/index.js";
 import { type CommonConfig, PeftConfigError } from "./config.js";
+import { DSEE } from "./dsee/index.js";
 import { FOURIERFT } from "./fourierft/index.js";
 import { HRA } from "./hra/index.js";
 import { HUT } from "./hut/index.js";
@@ -78,6 +79,7 @@ const TUNERS: Tuner<never>[] = [
   IST,
   PAT,
   RAMT,
+  DSEE,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {

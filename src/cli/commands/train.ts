@@ -402,6 +402,22 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     exclusiveMin: 0,
   },
   { name: "ramt-save-scores", type: "boolean", help: "ramt: save the float scores instead of the bit-packed masks" },
+  {
+    name: "dsee-num-sparse",
+    type: "int",
+    meta: "N",
+    help: "dsee: entries of the sparse update S per targeted matrix (default 16)",
+    min: 1,
+  },
+  {
+    name: "dsee-sparse-method",
+    type: "string",
+    meta: "M",
+    help: "dsee: how S's entries are chosen on the pretrained W: omp (largest |W|, default), rp (random), grebsmo (low-rank + sparse split)",
+    choices: ["omp", "rp", "grebsmo"],
+  },
+  { name: "dsee-sparse-seed", type: "int", meta: "S", help: "dsee: seed of the rp draw and of GreBsmo's start (default 0)", min: 0 },
+  { name: "dsee-grebsmo-outer", type: "int", meta: "N", help: "dsee: GreBsmo's outer iterations, rank +5 each (default 100)", min: 1 },
   { name: "id3-budget", type: "int", meta: "B", help: "id3: entries unmasked over the run (default: --density of all parameters)", min: 1 },
   {
     name: "id3-max-steps",
@@ -808,6 +824,10 @@ export const trainCommand: CommandSpec = {
         ramtLambda: o.ramtLambda as number | undefined,
         ramtTemperature: o.ramtTemperature as number | undefined,
         ramtSaveScores: o.ramtSaveScores === true ? true : undefined,
+        dseeNumSparse: o.dseeNumSparse as number | undefined,
+        dseeSparseMethod: o.dseeSparseMethod as "omp" | "rp" | "grebsmo" | undefined,
+        dseeSparseSeed: o.dseeSparseSeed as number | undefined,
+        dseeGrebsmoOuter: o.dseeGrebsmoOuter as number | undefined,
         s2ftRatios:
           o.method === "s2ft"
             ? {
