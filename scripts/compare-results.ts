@@ -60,6 +60,13 @@ const METHODS = [
   "s2ft",
   "lisa",
   "hft",
+  "dsee",
+  "ramt",
+  "ist",
+  "pat",
+  "light_peft",
+  "gradnorm_lorp",
+  "graft",
   "full",
 ];
 const CLI = join(PACKAGE_ROOT, "dist/src/cli/main.js");
