@@ -34,6 +34,17 @@ export interface TrainerState {
   tokensSeen: number;
 }
 
+/** Moves `state` past one micro-batch of `tokens` tokens, into the next epoch after the last batch. */
+export function advanceMicroBatch(state: TrainerState, tokens: number, batchesPerEpoch: number): void {
+  state.microStep++;
+  state.tokensSeen += tokens;
+  state.batchIndex++;
+  if (state.batchIndex >= batchesPerEpoch) {
+    state.batchIndex = 0;
+    state.epoch++;
+  }
+}
+
 /** A checkpoint that cannot continue this run (made with other settings). */
 export class CheckpointMismatchError extends TrainingArgsError {}
 

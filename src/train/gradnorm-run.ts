@@ -17,10 +17,18 @@ import type { PreTrainedModel } from "../models/pretrained.js";
 import { modelInfo } from "../tuners/model-info.js";
 import { targetedLinears } from "../tuners/targets.js";
 import { weightsFingerprint } from "../util/fingerprint.js";
-import { CheckpointMismatchError, latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from "./checkpoint.js";
+import {
+  advanceMicroBatch,
+  CheckpointMismatchError,
+  latestCheckpoint,
+  loadCheckpoint,
+  saveCheckpoint,
+  type TrainerState,
+} from "./checkpoint.js";
 import { BatchStream, type Example } from "./data/index.js";
 import { GradNormTrainer } from "./gradnorm-lorp.js";
 import type { GradNormOptions } from "./gradnorm-projector.js";
+import { truncateMetrics } from "./metrics-file.js";
 import { learningRate, type ScheduleName, TrainingArgsError, warmupSteps } from "./schedule.js";
 import { SELECTIVE_CONFIG_FILE, type SelectiveConfig, TRAINED_TENSORS_FILE, writeTrained } from "./selective-run.js";
 
@@ -122,18 +130,7 @@ export async function runGradNorm(o: GradNormRunOptions): Promise<{ steps: numbe
     const tensors = new Map(Object.entries(readSafetensors(join(ck, TRAINED_TENSORS_FILE)).tensors));
     trainer.restore(saved.state.step, saved.optimizer, tensors, ck);
     state = saved.state;
-    const kept = existsSync(metricsPath)
-      ? readFileSync(metricsPath, "utf8")
-          .split("\n")
-          .filter((l) => {
-            try {
-              return (JSON.parse(l) as { step: number }).step <= state.step;
-            } catch {
-              return false;
-            }
-          })
-      : [];
-    writeFileAtomic(metricsPath, kept.map((l) => `${l}\n`).join(""));
+    truncateMetrics(metricsPath, state.step);
     log(`resuming from ${ck} (step ${state.step})`);
   } else writeFileAtomic(metricsPath, "");
   const warm = warmupSteps(o.warmup, o.maxSteps);
@@ -153,13 +150,7 @@ export async function runGradNorm(o: GradNormRunOptions): Promise<{ steps: numbe
       const res = await trainer.train(b, { lr, seed: o.seed * 1_000_003 + state.microStep });
       if (!Number.isFinite(res.loss)) throw new TrainingArgsError(`loss is ${res.loss} at step ${state.step + 1}; lower --lr`);
       state.step++;
-      state.microStep++;
-      state.tokensSeen += b.tokens;
-      state.batchIndex++;
-      if (state.batchIndex >= stream.batchesPerEpoch) {
-        state.batchIndex = 0;
-        state.epoch++;
-      }
+      advanceMicroBatch(state, b.tokens, stream.batchesPerEpoch);
       lastLoss = res.loss;
       const r = res.refresh;
       appendFileSync(

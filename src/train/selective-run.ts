@@ -17,9 +17,17 @@ import { faultPoint } from "../io/fault.js";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
 import { weightsFingerprint } from "../util/fingerprint.js";
-import { CheckpointMismatchError, latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from "./checkpoint.js";
+import {
+  advanceMicroBatch,
+  CheckpointMismatchError,
+  latestCheckpoint,
+  loadCheckpoint,
+  saveCheckpoint,
+  type TrainerState,
+} from "./checkpoint.js";
 import { BatchStream, type Example } from "./data/index.js";
 import { LayerSelectionError } from "./layer-selection.js";
+import { truncateMetrics } from "./metrics-file.js";
 import { learningRate, type ScheduleName, TrainingArgsError, warmupSteps } from "./schedule.js";
 import { hftPolicy, lisaPolicy, type SelectionPolicy, SelectiveTrainer } from "./selective.js";
 
@@ -157,18 +165,7 @@ export async function runSelective(o: SelectiveRunOptions): Promise<{ steps: num
     await trainer.restore(saved.state.step, cfg.selection, saved.optimizer, tensors);
     state = saved.state;
     // the metrics of the steps after the checkpoint are redone
-    const kept = existsSync(metricsPath)
-      ? readFileSync(metricsPath, "utf8")
-          .split("\n")
-          .filter((l) => {
-            try {
-              return (JSON.parse(l) as { step: number }).step <= state.step;
-            } catch {
-              return false;
-            }
-          })
-      : [];
-    writeFileAtomic(metricsPath, kept.map((l) => `${l}\n`).join(""));
+    truncateMetrics(metricsPath, state.step);
     log(`resuming from ${ck} (step ${state.step})`);
   } else writeFileAtomic(metricsPath, "");
   const warm = warmupSteps(o.warmup, o.maxSteps);
@@ -194,13 +191,7 @@ export async function runSelective(o: SelectiveRunOptions): Promise<{ steps: num
       const res = await trainer.train(b, { lr, seed: o.seed * 1_000_003 + state.microStep });
       if (!Number.isFinite(res.loss)) throw new TrainingArgsError(`loss is ${res.loss} at step ${state.step + 1}; lower --lr`);
       state.step++;
-      state.microStep++;
-      state.tokensSeen += b.tokens;
-      state.batchIndex++;
-      if (state.batchIndex >= stream.batchesPerEpoch) {
-        state.batchIndex = 0;
-        state.epoch++;
-      }
+      advanceMicroBatch(state, b.tokens, stream.batchesPerEpoch);
       lastLoss = res.loss;
       const sel = trainer.current;
       const switched = sel?.key !== before;

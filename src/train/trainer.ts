@@ -14,6 +14,7 @@ import { adapterConfigJson, readAdapter } from "../tuners/format.js";
 import type { PeftModel } from "../tuners/peft-model.js";
 import { METHOD_LOSS, type PeftTrainer, type TrainBatch } from "../tuners/train.js";
 import {
+  advanceMicroBatch,
   CheckpointMismatchError,
   checkCheckpointConfig,
   checkCheckpointSeed,
@@ -24,6 +25,7 @@ import {
   type TrainerState,
 } from "./checkpoint.js";
 import { type CompletionItem, type EvalBatch, type EvalMetrics, evaluate } from "./evaluate.js";
+import { truncateMetrics } from "./metrics-file.js";
 import { lineChartSvg } from "./plot.js";
 import type { Progress } from "./progress.js";
 import { learningRate, type ScheduleName, TrainingArgsError, warmupSteps } from "./schedule.js";
@@ -138,31 +140,6 @@ export class Trainer {
     appendFileSync(this.metricsPath, `${JSON.stringify(record)}\n`);
   }
 
-  /**
-   * Keeps the records up to `step` (a resumed run redoes the steps after its checkpoint) and drops
-   * a line torn by a crash. Returns the last train loss kept.
-   */
-  private truncateMetrics(step: number): number {
-    const kept: string[] = [];
-    let lastLoss = Number.NaN;
-    const text = existsSync(this.metricsPath) ? readFileSync(this.metricsPath, "utf8") : "";
-    for (const line of text.split("\n")) {
-      let r: unknown;
-      try {
-        r = JSON.parse(line);
-      } catch {
-        continue;
-      }
-      if (typeof r !== "object" || r === null) continue;
-      const rec = r as Record<string, unknown>;
-      if (typeof rec.step !== "number" || rec.step > step) continue;
-      kept.push(`${line}\n`);
-      if (typeof rec.loss === "number") lastLoss = rec.loss;
-    }
-    writeFileAtomic(this.metricsPath, kept.join(""));
-    return lastLoss;
-  }
-
   private checkpoint(state: TrainerState): string {
     // The metrics up to this step become as durable as the checkpoint.
     if (existsSync(this.metricsPath)) fsyncFile(this.metricsPath);
@@ -222,10 +199,10 @@ export class Trainer {
         trainer.restore(state.step, ck.optimizer, tensors, ck.controller);
         lastCheckpoint = dir;
         savedStep = state.step;
-        lastLoss = this.truncateMetrics(state.step);
+        lastLoss = truncateMetrics(this.metricsPath, state.step);
         this.progress.line(`resuming from ${dir} (step ${state.step})`);
       } else {
-        this.truncateMetrics(0);
+        truncateMetrics(this.metricsPath, 0);
         this.progress.line(`no checkpoint in ${args.outputDir}; starting from scratch`);
       }
     } else writeFileAtomic(this.metricsPath, "");
@@ -250,12 +227,7 @@ export class Trainer {
         const ml = res.metrics[METHOD_LOSS];
         if (ml !== undefined) methodLossSum = (methodLossSum ?? 0) + ml;
         stepTokens += b.tokens;
-        state.microStep++;
-        state.batchIndex++;
-        if (state.batchIndex >= this.train.batchesPerEpoch) {
-          state.batchIndex = 0;
-          state.epoch++;
-        }
+        advanceMicroBatch(state, b.tokens, this.train.batchesPerEpoch);
       }
       const loss = lossSum / accum;
       // A method's own loss (KaSA's regulariser) is logged beside the task loss, not in it.
@@ -276,7 +248,6 @@ export class Trainer {
       if (accum > 1) gradNorm = (await this.target.trainer.apply({ lr })).gradNorm;
       else gradNorm = (res! as StepResult).gradNorm;
       state.step++;
-      state.tokensSeen += stepTokens;
       windowTokens += stepTokens;
       lastLoss = loss;
       const elapsed = (Date.now() - started) / 1000;
