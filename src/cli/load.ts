@@ -12,9 +12,9 @@ import { mergeDeltaSet } from "../sparse/compose.js";
 import { loadSparseDeltas } from "../sparse/file.js";
 import type { SparseDeltaSet } from "../sparse/format.js";
 import { withWeights } from "../train/dsee-prune.js";
-import { weightsFingerprint } from "../util/fingerprint.js";
 import { modulesToSaveKeys } from "../tuners/modules-to-save.js";
 import { PeftModel } from "../tuners/peft-model.js";
+import { weightsFingerprint } from "../util/fingerprint.js";
 import { UsageError } from "./args.js";
 
 const TASK_HEADS: Record<string, TaskHead> = {

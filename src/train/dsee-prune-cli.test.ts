@@ -32,7 +32,10 @@ const lines = (pairs: string[]) =>
     })
     .join("\n")}\n`;
 const data = join(tmp, "train.jsonl");
-writeFileSync(data, lines(["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle", "cat animal", "tulip flower"]));
+writeFileSync(
+  data,
+  lines(["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle", "cat animal", "tulip flower"]),
+);
 const evalData = join(tmp, "eval.jsonl");
 writeFileSync(evalData, lines(["cow animal", "pine tree", "van vehicle"]));
 
@@ -100,7 +103,9 @@ describe("peftkit train --method dsee with pruning", () => {
     assert.ok(!names.some((n) => n.includes("lm_head") || n.includes("embed")));
     for (const [name, d] of set.deltas) {
       const w = base.weights.get(name)?.data as Float32Array;
-      d.indices.forEach((p, i) => assert.equal(d.values[i], -w[p], `${name}[${p}]`));
+      d.indices.forEach((p, i) => {
+        assert.equal(d.values[i], -w[p], `${name}[${p}]`);
+      });
     }
     const other = [...set.deltas].filter(([n]) => !/q_proj|v_proj/.test(n));
     const n = other.reduce((s, [, d]) => s + d.shape[0] * d.shape[1], 0);
@@ -110,7 +115,10 @@ describe("peftkit train --method dsee with pruning", () => {
     );
 
     // The model as peftkit eval loads it (the delta applied): its eval loss is the trainer's last one.
-    const metrics = readFileSync(join(straight, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    const metrics = readFileSync(join(straight, "metrics.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     const evalLoss = metrics.filter((m) => typeof m.eval_loss === "number").pop()?.eval_loss as number;
     const ev = cli(["eval", "--model", MODEL, "--adapter", straight, "--data", evalData, "--output", join(tmp, "ev.json")]);
     assert.equal(ev.status, 0, ev.stderr);

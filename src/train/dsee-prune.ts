@@ -45,7 +45,9 @@ export const defaultPruneAt = (maxSteps: number): number => Math.max(1, Math.flo
 
 export function checkPruneAt(pruneAt: number, maxSteps: number): void {
   if (!(Number.isInteger(pruneAt) && pruneAt >= 1 && pruneAt < maxSteps))
-    throw new TrainingArgsError(`--dsee-prune-at ${pruneAt} must be at least 1 and below --max-steps ${maxSteps} (dsee: phase 2 takes the rest)`);
+    throw new TrainingArgsError(
+      `--dsee-prune-at ${pruneAt} must be at least 1 and below --max-steps ${maxSteps} (dsee: phase 2 takes the rest)`,
+    );
 }
 
 /** The same model with some weights replaced (the caller's model is left as it is). */

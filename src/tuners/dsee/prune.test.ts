@@ -42,8 +42,14 @@ test("smallestEntries: exactly k over all groups; ties at the threshold go to th
   assert.deepEqual(got(0), [[], []]);
   assert.deepEqual(got(1), [[], [2]]);
   assert.deepEqual(got(3), [[1, 2], [2]]);
-  assert.deepEqual(got(4), [[1, 2], [0, 2]]);
-  assert.deepEqual(got(6), [[0, 1, 2], [0, 1, 2]]);
+  assert.deepEqual(got(4), [
+    [1, 2],
+    [0, 2],
+  ]);
+  assert.deepEqual(got(6), [
+    [0, 1, 2],
+    [0, 1, 2],
+  ]);
   assert.throws(() => smallestEntries(groups, 7), /cannot prune 7 of 6/);
 });
 
@@ -68,7 +74,9 @@ test("DSEE pruning: round(R·n) entries of the other linear weights by |W| (glob
     assert.equal(count, Math.round(0.3 * n));
     for (const [w, d] of p.delta.deltas) {
       const wd = info.weight(w).data as Float32Array;
-      d.indices.forEach((q, i) => assert.equal(d.values[i], -wd[q], `${w}[${q}]`));
+      d.indices.forEach((q, i) => {
+        assert.equal(d.values[i], -wd[q], `${w}[${q}]`);
+      });
     }
     await model.release();
   }
