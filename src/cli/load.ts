@@ -8,8 +8,13 @@ import type { TaskHead } from "../models/architecture.js";
 import { PreTrainedModel } from "../models/pretrained.js";
 import { architectureFor } from "../models/registry.js";
 import { modelForAdapter } from "../prune/heads-ffn-files.js";
+import { mergeDeltaSet } from "../sparse/compose.js";
+import { loadSparseDeltas } from "../sparse/file.js";
+import type { SparseDeltaSet } from "../sparse/format.js";
+import { withWeights } from "../train/dsee-prune.js";
 import { modulesToSaveKeys } from "../tuners/modules-to-save.js";
 import { PeftModel } from "../tuners/peft-model.js";
+import { weightsFingerprint } from "../util/fingerprint.js";
 import { UsageError } from "./args.js";
 
 const TASK_HEADS: Record<string, TaskHead> = {
@@ -89,7 +94,7 @@ export async function loadModelAndAdapter(
   const head = opts.head ?? headFor(modelDir, opts.adapter, numLabels);
   const loaded = await PreTrainedModel.load(modelDir, head, { threads: opts.threads, numLabels, warnNewlyInitialized: !opts.adapter });
   // A Light-PEFT adapter was trained on a pruned base: slice it as its pruned_backbone.json says.
-  const model = opts.adapter ? modelForAdapter(loaded, opts.adapter) : loaded;
+  const model = opts.adapter ? withBaseDelta(modelForAdapter(loaded, opts.adapter), opts.adapter) : loaded;
   if (!CLASSIFICATION_HEADS.includes(head)) labels = null;
   else {
     // The count the model was built with (config.json id2label, else num_labels, else 2), named as config.json names them.
@@ -105,6 +110,33 @@ export async function loadModelAndAdapter(
   if (existsSync(join(modelDir, "tokenizer.json"))) tokenizer = await AutoTokenizer.fromPretrained(modelDir);
   else if (opts.needTokenizer) throw new UsageError(`${modelDir}: no tokenizer.json; this command needs the model's tokenizer`);
   return { model, peft, tokenizer, labels };
+}
+
+/**
+ * An adapter trained on a base with a sparse delta merged in (DSEE's pruned base) names that delta
+ * file, beside it, in adapter_config.json "base_delta": the model with the delta applied (checked
+ * against the base's fingerprint).
+ */
+function withBaseDelta(model: PreTrainedModel, adapterDir: string): PreTrainedModel {
+  const cfgPath = join(adapterDir, "adapter_config.json");
+  if (!existsSync(cfgPath)) return model;
+  const file = (JSON.parse(readFileSync(cfgPath, "utf8")) as Record<string, unknown>).base_delta;
+  if (typeof file !== "string" || file === "") return model;
+  const path = join(adapterDir, file);
+  if (!existsSync(path)) throw new UsageError(`${cfgPath}: base_delta ${file} is not in ${adapterDir}`);
+  const set = loadSparseDeltas(path);
+  // A model the delta was already applied to (`peftkit delta apply`): zero at every pruned position.
+  if (set.baseModel !== weightsFingerprint(model.weights) && alreadyApplied(model, set)) return model;
+  return withWeights(model, mergeDeltaSet(model.weights, { set, file: path }));
+}
+
+function alreadyApplied(model: PreTrainedModel, set: SparseDeltaSet): boolean {
+  for (const [name, d] of set.deltas) {
+    const w = model.weights.get(name)?.data;
+    // The delta is −W at the pruned positions, so W + delta is exactly 0 there.
+    if (!w || d.indices.some((p) => Number(w[p]) !== 0)) return false;
+  }
+  return true;
 }
 
 /** Head weights neither the checkpoint nor the adapter's modules_to_save supplies. */

@@ -193,6 +193,9 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
     "grebsmo_outer_iters",
     "grebsmo_inner_iters",
     "grebsmo_threshold",
+    "pruning_ratio",
+    "ad_pruning_ratio",
+    "base_delta",
   ],
   LOCA: [
     "target_modules",
@@ -401,6 +404,7 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   DSEE: [
     { peftType: "DSEE", numSparse: 8 },
     { peftType: "DSEE", numSparse: 4, sparseMethod: "rp", sparseSeed: 3, sparseScaling: false, targetModules: ["q_proj"] },
+    { peftType: "DSEE", pruningRatio: 0.2, adPruningRatio: 0, baseDelta: "dsee_pruned_base.safetensors" },
   ],
   LOCA: [{ peftType: "LOCA" }, { peftType: "LOCA", nFrequency: 16, scale: 2, learnLocationIter: 0, locationLrRatio: 1, locaDropout: 0.1 }],
   SNELL: [{ peftType: "SNELL" }, { peftType: "SNELL", sparsityRatio: 0, sparsifyMode: "mask", numHeads: 4 }],

@@ -7,6 +7,7 @@ import type { TaskHead } from "../../models/architecture.js";
 import { PreTrainedModel } from "../../models/pretrained.js";
 import { CalibrationDataError, calibrateFromFile } from "../../train/calibrate.js";
 import { DATA_FORMATS, type DataFormat, type Example, loadDataset, splitDataset, trainingLabels } from "../../train/data/index.js";
+import { defaultPruneAt, runDseePrune } from "../../train/dsee-prune.js";
 import { defaultEstimationSteps, runLightPeft } from "../../train/light-peft.js";
 import { runLtSft } from "../../train/lt-sft.js";
 import { CALIBRATION_SAMPLES, METHODS, MethodError, type MethodName, methodConfig } from "../../train/methods.js";
@@ -418,6 +419,29 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   },
   { name: "dsee-sparse-seed", type: "int", meta: "S", help: "dsee: seed of the rp draw and of GreBsmo's start (default 0)", min: 0 },
   { name: "dsee-grebsmo-outer", type: "int", meta: "N", help: "dsee: GreBsmo's outer iterations, rank +5 each (default 100)", min: 1 },
+  {
+    name: "dsee-prune-ratio",
+    type: "number",
+    meta: "R",
+    help: "dsee: after --dsee-prune-at steps, prune this share of the other linear weights (k, o, FFN) by |W|, then re-tune LoRA + S on the pruned base (default 0.2 once any --dsee-prune flag is given)",
+    min: 0,
+    exclusiveMax: 1,
+  },
+  {
+    name: "dsee-ad-prune-ratio",
+    type: "number",
+    meta: "R",
+    help: "dsee: share of the adapted weights (q, v) pruned by the update's magnitude |s·(B·A + S)| (default 0.2 once any --dsee-prune flag is given)",
+    min: 0,
+    exclusiveMax: 1,
+  },
+  {
+    name: "dsee-prune-at",
+    type: "int",
+    meta: "N",
+    help: "dsee: the step after which the base is pruned; phase 2 re-tunes for the rest of --max-steps (default: half)",
+    min: 1,
+  },
   { name: "id3-budget", type: "int", meta: "B", help: "id3: entries unmasked over the run (default: --density of all parameters)", min: 1 },
   {
     name: "id3-max-steps",
@@ -963,6 +987,22 @@ export const trainCommand: CommandSpec = {
       throw new UsageError(
         `--${o.estimationSteps !== undefined ? "estimation-steps" : "save-pruned-model"} is for --method light_peft, not ${o.method}`,
       );
+    let dseePrune: { pruneAt: number; pruningRatio: number; adPruningRatio: number } | undefined;
+    const dseeFlags = ["dseePruneRatio", "dseeAdPruneRatio", "dseePruneAt"].filter((f) => o[f] !== undefined);
+    if (dseeFlags.length > 0) {
+      const flag = `--${dseeFlags[0].replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+      if (o.method !== "dsee") throw new UsageError(`${flag} is for --method dsee, not ${o.method}`);
+      if (o.maxSteps === undefined)
+        throw new UsageError(`${flag} needs --max-steps (dsee: phase 1 takes --dsee-prune-at of them, the pruned phase 2 the rest)`);
+      const pruneAt = (o.dseePruneAt as number | undefined) ?? defaultPruneAt(o.maxSteps as number);
+      if (pruneAt >= (o.maxSteps as number))
+        throw new UsageError(`--dsee-prune-at ${pruneAt} must be below --max-steps ${o.maxSteps} (dsee: phase 2 takes the rest)`);
+      dseePrune = {
+        pruneAt,
+        pruningRatio: (o.dseePruneRatio as number | undefined) ?? 0.2,
+        adPruningRatio: (o.dseeAdPruneRatio as number | undefined) ?? 0.2,
+      };
+    }
     const runOptions: RunOptions = {
       outputDir: o.outputDir as string,
       model,
@@ -1008,8 +1048,9 @@ export const trainCommand: CommandSpec = {
         });
       },
     };
-    const summary =
-      estimationSteps !== undefined
+    const summary = dseePrune
+      ? await runDseePrune({ ...runOptions, ...dseePrune, maxSteps: o.maxSteps as number })
+      : estimationSteps !== undefined
         ? await runLightPeft({
             ...runOptions,
             estimationSteps,

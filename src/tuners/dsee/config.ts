@@ -24,6 +24,20 @@ export interface DseeConfig extends LoraConfig {
   grebsmoOuterIters: number;
   grebsmoInnerIters: number;
   grebsmoThreshold: number;
+  /**
+   * The sparse final model (§5.4 of the spec, run_glue_prune_with_WAB.py), recorded by the run that
+   * did it (train/dsee-prune.ts): the share of the other linear weights pruned by |W| and of the
+   * adapted ones by |ΔW|, and the sparse-delta file (beside the adapter) that zeroes them, which the
+   * adapter needs under it. null for an adapter trained on the unpruned base.
+   */
+  pruningRatio: number | null;
+  adPruningRatio: number | null;
+  baseDelta: string | null;
+}
+
+/** A pruning share in [0, 1); `what` names the flag or field. */
+export function checkPruningRatio(ratio: number, what: string): void {
+  if (!(ratio >= 0 && ratio < 1)) throw new PeftConfigError(`${what} must be in [0, 1), got ${ratio}`);
 }
 
 export function parseDseeConfig(raw: RawPeftConfig, where: string): DseeConfig {
@@ -42,7 +56,12 @@ export function parseDseeConfig(raw: RawPeftConfig, where: string): DseeConfig {
     grebsmoOuterIters: r.int("grebsmo_outer_iters", 100, 1),
     grebsmoInnerIters: r.int("grebsmo_inner_iters", 2, 1),
     grebsmoThreshold: r.num("grebsmo_threshold", 0.01),
+    pruningRatio: raw.pruning_ratio === undefined || raw.pruning_ratio === null ? null : r.num("pruning_ratio", 0),
+    adPruningRatio: raw.ad_pruning_ratio === undefined || raw.ad_pruning_ratio === null ? null : r.num("ad_pruning_ratio", 0),
+    baseDelta: r.optStr("base_delta"),
   };
+  if (cfg.pruningRatio !== null) checkPruningRatio(cfg.pruningRatio, `${where}: field "pruning_ratio"`);
+  if (cfg.adPruningRatio !== null) checkPruningRatio(cfg.adPruningRatio, `${where}: field "ad_pruning_ratio"`);
   if (cfg.grebsmoThreshold < 0) throw new PeftConfigError(`${where}: field "grebsmo_threshold" must be >= 0, got ${cfg.grebsmoThreshold}`);
   // DoRA rescales W + s·B·A by a learned magnitude: the sparse term would sit outside that norm.
   if (cfg.useDora) throw new PeftConfigError(`${where}: DSEE does not combine with "use_dora"`);
@@ -61,5 +80,8 @@ export function dseeConfigJson(c: DseeConfig): Record<string, unknown> {
     grebsmo_outer_iters: c.grebsmoOuterIters,
     grebsmo_inner_iters: c.grebsmoInnerIters,
     grebsmo_threshold: c.grebsmoThreshold,
+    pruning_ratio: c.pruningRatio,
+    ad_pruning_ratio: c.adPruningRatio,
+    base_delta: c.baseDelta,
   };
 }
