@@ -4,6 +4,7 @@
  * saved in a sub-folder of its name. Loading checks every key: unknown, missing or mis-shaped
  * tensors are an error listing them, never a partial load.
  */
+
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { HostTensor } from "../engine/ir/host.js";
@@ -12,6 +13,7 @@ import { readJsonFile } from "../io/hf-folder.js";
 import { type RawTensor, SafetensorsFile, writeSafetensors } from "../io/safetensors.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
 import { normalizeKeys, PEFT_COMPAT_VERSION, PeftConfigError, sortedJson } from "./config.js";
+import { modulesToSaveKeys } from "./modules-to-save.js";
 import { type Adapter, type AnyConfig, type PeftModel, parsePeftConfig } from "./peft-model.js";
 import { tunerFor } from "./registry.js";
 import type { Tuner } from "./tuner.js";
@@ -60,6 +62,12 @@ export function saveAdapter(peft: PeftModel, name: string, dir: string): void {
   mkdirSync(dir, { recursive: true });
   const tensors: Record<string, HostTensor | RawTensor> = {};
   for (const [k, t] of a.tuner.tensorsToSave?.(peft.info, a.config, a.tensors) ?? a.tensors) tensors[savedKey(a.tuner, k)] = t;
+  // modules_to_save copies are PeftModel's, not the method's: they are saved whatever the
+  // method's tensorsToSave keeps (R-AMT writes only its packed masks).
+  for (const key of modulesToSaveKeys(peft.info, a.config.modulesToSave ?? null).values()) {
+    const t = a.tensors.get(key);
+    if (t && !(savedKey(a.tuner, key) in tensors)) tensors[savedKey(a.tuner, key)] = t;
+  }
   writeSafetensors(join(dir, ADAPTER_WEIGHTS), tensors, { format: "pt" });
   writeJsonAtomic(join(dir, ADAPTER_CONFIG), adapterConfigJson(a, peft.base));
 }
@@ -117,7 +125,14 @@ export function readAdapter(peft: PeftModel, dir: string): { tuner: Tuner; confi
     if (unknown.length) problems.push(`tensors this ${tuner.peftType} config on this model does not use:\n  ${unknown.join("\n  ")}`);
     if (problems.length)
       throw new PeftConfigError(`${weightsPath}: the adapter does not match its config and the model\n${problems.join("\n")}`);
-    return { tuner, config, tensors: tuner.tensorsFromSaved?.(peft.info, config, tensors) ?? tensors };
+    if (!tuner.tensorsFromSaved) return { tuner, config, tensors };
+    const restored = tuner.tensorsFromSaved(peft.info, config, tensors);
+    // As in saveAdapter: the modules_to_save copies pass by the method's hook.
+    for (const key of modulesToSaveKeys(peft.info, config.modulesToSave ?? null).values()) {
+      const t = tensors.get(key);
+      if (t && !restored.has(key)) restored.set(key, t);
+    }
+    return { tuner, config, tensors: restored };
   } finally {
     file.close();
   }

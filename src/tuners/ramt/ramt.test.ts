@@ -164,6 +164,38 @@ test("RAMT: a folder holds U8 masks (⌈n/8⌉ bytes per target); it reloads as 
   }
 });
 
+// compare's encoder rows: a BERT classifier trained with R-AMT keeps its head with modules_to_save,
+// and the folder (packed masks, no scores) must still hold the head and load with the same outputs.
+test("RAMT on BERT classification: the modules_to_save head is saved beside the packed masks and reloads", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "peftkit-ramt-cls-"));
+  try {
+    const cfg = { ...CONFIG, target_modules: ["query", "value"], init_weights: false, modules_to_save: ["classifier"] };
+    const model = await loadTestModel("bert_seq_cls");
+    const peft = PeftModel.create(model, cfg, { seed: 5 });
+    const a = peft.adapter("default");
+    const head = [...a.tensors.keys()].filter((k) => k.startsWith("classifier."));
+    assert.ok(head.length > 0, "the head is in the adapter");
+    // A head that differs from the base's, as after training.
+    const moved = new Map(a.tensors);
+    for (const k of head) {
+      const t = a.tensors.get(k) as HostTensor;
+      moved.set(k, { ...t, data: Float32Array.from(t.data as Float32Array, (v, i) => v + 0.01 * ((i % 7) - 3)) });
+    }
+    peft.setAdapterTensors("default", moved);
+    const ids = randomIds(2, 5, 100);
+    const before = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
+    peft.savePretrained(dir);
+    const fresh = await loadTestModel("bert_seq_cls");
+    const loaded = PeftModel.fromPretrained(fresh, dir);
+    for (const k of head) assert.deepEqual(loaded.adapter("default").tensors.get(k)?.data, moved.get(k)?.data, k);
+    assert.deepEqual((await loaded.forward({ inputIds: ids })).logits?.data, before);
+    await model.release();
+    await fresh.release();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("RAMT keep probability: 1 where a and b agree in sign, |a|/(|a|+|b|) where they disagree; b = a keeps every element", () => {
   const av = [0.3, -2, 1e-3, 0.5, -0.25, 4, -1e-4, 0];
   const bv = [0.7, -1, 5e-3, -1.5, 0.75, -4, 3e-4, 1];
