@@ -90,15 +90,15 @@ export function maxAbsDifference(a: ArrayLike<number | bigint>, b: ArrayLike<num
 /**
  * Asserts two safetensors files hold the same tensor names and shapes and, per tensor,
  * max |got − want| ≤ `tolerance(name)` (the exact-resume check: `want` is the uninterrupted run,
- * `got` the one killed and resumed). A NaN anywhere fails.
+ * `got` the one killed and resumed). A NaN anywhere fails. `label` starts each message.
  */
-export function assertSafetensorsClose(wantPath: string, gotPath: string, tolerance: (name: string) => number): void {
+export function assertSafetensorsClose(wantPath: string, gotPath: string, tolerance: (name: string) => number, label = ""): void {
   const want = readSafetensors(wantPath).tensors;
   const got = readSafetensors(gotPath).tensors;
   assert.deepEqual(Object.keys(got).sort(), Object.keys(want).sort());
   for (const [key, t] of Object.entries(want)) {
     assert.deepEqual(got[key].shape, t.shape, key);
     const worst = maxAbsDifference(t.data as ArrayLike<number | bigint>, got[key].data as ArrayLike<number | bigint>);
-    assert.ok(worst <= tolerance(key), `${key}: max |resumed − uninterrupted| ${worst}`);
+    assert.ok(worst <= tolerance(key), `${label}${key}: max |resumed − uninterrupted| ${worst}`);
   }
 }
