@@ -29,12 +29,15 @@ export function tempDir(prefix: string): string {
 /** The eight examples ("a dog is a kind of" → " animal", …): small enough for a batch of 4 to cycle quickly. */
 const KIND_OF = ["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle", "cat animal", "tulip flower"];
 
-/** Writes the eight kind-of examples as `train.jsonl` (prompt/completion) in `dir`; returns its path. */
-export function writeKindOfData(dir: string): string {
+/**
+ * Writes the first `count` kind-of examples (all eight by default) as `train.jsonl`
+ * (prompt/completion) in `dir`; returns its path.
+ */
+export function writeKindOfData(dir: string, count = KIND_OF.length): string {
   return writeJsonl(
     dir,
     "train.jsonl",
-    KIND_OF.map((s) => {
+    KIND_OF.slice(0, count).map((s) => {
       const [w, k] = s.split(" ");
       return { prompt: `a ${w} is a kind of`, completion: ` ${k}` };
     }),
