@@ -44,6 +44,9 @@ export function writeKindOfData(dir: string, count = KIND_OF.length): string {
   );
 }
 
+/** The flags such tests start with: the embedded model on `data`, batches of 4, no eval split (all examples train). */
+export const kindOfTrainArgs = (data: string): string[] => ["--model", MODEL, "--data", data, "--batch-size", "4", "--eval-fraction", "0"];
+
 /** `peftkit train ARGS EXTRA --output-dir OUT` for a test's fixed flags `args`. */
 export const trainWith =
   (args: readonly string[]) =>

@@ -10,27 +10,12 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { readSafetensors } from "../io/safetensors.js";
 import { AutoModelForCausalLM } from "../models/auto.js";
-import { MODEL, tempDir, trainWith, writeKindOfData } from "../testing/train-cli.js";
+import { kindOfTrainArgs, MODEL, tempDir, trainWith, writeKindOfData } from "../testing/train-cli.js";
 import { applyTrainedTensors } from "./selective-run.js";
 
 const tmp = tempDir("peftkit-lisa-cli-");
 const data = writeKindOfData(tmp);
-const ARGS = [
-  "--model",
-  MODEL,
-  "--data",
-  data,
-  "--batch-size",
-  "4",
-  "--eval-fraction",
-  "0",
-  "--max-steps",
-  "8",
-  "--lr",
-  "1e-3",
-  "--seed",
-  "3",
-];
+const ARGS = [...kindOfTrainArgs(data), "--max-steps", "8", "--lr", "1e-3", "--seed", "3"];
 const LISA = ["--method", "lisa", "--lisa-layers", "1", "--lisa-interval", "3", "--save-steps", "4"];
 
 const train = trainWith(ARGS);

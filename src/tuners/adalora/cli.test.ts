@@ -13,6 +13,7 @@ import { runCli } from "../../testing/cli.js";
 import {
   assertAdapterChangesOutputs,
   assertSafetensorsClose,
+  kindOfTrainArgs,
   MODEL,
   tempDir,
   trainWith,
@@ -23,14 +24,7 @@ const tmp = tempDir("peftkit-adalora-cli-");
 const data = writeKindOfData(tmp);
 // 12 steps: 2 warm-up, budget shrinking over steps 3..8 (every 2nd), the final pattern at 9, then fixed.
 const ARGS = [
-  "--model",
-  MODEL,
-  "--data",
-  data,
-  "--batch-size",
-  "4",
-  "--eval-fraction",
-  "0",
+  ...kindOfTrainArgs(data),
   "--max-steps",
   "12",
   "--lr",

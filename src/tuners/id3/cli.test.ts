@@ -13,6 +13,7 @@ import { readSafetensors } from "../../io/safetensors.js";
 import {
   assertAdapterChangesOutputs,
   assertSafetensorsClose,
+  kindOfTrainArgs,
   MODEL,
   tempDir,
   trainWith,
@@ -23,14 +24,7 @@ import { unmaskedAfter } from "./schedule.js";
 const tmp = tempDir("peftkit-id3-cli-");
 const data = writeKindOfData(tmp);
 const ARGS = [
-  "--model",
-  MODEL,
-  "--data",
-  data,
-  "--batch-size",
-  "4",
-  "--eval-fraction",
-  "0",
+  ...kindOfTrainArgs(data),
   "--max-steps",
   "10",
   "--lr",

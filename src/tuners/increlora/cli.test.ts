@@ -12,6 +12,7 @@ import { readSafetensors } from "../../io/safetensors.js";
 import {
   assertAdapterChangesOutputs,
   assertSafetensorsClose,
+  kindOfTrainArgs,
   MODEL,
   tempDir,
   trainWith,
@@ -23,14 +24,7 @@ const data = writeKindOfData(tmp);
 // q_proj and v_proj of 4 layers: 8 modules from rank 1 to a budget of 2 × 8; rounds of 3 modules
 // after the updates of steps 5, 7, 9 (global steps 4, 6, 8 > init_warmup 2, every 2nd).
 const ARGS = [
-  "--model",
-  MODEL,
-  "--data",
-  data,
-  "--batch-size",
-  "4",
-  "--eval-fraction",
-  "0",
+  ...kindOfTrainArgs(data),
   "--max-steps",
   "12",
   "--lr",

@@ -12,6 +12,7 @@ import { readSafetensors } from "../../io/safetensors.js";
 import {
   assertAdapterChangesOutputs,
   assertSafetensorsClose,
+  kindOfTrainArgs,
   MODEL,
   tempDir,
   trainWith,
@@ -22,14 +23,7 @@ const tmp = tempDir("peftkit-ist-cli-");
 const data = writeKindOfData(tmp);
 // Rounds after steps 3, 6, 9, 12 on importance batches of 3 (cycled over the 8 examples).
 const ARGS = [
-  "--model",
-  MODEL,
-  "--data",
-  data,
-  "--batch-size",
-  "4",
-  "--eval-fraction",
-  "0",
+  ...kindOfTrainArgs(data),
   "--max-steps",
   "12",
   "--lr",

@@ -12,21 +12,14 @@ import { describe, test } from "node:test";
 import { readSafetensors } from "../../io/safetensors.js";
 import { AutoModelForCausalLM } from "../../models/auto.js";
 import { runCli } from "../../testing/cli.js";
-import { assertSafetensorsClose, MODEL, tempDir, trainWith, writeKindOfData } from "../../testing/train-cli.js";
+import { assertSafetensorsClose, kindOfTrainArgs, MODEL, tempDir, trainWith, writeKindOfData } from "../../testing/train-cli.js";
 import { maxAbsDiff } from "../conformance.js";
 import { PeftModel } from "../peft-model.js";
 
 const tmp = tempDir("peftkit-pat-cli-");
 const data = writeKindOfData(tmp);
 const ARGS = [
-  "--model",
-  MODEL,
-  "--data",
-  data,
-  "--batch-size",
-  "4",
-  "--eval-fraction",
-  "0",
+  ...kindOfTrainArgs(data),
   "--max-steps",
   "8",
   "--lr",

@@ -8,20 +8,13 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { readSafetensors, SafetensorsFile } from "../../io/safetensors.js";
-import { assertAdapterChangesOutputs, MODEL, tempDir, trainWith, writeKindOfData } from "../../testing/train-cli.js";
+import { assertAdapterChangesOutputs, kindOfTrainArgs, MODEL, tempDir, trainWith, writeKindOfData } from "../../testing/train-cli.js";
 
 const tmp = tempDir("peftkit-ramt-cli-");
 const data = writeKindOfData(tmp);
 // lr 1e-2: Adam moves a score by ~lr per step, so entries cross τ = 5e-3 within the run.
 const ARGS = [
-  "--model",
-  MODEL,
-  "--data",
-  data,
-  "--batch-size",
-  "4",
-  "--eval-fraction",
-  "0",
+  ...kindOfTrainArgs(data),
   "--max-steps",
   "6",
   "--lr",

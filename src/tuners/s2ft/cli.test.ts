@@ -10,28 +10,13 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { readSafetensors } from "../../io/safetensors.js";
 import { AutoModelForCausalLM } from "../../models/auto.js";
-import { MODEL, tempDir, trainWith, writeKindOfData } from "../../testing/train-cli.js";
+import { kindOfTrainArgs, MODEL, tempDir, trainWith, writeKindOfData } from "../../testing/train-cli.js";
 import { maxAbsDiff } from "../conformance.js";
 import { PeftModel } from "../peft-model.js";
 
 const tmp = tempDir("peftkit-s2ft-cli-");
 const data = writeKindOfData(tmp);
-const ARGS = [
-  "--model",
-  MODEL,
-  "--data",
-  data,
-  "--batch-size",
-  "4",
-  "--eval-fraction",
-  "0",
-  "--max-steps",
-  "4",
-  "--lr",
-  "1e-3",
-  "--method",
-  "s2ft",
-];
+const ARGS = [...kindOfTrainArgs(data), "--max-steps", "4", "--lr", "1e-3", "--method", "s2ft"];
 
 const train = trainWith(ARGS);
 

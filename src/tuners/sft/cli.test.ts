@@ -12,6 +12,7 @@ import { readSafetensors } from "../../io/safetensors.js";
 import {
   assertAdapterChangesOutputs,
   assertSafetensorsClose,
+  kindOfTrainArgs,
   MODEL,
   tempDir,
   trainWith,
@@ -22,14 +23,7 @@ const tmp = tempDir("peftkit-spiel-cli-");
 const data = writeKindOfData(tmp);
 // Reselections after steps 2 (everything), 6 and 10; phases collect steps 1–2, 4–6, 8–10.
 const ARGS = [
-  "--model",
-  MODEL,
-  "--data",
-  data,
-  "--batch-size",
-  "4",
-  "--eval-fraction",
-  "0",
+  ...kindOfTrainArgs(data),
   "--max-steps",
   "12",
   "--lr",
