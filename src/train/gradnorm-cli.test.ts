@@ -5,48 +5,20 @@
  * ranks / gaps are one usage line.
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { readSafetensors } from "../io/safetensors.js";
 import { AutoModelForCausalLM } from "../models/auto.js";
-import { runCli, writeJsonl } from "../testing/cli.js";
-import { REPO_ROOT } from "../testing/paths.js";
+import { kindOfTrainArgs, MODEL, tempDir, trainWith, writeKindOfData } from "../testing/train-cli.js";
 import { applyTrainedTensors } from "./selective-run.js";
 
-const MODEL = join(REPO_ROOT, "models/wordnet-llama");
-const tmp = mkdtempSync(join(tmpdir(), "peftkit-gnlorp-cli-"));
-after(() => rmSync(tmp, { recursive: true, force: true }));
-
-const data = writeJsonl(
-  tmp,
-  "train.jsonl",
-  ["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle", "cat animal", "tulip flower"].map((s) => {
-    const [w, k] = s.split(" ");
-    return { prompt: `a ${w} is a kind of`, completion: ` ${k}` };
-  }),
-);
-const ARGS = [
-  "--model",
-  MODEL,
-  "--data",
-  data,
-  "--batch-size",
-  "4",
-  "--eval-fraction",
-  "0",
-  "--max-steps",
-  "6",
-  "--lr",
-  "1e-3",
-  "--seed",
-  "3",
-];
+const tmp = tempDir("peftkit-gnlorp-cli-");
+const data = writeKindOfData(tmp);
+const ARGS = [...kindOfTrainArgs(data), "--max-steps", "6", "--lr", "1e-3", "--seed", "3"];
 const GN = ["--method", "gradnorm_lorp", "--r", "4", "--gradnorm-update-gap", "3", "--target", "q_proj,down_proj", "--save-steps", "2"];
 
-const train = (extra: string[], out: string, env: Record<string, string> = {}) =>
-  runCli(["train", ...ARGS, ...extra, "--output-dir", out], env);
+const train = trainWith(ARGS);
 
 const metrics = (dir: string) =>
   readFileSync(join(dir, "metrics.jsonl"), "utf8")

@@ -6,29 +6,22 @@
  * are refused in one line naming the flag.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 import type { HostTensor } from "../engine/ir/host.js";
 import { readSafetensors } from "../io/safetensors.js";
 import { runCli, writeJsonl } from "../testing/cli.js";
-import { REPO_ROOT } from "../testing/paths.js";
+import { MODEL, tempDir, writeKindOfData } from "../testing/train-cli.js";
 
-const MODEL = join(REPO_ROOT, "models/wordnet-llama");
-const tmp = mkdtempSync(join(tmpdir(), "peftkit-graft-cli-"));
-after(() => rmSync(tmp, { recursive: true, force: true }));
+const tmp = tempDir("peftkit-graft-cli-");
 
 const rows = (pairs: string[]) =>
   pairs.map((s) => {
     const [w, k] = s.split(" ");
     return { prompt: `a ${w} is a kind of`, completion: ` ${k}` };
   });
-const train = writeJsonl(
-  tmp,
-  "train.jsonl",
-  rows(["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle", "cat animal", "tulip flower"]),
-);
+const train = writeKindOfData(tmp);
 const dev = writeJsonl(tmp, "dev.jsonl", rows(["horse animal", "pine tree", "lily flower", "apple fruit"]));
 const adapter = join(tmp, "lora");
 const merged = join(tmp, "merged");

@@ -8,41 +8,24 @@
  * and bad input as one line naming the flag.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import type { HostTensor } from "../engine/ir/host.js";
 import { readSafetensors } from "../io/safetensors.js";
-import { REPO_ROOT } from "../testing/paths.js";
+import { runCli } from "../testing/cli.js";
+import { assertSafetensorsClose, MODEL, tempDir, trainWith, writeKindOfData } from "../testing/train-cli.js";
 
-const CLI = join(REPO_ROOT, "dist/src/cli/main.js");
-const MODEL = join(REPO_ROOT, "models/wordnet-llama");
-const tmp = mkdtempSync(join(tmpdir(), "peftkit-light-peft-cli-"));
-after(() => rmSync(tmp, { recursive: true, force: true }));
-
-const data = join(tmp, "train.jsonl");
-writeFileSync(
-  data,
-  `${["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle", "cat animal", "tulip flower"]
-    .map((s) => {
-      const [w, k] = s.split(" ");
-      return JSON.stringify({ prompt: `a ${w} is a kind of`, completion: ` ${k}` });
-    })
-    .join("\n")}\n`,
-);
+const tmp = tempDir("peftkit-light-peft-cli-");
+const data = writeKindOfData(tmp);
 const ARGS = [
   ...["--model", MODEL, "--data", data, "--batch-size", "4", "--eval-fraction", "0", "--lr", "1e-3", "--seed", "3"],
   ...["--method", "light_peft", "--r", "4", "--max-steps", "10", "--estimation-steps", "6", "--save-steps", "2", "--threads", "1"],
 ];
 
-function cli(args: string[], env: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", env: { ...process.env, FORCE_COLOR: "0", ...env } });
-  return { status: r.status, signal: r.signal, stderr: r.stderr, stdout: r.stdout };
-}
-const train = (out: string, extra: string[] = [], env: Record<string, string> = {}) =>
-  cli(["train", ...ARGS, ...extra, "--output-dir", out], env);
+const cli = runCli;
+const trainArgs = trainWith(ARGS);
+const train = (out: string, extra: string[] = [], env: Record<string, string> = {}) => trainArgs(extra, out, env);
 const tensors = (file: string): Record<string, HostTensor> => readSafetensors(file).tensors;
 const json = (file: string) => JSON.parse(readFileSync(file, "utf8"));
 
@@ -51,7 +34,7 @@ describe("peftkit train --method light_peft", () => {
 
   test("estimation, pruning, phase 2: the folders, the counts, eval over the original and the pruned base", () => {
     const r = train(straight, ["--save-pruned-model"]);
-    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.code, 0, r.stderr);
     const est = json(join(straight, "estimation", "adapter_config.json"));
     assert.deepEqual(
       [est.peft_type, est.mask_l1_coef, est.attn_mask_lr_mult, est.ffn_mask_lr_mult, est.module_pruning_ratio, est.rank_pruning_ratio],
@@ -78,7 +61,7 @@ describe("peftkit train --method light_peft", () => {
     }
     const evalOn = (model: string, file: string) => {
       const e = cli(["eval", "--model", model, "--adapter", straight, "--data", data, "--output", file, "--threads", "1"]);
-      assert.equal(e.status, 0, e.stderr);
+      assert.equal(e.code, 0, e.stderr);
       return json(file);
     };
     const a = evalOn(MODEL, join(tmp, "eval-a.json"));
@@ -98,24 +81,15 @@ describe("peftkit train --method light_peft", () => {
       assert.equal(k.signal, "SIGKILL", k.stderr);
       assert.ok(existsSync(join(out, left)) && !existsSync(join(out, "adapter_config.json")), `${name}: ${left} left`);
       const fresh = train(out);
-      assert.equal(fresh.status, 1, "a fresh run into the folder is refused");
+      assert.equal(fresh.code, 1, "a fresh run into the folder is refused");
       assert.match(fresh.stderr, /--resume/);
       const r = train(out, ["--resume", "--save-pruned-model"]);
-      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, name === "estimation" ? /resuming from .*estimation.checkpoint-4/ : /estimation in .* is finished/);
       assert.equal(readFileSync(join(out, "pruned_backbone.json"), "utf8"), wantPlan);
       // The estimation folder too: masks, LoRA and the importance sums (checkpointed as adapter tensors).
       for (const file of ["adapter_model.safetensors", "estimation/adapter_model.safetensors"]) {
-        const want = tensors(join(straight, file));
-        const got = tensors(join(out, file));
-        assert.deepEqual(Object.keys(got).sort(), Object.keys(want).sort());
-        for (const [key, t] of Object.entries(want)) {
-          const g = got[key].data as ArrayLike<number>;
-          const w = t.data as ArrayLike<number>;
-          let worst = 0;
-          for (let i = 0; i < w.length; i++) worst = Math.max(worst, Math.abs(w[i] - g[i]));
-          assert.ok(worst <= 1e-6, `${name} ${file} ${key}: max |resumed − uninterrupted| ${worst}`);
-        }
+        assertSafetensorsClose(join(straight, file), join(out, file), () => 1e-6, `${name} ${file} `);
       }
     }
   });
@@ -131,7 +105,7 @@ describe("peftkit train --method light_peft", () => {
       const bad = join(tmp, "bad");
       rmSync(bad, { recursive: true, force: true });
       const r = train(bad, [...extra]);
-      assert.equal(r.status, status, r.stderr);
+      assert.equal(r.code, status, r.stderr);
       assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
       assert.match(r.stderr, pattern);
     }

@@ -6,30 +6,16 @@
  * uninterrupted result (indices exactly, values within 1e-6).
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import type { HostTensor } from "../engine/ir/host.js";
 import { readSafetensors } from "../io/safetensors.js";
-import { REPO_ROOT } from "../testing/paths.js";
+import { runCli } from "../testing/cli.js";
+import { assertSafetensorsClose, MODEL, tempDir, trainWith, writeKindOfData } from "../testing/train-cli.js";
 
-const CLI = join(REPO_ROOT, "dist/src/cli/main.js");
-const MODEL = join(REPO_ROOT, "models/wordnet-llama");
-const tmp = mkdtempSync(join(tmpdir(), "peftkit-lt-sft-cli-"));
-after(() => rmSync(tmp, { recursive: true, force: true }));
-
-const data = join(tmp, "train.jsonl");
-writeFileSync(
-  data,
-  `${["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle", "cat animal", "tulip flower"]
-    .map((s) => {
-      const [w, k] = s.split(" ");
-      return JSON.stringify({ prompt: `a ${w} is a kind of`, completion: ` ${k}` });
-    })
-    .join("\n")}\n`,
-);
+const tmp = tempDir("peftkit-lt-sft-cli-");
+const data = writeKindOfData(tmp);
 const TARGETS = ["q_proj", "v_proj", "down_proj"];
 const ARGS = [
   ...["--model", MODEL, "--data", data, "--batch-size", "4", "--eval-fraction", "0", "--lr", "1e-3", "--seed", "3"],
@@ -37,12 +23,9 @@ const ARGS = [
   ...["--save-steps", "2", "--threads", "1"],
 ];
 
-function cli(args: string[], env: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", env: { ...process.env, FORCE_COLOR: "0", ...env } });
-  return { status: r.status, signal: r.signal, stderr: r.stderr, stdout: r.stdout };
-}
-const train = (out: string, extra: string[] = [], env: Record<string, string> = {}) =>
-  cli(["train", ...ARGS, ...extra, "--output-dir", out], env);
+const cli = runCli;
+const trainArgs = trainWith(ARGS);
+const train = (out: string, extra: string[] = [], env: Record<string, string> = {}) => trainArgs(extra, out, env);
 
 const tensors = (file: string): Record<string, HostTensor> => readSafetensors(file).tensors;
 /** "base_model.model.<module>.sft_delta.indices" → module. */
@@ -53,7 +36,7 @@ describe("peftkit train --method lt_sft", () => {
 
   test("global top-K of |θ₁ − θ₀|, only those entries change, the delta file, the adapter loads", () => {
     const r = train(straight);
-    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.code, 0, r.stderr);
     const cfg = JSON.parse(readFileSync(join(straight, "adapter_config.json"), "utf8"));
     assert.equal(cfg.peft_type, "SFT");
     assert.equal(cfg.reselection_steps, 0);
@@ -92,13 +75,13 @@ describe("peftkit train --method lt_sft", () => {
     }
     const exported = join(tmp, "exported.safetensors");
     const ex = cli(["delta", "export", "--adapter", straight, "--model", MODEL, "--output", exported]);
-    assert.equal(ex.status, 0, ex.stderr);
+    assert.equal(ex.code, 0, ex.stderr);
     assert.deepEqual(readFileSync(exported), readFileSync(deltaFile));
 
     // Merged into the base: exactly the kept entries differ, by their trained values.
     const merged = join(tmp, "merged");
     const ap = cli(["delta", "apply", "--model", MODEL, "--input", deltaFile, "--output-dir", merged]);
-    assert.equal(ap.status, 0, ap.stderr);
+    assert.equal(ap.code, 0, ap.stderr);
     const base = tensors(join(MODEL, "model.safetensors"));
     const after = tensors(join(merged, "model.safetensors"));
     assert.deepEqual(Object.keys(after).sort(), Object.keys(base).sort());
@@ -124,15 +107,14 @@ describe("peftkit train --method lt_sft", () => {
     const baseOf = (f: string) => readSafetensors(f).metadata.base_model;
     const onMerged = join(tmp, "on-merged.safetensors");
     const declared = join(tmp, "declared.safetensors");
-    assert.equal(cli(["delta", "export", "--adapter", straight, "--model", merged, "--output", onMerged]).status, 0);
+    assert.equal(cli(["delta", "export", "--adapter", straight, "--model", merged, "--output", onMerged]).code, 0);
     const dr = cli(["delta", "export", "--adapter", straight, "--model", merged, "--declare-base", MODEL, "--output", declared]);
-    assert.equal(dr.status, 0, dr.stderr);
+    assert.equal(dr.code, 0, dr.stderr);
     assert.notEqual(baseOf(onMerged), baseOf(deltaFile));
     assert.equal(baseOf(declared), baseOf(deltaFile));
   });
 
   test("SIGKILL in phase 1 or in phase 2, then --resume: the uninterrupted result", () => {
-    const want = tensors(join(straight, "adapter_model.safetensors"));
     // Step hits count across the phases: #3 is phase 1's step 3, #7 phase 2's step 3 (checkpoint-2 of each).
     for (const [name, hit, left] of [
       ["phase1", 3, "phase1/checkpoint-2"],
@@ -143,20 +125,17 @@ describe("peftkit train --method lt_sft", () => {
       assert.equal(k.signal, "SIGKILL", k.stderr);
       assert.ok(existsSync(join(out, left)) && !existsSync(join(out, "adapter_config.json")), `${name}: ${left} left`);
       const fresh = train(out);
-      assert.equal(fresh.status, 1, "a fresh run into the folder is refused");
+      assert.equal(fresh.code, 1, "a fresh run into the folder is refused");
       assert.match(fresh.stderr, /--resume/);
       const r = train(out, ["--resume"]);
-      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, name === "phase1" ? /resuming from .*phase1.checkpoint-2/ : /phase 1 already finished/);
-      const got = tensors(join(out, "adapter_model.safetensors"));
-      assert.deepEqual(Object.keys(got).sort(), Object.keys(want).sort());
-      for (const [key, t] of Object.entries(want)) {
-        const g = got[key].data as ArrayLike<number>;
-        let worst = 0;
-        const w = t.data as ArrayLike<number>;
-        for (let i = 0; i < w.length; i++) worst = Math.max(worst, Math.abs(w[i] - g[i]));
-        assert.ok(key.endsWith(".indices") ? worst === 0 : worst <= 1e-6, `${name} ${key}: max |resumed − uninterrupted| ${worst}`);
-      }
+      assertSafetensorsClose(
+        join(straight, "adapter_model.safetensors"),
+        join(out, "adapter_model.safetensors"),
+        (key) => (key.endsWith(".indices") ? 0 : 1e-6),
+        `${name} `,
+      );
     }
   });
 
@@ -166,7 +145,7 @@ describe("peftkit train --method lt_sft", () => {
       [["--method", "lora", "--full-steps", "2"], /--full-steps is for --method lt_sft/],
     ] as const) {
       const r = train(join(tmp, "bad"), [...extra]);
-      assert.equal(r.status, 2, r.stderr);
+      assert.equal(r.code, 2, r.stderr);
       assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
       assert.match(r.stderr, pattern);
     }

@@ -5,41 +5,26 @@
  * killed with SIGKILL after a checkpoint resumes to the adapter of an uninterrupted run (1e-6).
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { readSafetensors } from "../../io/safetensors.js";
-import { AutoModelForCausalLM } from "../../models/auto.js";
-import { REPO_ROOT } from "../../testing/paths.js";
-import { PeftModel } from "../peft-model.js";
+import { runCli } from "../../testing/cli.js";
+import {
+  assertAdapterChangesOutputs,
+  assertSafetensorsClose,
+  kindOfTrainArgs,
+  MODEL,
+  tempDir,
+  trainWith,
+  writeKindOfData,
+} from "../../testing/train-cli.js";
 
-const CLI = join(REPO_ROOT, "dist/src/cli/main.js");
-const MODEL = join(REPO_ROOT, "models/wordnet-llama");
-const tmp = mkdtempSync(join(tmpdir(), "peftkit-adalora-cli-"));
-after(() => rmSync(tmp, { recursive: true, force: true }));
-
-const data = join(tmp, "train.jsonl");
-writeFileSync(
-  data,
-  `${["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle", "cat animal", "tulip flower"]
-    .map((s) => {
-      const [w, k] = s.split(" ");
-      return JSON.stringify({ prompt: `a ${w} is a kind of`, completion: ` ${k}` });
-    })
-    .join("\n")}\n`,
-);
+const tmp = tempDir("peftkit-adalora-cli-");
+const data = writeKindOfData(tmp);
 // 12 steps: 2 warm-up, budget shrinking over steps 3..8 (every 2nd), the final pattern at 9, then fixed.
 const ARGS = [
-  "--model",
-  MODEL,
-  "--data",
-  data,
-  "--batch-size",
-  "4",
-  "--eval-fraction",
-  "0",
+  ...kindOfTrainArgs(data),
   "--max-steps",
   "12",
   "--lr",
@@ -62,23 +47,13 @@ const ARGS = [
   "3",
 ];
 
-function train(
-  extra: string[],
-  out: string,
-  env: Record<string, string> = {},
-): { status: number | null; signal: string | null; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, "train", ...ARGS, ...extra, "--output-dir", out], {
-    encoding: "utf8",
-    env: { ...process.env, FORCE_COLOR: "0", ...env },
-  });
-  return { status: r.status, signal: r.signal, stderr: r.stderr };
-}
+const train = trainWith(ARGS);
 
 describe("peftkit train --method adalora", () => {
   test("flags → config, total_step = the run's steps, budget in metrics, PEFT's pruned folder loads back; SIGKILL + --resume is exact", async () => {
     const straight = join(tmp, "straight");
     const r = train(["--save-steps", "4"], straight);
-    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.code, 0, r.stderr);
     const cfg = JSON.parse(readFileSync(join(straight, "adapter_config.json"), "utf8"));
     assert.deepEqual(
       [cfg.peft_type, cfg.target_r, cfg.init_r, cfg.tinit, cfg.tfinal, cfg.deltaT, cfg.total_step, cfg.lora_alpha],
@@ -115,18 +90,7 @@ describe("peftkit train --method adalora", () => {
     );
 
     // The folder loads (pruned tensors back among init_r) and gives the model the run ended with.
-    const base = await AutoModelForCausalLM.fromPretrained(MODEL);
-    try {
-      const peft = PeftModel.fromPretrained(base, straight);
-      const out = (await peft.forward({ inputIds: [[5, 17, 99, 300, 42, 7]] })).logits?.data as Float32Array;
-      const off = (await peft.disableAdapter(() => peft.forward({ inputIds: [[5, 17, 99, 300, 42, 7]] }))).logits?.data as Float32Array;
-      assert.ok(
-        out.some((v, i) => Math.abs(v - off[i]) > 1e-4),
-        "the adapter changes the outputs",
-      );
-    } finally {
-      await base.release();
-    }
+    await assertAdapterChangesOutputs(MODEL, straight, { moreThan: 1e-4 });
 
     // Killed at the start of step 11 (checkpoint-8 is the last one), resumed: steps 9-12 replay a
     // masking step (g = 8), the final pattern (g = 9) and two steps masked by it.
@@ -135,19 +99,8 @@ describe("peftkit train --method adalora", () => {
     assert.equal(k.signal, "SIGKILL", k.stderr);
     assert.ok(existsSync(join(killed, "checkpoint-8")) && !existsSync(join(killed, "adapter_config.json")));
     const again = train(["--save-steps", "4", "--resume"], killed);
-    assert.equal(again.status, 0, again.stderr);
-    const want = readSafetensors(join(straight, "adapter_model.safetensors")).tensors;
-    const got = readSafetensors(join(killed, "adapter_model.safetensors")).tensors;
-    assert.deepEqual(Object.keys(got).sort(), Object.keys(want).sort());
-    for (const [key, t] of Object.entries(want)) {
-      assert.deepEqual(got[key].shape, t.shape, key);
-      const g = got[key].data as Float32Array;
-      let worst = 0;
-      (t.data as Float32Array).forEach((v, i) => {
-        worst = Math.max(worst, Math.abs(v - g[i]));
-      });
-      assert.ok(worst <= 1e-6, `${key}: max |resumed − uninterrupted| ${worst}`);
-    }
+    assert.equal(again.code, 0, again.stderr);
+    assertSafetensorsClose(join(straight, "adapter_model.safetensors"), join(killed, "adapter_model.safetensors"), () => 1e-6);
     assert.deepEqual(JSON.parse(readFileSync(join(killed, "adapter_config.json"), "utf8")).rank_pattern, pattern);
   });
 
@@ -155,29 +108,24 @@ describe("peftkit train --method adalora", () => {
     const out = join(tmp, "yaml");
     const yaml = join(tmp, "adalora.yaml");
     writeFileSync(yaml, "method: adalora\ntarget_r: 3\ninit_r: 5\ndelta_t: 4\north_reg_weight: 0.2\ntotal_step: 40\ntinit: 1\n");
-    const r = spawnSync(
-      process.execPath,
-      [
-        CLI,
-        "train",
-        "--config",
-        yaml,
-        "--model",
-        MODEL,
-        "--data",
-        data,
-        "--batch-size",
-        "4",
-        "--eval-fraction",
-        "0",
-        "--max-steps",
-        "2",
-        "--output-dir",
-        out,
-      ],
-      { encoding: "utf8" },
-    );
-    assert.equal(r.status, 0, r.stderr);
+    const r = runCli([
+      "train",
+      "--config",
+      yaml,
+      "--model",
+      MODEL,
+      "--data",
+      data,
+      "--batch-size",
+      "4",
+      "--eval-fraction",
+      "0",
+      "--max-steps",
+      "2",
+      "--output-dir",
+      out,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
     const cfg = JSON.parse(readFileSync(join(out, "adapter_config.json"), "utf8"));
     assert.deepEqual(
       [cfg.target_r, cfg.init_r, cfg.deltaT, cfg.orth_reg_weight, cfg.total_step, cfg.tinit, cfg.lora_alpha],

@@ -6,41 +6,25 @@
  * uninterrupted run (positions exactly, values 1e-6).
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { readSafetensors } from "../../io/safetensors.js";
-import { AutoModelForCausalLM } from "../../models/auto.js";
-import { REPO_ROOT } from "../../testing/paths.js";
-import { PeftModel } from "../peft-model.js";
+import {
+  assertAdapterChangesOutputs,
+  assertSafetensorsClose,
+  kindOfTrainArgs,
+  MODEL,
+  tempDir,
+  trainWith,
+  writeKindOfData,
+} from "../../testing/train-cli.js";
 import { unmaskedAfter } from "./schedule.js";
 
-const CLI = join(REPO_ROOT, "dist/src/cli/main.js");
-const MODEL = join(REPO_ROOT, "models/wordnet-llama");
-const tmp = mkdtempSync(join(tmpdir(), "peftkit-id3-cli-"));
-after(() => rmSync(tmp, { recursive: true, force: true }));
-
-const data = join(tmp, "train.jsonl");
-writeFileSync(
-  data,
-  `${["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle", "cat animal", "tulip flower"]
-    .map((s) => {
-      const [w, k] = s.split(" ");
-      return JSON.stringify({ prompt: `a ${w} is a kind of`, completion: ` ${k}` });
-    })
-    .join("\n")}\n`,
-);
+const tmp = tempDir("peftkit-id3-cli-");
+const data = writeKindOfData(tmp);
 const ARGS = [
-  "--model",
-  MODEL,
-  "--data",
-  data,
-  "--batch-size",
-  "4",
-  "--eval-fraction",
-  "0",
+  ...kindOfTrainArgs(data),
   "--max-steps",
   "10",
   "--lr",
@@ -57,19 +41,13 @@ const ARGS = [
   "3",
 ];
 
-function train(extra: string[], out: string, env: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, [CLI, "train", ...ARGS, ...extra, "--output-dir", out], {
-    encoding: "utf8",
-    env: { ...process.env, FORCE_COLOR: "0", ...env },
-  });
-  return { status: r.status, signal: r.signal, stderr: r.stderr, stdout: r.stdout };
-}
+const train = trainWith(ARGS);
 
 describe("peftkit train --method id3", () => {
   test("flags → config, the unmasking schedule, the folder loads back; SIGKILL + --resume is exact", async () => {
     const straight = join(tmp, "straight");
     const r = train(["--save-steps", "4", "--log-steps", "1"], straight);
-    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.code, 0, r.stderr);
     const cfg = JSON.parse(readFileSync(join(straight, "adapter_config.json"), "utf8"));
     assert.deepEqual([cfg.peft_type, cfg.budget, cfg.max_steps, cfg.eps, cfg.exp], ["ID3", 333, 10, 1e-3, 1]);
     const unmasked = readFileSync(join(straight, "metrics.jsonl"), "utf8")
@@ -95,45 +73,26 @@ describe("peftkit train --method id3", () => {
     }
     // Entries unmasked after step 10 have not trained yet (the one-step offset).
     assert.equal(nonzero, unmaskedAfter(9, 333, 10));
-    const base = await AutoModelForCausalLM.fromPretrained(MODEL);
-    try {
-      const peft = PeftModel.fromPretrained(base, straight);
-      const ids = [[5, 17, 99, 300, 42, 7]];
-      const out = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
-      const off = (await peft.disableAdapter(() => peft.forward({ inputIds: ids }))).logits?.data as Float32Array;
-      assert.ok(
-        out.some((v, i) => Math.abs(v - off[i]) > 1e-5),
-        "the adapter changes the outputs",
-      );
-    } finally {
-      await base.release();
-    }
+    await assertAdapterChangesOutputs(MODEL, straight);
 
     const killed = join(tmp, "killed");
     const k = train(["--save-steps", "4"], killed, { PEFTKIT_FAULT_AT: "train:step#7" });
     assert.equal(k.signal, "SIGKILL", k.stderr);
     assert.ok(existsSync(join(killed, "checkpoint-4", "controller.safetensors")) && !existsSync(join(killed, "adapter_config.json")));
     const again = train(["--save-steps", "4", "--resume"], killed);
-    assert.equal(again.status, 0, again.stderr);
-    const got = readSafetensors(join(killed, "adapter_model.safetensors")).tensors;
-    assert.deepEqual(Object.keys(got).sort(), keys);
-    for (const [key, t] of Object.entries(file)) {
-      const g = got[key].data;
-      let worst = 0;
-      t.data.forEach((v: number | bigint, i: number) => {
-        worst = Math.max(worst, Math.abs(Number(v) - Number(g[i])));
-      });
-      assert.ok(key.endsWith(".indices") ? worst === 0 : worst <= 1e-6, `${key}: max |resumed − uninterrupted| ${worst}`);
-    }
+    assert.equal(again.code, 0, again.stderr);
+    assertSafetensorsClose(join(straight, "adapter_model.safetensors"), join(killed, "adapter_model.safetensors"), (key) =>
+      key.endsWith(".indices") ? 0 : 1e-6,
+    );
   });
 
   test("bad settings are one line each", () => {
     const bad = train(["--id3-eps", "0"], join(tmp, "bad"));
-    assert.equal(bad.status, 2);
+    assert.equal(bad.code, 2);
     assert.match(bad.stderr.trim(), /--id3-eps/);
     assert.equal(bad.stderr.trim().split("\n").length, 1);
     const big = train(["--id3-budget", "100000000"], join(tmp, "bad2"));
-    assert.equal(big.status, 1);
+    assert.equal(big.code, 1);
     assert.match(big.stderr.trim(), /^peftkit: .*budget 100000000 exceeds the \d+ weights of the targeted layers$/);
   });
 });

@@ -5,42 +5,26 @@
  * SIGKILL between rounds resumes to the adapter of an uninterrupted run (1e-6).
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { readSafetensors } from "../../io/safetensors.js";
-import { AutoModelForCausalLM } from "../../models/auto.js";
-import { REPO_ROOT } from "../../testing/paths.js";
-import { PeftModel } from "../peft-model.js";
+import {
+  assertAdapterChangesOutputs,
+  assertSafetensorsClose,
+  kindOfTrainArgs,
+  MODEL,
+  tempDir,
+  trainWith,
+  writeKindOfData,
+} from "../../testing/train-cli.js";
 
-const CLI = join(REPO_ROOT, "dist/src/cli/main.js");
-const MODEL = join(REPO_ROOT, "models/wordnet-llama");
-const tmp = mkdtempSync(join(tmpdir(), "peftkit-increlora-cli-"));
-after(() => rmSync(tmp, { recursive: true, force: true }));
-
-const data = join(tmp, "train.jsonl");
-writeFileSync(
-  data,
-  `${["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle", "cat animal", "tulip flower"]
-    .map((s) => {
-      const [w, k] = s.split(" ");
-      return JSON.stringify({ prompt: `a ${w} is a kind of`, completion: ` ${k}` });
-    })
-    .join("\n")}\n`,
-);
+const tmp = tempDir("peftkit-increlora-cli-");
+const data = writeKindOfData(tmp);
 // q_proj and v_proj of 4 layers: 8 modules from rank 1 to a budget of 2 × 8; rounds of 3 modules
 // after the updates of steps 5, 7, 9 (global steps 4, 6, 8 > init_warmup 2, every 2nd).
 const ARGS = [
-  "--model",
-  MODEL,
-  "--data",
-  data,
-  "--batch-size",
-  "4",
-  "--eval-fraction",
-  "0",
+  ...kindOfTrainArgs(data),
   "--max-steps",
   "12",
   "--lr",
@@ -65,19 +49,13 @@ const ARGS = [
   "3",
 ];
 
-function train(extra: string[], out: string, env: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, [CLI, "train", ...ARGS, ...extra, "--output-dir", out], {
-    encoding: "utf8",
-    env: { ...process.env, FORCE_COLOR: "0", ...env },
-  });
-  return { status: r.status, signal: r.signal, stderr: r.stderr, stdout: r.stdout };
-}
+const train = trainWith(ARGS);
 
 describe("peftkit train --method increlora", () => {
   test("flags → config, rank_total grows to the budget, the folder holds existing triplets and loads back; SIGKILL + --resume is exact", async () => {
     const straight = join(tmp, "straight");
     const r = train(["--save-steps", "4", "--log-steps", "1"], straight);
-    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /step 5\/12 loss \d+\.\d{4} method_loss \S+ rank_total 11 /);
     const cfg = JSON.parse(readFileSync(join(straight, "adapter_config.json"), "utf8"));
     assert.deepEqual(
@@ -109,19 +87,7 @@ describe("peftkit train --method increlora", () => {
       assert.equal((file[`base_model.model.${m}.increlora_E`].data as Float32Array)[n - 1], 0, m);
       assert.equal((file[`base_model.model.${m}.increlora_ranknum`].data as Float32Array)[0], ranks[m], m);
     }
-    const base = await AutoModelForCausalLM.fromPretrained(MODEL);
-    try {
-      const peft = PeftModel.fromPretrained(base, straight);
-      const ids = [[5, 17, 99, 300, 42, 7]];
-      const out = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
-      const off = (await peft.disableAdapter(() => peft.forward({ inputIds: ids }))).logits?.data as Float32Array;
-      assert.ok(
-        out.some((v, i) => Math.abs(v - off[i]) > 1e-4),
-        "the adapter changes the outputs",
-      );
-    } finally {
-      await base.release();
-    }
+    await assertAdapterChangesOutputs(MODEL, straight, { moreThan: 1e-4 });
 
     // Killed at the start of step 7 (checkpoint-4 is the last one): the resumed run replays the
     // rounds after steps 5 and 7 from the checkpointed importance averages.
@@ -130,25 +96,14 @@ describe("peftkit train --method increlora", () => {
     assert.equal(k.signal, "SIGKILL", k.stderr);
     assert.ok(existsSync(join(killed, "checkpoint-4", "controller.safetensors")) && !existsSync(join(killed, "adapter_config.json")));
     const again = train(["--save-steps", "4", "--resume"], killed);
-    assert.equal(again.status, 0, again.stderr);
-    const want = readSafetensors(join(straight, "adapter_model.safetensors")).tensors;
-    const got = readSafetensors(join(killed, "adapter_model.safetensors")).tensors;
-    assert.deepEqual(Object.keys(got).sort(), Object.keys(want).sort());
-    for (const [key, t] of Object.entries(want)) {
-      assert.deepEqual(got[key].shape, t.shape, key);
-      const g = got[key].data as Float32Array;
-      let worst = 0;
-      (t.data as Float32Array).forEach((v, i) => {
-        worst = Math.max(worst, Math.abs(v - g[i]));
-      });
-      assert.ok(worst <= 1e-6, `${key}: max |resumed − uninterrupted| ${worst}`);
-    }
+    assert.equal(again.code, 0, again.stderr);
+    assertSafetensorsClose(join(straight, "adapter_model.safetensors"), join(killed, "adapter_model.safetensors"), () => 1e-6);
     assert.deepEqual(JSON.parse(readFileSync(join(killed, "adapter_config.json"), "utf8")).rank_pattern, ranks);
   });
 
   test("bad settings are one line each", () => {
     const bad = train(["--target-r", "1", "--init-r", "1"], join(tmp, "bad"));
-    assert.equal(bad.status, 1);
+    assert.equal(bad.code, 1);
     assert.match(
       bad.stderr.trim(),
       /^peftkit: adapter config: field "target_r" \(1\) must exceed the initial rank init_r \(1\): IncreLoRA only grows ranks$/,

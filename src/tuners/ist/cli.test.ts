@@ -5,41 +5,25 @@
  * rounds resumes to the adapter of an uninterrupted run (1e-6), with the same round losses.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { readSafetensors } from "../../io/safetensors.js";
-import { AutoModelForCausalLM } from "../../models/auto.js";
-import { REPO_ROOT } from "../../testing/paths.js";
-import { PeftModel } from "../peft-model.js";
+import {
+  assertAdapterChangesOutputs,
+  assertSafetensorsClose,
+  kindOfTrainArgs,
+  MODEL,
+  tempDir,
+  trainWith,
+  writeKindOfData,
+} from "../../testing/train-cli.js";
 
-const CLI = join(REPO_ROOT, "dist/src/cli/main.js");
-const MODEL = join(REPO_ROOT, "models/wordnet-llama");
-const tmp = mkdtempSync(join(tmpdir(), "peftkit-ist-cli-"));
-after(() => rmSync(tmp, { recursive: true, force: true }));
-
-const data = join(tmp, "train.jsonl");
-writeFileSync(
-  data,
-  `${["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle", "cat animal", "tulip flower"]
-    .map((s) => {
-      const [w, k] = s.split(" ");
-      return JSON.stringify({ prompt: `a ${w} is a kind of`, completion: ` ${k}` });
-    })
-    .join("\n")}\n`,
-);
+const tmp = tempDir("peftkit-ist-cli-");
+const data = writeKindOfData(tmp);
 // Rounds after steps 3, 6, 9, 12 on importance batches of 3 (cycled over the 8 examples).
 const ARGS = [
-  "--model",
-  MODEL,
-  "--data",
-  data,
-  "--batch-size",
-  "4",
-  "--eval-fraction",
-  "0",
+  ...kindOfTrainArgs(data),
   "--max-steps",
   "12",
   "--lr",
@@ -62,13 +46,7 @@ const ARGS = [
   "3",
 ];
 
-function train(extra: string[], out: string, env: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, [CLI, "train", ...ARGS, ...extra, "--output-dir", out], {
-    encoding: "utf8",
-    env: { ...process.env, FORCE_COLOR: "0", ...env },
-  });
-  return { status: r.status, signal: r.signal, stderr: r.stderr, stdout: r.stdout };
-}
+const train = trainWith(ARGS);
 
 const trialLosses = (dir: string) =>
   readFileSync(join(dir, "metrics.jsonl"), "utf8")
@@ -82,7 +60,7 @@ describe("peftkit train --method ist", () => {
   test("rounds every --ist-interval steps, a plain LoRA folder that loads back; SIGKILL + --resume is exact", async () => {
     const straight = join(tmp, "straight");
     const r = train(["--save-steps", "4", "--log-steps", "1"], straight);
-    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /training IST on 8 examples/);
     const cfg = JSON.parse(readFileSync(join(straight, "adapter_config.json"), "utf8"));
     assert.equal(cfg.peft_type, "LORA");
@@ -98,20 +76,7 @@ describe("peftkit train --method ist", () => {
     const file = readSafetensors(join(straight, "adapter_model.safetensors")).tensors;
     const keys = Object.keys(file).sort();
     assert.ok(keys.length === 4 * 3 * 2 && keys.every((k) => /\.lora_[AB]\.weight$/.test(k)), keys.join(", "));
-    const base = await AutoModelForCausalLM.fromPretrained(MODEL);
-    try {
-      const peft = PeftModel.fromPretrained(base, straight);
-      assert.equal(peft.adapter("default").tuner.peftType, "LORA");
-      const ids = [[5, 17, 99, 300, 42, 7]];
-      const out = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
-      const off = (await peft.disableAdapter(() => peft.forward({ inputIds: ids }))).logits?.data as Float32Array;
-      assert.ok(
-        out.some((v, i) => Math.abs(v - off[i]) > 1e-5),
-        "the adapter changes the outputs",
-      );
-    } finally {
-      await base.release();
-    }
+    await assertAdapterChangesOutputs(MODEL, straight, { inspect: (peft) => assert.equal(peft.adapter("default").tuner.peftType, "LORA") });
 
     // Killed at the start of step 7: checkpoint-4 holds the scores of the round after step 3.
     const killed = join(tmp, "killed");
@@ -123,17 +88,8 @@ describe("peftkit train --method ist", () => {
     assert.ok(state.scores.length === 4 && state.scores.some((s: number) => Math.abs(s) > 0.1), JSON.stringify(state.scores));
     assert.ok(!existsSync(join(killed, "adapter_config.json")));
     const again = train(["--save-steps", "4", "--resume"], killed);
-    assert.equal(again.status, 0, again.stderr);
-    const got = readSafetensors(join(killed, "adapter_model.safetensors")).tensors;
-    assert.deepEqual(Object.keys(got).sort(), keys);
-    for (const [key, t] of Object.entries(file)) {
-      const g = got[key].data as Float32Array;
-      let worst = 0;
-      (t.data as Float32Array).forEach((v, i) => {
-        worst = Math.max(worst, Math.abs(v - g[i]));
-      });
-      assert.ok(worst <= 1e-6, `${key}: max |resumed − uninterrupted| ${worst}`);
-    }
+    assert.equal(again.code, 0, again.stderr);
+    assertSafetensorsClose(join(straight, "adapter_model.safetensors"), join(killed, "adapter_model.safetensors"), () => 1e-6);
     const resumed = trialLosses(killed);
     resumed.forEach((l, i) => {
       assert.ok(l === losses[i] || Math.abs((l as number) - (losses[i] as number)) <= 1e-6, `step ${i + 1}: ${l} vs ${losses[i]}`);
@@ -147,7 +103,7 @@ describe("peftkit train --method ist", () => {
       ["--ist-interval", "0"],
     ]) {
       const bad = train([flag, value], join(tmp, "bad"));
-      assert.equal(bad.status, 2);
+      assert.equal(bad.code, 2);
       assert.equal(bad.stderr.trim().split("\n").length, 1, bad.stderr);
       assert.match(bad.stderr, new RegExp(`${flag} must be`));
     }

@@ -6,41 +6,20 @@
  * and `peftkit generate` load.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { readSafetensors } from "../../io/safetensors.js";
 import { AutoModelForCausalLM } from "../../models/auto.js";
-import { REPO_ROOT } from "../../testing/paths.js";
+import { runCli } from "../../testing/cli.js";
+import { assertSafetensorsClose, kindOfTrainArgs, MODEL, tempDir, trainWith, writeKindOfData } from "../../testing/train-cli.js";
 import { maxAbsDiff } from "../conformance.js";
 import { PeftModel } from "../peft-model.js";
 
-const CLI = join(REPO_ROOT, "dist/src/cli/main.js");
-const MODEL = join(REPO_ROOT, "models/wordnet-llama");
-const tmp = mkdtempSync(join(tmpdir(), "peftkit-pat-cli-"));
-after(() => rmSync(tmp, { recursive: true, force: true }));
-
-const data = join(tmp, "train.jsonl");
-writeFileSync(
-  data,
-  `${["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle", "cat animal", "tulip flower"]
-    .map((s) => {
-      const [w, k] = s.split(" ");
-      return JSON.stringify({ prompt: `a ${w} is a kind of`, completion: ` ${k}` });
-    })
-    .join("\n")}\n`,
-);
+const tmp = tempDir("peftkit-pat-cli-");
+const data = writeKindOfData(tmp);
 const ARGS = [
-  "--model",
-  MODEL,
-  "--data",
-  data,
-  "--batch-size",
-  "4",
-  "--eval-fraction",
-  "0",
+  ...kindOfTrainArgs(data),
   "--max-steps",
   "8",
   "--lr",
@@ -57,18 +36,14 @@ const ARGS = [
   "3",
 ];
 
-function cli(args: string[], env: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", env: { ...process.env, FORCE_COLOR: "0", ...env } });
-  return { status: r.status, signal: r.signal, stderr: r.stderr, stdout: r.stdout };
-}
-const train = (extra: string[], out: string, env: Record<string, string> = {}) =>
-  cli(["train", ...ARGS, ...extra, "--output-dir", out], env);
+const cli = runCli;
+const train = trainWith(ARGS);
 
 describe("peftkit train --method pat", () => {
   test("flags → config, schedule metrics, SIGKILL + --resume is exact; merge --prune writes a smaller model that eval and generate load", async () => {
     const straight = join(tmp, "straight");
     const r = train(["--save-steps", "4", "--log-steps", "1"], straight);
-    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.code, 0, r.stderr);
     const cfg = JSON.parse(readFileSync(join(straight, "adapter_config.json"), "utf8"));
     assert.deepEqual([cfg.peft_type, cfg.keep_dim, cfg.hsm_rank, cfg.schedule_steps, cfg.identity_loss], ["PAT", 192, 16, 8, true]);
     const metrics = readFileSync(join(straight, "metrics.jsonl"), "utf8")
@@ -93,21 +68,12 @@ describe("peftkit train --method pat", () => {
     const k = train(["--save-steps", "4"], killed, { PEFTKIT_FAULT_AT: "train:step#6" });
     assert.equal(k.signal, "SIGKILL", k.stderr);
     const again = train(["--save-steps", "4", "--resume"], killed);
-    assert.equal(again.status, 0, again.stderr);
-    const got = readSafetensors(join(killed, "adapter_model.safetensors")).tensors;
-    assert.deepEqual(Object.keys(got).sort(), Object.keys(file).sort());
-    for (const [key, t] of Object.entries(file)) {
-      const g = got[key].data as Float32Array;
-      let worst = 0;
-      (t.data as Float32Array).forEach((v, i) => {
-        worst = Math.max(worst, Math.abs(v - g[i]));
-      });
-      assert.ok(worst <= 1e-6, `${key}: max |resumed − uninterrupted| ${worst}`);
-    }
+    assert.equal(again.code, 0, again.stderr);
+    assertSafetensorsClose(join(straight, "adapter_model.safetensors"), join(killed, "adapter_model.safetensors"), () => 1e-6);
 
     const pruned = join(tmp, "pruned");
     const m = cli(["merge", "--model", MODEL, "--adapter", straight, "--output-dir", pruned, "--prune"]);
-    assert.equal(m.status, 0, m.stderr);
+    assert.equal(m.code, 0, m.stderr);
     assert.match(m.stdout, new RegExp(`hidden_size 256 → ${kept}`));
     const pcfg = JSON.parse(readFileSync(join(pruned, "config.json"), "utf8"));
     assert.deepEqual([pcfg.hidden_size, pcfg.head_dim, pcfg.tie_word_embeddings], [kept, 64, false]);
@@ -125,20 +91,20 @@ describe("peftkit train --method pat", () => {
       await small.release();
     }
     const ev = cli(["eval", "--model", pruned, "--data", data, "--output", join(tmp, "eval.json")]);
-    assert.equal(ev.status, 0, ev.stderr);
+    assert.equal(ev.code, 0, ev.stderr);
     const gen = cli(["generate", "--model", pruned, "--prompt", "a dog is a kind of", "--max-new-tokens", "3"]);
-    assert.equal(gen.status, 0, gen.stderr);
+    assert.equal(gen.code, 0, gen.stderr);
   });
 
   test("bad settings are one line each", () => {
     const bad = train(["--pat-keep-dim", "256"], join(tmp, "bad"));
-    assert.equal(bad.status, 1);
+    assert.equal(bad.code, 1);
     assert.equal(bad.stderr.trim().split("\n").length, 1);
     assert.match(bad.stderr, /field "keep_dim" must be an integer in \[1, 256\) \(hidden_size 256\), got 256/);
     const lora = join(tmp, "lora");
-    assert.equal(cli(["train", ...ARGS.slice(0, 8), "--method", "lora", "--max-steps", "1", "--output-dir", lora]).status, 0);
+    assert.equal(cli(["train", ...ARGS.slice(0, 8), "--method", "lora", "--max-steps", "1", "--output-dir", lora]).code, 0);
     const np = cli(["merge", "--model", MODEL, "--adapter", lora, "--output-dir", join(tmp, "np"), "--prune"]);
-    assert.notEqual(np.status, 0);
+    assert.notEqual(np.code, 0);
     assert.match(np.stderr.trim(), /^peftkit: adapter "default" is LORA: only a PAT adapter says which hidden channels to prune$/);
   });
 });

@@ -4,41 +4,17 @@
  * with SIGKILL resumes to the scores (and Adam state) of an uninterrupted run, bit for bit.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { readSafetensors, SafetensorsFile } from "../../io/safetensors.js";
-import { AutoModelForCausalLM } from "../../models/auto.js";
-import { REPO_ROOT } from "../../testing/paths.js";
-import { PeftModel } from "../peft-model.js";
+import { assertAdapterChangesOutputs, kindOfTrainArgs, MODEL, tempDir, trainWith, writeKindOfData } from "../../testing/train-cli.js";
 
-const CLI = join(REPO_ROOT, "dist/src/cli/main.js");
-const MODEL = join(REPO_ROOT, "models/wordnet-llama");
-const tmp = mkdtempSync(join(tmpdir(), "peftkit-ramt-cli-"));
-after(() => rmSync(tmp, { recursive: true, force: true }));
-
-const data = join(tmp, "train.jsonl");
-writeFileSync(
-  data,
-  `${["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle", "cat animal", "tulip flower"]
-    .map((s) => {
-      const [w, k] = s.split(" ");
-      return JSON.stringify({ prompt: `a ${w} is a kind of`, completion: ` ${k}` });
-    })
-    .join("\n")}\n`,
-);
+const tmp = tempDir("peftkit-ramt-cli-");
+const data = writeKindOfData(tmp);
 // lr 1e-2: Adam moves a score by ~lr per step, so entries cross τ = 5e-3 within the run.
 const ARGS = [
-  "--model",
-  MODEL,
-  "--data",
-  data,
-  "--batch-size",
-  "4",
-  "--eval-fraction",
-  "0",
+  ...kindOfTrainArgs(data),
   "--max-steps",
   "6",
   "--lr",
@@ -53,19 +29,13 @@ const ARGS = [
   "3",
 ];
 
-function train(extra: string[], out: string, env: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, [CLI, "train", ...ARGS, ...extra, "--output-dir", out], {
-    encoding: "utf8",
-    env: { ...process.env, FORCE_COLOR: "0", ...env },
-  });
-  return { status: r.status, signal: r.signal, stderr: r.stderr, stdout: r.stdout };
-}
+const train = trainWith(ARGS);
 
 describe("peftkit train --method ramt", () => {
   test("flags → config, U8 packed masks that load back; SIGKILL + --resume is exact", async () => {
     const straight = join(tmp, "straight");
     const r = train(["--save-steps", "3"], straight);
-    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.code, 0, r.stderr);
     const cfg = JSON.parse(readFileSync(join(straight, "adapter_config.json"), "utf8"));
     assert.deepEqual(
       [cfg.peft_type, cfg.threshold, cfg.mask_scale, cfg.grad_drop_lambda, cfg.mask_loss_weight, cfg.save_scores],
@@ -84,19 +54,7 @@ describe("peftkit train --method ramt", () => {
     let off = 0;
     for (const t of Object.values(scores)) for (const v of t.data as Float32Array) if (!(v > 5e-3)) off++;
     assert.ok(off > 0, "some masks switched off");
-    const base = await AutoModelForCausalLM.fromPretrained(MODEL);
-    try {
-      const peft = PeftModel.fromPretrained(base, straight);
-      const ids = [[5, 17, 99, 300, 42, 7]];
-      const out = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
-      const plain = (await peft.disableAdapter(() => peft.forward({ inputIds: ids }))).logits?.data as Float32Array;
-      assert.ok(
-        out.some((v, i) => Math.abs(v - plain[i]) > 1e-5),
-        "the masks change the outputs",
-      );
-    } finally {
-      await base.release();
-    }
+    await assertAdapterChangesOutputs(MODEL, straight, { message: "the masks change the outputs" });
 
     // Killed at the start of step 5: checkpoint-3 holds the scores and the Adam state.
     const killed = join(tmp, "killed");
@@ -104,7 +62,7 @@ describe("peftkit train --method ramt", () => {
     assert.equal(k.signal, "SIGKILL", k.stderr);
     assert.ok(existsSync(join(killed, "checkpoint-3", "adapter_state.safetensors")) && !existsSync(join(killed, "adapter_config.json")));
     const again = train(["--save-steps", "3", "--resume"], killed);
-    assert.equal(again.status, 0, again.stderr);
+    assert.equal(again.code, 0, again.stderr);
     for (const file of [
       "adapter_model.safetensors",
       join("checkpoint-6", "adapter_state.safetensors"),
@@ -119,13 +77,13 @@ describe("peftkit train --method ramt", () => {
 
   test("bad settings are one line each", () => {
     const tau = train(["--ramt-threshold", "0.02"], join(tmp, "bad"));
-    assert.equal(tau.status, 1);
+    assert.equal(tau.code, 1);
     assert.match(
       tau.stderr.trim(),
       /^peftkit: adapter config: field "threshold" must be below mask_scale \(0\.01\), or every mask starts off, got 0\.02$/,
     );
     const lambda = train(["--ramt-lambda", "1.5"], join(tmp, "bad2"));
-    assert.equal(lambda.status, 2);
+    assert.equal(lambda.code, 2);
     assert.equal(lambda.stderr.trim(), "peftkit: peftkit train: --ramt-lambda must be in [0, 1], got 1.5");
   });
 });

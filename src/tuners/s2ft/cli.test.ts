@@ -5,62 +5,26 @@
  * merges into the same outputs.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { readSafetensors } from "../../io/safetensors.js";
 import { AutoModelForCausalLM } from "../../models/auto.js";
-import { REPO_ROOT } from "../../testing/paths.js";
+import { kindOfTrainArgs, MODEL, tempDir, trainWith, writeKindOfData } from "../../testing/train-cli.js";
 import { maxAbsDiff } from "../conformance.js";
 import { PeftModel } from "../peft-model.js";
 
-const CLI = join(REPO_ROOT, "dist/src/cli/main.js");
-const MODEL = join(REPO_ROOT, "models/wordnet-llama");
-const tmp = mkdtempSync(join(tmpdir(), "peftkit-s2ft-cli-"));
-after(() => rmSync(tmp, { recursive: true, force: true }));
+const tmp = tempDir("peftkit-s2ft-cli-");
+const data = writeKindOfData(tmp);
+const ARGS = [...kindOfTrainArgs(data), "--max-steps", "4", "--lr", "1e-3", "--method", "s2ft"];
 
-const data = join(tmp, "train.jsonl");
-writeFileSync(
-  data,
-  `${["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle", "cat animal", "tulip flower"]
-    .map((s) => {
-      const [w, k] = s.split(" ");
-      return JSON.stringify({ prompt: `a ${w} is a kind of`, completion: ` ${k}` });
-    })
-    .join("\n")}\n`,
-);
-const ARGS = [
-  "--model",
-  MODEL,
-  "--data",
-  data,
-  "--batch-size",
-  "4",
-  "--eval-fraction",
-  "0",
-  "--max-steps",
-  "4",
-  "--lr",
-  "1e-3",
-  "--method",
-  "s2ft",
-];
-
-function train(extra: string[], out: string) {
-  const r = spawnSync(process.execPath, [CLI, "train", ...ARGS, ...extra, "--output-dir", out], {
-    encoding: "utf8",
-    env: { ...process.env, FORCE_COLOR: "0" },
-  });
-  return { status: r.status, stderr: r.stderr, stdout: r.stdout };
-}
+const train = trainWith(ARGS);
 
 describe("peftkit train --method s2ft", () => {
   test("flags → config; the folder holds indices + slices, V/O by whole KV groups; it loads back and merges", async () => {
     const out = join(tmp, "run");
     const r = train(["--v-ratio", "0.5", "--o-ratio", "0.25", "--u-ratio", "0.01", "--d-ratio", "0.02", "--seed", "3"], out);
-    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.code, 0, r.stderr);
     const cfg = JSON.parse(readFileSync(join(out, "adapter_config.json"), "utf8"));
     assert.deepEqual([cfg.peft_type, cfg.v_ratio, cfg.o_ratio, cfg.u_ratio, cfg.d_ratio, cfg.seed], ["S2FT", 0.5, 0.25, 0.01, 0.02, 3]);
     // v: 4 of 8 groups × 64 rows × 256; o: 2 groups × 128 columns × 256; up: 27 channels; down: 55.
@@ -99,11 +63,11 @@ describe("peftkit train --method s2ft", () => {
 
   test("bad settings are one line each", () => {
     const bad = train(["--d-ratio", "1.5"], join(tmp, "bad"));
-    assert.equal(bad.status, 2);
+    assert.equal(bad.code, 2);
     assert.match(bad.stderr.trim(), /--d-ratio/);
     assert.equal(bad.stderr.trim().split("\n").length, 1);
     const none = train(["--v-ratio", "0"], join(tmp, "bad2"));
-    assert.equal(none.status, 1);
+    assert.equal(none.code, 1);
     assert.match(
       none.stderr.trim(),
       /^peftkit: adapter config: S2FT trains nothing: set at least one of v_ratio, o_ratio, u_ratio, d_ratio above 0$/,

@@ -5,28 +5,15 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, test } from "node:test";
-import { AutoModelForCausalLM } from "../../models/auto.js";
-import { REPO_ROOT } from "../../testing/paths.js";
-import { PeftModel } from "../peft-model.js";
+import { test } from "node:test";
+import { CLI } from "../../testing/cli.js";
+import { assertAdapterChangesOutputs, MODEL, tempDir, writeKindOfData } from "../../testing/train-cli.js";
 
-const CLI = join(REPO_ROOT, "dist/src/cli/main.js");
-const MODEL = join(REPO_ROOT, "models/wordnet-llama");
-const tmp = mkdtempSync(join(tmpdir(), "peftkit-spt-cli-"));
-after(() => rmSync(tmp, { recursive: true, force: true }));
-const data = join(tmp, "train.jsonl");
-writeFileSync(
-  data,
-  `${["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle"]
-    .map((s) => {
-      const [w, k] = s.split(" ");
-      return JSON.stringify({ prompt: `a ${w} is a kind of`, completion: ` ${k}` });
-    })
-    .join("\n")}\n`,
-);
+const tmp = tempDir("peftkit-spt-cli-");
+// Six examples in batches of 3.
+const data = writeKindOfData(tmp, 6);
 const ARGS = [
   "--model",
   MODEL,
@@ -65,19 +52,7 @@ test("peftkit train --method spt: budget split between LoRA modules and entries,
   assert.ok(lora > 0 && entries > 0, `${lora} LoRA modules, ${entries} entries`);
   const args = JSON.parse(readFileSync(join(out, "training_args.json"), "utf8"));
   assert.ok(Math.abs(args.result.trainableParams - 30000) < 4 * 256 * 2, `${args.result.trainableParams} trainable for a 30,000 budget`);
-  const base = await AutoModelForCausalLM.fromPretrained(MODEL);
-  try {
-    const peft = PeftModel.fromPretrained(base, out);
-    const ids = [[5, 17, 99, 300, 42, 7]];
-    const on = (await peft.forward({ inputIds: ids })).logits?.data as Float32Array;
-    const off = (await peft.disableAdapter(() => peft.forward({ inputIds: ids }))).logits?.data as Float32Array;
-    assert.ok(
-      on.some((v, i) => Math.abs(v - off[i]) > 1e-5),
-      "the adapter changes the outputs",
-    );
-  } finally {
-    await base.release();
-  }
+  await assertAdapterChangesOutputs(MODEL, out);
   const bad = run([], join(tmp, "bad"));
   assert.equal(bad.status, 2);
   assert.match(bad.stderr.trim(), /^peftkit: --method spt initialises from data: give --calibration-data FILE/);

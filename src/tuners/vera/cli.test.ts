@@ -5,30 +5,17 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { SafetensorsFile } from "../../io/safetensors.js";
 import { AutoModelForCausalLM } from "../../models/auto.js";
-import { REPO_ROOT } from "../../testing/paths.js";
+import { CLI } from "../../testing/cli.js";
+import { MODEL, tempDir, writeKindOfData } from "../../testing/train-cli.js";
 import { PeftModel } from "../peft-model.js";
 
-const CLI = join(REPO_ROOT, "dist/src/cli/main.js");
-const MODEL = join(REPO_ROOT, "models/wordnet-llama");
-const tmp = mkdtempSync(join(tmpdir(), "peftkit-verahra-cli-"));
-after(() => rmSync(tmp, { recursive: true, force: true }));
-
-const data = join(tmp, "train.jsonl");
-writeFileSync(
-  data,
-  `${["dog animal", "oak tree", "rose flower", "car vehicle", "pear fruit", "bus vehicle", "cat animal", "tulip flower"]
-    .map((s) => {
-      const [w, k] = s.split(" ");
-      return JSON.stringify({ prompt: `a ${w} is a kind of`, completion: ` ${k}` });
-    })
-    .join("\n")}\n`,
-);
+const tmp = tempDir("peftkit-verahra-cli-");
+const data = writeKindOfData(tmp);
 const COMMON = ["--model", MODEL, "--data", data, "--batch-size", "4", "--eval-fraction", "0", "--max-steps", "2", "--save-steps", "0"];
 
 function train(args: string[], out: string): void {
