@@ -25,7 +25,7 @@ import { saveSparseDeltas } from "../sparse/file.js";
 import type { DseeConfig } from "../tuners/dsee/config.js";
 import { dseePruning } from "../tuners/dsee/prune.js";
 import { PeftModel } from "../tuners/peft-model.js";
-import { type RunOptions, type RunSummary, runTraining } from "./run.js";
+import { type RunOptions, type RunSummary, refuseEarlierRun, runTraining } from "./run.js";
 import { TrainingArgsError } from "./schedule.js";
 
 export const DSEE_PHASE1_DIR = "phase1";
@@ -69,15 +69,8 @@ export function withWeights(model: PreTrainedModel, edits: ReadonlyMap<string, H
 export async function runDseePrune(o: DseePruneOptions): Promise<RunSummary> {
   const out = o.out ?? process.stdout;
   checkPruneAt(o.pruneAt, o.maxSteps);
-  if (existsSync(join(o.outputDir, "adapter_config.json")) && !o.resume)
-    throw new TrainingArgsError(
-      `${o.outputDir} already holds a trained adapter; pass --resume to continue it or choose another --output-dir`,
-    );
+  refuseEarlierRun(o.outputDir, Boolean(o.resume), { dir: DSEE_PHASE1_DIR, method: "dsee" });
   const phase1Dir = join(o.outputDir, DSEE_PHASE1_DIR);
-  if (existsSync(phase1Dir) && !o.resume)
-    throw new TrainingArgsError(
-      `${o.outputDir} holds an earlier dsee run (${DSEE_PHASE1_DIR}/); pass --resume to continue it or choose another --output-dir`,
-    );
   const share = (steps: number) => (o.maxSeconds === undefined ? undefined : (o.maxSeconds * steps) / o.maxSteps);
 
   if (existsSync(join(phase1Dir, "adapter_config.json"))) out.write(`dsee phase 1 already finished in ${phase1Dir}; pruning from it\n`);

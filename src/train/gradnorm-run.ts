@@ -8,7 +8,7 @@
  * targeted tensors, deployed W = g·V/‖V‖, under the base model's names) + `selective_config.json`
  * with method "gradnorm_lorp" and its options; applyTrainedTensors() loads it onto the base.
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { writeFileAtomic } from "../io/atomic-write.js";
 import { faultPoint } from "../io/fault.js";

@@ -27,7 +27,7 @@ import { maskSites, recordedImportance } from "../tuners/light_peft/index.js";
 import { adapterPlan, backbonePlan } from "../tuners/light_peft/plan.js";
 import { phase2LoraConfig, phase2LoraTensors } from "../tuners/light_peft/prune-adapter.js";
 import { PeftModel } from "../tuners/peft-model.js";
-import { type RunOptions, type RunSummary, runTraining } from "./run.js";
+import { type RunOptions, type RunSummary, refuseEarlierRun, runTraining } from "./run.js";
 import { TrainingArgsError } from "./schedule.js";
 
 export const ESTIMATION_DIR = "estimation";
@@ -61,15 +61,8 @@ const count = (n: number) => n.toLocaleString("en-US");
 export async function runLightPeft(o: LightPeftOptions): Promise<RunSummary> {
   const out = o.out ?? process.stdout;
   checkEstimationSteps(o.estimationSteps, o.maxSteps);
-  if (existsSync(join(o.outputDir, "adapter_config.json")) && !o.resume)
-    throw new TrainingArgsError(
-      `${o.outputDir} already holds a trained adapter; pass --resume to continue it or choose another --output-dir`,
-    );
+  refuseEarlierRun(o.outputDir, Boolean(o.resume), { dir: ESTIMATION_DIR, method: "light_peft" });
   const estDir = join(o.outputDir, ESTIMATION_DIR);
-  if (existsSync(estDir) && !o.resume)
-    throw new TrainingArgsError(
-      `${o.outputDir} holds an earlier light_peft run (${ESTIMATION_DIR}/); pass --resume to continue it or choose another --output-dir`,
-    );
   const original = prunableShape(o.model, "light_peft");
 
   if (existsSync(join(estDir, "adapter_config.json"))) out.write(`light_peft: the estimation in ${estDir} is finished; pruning from it\n`);

@@ -27,7 +27,7 @@ import type { SftConfig } from "../tuners/sft/config.js";
 import { sftKeys } from "../tuners/sft/layers.js";
 import { targetedLinears } from "../tuners/targets.js";
 import { selectLargestChanges } from "./lt-sft-select.js";
-import { type RunOptions, type RunSummary, runTraining } from "./run.js";
+import { type RunOptions, type RunSummary, refuseEarlierRun, runTraining } from "./run.js";
 import { TrainingArgsError } from "./schedule.js";
 
 export const PHASE1_DIR = "phase1";
@@ -63,15 +63,8 @@ export async function runLtSft(o: LtSftOptions): Promise<RunSummary> {
     throw new TrainingArgsError(
       `--full-steps ${o.fullSteps} must be at least 1 and below --max-steps ${o.maxSteps} (lt_sft: phase 2 takes the rest)`,
     );
-  if (existsSync(join(o.outputDir, "adapter_config.json")) && !o.resume)
-    throw new TrainingArgsError(
-      `${o.outputDir} already holds a trained adapter; pass --resume to continue it or choose another --output-dir`,
-    );
+  refuseEarlierRun(o.outputDir, Boolean(o.resume), { dir: PHASE1_DIR, method: "lt_sft" });
   const phase1Dir = join(o.outputDir, PHASE1_DIR);
-  if (existsSync(phase1Dir) && !o.resume)
-    throw new TrainingArgsError(
-      `${o.outputDir} holds an earlier lt_sft run (${PHASE1_DIR}/); pass --resume to continue it or choose another --output-dir`,
-    );
   const base: Record<string, unknown> = { ...o.peftConfig, reselection_steps: 0, num_tunable_weights: null };
   const sizes = targetSizes(base, o);
   const targeted = [...sizes.values()].reduce((a, b) => a + b, 0);

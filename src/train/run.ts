@@ -95,13 +95,25 @@ export function completionItems(
   return out;
 }
 
+/**
+ * A run without --resume must not write over a finished adapter, nor, for a method of two phases
+ * (LT-SFT, Light-PEFT, DSEE's pruning), over an earlier run's first phase in `phaseDir`.
+ */
+export function refuseEarlierRun(outputDir: string, resume: boolean, phase?: { dir: string; method: string }): void {
+  if (resume) return;
+  if (existsSync(join(outputDir, "adapter_config.json")))
+    throw new TrainingArgsError(
+      `${outputDir} already holds a trained adapter; pass --resume to continue it or choose another --output-dir`,
+    );
+  if (phase && existsSync(join(outputDir, phase.dir)))
+    throw new TrainingArgsError(
+      `${outputDir} holds an earlier ${phase.method} run (${phase.dir}/); pass --resume to continue it or choose another --output-dir`,
+    );
+}
+
 export async function runTraining(o: RunOptions): Promise<RunSummary> {
   const out = o.out ?? process.stdout;
-  if (existsSync(join(o.outputDir, "adapter_config.json")) && !o.resume) {
-    throw new TrainingArgsError(
-      `${o.outputDir} already holds a trained adapter; pass --resume to continue it or choose another --output-dir`,
-    );
-  }
+  refuseEarlierRun(o.outputDir, Boolean(o.resume));
   // A fresh run must not leave an earlier run's checkpoints beside its own: a later --resume
   // would pick whichever has the highest step.
   const stale = o.resume ? null : latestCheckpoint(o.outputDir);

@@ -9,7 +9,7 @@
  * changed, under the base model's names; tied weights once) + `selective_config.json` (method,
  * options, seed, steps, base-model fingerprint). applyTrainedTensors() loads it onto the base.
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { HostTensor } from "../engine/ir/host.js";
 import { writeFileAtomic } from "../io/atomic-write.js";

@@ -3,7 +3,7 @@
  * evaluation and early stopping, atomic checkpoints with exact resume, a graceful stop on
  * request (SIGINT), and a clear stop on a non-finite loss with the last good checkpoint kept.
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { HostTensor } from "../engine/ir/host.js";
 import type { StepResult } from "../engine/optim/train-step.js";
