@@ -34,6 +34,11 @@ export interface TrainerState {
   tokensSeen: number;
 }
 
+/** The state of a run that has not taken a step. */
+export function freshTrainerState(seed: number): TrainerState {
+  return { step: 0, epoch: 0, batchIndex: 0, microStep: 0, seed, bestEval: null, evalsWithoutImprovement: 0, tokensSeen: 0 };
+}
+
 /** Moves `state` past one micro-batch of `tokens` tokens, into the next epoch after the last batch. */
 export function advanceMicroBatch(state: TrainerState, tokens: number, batchesPerEpoch: number): void {
   state.microStep++;

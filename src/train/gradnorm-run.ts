@@ -20,6 +20,7 @@ import { weightsFingerprint } from "../util/fingerprint.js";
 import {
   advanceMicroBatch,
   CheckpointMismatchError,
+  freshTrainerState,
   latestCheckpoint,
   loadCheckpoint,
   saveCheckpoint,
@@ -105,16 +106,7 @@ export async function runGradNorm(o: GradNormRunOptions): Promise<{ steps: numbe
     steps: trainer.stepCount,
     selection: null,
   });
-  let state: TrainerState = {
-    step: 0,
-    epoch: 0,
-    batchIndex: 0,
-    microStep: 0,
-    seed: o.seed,
-    bestEval: null,
-    evalsWithoutImprovement: 0,
-    tokensSeen: 0,
-  };
+  let state: TrainerState = freshTrainerState(o.seed);
   const ck = o.resume ? latestCheckpoint(o.outputDir) : null;
   if (ck) {
     const saved = loadCheckpoint(ck);

@@ -20,6 +20,7 @@ import { weightsFingerprint } from "../util/fingerprint.js";
 import {
   advanceMicroBatch,
   CheckpointMismatchError,
+  freshTrainerState,
   latestCheckpoint,
   loadCheckpoint,
   saveCheckpoint,
@@ -144,16 +145,7 @@ export async function runSelective(o: SelectiveRunOptions): Promise<{ steps: num
     steps: trainer.stepCount,
     selection: trainer.current?.key ?? null,
   });
-  let state: TrainerState = {
-    step: 0,
-    epoch: 0,
-    batchIndex: 0,
-    microStep: 0,
-    seed: o.seed,
-    bestEval: null,
-    evalsWithoutImprovement: 0,
-    tokensSeen: 0,
-  };
+  let state: TrainerState = freshTrainerState(o.seed);
   const ck = o.resume ? latestCheckpoint(o.outputDir) : null;
   if (ck) {
     const saved = loadCheckpoint(ck);

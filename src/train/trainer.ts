@@ -18,6 +18,7 @@ import {
   CheckpointMismatchError,
   checkCheckpointConfig,
   checkCheckpointSeed,
+  freshTrainerState,
   latestCheckpoint,
   loadCheckpoint,
   recoverCheckpoints,
@@ -169,16 +170,7 @@ export class Trainer {
     const warm = warmupSteps(args.warmup ?? 0, total);
     const schedule = args.schedule ?? "linear";
     const seed = args.seed ?? 42;
-    let state: TrainerState = {
-      step: 0,
-      epoch: 0,
-      batchIndex: 0,
-      microStep: 0,
-      seed,
-      bestEval: null,
-      evalsWithoutImprovement: 0,
-      tokensSeen: 0,
-    };
+    let state: TrainerState = freshTrainerState(seed);
     let lastCheckpoint: string | null = null;
     let savedStep = -1;
     let lastLoss = Number.NaN;

@@ -34,24 +34,30 @@ export async function trainSelective(o: Flags, modelDir: string): Promise<number
   const batchSize = o.batchSize as number;
   const perEpoch = Math.ceil(train.length / batchSize);
   const maxSteps = (o.maxSteps as number | undefined) ?? Math.ceil((o.epochs as number) * perEpoch);
+  // What every in-place trainer's run takes from the flags.
+  const run = {
+    model,
+    modelPath: modelDir,
+    outputDir: o.outputDir as string,
+    train,
+    padId: tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0,
+    batchSize,
+    maxSteps,
+    lr: o.lr as number,
+    schedule: o.schedule as ScheduleName,
+    warmup: o.warmup as number,
+    seed: o.seed as number,
+    clipNorm: (o.clipNorm as number) > 0 ? (o.clipNorm as number) : undefined,
+    saveSteps: (o.saveSteps as number) || undefined,
+    saveTotalLimit: o.saveTotalLimit as number,
+    resume: Boolean(o.resume),
+    gradientCheckpointing: Boolean(o.gradientCheckpointing),
+    log: (line: string) => process.stdout.write(`${line}\n`),
+  };
   try {
     if (o.method === "gradnorm_lorp") {
       const r = await runGradNorm({
-        model,
-        modelPath: modelDir,
-        outputDir: o.outputDir as string,
-        train,
-        padId: tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0,
-        batchSize,
-        maxSteps,
-        lr: o.lr as number,
-        schedule: o.schedule as ScheduleName,
-        warmup: o.warmup as number,
-        seed: o.seed as number,
-        clipNorm: (o.clipNorm as number) > 0 ? (o.clipNorm as number) : undefined,
-        saveSteps: (o.saveSteps as number) || undefined,
-        saveTotalLimit: o.saveTotalLimit as number,
-        resume: Boolean(o.resume),
+        ...run,
         target: o.target as string[] | undefined,
         gradnorm: {
           rank: (o.r as number | undefined) ?? GRADNORM_DEFAULTS.rank,
@@ -61,8 +67,6 @@ export async function trainSelective(o: Flags, modelDir: string): Promise<number
           compat: (o.gradnormCompat as GradNormCompat | undefined) ?? null,
           svd: o.gradnormSvd as "exact" | "randomized",
         },
-        gradientCheckpointing: Boolean(o.gradientCheckpointing),
-        log: (line) => process.stdout.write(`${line}\n`),
       });
       process.stdout.write(
         `saved ${o.outputDir}/trained_tensors.safetensors (${r.trainable.toLocaleString("en-US")} parameters of the targeted tensors)\n`,
@@ -70,28 +74,12 @@ export async function trainSelective(o: Flags, modelDir: string): Promise<number
       return 0;
     }
     const r = await runSelective({
+      ...run,
       method: o.method as SelectiveMethod,
-      model,
-      modelPath: modelDir,
-      outputDir: o.outputDir as string,
-      train,
-      padId: tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0,
-      batchSize,
-      maxSteps,
-      lr: o.lr as number,
-      schedule: o.schedule as ScheduleName,
-      warmup: o.warmup as number,
-      seed: o.seed as number,
-      clipNorm: (o.clipNorm as number) > 0 ? (o.clipNorm as number) : undefined,
       weightDecay: o.weightDecay as number,
-      saveSteps: (o.saveSteps as number) || undefined,
-      saveTotalLimit: o.saveTotalLimit as number,
-      resume: Boolean(o.resume),
       lisaLayers: o.lisaLayers as number,
       lisaInterval: o.lisaInterval as number,
       hftStageSteps: o.hftStageSteps as number,
-      gradientCheckpointing: Boolean(o.gradientCheckpointing),
-      log: (line) => process.stdout.write(`${line}\n`),
     });
     process.stdout.write(
       `saved ${o.outputDir}/trained_tensors.safetensors (${r.trainable.toLocaleString("en-US")} parameters in the last selection)\n`,
