@@ -13,6 +13,7 @@ import { generateCommand } from "./commands/generate.js";
 import { graftCommand } from "./commands/graft.js";
 import { infoCommand } from "./commands/info.js";
 import { mergeCommand } from "./commands/merge.js";
+import { mergeAdaptersCommand } from "./commands/merge-adapters.js";
 import { trainCommand } from "./commands/train.js";
 
 export const COMMANDS: CommandSpec[] = [
@@ -20,6 +21,7 @@ export const COMMANDS: CommandSpec[] = [
   evalCommand,
   generateCommand,
   mergeCommand,
+  mergeAdaptersCommand,
   deltaCommand,
   graftCommand,
   infoCommand,
@@ -55,7 +57,13 @@ async function main(argv: string[]): Promise<number> {
   const cmd = COMMANDS.find((c) => c.name === name);
   if (!cmd) throw new UsageError(`unknown command "${name}" (commands: ${COMMANDS.map((c) => c.name).join(", ")})`);
   // A leading positional argument fills the command's first flag (peftkit info DIR, peftkit bench engine).
-  const args = rest.length && !rest[0].startsWith("--") && cmd.flags.length ? [`--${cmd.flags[0].name}`, ...rest] : rest;
+  // A list flag takes every leading positional argument (peftkit merge-adapters A B C).
+  const firstFlag = rest.findIndex((a) => a.startsWith("--"));
+  const lead = cmd.flags[0]?.type === "list" ? (firstFlag < 0 ? rest.length : firstFlag) : 1;
+  const args =
+    rest.length && !rest[0].startsWith("--") && cmd.flags.length
+      ? [`--${cmd.flags[0].name}`, rest.slice(0, lead).join(","), ...rest.slice(lead)]
+      : rest;
   const flags = parseFlags(args, cmd);
   if (flags.help) {
     process.stdout.write(helpText(cmd));

@@ -1,5 +1,5 @@
 /** Sparse deltas of base weights: the in-graph op, host-side arithmetic, the file format. */
-export { composeDeltaSets, mergeDeltaSet, type NamedDeltaSet } from "./compose.js";
+export { composeDeltaSets, mergeDeltaSet, type NamedDeltaSet, weightedDeltaSum } from "./compose.js";
 export {
   addDeltas,
   applyDelta,

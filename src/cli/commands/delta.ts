@@ -2,13 +2,14 @@
  * `peftkit delta`: sparse deltas (docs/formats/sparse-delta.md) as artifacts.
  *   export   an SFT adapter folder (SpIEL, LT-SFT) → one sparse-delta file
  *   compose  several delta files for one base model → their sum (LT-SFT's Δ_language + Δ_task)
+ *   merge    Σ w_i·Δ_i into one delta file (--weights, --negate: task-vector negation −λ·Δ)
  *   apply    delta files merged into (or, with --subtract, taken out of) a model → a full model folder
  *   info     what a delta file holds
  */
 import { copyFileSync, existsSync, mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fsyncFile, replaceDir, tmpPath } from "../../io/atomic-write.js";
-import { composeDeltaSets, mergeDeltaSet, type NamedDeltaSet } from "../../sparse/compose.js";
+import { composeDeltaSets, mergeDeltaSet, type NamedDeltaSet, weightedDeltaSum } from "../../sparse/compose.js";
 import { SparseDeltaError } from "../../sparse/delta.js";
 import { sftDeltaSet } from "../../sparse/export.js";
 import { loadSparseDeltas, saveSparseDeltas } from "../../sparse/file.js";
@@ -16,8 +17,16 @@ import { weightsFingerprint } from "../../util/fingerprint.js";
 import { type CommandSpec, type Flags, UsageError } from "../args.js";
 import { loadModelAndAdapter } from "../load.js";
 import { TOKENIZER_FILES } from "./merge.js";
+import { parseWeights } from "./merge-adapters.js";
 
-const ACTIONS = ["export", "compose", "apply", "info"] as const;
+const ACTIONS = ["export", "compose", "merge", "apply", "info"] as const;
+
+/** The weighted sum the flags ask for, or null when they ask for a plain sum (no --weights, no --negate). */
+function weighted(o: Flags, sets: NamedDeltaSet[]): NamedDeltaSet | null {
+  if (o.weights === undefined && !o.negate) return null;
+  const w = parseWeights(o.weights as string[] | undefined, sets.length, Boolean(o.negate));
+  return { set: weightedDeltaSum(sets, w), file: sets.map((s, i) => `${w[i]}·${s.file}`).join(" + ") };
+}
 
 function inputs(o: Flags, least: number): NamedDeltaSet[] {
   const files = (o.input as string[] | undefined) ?? [];
@@ -61,11 +70,13 @@ async function exportDelta(o: Flags): Promise<number> {
 
 function compose(o: Flags): number {
   const output = requireFlag(o, "output");
-  const sets = inputs(o, 2);
-  const sum = composeDeltaSets(sets);
+  const merge = o.action === "merge";
+  const sets = inputs(o, merge ? 1 : 2);
+  const w = weighted(o, sets);
+  const sum = w ? w.set : merge ? weightedDeltaSum(sets, sets.map(() => 1)) : composeDeltaSets(sets);
   saveSparseDeltas(output, sum);
   const n = [...sum.deltas.values()].reduce((s, d) => s + d.indices.length, 0);
-  console.log(`wrote ${output}: the sum of ${sets.length} deltas, ${n} entries in ${sum.deltas.size} weights`);
+  console.log(`wrote ${output}: ${w ? w.file : `the sum of ${sets.length} deltas`}, ${n} entries in ${sum.deltas.size} weights`);
   return 0;
 }
 
@@ -75,7 +86,7 @@ async function apply(o: Flags): Promise<number> {
   if (existsSync(join(out, "config.json"))) throw new UsageError(`--output-dir ${out} already holds a model; choose another folder`);
   const sets = inputs(o, 1);
   // One sum, applied once: every file is checked against the same (unchanged) base.
-  const sum = sets.length === 1 ? sets[0] : { set: composeDeltaSets(sets), file: sets.map((s) => s.file).join(" + ") };
+  const sum = weighted(o, sets) ?? (sets.length === 1 ? sets[0] : { set: composeDeltaSets(sets), file: sets.map((s) => s.file).join(" + ") });
   const { model } = await loadModelAndAdapter(modelDir, { threads: o.threads as number | undefined });
   const subtract = Boolean(o.subtract);
   for (const [name, w] of mergeDeltaSet(model.weights, sum, subtract ? -1 : 1)) model.weights.set(name, w);
@@ -110,14 +121,21 @@ function info(o: Flags): number {
 
 export const deltaCommand: CommandSpec = {
   name: "delta",
-  summary: "Export, compose, apply (merge or subtract) and inspect sparse-delta files (SpIEL, LT-SFT).",
-  usage: "peftkit delta export|compose|apply|info [options]",
+  summary: "Export, compose, merge (weighted sums, negation), apply (or subtract) and inspect sparse-delta files (SpIEL, LT-SFT).",
+  usage: "peftkit delta export|compose|merge|apply|info [options]",
   flags: [
     { name: "action", type: "string", meta: "ACTION", help: "what to do", choices: ACTIONS, required: true },
-    { name: "input", type: "list", meta: "FILES", help: "compose/apply/info: sparse-delta files, comma-separated" },
+    { name: "input", type: "list", meta: "FILES", help: "compose/merge/apply/info: sparse-delta files, comma-separated" },
+    {
+      name: "weights",
+      type: "list",
+      meta: "W1,W2,…",
+      help: "compose/merge/apply: Σ w_i·Δ_i, one weight per --input file, negative allowed (default: 1 each)",
+    },
+    { name: "negate", type: "boolean", help: "compose/merge/apply: use −w for every weight (task-vector negation θ − λ·Δ)" },
     { name: "adapter", type: "string", meta: "DIR", help: "export: an SFT adapter folder (--method spiel or lt_sft)" },
     { name: "model", type: "string", meta: "DIR", help: "export/apply: the base model folder" },
-    { name: "output", type: "string", meta: "FILE", help: "export/compose: the sparse-delta file to write" },
+    { name: "output", type: "string", meta: "FILE", help: "export/compose/merge: the sparse-delta file to write" },
     {
       name: "declare-base",
       type: "string",
@@ -131,6 +149,8 @@ export const deltaCommand: CommandSpec = {
   examples: [
     "peftkit delta export --adapter runs/lt-lang --model models/wordnet-llama --output lang.safetensors",
     "peftkit delta compose --input lang.safetensors,task.safetensors --output both.safetensors",
+    "peftkit delta merge --input a.safetensors,b.safetensors --weights 0.5,0.5 --output mean.safetensors",
+    "peftkit delta merge --input task.safetensors --negate --output minus-task.safetensors",
     "peftkit delta apply --model models/wordnet-llama --input lang.safetensors,task.safetensors --output-dir merged",
     "peftkit delta apply --model merged --input task.safetensors --subtract --output-dir lang-only",
     "peftkit delta info --input both.safetensors",
@@ -140,6 +160,7 @@ export const deltaCommand: CommandSpec = {
       case "export":
         return exportDelta(o);
       case "compose":
+      case "merge":
         return compose(o);
       case "apply":
         return apply(o);

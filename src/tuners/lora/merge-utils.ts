@@ -20,6 +20,20 @@ function checkDensity(density: number): void {
   if (!Number.isFinite(density) || density < 0) throw new PeftConfigError(`density must be >= 0, got ${density}`);
 }
 
+/**
+ * torch.quantile(values, q) with its default "linear" interpolation: with the values sorted and
+ * p = q·(n − 1), v[⌊p⌋] + (p − ⌊p⌋)·(v[⌈p⌉] − v[⌊p⌋]). Signed values, as PEFT's svd_clamp uses it.
+ */
+export function quantile(values: ArrayLike<number>, q: number): number {
+  if (!(q >= 0 && q <= 1)) throw new PeftConfigError(`quantile: q must be in [0, 1], got ${q}`);
+  if (values.length === 0) throw new PeftConfigError("quantile: no values");
+  const v = Float64Array.from(values).sort();
+  const p = q * (v.length - 1);
+  const lo = Math.floor(p);
+  const hi = Math.ceil(p);
+  return v[lo] + (p - lo) * (v[hi] - v[lo]);
+}
+
 /** Keeps the k = ⌊density·n⌋ entries of largest magnitude (ties broken by position), zeroes the rest. */
 export function magnitudePrune(t: Float64Array, density: number): Float64Array {
   checkDensity(density);

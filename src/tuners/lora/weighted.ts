@@ -7,7 +7,8 @@
  *    As in PEFT, several adapters give cross terms (B₁·A₂…): the result is not Σ w_i·ΔW_i.
  *  - "svd" and the "*_svd" forms: the rule is applied to the full deltas ΔW_i = s_i·B_i·A_i with
  *    weights w_i·s_i (PEFT multiplies by the scaling twice here), then truncated by SVD to svdRank
- *    (default: the largest source rank): B = U_r·diag(S_r), A = V_rᵀ.
+ *    (default: the largest source rank): B = U_r·diag(S_r), A = V_rᵀ; with svdClamp = q, both are
+ *    clamped to [−h, h], h = the q-quantile of their signed entries together (torch.quantile).
  * The new adapter copies the first adapter's config with r = lora_alpha = new rank (scaling 1),
  * the union of the target modules, no rank/alpha patterns and use_rslora off.
  */
@@ -22,7 +23,15 @@ import type { ModelInfo, Tuner } from "../tuner.js";
 import type { LoraConfig } from "./config.js";
 import { LORA } from "./index.js";
 import { biasTargets, type LoraLayer, logicalWeight, loraKeys, loraLayers, rowNorms } from "./layers.js";
-import { dareLinear, dareTies, type MajoritySignMethod, magnitudePruneMerge, taskArithmetic, ties } from "./merge-utils.js";
+import {
+  dareLinear,
+  dareTies,
+  type MajoritySignMethod,
+  magnitudePruneMerge,
+  quantile,
+  taskArithmetic,
+  ties,
+} from "./merge-utils.js";
 
 export type CombinationType =
   | "linear"
@@ -45,6 +54,11 @@ export interface WeightedAdapterOptions {
   /** Fraction of entries kept by ties/dare/magnitude_prune, in [0, 1]. */
   density?: number;
   majoritySignMethod?: MajoritySignMethod;
+  /**
+   * PEFT's svd_clamp, svd types only: clamp the new A and B to [−h, h] with h the q-quantile
+   * (linear interpolation) of their signed entries taken together; q in [0, 1].
+   */
+  svdClamp?: number;
   /** Seed of the random drops of the dare types (default 0). */
   seed?: number;
 }
@@ -121,7 +135,13 @@ interface Source {
 }
 
 /** New A [r, in] and B [out, r] (f32) for one layer. */
-function combineLayer(type: CombinationType, rule: Rule, l: LoraLayer, sources: Source[]): { a: Float32Array; b: Float32Array } {
+function combineLayer(
+  type: CombinationType,
+  rule: Rule,
+  l: LoraLayer,
+  sources: Source[],
+  svdClamp: number | undefined,
+): { a: Float32Array; b: Float32Array } {
   const a = new Float32Array(l.r * l.inFeatures);
   const b = new Float32Array(l.outFeatures * l.r);
   if (type === "cat") {
@@ -175,9 +195,31 @@ function combineLayer(type: CombinationType, rule: Rule, l: LoraLayer, sources: 
   const { u, s, v } = svd(matrix(l.outFeatures, l.inFeatures, delta));
   const k = s.length;
   // A rank above min(out, in) leaves the extra rows/columns at zero.
-  for (let j = 0; j < Math.min(l.r, k); j++) {
-    for (let o = 0; o < l.outFeatures; o++) b[o * l.r + j] = u.data[o * k + j] * s[j];
-    for (let i = 0; i < l.inFeatures; i++) a[j * l.inFeatures + i] = v.data[i * k + j];
+  const kept = Math.min(l.r, k);
+  const bf = new Float64Array(l.outFeatures * kept);
+  const af = new Float64Array(kept * l.inFeatures);
+  for (let j = 0; j < kept; j++) {
+    for (let o = 0; o < l.outFeatures; o++) bf[o * kept + j] = u.data[o * k + j] * s[j];
+    for (let i = 0; i < l.inFeatures; i++) af[j * l.inFeatures + i] = v.data[i * k + j];
+  }
+  if (svdClamp !== undefined) {
+    // PEFT: hi = torch.quantile(cat(U·S, Vh), clamp) over the truncated factors, lo = −hi, then
+    // clamp(x, lo, hi) = min(max(x, lo), hi) (torch gives hi everywhere when lo > hi).
+    const both = new Float64Array(bf.length + af.length);
+    both.set(bf);
+    both.set(af, bf.length);
+    const hi = quantile(both, svdClamp);
+    const clamp = (x: number) => Math.min(Math.max(x, -hi), hi);
+    bf.forEach((x, i) => {
+      bf[i] = clamp(x);
+    });
+    af.forEach((x, i) => {
+      af[i] = clamp(x);
+    });
+  }
+  for (let j = 0; j < kept; j++) {
+    for (let o = 0; o < l.outFeatures; o++) b[o * l.r + j] = bf[o * kept + j];
+    for (let i = 0; i < l.inFeatures; i++) a[j * l.inFeatures + i] = af[j * l.inFeatures + i];
   }
   return { a, b };
 }
@@ -226,6 +268,9 @@ export function addWeightedAdapter(
   if (!Number.isInteger(rank) || rank < 1)
     throw new PeftConfigError(`add_weighted_adapter: svdRank must be a positive integer, got ${rank}`);
 
+  if (opts.svdClamp !== undefined && !(opts.svdClamp >= 0 && opts.svdClamp <= 1))
+    throw new PeftConfigError(`add_weighted_adapter: svdClamp is a quantile in [0, 1], got ${opts.svdClamp}`);
+
   const config: LoraConfig = {
     ...configs[0],
     r: rank,
@@ -249,7 +294,7 @@ export function addWeightedAdapter(
       sources.push({ layer: sl, a: f64(a.tensors.get(k.a) as HostTensor), b: f64(a.tensors.get(k.b) as HostTensor), weight: weights[i] });
     });
     if (sources.length === 0) throw new PeftConfigError(`add_weighted_adapter: no adapter has LoRA weights for "${l.key}"`);
-    const { a, b } = combineLayer(type, rule, l, sources);
+    const { a, b } = combineLayer(type, rule, l, sources, type.endsWith("svd") ? opts.svdClamp : undefined);
     const k = loraKeys(l);
     tensors.set(k.a, hostTensor("f32", [l.r, l.inFeatures], a));
     tensors.set(k.b, hostTensor("f32", [l.outFeatures, l.r], b));
