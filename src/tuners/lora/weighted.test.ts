@@ -14,6 +14,7 @@ import {
   magnitudePrune,
   magnitudePruneMerge,
   majoritySignMask,
+  quantile,
   randomPrune,
   taskArithmetic,
   ties,
@@ -153,6 +154,45 @@ describe("add_weighted_adapter", () => {
       peft.addWeightedAdapter(["default", "b"], [1, 1], n, { combinationType: "dare_linear_svd", density: 0.5, seed });
     assert.deepEqual(deltaOf(peft, "d1"), deltaOf(peft, "d2"));
     assert.ok(maxDiff(deltaOf(peft, "d1"), deltaOf(peft, "d3")) > 0);
+    await m.release();
+  });
+});
+
+describe("svd_clamp", () => {
+  test("quantile: torch's linear interpolation on the signed values, by hand", () => {
+    const v = [3, -1, 4, 1, -5]; // sorted −5, −1, 1, 3, 4
+    assert.equal(quantile(v, 0), -5);
+    assert.ok(Math.abs(quantile(v, 0.3) - -0.6) < 1e-15); // p = 1.2: −1 + 0.2·(1 − (−1))
+    assert.equal(quantile(v, 0.5), 1);
+    assert.ok(Math.abs(quantile(v, 0.9) - 3.6) < 1e-15); // p = 3.6: 3 + 0.6·(4 − 3)
+    assert.equal(quantile(v, 1), 4);
+    assert.throws(() => quantile(v, 1.5), /\[0, 1\]/);
+  });
+
+  test("the svd factors clamped to ±h, h = the q-quantile of B and A together (torch.clamp: all h when −h > h)", async () => {
+    const { m, peft } = await setup();
+    const free = peft.addWeightedAdapter(["default", "c"], [0.7, -1.3], "free", { combinationType: "svd" });
+    const tensors = (n: string) => {
+      const t = peft.adapter(n).tensors;
+      return { a: f32(t.get(`${Q}.lora_A.weight`)), b: f32(t.get(`${Q}.lora_B.weight`)) };
+    };
+    const u = tensors("free");
+    assert.equal((free.config as unknown as LoraConfig).r, 4);
+    // h by hand: sort B's and A's entries together, p = q·(n − 1), interpolate.
+    const sorted = [...u.b, ...u.a].sort((x, y) => x - y);
+    for (const q of [0.8, 0.97, 0.1]) {
+      const p = q * (sorted.length - 1);
+      const lo = Math.floor(p);
+      const h = sorted[lo] + (p - lo) * (sorted[Math.min(lo + 1, sorted.length - 1)] - sorted[lo]);
+      peft.addWeightedAdapter(["default", "c"], [0.7, -1.3], `clamp${q}`, { combinationType: "svd", svdClamp: q });
+      const c = tensors(`clamp${q}`);
+      const clamp = (x: number) => Math.min(Math.max(x, -h), h);
+      close(c.b, Array.from(u.b, clamp), 1e-6);
+      close(c.a, Array.from(u.a, clamp), 1e-6);
+      if (q === 0.1) assert.ok(h < 0 && c.a.every((x) => Math.abs(x - h) < 1e-6), "−h > h: every entry becomes h");
+      else assert.ok(c.a.some((x, i) => x !== u.a[i]) || c.b.some((x, i) => x !== u.b[i]), "something was clamped");
+    }
+    assert.throws(() => peft.addWeightedAdapter(["default", "c"], [1, 1], "bad", { combinationType: "svd", svdClamp: 1.2 }), /svdClamp/);
     await m.release();
   });
 });
