@@ -13,7 +13,7 @@ import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import { readSafetensors, writeSafetensors } from "../../io/safetensors.js";
 import { AutoModelForCausalLM } from "../../models/auto.js";
 import type { SparseDelta } from "../../sparse/delta.js";
-import { saveSparseDeltas } from "../../sparse/file.js";
+import { loadSparseDeltas, saveSparseDeltas } from "../../sparse/file.js";
 import { REPO_ROOT } from "../../testing/paths.js";
 import { weightsFingerprint } from "../../util/fingerprint.js";
 
@@ -160,5 +160,50 @@ describe("peftkit delta", () => {
     const usage = cli(["compose", "--input", file("a.safetensors"), "--output", file("x.safetensors")]);
     assert.equal(usage.status, 2);
     assert.match(usage.stderr, /--input needs at least 2/);
+  });
+});
+
+describe("peftkit delta merge (weighted sums, negation)", () => {
+  test("Σ w_i·Δ_i: the union of the positions, values summed with their weights, in one file", () => {
+    ok(["merge", "--input", `${file("a.safetensors")},${file("b.safetensors")}`, "--weights", "2,-0.5", "--output", file("w.safetensors")]);
+    const got = loadSparseDeltas(file("w.safetensors"));
+    assert.equal(got.baseModel, fingerprint);
+    const q = got.deltas.get(Q) as SparseDelta;
+    assert.deepEqual(Array.from(q.indices), [0, 5, 9, 65000]);
+    // a: 0 → 0.25, 5 → −0.5, 65000 → 0.125; b: 5 → 0.75, 9 → 0.03125, 65000 → −0.375.
+    assert.deepEqual(Array.from(q.values), [2 * 0.25, 2 * -0.5 - 0.5 * 0.75, -0.5 * 0.03125, 2 * 0.125 - 0.5 * -0.375]);
+    assert.deepEqual(Array.from((got.deltas.get(V) as SparseDelta).values), [-0.25]);
+    assert.deepEqual(Array.from((got.deltas.get(D) as SparseDelta).values), [2, -4]);
+  });
+
+  test("negation with λ = 1 cancels: θ + Δ + (−Δ) = θ exactly; θ + (−Δ) = θ − Δ", () => {
+    ok(["merge", "--input", file("ab.safetensors"), "--negate", "--output", file("neg.safetensors")]);
+    const neg = loadSparseDeltas(file("neg.safetensors"));
+    const ab = loadSparseDeltas(file("ab.safetensors"));
+    for (const [name, d] of ab.deltas) assert.deepEqual(Array.from((neg.deltas.get(name) as SparseDelta).values), Array.from(d.values, (v) => -v));
+    // Δ + (−Δ) as one merged delta is exactly zero; applied one after the other, θ comes back.
+    ok(["merge", "--input", `${file("ab.safetensors")},${file("neg.safetensors")}`, "--output", file("zero.safetensors")]);
+    for (const d of loadSparseDeltas(file("zero.safetensors")).deltas.values()) assert.ok(d.values.every((v) => v === 0));
+    ok(["apply", "--model", MODEL, "--input", `${file("ab.safetensors")},${file("neg.safetensors")}`, "--output-dir", file("m-plus-minus")]);
+    assert.deepEqual(weights(file("m-plus-minus")), weights(MODEL));
+    // θ − Δ on the base (task-vector negation) is what --subtract computes.
+    ok(["apply", "--model", MODEL, "--input", file("neg.safetensors"), "--output-dir", file("m-neg")]);
+    ok(["apply", "--model", MODEL, "--input", file("ab.safetensors"), "--subtract", "--output-dir", file("m-sub")]);
+    assert.deepEqual(weights(file("m-neg")), weights(file("m-sub")));
+    assert.ok(maxDiff(weights(file("m-neg")), weights(MODEL), [Q, V, D]) >= 1, "the negated delta moved the weights");
+    // apply --weights: w·Δ in one step.
+    ok(["apply", "--model", MODEL, "--input", file("ab.safetensors"), "--weights", "0.5", "--output-dir", file("m-half")]);
+    const half = weights(file("m-half"))[Q].data as Float32Array;
+    const q0 = weights(MODEL)[Q].data as Float32Array;
+    assert.ok(Math.abs(half[5] - q0[5] - 0.125) < 1e-6);
+  });
+
+  test("bad input: different bases exit 1, a weight count that does not match exits 2", () => {
+    const base = cli(["merge", "--input", `${file("a.safetensors")},${file("other-base.safetensors")}`, "--output", file("x.safetensors")]);
+    assert.equal(base.status, 1, base.stderr);
+    assert.match(base.stderr, /other-base\.safetensors: made for a different base model/);
+    const count = cli(["merge", "--input", `${file("a.safetensors")},${file("b.safetensors")}`, "--weights", "1", "--output", file("x.safetensors")]);
+    assert.equal(count.status, 2, count.stderr);
+    assert.match(count.stderr, /--weights: 1 weight for 2 --input files/);
   });
 });

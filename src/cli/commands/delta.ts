@@ -24,7 +24,7 @@ const ACTIONS = ["export", "compose", "merge", "apply", "info"] as const;
 /** The weighted sum the flags ask for, or null when they ask for a plain sum (no --weights, no --negate). */
 function weighted(o: Flags, sets: NamedDeltaSet[]): NamedDeltaSet | null {
   if (o.weights === undefined && !o.negate) return null;
-  const w = parseWeights(o.weights as string[] | undefined, sets.length, Boolean(o.negate));
+  const w = parseWeights(o.weights as string[] | undefined, sets.length, Boolean(o.negate), "--input file");
   return { set: weightedDeltaSum(sets, w), file: sets.map((s, i) => `${w[i]}·${s.file}`).join(" + ") };
 }
 

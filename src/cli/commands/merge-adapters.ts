@@ -35,10 +35,10 @@ export const COMBINATION_TYPES: readonly CombinationType[] = [
 export const needsDensity = (m: CombinationType) => !["linear", "cat", "svd"].includes(m);
 
 /** The user's weights as numbers: one per adapter (default 1), negated with --negate. */
-export function parseWeights(raw: readonly string[] | undefined, count: number, negate: boolean): number[] {
+export function parseWeights(raw: readonly string[] | undefined, count: number, negate: boolean, what = "adapter"): number[] {
   const given = raw ?? Array.from({ length: count }, () => "1");
   if (given.length !== count)
-    throw new UsageError(`--weights: ${given.length} weight${given.length === 1 ? "" : "s"} for ${count} adapter${count === 1 ? "" : "s"}`);
+    throw new UsageError(`--weights: ${given.length} weight${given.length === 1 ? "" : "s"} for ${count} ${what}${count === 1 ? "" : "s"}`);
   return given.map((s) => {
     const w = Number(s);
     if (s.trim() === "" || !Number.isFinite(w)) throw new UsageError(`--weights: "${s}" is not a number`);
