@@ -180,11 +180,23 @@ describe("peftkit delta merge (weighted sums, negation)", () => {
     ok(["merge", "--input", file("ab.safetensors"), "--negate", "--output", file("neg.safetensors")]);
     const neg = loadSparseDeltas(file("neg.safetensors"));
     const ab = loadSparseDeltas(file("ab.safetensors"));
-    for (const [name, d] of ab.deltas) assert.deepEqual(Array.from((neg.deltas.get(name) as SparseDelta).values), Array.from(d.values, (v) => -v));
+    for (const [name, d] of ab.deltas)
+      assert.deepEqual(
+        Array.from((neg.deltas.get(name) as SparseDelta).values),
+        Array.from(d.values, (v) => -v),
+      );
     // Δ + (−Δ) as one merged delta is exactly zero; applied one after the other, θ comes back.
     ok(["merge", "--input", `${file("ab.safetensors")},${file("neg.safetensors")}`, "--output", file("zero.safetensors")]);
     for (const d of loadSparseDeltas(file("zero.safetensors")).deltas.values()) assert.ok(d.values.every((v) => v === 0));
-    ok(["apply", "--model", MODEL, "--input", `${file("ab.safetensors")},${file("neg.safetensors")}`, "--output-dir", file("m-plus-minus")]);
+    ok([
+      "apply",
+      "--model",
+      MODEL,
+      "--input",
+      `${file("ab.safetensors")},${file("neg.safetensors")}`,
+      "--output-dir",
+      file("m-plus-minus"),
+    ]);
     assert.deepEqual(weights(file("m-plus-minus")), weights(MODEL));
     // θ − Δ on the base (task-vector negation) is what --subtract computes.
     ok(["apply", "--model", MODEL, "--input", file("neg.safetensors"), "--output-dir", file("m-neg")]);
@@ -202,7 +214,15 @@ describe("peftkit delta merge (weighted sums, negation)", () => {
     const base = cli(["merge", "--input", `${file("a.safetensors")},${file("other-base.safetensors")}`, "--output", file("x.safetensors")]);
     assert.equal(base.status, 1, base.stderr);
     assert.match(base.stderr, /other-base\.safetensors: made for a different base model/);
-    const count = cli(["merge", "--input", `${file("a.safetensors")},${file("b.safetensors")}`, "--weights", "1", "--output", file("x.safetensors")]);
+    const count = cli([
+      "merge",
+      "--input",
+      `${file("a.safetensors")},${file("b.safetensors")}`,
+      "--weights",
+      "1",
+      "--output",
+      file("x.safetensors"),
+    ]);
     assert.equal(count.status, 2, count.stderr);
     assert.match(count.stderr, /--weights: 1 weight for 2 --input files/);
   });

@@ -73,7 +73,14 @@ function compose(o: Flags): number {
   const merge = o.action === "merge";
   const sets = inputs(o, merge ? 1 : 2);
   const w = weighted(o, sets);
-  const sum = w ? w.set : merge ? weightedDeltaSum(sets, sets.map(() => 1)) : composeDeltaSets(sets);
+  const sum = w
+    ? w.set
+    : merge
+      ? weightedDeltaSum(
+          sets,
+          sets.map(() => 1),
+        )
+      : composeDeltaSets(sets);
   saveSparseDeltas(output, sum);
   const n = [...sum.deltas.values()].reduce((s, d) => s + d.indices.length, 0);
   console.log(`wrote ${output}: ${w ? w.file : `the sum of ${sets.length} deltas`}, ${n} entries in ${sum.deltas.size} weights`);
@@ -86,7 +93,8 @@ async function apply(o: Flags): Promise<number> {
   if (existsSync(join(out, "config.json"))) throw new UsageError(`--output-dir ${out} already holds a model; choose another folder`);
   const sets = inputs(o, 1);
   // One sum, applied once: every file is checked against the same (unchanged) base.
-  const sum = weighted(o, sets) ?? (sets.length === 1 ? sets[0] : { set: composeDeltaSets(sets), file: sets.map((s) => s.file).join(" + ") });
+  const sum =
+    weighted(o, sets) ?? (sets.length === 1 ? sets[0] : { set: composeDeltaSets(sets), file: sets.map((s) => s.file).join(" + ") });
   const { model } = await loadModelAndAdapter(modelDir, { threads: o.threads as number | undefined });
   const subtract = Boolean(o.subtract);
   for (const [name, w] of mergeDeltaSet(model.weights, sum, subtract ? -1 : 1)) model.weights.set(name, w);

@@ -23,7 +23,10 @@ after(() => rmSync(tmp, { recursive: true, force: true }));
 const dir = (n: string) => join(tmp, n);
 
 function cli(cmd: string, args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, cmd, ...args, "--threads", "1"], { encoding: "utf8", env: { ...process.env, FORCE_COLOR: "0" } });
+  const r = spawnSync(process.execPath, [CLI, cmd, ...args, "--threads", "1"], {
+    encoding: "utf8",
+    env: { ...process.env, FORCE_COLOR: "0" },
+  });
   return { status: r.status, stderr: r.stderr.trim(), stdout: r.stdout };
 }
 const ok = (cmd: string, args: string[]) => {
@@ -112,7 +115,10 @@ describe("peftkit merge-adapters", () => {
       const n = product(tensors(dir("neg")), layer).d;
       const h = product(tensors(dir("neg-half")), layer).d;
       const scale = maxAbs(d) * 2;
-      assert.ok(maxAbs(d.map((v, i) => 2 * v + n[i])) < 1e-6 * scale, `${layer}: W + ΔW + ΔW' − W = ${maxAbs(d.map((v, i) => 2 * v + n[i]))}`);
+      assert.ok(
+        maxAbs(d.map((v, i) => 2 * v + n[i])) < 1e-6 * scale,
+        `${layer}: W + ΔW + ΔW' − W = ${maxAbs(d.map((v, i) => 2 * v + n[i]))}`,
+      );
       assert.ok(maxAbs(d.map((v, i) => 0.5 * 2 * v + h[i])) < 1e-6 * scale, `${layer}: λ = 0.5`);
     }
     // Through the CLI: merge A into W, then the negation into that: W again (f32 rounding).

@@ -133,7 +133,8 @@ export const mergeAdaptersCommand: CommandSpec = {
     const weights = parseWeights(o.weights as string[] | undefined, dirs.length, Boolean(o.negate));
     const density = o.density as number | undefined;
     const type: CombinationType = dirs.length === 1 ? "linear" : method;
-    if (needsDensity(type) && density === undefined) throw new UsageError(`--method ${type} needs --density (the fraction kept, in (0, 1])`);
+    if (needsDensity(type) && density === undefined)
+      throw new UsageError(`--method ${type} needs --density (the fraction kept, in (0, 1])`);
     const out = o.outputDir as string;
     if (existsSync(join(out, ADAPTER_CONFIG))) throw new UsageError(`--output-dir ${out} already holds an adapter; choose another folder`);
 

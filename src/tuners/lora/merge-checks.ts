@@ -62,7 +62,9 @@ export function checkMergeable(adapters: readonly AdapterSummary[], type: Combin
       );
   }
   if (method !== "LORA")
-    throw new MergeCheckError(`peft_type: ${method} in ${first.label}; merge-adapters combines LoRA adapters only (PEFT's add_weighted_adapter)`);
+    throw new MergeCheckError(
+      `peft_type: ${method} in ${first.label}; merge-adapters combines LoRA adapters only (PEFT's add_weighted_adapter)`,
+    );
 
   const base0 = baseModel(first);
   for (const a of adapters.slice(1)) {

@@ -45,8 +45,7 @@ const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
 
 function product(b: ArrayLike<number>, a: ArrayLike<number>, out: number, r: number, inF: number): Float64Array {
   const d = new Float64Array(out * inF);
-  for (let o = 0; o < out; o++)
-    for (let k = 0; k < r; k++) for (let i = 0; i < inF; i++) d[o * inF + i] += b[o * r + k] * a[k * inF + i];
+  for (let o = 0; o < out; o++) for (let k = 0; k < r; k++) for (let i = 0; i < inF; i++) d[o * inF + i] += b[o * r + k] * a[k * inF + i];
   return d;
 }
 
@@ -81,13 +80,21 @@ describe("add_weighted_adapter against the torch re-derivation (test/golden/merg
         const scale = Math.max(...c.delta.map(Math.abs));
         assert.ok(maxDiff(d, c.delta) < 1e-5 * scale, `ΔW max diff ${maxDiff(d, c.delta)} (scale ${scale})`);
       } else {
-        assert.ok(maxDiff(A.data as Float32Array, c.a as number[]) < 2e-6, `A max diff ${maxDiff(A.data as Float32Array, c.a as number[])}`);
-        assert.ok(maxDiff(B.data as Float32Array, c.b as number[]) < 2e-6, `B max diff ${maxDiff(B.data as Float32Array, c.b as number[])}`);
+        assert.ok(
+          maxDiff(A.data as Float32Array, c.a as number[]) < 2e-6,
+          `A max diff ${maxDiff(A.data as Float32Array, c.a as number[])}`,
+        );
+        assert.ok(
+          maxDiff(B.data as Float32Array, c.b as number[]) < 2e-6,
+          `B max diff ${maxDiff(B.data as Float32Array, c.b as number[])}`,
+        );
       }
     });
   });
   test("quantile = torch.quantile (linear interpolation)", () => {
     const { values, q, torch } = G.quantile;
-    q.forEach((x, i) => assert.ok(Math.abs(quantile(values, x) - torch[i]) < 1e-12, `q ${x}: ${quantile(values, x)} vs ${torch[i]}`));
+    q.forEach((x, i) => {
+      assert.ok(Math.abs(quantile(values, x) - torch[i]) < 1e-12, `q ${x}: ${quantile(values, x)} vs ${torch[i]}`);
+    });
   });
 });

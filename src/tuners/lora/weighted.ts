@@ -23,15 +23,7 @@ import type { ModelInfo, Tuner } from "../tuner.js";
 import type { LoraConfig } from "./config.js";
 import { LORA } from "./index.js";
 import { biasTargets, type LoraLayer, logicalWeight, loraKeys, loraLayers, rowNorms } from "./layers.js";
-import {
-  dareLinear,
-  dareTies,
-  type MajoritySignMethod,
-  magnitudePruneMerge,
-  quantile,
-  taskArithmetic,
-  ties,
-} from "./merge-utils.js";
+import { dareLinear, dareTies, type MajoritySignMethod, magnitudePruneMerge, quantile, taskArithmetic, ties } from "./merge-utils.js";
 
 export type CombinationType =
   | "linear"
