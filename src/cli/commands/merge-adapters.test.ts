@@ -159,6 +159,13 @@ describe("peftkit merge-adapters", () => {
       assert.match(r.stderr, pattern);
       assert.ok(!existsSync(dir("x")), "nothing written");
     }
+    // The same weights under another path (a copy of the model folder) are the same base.
+    cpSync(MODEL, dir("model-copy"), { recursive: true });
+    const c = config(dir("b"));
+    c.base_model_name_or_path = dir("model-copy");
+    cpSync(dir("b"), dir("b-copy-base"), { recursive: true });
+    writeFileSync(join(dir("b-copy-base"), "adapter_config.json"), JSON.stringify(c));
+    ok("merge-adapters", [dir("a"), dir("b-copy-base"), "--method", "linear", "--output-dir", dir("same-weights")]);
     const forced = ok("merge-adapters", [dir("a"), dir("other-base"), "--method", "linear", "--force", "--output-dir", dir("forced")]);
     assert.match(forced.stderr, /warning: base_model_name_or_path: .* merging anyway \(--force\)/);
     // cat and svd take unequal ranks.

@@ -9,11 +9,12 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync } from "node:
 import { join } from "node:path";
 import { fsyncFile, replaceDir, tmpPath, writeFileAtomic } from "../../io/atomic-write.js";
 import { LABEL_CONFIG_FILE } from "../../io/label-config.js";
-import { SafetensorsFile } from "../../io/safetensors.js";
+import { readSafetensors, SafetensorsFile } from "../../io/safetensors.js";
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, saveAdapter } from "../../tuners/format.js";
 import { type AdapterSummary, checkMergeable } from "../../tuners/lora/merge-checks.js";
 import type { MajoritySignMethod } from "../../tuners/lora/merge-utils.js";
 import type { CombinationType } from "../../tuners/lora/weighted.js";
+import { weightsFingerprint } from "../../util/fingerprint.js";
 import { type CommandSpec, type Flags, UsageError } from "../args.js";
 import { loadModelAndAdapter } from "../load.js";
 
@@ -65,6 +66,19 @@ export function readSummary(dir: string): AdapterSummary {
   } finally {
     file.close();
   }
+}
+
+/**
+ * Two base-model folders with the same weights, by fingerprint (src/util/fingerprint.ts): one model
+ * reached by two paths, or copied. Only single-file checkpoints here are compared; anything else
+ * counts as different (then --force).
+ */
+export function sameBaseWeights(a: string, b: string): boolean {
+  const fa = join(a, "model.safetensors");
+  const fb = join(b, "model.safetensors");
+  if (!existsSync(fa) || !existsSync(fb)) return false;
+  const fp = (f: string) => weightsFingerprint(new Map(Object.entries(readSafetensors(f).tensors)));
+  return fp(fa) === fp(fb);
 }
 
 function baseModelDir(o: Flags, first: AdapterSummary): string {
@@ -139,7 +153,8 @@ export const mergeAdaptersCommand: CommandSpec = {
     if (existsSync(join(out, ADAPTER_CONFIG))) throw new UsageError(`--output-dir ${out} already holds an adapter; choose another folder`);
 
     const summaries = dirs.map(readSummary);
-    for (const w of checkMergeable(summaries, type, { force: Boolean(o.force) })) console.warn(`peftkit: warning: ${w}`);
+    for (const w of checkMergeable(summaries, type, { force: Boolean(o.force), sameBase: sameBaseWeights }))
+      console.warn(`peftkit: warning: ${w}`);
     if (dirs.length === 1 && method !== "linear" && method !== "svd")
       console.warn(`peftkit: note: one adapter combines as linear (PEFT), not ${method}`);
 

@@ -50,7 +50,15 @@ function effectiveRank(a: AdapterSummary): number {
  * Throws MergeCheckError on adapters that cannot be merged with `type`; returns warnings (a
  * base-model mismatch under `force`). Order: method, base model, shapes, ranks.
  */
-export function checkMergeable(adapters: readonly AdapterSummary[], type: CombinationType, opts: { force?: boolean } = {}): string[] {
+export function checkMergeable(
+  adapters: readonly AdapterSummary[],
+  type: CombinationType,
+  opts: {
+    force?: boolean;
+    /** Whether two differently named base models are the same weights (e.g. by fingerprint). */
+    sameBase?: (a: string, b: string) => boolean;
+  } = {},
+): string[] {
   const warnings: string[] = [];
   const first = adapters[0];
   const method = String(first.config.peft_type);
@@ -69,7 +77,7 @@ export function checkMergeable(adapters: readonly AdapterSummary[], type: Combin
   const base0 = baseModel(first);
   for (const a of adapters.slice(1)) {
     const b = baseModel(a);
-    if (b === base0) continue;
+    if (b === base0 || (b !== null && base0 !== null && opts.sameBase?.(base0, b))) continue;
     const msg = `base_model_name_or_path: ${JSON.stringify(base0)} in ${first.label}, ${JSON.stringify(b)} in ${a.label}`;
     if (!opts.force) throw new MergeCheckError(`${msg}; adapters of different base models do not merge (--force merges them anyway)`);
     warnings.push(`${msg}; merging anyway (--force)`);
