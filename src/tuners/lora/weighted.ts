@@ -13,7 +13,7 @@
  * the union of the target modules, no rank/alpha patterns and use_rslora off.
  */
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
-import { matrix, svd } from "../../util/linalg.js";
+import { type Matrix, matmul, matrix, qr, svd, transpose } from "../../util/linalg.js";
 import { Rng } from "../../util/rng.js";
 import { PeftConfigError } from "../config.js";
 import { LORA_DEFAULT_TARGETS } from "../defaults.js";
@@ -126,6 +126,50 @@ interface Source {
   weight: number;
 }
 
+/** The rule applied to the full deltas ΔW_i = s_i·B_i·A_i (logical [out, in]) with weights w_i·s_i. */
+function prunedDelta(rule: Rule, l: LoraLayer, sources: Source[]): Float64Array {
+  const deltas = sources.map((s) => {
+    const d = new Float64Array(l.outFeatures * l.inFeatures);
+    const rk = s.layer.r;
+    for (let o = 0; o < l.outFeatures; o++) {
+      for (let k = 0; k < rk; k++) {
+        const v = s.b[o * rk + k] * s.layer.scaling;
+        for (let i = 0; i < l.inFeatures; i++) d[o * l.inFeatures + i] += v * s.a[k * l.inFeatures + i];
+      }
+    }
+    return d;
+  });
+  return rule(
+    deltas,
+    sources.map((s) => s.weight * s.layer.scaling),
+  );
+}
+
+/**
+ * The thin SVD of Σ_i c_i·B_i·A_i (c_i = w_i·s_i², PEFT's weights times the scaling already in
+ * ΔW_i) from its factors: B_c = [B_1 … B_k] = Q_b·R_b, A_cᵀ = [c_1·A_1; …]ᵀ = Q_a·R_a, then the SVD
+ * of the small R_b·R_aᵀ = U'·S·V'ᵀ gives U = Q_b·U', V = Q_a·V'. Exact, O((out + in)·R²) with
+ * R = Σ r_i, where the full SVD of a rank-R [out, in] matrix costs seconds per layer.
+ */
+function lowRankSvd(l: LoraLayer, sources: Source[]): { u: Matrix; s: Float64Array; v: Matrix } {
+  const R = sources.reduce((n, s) => n + s.layer.r, 0);
+  const bc = matrix(l.outFeatures, R);
+  const act = matrix(l.inFeatures, R);
+  let col = 0;
+  for (const s of sources) {
+    const rk = s.layer.r;
+    const c = s.weight * s.layer.scaling * s.layer.scaling;
+    for (let k = 0; k < rk; k++, col++) {
+      for (let o = 0; o < l.outFeatures; o++) bc.data[o * R + col] = s.b[o * rk + k];
+      for (let i = 0; i < l.inFeatures; i++) act.data[i * R + col] = c * s.a[k * l.inFeatures + i];
+    }
+  }
+  const b = qr(bc);
+  const a = qr(act);
+  const small = svd(matmul(b.r, transpose(a.r)));
+  return { u: matmul(b.q, small.u), s: small.s, v: matmul(a.q, small.v) };
+}
+
 /** New A [r, in] and B [out, r] (f32) for one layer. */
 function combineLayer(
   type: CombinationType,
@@ -168,23 +212,8 @@ function combineLayer(
     );
     return { a, b };
   }
-  // SVD types: combine full deltas s_i·B_i·A_i (logical [out, in]) with weights w_i·s_i.
-  const deltas = sources.map((s) => {
-    const d = new Float64Array(l.outFeatures * l.inFeatures);
-    const rk = s.layer.r;
-    for (let o = 0; o < l.outFeatures; o++) {
-      for (let k = 0; k < rk; k++) {
-        const v = s.b[o * rk + k] * s.layer.scaling;
-        for (let i = 0; i < l.inFeatures; i++) d[o * l.inFeatures + i] += v * s.a[k * l.inFeatures + i];
-      }
-    }
-    return d;
-  });
-  const delta = rule(
-    deltas,
-    sources.map((s) => s.weight * s.layer.scaling),
-  );
-  const { u, s, v } = svd(matrix(l.outFeatures, l.inFeatures, delta));
+  // "svd" (task arithmetic) keeps ΔW = Σ (w_i·s_i)·s_i·B_i·A_i low-rank: factor it without forming it.
+  const { u, s, v } = type === "svd" ? lowRankSvd(l, sources) : svd(matrix(l.outFeatures, l.inFeatures, prunedDelta(rule, l, sources)));
   const k = s.length;
   // A rank above min(out, in) leaves the extra rows/columns at zero.
   const kept = Math.min(l.r, k);
