@@ -332,7 +332,7 @@ export function compeftFromParts(parts: CompeftFileParts, file: string): Compres
     let scale = globalScale;
     if (scope === "per-tensor") {
       const st = tensors[name + SCALE];
-      if (!st || st.dtype !== "F32" || st.data.length !== 4)
+      if (st?.dtype !== "F32" || st.data.length !== 4)
         throw new CompeftError(`${file}: tensor "${name}${SCALE}" is missing or not one F32`);
       scale = new DataView(st.data.buffer, st.data.byteOffset, 4).getFloat32(0, true);
     }
