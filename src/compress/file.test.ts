@@ -2,12 +2,13 @@ import assert from "node:assert/strict";
 import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { pickAlpha } from "../cli/commands/compress.js";
 import type { HostTensor } from "../engine/ir/host.js";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
 import { AutoModelForCausalLM } from "../models/auto.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
 import { runCli } from "../testing/cli.js";
-import { MODEL, maxAbsDifference, tempDir } from "../testing/train-cli.js";
+import { MODEL, maxAbsDifference, tempDir, writeKindOfData } from "../testing/train-cli.js";
 import { PeftModel } from "../tuners/peft-model.js";
 import { COMPEFT_WEIGHTS, compressAdapterFolder, readCompeftFile } from "./file.js";
 
@@ -121,6 +122,45 @@ describe("ComPEFT adapter folders", () => {
     assert.ok(m, r.stdout);
     assert.deepEqual([Number(m[1]), Number(m[2])], [source, bytes.length]);
     assert.equal(m[3], (source / bytes.length).toFixed(2));
+  });
+
+  it("--alpha auto keeps the α of the best score on --eval-data (ties: lower loss)", () => {
+    assert.equal(
+      pickAlpha([
+        { alpha: 0.5, score: 0.25, loss: 3 },
+        { alpha: 1, score: 0.5, loss: 4 },
+        { alpha: 2, score: 0.5, loss: 2 },
+        { alpha: 4, score: 0.125, loss: 1 },
+      ]).alpha,
+      2,
+    );
+    const data = writeKindOfData(tempDir("compeft-auto-"));
+    const out = join(root, "auto");
+    const r = runCli([
+      "compress",
+      join(root, "0-src"),
+      "--alpha",
+      "auto",
+      "--alphas",
+      "0.5,3",
+      "--model",
+      MODEL,
+      "--eval-data",
+      data,
+      "--output-dir",
+      out,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const trials = [...r.stdout.matchAll(/^alpha ([\d.]+): score ([\d.]+), loss ([\d.]+)$/gm)].map((m) => ({
+      alpha: Number(m[1]),
+      score: Number(m[2]),
+      loss: Number(m[3]),
+    }));
+    assert.equal(trials.length, 2, r.stdout);
+    const chosen = pickAlpha(trials).alpha;
+    assert.match(r.stdout, new RegExp(`chose alpha ${chosen}\n`));
+    assert.equal(readCompeftFile(join(out, COMPEFT_WEIGHTS)).alpha, chosen);
+    assert.equal(runCli(["compress", join(root, "0-src"), "--alpha", "auto", "--output-dir", out]).code, 2);
   });
 
   describe("bad input: one line naming the flag, file or tensor", () => {
