@@ -14,6 +14,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { pickAlpha } from "../src/cli/commands/compress.js";
 import { compressAdapterFolder } from "../src/compress/file.js";
 import { PACKAGE_ROOT } from "../src/util/paths.js";
 
@@ -63,6 +64,8 @@ interface Row {
   scope: string;
   density: number;
   ratio: number;
+  /** Source bytes over the compressed file's data section (the file minus its header). */
+  payloadRatio: number;
   byAlpha: Map<number, Score>;
 }
 
@@ -92,11 +95,13 @@ for (const task of list(a.tasks))
     originals.set(`${task}.${method}`, { score: original, bytes: readFileSync(join(adapter, "adapter_model.safetensors")).length });
     for (const scope of list(a.scopes))
       for (const density of nums(a.densities)) {
-        const row: Row = { run: `${task}.${method}`, scope, density, ratio: 0, byAlpha: new Map() };
+        const row: Row = { run: `${task}.${method}`, scope, density, ratio: 0, payloadRatio: 0, byAlpha: new Map() };
         for (const alpha of alphas) {
           const dir = join(work, `${scope}.d${density}.a${alpha}`);
           const s = compressAdapterFolder(adapter, dir, { density, alpha, scope: scope as "global" | "per-tensor" });
           row.ratio = s.ratio;
+          const header = Number(readFileSync(s.output).readBigUInt64LE(0));
+          row.payloadRatio = s.sourceBytes / (s.compressedBytes - 8 - header);
           row.byAlpha.set(alpha, evaluate(model, dir, data, spec.maxLength, join(dir, "eval.json")));
           process.stderr.write(`${name} ${scope} D=${density} α=${alpha}: ${fmt(row.byAlpha.get(alpha)?.score ?? Number.NaN)}\n`);
         }
@@ -109,16 +114,18 @@ for (const [run, o] of originals) {
   lines.push(
     `**${run}** (seed ${a.seed}): original ${o.score.metric} ${fmt(o.score.score)}, eval loss ${fmt(o.score.loss)}, adapter_model.safetensors ${o.bytes} bytes.`,
     "",
-    `| scope | density | size ratio | ${alphas.map((x) => `α=${x}`).join(" | ")} | α tuned (Δ) | loss at α tuned |`,
-    `|---|---:|---:|${alphas.map(() => "---:").join("|")}|---:|---:|`,
+    `| scope | density | size ratio (file) | (data only) | ${alphas.map((x) => `α=${x}`).join(" | ")} | α tuned (Δ) | loss at α tuned |`,
+    `|---|---:|---:|---:|${alphas.map(() => "---:").join("|")}|---:|---:|`,
   );
   for (const r of rows.filter((x) => x.run === run)) {
-    let best = alphas[0];
-    for (const x of alphas) if ((r.byAlpha.get(x)?.score ?? -1) > (r.byAlpha.get(best)?.score ?? -1)) best = x;
+    // As --alpha auto: the best score, ties to the lower loss.
+    const best = pickAlpha(
+      alphas.map((x) => ({ alpha: x, score: r.byAlpha.get(x)?.score ?? null, loss: r.byAlpha.get(x)?.loss ?? Number.NaN })),
+    ).alpha;
     const b = r.byAlpha.get(best) as Score;
     const cells = alphas.map((x) => fmt(r.byAlpha.get(x)?.score ?? Number.NaN));
     lines.push(
-      `| ${r.scope} | ${r.density} | ${r.ratio.toFixed(1)}× | ${cells.join(" | ")} | ${fmt(b.score)} at α=${best} (${signed(b.score - o.score.score)}) | ${fmt(b.loss)} |`,
+      `| ${r.scope} | ${r.density} | ${r.ratio.toFixed(1)}× | ${r.payloadRatio.toFixed(1)}× | ${cells.join(" | ")} | ${fmt(b.score)} at α=${best} (${signed(b.score - o.score.score)}) | ${fmt(b.loss)} |`,
     );
   }
   lines.push("");
