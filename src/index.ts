@@ -11,6 +11,14 @@ export {
   type CalibrationProgress,
   runCalibration,
 } from "./calibration/index.js";
+export {
+  CompeftError,
+  type CompeftOptions,
+  type CompressedAdapter,
+  compressTensors,
+  decompressAdapter,
+} from "./compress/compeft.js";
+export { COMPEFT_WEIGHTS, compressAdapterFolder, decompressAdapterFolder, readCompeftFile } from "./compress/file.js";
 export * from "./engine/index.js";
 export { CompileCacheError, cacheLocation, DiskCompileCache, nodeCompileCache } from "./io/compile-cache.js";
 export { CheckpointError, loadConfig, openCheckpoint } from "./io/hf-folder.js";

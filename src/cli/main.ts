@@ -6,6 +6,7 @@ import { type CommandSpec, helpText, parseFlags, UsageError } from "./args.js";
 import { benchCommand } from "./commands/bench.js";
 import { cacheCommand } from "./commands/cache.js";
 import { compareCommand } from "./commands/compare.js";
+import { compressCommand } from "./commands/compress.js";
 import { deltaCommand } from "./commands/delta.js";
 import { demoCommand } from "./commands/demo.js";
 import { evalCommand } from "./commands/eval.js";
@@ -24,6 +25,7 @@ export const COMMANDS: CommandSpec[] = [
   mergeAdaptersCommand,
   deltaCommand,
   graftCommand,
+  compressCommand,
   infoCommand,
   compareCommand,
   demoCommand,

@@ -7,6 +7,7 @@
 
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { openCompeftWeights } from "../compress/file.js";
 import type { HostTensor } from "../engine/ir/host.js";
 import { writeFileAtomic } from "../io/atomic-write.js";
 import { readJsonFile } from "../io/hf-folder.js";
@@ -84,14 +85,17 @@ export function readAdapter(peft: PeftModel, dir: string): { tuner: Tuner; confi
   const raw = readJsonFile(cfgPath, "adapter config");
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new PeftConfigError(`${cfgPath}: must be a JSON object`);
   const rawCfg = normalizeKeys(raw as Record<string, unknown>, cfgPath);
-  const weightsPath = join(dir, ADAPTER_WEIGHTS);
-  if (!existsSync(weightsPath)) {
+  let weightsPath = join(dir, ADAPTER_WEIGHTS);
+  // A folder written by `peftkit compress` (ComPEFT) is decompressed in memory.
+  const compressed = existsSync(weightsPath) ? null : openCompeftWeights(dir);
+  if (compressed) weightsPath = compressed.path;
+  if (!compressed && !existsSync(weightsPath)) {
     const bin = existsSync(join(dir, "adapter_model.bin"))
       ? " (adapter_model.bin is PyTorch pickle, which is not supported: save with safe_serialization=True)"
       : "";
     throw new PeftConfigError(`${dir}: no ${ADAPTER_WEIGHTS}${bin}`);
   }
-  const file = SafetensorsFile.open(weightsPath);
+  const file = compressed ?? SafetensorsFile.open(weightsPath);
   try {
     // Older formats are recognised before the config is parsed with today's rules.
     const early = typeof rawCfg.peft_type === "string" ? tunerFor(rawCfg.peft_type) : null;

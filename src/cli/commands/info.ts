@@ -1,5 +1,6 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { COMPEFT_WEIGHTS, readCompeftFile } from "../../compress/file.js";
 import { readJsonFile } from "../../io/hf-folder.js";
 import { describeLabels, LABEL_CONFIG_FILE, parseLabelFields, readLabelConfig } from "../../io/label-config.js";
 import { SafetensorsFile } from "../../io/safetensors.js";
@@ -77,6 +78,17 @@ export const infoCommand: CommandSpec = {
             : []),
           ["dtypes", d.dtypes],
           ["file size", mb(statSync(w).size)],
+        );
+      }
+      const compressed = join(dir, COMPEFT_WEIGHTS);
+      if (!existsSync(w) && existsSync(compressed)) {
+        const c = readCompeftFile(compressed);
+        const entries = [...c.tensors.values()].reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0);
+        rows.push(
+          ["compressed", `ComPEFT (${COMPEFT_WEIGHTS}, docs/formats/compeft.md): density ${c.density}, alpha ${c.alpha}, scope ${c.scope}`],
+          ["tensors", String(c.tensors.size)],
+          ["parameters", entries.toLocaleString("en-US")],
+          ["file size", mb(statSync(compressed).size)],
         );
       }
     } else if (existsSync(join(dir, "config.json"))) {
