@@ -13,6 +13,7 @@ import { generateCommand } from "./commands/generate.js";
 import { graftCommand } from "./commands/graft.js";
 import { infoCommand } from "./commands/info.js";
 import { mergeCommand } from "./commands/merge.js";
+import { searchCommand } from "./commands/search.js";
 import { trainCommand } from "./commands/train.js";
 
 export const COMMANDS: CommandSpec[] = [
@@ -24,6 +25,7 @@ export const COMMANDS: CommandSpec[] = [
   graftCommand,
   infoCommand,
   compareCommand,
+  searchCommand,
   demoCommand,
   benchCommand,
   cacheCommand,

@@ -9,6 +9,7 @@
  * the seed and the results of evaluations < b·q, so a killed search re-derives the same proposals.
  */
 import { runPool } from "../compare/pool.js";
+import { PeftkitError } from "../engine/errors.js";
 import { Rng } from "../util/rng.js";
 import { fitHyper, GaussianProcess } from "./gp.js";
 import { expectedHvImprovement, hypervolume, type Point2, type Reference } from "./hypervolume.js";
@@ -83,6 +84,8 @@ function randomUnseen(space: SearchSpace, rng: Rng, seen: Set<string>): SearchCo
 
 /** Hill-climbing restarts and acquisition evaluations of the local search (AutoPEFT: 10 and 2000). */
 const RESTARTS = 10;
+/** Random configurations scored to pick half of the restarts. */
+const RANDOM_POOL = 200;
 const MAX_ACQ_EVALS = 2000;
 
 /** The configurations of batch b, given the evaluations before it. */
@@ -172,18 +175,25 @@ function boPicker(
       cache.set(k, v);
       return v;
     };
-    // Restarts from random neighbours of the current Pareto set ("sample_around_best"), then random ones.
+    // Restarts from random neighbours of the current Pareto set ("sample_around_best"), and from the
+    // best of a pool of random configurations (AutoPEFT's random acquisition optimiser).
     const paretoIdx = paretoIndices(front);
     const starts: SearchConfig[] = [];
     for (const i of paretoIdx) {
       const nb = neighbours(space, frontConfigs[i]);
       if (nb.length) starts.push(nb[Math.floor(rng.next() * nb.length)]);
-      if (starts.length >= RESTARTS) break;
+      if (starts.length >= RESTARTS / 2) break;
     }
-    while (starts.length < RESTARTS) {
+    const pool: { c: SearchConfig; v: number }[] = [];
+    for (let i = 0; i < RANDOM_POOL; i++) {
       const c = randomUnseen(space, rng, seen);
       if (c === null) break;
-      starts.push(c);
+      pool.push({ c, v: acq(c) });
+    }
+    pool.sort((a, b) => b.v - a.v);
+    for (const p of pool) {
+      if (starts.length >= RESTARTS) break;
+      starts.push(p.c);
     }
     let best: { c: SearchConfig; v: number } | null = null;
     const budgetPer = Math.floor(MAX_ACQ_EVALS / RESTARTS);
@@ -234,7 +244,8 @@ export function hypervolumeTrace(evals: readonly Evaluation[], ref: Reference): 
   });
 }
 
-export class SearchStateError extends Error {}
+/** A state file that does not belong to this search. */
+export class SearchStateError extends PeftkitError {}
 
 /**
  * Runs (or resumes) a search: `done` are the evaluations already recorded; each new one is passed to

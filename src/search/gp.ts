@@ -106,7 +106,9 @@ function gram(x: readonly Float64Array[], h: GpHyper): Matrix {
 }
 
 // Bounds on the log-hyperparameters (inputs live in [0, 1], the score is standardised).
-const LOG_LS = [Math.log(0.05), Math.log(20)];
+const LOG_LS = [Math.log(0.05), Math.log(200)];
+/** σ of the log-normal lengthscale prior (Hvarfner et al. 2024, BoTorch's default since 0.12). */
+const PRIOR_SCALE = Math.sqrt(3);
 const LOG_SIGNAL = [Math.log(0.05), Math.log(20)];
 const LOG_NOISE = [Math.log(1e-6), Math.log(0.5)];
 
@@ -165,18 +167,20 @@ function clampTheta(theta: Float64Array, dims: number): void {
 }
 
 /** Hyperparameters maximising the marginal likelihood of (x, standardised y): Adam from fixed starts. */
-export function fitHyper(x: readonly Float64Array[], y: readonly number[], opts: { steps?: number; lr?: number } = {}): GpHyper {
+export function fitHyper(
+  x: readonly Float64Array[],
+  y: readonly number[],
+  opts: { steps?: number; lr?: number; lengthscalePrior?: boolean } = {},
+): GpHyper {
   const dims = x[0].length;
   const { mean, scale } = moments(y);
   const z = y.map((v) => (v - mean) / scale);
   const steps = opts.steps ?? 120;
   const lr = opts.lr ?? 0.08;
   let best: { value: number; theta: Float64Array } | null = null;
-  for (const [ls, noise] of [
-    [0.5, 1e-3],
-    [2, 1e-2],
-    [0.2, 1e-4],
-  ]) {
+  const prior = opts.lengthscalePrior ?? true;
+  const priorLoc = Math.SQRT2 + 0.5 * Math.log(dims);
+  for (const [ls, noise] of [...(prior ? [[Math.exp(priorLoc), 1e-3]] : []), [0.5, 1e-3], [2, 1e-2], [0.2, 1e-4]]) {
     const theta = new Float64Array(dims + 2);
     theta.fill(Math.log(ls), 0, dims);
     theta[dims] = 0;
@@ -189,6 +193,13 @@ export function fitHyper(x: readonly Float64Array[], y: readonly number[], opts:
         r = negLogLikelihood(x, z, theta);
       } catch {
         break; // not positive definite at these hyperparameters: keep the last good point
+      }
+      if (prior) {
+        for (let d = 0; d < dims; d++) {
+          const u = theta[d] - priorLoc;
+          r.value += (u * u) / (2 * PRIOR_SCALE * PRIOR_SCALE);
+          r.grad[d] += u / (PRIOR_SCALE * PRIOR_SCALE);
+        }
       }
       if (best === null || r.value < best.value) best = { value: r.value, theta: new Float64Array(theta) };
       for (let i = 0; i < theta.length; i++) {
