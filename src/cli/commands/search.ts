@@ -13,6 +13,7 @@ import { executeRun, RunFailedError } from "../../compare/runner.js";
 import { effectiveSettings } from "../../compare/settings.js";
 import { resolveSuite } from "../../compare/suite.js";
 import { CompareError, type CompareTask, higherIsBetter } from "../../compare/task.js";
+import { writeFileAtomic } from "../../io/atomic-write.js";
 import { faultPoint } from "../../io/fault.js";
 import { loadConfig } from "../../io/hf-folder.js";
 import { usablePositions } from "../../models/positions.js";
@@ -178,7 +179,17 @@ async function pickTask(o: Flags, outputDir: string): Promise<CompareTask> {
   } catch (e) {
     throw e instanceof CompareError ? new UsageError(e.message) : e;
   }
-  return task;
+  const n = o.evalExamples as number | undefined;
+  if (n === undefined) return task;
+  const lines = readFileSync(task.eval, "utf8")
+    .split("\n")
+    .filter((l) => l.trim());
+  if (n > lines.length) throw new UsageError(`--eval-examples ${n}: the evaluation file of ${task.name} has ${lines.length} examples`);
+  const name = `${task.name}-eval${n}`;
+  const path = join(outputDir, "data", `${name}.jsonl`);
+  mkdirSync(join(outputDir, "data"), { recursive: true });
+  writeFileAtomic(path, `${lines.slice(0, n).join("\n")}\n`);
+  return { ...task, name, eval: path };
 }
 
 /** Trainable parameters of configurations on the task's model, by attaching each (no training), cached. */
@@ -325,7 +336,7 @@ export async function runSearchCommand(o: Flags): Promise<number> {
     const { torn } = repairRows(rowsPath);
     if (torn) process.stderr.write(`${rowsPath}: dropped a torn last line (its run is redone)\n`);
     const cached = new Map<string, CompareRow>(readRows(rowsPath).rows.map((r) => [r.run_id, r]));
-    const threads = jobs > 1 ? threadsPerJob(availableParallelism(), jobs) : undefined;
+    const threads = (o.threads as number | undefined) ?? (jobs > 1 ? threadsPerJob(availableParallelism(), jobs) : undefined);
     evaluate = async (c) => {
       const run = plannedRun(c);
       let row = cached.get(run.runId);
