@@ -111,6 +111,13 @@ export const searchCommand: CommandSpec = {
       max: 10_000_000,
     },
     {
+      name: "eval-examples",
+      type: "int",
+      meta: "N",
+      help: "evaluate each configuration on the first N examples of the task's evaluation file (a cheaper proxy; the task is named <task>-evalN)",
+      min: 1,
+    },
+    {
       name: "lr",
       type: "number",
       meta: "LR",
