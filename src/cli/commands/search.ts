@@ -290,6 +290,8 @@ export async function runSearchCommand(o: Flags): Promise<number> {
     };
     identity = { synthetic: true, nInit, jobs };
   } else {
+    // The space file's own errors come first, before the suite's data is written and the model loaded.
+    loadSpace(o, 1);
     const task = await pickTask(o, outputDir);
     const modelConfig = loadConfig(task.model);
     const numLayers = Number(modelConfig.num_hidden_layers ?? 0);
