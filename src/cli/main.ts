@@ -15,6 +15,7 @@ import { graftCommand } from "./commands/graft.js";
 import { infoCommand } from "./commands/info.js";
 import { mergeCommand } from "./commands/merge.js";
 import { mergeAdaptersCommand } from "./commands/merge-adapters.js";
+import { searchCommand } from "./commands/search.js";
 import { trainCommand } from "./commands/train.js";
 
 export const COMMANDS: CommandSpec[] = [
@@ -28,6 +29,7 @@ export const COMMANDS: CommandSpec[] = [
   compressCommand,
   infoCommand,
   compareCommand,
+  searchCommand,
   demoCommand,
   benchCommand,
   cacheCommand,

@@ -20,7 +20,7 @@ const KNOB_OPTION: Record<Knob, string> = { r: "r", tokens: "numVirtualTokens", 
  * or a data-dependent initialisation (calibration(): LoRA-SB) are counted from their expected
  * tensor shapes, without creating them; the others by attaching the adapter.
  */
-function trainableCount(model: PreTrainedModel, config: Record<string, unknown>): number {
+export function trainableCount(model: PreTrainedModel, config: Record<string, unknown>): number {
   const { tuner, config: c } = parsePeftConfig(config);
   if (!tuner.trainable && !tuner.calibration) {
     const peft = PeftModel.create(model, config);

@@ -28,6 +28,8 @@ export interface PlannedRun {
   budget: string | null;
   seed: number;
   settings: RunSettings;
+  /** More `peftkit train` arguments (peftkit search: --target, --layers-to-transform); part of the run id's hash there. */
+  extraArgs?: string[];
 }
 
 /** Six hex digits of a hash of the settings (key order fixed). */

@@ -63,6 +63,7 @@ export function trainArgs(run: PlannedRun, o: RunnerOptions): string[] {
   // No evaluation inside training (the worker evaluates with peftkit eval) and one final save.
   a.push("--eval-fraction", "0", "--save-steps", "0", "--log-steps", String(o.logSteps ?? 10));
   if (run.config.knob !== null) a.push(KNOB_FLAG[run.config.knob], String(run.config.value));
+  if (run.extraArgs) a.push(...run.extraArgs);
   const target = compareTarget(run.method, run.task.model);
   if (target !== null) a.push("--target", target);
   if (run.task.format) a.push("--format", run.task.format);

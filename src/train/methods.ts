@@ -64,6 +64,8 @@ export interface MethodOptions {
   dropout?: number;
   /** Module names or "all-linear". */
   target?: string[];
+  /** LoRA-family and bottleneck adapters: PEFT's layers_to_transform (only these layer indices). */
+  layersToTransform?: number[];
   numVirtualTokens?: number;
   bottleneckSize?: number;
   adapterType?: "houlsby" | "pfeiffer" | "parallel";
@@ -218,6 +220,7 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
   }
   const target = o.target?.length ? (o.target.length === 1 && o.target[0] === "all-linear" ? "all-linear" : o.target) : undefined;
   const common = { task_type: o.taskType ?? "CAUSAL_LM" };
+  const layers = o.layersToTransform?.length ? { layers_to_transform: [...o.layersToTransform] } : {};
   const lora = {
     ...common,
     peft_type: "LORA",
@@ -225,6 +228,7 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
     lora_alpha: o.alpha ?? 2 * (o.r ?? 8),
     lora_dropout: o.dropout ?? 0.05,
     target_modules: target ?? "all-linear",
+    ...layers,
   };
   // LoHa/LoKr: PEFT's defaults r = alpha = 8 (scale 1); alpha follows r unless given.
   const lycoris = {
@@ -269,6 +273,7 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         adapter_type: o.adapterType ?? "houlsby",
         bottleneck_size: o.bottleneckSize ?? 32,
         dropout: o.dropout ?? 0,
+        ...layers,
       };
     case "prompt":
       return { ...common, peft_type: "PROMPT_TUNING", num_virtual_tokens: o.numVirtualTokens ?? 20 };

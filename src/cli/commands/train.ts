@@ -98,6 +98,12 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   },
   { name: "rank-dropout-scale", type: "boolean", help: "LoKr: rescale the rank-dropout mask by its mean" },
   { name: "target", type: "list", meta: "LIST", help: 'target modules, comma-separated, or "all-linear"' },
+  {
+    name: "layers-to-transform",
+    type: "list",
+    meta: "LIST",
+    help: "LoRA family, adapter: only these transformer layers (0-based indices, comma-separated; PEFT's layers_to_transform)",
+  },
   { name: "num-virtual-tokens", type: "int", meta: "N", help: "prompt/prefix tuning: soft tokens", default: 20, min: 1 },
   { name: "bottleneck-size", type: "int", meta: "N", help: "adapter: bottleneck width", default: 32, min: 1 },
   {
@@ -736,6 +742,15 @@ function sokaFactors(v: string[] | undefined): [number, number] | undefined {
   return [n[0], n[1]];
 }
 
+/** --layers-to-transform 0,2 → [0, 2]. */
+function layerIndices(v: string[] | undefined): number[] | undefined {
+  if (!v) return undefined;
+  const n = v.map(Number);
+  if (!n.length || !n.every((x) => Number.isInteger(x) && x >= 0))
+    throw new UsageError(`--layers-to-transform: want non-negative layer indices, got "${v.join(",")}"`);
+  return n;
+}
+
 export const trainCommand: CommandSpec = {
   name: "train",
   summary: "Fine-tune a model with a PEFT method on your data; writes an HF PEFT adapter folder.",
@@ -766,6 +781,7 @@ export const trainCommand: CommandSpec = {
         alpha: o.alpha as number | undefined,
         dropout: o.dropout as number,
         target: o.target as string[] | undefined,
+        layersToTransform: layerIndices(o.layersToTransform as string[] | undefined),
         numVirtualTokens: o.numVirtualTokens as number,
         bottleneckSize: o.bottleneckSize as number,
         adapterType: o.adapterType as "houlsby",
