@@ -90,7 +90,11 @@ export function completionItems(
     while (first > 0 && e.labels[first - 1] !== IGNORE_INDEX) first--;
     if (first <= 0) continue;
     const target = e.labels.slice(first, last + 1).filter((l) => l !== tok.eosTokenId);
-    out.push({ prompt: e.inputIds.slice(0, first), completion: tok.decode(target, { skipSpecialTokens: true }) });
+    out.push({
+      prompt: e.inputIds.slice(0, first),
+      completion: tok.decode(target, { skipSpecialTokens: true }),
+      ...(e.taskId !== undefined ? { taskId: e.taskId } : {}),
+    });
   }
   return out;
 }
