@@ -367,10 +367,7 @@ export class PeftModel {
     }
   }
 
-  generate(
-    prompts: readonly (readonly number[])[],
-    opts: GenerateOptions & { taskIds?: readonly number[] } = {},
-  ): Promise<number[][]> {
+  generate(prompts: readonly (readonly number[])[], opts: GenerateOptions & { taskIds?: readonly number[] } = {}): Promise<number[][]> {
     this.checkUsable();
     const { taskIds, ...rest } = opts;
     return this.withTaskIds(prompts.length, taskIds, () => this.base.generate(prompts, rest));

@@ -74,8 +74,7 @@ export function polyToLoraTensors(
         const wj = w[kk][j];
         for (let i = 0; i < din; i++)
           for (let t = 0; t < r; t++) la[t * l.inFeatures + kk * din + i] += wj * a[((kk * s + j) * din + i) * r + t];
-        for (let t = 0; t < r; t++)
-          for (let o = 0; o < dout; o++) lb[(kk * dout + o) * r + t] += wj * b[((kk * s + j) * r + t) * dout + o];
+        for (let t = 0; t < r; t++) for (let o = 0; o < dout; o++) lb[(kk * dout + o) * r + t] += wj * b[((kk * s + j) * r + t) * dout + o];
       }
     out.set(`${l.key}.lora_A.weight`, hostTensor("f32", [r, l.inFeatures], la));
     out.set(`${l.key}.lora_B.weight`, hostTensor("f32", [l.outFeatures, r], lb));

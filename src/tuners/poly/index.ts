@@ -69,7 +69,19 @@ function create(info: ModelInfo, c: PolyConfig, rng: Rng): CreatedAdapter {
     // reset_poly_parameters: A per (split, skill) is kaiming_uniform_(a=√5) of an (r, d) matrix,
     // i.e. U(−1/√d, 1/√d) with d = in/q, stored transposed; B zero, or the same draw with d = out/q.
     const d = s.a[2];
-    tensors.set(k.a, hostTensor("f32", s.a, fillUniform(s.a.reduce((x, y) => x * y, 1), -1 / Math.sqrt(d), 1 / Math.sqrt(d), rng)));
+    tensors.set(
+      k.a,
+      hostTensor(
+        "f32",
+        s.a,
+        fillUniform(
+          s.a.reduce((x, y) => x * y, 1),
+          -1 / Math.sqrt(d),
+          1 / Math.sqrt(d),
+          rng,
+        ),
+      ),
+    );
     const nb = s.b.reduce((x, y) => x * y, 1);
     const bound = 1 / Math.sqrt(c.r);
     tensors.set(k.b, hostTensor("f32", s.b, c.initWeights ? new Float32Array(nb) : fillUniform(nb, -bound, bound, rng)));
@@ -98,7 +110,10 @@ function expectedTensors(info: ModelInfo, c: PolyConfig): Map<string, number[]> 
 export function relaxedBernoulli(logits: Tensor, u: Tensor): Tensor {
   const uc = u.clamp(F32_EPS, 1 - F32_EPS);
   const noise = uc.log().sub(uc.neg().add(1).log());
-  return logits.add(noise).sigmoid().clamp(F32_TINY, 1 - F32_EPS);
+  return logits
+    .add(noise)
+    .sigmoid()
+    .clamp(F32_TINY, 1 - F32_EPS);
 }
 
 /**
@@ -131,7 +146,12 @@ export function polyMix(x: Tensor, a: Tensor, b: Tensor, w: Tensor, l: PolyLayer
   const flat = x.rank === 2;
   const xs = flat ? x.unsqueeze(1) : x;
   // As PEFT: x in the adapter's dtype, the result back in x's.
-  const y = xs.cast(a.dtype).matmul(aMix).matmul(bMix).mul(1 / r).cast(x.dtype);
+  const y = xs
+    .cast(a.dtype)
+    .matmul(aMix)
+    .matmul(bMix)
+    .mul(1 / r)
+    .cast(x.dtype);
   return flat ? y.squeeze(1) : y;
 }
 
@@ -149,8 +169,7 @@ export function polyLayerWeights(opts: WrapOptions, l: PolyLayer, c: PolyConfig,
 
 function wrap(base: Parameters<Tuner["wrap"]>[0], info: ModelInfo, c: PolyConfig, opts: WrapOptions) {
   const taskIds = opts.taskIds;
-  if (!taskIds)
-    throw new PeftConfigError(`adapter "${opts.adapterName}" (POLY) routes by task: the forward needs a task id per example`);
+  if (!taskIds) throw new PeftConfigError(`adapter "${opts.adapterName}" (POLY) routes by task: the forward needs a task id per example`);
   return new LinearDeltaContext(base, polyLayers(info, c), opts.rowMask, (l, x) => {
     const k = polyKeys(l.key);
     return polyMix(x, opts.tensor(k.a), opts.tensor(k.b), polyLayerWeights(opts, l, c, taskIds), l, c);
