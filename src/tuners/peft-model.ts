@@ -392,11 +392,14 @@ export class PeftModel {
     if (!routed.length) return fn();
     if (given && given.length !== rows)
       throw new TaskIdError(`${given.length} task ids given for a batch of ${rows} example${rows === 1 ? "" : "s"}`);
-    const ids = given ?? (this.defaultTask === null ? null : new Array<number>(rows).fill(this.defaultTask));
+    const sizes = routed.map((n) => (this.adapter(n).tuner.taskCount as (c: AnyConfig) => number)(this.adapter(n).config));
+    // A routing table of one row needs no id: every example is that task.
+    const fallback = this.defaultTask ?? (sizes.every((n) => n === 1) ? 0 : null);
+    const ids = given ?? (fallback === null ? null : new Array<number>(rows).fill(fallback));
     let t = null;
-    for (const n of routed) {
+    for (const [i, n] of routed.entries()) {
       const a = this.adapter(n);
-      const size = (a.tuner.taskCount as (c: AnyConfig) => number)(a.config);
+      const size = sizes[i];
       if (!ids)
         throw new TaskIdError(
           `adapter "${n}" (${a.tuner.peftType}) routes by task: give a task id per example (taskIds; --task on the CLI); its routing table has ${size} task${size === 1 ? "" : "s"}`,

@@ -270,7 +270,8 @@ export class PeftTrainer {
     const out = prepareBatch(this.head, batch, this.tokenTypes);
     if (this.taskCount !== null) {
       const rows = out.input_ids.shape[0];
-      const ids = batch.taskIds;
+      // A routing table of one row needs no id: every example is that task.
+      const ids = batch.taskIds ?? (this.taskCount === 1 ? new Array<number>(rows).fill(0) : undefined);
       const who = `adapter "${this.adapterName}" (${this.peft.adapter(this.adapterName).tuner.peftType})`;
       if (!ids)
         throw new TaskIdError(
