@@ -13,6 +13,7 @@ import { generateCommand } from "./commands/generate.js";
 import { graftCommand } from "./commands/graft.js";
 import { infoCommand } from "./commands/info.js";
 import { mergeCommand } from "./commands/merge.js";
+import { polyExportCommand } from "./commands/poly-export.js";
 import { trainCommand } from "./commands/train.js";
 
 export const COMMANDS: CommandSpec[] = [
@@ -20,6 +21,7 @@ export const COMMANDS: CommandSpec[] = [
   evalCommand,
   generateCommand,
   mergeCommand,
+  polyExportCommand,
   deltaCommand,
   graftCommand,
   infoCommand,

@@ -71,6 +71,15 @@ describe("peftkit train --method poly", () => {
     assert.equal(one.code, 0, one.stderr);
     const [l1, l2] = ["e1", "e2"].map((f) => JSON.parse(readFileSync(join(tmp, `${f}.json`), "utf8")).eval_loss as number);
     assert.notEqual(l1, l2, "routing every record as 'kind' changes the loss");
+    // The task's eval-mode mixture as a plain LoRA scores the same as the POLY adapter routed to it.
+    const exp = join(tmp, "exported");
+    const x = runCli(["poly-export", "--model", MODEL, "--adapter", straight, "--task", "kind", "--output-dir", exp]);
+    assert.equal(x.code, 0, x.stderr);
+    assert.equal(JSON.parse(readFileSync(join(exp, "adapter_config.json"), "utf8")).peft_type, "LORA");
+    const e3 = runCli(["eval", "--model", MODEL, "--adapter", exp, "--data", evalData, "--output", join(tmp, "e3.json")]);
+    assert.equal(e3.code, 0, e3.stderr);
+    const l3 = JSON.parse(readFileSync(join(tmp, "e3.json"), "utf8")).eval_loss as number;
+    assert.ok(Math.abs(l3 - l2) < 1e-4, `exported ${l3} vs routed ${l2}`);
     const bad = runCli(["eval", "--model", MODEL, "--adapter", straight, "--data", evalData, "--task", "synonyms"]);
     assert.equal(bad.code, 2);
     assert.equal(bad.stderr.trim(), 'peftkit: --task: task "synonyms" is absent from the routing table (2 tasks: "count", "kind")');

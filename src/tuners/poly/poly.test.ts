@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { describe, test } from "node:test";
 import { interpret } from "../../engine/exec/reference/interpreter.js";
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import { reduceSeed, uniformAt } from "../../engine/ir/random.js";
 import { trace } from "../../engine/trace/trace.js";
+import { AutoModelForImageClassification } from "../../models/auto.js";
+import { GOLDEN_MODELS } from "../../testing/paths.js";
 import { Rng } from "../../util/rng.js";
 import { loadTestModel, maxAbsDiff, randomIds, runConformance } from "../conformance.js";
 import { layerSalt } from "../layer-seed.js";
@@ -255,6 +258,29 @@ describe("POLY", () => {
     await assert.rejects(trainer.train({ inputIds: ids, labels: ids }, { lr: 1e-3 }), /every training batch needs task ids .* 3 tasks/);
     await assert.rejects(trainer.train({ inputIds: ids, labels: ids, taskIds: [0, 5] }, { lr: 1e-3 }), /task id 5 is absent/);
     await trainer.release();
+    await model.release();
+  });
+
+  test("task ids route images too: a ViT classifier's rows follow their own tasks (pixel inputs)", async () => {
+    const model = await AutoModelForImageClassification.fromPretrained(join(GOLDEN_MODELS, "vit_cls"));
+    const peft = PeftModel.create(model, { peftType: "POLY", nTasks: 2, nSkills: 2, r: 2, targetModules: ["query", "value"] });
+    randomize(peft, 21, (_k, v) => randn(v.data.length, new Rng(22), 3));
+    const rng = new Rng(23);
+    const pix = Float32Array.from({ length: 2 * 3 * 32 * 32 }, () => rng.next());
+    const px = (rows: number[]) => {
+      const d = new Float32Array(rows.length * 3 * 32 * 32);
+      rows.forEach((r, i) => {
+        d.set(pix.subarray(r * 3072, (r + 1) * 3072), i * 3072);
+      });
+      return hostTensor("f32", [rows.length, 3, 32, 32], d);
+    };
+    const both = (await peft.forward({ pixelValues: px([0, 1]), taskIds: [1, 0] })).logits?.data as Float32Array;
+    const r0 = (await peft.forward({ pixelValues: px([0]), taskIds: [1] })).logits?.data as Float32Array;
+    const r1 = (await peft.forward({ pixelValues: px([1]), taskIds: [0] })).logits?.data as Float32Array;
+    const other = (await peft.forward({ pixelValues: px([0]), taskIds: [0] })).logits?.data as Float32Array;
+    assert.ok(maxAbsDiff(both.subarray(0, 4), r0) < 1e-5 && maxAbsDiff(both.subarray(4, 8), r1) < 1e-5);
+    assert.ok(maxAbsDiff(r0, other) > 1e-4, "the task changes the output");
+    await assert.rejects(peft.forward({ pixelValues: px([0, 1]), taskIds: [0, 2] }), /task id 2 is absent/);
     await model.release();
   });
 
