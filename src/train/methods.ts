@@ -294,16 +294,6 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         n_skills: o.polyNSkills ?? 4,
         n_splits: o.polyNSplits ?? 1,
       };
-    case "poly":
-      // n_tasks comes from the data's task fields (src/train/poly-run.ts); PEFT has no alpha or dropout.
-      return {
-        ...common,
-        peft_type: "POLY",
-        r: o.r ?? 8,
-        target_modules: target ?? "all-linear",
-        n_skills: o.polyNSkills ?? 4,
-        n_splits: o.polyNSplits ?? 1,
-      };
     case "hut":
       return { ...common, peft_type: "HUT", r: o.r ?? 8, hut_alpha: o.alpha ?? o.r ?? 8, target_modules: target ?? "all-linear" };
     case "soka":
