@@ -26,6 +26,7 @@ export interface PolyRun {
   peftConfig: Record<string, unknown>;
   taskTable?: TaskTable;
   freeze?: (key: string) => boolean;
+  lrScale?: (key: string) => number;
   prepareAdapter?: (peft: PeftModel) => void;
 }
 
@@ -46,7 +47,7 @@ function sourceConfig(dir: string): Record<string, unknown> {
  */
 export function preparePolyRun(
   given: Record<string, unknown>,
-  opts: { finetune: PolyFinetune; from?: string; nTasks?: number },
+  opts: { finetune: PolyFinetune; from?: string; nTasks?: number; routerLr?: number; lr: number },
   train: Example[],
   evalSet: Example[],
 ): PolyRun {
@@ -76,6 +77,9 @@ export function preparePolyRun(
     peftConfig,
     taskTable: table,
     freeze: finetune === "z" ? (k) => !k.endsWith(".poly_router.module_logits") : undefined,
+    // mttl's module_logits_learning_rate: the routers' own rate, as a multiple of the run's.
+    lrScale:
+      opts.routerLr !== undefined ? (k) => (k.endsWith(".poly_router.module_logits") ? (opts.routerLr as number) / opts.lr : 1) : undefined,
     prepareAdapter: src
       ? (peft) => {
           // The skills from the source; the routers stay the fresh rows creation drew for this data's tasks.

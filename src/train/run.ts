@@ -57,6 +57,8 @@ export interface RunOptions extends Omit<TrainerArgs, "outputDir"> {
   taskTable?: TaskTable;
   /** Adapter tensors kept fixed although the method trains them (POLY's MHR-z: only routers train). */
   freeze?: (key: string) => boolean;
+  /** A learning-rate multiple per adapter tensor (POLY's routers at their own rate). */
+  lrScale?: (key: string) => number;
   /** Called with the new adapter before training (LT-SFT sets its chosen index sets here). */
   prepareAdapter?: (peft: PeftModel) => void;
   /** Called with the Trainer so the caller can wire SIGINT to requestStop(). */
@@ -171,6 +173,7 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
     clipNorm: o.clipNorm,
     gradientCheckpointing: o.gradientCheckpointing,
     freeze: o.freeze,
+    lrScale: o.lrScale,
     totalSteps: plannedSteps({ epochs: o.epochs, maxSteps: o.maxSteps, gradAccum: o.gradAccum }, stream.batchesPerEpoch),
   });
   // Tensors this run keeps fixed (MHR-z's skills) are not trainable here.

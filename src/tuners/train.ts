@@ -36,6 +36,12 @@ export interface PeftTrainerOptions {
    * trains only the routers): they enter the step as frozen inputs, as Tuner.trainable's do.
    */
   freeze?: (key: string) => boolean;
+  /**
+   * A learning-rate multiple per trained adapter tensor (1: the step's lr), as a torch parameter
+   * group's own lr: mttl trains POLY's routing logits at module_logits_learning_rate. Uses the
+   * step's update gates (TrainStep gatedUpdates), which the checkpoints keep.
+   */
+  lrScale?: (key: string) => number;
 }
 
 export interface TrainBatch {
@@ -207,7 +213,7 @@ export class PeftTrainer {
         clipNorm: opts.clipNorm,
         recompute: opts.gradientCheckpointing,
         gradientOutputs: controller?.gradientKeys,
-        gatedUpdates: controller?.gatedUpdates,
+        gatedUpdates: controller?.gatedUpdates || Boolean(opts.lrScale),
         loss: ({ params: p, frozen: f, batch, seed, probe }) => {
           const base = new WeightContext((n) => f[n], new Set(Object.keys(f)));
           let ctx: ForwardContext = base;
@@ -260,6 +266,11 @@ export class PeftTrainer {
       { ...model.compileOptions, ...opts.compile },
     );
     const trainer = new PeftTrainer(peft, name, step, head, tokenTypes, controller, totalSteps, taskCount, opts.freeze);
+    for (const k of Object.keys(params)) {
+      const m = opts.lrScale?.(k) ?? 1;
+      if (!(m > 0 && Number.isFinite(m))) throw new PeftConfigError(`the learning-rate multiple of "${k}" must be above 0, got ${m}`);
+      if (m !== 1) step.setUpdateGate(k, m);
+    }
     if (controller?.begin) trainer.act(controller.begin(a.tensors));
     return trainer;
   }

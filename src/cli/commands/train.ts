@@ -654,6 +654,13 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   },
   { name: "poly-from", type: "string", meta: "DIR", help: "poly: a trained POLY adapter whose skills the run starts from" },
   {
+    name: "poly-router-lr",
+    type: "number",
+    meta: "LR",
+    help: "poly: the routing logits' own peak learning rate (mttl's module_logits_learning_rate; default: --lr)",
+    exclusiveMin: 0,
+  },
+  {
     name: "gradnorm-update-gap",
     type: "int",
     meta: "T",
@@ -936,7 +943,9 @@ export const trainCommand: CommandSpec = {
       evalSet = ev.examples;
     } else if (ef > 0 && examples.length >= 20) ({ train, eval: evalSet } = splitDataset(examples, ef, o.seed as number));
     if (classification) peftConfig.task_type = task.taskType;
-    const polyFlags = ["polyNSkills", "polyNSplits", "polyNTasks", "polyFinetune", "polyFrom"].filter((f) => o[f] !== undefined);
+    const polyFlags = ["polyNSkills", "polyNSplits", "polyNTasks", "polyFinetune", "polyFrom", "polyRouterLr"].filter(
+      (f) => o[f] !== undefined,
+    );
     let poly: PolyRun | undefined;
     if (o.method === "poly") {
       if (o.pack) throw new UsageError("--pack puts several examples in one row; --method poly routes each row by its task");
@@ -948,6 +957,8 @@ export const trainCommand: CommandSpec = {
             finetune: (o.polyFinetune as PolyFinetune | undefined) ?? "full",
             from: o.polyFrom as string | undefined,
             nTasks: o.polyNTasks as number | undefined,
+            routerLr: o.polyRouterLr as number | undefined,
+            lr: o.lr as number,
           },
           train,
           evalSet,
@@ -1078,7 +1089,7 @@ export const trainCommand: CommandSpec = {
       exactMatchLimit: data.format === "prompt_completion" || data.format === "chat" ? 200 : 0,
       labels,
       record,
-      ...(poly ? { taskTable: poly.taskTable, freeze: poly.freeze, prepareAdapter: poly.prepareAdapter } : {}),
+      ...(poly ? { taskTable: poly.taskTable, freeze: poly.freeze, lrScale: poly.lrScale, prepareAdapter: poly.prepareAdapter } : {}),
       // Called once per run (lt_sft: once per phase); one handler stops whichever is training.
       onTrainer: (t) => {
         const first = current === null;

@@ -261,6 +261,36 @@ describe("POLY", () => {
     await model.release();
   });
 
+  test("lrScale (--poly-router-lr): under SGD the routers move 10× as far, the skills as without it", async () => {
+    const ids = randomIds(2, 5, 100);
+    const run = async (lrScale?: (k: string) => number) => {
+      const model = await loadTestModel("llama_basic");
+      const peft = PeftModel.create(model, { peftType: "POLY", nTasks: 2, initWeights: false }, { seed: 4 });
+      const before = new Map([...peft.adapter("default").tensors].map(([k, t]) => [k, Float32Array.from(f32(t))]));
+      const trainer = await PeftTrainer.create(peft, { optimizer: { kind: "sgd", momentum: 0 }, lrScale });
+      await trainer.train({ inputIds: ids, labels: ids, taskIds: [0, 1] }, { lr: 1e-2, seed: 3 });
+      const delta = new Map(
+        [...peft.adapter("default").tensors].map(([k, t]) => [k, f32(t).map((x, i) => x - (before.get(k) as Float32Array)[i])]),
+      );
+      await trainer.release();
+      await model.release();
+      return delta;
+    };
+    const plain = await run();
+    const scaled = await run((k) => (k.endsWith("module_logits") ? 10 : 1));
+    for (const [k, d] of plain) {
+      const got = scaled.get(k) as Float32Array;
+      const m = k.endsWith("module_logits") ? 10 : 1;
+      let worst = 0;
+      let size = 0;
+      for (let i = 0; i < d.length; i++) {
+        worst = Math.max(worst, Math.abs(got[i] - m * d[i]));
+        size = Math.max(size, Math.abs(m * d[i]));
+      }
+      assert.ok(size > 0 && worst <= 1e-3 * size, `${k}: ${worst} of ${size}`);
+    }
+  });
+
   test("task ids route images too: a ViT classifier's rows follow their own tasks (pixel inputs)", async () => {
     const model = await AutoModelForImageClassification.fromPretrained(join(GOLDEN_MODELS, "vit_cls"));
     const peft = PeftModel.create(model, { peftType: "POLY", nTasks: 2, nSkills: 2, r: 2, targetModules: ["query", "value"] });
