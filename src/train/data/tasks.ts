@@ -9,7 +9,7 @@ import type { Example } from "./tokenize.js";
 /**
  * The routing table a training run builds from its data: the distinct task names in sorted order
  * (row i = names[i]); integer tasks are rows themselves (n = largest + 1). A dataset names its
- * tasks or numbers them, not both. No task field at all: one task, "default" ... every example gets row 0.
+ * tasks or numbers them, not both. No task field at all: one task (every example gets row 0).
  */
 export function taskTableOf(examples: readonly Example[]): { table: TaskTable; count: number } {
   const names = new Set<string>();
