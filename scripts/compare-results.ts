@@ -66,6 +66,7 @@ const METHODS = [
   "pat",
   "light_peft",
   "gradnorm_lorp",
+  "poly",
   "graft",
   "full",
 ];

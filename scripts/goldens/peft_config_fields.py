@@ -42,6 +42,7 @@ PEFT_TYPES = {
     "LOKR": ("src/peft/tuners/lokr/config.py", "LoKrConfig"),
     "ADALORA": ("src/peft/tuners/adalora/config.py", "AdaLoraConfig"),
     "FOURIERFT": ("src/peft/tuners/fourierft/config.py", "FourierFTConfig"),
+    "POLY": ("src/peft/tuners/poly/config.py", "PolyConfig"),
 }
 BASE_FILE = "src/peft/config.py"
 # Shared config bases outside the method's file (LoHa/LoKr inherit LycorisConfig's rank/alpha patterns,

@@ -16,6 +16,7 @@ import { infoCommand } from "./commands/info.js";
 import { mergeCommand } from "./commands/merge.js";
 import { mergeAdaptersCommand } from "./commands/merge-adapters.js";
 import { searchCommand } from "./commands/search.js";
+import { polyExportCommand } from "./commands/poly-export.js";
 import { trainCommand } from "./commands/train.js";
 
 export const COMMANDS: CommandSpec[] = [
@@ -24,6 +25,7 @@ export const COMMANDS: CommandSpec[] = [
   generateCommand,
   mergeCommand,
   mergeAdaptersCommand,
+  polyExportCommand,
   deltaCommand,
   graftCommand,
   compressCommand,

@@ -57,6 +57,7 @@ const KNOB_OF: Record<string, Knob | null> = {
   loha: "r",
   lokr: "r",
   hra: "r",
+  poly: "r",
 };
 
 export const DEFAULT_KNOB: Record<Knob, number> = { r: 8, tokens: 20, bottleneck: 32 };

@@ -16,10 +16,19 @@ import type { TrainBatch } from "../tuners/train.js";
 import { isSpanTagSet, SpanCounts } from "./span-f1.js";
 
 export interface EvalModel {
-  forward(inputs: { inputIds: number[][]; attentionMask?: number[][]; tokenTypeIds?: number[][] }): Promise<ModelOutput>;
+  /** `taskIds`: one routing-table row per example, for adapters that route by task (POLY); a model without one ignores them. */
+  forward(inputs: {
+    inputIds: number[][];
+    attentionMask?: number[][];
+    tokenTypeIds?: number[][];
+    taskIds?: readonly number[];
+  }): Promise<ModelOutput>;
   /** Whether the model takes token_type_ids (text pairs on BERT); they are passed only then. */
   readonly usesTokenTypeIds?: boolean;
-  generate(prompts: number[][], opts: { maxNewTokens: number; eosTokenId?: number | number[] }): Promise<number[][]>;
+  generate(
+    prompts: number[][],
+    opts: { maxNewTokens: number; eosTokenId?: number | number[]; taskIds?: readonly number[] },
+  ): Promise<number[][]>;
 }
 
 export interface EvalBatch extends TrainBatch {
@@ -32,6 +41,8 @@ export interface EvalBatch extends TrainBatch {
 export interface CompletionItem {
   prompt: number[];
   completion: string;
+  /** The example's task (a routing-table row), for adapters that route by task. */
+  taskId?: number;
 }
 
 /** Labels that do not fit the model's logits (the data loader should have caught them). */
@@ -179,7 +190,8 @@ export async function evaluate(
     : undefined;
   for (const b of batches) {
     const types = model.usesTokenTypeIds && b.tokenTypeIds ? { tokenTypeIds: b.tokenTypeIds } : {};
-    const out = await model.forward({ inputIds: b.inputIds, attentionMask: b.attentionMask, ...types });
+    const tasks = b.taskIds ? { taskIds: b.taskIds } : {};
+    const out = await model.forward({ inputIds: b.inputIds, attentionMask: b.attentionMask, ...types, ...tasks });
     if (!out.logits) continue;
     const r = batchNll(out.logits.data, out.logits.shape, b.labels, opts.causal, classes, onRow);
     nll += r.nll;
@@ -235,7 +247,11 @@ export async function exactMatchResults(
     const budgets = chunk.map((c) => maxNew ?? tok.encode(c.completion, { addSpecialTokens: false }).length + 2);
     const outs = await model.generate(
       chunk.map((c) => c.prompt),
-      { maxNewTokens: Math.max(...budgets), eosTokenId: tok.eosTokenId ?? undefined },
+      {
+        maxNewTokens: Math.max(...budgets),
+        eosTokenId: tok.eosTokenId ?? undefined,
+        ...(chunk.every((c) => c.taskId !== undefined) ? { taskIds: chunk.map((c) => c.taskId as number) } : {}),
+      },
     );
     outs.forEach((o, j) => {
       const start = chunk[j].prompt.length;

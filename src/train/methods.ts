@@ -48,6 +48,7 @@ export const METHODS = [
   "pat",
   "ramt",
   "dsee",
+  "poly",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -211,6 +212,9 @@ export interface MethodOptions {
   dseeSparseMethod?: "omp" | "rp" | "grebsmo";
   dseeSparseSeed?: number;
   dseeGrebsmoOuter?: number;
+  /** poly: skills per layer (n_skills, default 4), splits (n_splits, default 1 = Poly; > 1 = MHR). */
+  polyNSkills?: number;
+  polyNSplits?: number;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -285,6 +289,16 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
       return { ...common, peft_type: "BITFIT", ...(target ? { target_modules: target } : {}) };
     case "ln_tuning":
       return { ...common, peft_type: "LN_TUNING", ...(target ? { target_modules: target } : {}) };
+    case "poly":
+      // n_tasks comes from the data's task fields (src/train/poly-run.ts); PEFT has no alpha or dropout.
+      return {
+        ...common,
+        peft_type: "POLY",
+        r: o.r ?? 8,
+        target_modules: target ?? "all-linear",
+        n_skills: o.polyNSkills ?? 4,
+        n_splits: o.polyNSplits ?? 1,
+      };
     case "hut":
       return { ...common, peft_type: "HUT", r: o.r ?? 8, hut_alpha: o.alpha ?? o.r ?? 8, target_modules: target ?? "all-linear" };
     case "soka":
@@ -675,6 +689,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   PAT: "pat",
   RAMT: "ramt",
   DSEE: "dsee",
+  POLY: "poly",
 };
 
 /**
@@ -711,6 +726,12 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
       return value === true ? "--rank-dropout-scale" : null;
     case "target_r":
       return `--target-r ${value}`;
+    case "n_skills":
+      return `--poly-n-skills ${value}`;
+    case "n_splits":
+      return `--poly-n-splits ${value}`;
+    case "n_tasks":
+      return `--poly-n-tasks ${value}`;
     case "init_r":
       return `--init-r ${value}`;
     case "tinit":

@@ -9,12 +9,14 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { writeFileAtomic } from "../io/atomic-write.js";
 import { LABEL_CONFIG_FILE, type LabelConfig, LabelConfigError, readLabelConfig, writeLabelConfig } from "../io/label-config.js";
+import { writeTaskTable } from "../io/task-table.js";
 import type { PreTrainedTokenizer } from "../io/tokenizer.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
 import type { LoraConfig } from "../tuners/lora/config.js";
 import { editsBase, saveConvertedLora } from "../tuners/lora/convert.js";
 import { LORA } from "../tuners/lora/index.js";
 import { PeftModel } from "../tuners/peft-model.js";
+import type { TaskTable } from "../tuners/task-ids.js";
 import { PeftTrainer } from "../tuners/train.js";
 import type { CalibrationStats } from "../tuners/tuner.js";
 import { latestCheckpoint } from "./checkpoint.js";
@@ -48,6 +50,15 @@ export interface RunOptions extends Omit<TrainerArgs, "outputDir"> {
   labels?: LabelConfig;
   /** Everything else worth recording in training_args.json. */
   record?: Record<string, unknown>;
+  /**
+   * A multi-task run's routing table (task name → row), saved as task_table.json beside every
+   * adapter the run writes; the examples carry their rows (Example.taskId).
+   */
+  taskTable?: TaskTable;
+  /** Adapter tensors kept fixed although the method trains them (POLY's MHR-z: only routers train). */
+  freeze?: (key: string) => boolean;
+  /** A learning-rate multiple per adapter tensor (POLY's routers at their own rate). */
+  lrScale?: (key: string) => number;
   /** Called with the new adapter before training (LT-SFT sets its chosen index sets here). */
   prepareAdapter?: (peft: PeftModel) => void;
   /** Called with the Trainer so the caller can wire SIGINT to requestStop(). */
@@ -90,7 +101,11 @@ export function completionItems(
     while (first > 0 && e.labels[first - 1] !== IGNORE_INDEX) first--;
     if (first <= 0) continue;
     const target = e.labels.slice(first, last + 1).filter((l) => l !== tok.eosTokenId);
-    out.push({ prompt: e.inputIds.slice(0, first), completion: tok.decode(target, { skipSpecialTokens: true }) });
+    out.push({
+      prompt: e.inputIds.slice(0, first),
+      completion: tok.decode(target, { skipSpecialTokens: true }),
+      ...(e.taskId !== undefined ? { taskId: e.taskId } : {}),
+    });
   }
   return out;
 }
@@ -146,7 +161,10 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
   const created = peft.adapter("default");
   const initial = created.tuner === LORA && editsBase(created.config as LoraConfig) ? new Map(created.tensors) : null;
   if (o.labels) saveLabelsWithAdapter(peft, o.labels);
-  const { trainable, total } = peft.parameterCounts();
+  if (o.taskTable) saveTaskTableWithAdapter(peft, o.taskTable);
+  const counts = peft.parameterCounts();
+  const total = counts.total;
+  let trainable = counts.trainable;
   const trainer = await PeftTrainer.create(peft, {
     optimizer:
       o.optimizer === "sgd"
@@ -154,8 +172,12 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
         : { kind: "adamw", weightDecay: o.weightDecay ?? 0 },
     clipNorm: o.clipNorm,
     gradientCheckpointing: o.gradientCheckpointing,
+    freeze: o.freeze,
+    lrScale: o.lrScale,
     totalSteps: plannedSteps({ epochs: o.epochs, maxSteps: o.maxSteps, gradAccum: o.gradAccum }, stream.batchesPerEpoch),
   });
+  // Tensors this run keeps fixed (MHR-z's skills) are not trainable here.
+  if (o.freeze) trainable = trainer.trainedParameters();
   // A method that runs forward passes between steps (IST's importance batches) draws them from the
   // training data in a separate seeded shuffle, cycled; pass batch i is position i of that stream.
   const passBatchSize = trainer.controller?.passBatchSize;
@@ -247,6 +269,16 @@ function saveLabelsWithAdapter(peft: PeftModel, labels: LabelConfig): void {
     // Before the adapter: its adapter_config.json, written last, marks a complete folder.
     mkdirSync(dir, { recursive: true });
     writeLabelConfig(dir, labels);
+    save(dir, opts);
+  };
+}
+
+/** As saveLabelsWithAdapter, for a multi-task run's routing table (task_table.json). */
+function saveTaskTableWithAdapter(peft: PeftModel, table: TaskTable): void {
+  const save = peft.savePretrained.bind(peft);
+  peft.savePretrained = (dir, opts) => {
+    mkdirSync(dir, { recursive: true });
+    writeTaskTable(dir, table);
     save(dir, opts);
   };
 }

@@ -353,6 +353,10 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
   BITFIT: [{ peftType: "BITFIT" }],
   BOTTLENECK: [{ peftType: "BOTTLENECK" }],
   HUT: [{ peftType: "HUT" }],
+  POLY: [
+    { peftType: "POLY" },
+    { peftType: "POLY", r: 4, nTasks: 3, nSkills: 2, nSplits: 2, initWeights: false, targetModules: ["q_proj"] },
+  ],
   SOKA: [{ peftType: "SOKA", r: 2 }],
   LORA_SB: [{ peftType: "LORA_SB", r: 4 }],
   HRA: [{ peftType: "HRA" }, { peftType: "HRA", r: 4, apply_GS: true, targetModules: ["q_proj"], initWeights: false }],

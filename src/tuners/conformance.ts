@@ -10,7 +10,7 @@ import { test } from "node:test";
 import { gradCheck } from "../engine/autodiff/gradcheck.js";
 import { type HostTensor, hostTensor } from "../engine/ir/host.js";
 import { crossEntropy } from "../engine/trace/composites.js";
-import type { Tensor } from "../engine/trace/tensor.js";
+import { constant, type Tensor } from "../engine/trace/tensor.js";
 import { AutoModelForCausalLM, AutoModelForSequenceClassification } from "../models/auto.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
 import { type ForwardContext, WeightContext } from "../nn/context.js";
@@ -45,8 +45,8 @@ export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   return m;
 }
 
-async function logits(m: { forward: PeftModel["forward"] } | PreTrainedModel, ids: number[][]): Promise<Float32Array> {
-  const out = await m.forward({ inputIds: ids });
+async function logits(m: PeftModel | PreTrainedModel, ids: number[][], tasks?: readonly number[]): Promise<Float32Array> {
+  const out = m instanceof PeftModel && tasks ? await m.forward({ inputIds: ids, taskIds: tasks }) : await m.forward({ inputIds: ids });
   assert.ok(out.logits, "no logits");
   return out.logits.data;
 }
@@ -79,6 +79,11 @@ export interface ConformanceCase {
     tensor: (key: string) => Tensor,
     adapter: { info: ModelInfo; config: unknown; tensors: ReadonlyMap<string, HostTensor> },
   ) => ForwardContext;
+  /**
+   * For methods that route by task (Tuner.taskCount, POLY): the task id of each of `rows`
+   * examples; every forward, training batch and gradient check then carries them.
+   */
+  tasks?: (rows: number) => number[];
 }
 
 const vocabOf = (m: PreTrainedModel) => (m.config.vocab_size as number) ?? 100;
@@ -86,6 +91,8 @@ const vocabOf = (m: PreTrainedModel) => (m.config.vocab_size as number) ?? 100;
 /** Registers the PEFT-suite checks for one method on one model. */
 export function runConformance(c: ConformanceCase): void {
   const mergeable = c.mergeable ?? true;
+  const tasks = (ids: number[][]) => c.tasks?.(ids.length);
+  const logitsOf = (m: PeftModel | PreTrainedModel, ids: number[][]) => logits(m, ids, m instanceof PeftModel ? tasks(ids) : undefined);
 
   if (c.identityConfig) {
     test(`${c.name}: default init is a no-op on the outputs`, async () => {
@@ -93,7 +100,7 @@ export function runConformance(c: ConformanceCase): void {
       const ids = randomIds(2, 6, vocabOf(model));
       const base = await logits(model, ids);
       const peft = PeftModel.create(model, c.identityConfig as Record<string, unknown>, { seed: 1, calibration: c.calibration });
-      assert.ok(maxAbsDiff(await logits(peft, ids), base) < 1e-6);
+      assert.ok(maxAbsDiff(await logitsOf(peft, ids), base) < 1e-6);
       await model.release();
     });
   }
@@ -104,14 +111,14 @@ export function runConformance(c: ConformanceCase): void {
       const ids = randomIds(2, 7, vocabOf(model));
       const base = await logits(model, ids);
       const peft = PeftModel.create(model, c.config, { seed: 2, calibration: c.calibration });
-      const unmerged = await logits(peft, ids);
+      const unmerged = await logitsOf(peft, ids);
       assert.ok(maxAbsDiff(unmerged, base) > 1e-3, "the adapter changes nothing");
       peft.mergeAdapter();
-      const merged = await logits(peft, ids);
+      const merged = await logitsOf(peft, ids);
       peft.unmergeAdapter();
-      const again = await logits(peft, ids);
+      const again = await logitsOf(peft, ids);
       const unloaded = peft.mergeAndUnload({ safeMerge: true });
-      const final = await logits(unloaded, ids);
+      const final = await logitsOf(unloaded, ids);
       assert.ok(maxAbsDiff(merged, unmerged) < 1e-4, `merged vs unmerged ${maxAbsDiff(merged, unmerged)}`);
       assert.ok(maxAbsDiff(again, unmerged) < 1e-4, `unmerged again ${maxAbsDiff(again, unmerged)}`);
       assert.ok(maxAbsDiff(final, unmerged) < 1e-4, `mergeAndUnload ${maxAbsDiff(final, unmerged)}`);
@@ -126,7 +133,7 @@ export function runConformance(c: ConformanceCase): void {
       const ids = randomIds(2, 5, vocabOf(model));
       const peft = PeftModel.create(model, c.config, { seed: 3, calibration: c.calibration });
       peft.addAdapter("second", c.config, { seed: 4, calibration: c.calibration });
-      const before = await logits(peft, ids);
+      const before = await logitsOf(peft, ids);
       peft.savePretrained(dir);
       const cfg = JSON.parse(readFileSync(join(dir, ADAPTER_CONFIG), "utf8"));
       assert.equal(typeof cfg.peft_type, "string");
@@ -146,7 +153,7 @@ export function runConformance(c: ConformanceCase): void {
         assert.deepEqual([...got.keys()].sort(), [...want.keys()].sort());
         for (const [k, t] of want) assert.deepEqual(got.get(k)?.data, t.data, `${name}: ${k}`);
       }
-      assert.ok(maxAbsDiff(await logits(loaded, ids), before) < 1e-6);
+      assert.ok(maxAbsDiff(await logitsOf(loaded, ids), before) < 1e-6);
       await model.release();
       await fresh.release();
     } finally {
@@ -160,12 +167,14 @@ export function runConformance(c: ConformanceCase): void {
       const ids = randomIds(3, 5, vocabOf(model));
       const peft = PeftModel.create(model, c.config, { seed: 5, calibration: c.calibration });
       peft.addAdapter("other", c.config, { seed: 6, calibration: c.calibration });
-      const mixed = (await peft.forward({ inputIds: ids, adapterNames: ["default", "__base__", "other"] })).logits?.data as Float32Array;
+      const t = tasks(ids);
+      const mixed = (await peft.forward({ inputIds: ids, adapterNames: ["default", "__base__", "other"], ...(t ? { taskIds: t } : {}) }))
+        .logits?.data as Float32Array;
       const per = mixed.length / 3;
       const rowOf = async (name: string | null, row: number) => {
         if (name === null) return peft.disableAdapter(() => logits(peft, [ids[row]]));
         peft.setAdapter(name);
-        return logits(peft, [ids[row]]);
+        return logits(peft, [ids[row]], t ? [t[row]] : undefined);
       };
       const expectRows = [await rowOf("default", 0), await rowOf(null, 1), await rowOf("other", 2)];
       expectRows.forEach((want, r) => {
@@ -183,7 +192,8 @@ export function runConformance(c: ConformanceCase): void {
     const trainer = await PeftTrainer.create(peft, { optimizer: { kind: "adamw" } });
     const ids = randomIds(2, 6, vocabOf(model));
     const labels = model.head === "sequence_classification" ? [[0], [2]] : ids;
-    const r = await trainer.train({ inputIds: ids, labels }, { lr: 1e-2 });
+    const t = tasks(ids);
+    const r = await trainer.train({ inputIds: ids, labels, ...(t ? { taskIds: t } : {}) }, { lr: 1e-2 });
     assert.ok(Number.isFinite(r.loss));
     for (const [k, t] of model.weights) assert.deepEqual(t.data, baseCopy.get(k), `base weight ${k} changed`);
     let changed = 0;
@@ -246,10 +256,12 @@ export function runConformance(c: ConformanceCase): void {
         const base = new WeightContext((n) => w.get(n), new Set(weightNames));
         let ctx: ForwardContext = base;
         if (mts.size) ctx = new ModulesToSaveContext(ctx, mts, tensor);
+        const t = tasks(ids);
         const wrapOpts = {
           adapterName: "default",
           tensor,
           rowMask: null,
+          taskIds: t ? constant(hostTensor("i32", [t.length], Int32Array.from(t))) : null,
           training: false,
           seed: null,
           baseWeight: (n: string) => base.weight(n),

@@ -20,6 +20,7 @@ import { addWeightedAdapter, type WeightedAdapterOptions } from "./lora/weighted
 import { modelInfo } from "./model-info.js";
 import { createModulesToSave, ModulesToSaveContext, modulesToSaveKeys } from "./modules-to-save.js";
 import { tunerFor } from "./registry.js";
+import { TASK_IDS_INPUT, TaskIdError, taskIdTensor } from "./task-ids.js";
 import type { CalibrationRequest, CalibrationStats, ModelInfo, Tuner } from "./tuner.js";
 
 export type AnyConfig = CommonConfig & { modulesToSave?: string[] | null };
@@ -261,6 +262,7 @@ export class PeftModel {
         return graphInput(`a.${name}.${key}`, t.dtype, t.shape);
       };
       const rowMask = this.mixed ? graphInput(`rows.${name}`, "f32", ["batch"]) : null;
+      const taskIds = a.tuner.taskCount ? graphInput(TASK_IDS_INPUT, "i32", ["batch"]) : null;
       const mts = modulesToSaveKeys(this.info, a.config.modulesToSave ?? null);
       if (mts.size) {
         if (rowMask) throw new PeftConfigError(`adapter "${name}" has modules_to_save, which mixed-adapter batches do not support`);
@@ -287,6 +289,7 @@ export class PeftModel {
         adapterName: name,
         tensor,
         rowMask,
+        taskIds,
         training: false,
         seed: null,
         prepared,
@@ -332,12 +335,12 @@ export class PeftModel {
    * "__base__") per row: each row then runs with its own adapter, in one batch.
    */
   async forward(
-    inputs: ForwardInputs & { adapterNames?: readonly string[] },
+    inputs: ForwardInputs & { adapterNames?: readonly string[]; taskIds?: readonly number[] },
     opts: { outputHiddenStates?: boolean } = {},
   ): Promise<ModelOutput> {
     this.checkUsable();
-    const { adapterNames, ...rest } = inputs;
-    if (!adapterNames) return this.base.forward(rest, opts);
+    const { adapterNames, taskIds, ...rest } = inputs;
+    if (!adapterNames) return this.withTaskIds(rowsOf(rest), taskIds, () => this.base.forward(rest, opts));
     const used = [...new Set(adapterNames.filter((n) => n !== BASE_ROW))];
     for (const n of used) {
       const a = this.adapter(n);
@@ -357,16 +360,58 @@ export class PeftModel {
           Float32Array.from(adapterNames, (x) => (x === n ? 1 : 0)),
         );
       for (const [k, v] of Object.entries(rows)) this.base.extraInputs.set(k, v);
-      return await this.base.forward(rest, opts);
+      return await this.withTaskIds(adapterNames.length, taskIds, () => this.base.forward(rest, opts));
     } finally {
       this.mixed = null;
       this.refresh();
     }
   }
 
-  generate(prompts: readonly (readonly number[])[], opts: GenerateOptions = {}): Promise<number[][]> {
+  generate(prompts: readonly (readonly number[])[], opts: GenerateOptions & { taskIds?: readonly number[] } = {}): Promise<number[][]> {
     this.checkUsable();
-    return this.base.generate(prompts, opts);
+    const { taskIds, ...rest } = opts;
+    return this.withTaskIds(prompts.length, taskIds, () => this.base.generate(prompts, rest));
+  }
+
+  /**
+   * The task for calls that give no task ids (`peftkit eval/generate --task`), as a row of the
+   * routing table; null: such calls must give ids. Only adapters that route by task read it.
+   */
+  useTask(id: number | null): void {
+    this.defaultTask = id;
+  }
+  private defaultTask: number | null = null;
+
+  /**
+   * Runs fn with the `task_ids` input set for `rows` examples (the given ids, else the default
+   * task), when an applied adapter routes by task; every id checked against each such adapter's
+   * routing table.
+   */
+  private async withTaskIds<T>(rows: number, given: readonly number[] | undefined, fn: () => Promise<T>): Promise<T> {
+    const routed = this.applied().filter((n) => this.adapter(n).tuner.taskCount);
+    if (!routed.length) return fn();
+    if (given && given.length !== rows)
+      throw new TaskIdError(`${given.length} task ids given for a batch of ${rows} example${rows === 1 ? "" : "s"}`);
+    const sizes = routed.map((n) => (this.adapter(n).tuner.taskCount as (c: AnyConfig) => number)(this.adapter(n).config));
+    // A routing table of one row needs no id: every example is that task.
+    const fallback = this.defaultTask ?? (sizes.every((n) => n === 1) ? 0 : null);
+    const ids = given ?? (fallback === null ? null : new Array<number>(rows).fill(fallback));
+    let t = null;
+    for (const [i, n] of routed.entries()) {
+      const a = this.adapter(n);
+      const size = sizes[i];
+      if (!ids)
+        throw new TaskIdError(
+          `adapter "${n}" (${a.tuner.peftType}) routes by task: give a task id per example (taskIds; --task on the CLI); its routing table has ${size} task${size === 1 ? "" : "s"}`,
+        );
+      t = taskIdTensor(ids, size, `adapter "${n}"`);
+    }
+    this.base.extraInputs.set(TASK_IDS_INPUT, t as HostTensor);
+    try {
+      return await fn();
+    } finally {
+      this.base.extraInputs.delete(TASK_IDS_INPUT);
+    }
   }
 
   // ---- merging ----
@@ -529,4 +574,12 @@ export class PeftModel {
     log(line);
     return line;
   }
+}
+
+/** Examples in a forward's inputs (rows of the ids, or of the pixels). */
+function rowsOf(inputs: ForwardInputs): number {
+  const x = inputs.inputIds ?? inputs.pixelValues;
+  if (x === undefined) return 0;
+  if (Array.isArray(x)) return x.length;
+  return (x as { shape: readonly number[] }).shape[0] ?? 0;
 }

@@ -25,6 +25,7 @@ import { LORA_SB } from "./lora_sb/index.js";
 import { OFT } from "./oft/index.js";
 import { PAT } from "./pat/index.js";
 import { PEGO } from "./pego/index.js";
+import { POLY } from "./poly/index.js";
 import { PREFIX_TUNING } from "./prefix_tuning/index.js";
 import { PROMPT_TUNING } from "./prompt_tuning/index.js";
 import { RAMT } from "./ramt/index.js";
@@ -80,6 +81,7 @@ const TUNERS: Tuner<never>[] = [
   PAT,
   RAMT,
   DSEE,
+  POLY,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {

@@ -18,6 +18,7 @@ import type { Controller, ControllerAction, ControllerPasses, ControllerState, C
 import { ModulesToSaveContext, modulesToSaveKeys } from "./modules-to-save.js";
 import { meanTaskLoss } from "./passes.js";
 import type { AnyConfig, PeftModel } from "./peft-model.js";
+import { TASK_IDS_INPUT, TaskIdError, taskIdTensor } from "./task-ids.js";
 import type { Tuner, WrapOptions } from "./tuner.js";
 
 export interface PeftTrainerOptions {
@@ -30,6 +31,17 @@ export interface PeftTrainerOptions {
   gradientCheckpointing?: boolean;
   /** Planned optimizer steps, for a method's controller (AdaLoRA's schedule); null when unknown. */
   totalSteps?: number | null;
+  /**
+   * Adapter tensors this run keeps fixed although the method trains them (POLY's MHR-z regime
+   * trains only the routers): they enter the step as frozen inputs, as Tuner.trainable's do.
+   */
+  freeze?: (key: string) => boolean;
+  /**
+   * A learning-rate multiple per trained adapter tensor (1: the step's lr), as a torch parameter
+   * group's own lr: mttl trains POLY's routing logits at module_logits_learning_rate. Uses the
+   * step's update gates (TrainStep gatedUpdates), which the checkpoints keep.
+   */
+  lrScale?: (key: string) => number;
 }
 
 export interface TrainBatch {
@@ -46,6 +58,11 @@ export interface TrainBatch {
    * Token classification: [B, T] class ids, -100 to ignore.
    */
   labels: IdsLike;
+  /**
+   * [B] task ids, one per example: rows of the routing table of a method that routes by task
+   * (Tuner.taskCount, POLY). Required by such methods, ignored by the others.
+   */
+  taskIds?: readonly number[];
 }
 
 const IGNORE = -100;
@@ -60,13 +77,14 @@ export function shiftLabels(labels: HostTensor): HostTensor {
 }
 
 /** The batch inputs of a training step's graph; token_type_ids only for models that use them. */
-export function stepBatchDecls(head: TaskHead, tokenTypes: boolean): Record<string, TensorDecl> {
+export function stepBatchDecls(head: TaskHead, tokenTypes: boolean, taskIds = false): Record<string, TensorDecl> {
   const d: Record<string, TensorDecl> = {
     input_ids: { dtype: "i64", shape: ["batch", "seq"] },
     attention_mask: { dtype: "i64", shape: ["batch", "seq"] },
   };
   if (tokenTypes) d.token_type_ids = { dtype: "i64", shape: ["batch", "seq"] };
   d.labels = { dtype: "i64", shape: head === "sequence_classification" ? ["batch"] : ["batch", "seq"] };
+  if (taskIds) d[TASK_IDS_INPUT] = { dtype: "i32", shape: ["batch"] };
   return d;
 }
 
@@ -125,8 +143,8 @@ const FROZEN_ADAPTER = "adapter:";
 export const TASK_LOSS = "task_loss";
 export const METHOD_LOSS = "method_loss";
 
-function isTrainableKey(tuner: Tuner, config: AnyConfig, key: string): boolean {
-  return tuner.trainable?.(key, config) ?? true;
+function isTrainableKey(tuner: Tuner, config: AnyConfig, key: string, freeze?: (key: string) => boolean): boolean {
+  return (tuner.trainable?.(key, config) ?? true) && !freeze?.(key);
 }
 
 /** StepResult.loss is the task loss; a method's loss stays in metrics.method_loss. */
@@ -150,6 +168,9 @@ export class PeftTrainer {
     /** The method's between-step controller (AdaLoRA's rank allocator), or null. */
     readonly controller: Controller<AnyConfig> | null,
     private readonly totalSteps: number | null,
+    /** The routing-table size when the method routes by task (Tuner.taskCount), else null. */
+    private readonly taskCount: number | null,
+    private readonly freeze: ((key: string) => boolean) | undefined,
   ) {}
 
   static async create(peft: PeftModel, opts: PeftTrainerOptions = {}): Promise<PeftTrainer> {
@@ -166,7 +187,7 @@ export class PeftTrainer {
     const frozen: Record<string, HostTensor> = Object.fromEntries(model.weights);
     for (const [k, t] of a.tensors) {
       // Tensors the method keeps fixed (VeRA's projections, ...) are frozen inputs of the step.
-      if (isTrainableKey(a.tuner, a.config, k)) {
+      if (isTrainableKey(a.tuner, a.config, k, opts.freeze)) {
         params[k] = { dtype: t.dtype, shape: t.shape };
         init[k] = t;
       } else frozen[FROZEN_ADAPTER + k] = t;
@@ -178,6 +199,7 @@ export class PeftTrainer {
     const mts = modulesToSaveKeys(peft.info, a.config.modulesToSave ?? null);
     const prefix = a.tuner.virtualTokens?.(a.config) ?? 0;
     const totalSteps = opts.totalSteps ?? null;
+    const taskCount = a.tuner.taskCount?.(a.config) ?? null;
     const optimizer = opts.optimizer ?? { kind: "adamw" as const };
     const controller = a.tuner.controller?.(peft.info, a.config, { totalSteps, optimizer }) ?? null;
     for (const k of controller?.gradientKeys ?? [])
@@ -186,12 +208,12 @@ export class PeftTrainer {
       {
         params,
         frozen: frozenDecl,
-        batch: stepBatchDecls(head, tokenTypes),
+        batch: stepBatchDecls(head, tokenTypes, taskCount !== null),
         optimizer,
         clipNorm: opts.clipNorm,
         recompute: opts.gradientCheckpointing,
         gradientOutputs: controller?.gradientKeys,
-        gatedUpdates: controller?.gatedUpdates,
+        gatedUpdates: controller?.gatedUpdates || Boolean(opts.lrScale),
         loss: ({ params: p, frozen: f, batch, seed, probe }) => {
           const base = new WeightContext((n) => f[n], new Set(Object.keys(f)));
           let ctx: ForwardContext = base;
@@ -205,6 +227,7 @@ export class PeftTrainer {
             adapterName: name,
             tensor,
             rowMask: null,
+            taskIds: batch[TASK_IDS_INPUT] ?? null,
             training: true,
             seed,
             probe,
@@ -242,7 +265,12 @@ export class PeftTrainer {
       { params: init, frozen },
       { ...model.compileOptions, ...opts.compile },
     );
-    const trainer = new PeftTrainer(peft, name, step, head, tokenTypes, controller, totalSteps);
+    const trainer = new PeftTrainer(peft, name, step, head, tokenTypes, controller, totalSteps, taskCount, opts.freeze);
+    for (const k of Object.keys(params)) {
+      const m = opts.lrScale?.(k) ?? 1;
+      if (!(m > 0 && Number.isFinite(m))) throw new PeftConfigError(`the learning-rate multiple of "${k}" must be above 0, got ${m}`);
+      if (m !== 1) step.setUpdateGate(k, m);
+    }
     if (controller?.begin) trainer.act(controller.begin(a.tensors));
     return trainer;
   }
@@ -250,7 +278,20 @@ export class PeftTrainer {
   /** Converts a user batch into the step's tensors (shifting causal-LM labels). */
   prepare(batch: TrainBatch): Record<string, HostTensor> {
     // Labels keep the input's length: the loss drops the soft tokens' logits (see create).
-    return prepareBatch(this.head, batch, this.tokenTypes);
+    const out = prepareBatch(this.head, batch, this.tokenTypes);
+    if (this.taskCount !== null) {
+      const rows = out.input_ids.shape[0];
+      // A routing table of one row needs no id: every example is that task.
+      const ids = batch.taskIds ?? (this.taskCount === 1 ? new Array<number>(rows).fill(0) : undefined);
+      const who = `adapter "${this.adapterName}" (${this.peft.adapter(this.adapterName).tuner.peftType})`;
+      if (!ids)
+        throw new TaskIdError(
+          `${who} routes by task: every training batch needs task ids (a "task" field in the data); its routing table has ${this.taskCount} task${this.taskCount === 1 ? "" : "s"}`,
+        );
+      if (ids.length !== rows) throw new TaskIdError(`${ids.length} task ids given for a batch of ${rows} examples`);
+      out[TASK_IDS_INPUT] = taskIdTensor(ids, this.taskCount, who);
+    }
+    return out;
   }
 
   /** One optimizer step; the adapter's tensors in the PeftModel are updated in place. */
@@ -281,7 +322,7 @@ export class PeftTrainer {
     const params: Record<string, HostTensor> = {};
     const fixed: Record<string, HostTensor> = {};
     for (const [k, t] of tensors) {
-      if (isTrainableKey(a.tuner, a.config, k)) params[k] = t;
+      if (isTrainableKey(a.tuner, a.config, k, this.freeze)) params[k] = t;
       else fixed[FROZEN_ADAPTER + k] = t;
     }
     this.step.setFrozen(fixed);
@@ -303,7 +344,10 @@ export class PeftTrainer {
    * capacity; otherwise every trainable tensor of the adapter.
    */
   trainedParameters(): number {
-    return this.step.updatedElements() ?? this.peft.parameterCounts().trainable;
+    const updated = this.step.updatedElements();
+    if (updated !== null && updated !== undefined) return updated;
+    if (!this.freeze) return this.peft.parameterCounts().trainable;
+    return Object.values(this.step.getParams()).reduce((n, t) => n + t.data.length, 0);
   }
 
   /** The controller's numbers after the last update (total rank, budget, ...); {} without one. */
@@ -337,7 +381,13 @@ export class PeftTrainer {
         if (tensors?.size) this.peft.setAdapterTensors(this.adapterName, new Map(tensors));
         try {
           const types = p.token_type_ids ? { tokenTypeIds: p.token_type_ids } : {};
-          const out = await this.peft.forward({ inputIds: p.input_ids, attentionMask: p.attention_mask, ...types });
+          const tasks = this.passBatch(index).taskIds;
+          const out = await this.peft.forward({
+            inputIds: p.input_ids,
+            attentionMask: p.attention_mask,
+            ...types,
+            ...(tasks ? { taskIds: tasks } : {}),
+          });
           if (!out.logits) throw new ModelError(`a ${this.head} model has no logits to take a loss on`);
           return meanTaskLoss(out.logits, p.labels);
         } finally {
@@ -373,7 +423,7 @@ export class PeftTrainer {
       const params: Record<string, HostTensor> = {};
       const fixed: Record<string, HostTensor> = {};
       for (const [k, t] of action.tensors) {
-        if (isTrainableKey(a.tuner, a.config, k)) params[k] = t;
+        if (isTrainableKey(a.tuner, a.config, k, this.freeze)) params[k] = t;
         else fixed[FROZEN_ADAPTER + k] = t;
       }
       this.step.setParams(params);

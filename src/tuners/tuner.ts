@@ -46,6 +46,12 @@ export interface WrapOptions {
   tensor(key: string): Tensor;
   /** [B] f32 with 1 for the rows that use this adapter (mixed batches); null when all rows do. */
   readonly rowMask: Tensor | null;
+  /**
+   * [B] i32: each example's task id, a row of the method's routing table (POLY); present exactly
+   * when the tuner declares `taskCount`. The callers have checked every id is in [0, taskCount).
+   * One id per example of the batch, whatever the inputs are (tokens or pixels).
+   */
+  readonly taskIds?: Tensor | null;
   /** True inside a training step (dropout on). */
   readonly training: boolean;
   /** i64 scalar seed for random ops in training; null otherwise. */
@@ -223,6 +229,12 @@ export interface Tuner<C extends CommonConfig = CommonConfig> {
     shapes: ReadonlyMap<string, readonly number[]>,
     where: string,
   ): { ignore?: readonly string[] } | undefined;
+  /**
+   * Methods that route by task (POLY): the size of the routing table. The forward then gets a task
+   * id per example (WrapOptions.taskIds), and PeftModel / PeftTrainer refuse batches without ids or
+   * with an id outside [0, taskCount). Absent: the method ignores task ids.
+   */
+  taskCount?(c: C): number;
   /** Whether mixed-adapter batches are supported (prompt methods cannot). */
   readonly supportsMixedBatch: boolean;
   /** Prompt-learning methods save keys without the "base_model.model." prefix. */

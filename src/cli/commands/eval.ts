@@ -8,12 +8,13 @@ import { completionItems } from "../../train/run.js";
 import { type CommandSpec, UsageError } from "../args.js";
 import { loadModelAndAdapter, requireDir } from "../load.js";
 import { adapterVirtualTokens, effectiveMaxLength } from "../max-length.js";
+import { applyTask, TASK_FLAG } from "../task-flag.js";
 
 export const evalCommand: CommandSpec = {
   name: "eval",
   summary:
     "Evaluate a model (optionally with an adapter) on a dataset: loss, perplexity, accuracy and macro-F1, token accuracy, or exact match.",
-  usage: "peftkit eval --model DIR [--adapter DIR] --data FILE [--output FILE]",
+  usage: "peftkit eval --model DIR [--adapter DIR] --data FILE [--task NAME] [--output FILE]",
   flags: [
     { name: "model", type: "string", meta: "DIR", help: "base model folder", required: true },
     { name: "adapter", type: "string", meta: "DIR", help: "PEFT adapter folder to apply" },
@@ -41,6 +42,7 @@ export const evalCommand: CommandSpec = {
       default: 200,
       min: 0,
     },
+    TASK_FLAG,
     { name: "on-bad-record", type: "string", help: "what to do with a malformed record", default: "error", choices: ["error", "skip"] },
     {
       name: "output",
@@ -68,6 +70,8 @@ export const evalCommand: CommandSpec = {
       // The model's classes, not the eval file's: a label it does not know is an error at its line.
       labels: labels?.names,
     });
+    // Multi-task adapters (POLY): one task for all (--task) or each record's task field.
+    applyTask(peft, o.adapter as string | undefined, o.task as string | undefined, data.examples);
     const runner = peft ?? model;
     const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
     const batches = new BatchStream(data.examples, { batchSize: o.batchSize as number, seed: 0, padId, shuffle: false }).epochBatches(
@@ -91,6 +95,7 @@ export const evalCommand: CommandSpec = {
       model: o.model,
       adapter: o.adapter ?? null,
       data: o.data,
+      ...(o.task !== undefined ? { task: o.task } : {}),
       ...(labels ? { label_names: labels.names } : {}),
     };
     console.log(

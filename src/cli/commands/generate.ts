@@ -2,6 +2,7 @@ import { createInterface } from "node:readline/promises";
 import type { ChatMessage } from "../../io/chat-template.js";
 import { type CommandSpec, UsageError } from "../args.js";
 import { loadModelAndAdapter } from "../load.js";
+import { applyTask, TASK_FLAG } from "../task-flag.js";
 
 export const generateCommand: CommandSpec = {
   name: "generate",
@@ -19,6 +20,7 @@ export const generateCommand: CommandSpec = {
     { name: "top-k", type: "int", meta: "K", help: "sample among the K most likely tokens (0 = all)", default: 0, min: 0 },
     { name: "seed", type: "int", meta: "S", help: "sampling seed", default: 0, min: 0, max: 2 ** 32 - 1 },
     { name: "chat", type: "boolean", help: "wrap --prompt in the model's chat template" },
+    TASK_FLAG,
   ],
   examples: [
     'peftkit generate --model models/wordnet-llama --prompt "a poodle is a kind of"',
@@ -31,6 +33,7 @@ export const generateCommand: CommandSpec = {
       needTokenizer: true,
     });
     if (!tokenizer) throw new UsageError("the model folder has no tokenizer.json");
+    applyTask(peft, o.adapter as string | undefined, o.task as string | undefined);
     const runner = peft ?? model;
     // A classifier has nothing to generate: it names the class of the text, as `peftkit eval` scores it.
     const classify = async (text: string): Promise<string> => {

@@ -11,8 +11,9 @@ import { defaultPruneAt, runDseePrune } from "../../train/dsee-prune.js";
 import { defaultEstimationSteps, runLightPeft } from "../../train/light-peft.js";
 import { runLtSft } from "../../train/lt-sft.js";
 import { CALIBRATION_SAMPLES, METHODS, MethodError, type MethodName, methodConfig } from "../../train/methods.js";
+import { POLY_FINETUNES, type PolyFinetune, type PolyRun, preparePolyRun } from "../../train/poly-run.js";
 import { type RunOptions, runTraining } from "../../train/run.js";
-import type { ScheduleName } from "../../train/schedule.js";
+import { type ScheduleName, TrainingArgsError } from "../../train/schedule.js";
 import { SELECTIVE_METHODS } from "../../train/selective-run.js";
 import type { Trainer } from "../../train/trainer.js";
 import { calibrationRequest } from "../../tuners/peft-model.js";
@@ -642,6 +643,29 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     help: "ist: examples per importance batch, from the training data (default 16)",
     min: 1,
   },
+  { name: "poly-n-skills", type: "int", meta: "N", help: "poly: skills (LoRAs) per layer (n_skills, default 4)", min: 1 },
+  { name: "poly-n-splits", type: "int", meta: "N", help: "poly: splits per skill (n_splits; 1 = Poly, > 1 = MHR; default 1)", min: 1 },
+  {
+    name: "poly-n-tasks",
+    type: "int",
+    meta: "N",
+    help: "poly: rows of the routing table (n_tasks; default: the tasks of the data's task field, 1 without one)",
+    min: 1,
+  },
+  {
+    name: "poly-finetune",
+    type: "string",
+    help: "poly: what trains: full (skills and routers), z (MHR-z: routers only) or mu (MHR-μ: the averaged skills as one LoRA); z and mu need --poly-from",
+    choices: POLY_FINETUNES,
+  },
+  { name: "poly-from", type: "string", meta: "DIR", help: "poly: a trained POLY adapter whose skills the run starts from" },
+  {
+    name: "poly-router-lr",
+    type: "number",
+    meta: "LR",
+    help: "poly: the routing logits' own peak learning rate (mttl's module_logits_learning_rate; default: --lr)",
+    exclusiveMin: 0,
+  },
   {
     name: "gradnorm-update-gap",
     type: "int",
@@ -895,6 +919,8 @@ export const trainCommand: CommandSpec = {
         istScoreLr: o.istScoreLr as number | undefined,
         istBatchSize: o.istBatchSize as number | undefined,
         istSeed: o.seed as number,
+        polyNSkills: o.polyNSkills as number | undefined,
+        polyNSplits: o.polyNSplits as number | undefined,
       });
     } catch (e) {
       if (e instanceof MethodError) throw new UsageError(e.message);
@@ -933,6 +959,34 @@ export const trainCommand: CommandSpec = {
       evalSet = ev.examples;
     } else if (ef > 0 && examples.length >= 20) ({ train, eval: evalSet } = splitDataset(examples, ef, o.seed as number));
     if (classification) peftConfig.task_type = task.taskType;
+    const polyFlags = ["polyNSkills", "polyNSplits", "polyNTasks", "polyFinetune", "polyFrom", "polyRouterLr"].filter(
+      (f) => o[f] !== undefined,
+    );
+    let poly: PolyRun | undefined;
+    if (o.method === "poly") {
+      if (o.pack) throw new UsageError("--pack puts several examples in one row; --method poly routes each row by its task");
+      if (o.polyFrom !== undefined) requireDir(o.polyFrom as string, "--poly-from");
+      try {
+        poly = preparePolyRun(
+          peftConfig,
+          {
+            finetune: (o.polyFinetune as PolyFinetune | undefined) ?? "full",
+            from: o.polyFrom as string | undefined,
+            nTasks: o.polyNTasks as number | undefined,
+            routerLr: o.polyRouterLr as number | undefined,
+            lr: o.lr as number,
+          },
+          train,
+          evalSet,
+        );
+      } catch (e) {
+        if (e instanceof TrainingArgsError) throw new UsageError(e.message);
+        throw e;
+      }
+      peftConfig = poly.peftConfig;
+      if (classification) peftConfig.task_type = task.taskType;
+    } else if (polyFlags.length)
+      throw new UsageError(`--${polyFlags[0].replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} is for --method poly, not ${o.method}`);
     let model: PreTrainedModel;
     try {
       model = await PreTrainedModel.load(modelDir, task.head, {
@@ -1051,6 +1105,7 @@ export const trainCommand: CommandSpec = {
       exactMatchLimit: data.format === "prompt_completion" || data.format === "chat" ? 200 : 0,
       labels,
       record,
+      ...(poly ? { taskTable: poly.taskTable, freeze: poly.freeze, lrScale: poly.lrScale, prepareAdapter: poly.prepareAdapter } : {}),
       // Called once per run (lt_sft: once per phase); one handler stops whichever is training.
       onTrainer: (t) => {
         const first = current === null;

@@ -22,6 +22,8 @@ export interface Batch {
   lossTokens: number;
   /** Indices (into the examples given) of the examples in the batch; with packing, every example that has tokens in it. */
   examples: number[];
+  /** Each row's task id (Example.taskId), when the examples have them. */
+  taskIds?: number[];
 }
 
 export interface BatchOptions {
@@ -143,6 +145,13 @@ export class BatchStream {
     if (withLabel !== 0 && withLabel !== examples.length)
       throw new DatasetError("cannot batch classification and language-modelling examples together");
     this.classification = withLabel > 0;
+    const withTask = examples.filter((e) => e.taskId !== undefined).length;
+    if (withTask !== 0 && withTask !== examples.length) {
+      const missing = examples.find((e) => e.taskId === undefined) as Example;
+      throw new DatasetError(`${missing.source}: this example has no task, but others do; give every example a "task" field`);
+    }
+    if (pack && withTask)
+      throw new DatasetError("packing puts several examples in one row, but task ids are per row: turn packing off for multi-task data");
     if (pack && this.classification)
       throw new DatasetError("packing concatenates token streams; it needs language-modelling examples, not classification");
     this.opts = {
@@ -265,6 +274,7 @@ export class BatchStream {
     const width = Math.max(...members.map((i) => this.examples[i].inputIds.length));
     const batch: Batch = { inputIds: [], attentionMask: [], labels: [], tokens: 0, lossTokens: 0, examples: [...members] };
     const typed = members.some((i) => this.examples[i].tokenTypeIds !== undefined);
+    if (this.examples[members[0]].taskId !== undefined) batch.taskIds = members.map((i) => this.examples[i].taskId as number);
     if (typed) batch.tokenTypeIds = [];
     for (const i of members) {
       const e = this.examples[i];

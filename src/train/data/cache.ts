@@ -10,7 +10,8 @@ import { type DataFormat, SEQUENCE_CLASSIFICATION_FORMATS } from "./formats.js";
 import type { Example } from "./tokenize.js";
 
 // 02: pair classification examples carry token type ids (01 files lack them and are rebuilt).
-const MAGIC = "PKDSET02";
+// 03: examples carry their record's `task` field (header.tasks).
+const MAGIC = "PKDSET03";
 
 export interface CachedDataset {
   format: DataFormat;
@@ -32,6 +33,8 @@ interface Header {
   classLabels?: number[];
   /** Indices of the examples with token type ids; their ids follow the token ids, in this order. */
   typed?: number[];
+  /** Each example's `task` field (null: none), when some example has one. */
+  tasks?: (string | number | null)[];
 }
 
 export function cachePath(dir: string, key: string): string {
@@ -53,6 +56,7 @@ export async function writeCache(dir: string, key: string, d: CachedDataset): Pr
   };
   const typed = d.examples.flatMap((e, i) => (e.tokenTypeIds ? [i] : []));
   if (typed.length) header.typed = typed;
+  if (d.examples.some((e) => e.task !== undefined)) header.tasks = d.examples.map((e) => e.task ?? null);
   const headerBytes = Buffer.from(JSON.stringify(header), "utf8");
   const total = header.lengths.reduce((a, b) => a + b, 0);
   const typedTotal = typed.reduce((a, i) => a + header.lengths[i], 0);
@@ -126,6 +130,9 @@ export async function readCache(dir: string, key: string): Promise<CachedDataset
       examples[i].tokenTypeIds = Array.from(data.subarray(typeAt, typeAt + n));
       typeAt += n;
     }
+    header.tasks?.forEach((t, i) => {
+      if (t !== null) examples[i].task = t;
+    });
     return {
       format: header.format,
       examples,

@@ -71,4 +71,5 @@ export { DATA_FORMATS, type DataFormat, formatOfFields, SEQUENCE_CLASSIFICATION_
 export { type TrainingLabels, trainingLabels } from "./labels.js";
 export { datasetFromRecords, defaultCacheDir, type LoadedDataset, type LoadOptions, loadDataset, type OnBadRecord } from "./load.js";
 export { type RawRecord, readSource, type SourceKind } from "./readers.js";
+export { assignTaskIds, taskTableOf } from "./tasks.js";
 export { type Example, IGNORE_INDEX } from "./tokenize.js";

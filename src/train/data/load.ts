@@ -228,7 +228,12 @@ function buildExamples(
     try {
       const { example, truncated: cut } = rt.tokenize(t.rec);
       if (cut) truncated++;
-      examples.push({ ...example, source: t.where });
+      const task = records[t.at].value?.task;
+      if (task !== undefined && task !== null && typeof task !== "string" && !(Number.isInteger(task) && (task as number) >= 0)) {
+        bad(t, `field "task" must be a task name or a non-negative integer, got ${JSON.stringify(task)}`);
+        continue;
+      }
+      examples.push({ ...example, source: t.where, ...(task !== undefined && task !== null ? { task: task as string | number } : {}) });
     } catch (e) {
       if (e instanceof RecordError) bad(t, e.message);
       else if (e instanceof DatasetError) throw new DatasetError(`${t.where}: ${e.message}`);

@@ -36,6 +36,13 @@ export interface Example {
   tokenTypeIds?: number[];
   /** Where the record came from (`data.jsonl:17`), for messages about this example. */
   source: string;
+  /**
+   * The record's `task` field (a name or a non-negative integer), in any format: the task whose
+   * routing a multi-task method (POLY) uses for this example.
+   */
+  task?: string | number;
+  /** `task` resolved to a row of the run's routing table (src/train/data/tasks.ts); batches carry it as taskIds. */
+  taskId?: number;
 }
 
 export interface TokenizeSettings {
