@@ -81,13 +81,19 @@ function reference(
     });
     const loss = crossEntropy(out.logits as Tensor, labels, { ignoreIndex: -100 });
     g.addOutput("loss", loss.id);
-    if (grad) backward([loss], [onesLike(loss)], wrt, start).forEach((t, i) => g.addOutput(`g.${names[i]}`, t.id));
+    if (grad)
+      backward([loss], [onesLike(loss)], wrt, start).forEach((t, i) => {
+        g.addOutput(`g.${names[i]}`, t.id);
+      });
   });
   const feeds: Record<string, HostTensor> = { ids: batch.input_ids, mask: batch.attention_mask, labels: batch.labels };
   for (const n of names) feeds[`w.${n}`] = hostTensor("f64", [...(model.weights.get(n) as HostTensor).shape], weights.get(n));
   const outs = interpret(g, feeds, { precision: "f64" });
   const grads = new Map<string, Float64Array>();
-  if (grad) names.forEach((n, i) => grads.set(n, Float64Array.from(outs[1 + i].data as Float64Array)));
+  if (grad)
+    names.forEach((n, i) => {
+      grads.set(n, Float64Array.from(outs[1 + i].data as Float64Array));
+    });
   return { loss: Number(outs[0].data[0]), grads };
 }
 
@@ -172,7 +178,10 @@ describe("MeZO", () => {
     const { grads } = reference(model, snapshot(model), true);
     const z = streamZ(model, seed);
     let dir = 0;
-    for (const [n, gr] of grads) gr.forEach((v, j) => (dir += v * (z.get(n) as Float64Array)[j]));
+    for (const [n, gr] of grads)
+      gr.forEach((v, j) => {
+        dir += v * (z.get(n) as Float64Array)[j];
+      });
     const t = await ZoTrainer.full(model, { compile: INTERP });
     const prepared = prepareBatch(model.head, BATCH);
     const errs: number[] = [];
