@@ -116,6 +116,10 @@ export const DEFAULT_LR: Record<string, number> = {
   // kind-of, 100 steps, batch 16, 1 seed, CLI defaults (r 16, α 32, N 16 on q, v: 57,472 values;
   // docs/methods/dsee.md): exact match 0.195 at 2e-3, 0.245 at 5e-3, 0.27 at 1e-2, 0.12 at 3e-2.
   dsee: 1e-2,
+  // kind-of, 300 steps, batch 16, 1 seed (docs/methods/mezo.md): ZO learns slowly; see there for longer runs.
+  mezo: 1e-4,
+  sparse_mezo: 1e-4,
+  mezo_lora: 1e-3,
   full: 3e-4,
   // Full fine-tuning's rate: graft rows fine-tune fully, then graft (docs/methods/graft.md).
   graft: 3e-4,
