@@ -19,7 +19,9 @@ import { FORMAT_TASKS } from "./train.js";
 export async function trainZo(o: Flags, modelDir: string, peftConfig: Record<string, unknown> | null): Promise<number> {
   const method = o.method as ZoMethod;
   if ((o.gradAccum as number) > 1)
-    throw new UsageError(`--grad-accum ${o.gradAccum}: --method ${method} takes one batch per step (the authors assert gradient_accumulation_steps == 1)`);
+    throw new UsageError(
+      `--grad-accum ${o.gradAccum}: --method ${method} takes one batch per step (the authors assert gradient_accumulation_steps == 1)`,
+    );
   if (o.pack) throw new UsageError(`--pack: --method ${method} does not pack examples yet`);
   const eps = o.zoEps as number;
   if (!(eps > 0) || !Number.isFinite(eps)) throw new UsageError(`--zo-eps ${eps}: want a positive number`);
@@ -32,8 +34,7 @@ export async function trainZo(o: Flags, modelDir: string, peftConfig: Record<str
       if (e instanceof ZoSparsityError) throw new UsageError(e.message);
       throw e;
     }
-  } else if (o.zoSparsity !== undefined)
-    throw new UsageError(`--zo-sparsity is for --method sparse_mezo, not ${method}`);
+  } else if (o.zoSparsity !== undefined) throw new UsageError(`--zo-sparsity is for --method sparse_mezo, not ${method}`);
   if (o.evalData) process.stderr.write(`warning: --method ${method} does not evaluate during training; --eval-data is ignored\n`);
   if (o.optimizer !== "adamw" || (o.clipNorm as number) !== 1)
     process.stderr.write(`warning: --method ${method} is ZO-SGD; --optimizer and --clip-norm are ignored\n`);

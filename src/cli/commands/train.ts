@@ -14,8 +14,8 @@ import { CALIBRATION_SAMPLES, METHODS, MethodError, type MethodName, methodConfi
 import { type RunOptions, runTraining } from "../../train/run.js";
 import type { ScheduleName } from "../../train/schedule.js";
 import { SELECTIVE_METHODS } from "../../train/selective-run.js";
-import { ZO_METHODS } from "../../train/zo/run.js";
 import type { Trainer } from "../../train/trainer.js";
+import { ZO_METHODS } from "../../train/zo/run.js";
 import { calibrationRequest } from "../../tuners/peft-model.js";
 import type { CalibrationStats } from "../../tuners/tuner.js";
 import { type CommandSpec, type Flags, UsageError } from "../args.js";
@@ -779,7 +779,8 @@ export const trainCommand: CommandSpec = {
     o.schedule ??= zo ? "constant" : "linear";
     if (!zo)
       for (const f of ["zoOver", "zoSparsity"] as const)
-        if (o[f] !== undefined) throw new UsageError(`--${f === "zoOver" ? "zo-over" : "zo-sparsity"} is for --method mezo or sparse_mezo, not ${o.method}`);
+        if (o[f] !== undefined)
+          throw new UsageError(`--${f === "zoOver" ? "zo-over" : "zo-sparsity"} is for --method mezo or sparse_mezo, not ${o.method}`);
     // The adapter method: the one ZO trains with --zo-over.
     const adapterMethod = zo ? ((o.zoOver as string | undefined) ?? null) : (o.method as string);
     // Prompt/prefix soft tokens take positions too (in the sequence, or shifting the real ones).

@@ -44,7 +44,10 @@ describe("peftkit train --method mezo / sparse_mezo", () => {
     assertResumeExact(["--method", "mezo", "--lr", "1e-5", "--target", "q_proj,v_proj"], "trained_tensors.safetensors", "full");
     const dir = join(tmp, "full-straight");
     const m = metrics(dir);
-    assert.ok(m.every((x) => x.lr === 1e-5), "constant schedule by default");
+    assert.ok(
+      m.every((x) => x.lr === 1e-5),
+      "constant schedule by default",
+    );
     assert.ok(m.every((x) => Number.isFinite(x.projected_grad) && x.projected_grad !== 0));
     const cfg = JSON.parse(readFileSync(join(dir, "selective_config.json"), "utf8"));
     assert.deepEqual([cfg.method, cfg.zo.zo_eps, cfg.zo.zo_sparsity, cfg.steps], ["mezo", 1e-3, null, 6]);

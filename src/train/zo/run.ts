@@ -34,8 +34,8 @@ import { truncateMetrics } from "../metrics-file.js";
 import { refuseEarlierRun } from "../run.js";
 import { learningRate, type ScheduleName, TrainingArgsError, warmupSteps } from "../schedule.js";
 import { type SelectiveConfig, writeTrained } from "../selective-run.js";
-import { checkSparsity } from "./sparse.js";
 import { stepSeed } from "./seeds.js";
+import { checkSparsity } from "./sparse.js";
 import { ZoTrainer } from "./trainer.js";
 
 export const ZO_METHODS = ["mezo", "sparse_mezo"] as const;
@@ -190,7 +190,9 @@ export async function runZo(o: ZoRunOptions): Promise<{ steps: number; finalLoss
         `${JSON.stringify({ step: state.step, loss: res.lossPlus, loss_minus: res.lossMinus, projected_grad: res.projectedGrad, lr })}\n`,
       );
       if (o.logSteps && state.step % o.logSteps === 0)
-        log(`step ${state.step}/${o.maxSteps}: loss ${res.lossPlus.toFixed(4)} (−εz: ${res.lossMinus.toFixed(4)}), g ${res.projectedGrad.toExponential(3)}`);
+        log(
+          `step ${state.step}/${o.maxSteps}: loss ${res.lossPlus.toFixed(4)} (−εz: ${res.lossMinus.toFixed(4)}), g ${res.projectedGrad.toExponential(3)}`,
+        );
       if (o.saveSteps && state.step % o.saveSteps === 0 && state.step < o.maxSteps) checkpoint();
     }
     if (lastSaved !== state.step) checkpoint();
@@ -203,10 +205,7 @@ export async function runZo(o: ZoRunOptions): Promise<{ steps: number; finalLoss
       stoppedBy: "max_steps",
       finalLoss: lastLoss,
     };
-    writeFileAtomic(
-      join(o.outputDir, "training_args.json"),
-      `${JSON.stringify({ ...o.record, method: o.method, zo, result }, null, 2)}\n`,
-    );
+    writeFileAtomic(join(o.outputDir, "training_args.json"), `${JSON.stringify({ ...o.record, method: o.method, zo, result }, null, 2)}\n`);
   } finally {
     await trainer.release();
   }

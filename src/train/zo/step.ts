@@ -219,6 +219,28 @@ export class ZoStep {
   }
 }
 
+/**
+ * The same forward, unperturbed, compiled on its own: (θ, frozen, batch) → loss. The inference
+ * baseline of `peftkit bench train --inference` (what MeZO's memory is measured against).
+ */
+export async function compileForward(
+  def: ZoStepDefinition,
+  init: { params: Record<string, HostTensor>; frozen?: Record<string, HostTensor> },
+  opts: CompileOptions = {},
+): Promise<{ loss(batch: Record<string, HostTensor>): Promise<number>; release(): Promise<void> }> {
+  const exec = await compileGraph(traceZoStep(def, "forward"), opts);
+  return {
+    async loss(batch) {
+      const feeds: Record<string, HostTensor> = {};
+      for (const [k, v] of Object.entries(init.params)) feeds[P + k] = v;
+      for (const [k, v] of Object.entries(init.frozen ?? {})) feeds[F + k] = v;
+      for (const [k, v] of Object.entries(batch)) feeds[B + k] = v;
+      return readNumber((await exec.run(feeds))[0], 0);
+    },
+    release: () => exec.release(),
+  };
+}
+
 /** θ_j ← θ_j − lr·(g·z_j + wd·θ_j) where |θ_j| ≤ h (everywhere without h); z_j = normalAt(seed, j). */
 export function updateInPlace(theta: Float32Array, seed: number, g: number, lr: number, wd: number, h?: number): void {
   const n = theta.length;

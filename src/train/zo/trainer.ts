@@ -21,7 +21,7 @@ import { ModulesToSaveContext, modulesToSaveKeys } from "../../tuners/modules-to
 import type { PeftModel } from "../../tuners/peft-model.js";
 import { prepareBatch, stepBatchDecls, stepModelInputs, type TrainBatch } from "../../tuners/train.js";
 import { magnitudeThreshold } from "./sparse.js";
-import { ZoStep, type ZoStepResult, type ZoUpdateOptions } from "./step.js";
+import { compileForward, ZoStep, type ZoStepDefinition, type ZoStepResult, type ZoUpdateOptions } from "./step.js";
 
 const IGNORE = -100;
 /** The authors' zo_update skips weight decay for names with "bias", "layer_norm" or "layernorm"; peftkit's norms are all "...norm...". */
@@ -47,57 +47,28 @@ export class ZoTrainer {
    * updated in place; the others enter as frozen inputs.
    */
   static async full(model: PreTrainedModel, opts: ZoTrainerOptions & { trains?: (name: string) => boolean } = {}): Promise<ZoTrainer> {
-    const params: Record<string, TensorDecl> = {};
-    const init: Record<string, HostTensor> = {};
-    const frozen: Record<string, TensorDecl> = {};
-    const frozenInit: Record<string, HostTensor> = {};
-    const first = new Map<HostTensor, string>();
-    const aliases = new Map<string, string>();
-    for (const [k, t] of model.weights) {
-      const f = first.get(t);
-      if (f) {
-        aliases.set(k, f);
-        continue;
-      }
-      first.set(t, k);
-      const trains = opts.trains?.(k) ?? true;
-      (trains ? params : frozen)[k] = { dtype: t.dtype, shape: t.shape };
-      (trains ? init : frozenInit)[k] = t;
-    }
-    if (!Object.keys(params).length) throw new PeftConfigError("zeroth-order training: no weight is selected to train");
-    const head = model.head;
+    const { def, init, frozenInit } = fullDefinition(model, opts.trains, opts.sparsity !== undefined);
     const step = await ZoStep.create(
-      {
-        params,
-        frozen,
-        batch: stepBatchDecls(head, model.usesTokenTypeIds),
-        sparse: opts.sparsity !== undefined,
-        loss: ({ params: p, frozen: f, batch }) => {
-          const names = new Set(model.weights.keys());
-          const at = (n: string) => {
-            const k = aliases.get(n) ?? n;
-            return k in p ? p[k] : f[k];
-          };
-          const out = model.traceForward(new WeightContext(at, names), stepModelInputs(batch));
-          if (!out.logits) throw new ModelError(`a ${head} model has no logits to train on`);
-          return crossEntropy(out.logits, batch.labels, { ignoreIndex: IGNORE });
-        },
-      },
-      {
-        params: init,
-        frozen: frozenInit,
-        thresholds: thresholdsOf(init, opts),
-        decay: Object.keys(init).filter((k) => !noDecay(k)),
-      },
+      def,
+      { params: init, frozen: frozenInit, thresholds: thresholdsOf(init, opts), decay: Object.keys(init).filter((k) => !noDecay(k)) },
       { ...model.compileOptions, ...opts.compile },
     );
     return new ZoTrainer(
       step,
-      (b) => prepareBatch(head, b, model.usesTokenTypeIds),
+      (b) => prepareBatch(model.head, b, model.usesTokenTypeIds),
       () => {},
     );
   }
 
+  /** The loss of the same forward without perturbation or update: the inference baseline of the memory benchmark. */
+  static async inference(
+    model: PreTrainedModel,
+    compile: CompileOptions = {},
+  ): Promise<{ loss(b: TrainBatch): Promise<number>; release(): Promise<void> }> {
+    const { def, init, frozenInit } = fullDefinition(model, undefined, false);
+    const f = await compileForward(def, { params: init, frozen: frozenInit }, { ...model.compileOptions, ...compile });
+    return { loss: (b) => f.loss(prepareBatch(model.head, b, model.usesTokenTypeIds)), release: f.release };
+  }
   /**
    * MeZO over an adapter: its trainable tensors (as PeftTrainer trains them) are perturbed and
    * updated; the base weights and the adapter's fixed tensors are frozen inputs.
@@ -202,4 +173,48 @@ function thresholdsOf(init: Record<string, HostTensor>, opts: ZoTrainerOptions):
   if (opts.thresholds) return opts.thresholds;
   const s = opts.sparsity;
   return Object.fromEntries(Object.entries(init).map(([k, t]) => [k, magnitudeThreshold(t.data as Float32Array, s)]));
+}
+
+/** Full-weight mode: the perturbed weights (distinct tensors, those `trains` picks), the frozen rest, and the forward. */
+function fullDefinition(
+  model: PreTrainedModel,
+  trains: ((name: string) => boolean) | undefined,
+  sparse: boolean,
+): { def: ZoStepDefinition; init: Record<string, HostTensor>; frozenInit: Record<string, HostTensor> } {
+  const params: Record<string, TensorDecl> = {};
+  const init: Record<string, HostTensor> = {};
+  const frozen: Record<string, TensorDecl> = {};
+  const frozenInit: Record<string, HostTensor> = {};
+  const first = new Map<HostTensor, string>();
+  const aliases = new Map<string, string>();
+  for (const [k, t] of model.weights) {
+    const f = first.get(t);
+    if (f) {
+      aliases.set(k, f);
+      continue;
+    }
+    first.set(t, k);
+    const on = trains?.(k) ?? true;
+    (on ? params : frozen)[k] = { dtype: t.dtype, shape: t.shape };
+    (on ? init : frozenInit)[k] = t;
+  }
+  if (!Object.keys(params).length) throw new PeftConfigError("zeroth-order training: no weight is selected to train");
+  const head = model.head;
+  const names = new Set(model.weights.keys());
+  const def: ZoStepDefinition = {
+    params,
+    frozen,
+    batch: stepBatchDecls(head, model.usesTokenTypeIds),
+    sparse,
+    loss: ({ params: p, frozen: f, batch }) => {
+      const at = (n: string) => {
+        const k = aliases.get(n) ?? n;
+        return k in p ? p[k] : f[k];
+      };
+      const out = model.traceForward(new WeightContext(at, names), stepModelInputs(batch));
+      if (!out.logits) throw new ModelError(`a ${head} model has no logits to train on`);
+      return crossEntropy(out.logits, batch.labels, { ignoreIndex: IGNORE });
+    },
+  };
+  return { def, init, frozenInit };
 }
