@@ -33,6 +33,11 @@ export function stepSeed(runSeed: number, step: number): number {
   return deriveSeed(runSeed, 0x2e20, step) >>> 0;
 }
 
+/** The seed under which counters start `elements` normal values further along the stream of `seed` (mod 2^32). */
+export function seedOffset(elements: number): number {
+  return Number((BigInt(2 * elements) * SHIFT) % TWO32);
+}
+
 /**
  * Per-tensor seeds for one step: tensor i (in the given order) is elements
  * [Σ_{k<i} n_k, Σ_{k≤i} n_k) of the stream of `seed`. Throws past 2^31 elements in all.

@@ -23,8 +23,16 @@ import { type HostTensor, hostTensor, readNumber } from "../../engine/ir/host.js
 import { normalAt } from "../../engine/ir/random.js";
 import type { TensorDecl } from "../../engine/optim/train-step.js";
 import { withGraph } from "../../engine/trace/context.js";
-import { randomNormal, Tensor } from "../../engine/trace/tensor.js";
-import { tensorSeeds } from "./seeds.js";
+import { concat, randomNormal, scalar, Tensor } from "../../engine/trace/tensor.js";
+import { seedOffset, tensorSeeds } from "./seeds.js";
+
+/**
+ * Tensors above this many elements get z in row blocks (same values: each block's seed starts the
+ * stream where the block starts). ONNX Runtime's generator works in int64 counters, several
+ * temporaries of 8 bytes per element; unchunked, the 28 M-entry embedding of SmolLM2 would add
+ * about a gigabyte of them to the peak.
+ */
+export const ZO_CHUNK = 1 << 20;
 
 export interface ZoLossContext {
   /** The perturbed tensors, each created on first access (absent keys: not perturbed). */
@@ -38,6 +46,8 @@ export interface ZoStepDefinition {
   params: Readonly<Record<string, TensorDecl>>;
   frozen?: Readonly<Record<string, TensorDecl>>;
   batch: Readonly<Record<string, TensorDecl>>;
+  /** Largest tensor whose z is generated in one piece (default ZO_CHUNK); larger ones go in row blocks. */
+  chunk?: number;
   /** Sparse MeZO: a threshold input per tensor and the mask 1[|θ| ≤ h]. */
   sparse?: boolean;
   /** One forward's scalar loss (dropout off: the authors run both forwards in eval mode). */
@@ -86,10 +96,7 @@ export function traceZoStep(def: ZoStepDefinition, mode: "zo" | "forward" = "zo"
           enumerable: true,
           get: () => {
             if (made) return made;
-            let z = randomNormal(seeds[k], t.shape, t.dtype);
-            if (h) z = t.abs().le(h[k]).where(z, 0);
-            const step = z.mul(eps.cast(t.dtype));
-            made = sign > 0 ? t.add(step) : t.sub(step);
+            made = perturb(t, seeds[k], eps, h?.[k] ?? null, sign, def.chunk ?? ZO_CHUNK);
             return made;
           },
         });
@@ -102,6 +109,29 @@ export function traceZoStep(def: ZoStepDefinition, mode: "zo" | "forward" = "zo"
     g.addOutput("loss_minus", minus.cast("f32").id);
     return g;
   });
+}
+
+/** θ ± ε·ẑ for one tensor, z in row blocks of at most `chunk` elements when it is larger. */
+function perturb(t: Tensor, seed: Tensor, eps: Tensor, h: Tensor | null, sign: 1 | -1, chunk: number): Tensor {
+  const one = (theta: Tensor, s: Tensor): Tensor => {
+    let z = randomNormal(s, theta.shape, theta.dtype);
+    if (h) z = theta.abs().le(h).where(z, 0);
+    const step = z.mul(eps.cast(theta.dtype));
+    return sign > 0 ? theta.add(step) : theta.sub(step);
+  };
+  const shape = t.shape as number[];
+  const numel = shape.reduce((a, b) => a * b, 1);
+  const rowSize = numel / (shape[0] || 1);
+  const rows = Math.max(1, Math.floor(chunk / rowSize));
+  if (shape.length < 2 || numel <= chunk || rows >= shape[0]) return one(t, seed);
+  const parts: Tensor[] = [];
+  for (let r0 = 0; r0 < shape[0]; r0 += rows) {
+    const r1 = Math.min(shape[0], r0 + rows);
+    // seed < 2^32 and the offset < 2^32: the generator reduces the sum mod 2^32
+    const s = r0 === 0 ? seed : seed.add(scalar(seedOffset(r0 * rowSize), "i64"));
+    parts.push(one(t.slice(0, r0, r1), s));
+  }
+  return concat(parts, 0);
 }
 
 export interface ZoStepResult {

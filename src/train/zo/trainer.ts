@@ -33,6 +33,8 @@ export interface ZoTrainerOptions {
   /** h per tensor from a checkpoint (overrides the ones computed from the current weights). */
   thresholds?: Record<string, number>;
   compile?: CompileOptions;
+  /** Full-weight mode: ZoStepDefinition.chunk (tests). */
+  chunk?: number;
 }
 
 export class ZoTrainer {
@@ -48,6 +50,7 @@ export class ZoTrainer {
    */
   static async full(model: PreTrainedModel, opts: ZoTrainerOptions & { trains?: (name: string) => boolean } = {}): Promise<ZoTrainer> {
     const { def, init, frozenInit } = fullDefinition(model, opts.trains, opts.sparsity !== undefined);
+    if (opts.chunk !== undefined) def.chunk = opts.chunk;
     const step = await ZoStep.create(
       def,
       { params: init, frozen: frozenInit, thresholds: thresholdsOf(init, opts), decay: Object.keys(init).filter((k) => !noDecay(k)) },

@@ -225,6 +225,23 @@ describe("MeZO", () => {
     await model.release();
   });
 
+  test("z of a large tensor generated in row blocks is the same z (same losses, same update)", async () => {
+    const runs: Float32Array[][] = [];
+    const gs: number[] = [];
+    for (const chunk of [undefined, 100]) {
+      const model = tinyModel(6);
+      const t = await ZoTrainer.full(model, { compile: INTERP, chunk, sparsity: 0.3 });
+      gs.push((await t.train(BATCH, { lr: 1e-2, eps: 1e-3, seed: stepSeed(8, 2) })).projectedGrad);
+      runs.push(Object.values(t.tensors).map((x) => Float32Array.from(x.data as Float32Array)));
+      await t.release();
+      await model.release();
+    }
+    assert.equal(gs[0], gs[1]);
+    runs[0].forEach((a, i) => {
+      assert.deepEqual(runs[1][i], a);
+    });
+  });
+
   test("Sparse MeZO's sparsity must be in [0, 1) (the error names the flag)", () => {
     assert.throws(() => checkSparsity(1), /--zo-sparsity 1: want a share of entries left unperturbed in \[0, 1\)/);
     assert.throws(() => checkSparsity(-0.1), /--zo-sparsity -0.1/);
