@@ -37,6 +37,8 @@ export interface TrainBenchOptions {
   full?: boolean;
   /** An inference-only forward with the loss of the same batch (no backward, no update): MeZO's memory baseline. */
   inference?: boolean;
+  /** mezo: the two forwards as two runs of a one-forward graph (ZoStepDefinition.split). */
+  zoSplit?: boolean;
   /** gradnorm_lorp: the projector's rank (default: r). */
   rank?: number;
   /** lisa: γ, the layers trained at a time (default 2). */
@@ -75,7 +77,7 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
     trainable = 0;
   } else if (!o.full && (o.method === "mezo" || o.method === "sparse_mezo")) {
     // Full-weight MeZO: two forwards in one graph, then the in-place host update (src/train/zo/step.ts).
-    const t = await ZoTrainer.full(model, { sparsity: o.method === "sparse_mezo" ? 0.75 : undefined });
+    const t = await ZoTrainer.full(model, { sparsity: o.method === "sparse_mezo" ? 0.75 : undefined, split: o.zoSplit });
     train = async (i) => {
       const r = await t.train(batch, { lr: 1e-6, eps: 1e-3, seed: i });
       return { loss: r.lossPlus };
@@ -191,6 +193,7 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
   return {
     bench: "train",
     method: o.inference ? "inference" : o.full ? "full" : o.method,
+    ...(o.zoSplit ? { zo_split: true } : {}),
     gradient_checkpointing: Boolean(o.gradientCheckpointing),
     static_shapes: Boolean(o.staticShapes),
     r: o.full ? null : o.r,

@@ -38,6 +38,7 @@ export const benchCommand: CommandSpec = {
       type: "boolean",
       help: "train: an inference-only forward with the loss of the same batch (no backward, no update): the memory baseline of --method mezo",
     },
+    { name: "zo-split", type: "boolean", help: "train: mezo's two forwards as two runs of a one-forward graph instead of one graph" },
     {
       name: "gradient-checkpointing",
       type: "boolean",
@@ -120,6 +121,7 @@ export const benchCommand: CommandSpec = {
         steps: o.steps as number,
         full: Boolean(o.full),
         inference: Boolean(o.inference),
+        zoSplit: Boolean(o.zoSplit),
         gradientCheckpointing: Boolean(o.gradientCheckpointing),
         staticShapes: Boolean(o.staticShapes),
         threads,

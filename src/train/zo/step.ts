@@ -48,6 +48,12 @@ export interface ZoStepDefinition {
   batch: Readonly<Record<string, TensorDecl>>;
   /** Largest tensor whose z is generated in one piece (default ZO_CHUNK); larger ones go in row blocks. */
   chunk?: number;
+  /**
+   * Run the two forwards as two runs of a one-forward graph (ε fed with its sign) instead of one
+   * graph with both: the same losses bit for bit, and only one forward's buffers at a time. The
+   * memory benchmark measures both (BENCHMARKS.md, "MeZO").
+   */
+  split?: boolean;
   /** Sparse MeZO: a threshold input per tensor and the mask 1[|θ| ≤ h]. */
   sparse?: boolean;
   /** One forward's scalar loss (dropout off: the authors run both forwards in eval mode). */
@@ -87,7 +93,9 @@ export function traceZoStep(def: ZoStepDefinition, mode: "zo" | "forward" = "zo"
     const eps = input(g, "eps", { dtype: "f32", shape: [] });
     const h = def.sparse ? Object.fromEntries(Object.keys(def.params).map((k) => [k, input(g, H + k, { dtype: "f32", shape: [] })])) : null;
     const seedsPlus = Object.fromEntries(Object.keys(def.params).map((k) => [k, input(g, SEED_PLUS + k, { dtype: "i64", shape: [] })]));
-    const seedsMinus = Object.fromEntries(Object.keys(def.params).map((k) => [k, input(g, SEED_MINUS + k, { dtype: "i64", shape: [] })]));
+    const seedsMinus = def.split
+      ? null
+      : Object.fromEntries(Object.keys(def.params).map((k) => [k, input(g, SEED_MINUS + k, { dtype: "i64", shape: [] })]));
     const perturbed = (sign: 1 | -1, seeds: Record<string, Tensor>): Record<string, Tensor> => {
       const out: Record<string, Tensor> = {};
       for (const [k, t] of Object.entries(theta)) {
@@ -105,8 +113,10 @@ export function traceZoStep(def: ZoStepDefinition, mode: "zo" | "forward" = "zo"
     };
     const plus = def.loss({ params: perturbed(1, seedsPlus), frozen, batch });
     g.addOutput("loss_plus", plus.cast("f32").id);
-    const minus = def.loss({ params: perturbed(-1, seedsMinus), frozen, batch });
-    g.addOutput("loss_minus", minus.cast("f32").id);
+    if (seedsMinus) {
+      const minus = def.loss({ params: perturbed(-1, seedsMinus), frozen, batch });
+      g.addOutput("loss_minus", minus.cast("f32").id);
+    }
     return g;
   });
 }
@@ -210,13 +220,21 @@ export class ZoStep {
     names.forEach((k, i) => {
       const s = hostTensor("i64", [], [seeds[i]]);
       feeds[SEED_PLUS + k] = s;
-      feeds[SEED_MINUS + k] = s;
+      if (!this.def.split) feeds[SEED_MINUS + k] = s;
       if (this.thresholds) feeds[H + k] = hostTensor("f32", [], [this.thresholds[k]]);
     });
-    const outs = await this.exec.run(feeds);
-    const at = (name: string) => readNumber(outs[this.exec.graph.outputs.findIndex((o) => o.name === name)], 0);
-    const lossPlus = at("loss_plus");
-    const lossMinus = at("loss_minus");
+    const at = (outs: HostTensor[], name: string) => readNumber(outs[this.exec.graph.outputs.findIndex((o) => o.name === name)], 0);
+    let lossPlus: number;
+    let lossMinus: number;
+    if (this.def.split) {
+      // θ + (−ε)·ẑ is θ − ε·ẑ exactly (negation is exact in floating point)
+      lossPlus = at(await this.exec.run(feeds), "loss_plus");
+      lossMinus = at(await this.exec.run({ ...feeds, eps: hostTensor("f32", [], [-o.eps]) }), "loss_plus");
+    } else {
+      const outs = await this.exec.run(feeds);
+      lossPlus = at(outs, "loss_plus");
+      lossMinus = at(outs, "loss_minus");
+    }
     // The graph's ε is f32; g divides by the ε it used.
     return { lossPlus, lossMinus, projectedGrad: (lossPlus - lossMinus) / (2 * Math.fround(o.eps)) };
   }

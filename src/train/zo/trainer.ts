@@ -35,6 +35,8 @@ export interface ZoTrainerOptions {
   compile?: CompileOptions;
   /** Full-weight mode: ZoStepDefinition.chunk (tests). */
   chunk?: number;
+  /** ZoStepDefinition.split: the two forwards as two runs of a one-forward graph. */
+  split?: boolean;
 }
 
 export class ZoTrainer {
@@ -51,6 +53,7 @@ export class ZoTrainer {
   static async full(model: PreTrainedModel, opts: ZoTrainerOptions & { trains?: (name: string) => boolean } = {}): Promise<ZoTrainer> {
     const { def, init, frozenInit } = fullDefinition(model, opts.trains, opts.sparsity !== undefined);
     if (opts.chunk !== undefined) def.chunk = opts.chunk;
+    if (opts.split) def.split = true;
     const step = await ZoStep.create(
       def,
       { params: init, frozen: frozenInit, thresholds: thresholdsOf(init, opts), decay: Object.keys(init).filter((k) => !noDecay(k)) },

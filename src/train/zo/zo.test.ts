@@ -225,20 +225,26 @@ describe("MeZO", () => {
     await model.release();
   });
 
-  test("z of a large tensor generated in row blocks is the same z (same losses, same update)", async () => {
+  test("z of a large tensor generated in row blocks, and the forwards split over two runs, give the same losses and update", async () => {
     const runs: Float32Array[][] = [];
     const gs: number[] = [];
-    for (const chunk of [undefined, 100]) {
+    for (const [chunk, split] of [
+      [undefined, false],
+      [100, false],
+      [undefined, true],
+    ] as const) {
       const model = tinyModel(6);
-      const t = await ZoTrainer.full(model, { compile: INTERP, chunk, sparsity: 0.3 });
+      const t = await ZoTrainer.full(model, { compile: INTERP, chunk, split, sparsity: 0.3 });
       gs.push((await t.train(BATCH, { lr: 1e-2, eps: 1e-3, seed: stepSeed(8, 2) })).projectedGrad);
       runs.push(Object.values(t.tensors).map((x) => Float32Array.from(x.data as Float32Array)));
       await t.release();
       await model.release();
     }
     assert.equal(gs[0], gs[1]);
+    assert.equal(gs[0], gs[2]);
     runs[0].forEach((a, i) => {
       assert.deepEqual(runs[1][i], a);
+      assert.deepEqual(runs[2][i], a);
     });
   });
 
