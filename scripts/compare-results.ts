@@ -66,6 +66,9 @@ const METHODS = [
   "pat",
   "light_peft",
   "gradnorm_lorp",
+  "mezo_lora",
+  "mezo",
+  "sparse_mezo",
   "graft",
   "full",
 ];
