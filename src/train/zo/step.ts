@@ -23,7 +23,7 @@ import { type HostTensor, hostTensor, readNumber } from "../../engine/ir/host.js
 import { normalAt } from "../../engine/ir/random.js";
 import type { TensorDecl } from "../../engine/optim/train-step.js";
 import { withGraph } from "../../engine/trace/context.js";
-import { concat, randomNormal, scalar, Tensor } from "../../engine/trace/tensor.js";
+import { concat, constant, randomNormal, scalar, Tensor } from "../../engine/trace/tensor.js";
 import { seedOffset, tensorSeeds } from "./seeds.js";
 
 /**
@@ -39,6 +39,13 @@ export interface ZoLossContext {
   params: Readonly<Record<string, Tensor>>;
   frozen: Readonly<Record<string, Tensor>>;
   batch: Readonly<Record<string, Tensor>>;
+  /**
+   * A fresh perturbed copy of trained tensor `name` (not cached), generated only once `after` has
+   * been computed: the graph then holds z and θ ± εz of one layer at a time, just before its use.
+   * (ORT's order only follows data dependencies; without this it may generate every layer's z
+   * first: on SmolLM2-135M, gigabytes of the generator's int64 counters.)
+   */
+  perturbedAfter(name: string, after: Tensor): Tensor;
 }
 
 export interface ZoStepDefinition {
@@ -87,7 +94,7 @@ export function traceZoStep(def: ZoStepDefinition, mode: "zo" | "forward" = "zo"
     const frozen = declare(g, F, def.frozen);
     const batch = declare(g, B, def.batch);
     if (mode === "forward") {
-      g.addOutput("loss", def.loss({ params: theta, frozen, batch }).cast("f32").id);
+      g.addOutput("loss", def.loss({ params: theta, frozen, batch, perturbedAfter: (name) => theta[name] }).cast("f32").id);
       return g;
     }
     const eps = input(g, "eps", { dtype: "f32", shape: [] });
@@ -96,25 +103,36 @@ export function traceZoStep(def: ZoStepDefinition, mode: "zo" | "forward" = "zo"
     const seedsMinus = def.split
       ? null
       : Object.fromEntries(Object.keys(def.params).map((k) => [k, input(g, SEED_MINUS + k, { dtype: "i64", shape: [] })]));
-    const perturbed = (sign: 1 | -1, seeds: Record<string, Tensor>): Record<string, Tensor> => {
+    const perturbed = (sign: 1 | -1, seeds: Record<string, Tensor>, after: Tensor[]): Record<string, Tensor> => {
       const out: Record<string, Tensor> = {};
       for (const [k, t] of Object.entries(theta)) {
         let made: Tensor | null = null;
         Object.defineProperty(out, k, {
           enumerable: true,
           get: () => {
-            if (made) return made;
-            made = perturb(t, seeds[k], eps, h?.[k] ?? null, sign, def.chunk ?? ZO_CHUNK);
+            made ??= perturb(t, seeds[k], eps, h?.[k] ?? null, sign, def.chunk ?? ZO_CHUNK, after);
             return made;
           },
         });
       }
       return out;
     };
-    const plus = def.loss({ params: perturbed(1, seedsPlus), frozen, batch });
+    const forward = (sign: 1 | -1, seeds: Record<string, Tensor>, after: Tensor[]): Tensor =>
+      def.loss({
+        params: perturbed(sign, seeds, after),
+        frozen,
+        batch,
+        perturbedAfter: (name, x) => {
+          const t = theta[name];
+          if (!t) throw new EngineUsageError(`zeroth-order step: "${name}" is not trained`);
+          return perturb(t, seeds[name], eps, h?.[name] ?? null, sign, def.chunk ?? ZO_CHUNK, [...after, x]);
+        },
+      });
+    const plus = forward(1, seedsPlus, []);
     g.addOutput("loss_plus", plus.cast("f32").id);
     if (seedsMinus) {
-      const minus = def.loss({ params: perturbed(-1, seedsMinus), frozen, batch });
+      // The second forward starts after the first ends: one forward's buffers at a time.
+      const minus = forward(-1, seedsMinus, [plus]);
       g.addOutput("loss_minus", minus.cast("f32").id);
     }
     return g;
@@ -122,7 +140,29 @@ export function traceZoStep(def: ZoStepDefinition, mode: "zo" | "forward" = "zo"
 }
 
 /** θ ± ε·ẑ for one tensor, z in row blocks of at most `chunk` elements when it is larger. */
-function perturb(t: Tensor, seed: Tensor, eps: Tensor, h: Tensor | null, sign: 1 | -1, chunk: number): Tensor {
+/** An i64 zero that depends on each of `after` (one element of each read), to order the graph. */
+function zeroAfter(after: readonly Tensor[]): Tensor | null {
+  let z: Tensor | null = null;
+  for (const t of after) {
+    const x = t.reshape([-1]).gather(constant(hostTensor("i64", [1], [0])), 0);
+    // x == x is 0 or 1 (NaN); times 0: always 0
+    const d = x.eq(x).cast("i64").mul(scalar(0, "i64")).reshape([]);
+    z = z ? z.add(d) : d;
+  }
+  return z;
+}
+
+function perturb(
+  t: Tensor,
+  seed0: Tensor,
+  eps: Tensor,
+  h: Tensor | null,
+  sign: 1 | -1,
+  chunk: number,
+  after: readonly Tensor[] = [],
+): Tensor {
+  const dep = zeroAfter(after);
+  const seed = dep ? seed0.add(dep) : seed0;
   const one = (theta: Tensor, s: Tensor): Tensor => {
     let z = randomNormal(s, theta.shape, theta.dtype);
     if (h) z = theta.abs().le(h).where(z, 0);

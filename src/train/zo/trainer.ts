@@ -14,7 +14,7 @@ import type { TensorDecl } from "../../engine/optim/train-step.js";
 import { crossEntropy } from "../../engine/trace/composites.js";
 import type { Tensor } from "../../engine/trace/tensor.js";
 import type { PreTrainedModel } from "../../models/pretrained.js";
-import { type ForwardContext, ModelError, WeightContext } from "../../nn/context.js";
+import { type ForwardContext, type LinearOptions, ModelError, WeightContext } from "../../nn/context.js";
 import { dropLeading } from "../../nn/prompt.js";
 import { PeftConfigError } from "../../tuners/config.js";
 import { ModulesToSaveContext, modulesToSaveKeys } from "../../tuners/modules-to-save.js";
@@ -181,6 +181,33 @@ function thresholdsOf(init: Record<string, HostTensor>, opts: ZoTrainerOptions):
   return Object.fromEntries(Object.entries(init).map(([k, t]) => [k, magnitudeThreshold(t.data as Float32Array, s)]));
 }
 
+/**
+ * Full-weight mode's context: each linear layer and embedding gets a fresh perturbed weight
+ * generated after its input exists (ZoLossContext.perturbedAfter), so one layer's z is live at a
+ * time; a tied embedding is perturbed again for the head instead of kept through the forward.
+ * Other weights (norms) are read once per forward.
+ */
+class PerturbedLinears extends WeightContext {
+  constructor(
+    get: (name: string) => Tensor | undefined,
+    names: ReadonlySet<string>,
+    private readonly fresh: (name: string, after: Tensor) => Tensor | null,
+  ) {
+    super(get, names);
+  }
+
+  override linear(path: string, x: Tensor, opts: LinearOptions = {}): Tensor {
+    const w = this.fresh(`${path}.weight`, x) ?? this.weight(`${path}.weight`);
+    let y = x.matmul(opts.fanInFanOut ? w : w.transpose());
+    if (this.hasWeight(`${path}.bias`)) y = y.add(this.fresh(`${path}.bias`, x) ?? this.weight(`${path}.bias`));
+    return y;
+  }
+
+  override embedding(path: string, ids: Tensor): Tensor {
+    return (this.fresh(`${path}.weight`, ids) ?? this.weight(`${path}.weight`)).gather(ids, 0);
+  }
+}
+
 /** Full-weight mode: the perturbed weights (distinct tensors, those `trains` picks), the frozen rest, and the forward. */
 function fullDefinition(
   model: PreTrainedModel,
@@ -212,12 +239,16 @@ function fullDefinition(
     frozen,
     batch: stepBatchDecls(head, model.usesTokenTypeIds),
     sparse,
-    loss: ({ params: p, frozen: f, batch }) => {
+    loss: ({ params: p, frozen: f, batch, perturbedAfter }) => {
       const at = (n: string) => {
         const k = aliases.get(n) ?? n;
         return k in p ? p[k] : f[k];
       };
-      const out = model.traceForward(new WeightContext(at, names), stepModelInputs(batch));
+      const fresh = (n: string, after: Tensor) => {
+        const k = aliases.get(n) ?? n;
+        return k in p ? perturbedAfter(k, after) : null;
+      };
+      const out = model.traceForward(new PerturbedLinears(at, names, fresh), stepModelInputs(batch));
       if (!out.logits) throw new ModelError(`a ${head} model has no logits to train on`);
       return crossEntropy(out.logits, batch.labels, { ignoreIndex: IGNORE });
     },
