@@ -67,11 +67,11 @@ describe("peftkit train --method mezo / sparse_mezo", () => {
 
   test("usage errors name the flag (exit 2, one line)", () => {
     const cases: [string[], RegExp][] = [
-      [["--method", "sparse_mezo", "--zo-sparsity", "1"], /--zo-sparsity 1: want a share of entries left unperturbed in \[0, 1\)/],
+      [["--method", "sparse_mezo", "--zo-sparsity", "1"], /--zo-sparsity must be in \[0, 1\), got 1/],
       [["--method", "mezo", "--grad-accum", "2"], /--grad-accum 2: --method mezo takes one batch per step/],
       [["--method", "mezo", "--zo-sparsity", "0.5"], /--zo-sparsity is for --method sparse_mezo, not mezo/],
       [["--method", "lora", "--zo-over", "lora"], /--zo-over is for --method mezo or sparse_mezo, not lora/],
-      [["--method", "mezo", "--zo-eps", "0"], /--zo-eps 0: want a positive number/],
+      [["--method", "mezo", "--zo-eps", "0"], /--zo-eps must be > 0, got 0/],
     ];
     for (const [args, re] of cases) {
       const r = train(args, join(tmp, "bad"));
