@@ -16,6 +16,7 @@ import { GradNormTrainer } from "../src/train/gradnorm-lorp.js";
 import { gradNormTargets } from "../src/train/gradnorm-run.js";
 import { methodConfig } from "../src/train/methods.js";
 import { hftPolicy, lisaPolicy, SelectiveTrainer } from "../src/train/selective.js";
+import { ZoTrainer } from "../src/train/zo/trainer.js";
 import { PeftModel } from "../src/tuners/peft-model.js";
 import { PeftTrainer } from "../src/tuners/train.js";
 import { matmulRows } from "./engine.js";
@@ -34,6 +35,10 @@ export interface TrainBenchOptions {
   seq: number;
   steps: number;
   full?: boolean;
+  /** An inference-only forward with the loss of the same batch (no backward, no update): MeZO's memory baseline. */
+  inference?: boolean;
+  /** mezo: the two forwards as two runs of a one-forward graph (ZoStepDefinition.split). */
+  zoSplit?: boolean;
   /** gradnorm_lorp: the projector's rank (default: r). */
   rank?: number;
   /** lisa: γ, the layers trained at a time (default 2). */
@@ -65,7 +70,21 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
   let trainable: number;
   let selective: SelectiveTrainer | null = null;
   let gradnorm: GradNormTrainer | null = null;
-  if (!o.full && (o.method === "lisa" || o.method === "hft")) {
+  if (o.inference) {
+    const f = await ZoTrainer.inference(model);
+    train = async () => ({ loss: await f.loss(batch) });
+    release = () => f.release();
+    trainable = 0;
+  } else if (!o.full && (o.method === "mezo" || o.method === "sparse_mezo")) {
+    // Full-weight MeZO: two forwards in one graph, then the in-place host update (src/train/zo/step.ts).
+    const t = await ZoTrainer.full(model, { sparsity: o.method === "sparse_mezo" ? 0.75 : undefined, split: o.zoSplit });
+    train = async (i) => {
+      const r = await t.train(batch, { lr: 1e-6, eps: 1e-3, seed: i });
+      return { loss: r.lossPlus };
+    };
+    release = () => t.release();
+    trainable = t.trainedParameters();
+  } else if (!o.full && (o.method === "lisa" || o.method === "hft")) {
     // The selection switches right after the timed steps (LISA: interval = steps + 1; HFT: a stage
     // per steps + 1), so one more step measures what a switch costs.
     const layout = SelectiveTrainer.layout(model);
@@ -167,12 +186,14 @@ export async function runTrainBench(o: TrainBenchOptions): Promise<Record<string
   const rssBytes = process.resourceUsage().maxRSS * 1024;
   const shape = llamaShape(config);
   const lowRank = !o.full && ["lora", "dora", "rslora", "pissa"].includes(o.method);
+  // (MeZO and the inference forward: the analytic count is a backprop step's; read step_ms, not gflops, for them)
   const flops = trainStepFlops(shape, o.batch, o.seq, { rank: lowRank ? o.r : undefined, full: o.full });
   const peak = o.peak ?? Math.max(...(await matmulRows(threads)).map((r) => r.gflops));
   const gflops = flops / stepMs / 1e6;
   return {
     bench: "train",
-    method: o.full ? "full" : o.method,
+    method: o.inference ? "inference" : o.full ? "full" : o.method,
+    ...(o.zoSplit ? { zo_split: true } : {}),
     gradient_checkpointing: Boolean(o.gradientCheckpointing),
     static_shapes: Boolean(o.staticShapes),
     r: o.full ? null : o.r,

@@ -67,6 +67,9 @@ const METHODS = [
   "light_peft",
   "gradnorm_lorp",
   "poly",
+  "mezo_lora",
+  "mezo",
+  "sparse_mezo",
   "graft",
   "full",
 ];

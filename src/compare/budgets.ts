@@ -12,6 +12,7 @@
  */
 import { METHODS } from "../train/methods.js";
 import { SELECTIVE_METHODS } from "../train/selective-run.js";
+import { ZO_COMPARE_METHODS } from "../train/zo/compare.js";
 import { CompareError } from "./task.js";
 
 export type Knob = "r" | "tokens" | "bottleneck";
@@ -29,10 +30,11 @@ export interface Budgets {
 }
 
 /** Every `peftkit train --method`, plus full fine-tuning, and full fine-tuning then grafting (compare/graft-run.ts). */
-export const COMPARE_METHODS = [...METHODS, ...SELECTIVE_METHODS, "graft", "full"] as const;
+export const COMPARE_METHODS = [...METHODS, ...SELECTIVE_METHODS, ...ZO_COMPARE_METHODS, "graft", "full"] as const;
 
 const KNOB_OF: Record<string, Knob | null> = {
   lora: "r",
+  mezo_lora: "r",
   dora: "r",
   rslora: "r",
   pissa: "r",

@@ -11,7 +11,7 @@ import { PeftModel, parsePeftConfig } from "../tuners/peft-model.js";
 import { KNOB_CANDIDATES, type Knob, knobOf } from "./budgets.js";
 
 /** Methods that share another's parameter shapes (PiSSA, CorDA and rsLoRA differ from LoRA only in init/scale). */
-const SAME_COUNT_AS: Record<string, string> = { pissa: "lora", corda: "lora", rslora: "lora" };
+const SAME_COUNT_AS: Record<string, string> = { pissa: "lora", corda: "lora", rslora: "lora", mezo_lora: "lora" };
 
 const KNOB_OPTION: Record<Knob, string> = { r: "r", tokens: "numVirtualTokens", bottleneck: "bottleneckSize" };
 

@@ -10,6 +10,7 @@ import { writeFileAtomic } from "../io/atomic-write.js";
 import { faultPoint } from "../io/fault.js";
 import { loadConfig } from "../io/hf-folder.js";
 import { CALIBRATION_SAMPLES } from "../train/methods.js";
+import { zoCompareArgs } from "../train/zo/compare.js";
 import { PACKAGE_ROOT } from "../util/paths.js";
 import { endOrphan, recordWorkerPid } from "./orphan.js";
 import type { PlannedRun } from "./plan.js";
@@ -57,7 +58,8 @@ const KNOB_FLAG = { r: "--r", tokens: "--num-virtual-tokens", bottleneck: "--bot
 /** The `peftkit train` arguments of a run (the output folder is added by the worker). */
 export function trainArgs(run: PlannedRun, o: RunnerOptions): string[] {
   const s = run.settings;
-  const a = ["--model", run.task.model, "--data", run.task.train, "--method", run.method, "--seed", String(run.seed)];
+  const method = zoCompareArgs(run.method) ?? ["--method", run.method];
+  const a = ["--model", run.task.model, "--data", run.task.train, ...method, "--seed", String(run.seed)];
   a.push("--lr", String(s.lr), "--max-steps", String(s.maxSteps), "--batch-size", String(s.batchSize), "--max-length", String(s.maxLength));
   a.push("--warmup", String(s.warmup));
   // No evaluation inside training (the worker evaluates with peftkit eval) and one final save.

@@ -39,12 +39,15 @@ export const TRAINED_TENSORS_FILE = "trained_tensors.safetensors";
 export const SELECTIVE_CONFIG_FILE = "selective_config.json";
 
 export interface SelectiveConfig {
-  method: SelectiveMethod;
+  /** mezo / sparse_mezo: full-weight zeroth-order runs (src/train/zo/run.ts) save this form too. */
+  method: SelectiveMethod | "mezo" | "sparse_mezo";
   lisa_layers?: number;
   lisa_interval?: number;
   hft_stage_steps?: number;
   /** gradnorm_lorp: rank, update_proj_gap, scale, compat, svd, target_modules (docs/methods/gradnorm_lorp.md). */
   gradnorm?: Record<string, unknown>;
+  /** mezo / sparse_mezo: eps, sparsity, weight decay, target (docs/methods/mezo.md). */
+  zo?: Record<string, unknown>;
   seed: number;
   /** Fingerprint of the base weights the tensors were trained from (src/util/fingerprint.ts). */
   base_model: string;

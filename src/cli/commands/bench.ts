@@ -7,7 +7,12 @@ export const benchCommand: CommandSpec = {
   flags: [
     { name: "what", type: "string", meta: "NAME", help: "the benchmark", choices: ["engine", "train", "generate"], required: true },
     { name: "config", type: "string", meta: "FILE", help: "train/generate: an HF config.json (random weights are used)" },
-    { name: "method", type: "string", help: "train: PEFT method, or lisa/hft/gradnorm_lorp (whole base tensors)", default: "lora" },
+    {
+      name: "method",
+      type: "string",
+      help: "train: PEFT method, or lisa/hft/gradnorm_lorp (whole base tensors), or mezo/sparse_mezo (zeroth-order over all weights)",
+      default: "lora",
+    },
     {
       name: "density",
       type: "number",
@@ -28,6 +33,12 @@ export const benchCommand: CommandSpec = {
     { name: "seq", type: "int", meta: "N", help: "train: sequence length", default: 256, min: 1 },
     { name: "steps", type: "int", meta: "N", help: "train: timed steps after one warm-up", default: 3, min: 1 },
     { name: "full", type: "boolean", help: "train: full fine-tuning instead of an adapter" },
+    {
+      name: "inference",
+      type: "boolean",
+      help: "train: an inference-only forward with the loss of the same batch (no backward, no update): the memory baseline of --method mezo",
+    },
+    { name: "zo-split", type: "boolean", help: "train: mezo's two forwards as two runs of a one-forward graph instead of one graph" },
     {
       name: "gradient-checkpointing",
       type: "boolean",
@@ -109,6 +120,8 @@ export const benchCommand: CommandSpec = {
         seq: o.seq as number,
         steps: o.steps as number,
         full: Boolean(o.full),
+        inference: Boolean(o.inference),
+        zoSplit: Boolean(o.zoSplit),
         gradientCheckpointing: Boolean(o.gradientCheckpointing),
         staticShapes: Boolean(o.staticShapes),
         threads,

@@ -120,6 +120,13 @@ export const DEFAULT_LR: Record<string, number> = {
   // n_tasks 1; docs/methods/poly.md): exact match 0.57 at 5e-3, 0.625 at 1e-2, 0.675 at 2e-2, 0.215 at 4e-2. Its
   // scaling is 1/r (no alpha), 16× below the CLI LoRA's 2: hence the higher rate.
   poly: 2e-2,
+  // kind-of, 300 steps, batch 16, 1 seed (docs/methods/mezo.md): eval loss from 9.46 (base) to
+  // mezo_lora 8.98 / 8.28 / 8.44 at 1e-3 / 1e-2 / 3e-2 (exact match 0: ZO needs far more than 300
+  // steps; `--max-steps` gives longer rows). mezo (all weights): 9.27 / 8.88 at 1e-5 / 3e-5.
+  // sparse_mezo takes mezo's rate (measured only at 1e-5 for 100 steps: 9.45).
+  mezo: 3e-5,
+  sparse_mezo: 3e-5,
+  mezo_lora: 1e-2,
   full: 3e-4,
   // Full fine-tuning's rate: graft rows fine-tune fully, then graft (docs/methods/graft.md).
   graft: 3e-4,

@@ -16,6 +16,7 @@ import { type RunOptions, runTraining } from "../../train/run.js";
 import { type ScheduleName, TrainingArgsError } from "../../train/schedule.js";
 import { SELECTIVE_METHODS } from "../../train/selective-run.js";
 import type { Trainer } from "../../train/trainer.js";
+import { ZO_METHODS } from "../../train/zo/run.js";
 import { calibrationRequest } from "../../tuners/peft-model.js";
 import type { CalibrationStats } from "../../tuners/tuner.js";
 import { type CommandSpec, type Flags, UsageError } from "../args.js";
@@ -65,9 +66,9 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   {
     name: "method",
     type: "string",
-    help: "PEFT method, or lisa/hft/gradnorm_lorp (whole base tensors; docs/methods/lisa.md, gradnorm_lorp.md)",
+    help: "PEFT method, or lisa/hft/gradnorm_lorp (whole base tensors; docs/methods/lisa.md, gradnorm_lorp.md), or mezo/sparse_mezo (zeroth-order, forward passes only: the model's weights, or with --zo-over an adapter; docs/methods/mezo.md)",
     default: "lora",
-    choices: [...METHODS, ...SELECTIVE_METHODS],
+    choices: [...METHODS, ...SELECTIVE_METHODS, ...ZO_METHODS],
   },
   {
     name: "r",
@@ -717,7 +718,35 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   { name: "batch-size", type: "int", meta: "N", help: "examples per micro-batch", default: 8, min: 1 },
   { name: "grad-accum", type: "int", meta: "N", help: "micro-batches per optimizer step", default: 1, min: 1 },
   { name: "lr", type: "number", meta: "LR", help: "peak learning rate", default: 2e-4, exclusiveMin: 0 },
-  { name: "schedule", type: "string", help: "learning-rate schedule", default: "linear", choices: ["constant", "linear", "cosine"] },
+  {
+    name: "schedule",
+    type: "string",
+    help: "learning-rate schedule (default linear; mezo, sparse_mezo: constant, as the authors' scripts)",
+    choices: ["constant", "linear", "cosine"],
+  },
+  {
+    name: "zo-over",
+    type: "string",
+    meta: "METHOD",
+    help: "mezo, sparse_mezo: train this adapter method's trainable tensors (lora, prompt, prefix, ...; its own flags apply) instead of the model's weights",
+    choices: [...METHODS],
+  },
+  {
+    name: "zo-eps",
+    type: "number",
+    meta: "EPS",
+    help: "mezo, sparse_mezo: perturbation scale ε (the authors: 1e-3 full weights and LoRA, 1e-1 prefix)",
+    default: 1e-3,
+    exclusiveMin: 0,
+  },
+  {
+    name: "zo-sparsity",
+    type: "number",
+    meta: "S",
+    help: "sparse_mezo: share of each tensor's entries left unperturbed; the smallest-magnitude 1−S move (default 0.75)",
+    min: 0,
+    exclusiveMax: 1,
+  },
   { name: "warmup", type: "number", meta: "N", help: "warmup steps (>= 1) or fraction of all steps (< 1)", default: 0, min: 0 },
   { name: "optimizer", type: "string", help: "optimizer", default: "adamw", choices: ["adamw", "sgd"] },
   { name: "weight-decay", type: "number", meta: "W", help: "weight decay", default: 0, min: 0 },
@@ -788,8 +817,16 @@ export const trainCommand: CommandSpec = {
     // Numeric ranges were checked by parseFlags from the flags' bounds.
     const ef = o.evalFraction as number;
     const modelDir = requireDir(o.model as string, "--model");
+    const zo = (ZO_METHODS as readonly string[]).includes(o.method as string);
+    o.schedule ??= zo ? "constant" : "linear";
+    if (!zo)
+      for (const f of ["zoOver", "zoSparsity"] as const)
+        if (o[f] !== undefined)
+          throw new UsageError(`--${f === "zoOver" ? "zo-over" : "zo-sparsity"} is for --method mezo or sparse_mezo, not ${o.method}`);
+    // The adapter method: the one ZO trains with --zo-over.
+    const adapterMethod = zo ? ((o.zoOver as string | undefined) ?? null) : (o.method as string);
     // Prompt/prefix soft tokens take positions too (in the sequence, or shifting the real ones).
-    const soft = o.method === "prompt" || o.method === "prefix" ? (o.numVirtualTokens as number) : 0;
+    const soft = adapterMethod === "prompt" || adapterMethod === "prefix" ? (o.numVirtualTokens as number) : 0;
     o.maxLength = effectiveMaxLength(modelDir, o.maxLength as number | undefined, soft);
     if (!existsSync(o.data as string)) throw new UsageError(`--data ${o.data}: no such file or folder`);
     if (o.evalData && !existsSync(o.evalData as string)) throw new UsageError(`--eval-data ${o.evalData}: no such file or folder`);
@@ -798,9 +835,10 @@ export const trainCommand: CommandSpec = {
     if (!existsSync(join(modelDir, "tokenizer.json"))) throw new UsageError(`--model ${modelDir}: no tokenizer.json`);
     if ((SELECTIVE_METHODS as readonly string[]).includes(o.method as string))
       return (await import("./train-selective.js")).trainSelective(o, modelDir);
+    if (zo && adapterMethod === null) return (await import("./train-zo.js")).trainZo(o, modelDir, null);
     let peftConfig: Record<string, unknown>;
     try {
-      peftConfig = methodConfig(o.method as string, {
+      peftConfig = methodConfig(adapterMethod as string, {
         r: o.r as number | undefined,
         alpha: o.alpha as number | undefined,
         dropout: o.dropout as number,
@@ -926,6 +964,7 @@ export const trainCommand: CommandSpec = {
       if (e instanceof MethodError) throw new UsageError(e.message);
       throw e;
     }
+    if (zo) return (await import("./train-zo.js")).trainZo(o, modelDir, peftConfig);
     const tokenizer = await AutoTokenizer.fromPretrained(modelDir);
     const loadOpts = {
       tokenizer,

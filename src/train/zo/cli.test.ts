@@ -1,0 +1,83 @@
+/**
+ * `peftkit train --method mezo|sparse_mezo` end to end on the embedded model: full weights and
+ * over LoRA, a run SIGKILLed after a checkpoint and resumed ends bit-identical to an
+ * uninterrupted one (z is a function of (seed, step); Sparse MeZO's thresholds come from the
+ * checkpoint, not from the moved weights), and the usage errors are one line naming the flag.
+ */
+import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { readSafetensors } from "../../io/safetensors.js";
+import { kindOfTrainArgs, tempDir, trainWith, writeKindOfData } from "../../testing/train-cli.js";
+
+const tmp = tempDir("peftkit-mezo-cli-");
+const data = writeKindOfData(tmp);
+const train = trainWith([...kindOfTrainArgs(data), "--max-steps", "6", "--seed", "5", "--save-steps", "3"]);
+
+const metrics = (dir: string) =>
+  readFileSync(join(dir, "metrics.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as { loss: number; projected_grad: number; lr: number });
+
+function assertResumeExact(args: string[], file: string, name: string): void {
+  const straight = join(tmp, `${name}-straight`);
+  const r = train(args, straight);
+  assert.equal(r.code, 0, r.stderr);
+  const killed = join(tmp, `${name}-killed`);
+  const k = train(args, killed, { PEFTKIT_FAULT_AT: "train:step#5" });
+  assert.equal(k.signal, "SIGKILL", k.stderr);
+  assert.ok(existsSync(join(killed, "checkpoint-3")) && !existsSync(join(killed, file)));
+  const again = train([...args, "--resume"], killed);
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stdout, /resuming from .*checkpoint-3 \(step 3\)/);
+  assert.deepEqual(metrics(killed), metrics(straight));
+  const want = readSafetensors(join(straight, file)).tensors;
+  const got = readSafetensors(join(killed, file)).tensors;
+  assert.deepEqual(Object.keys(got).sort(), Object.keys(want).sort());
+  for (const [key, t] of Object.entries(want)) assert.deepEqual(got[key].data, t.data, key);
+}
+
+describe("peftkit train --method mezo / sparse_mezo", () => {
+  test("full weights: the constant lr default, the saved form, and SIGKILL + --resume ends bit-identical", () => {
+    assertResumeExact(["--method", "mezo", "--lr", "1e-5", "--target", "q_proj,v_proj"], "trained_tensors.safetensors", "full");
+    const dir = join(tmp, "full-straight");
+    const m = metrics(dir);
+    assert.ok(
+      m.every((x) => x.lr === 1e-5),
+      "constant schedule by default",
+    );
+    assert.ok(m.every((x) => Number.isFinite(x.projected_grad) && x.projected_grad !== 0));
+    const cfg = JSON.parse(readFileSync(join(dir, "selective_config.json"), "utf8"));
+    assert.deepEqual([cfg.method, cfg.zo.zo_eps, cfg.zo.zo_sparsity, cfg.steps], ["mezo", 1e-3, null, 6]);
+    const names = Object.keys(readSafetensors(join(dir, "trained_tensors.safetensors")).tensors);
+    assert.equal(names.length, 8, names.join(", "));
+    assert.ok(names.every((n) => /\.(q|v)_proj\.weight$/.test(n)));
+  });
+
+  test("sparse_mezo over LoRA: resume is exact (thresholds from the checkpoint)", () => {
+    assertResumeExact(
+      ["--method", "sparse_mezo", "--zo-over", "lora", "--r", "2", "--zo-sparsity", "0.5", "--lr", "1e-2", "--zo-eps", "1e-2"],
+      "adapter_model.safetensors",
+      "sparse-lora",
+    );
+    assert.ok(existsSync(join(tmp, "sparse-lora-straight", "adapter_config.json")));
+  });
+
+  test("usage errors name the flag (exit 2, one line)", () => {
+    const cases: [string[], RegExp][] = [
+      [["--method", "sparse_mezo", "--zo-sparsity", "1"], /--zo-sparsity must be in \[0, 1\), got 1/],
+      [["--method", "mezo", "--grad-accum", "2"], /--grad-accum 2: --method mezo takes one batch per step/],
+      [["--method", "mezo", "--zo-sparsity", "0.5"], /--zo-sparsity is for --method sparse_mezo, not mezo/],
+      [["--method", "lora", "--zo-over", "lora"], /--zo-over is for --method mezo or sparse_mezo, not lora/],
+      [["--method", "mezo", "--zo-eps", "0"], /--zo-eps must be > 0, got 0/],
+    ];
+    for (const [args, re] of cases) {
+      const r = train(args, join(tmp, "bad"));
+      assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+      assert.match(r.stderr, re);
+    }
+  });
+});
