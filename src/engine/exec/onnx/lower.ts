@@ -400,7 +400,11 @@ function lowerRandom(normal: boolean): Lowering {
     const seed32 = b.op("Mod", [a.ins[0], i64(TWO32)], [attrInt("fmod", 0)]);
     const seedTerm = b.op("Mod", [b.op("Mul", [seed32, i64(RNG.K_SEED)]), i64(TWO32)], [attrInt("fmod", 0)]);
     const n = b.numelScalar(shape);
-    const idx = b.op("Range", [i64(0), n, i64(1)]);
+    // The counters start at a zero computed from the seed input, not a constant: with constant bounds ORT's
+    // constant folding turns the counter chain (Range, ·2, +1, ·K) into int64 initializers of numel elements
+    // each, about 40 bytes per generated value held for the session's life (MeZO's z over a whole model).
+    const zero = b.op("Min", [seed32, i64(0)]);
+    const idx = b.op("Range", [zero, b.op("Add", [n, zero]), i64(1)]);
     let flat: string;
     if (!normal) {
       flat = bitsToUnit(b, hashBits(b, idx, seedTerm), dt, false);
