@@ -200,9 +200,10 @@ function tensorsToSave(info: ModelInfo, c: LowbitConfig, tensors: ReadonlyMap<st
       let sigma: number;
       if (c.packed) {
         // A loaded folder saves again as it was read.
-        bytes = Uint8Array.from(tensors.get(codesKey(m))?.data as ArrayLike<number>);
-        mu = (tensors.get(muKey(m))?.data as Float32Array)[0];
-        sigma = (tensors.get(sigmaKey(m))?.data as Float32Array)[0];
+        const data = (k: string) => (tensors.get(k) as HostTensor).data as ArrayLike<number>;
+        bytes = Uint8Array.from(data(codesKey(m)));
+        mu = data(muKey(m))[0];
+        sigma = data(sigmaKey(m))[0];
       } else {
         const q = quantize(tensors.get(latentKey(m))?.data as Float32Array, levels);
         bytes = packCodes(q.codes, c.bits);

@@ -24,7 +24,9 @@ import { fakeQuantize } from "./quant.js";
 
 const close = (got: readonly number[], want: readonly number[], tol: number, what: string) => {
   assert.equal(got.length, want.length, what);
-  got.forEach((g, i) => assert.ok(Math.abs(g - want[i]) <= tol, `${what}[${i}]: ${g} vs ${want[i]}`));
+  got.forEach((g, i) => {
+    assert.ok(Math.abs(g - want[i]) <= tol, `${what}[${i}]: ${g} vs ${want[i]}`);
+  });
 };
 
 describe("codebooks for N(0, 1)", () => {
