@@ -48,6 +48,7 @@ export const METHODS = [
   "pat",
   "ramt",
   "dsee",
+  "lowbit",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -209,6 +210,11 @@ export interface MethodOptions {
   dseeSparseMethod?: "omp" | "rp" | "grebsmo";
   dseeSparseSeed?: number;
   dseeGrebsmoOuter?: number;
+  /** lowbit: bits per adapter weight, the codebook, the output multiplier s; save the latent f32 weights instead of codes. */
+  lowbitBits?: number;
+  lowbitCodebook?: "lloyd-max" | "authors";
+  lowbitScale?: number;
+  lowbitSaveLatent?: boolean;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -505,6 +511,18 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         ...(o.patScheduleSteps !== undefined ? { schedule_steps: o.patScheduleSteps } : {}),
         ...(o.patHsmRank !== undefined ? { hsm_rank: o.patHsmRank } : {}),
       };
+    case "lowbit":
+      // The authors' defaults (1 bit, s = 1; binary_adapter/main.py) with LoRA's r and targets.
+      return {
+        ...common,
+        peft_type: "LOWBIT",
+        r: o.r ?? 8,
+        scale: o.lowbitScale ?? 1,
+        bits: o.lowbitBits ?? 1,
+        codebook: o.lowbitCodebook ?? "lloyd-max",
+        ...(o.lowbitSaveLatent ? { save_latent: true } : {}),
+        target_modules: target ?? "all-linear",
+      };
     case "ramt":
       // The authors' code defaults (cfg.MASK, vit_b16.yaml); targets: the attention projections.
       return {
@@ -670,6 +688,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   PAT: "pat",
   RAMT: "ramt",
   DSEE: "dsee",
+  LOWBIT: "lowbit",
 };
 
 /**
@@ -786,7 +805,7 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
     case "ggpo_beta":
       return `--ggpo-beta ${value}`;
     case "scale":
-      return `--loca-scale ${value}`;
+      return peftType === "LOWBIT" ? `--lowbit-scale ${value}` : `--loca-scale ${value}`;
     case "learn_location_iter":
       return value === null || value === undefined ? null : `--loca-location-iter ${value}`;
     case "location_lr_ratio":
@@ -870,6 +889,12 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
       return `--dsee-sparse-method ${value}`;
     case "sparse_seed":
       return `--dsee-sparse-seed ${value}`;
+    case "bits":
+      return peftType === "LOWBIT" ? `--lowbit-bits ${value}` : null;
+    case "codebook":
+      return peftType === "LOWBIT" ? `--lowbit-codebook ${value}` : null;
+    case "save_latent":
+      return value === true ? "--lowbit-save-latent" : null;
     case "grebsmo_outer_iters":
       return `--dsee-grebsmo-outer ${value}`;
     case "peft_type":
