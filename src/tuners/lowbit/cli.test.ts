@@ -5,7 +5,7 @@
  * SIGKILL resumes to the latent weights (and Adam state) of an uninterrupted run, bit for bit.
  */
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { SafetensorsFile } from "../../io/safetensors.js";
@@ -97,6 +97,11 @@ describe("peftkit train --method lowbit", () => {
     const bits = train(["--lowbit-bits", "3"], join(tmp, "bad"));
     assert.equal(bits.code, 2);
     assert.equal(bits.stderr.trim(), 'peftkit: peftkit train: --lowbit-bits must be one of 1, 2, 4, 8, got "3"');
+    const yaml = join(tmp, "bad.yaml");
+    writeFileSync(yaml, "method: lowbit\nlowbit_bits: 3\nlowbit_codebook: authors\n");
+    const fromYaml = runCli(["train", ...kindOfTrainArgs(data), "--config", yaml, "--output-dir", join(tmp, "bad3")]);
+    assert.equal(fromYaml.code, 2);
+    assert.equal(fromYaml.stderr.trim(), `peftkit: --config ${yaml}: --lowbit-bits must be one of 1, 2, 4, 8, got "3"`);
     const other = runCli([
       "train",
       ...kindOfTrainArgs(data),
