@@ -21,7 +21,6 @@ import { dequantize, packCodes, packedLength, quantize, unpackCodes } from "./pa
 import { fakeQuantize } from "./quant.js";
 
 const PREFIX = "base_model.model.";
-const PACKED_KEY = /\.q(codes|mu|sigma)$/;
 
 export interface LowbitMatrix {
   /** The matrix's name: `<module>.lora_A` or `<module>.lora_B`. */
@@ -219,6 +218,19 @@ function tensorsToSave(info: ModelInfo, c: LowbitConfig, tensors: ReadonlyMap<st
 }
 
 /**
+ * A packed folder's U8 codes (read as i32 byte values) held as f32, like every other adapter
+ * tensor: a training step then reaches wrap() and its one-line refusal, not a dtype mismatch.
+ */
+function tensorsFromSaved(_info: ModelInfo, _c: LowbitConfig, saved: ReadonlyMap<string, HostTensor>): Map<string, HostTensor> {
+  return new Map(
+    [...saved].map(([k, t]) => [
+      k,
+      k.endsWith(".qcodes") && t.dtype !== "f32" ? hostTensor("f32", [...t.shape], Float32Array.from(t.data as ArrayLike<number>)) : t,
+    ]),
+  );
+}
+
+/**
  * One-line errors for a packed folder whose codes do not fit the model (a truncated or corrupt
  * file), before the generic shape check lists every mismatch.
  */
@@ -248,9 +260,8 @@ export const LOWBIT: Tuner<LowbitConfig> = {
   expectedTensors,
   wrap,
   merge,
-  // A loaded folder's codes, μ and σ are data, never parameters (it refuses to train anyway).
-  trainable: (key) => !PACKED_KEY.test(key),
   tensorsToSave,
+  tensorsFromSaved,
   checkFolder,
   supportsMixedBatch: true,
 };
