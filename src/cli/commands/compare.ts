@@ -116,6 +116,9 @@ export const DEFAULT_LR: Record<string, number> = {
   // kind-of, 100 steps, batch 16, 1 seed, CLI defaults (r 16, α 32, N 16 on q, v: 57,472 values;
   // docs/methods/dsee.md): exact match 0.195 at 2e-3, 0.245 at 5e-3, 0.27 at 1e-2, 0.12 at 3e-2.
   dsee: 1e-2,
+  // kind-of, 300 steps, batch 16, 1 seed, CLI defaults (1 bit, Lloyd–Max, r 8 all-linear, s 1;
+  // docs/methods/lowbit.md): exact match 0.435 at 1e-3, 0.655 at 3e-3, 0.625 at 1e-2.
+  lowbit: 3e-3,
   full: 3e-4,
   // Full fine-tuning's rate: graft rows fine-tune fully, then graft (docs/methods/graft.md).
   graft: 3e-4,
