@@ -62,6 +62,7 @@ const METHODS = [
   "hft",
   "dsee",
   "ramt",
+  "lowbit",
   "ist",
   "pat",
   "light_peft",

@@ -15,8 +15,8 @@ import { graftCommand } from "./commands/graft.js";
 import { infoCommand } from "./commands/info.js";
 import { mergeCommand } from "./commands/merge.js";
 import { mergeAdaptersCommand } from "./commands/merge-adapters.js";
-import { searchCommand } from "./commands/search.js";
 import { polyExportCommand } from "./commands/poly-export.js";
+import { searchCommand } from "./commands/search.js";
 import { trainCommand } from "./commands/train.js";
 
 export const COMMANDS: CommandSpec[] = [

@@ -49,6 +49,7 @@ export const METHODS = [
   "ramt",
   "dsee",
   "poly",
+  "lowbit",
 ] as const;
 export type MethodName = (typeof METHODS)[number];
 
@@ -215,6 +216,11 @@ export interface MethodOptions {
   /** poly: skills per layer (n_skills, default 4), splits (n_splits, default 1 = Poly; > 1 = MHR). */
   polyNSkills?: number;
   polyNSplits?: number;
+  /** lowbit: bits per adapter weight, the codebook, the output multiplier s; save the latent f32 weights instead of codes. */
+  lowbitBits?: number;
+  lowbitCodebook?: "lloyd-max" | "authors";
+  lowbitScale?: number;
+  lowbitSaveLatent?: boolean;
 }
 
 /** A PEFT config object for a method name (snake_case keys, as PEFT writes them). */
@@ -524,6 +530,18 @@ export function methodConfig(method: string, o: MethodOptions): Record<string, u
         ...(o.patScheduleSteps !== undefined ? { schedule_steps: o.patScheduleSteps } : {}),
         ...(o.patHsmRank !== undefined ? { hsm_rank: o.patHsmRank } : {}),
       };
+    case "lowbit":
+      // The authors' defaults (1 bit, s = 1; binary_adapter/main.py) with LoRA's r and targets.
+      return {
+        ...common,
+        peft_type: "LOWBIT",
+        r: o.r ?? 8,
+        scale: o.lowbitScale ?? 1,
+        bits: o.lowbitBits ?? 1,
+        codebook: o.lowbitCodebook ?? "lloyd-max",
+        ...(o.lowbitSaveLatent ? { save_latent: true } : {}),
+        target_modules: target ?? "all-linear",
+      };
     case "ramt":
       // The authors' code defaults (cfg.MASK, vit_b16.yaml); targets: the attention projections.
       return {
@@ -690,6 +708,7 @@ const METHOD_OF_PEFT_TYPE: Record<string, MethodName> = {
   RAMT: "ramt",
   DSEE: "dsee",
   POLY: "poly",
+  LOWBIT: "lowbit",
 };
 
 /**
@@ -812,7 +831,7 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
     case "ggpo_beta":
       return `--ggpo-beta ${value}`;
     case "scale":
-      return `--loca-scale ${value}`;
+      return peftType === "LOWBIT" ? `--lowbit-scale ${value}` : `--loca-scale ${value}`;
     case "learn_location_iter":
       return value === null || value === undefined ? null : `--loca-location-iter ${value}`;
     case "location_lr_ratio":
@@ -896,6 +915,12 @@ export function configFlag(field: string, value: unknown, peftType?: string): st
       return `--dsee-sparse-method ${value}`;
     case "sparse_seed":
       return `--dsee-sparse-seed ${value}`;
+    case "bits":
+      return peftType === "LOWBIT" ? `--lowbit-bits ${value}` : null;
+    case "codebook":
+      return peftType === "LOWBIT" ? `--lowbit-codebook ${value}` : null;
+    case "save_latent":
+      return value === true ? "--lowbit-save-latent" : null;
     case "grebsmo_outer_iters":
       return `--dsee-grebsmo-outer ${value}`;
     case "peft_type":

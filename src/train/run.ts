@@ -15,6 +15,7 @@ import type { PreTrainedModel } from "../models/pretrained.js";
 import type { LoraConfig } from "../tuners/lora/config.js";
 import { editsBase, saveConvertedLora } from "../tuners/lora/convert.js";
 import { LORA } from "../tuners/lora/index.js";
+import { saveDequantizedLora } from "../tuners/lowbit/export.js";
 import { PeftModel } from "../tuners/peft-model.js";
 import type { TaskTable } from "../tuners/task-ids.js";
 import { PeftTrainer } from "../tuners/train.js";
@@ -59,6 +60,8 @@ export interface RunOptions extends Omit<TrainerArgs, "outputDir"> {
   freeze?: (key: string) => boolean;
   /** A learning-rate multiple per adapter tensor (POLY's routers at their own rate). */
   lrScale?: (key: string) => number;
+  /** LOWBIT: also write the adapter as a plain LoRA of its dequantised weights in DEQUANTIZED_DIR. */
+  exportDequantized?: boolean;
   /** Called with the new adapter before training (LT-SFT sets its chosen index sets here). */
   prepareAdapter?: (peft: PeftModel) => void;
   /** Called with the Trainer so the caller can wire SIGINT to requestStop(). */
@@ -73,6 +76,8 @@ export interface RunOptions extends Omit<TrainerArgs, "outputDir"> {
  * `compare` use it.
  */
 export const CONVERTED_DIR = "converted_lora";
+/** Where --lowbit-export-dequantized writes a LOWBIT run's adapter as a plain HF PEFT LoRA. */
+export const DEQUANTIZED_DIR = "dequantized_lora";
 
 export interface RunSummary extends TrainResult {
   trainable: number;
@@ -248,6 +253,13 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
       }
       saveConvertedLora(peft, "default", initial, dir);
       files.push(`${CONVERTED_DIR}/`);
+    }
+    if (o.exportDequantized) {
+      const dir = join(o.outputDir, DEQUANTIZED_DIR);
+      mkdirSync(dir, { recursive: true });
+      if (o.labels) writeLabelConfig(dir, o.labels);
+      saveDequantizedLora(peft, "default", dir);
+      files.push(`${DEQUANTIZED_DIR}/`);
     }
     peft.savePretrained(o.outputDir);
     files.push(...(o.labels ? [LABEL_CONFIG_FILE] : []), "adapter_config.json", "adapter_model.safetensors", "training_args.json");

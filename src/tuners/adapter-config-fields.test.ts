@@ -336,6 +336,21 @@ const PEFTKIT_FIELDS: Record<string, string[]> = {
     "save_scores",
     "init_weights",
   ],
+  // Low-bit adapters (JieShibo/PETL-ViT binary_adapter main.py: --dim, --scale, --bit), peftkit's names.
+  LOWBIT: [
+    "r",
+    "scale",
+    "bits",
+    "codebook",
+    "codebook_values",
+    "target_modules",
+    "exclude_modules",
+    "modules_to_save",
+    "layers_to_transform",
+    "layers_pattern",
+    "save_latent",
+    "packed",
+  ],
 };
 
 /** Configs that exercise every option peftkit writes, per type (the first one uses defaults only). */
@@ -449,6 +464,10 @@ const CONFIGS: Record<string, Record<string, unknown>[]> = {
       distillTemperature: 2,
       saveScores: true,
     },
+  ],
+  LOWBIT: [
+    { peftType: "LOWBIT" },
+    { peftType: "LOWBIT", targetModules: ["q_proj", "v_proj"], r: 4, scale: 10, bits: 2, codebook: "authors", saveLatent: true },
   ],
 };
 

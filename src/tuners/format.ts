@@ -100,7 +100,9 @@ export function readAdapter(peft: PeftModel, dir: string): { tuner: Tuner; confi
     // Older formats are recognised before the config is parsed with today's rules.
     const early = typeof rawCfg.peft_type === "string" ? tunerFor(rawCfg.peft_type) : null;
     const keyOf = (n: string) => (early?.promptLearning ? n : n.startsWith(PREFIX) ? n.slice(PREFIX.length) : n);
-    const skip = new Set(early?.checkFolder?.(rawCfg, new Map(file.entries.map((e) => [keyOf(e.name), e.shape])), dir)?.ignore ?? []);
+    const skip = new Set(
+      early?.checkFolder?.(rawCfg, new Map(file.entries.map((e) => [keyOf(e.name), e.shape])), dir, peft.info)?.ignore ?? [],
+    );
     const { tuner, config } = parsePeftConfig(rawCfg, cfgPath);
     const expected = peft.expectedTensors(tuner, config);
     const tensors = new Map<string, HostTensor>();

@@ -22,6 +22,7 @@ import { LOLDU } from "./loldu/index.js";
 import { LORA } from "./lora/index.js";
 import { LORA_GGPO } from "./lora_ggpo/index.js";
 import { LORA_SB } from "./lora_sb/index.js";
+import { LOWBIT } from "./lowbit/index.js";
 import { OFT } from "./oft/index.js";
 import { PAT } from "./pat/index.js";
 import { PEGO } from "./pego/index.js";
@@ -82,6 +83,7 @@ const TUNERS: Tuner<never>[] = [
   RAMT,
   DSEE,
   POLY,
+  LOWBIT,
 ] as unknown as Tuner<never>[];
 
 export function tunerFor(peftType: string): Tuner {

@@ -222,12 +222,14 @@ export interface Tuner<C extends CommonConfig = CommonConfig> {
    * normalised config, `shapes` its tensors by key (without "base_model.model."). Throws a
    * PeftConfigError (one line) for a folder written in an older PEFT format this method refuses
    * (OFT before PEFT 0.16/0.18); returns keys to skip (buffers older PEFT releases saved, e.g.
-   * BOFT's boft_P). Absent: nothing is checked or skipped.
+   * BOFT's boft_P). `info` is the model the folder is read for (LOWBIT checks its packed codes'
+   * lengths against the layers, one line per bad tensor). Absent: nothing is checked or skipped.
    */
   checkFolder?(
     raw: RawPeftConfig,
     shapes: ReadonlyMap<string, readonly number[]>,
     where: string,
+    info?: ModelInfo,
   ): { ignore?: readonly string[] } | undefined;
   /**
    * Methods that route by task (POLY): the size of the routing table. The forward then gets a task

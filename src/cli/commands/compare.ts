@@ -127,6 +127,9 @@ export const DEFAULT_LR: Record<string, number> = {
   mezo: 3e-5,
   sparse_mezo: 3e-5,
   mezo_lora: 1e-2,
+  // kind-of, 300 steps, batch 16, 1 seed, CLI defaults (1 bit, Lloyd–Max, r 8 all-linear, s 1;
+  // docs/methods/lowbit.md): exact match 0.435 at 1e-3, 0.655 at 3e-3, 0.625 at 1e-2.
+  lowbit: 3e-3,
   full: 3e-4,
   // Full fine-tuning's rate: graft rows fine-tune fully, then graft (docs/methods/graft.md).
   graft: 3e-4,

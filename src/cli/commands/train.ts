@@ -412,6 +412,27 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
   },
   { name: "ramt-save-scores", type: "boolean", help: "ramt: save the float scores instead of the bit-packed masks" },
   {
+    name: "lowbit-bits",
+    type: "string",
+    meta: "B",
+    help: "lowbit: bits per adapter weight, quantisation-aware trained and saved packed (default 1)",
+    choices: ["1", "2", "4", "8"],
+  },
+  {
+    name: "lowbit-codebook",
+    type: "string",
+    meta: "C",
+    help: "lowbit: the levels for N(0,1): lloyd-max (default) or authors (the authors' code's median codebook)",
+    choices: ["lloyd-max", "authors"],
+  },
+  { name: "lowbit-scale", type: "number", meta: "S", help: "lowbit: s, the adapter output multiplier (default 1)", exclusiveMin: 0 },
+  { name: "lowbit-save-latent", type: "boolean", help: "lowbit: save the latent f32 weights (to train on) instead of the packed codes" },
+  {
+    name: "lowbit-export-dequantized",
+    type: "boolean",
+    help: "lowbit: also write the adapter as a plain HF PEFT LoRA of its dequantised weights in OUTPUT_DIR/dequantized_lora/",
+  },
+  {
     name: "dsee-num-sparse",
     type: "int",
     meta: "N",
@@ -926,6 +947,10 @@ export const trainCommand: CommandSpec = {
         ramtLambda: o.ramtLambda as number | undefined,
         ramtTemperature: o.ramtTemperature as number | undefined,
         ramtSaveScores: o.ramtSaveScores === true ? true : undefined,
+        lowbitBits: o.lowbitBits === undefined ? undefined : Number(o.lowbitBits),
+        lowbitCodebook: o.lowbitCodebook as "lloyd-max" | "authors" | undefined,
+        lowbitScale: o.lowbitScale as number | undefined,
+        lowbitSaveLatent: o.lowbitSaveLatent === true ? true : undefined,
         dseeNumSparse: o.dseeNumSparse as number | undefined,
         dseeSparseMethod: o.dseeSparseMethod as "omp" | "rp" | "grebsmo" | undefined,
         dseeSparseSeed: o.dseeSparseSeed as number | undefined,
@@ -1096,6 +1121,8 @@ export const trainCommand: CommandSpec = {
       throw new UsageError(
         `--${o.estimationSteps !== undefined ? "estimation-steps" : "save-pruned-model"} is for --method light_peft, not ${o.method}`,
       );
+    if (o.lowbitExportDequantized && o.method !== "lowbit")
+      throw new UsageError(`--lowbit-export-dequantized is for --method lowbit, not ${o.method}`);
     let dseePrune: { pruneAt: number; pruningRatio: number; adPruningRatio: number } | undefined;
     const dseeFlags = ["dseePruneRatio", "dseeAdPruneRatio", "dseePruneAt"].filter((f) => o[f] !== undefined);
     if (dseeFlags.length > 0) {
@@ -1145,6 +1172,7 @@ export const trainCommand: CommandSpec = {
       labels,
       record,
       ...(poly ? { taskTable: poly.taskTable, freeze: poly.freeze, lrScale: poly.lrScale, prepareAdapter: poly.prepareAdapter } : {}),
+      exportDequantized: Boolean(o.lowbitExportDequantized),
       // Called once per run (lt_sft: once per phase); one handler stops whichever is training.
       onTrainer: (t) => {
         const first = current === null;
