@@ -38,6 +38,12 @@ export interface GradCheckOptions {
    * in value at the inputs (checked, relative 1e-9).
    */
   reference?: (...xs: Tensor[]) => Tensor;
+  /**
+   * The cotangent r of L = Σ f(x)·r (default: uniform in [-1, 1), drawn anew per call). Give one when
+   * a test asserts that two gradients DIFFER: a random r can happen to be nearly orthogonal to their
+   * difference, which makes such a test flaky.
+   */
+  cotangent?: HostTensor;
 }
 
 function randomCotangent(shape: readonly number[]): HostTensor {
@@ -60,7 +66,10 @@ export function gradCheck(f: (...xs: Tensor[]) => Tensor, inputs: readonly HostT
   const specs = inputs.map((t) => ({ dtype: asF32 && t.dtype === "f64" ? ("f32" as const) : t.dtype, shape: t.shape }));
   const probe = trace((...xs) => f(...xs), specs);
   const outShape = probe.values[probe.outputs[0].id].shape as number[];
-  const r = randomCotangent(outShape);
+  const r = opts.cotangent ?? randomCotangent(outShape);
+  if (opts.cotangent && opts.cotangent.shape.join(",") !== outShape.join(",")) {
+    throw new EngineUsageError(`gradCheck: cotangent shape [${opts.cotangent.shape}] differs from the output's [${outShape}]`);
+  }
   const allSpecs = [...specs, { dtype: asF32 ? ("f32" as const) : ("f64" as const), shape: outShape }];
 
   const lossOf = (xs: Tensor[], rt: Tensor) =>
