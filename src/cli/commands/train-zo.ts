@@ -8,13 +8,13 @@ import { AutoTokenizer } from "../../io/tokenizer.js";
 import { PreTrainedModel } from "../../models/pretrained.js";
 import { type DataFormat, loadDataset, splitDataset } from "../../train/data/index.js";
 import { gradNormTargets } from "../../train/gradnorm-run.js";
-import type { ScheduleName } from "../../train/schedule.js";
 import { runZo, type ZoMethod } from "../../train/zo/run.js";
 import { checkSparsity, ZoSparsityError } from "../../train/zo/sparse.js";
 import { PeftConfigError } from "../../tuners/config.js";
 import { calibrationRequest, PeftModel } from "../../tuners/peft-model.js";
 import { type Flags, UsageError } from "../args.js";
 import { FORMAT_TASKS } from "./train.js";
+import { tensorRunBasics } from "./train-selective.js";
 
 export async function trainZo(o: Flags, modelDir: string, peftConfig: Record<string, unknown> | null): Promise<number> {
   const method = o.method as ZoMethod;
@@ -68,8 +68,6 @@ export async function trainZo(o: Flags, modelDir: string, peftConfig: Record<str
       }
       trains = (n) => names.has(n);
     }
-    const batchSize = o.batchSize as number;
-    const maxSteps = (o.maxSteps as number | undefined) ?? Math.ceil((o.epochs as number) * Math.ceil(train.length / batchSize));
     const r = await runZo({
       method,
       model,
@@ -78,15 +76,7 @@ export async function trainZo(o: Flags, modelDir: string, peftConfig: Record<str
       zoOver: (o.zoOver as string | undefined) ?? null,
       trains,
       target: peftConfig ? null : target,
-      outputDir: o.outputDir as string,
-      train,
-      padId: tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0,
-      batchSize,
-      maxSteps,
-      lr: o.lr as number,
-      schedule: o.schedule as ScheduleName,
-      warmup: o.warmup as number,
-      seed: o.seed as number,
+      ...tensorRunBasics(o, train, tokenizer),
       eps,
       sparsity,
       weightDecay: o.weightDecay as number,
