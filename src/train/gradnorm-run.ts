@@ -31,13 +31,7 @@ import { GradNormTrainer } from "./gradnorm-lorp.js";
 import type { GradNormOptions } from "./gradnorm-projector.js";
 import { truncateMetrics } from "./metrics-file.js";
 import { learningRate, type ScheduleName, TrainingArgsError, warmupSteps } from "./schedule.js";
-import {
-  SELECTIVE_CONFIG_FILE,
-  type SelectiveConfig,
-  TRAINED_TENSORS_FILE,
-  type TensorRunBasics,
-  writeTrained,
-} from "./selective-run.js";
+import { SELECTIVE_CONFIG_FILE, type SelectiveConfig, type TensorRunBasics, TRAINED_TENSORS_FILE, writeTrained } from "./selective-run.js";
 
 export interface GradNormRunOptions extends TensorRunBasics {
   model: PreTrainedModel;

@@ -18,7 +18,6 @@ import { weightsFingerprint } from "../../util/fingerprint.js";
 import { type CommandSpec, type Flags, UsageError } from "../args.js";
 import { loadModelAndAdapter } from "../load.js";
 
-
 /** The methods that prune (ties, dare, magnitude_prune, with or without _svd) need --density. */
 export const needsDensity = (m: CombinationType) => !["linear", "cat", "svd"].includes(m);
 
