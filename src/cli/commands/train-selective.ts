@@ -38,10 +38,11 @@ export function tensorRunBasics(
   };
 }
 
-export async function trainSelective(o: Flags, modelDir: string): Promise<number> {
-  if ((o.gradAccum as number) > 1) throw new UsageError(`--grad-accum: --method ${o.method} has no gradient accumulation yet`);
-  if (o.pack) throw new UsageError(`--pack: --method ${o.method} does not pack examples yet`);
-  if (o.evalData) process.stderr.write(`warning: --method ${o.method} does not evaluate during training; --eval-data is ignored\n`);
+/**
+ * The tokenizer and training examples of a whole-tensor run: causal-LM records only, with
+ * --eval-fraction held out as `peftkit train` does (from 20 examples up).
+ */
+export async function causalTrainData(o: Flags, modelDir: string) {
   const tokenizer = await AutoTokenizer.fromPretrained(modelDir);
   const data = await loadDataset(o.data as string, {
     tokenizer,
@@ -53,6 +54,14 @@ export async function trainSelective(o: Flags, modelDir: string): Promise<number
     throw new UsageError(`--method ${o.method} trains causal language models; ${o.data} holds ${data.format} records`);
   const ef = o.evalFraction as number;
   const train = ef > 0 && data.examples.length >= 20 ? splitDataset(data.examples, ef, o.seed as number).train : data.examples;
+  return { tokenizer, format: data.format, train };
+}
+
+export async function trainSelective(o: Flags, modelDir: string): Promise<number> {
+  if ((o.gradAccum as number) > 1) throw new UsageError(`--grad-accum: --method ${o.method} has no gradient accumulation yet`);
+  if (o.pack) throw new UsageError(`--pack: --method ${o.method} does not pack examples yet`);
+  if (o.evalData) process.stderr.write(`warning: --method ${o.method} does not evaluate during training; --eval-data is ignored\n`);
+  const { tokenizer, train } = await causalTrainData(o, modelDir);
   const model = await PreTrainedModel.load(modelDir, "causal_lm", { threads: o.threads as number | undefined });
   // What every in-place trainer's run takes from the flags.
   const run = {
