@@ -26,11 +26,11 @@ import {
   saveCheckpoint,
   type TrainerState,
 } from "./checkpoint.js";
-import { BatchStream, type Example } from "./data/index.js";
+import { BatchStream } from "./data/index.js";
 import { GradNormTrainer } from "./gradnorm-lorp.js";
 import type { GradNormOptions } from "./gradnorm-projector.js";
 import { truncateMetrics } from "./metrics-file.js";
-import { learningRate, type ScheduleName, TrainingArgsError, warmupSteps } from "./schedule.js";
+import { learningRate, TrainingArgsError, warmupSteps } from "./schedule.js";
 import { SELECTIVE_CONFIG_FILE, type SelectiveConfig, type TensorRunBasics, TRAINED_TENSORS_FILE, writeTrained } from "./selective-run.js";
 
 export interface GradNormRunOptions extends TensorRunBasics {

@@ -29,10 +29,10 @@ import {
   saveCheckpoint,
   type TrainerState,
 } from "../checkpoint.js";
-import { BatchStream, type Example } from "../data/index.js";
+import { BatchStream } from "../data/index.js";
 import { truncateMetrics } from "../metrics-file.js";
 import { refuseEarlierRun } from "../run.js";
-import { learningRate, type ScheduleName, TrainingArgsError, warmupSteps } from "../schedule.js";
+import { learningRate, TrainingArgsError, warmupSteps } from "../schedule.js";
 import { type SelectiveConfig, type TensorRunBasics, writeTrained } from "../selective-run.js";
 import { stepSeed } from "./seeds.js";
 import { checkSparsity } from "./sparse.js";
