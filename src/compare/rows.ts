@@ -43,10 +43,18 @@ export interface CompareRow {
 
 /** Appends one row durably: a single write of the whole line, then fsync. */
 export function appendRow(path: string, row: CompareRow): void {
+  appendJsonLine(path, row);
+}
+
+/**
+ * Appends `value` as one JSON line: a single write, then fsync (and the folder's, for a new file),
+ * so a crash leaves at most a torn last line. Also search's state files (src/search/state.ts).
+ */
+export function appendJsonLine(path: string, value: unknown): void {
   const fresh = !fs.existsSync(path);
   const fd = fs.openSync(path, "a");
   try {
-    fs.writeSync(fd, `${JSON.stringify(row)}\n`);
+    fs.writeSync(fd, `${JSON.stringify(value)}\n`);
     fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);

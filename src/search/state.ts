@@ -3,8 +3,7 @@
  * write and an fsync (as compare's rows.jsonl); a torn last line is dropped on reading.
  */
 import * as fs from "node:fs";
-import { dirname } from "node:path";
-import { fsyncDir } from "../io/atomic-write.js";
+import { appendJsonLine } from "../compare/rows.js";
 import { type Evaluation, SearchStateError } from "./engine.js";
 
 export interface StateRow extends Evaluation {
@@ -14,15 +13,7 @@ export interface StateRow extends Evaluation {
 }
 
 export function appendState(path: string, row: StateRow): void {
-  const fresh = !fs.existsSync(path);
-  const fd = fs.openSync(path, "a");
-  try {
-    fs.writeSync(fd, `${JSON.stringify(row)}\n`);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  if (fresh) fsyncDir(dirname(path));
+  appendJsonLine(path, row);
 }
 
 /** The rows of a state file; a torn last line is cut off so the next append starts a line. */

@@ -26,25 +26,16 @@ import {
   saveCheckpoint,
   type TrainerState,
 } from "./checkpoint.js";
-import { BatchStream, type Example } from "./data/index.js";
+import { BatchStream } from "./data/index.js";
 import { GradNormTrainer } from "./gradnorm-lorp.js";
 import type { GradNormOptions } from "./gradnorm-projector.js";
 import { truncateMetrics } from "./metrics-file.js";
-import { learningRate, type ScheduleName, TrainingArgsError, warmupSteps } from "./schedule.js";
-import { SELECTIVE_CONFIG_FILE, type SelectiveConfig, TRAINED_TENSORS_FILE, writeTrained } from "./selective-run.js";
+import { learningRate, TrainingArgsError, warmupSteps } from "./schedule.js";
+import { SELECTIVE_CONFIG_FILE, type SelectiveConfig, type TensorRunBasics, TRAINED_TENSORS_FILE, writeTrained } from "./selective-run.js";
 
-export interface GradNormRunOptions {
+export interface GradNormRunOptions extends TensorRunBasics {
   model: PreTrainedModel;
   modelPath?: string;
-  outputDir: string;
-  train: Example[];
-  padId: number;
-  batchSize: number;
-  maxSteps: number;
-  lr: number;
-  schedule: ScheduleName;
-  warmup: number;
-  seed: number;
   clipNorm?: number;
   saveSteps?: number;
   saveTotalLimit?: number;

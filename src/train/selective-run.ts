@@ -57,10 +57,8 @@ export interface SelectiveConfig {
   selection: string | null;
 }
 
-export interface SelectiveRunOptions {
-  method: SelectiveMethod;
-  model: PreTrainedModel;
-  modelPath?: string;
+/** The data, schedule and output settings every whole-tensor run takes (selective, gradnorm, zo). */
+export interface TensorRunBasics {
   outputDir: string;
   train: Example[];
   padId: number;
@@ -70,6 +68,12 @@ export interface SelectiveRunOptions {
   schedule: ScheduleName;
   warmup: number;
   seed: number;
+}
+
+export interface SelectiveRunOptions extends TensorRunBasics {
+  method: SelectiveMethod;
+  model: PreTrainedModel;
+  modelPath?: string;
   clipNorm?: number;
   weightDecay?: number;
   saveSteps?: number;

@@ -13,24 +13,10 @@ import { readSafetensors, SafetensorsFile } from "../../io/safetensors.js";
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, saveAdapter } from "../../tuners/format.js";
 import { type AdapterSummary, checkMergeable } from "../../tuners/lora/merge-checks.js";
 import type { MajoritySignMethod } from "../../tuners/lora/merge-utils.js";
-import type { CombinationType } from "../../tuners/lora/weighted.js";
+import { COMBINATION_TYPES, type CombinationType } from "../../tuners/lora/weighted.js";
 import { weightsFingerprint } from "../../util/fingerprint.js";
 import { type CommandSpec, type Flags, UsageError } from "../args.js";
 import { loadModelAndAdapter } from "../load.js";
-
-export const COMBINATION_TYPES: readonly CombinationType[] = [
-  "linear",
-  "cat",
-  "svd",
-  "ties",
-  "ties_svd",
-  "dare_linear",
-  "dare_ties",
-  "dare_linear_svd",
-  "dare_ties_svd",
-  "magnitude_prune",
-  "magnitude_prune_svd",
-];
 
 /** The methods that prune (ties, dare, magnitude_prune, with or without _svd) need --density. */
 export const needsDensity = (m: CombinationType) => !["linear", "cat", "svd"].includes(m);

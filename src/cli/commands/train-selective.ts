@@ -5,20 +5,44 @@
  */
 import { AutoTokenizer } from "../../io/tokenizer.js";
 import { PreTrainedModel } from "../../models/pretrained.js";
-import { type DataFormat, loadDataset, splitDataset } from "../../train/data/index.js";
+import { type DataFormat, type Example, loadDataset, splitDataset } from "../../train/data/index.js";
 import { GRADNORM_DEFAULTS, type GradNormCompat, GradNormError } from "../../train/gradnorm-projector.js";
 import { runGradNorm } from "../../train/gradnorm-run.js";
 import { LayerSelectionError } from "../../train/layer-selection.js";
 import type { ScheduleName } from "../../train/schedule.js";
-import { runSelective, type SelectiveMethod } from "../../train/selective-run.js";
+import { runSelective, type SelectiveMethod, type TensorRunBasics } from "../../train/selective-run.js";
 import { PeftConfigError } from "../../tuners/config.js";
 import { type Flags, UsageError } from "../args.js";
 import { FORMAT_TASKS } from "./train.js";
 
-export async function trainSelective(o: Flags, modelDir: string): Promise<number> {
-  if ((o.gradAccum as number) > 1) throw new UsageError(`--grad-accum: --method ${o.method} has no gradient accumulation yet`);
-  if (o.pack) throw new UsageError(`--pack: --method ${o.method} does not pack examples yet`);
-  if (o.evalData) process.stderr.write(`warning: --method ${o.method} does not evaluate during training; --eval-data is ignored\n`);
+/**
+ * The data, schedule and output settings of a whole-tensor run (lisa, hft, gradnorm_lorp, mezo)
+ * from the flags: without --max-steps, --epochs passes over `train`.
+ */
+export function tensorRunBasics(
+  o: Flags,
+  train: Example[],
+  tokenizer: { readonly padTokenId: number | null; readonly eosTokenId: number | null },
+): TensorRunBasics {
+  const batchSize = o.batchSize as number;
+  return {
+    outputDir: o.outputDir as string,
+    train,
+    padId: tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0,
+    batchSize,
+    maxSteps: (o.maxSteps as number | undefined) ?? Math.ceil((o.epochs as number) * Math.ceil(train.length / batchSize)),
+    lr: o.lr as number,
+    schedule: o.schedule as ScheduleName,
+    warmup: o.warmup as number,
+    seed: o.seed as number,
+  };
+}
+
+/**
+ * The tokenizer and training examples of a whole-tensor run: causal-LM records only, with
+ * --eval-fraction held out as `peftkit train` does (from 20 examples up).
+ */
+export async function causalTrainData(o: Flags, modelDir: string) {
   const tokenizer = await AutoTokenizer.fromPretrained(modelDir);
   const data = await loadDataset(o.data as string, {
     tokenizer,
@@ -30,23 +54,20 @@ export async function trainSelective(o: Flags, modelDir: string): Promise<number
     throw new UsageError(`--method ${o.method} trains causal language models; ${o.data} holds ${data.format} records`);
   const ef = o.evalFraction as number;
   const train = ef > 0 && data.examples.length >= 20 ? splitDataset(data.examples, ef, o.seed as number).train : data.examples;
+  return { tokenizer, format: data.format, train };
+}
+
+export async function trainSelective(o: Flags, modelDir: string): Promise<number> {
+  if ((o.gradAccum as number) > 1) throw new UsageError(`--grad-accum: --method ${o.method} has no gradient accumulation yet`);
+  if (o.pack) throw new UsageError(`--pack: --method ${o.method} does not pack examples yet`);
+  if (o.evalData) process.stderr.write(`warning: --method ${o.method} does not evaluate during training; --eval-data is ignored\n`);
+  const { tokenizer, train } = await causalTrainData(o, modelDir);
   const model = await PreTrainedModel.load(modelDir, "causal_lm", { threads: o.threads as number | undefined });
-  const batchSize = o.batchSize as number;
-  const perEpoch = Math.ceil(train.length / batchSize);
-  const maxSteps = (o.maxSteps as number | undefined) ?? Math.ceil((o.epochs as number) * perEpoch);
   // What every in-place trainer's run takes from the flags.
   const run = {
     model,
     modelPath: modelDir,
-    outputDir: o.outputDir as string,
-    train,
-    padId: tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0,
-    batchSize,
-    maxSteps,
-    lr: o.lr as number,
-    schedule: o.schedule as ScheduleName,
-    warmup: o.warmup as number,
-    seed: o.seed as number,
+    ...tensorRunBasics(o, train, tokenizer),
     clipNorm: (o.clipNorm as number) > 0 ? (o.clipNorm as number) : undefined,
     saveSteps: (o.saveSteps as number) || undefined,
     saveTotalLimit: o.saveTotalLimit as number,

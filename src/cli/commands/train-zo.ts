@@ -4,17 +4,14 @@
  * names) and the output folder holds the changed tensors; with --zo-over the adapter of that
  * method trains and the output is an adapter folder. Causal-LM data only.
  */
-import { AutoTokenizer } from "../../io/tokenizer.js";
 import { PreTrainedModel } from "../../models/pretrained.js";
-import { type DataFormat, loadDataset, splitDataset } from "../../train/data/index.js";
 import { gradNormTargets } from "../../train/gradnorm-run.js";
-import type { ScheduleName } from "../../train/schedule.js";
 import { runZo, type ZoMethod } from "../../train/zo/run.js";
 import { checkSparsity, ZoSparsityError } from "../../train/zo/sparse.js";
 import { PeftConfigError } from "../../tuners/config.js";
 import { calibrationRequest, PeftModel } from "../../tuners/peft-model.js";
 import { type Flags, UsageError } from "../args.js";
-import { FORMAT_TASKS } from "./train.js";
+import { causalTrainData, tensorRunBasics } from "./train-selective.js";
 
 export async function trainZo(o: Flags, modelDir: string, peftConfig: Record<string, unknown> | null): Promise<number> {
   const method = o.method as ZoMethod;
@@ -38,17 +35,7 @@ export async function trainZo(o: Flags, modelDir: string, peftConfig: Record<str
   if (o.evalData) process.stderr.write(`warning: --method ${method} does not evaluate during training; --eval-data is ignored\n`);
   if (o.optimizer !== "adamw" || (o.clipNorm as number) !== 1)
     process.stderr.write(`warning: --method ${method} is ZO-SGD; --optimizer and --clip-norm are ignored\n`);
-  const tokenizer = await AutoTokenizer.fromPretrained(modelDir);
-  const data = await loadDataset(o.data as string, {
-    tokenizer,
-    format: o.format as DataFormat | undefined,
-    maxLength: o.maxLength as number,
-    onBadRecord: o.onBadRecord as "error" | "skip",
-  });
-  if (FORMAT_TASKS[data.format].head !== "causal_lm")
-    throw new UsageError(`--method ${method} trains causal language models; ${o.data} holds ${data.format} records`);
-  const ef = o.evalFraction as number;
-  const train = ef > 0 && data.examples.length >= 20 ? splitDataset(data.examples, ef, o.seed as number).train : data.examples;
+  const { tokenizer, format, train } = await causalTrainData(o, modelDir);
   const model = await PreTrainedModel.load(modelDir, "causal_lm", { threads: o.threads as number | undefined });
   try {
     let peft: PeftModel | null = null;
@@ -68,8 +55,6 @@ export async function trainZo(o: Flags, modelDir: string, peftConfig: Record<str
       }
       trains = (n) => names.has(n);
     }
-    const batchSize = o.batchSize as number;
-    const maxSteps = (o.maxSteps as number | undefined) ?? Math.ceil((o.epochs as number) * Math.ceil(train.length / batchSize));
     const r = await runZo({
       method,
       model,
@@ -78,15 +63,7 @@ export async function trainZo(o: Flags, modelDir: string, peftConfig: Record<str
       zoOver: (o.zoOver as string | undefined) ?? null,
       trains,
       target: peftConfig ? null : target,
-      outputDir: o.outputDir as string,
-      train,
-      padId: tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0,
-      batchSize,
-      maxSteps,
-      lr: o.lr as number,
-      schedule: o.schedule as ScheduleName,
-      warmup: o.warmup as number,
-      seed: o.seed as number,
+      ...tensorRunBasics(o, train, tokenizer),
       eps,
       sparsity,
       weightDecay: o.weightDecay as number,
@@ -94,7 +71,7 @@ export async function trainZo(o: Flags, modelDir: string, peftConfig: Record<str
       saveTotalLimit: o.saveTotalLimit as number,
       logSteps: o.logSteps as number,
       resume: Boolean(o.resume),
-      record: { ...o, data_format: data.format, train_examples: train.length, peft_config: peftConfig },
+      record: { ...o, data_format: format, train_examples: train.length, peft_config: peftConfig },
       log: (line) => process.stdout.write(`${line}\n`),
     });
     process.stdout.write(

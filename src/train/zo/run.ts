@@ -29,11 +29,11 @@ import {
   saveCheckpoint,
   type TrainerState,
 } from "../checkpoint.js";
-import { BatchStream, type Example } from "../data/index.js";
+import { BatchStream } from "../data/index.js";
 import { truncateMetrics } from "../metrics-file.js";
 import { refuseEarlierRun } from "../run.js";
-import { learningRate, type ScheduleName, TrainingArgsError, warmupSteps } from "../schedule.js";
-import { type SelectiveConfig, writeTrained } from "../selective-run.js";
+import { learningRate, TrainingArgsError, warmupSteps } from "../schedule.js";
+import { type SelectiveConfig, type TensorRunBasics, writeTrained } from "../selective-run.js";
 import { stepSeed } from "./seeds.js";
 import { checkSparsity } from "./sparse.js";
 import { ZoTrainer } from "./trainer.js";
@@ -59,7 +59,7 @@ export interface ZoConfig {
   base_model: string;
 }
 
-export interface ZoRunOptions {
+export interface ZoRunOptions extends TensorRunBasics {
   method: ZoMethod;
   model: PreTrainedModel;
   modelPath?: string;
@@ -69,15 +69,6 @@ export interface ZoRunOptions {
   /** Full-weight mode: which weights train (default all). */
   trains?: (name: string) => boolean;
   target: string[] | null;
-  outputDir: string;
-  train: Example[];
-  padId: number;
-  batchSize: number;
-  maxSteps: number;
-  lr: number;
-  schedule: ScheduleName;
-  warmup: number;
-  seed: number;
   eps: number;
   sparsity: number | null;
   weightDecay: number;

@@ -55,7 +55,8 @@ export interface WeightedAdapterOptions {
   seed?: number;
 }
 
-const TYPES: readonly CombinationType[] = [
+/** Every combination type add_weighted_adapter takes (also `peftkit merge-adapters --combination-type`'s choices). */
+export const COMBINATION_TYPES: readonly CombinationType[] = [
   "linear",
   "cat",
   "svd",
@@ -275,7 +276,7 @@ export function addWeightedAdapter(
   });
 
   const requested = opts.combinationType ?? "svd";
-  if (!TYPES.includes(requested)) throw new PeftConfigError(`add_weighted_adapter: unknown combination type "${requested}"`);
+  if (!COMBINATION_TYPES.includes(requested)) throw new PeftConfigError(`add_weighted_adapter: unknown combination type "${requested}"`);
   const type: CombinationType = adapters.length === 1 ? "linear" : requested;
   const ranks = configs.map((c) => Math.max(c.r, ...Object.values(c.rankPattern)));
   let rank: number;

@@ -39,6 +39,8 @@ const ARGS = [
   "3",
 ];
 const train = trainWith(ARGS);
+// The common flags alone (for a method or config given otherwise).
+const trainKindOf = trainWith(kindOfTrainArgs(data));
 
 describe("peftkit train --method lowbit", () => {
   test("flags → config; U8 codes + μ, σ that load back; the dequantised LoRA export; SIGKILL + --resume is exact", async () => {
@@ -99,18 +101,10 @@ describe("peftkit train --method lowbit", () => {
     assert.equal(bits.stderr.trim(), 'peftkit: peftkit train: --lowbit-bits must be one of 1, 2, 4, 8, got "3"');
     const yaml = join(tmp, "bad.yaml");
     writeFileSync(yaml, "method: lowbit\nlowbit_bits: 3\nlowbit_codebook: authors\n");
-    const fromYaml = runCli(["train", ...kindOfTrainArgs(data), "--config", yaml, "--output-dir", join(tmp, "bad3")]);
+    const fromYaml = trainKindOf(["--config", yaml], join(tmp, "bad3"));
     assert.equal(fromYaml.code, 2);
     assert.equal(fromYaml.stderr.trim(), `peftkit: --config ${yaml}: --lowbit-bits must be one of 1, 2, 4, 8, got "3"`);
-    const other = runCli([
-      "train",
-      ...kindOfTrainArgs(data),
-      "--method",
-      "lora",
-      "--lowbit-export-dequantized",
-      "--output-dir",
-      join(tmp, "bad2"),
-    ]);
+    const other = trainKindOf(["--method", "lora", "--lowbit-export-dequantized"], join(tmp, "bad2"));
     assert.equal(other.code, 2);
     assert.equal(other.stderr.trim(), "peftkit: --lowbit-export-dequantized is for --method lowbit, not lora");
   });

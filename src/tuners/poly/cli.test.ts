@@ -26,6 +26,9 @@ const data = writeJsonl(tmp, "multi.jsonl", rows);
 const ARGS = ["--model", MODEL, "--data", data, "--batch-size", "4", "--eval-fraction", "0", "--lr", "1e-2", "--seed", "5"];
 const train = trainWith([...ARGS, "--method", "poly", "--r", "2", "--poly-n-skills", "3", "--poly-n-splits", "2", "--max-steps", "8"]);
 const trainOnly = trainWith(ARGS);
+// One poly step on another data file (for errors in its task column).
+const polyStepOn = (file: string, out: string) =>
+  trainWith(["--model", MODEL, "--data", file, "--method", "poly", "--max-steps", "1", "--eval-fraction", "0"])([], out);
 const f32 = (file: string, key: string) => readSafetensors(file).tensors[key].data as Float32Array;
 
 describe("peftkit train --method poly", () => {
@@ -153,39 +156,11 @@ describe("peftkit train --method poly", () => {
       /^peftkit: POLY config: n_splits = 3 does not divide in_features = \d+ of ".*" \(tensor .*poly_lora_A\)$/,
     );
     const mixed = writeJsonl(tmp, "mixed.jsonl", [...rows.slice(0, 3), { prompt: "a x is", completion: " y" }]);
-    const m = runCli([
-      "train",
-      "--model",
-      MODEL,
-      "--data",
-      mixed,
-      "--method",
-      "poly",
-      "--max-steps",
-      "1",
-      "--eval-fraction",
-      "0",
-      "--output-dir",
-      join(tmp, "b4"),
-    ]);
+    const m = polyStepOn(mixed, join(tmp, "b4"));
     assert.equal(m.code, 1);
     assert.match(m.stderr.trim(), /^peftkit: .*mixed\.jsonl:4: no task given; the routing table has 2 tasks: "count", "kind"$/);
     const badType = writeJsonl(tmp, "badtype.jsonl", [{ prompt: "a x is", completion: " y", task: -1 }]);
-    const t = runCli([
-      "train",
-      "--model",
-      MODEL,
-      "--data",
-      badType,
-      "--method",
-      "poly",
-      "--max-steps",
-      "1",
-      "--eval-fraction",
-      "0",
-      "--output-dir",
-      join(tmp, "b5"),
-    ]);
+    const t = polyStepOn(badType, join(tmp, "b5"));
     assert.equal(t.code, 1);
     assert.match(t.stderr.trim(), /badtype\.jsonl:1: field "task" must be a task name or a non-negative integer, got -1$/);
   });
