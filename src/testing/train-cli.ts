@@ -6,7 +6,7 @@
  * to its method, and so a tolerance or a check cannot silently drift between copies.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after } from "node:test";
@@ -106,5 +106,32 @@ export function assertSafetensorsClose(wantPath: string, gotPath: string, tolera
     assert.deepEqual(got[key].shape, t.shape, key);
     const worst = maxAbsDifference(t.data as ArrayLike<number | bigint>, got[key].data as ArrayLike<number | bigint>);
     assert.ok(worst <= tolerance(key), `${label}${key}: max |resumed − uninterrupted| ${worst}`);
+  }
+}
+
+/**
+ * Two-phase runs (LT-SFT, DSEE pruning) killed by SIGKILL in each phase, then resumed: the killed run
+ * leaves only `left` (a checkpoint), a fresh run into its folder is refused, and `--resume` finishes
+ * it with the uninterrupted run's result (`assertSameAsStraight`). `hit` is the step count across
+ * both phases at which PEFTKIT_FAULT_AT kills the run.
+ */
+export function assertTwoPhaseKillResume(
+  train: (out: string, extra?: string[], env?: Record<string, string>) => CliRun,
+  dir: string,
+  kills: readonly (readonly [phase: "phase1" | "phase2", hit: number, left: string])[],
+  assertSameAsStraight: (phase: string, out: string) => void,
+): void {
+  for (const [phase, hit, left] of kills) {
+    const out = join(dir, `killed-${phase}`);
+    const k = train(out, [], { PEFTKIT_FAULT_AT: `train:step#${hit}` });
+    assert.equal(k.signal, "SIGKILL", k.stderr);
+    assert.ok(existsSync(join(out, left)) && !existsSync(join(out, "adapter_config.json")), `${phase}: ${left} left`);
+    const fresh = train(out);
+    assert.equal(fresh.code, 1, "a fresh run into the folder is refused");
+    assert.match(fresh.stderr, /--resume/);
+    const r = train(out, ["--resume"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, phase === "phase1" ? /resuming from .*phase1.checkpoint-2/ : /phase 1 already finished/);
+    assertSameAsStraight(phase, out);
   }
 }

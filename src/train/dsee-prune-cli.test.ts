@@ -6,7 +6,6 @@
  * trained model (whose own eval loss metrics.jsonl records); SIGKILL in either phase resumes exactly.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,12 +13,12 @@ import { after, describe, test } from "node:test";
 import { loadModelAndAdapter } from "../cli/load.js";
 import { AutoModelForCausalLM } from "../models/auto.js";
 import { loadSparseDeltas } from "../sparse/file.js";
+import { runCli } from "../testing/cli.js";
 import { REPO_ROOT } from "../testing/paths.js";
-import { assertSafetensorsClose } from "../testing/train-cli.js";
+import { assertSafetensorsClose, assertTwoPhaseKillResume } from "../testing/train-cli.js";
 import { PeftModel } from "../tuners/peft-model.js";
 import { weightsFingerprint } from "../util/fingerprint.js";
 
-const CLI = join(REPO_ROOT, "dist/src/cli/main.js");
 const MODEL = join(REPO_ROOT, "models/wordnet-llama");
 const tmp = mkdtempSync(join(tmpdir(), "peftkit-dsee-prune-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -63,12 +62,8 @@ const ARGS = [
   "3",
 ];
 
-function cli(args: string[], env: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", env: { ...process.env, FORCE_COLOR: "0", ...env } });
-  return { status: r.status, signal: r.signal, stderr: r.stderr, stdout: r.stdout };
-}
 const train = (out: string, extra: string[] = [], env: Record<string, string> = {}) =>
-  cli(["train", ...ARGS, ...extra, "--output-dir", out], env);
+  runCli(["train", ...ARGS, ...extra, "--output-dir", out], env);
 
 const IDS = [[5, 17, 99, 300, 42, 7, 12]];
 
@@ -77,7 +72,7 @@ describe("peftkit train --method dsee with pruning", () => {
 
   test("two phases; the pruned base is a sparse delta of −W for the base; delta apply + adapter = the trained model", async () => {
     const r = train(straight);
-    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /dsee: pruned [\d,]+\/[\d,]+ entries of the other linear weights by \|W\| \(ratio 0\.2\)/);
     const cfg = JSON.parse(readFileSync(join(straight, "adapter_config.json"), "utf8"));
     assert.deepEqual(
@@ -116,15 +111,15 @@ describe("peftkit train --method dsee with pruning", () => {
       .split("\n")
       .map((l) => JSON.parse(l));
     const evalLoss = metrics.filter((m) => typeof m.eval_loss === "number").pop()?.eval_loss as number;
-    const ev = cli(["eval", "--model", MODEL, "--adapter", straight, "--data", evalData, "--output", join(tmp, "ev.json")]);
-    assert.equal(ev.status, 0, ev.stderr);
+    const ev = runCli(["eval", "--model", MODEL, "--adapter", straight, "--data", evalData, "--output", join(tmp, "ev.json")]);
+    assert.equal(ev.code, 0, ev.stderr);
     const got = JSON.parse(readFileSync(join(tmp, "ev.json"), "utf8")).eval_loss as number;
     assert.ok(Math.abs(got - evalLoss) <= 1e-5, `eval loss ${got} vs the trainer's ${evalLoss}`);
 
     // peftkit delta apply, then the adapter on the merged folder.
     const merged = join(tmp, "merged");
-    const ap = cli(["delta", "apply", "--model", MODEL, "--input", deltaFile, "--output-dir", merged]);
-    assert.equal(ap.status, 0, ap.stderr);
+    const ap = runCli(["delta", "apply", "--model", MODEL, "--input", deltaFile, "--output-dir", merged]);
+    assert.equal(ap.code, 0, ap.stderr);
     const applied = await AutoModelForCausalLM.fromPretrained(merged);
     const viaApply = (await PeftModel.fromPretrained(applied, straight).forward({ inputIds: IDS })).logits?.data as Float32Array;
     const loaded = await loadModelAndAdapter(MODEL, { adapter: straight });
@@ -160,23 +155,18 @@ describe("peftkit train --method dsee with pruning", () => {
 
   test("SIGKILL in phase 1 or in phase 2, then --resume: the uninterrupted result", () => {
     // Step hits count across the phases: #3 is phase 1's step 3, #6 phase 2's step 3 (checkpoint-2 of each).
-    for (const [name, hit, left] of [
-      ["phase1", 3, "phase1/checkpoint-2"],
-      ["phase2", 6, "checkpoint-2"],
-    ] as const) {
-      const out = join(tmp, `killed-${name}`);
-      const k = train(out, [], { PEFTKIT_FAULT_AT: `train:step#${hit}` });
-      assert.equal(k.signal, "SIGKILL", k.stderr);
-      assert.ok(existsSync(join(out, left)) && !existsSync(join(out, "adapter_config.json")), `${name}: ${left} left`);
-      const fresh = train(out);
-      assert.equal(fresh.status, 1, "a fresh run into the folder is refused");
-      assert.match(fresh.stderr, /--resume/);
-      const r = train(out, ["--resume"]);
-      assert.equal(r.status, 0, r.stderr);
-      assert.match(r.stdout, name === "phase1" ? /resuming from .*phase1.checkpoint-2/ : /phase 1 already finished/);
-      for (const file of ["adapter_model.safetensors", "dsee_pruned_base.safetensors"])
-        assertSafetensorsClose(join(straight, file), join(out, file), (key) => (/indices$/.test(key) ? 0 : 1e-6), `${name} ${file} `);
-    }
+    assertTwoPhaseKillResume(
+      train,
+      tmp,
+      [
+        ["phase1", 3, "phase1/checkpoint-2"],
+        ["phase2", 6, "checkpoint-2"],
+      ],
+      (phase, out) => {
+        for (const file of ["adapter_model.safetensors", "dsee_pruned_base.safetensors"])
+          assertSafetensorsClose(join(straight, file), join(out, file), (key) => (/indices$/.test(key) ? 0 : 1e-6), `${phase} ${file} `);
+      },
+    );
   });
 
   test("bad pruning settings are one line naming the flag", () => {
@@ -187,7 +177,7 @@ describe("peftkit train --method dsee with pruning", () => {
       [["--method", "lora"], 2, /--dsee-prune-at is for --method dsee/],
     ] as const) {
       const r = train(join(tmp, "bad"), [...extra]);
-      assert.equal(r.status, status, r.stderr);
+      assert.equal(r.code, status, r.stderr);
       assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
       assert.match(r.stderr, pattern);
     }

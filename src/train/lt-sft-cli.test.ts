@@ -6,13 +6,13 @@
  * uninterrupted result (indices exactly, values within 1e-6).
  */
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import type { HostTensor } from "../engine/ir/host.js";
 import { readSafetensors } from "../io/safetensors.js";
 import { runCli } from "../testing/cli.js";
-import { assertSafetensorsClose, MODEL, tempDir, trainWith, writeKindOfData } from "../testing/train-cli.js";
+import { assertSafetensorsClose, assertTwoPhaseKillResume, MODEL, tempDir, trainWith, writeKindOfData } from "../testing/train-cli.js";
 
 const tmp = tempDir("peftkit-lt-sft-cli-");
 const data = writeKindOfData(tmp);
@@ -116,27 +116,21 @@ describe("peftkit train --method lt_sft", () => {
 
   test("SIGKILL in phase 1 or in phase 2, then --resume: the uninterrupted result", () => {
     // Step hits count across the phases: #3 is phase 1's step 3, #7 phase 2's step 3 (checkpoint-2 of each).
-    for (const [name, hit, left] of [
-      ["phase1", 3, "phase1/checkpoint-2"],
-      ["phase2", 7, "checkpoint-2"],
-    ] as const) {
-      const out = join(tmp, `killed-${name}`);
-      const k = train(out, [], { PEFTKIT_FAULT_AT: `train:step#${hit}` });
-      assert.equal(k.signal, "SIGKILL", k.stderr);
-      assert.ok(existsSync(join(out, left)) && !existsSync(join(out, "adapter_config.json")), `${name}: ${left} left`);
-      const fresh = train(out);
-      assert.equal(fresh.code, 1, "a fresh run into the folder is refused");
-      assert.match(fresh.stderr, /--resume/);
-      const r = train(out, ["--resume"]);
-      assert.equal(r.code, 0, r.stderr);
-      assert.match(r.stdout, name === "phase1" ? /resuming from .*phase1.checkpoint-2/ : /phase 1 already finished/);
-      assertSafetensorsClose(
-        join(straight, "adapter_model.safetensors"),
-        join(out, "adapter_model.safetensors"),
-        (key) => (key.endsWith(".indices") ? 0 : 1e-6),
-        `${name} `,
-      );
-    }
+    assertTwoPhaseKillResume(
+      train,
+      tmp,
+      [
+        ["phase1", 3, "phase1/checkpoint-2"],
+        ["phase2", 7, "checkpoint-2"],
+      ],
+      (phase, out) =>
+        assertSafetensorsClose(
+          join(straight, "adapter_model.safetensors"),
+          join(out, "adapter_model.safetensors"),
+          (key) => (key.endsWith(".indices") ? 0 : 1e-6),
+          `${phase} `,
+        ),
+    );
   });
 
   test("bad step settings are one line, exit 2", () => {
