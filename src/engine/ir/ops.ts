@@ -73,7 +73,11 @@ export interface OpAttrs {
   trilu: { upper: boolean; k: number };
   /** Index along `axis`, broadcast to `shape`. */
   iota: { shape: Dim[]; axis: number; dtype: DType };
-  /** Counter-based uniform [0,1) from an i64 scalar seed input; same seed, same numbers on every backend. */
+  /**
+   * Counter-based uniform [0,1) from an i64 seed input; same seed, same numbers on every backend.
+   * A seed of rank > 0 is a batch of streams: the output is seed.shape ++ shape, and element
+   * (i, j) is counter j of the stream of seed i.
+   */
   random_uniform: { shape: Dim[]; dtype: DType };
   random_normal: { shape: Dim[]; dtype: DType };
   stop_gradient: Record<string, never>;
@@ -402,12 +406,12 @@ export function inferTypes<O extends OpName>(op: O, ins: readonly ValueType[], a
     case "random_uniform":
     case "random_normal": {
       arity(1);
-      if (ins[0].dtype !== "i64" || ins[0].shape.length !== 0) {
-        throw new ShapeError(`${op}: the seed must be an i64 scalar, got ${describe(ins)}`);
+      if (ins[0].dtype !== "i64") {
+        throw new ShapeError(`${op}: the seed must be i64, got ${describe(ins)}`);
       }
       const dt = a.dtype as DType;
       if (dt !== "f32" && dt !== "f64") throw new ShapeError(`${op}: dtype must be f32 or f64, got ${dt}`);
-      return [{ dtype: dt, shape: [...(a.shape as Dim[])] }];
+      return [{ dtype: dt, shape: [...ins[0].shape, ...(a.shape as Dim[])] }];
     }
     case "stop_gradient":
       arity(1);

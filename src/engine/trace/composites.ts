@@ -6,7 +6,7 @@
 import { ShapeError } from "../errors.js";
 import { isInt } from "../ir/dtype.js";
 import { normAxis, shapeStr } from "../ir/shape.js";
-import { randomUniform, scalar, type Tensor, where } from "./tensor.js";
+import { concat, randomUniform, scalar, type Tensor, where } from "./tensor.js";
 import { customVjp } from "./trace.js";
 
 /**
@@ -119,6 +119,46 @@ export function crossEntropy(logits: Tensor, labels: Tensor, opts: CrossEntropyO
   if (reduction === "none") return nll;
   const total = nll.sum();
   if (reduction === "sum") return total;
+  return total.div(validF.sum().maximum(1));
+}
+
+/**
+ * Cross entropy over a vocabulary split into consecutive blocks, without the whole logits: each
+ * block's logits are reduced at once to [..., 2] statistics (its log-sum-exp, and the label's logit
+ * where the label falls in the block, else 0), which crossEntropyFromBlocks combines into
+ * crossEntropy's value (same ignore index, sum or mean over the non-ignored positions). The
+ * forward-only MeZO step applies a large LM head block by block this way (src/train/zo/trainer.ts).
+ */
+export function crossEntropyBlockStats(logits: Tensor, labels: Tensor, start: number, opts: CrossEntropyOptions = {}): Tensor {
+  const n = logits.shape[logits.rank - 1] as number;
+  const ignore = opts.ignoreIndex ?? -100;
+  const local = labels.sub(start);
+  const inside = local.ge(0).and(local.lt(n)).and(labels.ne(ignore));
+  const picked = logits.takeAlongAxis(where(inside, local, 0).unsqueeze(-1), -1);
+  return concat([logSumExp(logits, -1, true), where(inside.unsqueeze(-1), picked, 0)], -1);
+}
+
+/** crossEntropy's value from the blocks' crossEntropyBlockStats, in vocabulary order. */
+export function crossEntropyFromBlocks(stats: readonly Tensor[], labels: Tensor, opts: CrossEntropyOptions = {}): Tensor {
+  const all = concat(stats, -1);
+  const k = stats.length;
+  const lse = logSumExp(
+    all
+      .reshape([...labels.shape, k, 2])
+      .slice(-1, 0, 1)
+      .squeeze(-1),
+    -1,
+  );
+  const target = all
+    .reshape([...labels.shape, k, 2])
+    .slice(-1, 1, 2)
+    .squeeze(-1)
+    .sum(-1);
+  const valid = labels.ne(opts.ignoreIndex ?? -100);
+  const validF = valid.cast(lse.dtype);
+  const total = lse.sub(target).mul(validF).sum();
+  if ((opts.reduction ?? "mean") === "sum") return total;
+  if (opts.reduction === "none") throw new ShapeError("crossEntropyFromBlocks: reduction none is not offered");
   return total.div(validF.sum().maximum(1));
 }
 

@@ -385,7 +385,11 @@ export function stack(ts: readonly Tensor[], axis = 0): Tensor {
   );
 }
 
-/** Counter-based random numbers driven by an i64 scalar seed tensor: same seed, same numbers. */
+/**
+ * Counter-based random numbers driven by an i64 seed tensor: same seed, same numbers. A seed of
+ * rank > 0 gives one stream per seed, output seed.shape ++ shape (MeZO's perturbation of only the
+ * embedding rows a batch looks up, src/train/zo/step.ts).
+ */
 export function randomUniform(seed: Tensor, shape: readonly Dim[], dtype: DType = "f32"): Tensor {
   return op1("random_uniform", [seed], { shape: [...shape], dtype });
 }

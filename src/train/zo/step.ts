@@ -46,6 +46,22 @@ export interface ZoLossContext {
    * first: on SmolLM2-135M, gigabytes of the generator's int64 counters.)
    */
   perturbedAfter(name: string, after: Tensor): Tensor;
+  /**
+   * Rows `ids` of the perturbed trained tensor `name` (ids: i64 of any shape; result ids.shape ++
+   * the row's shape), with only those rows' z generated: row i's z is elements [i·row, (i+1)·row)
+   * of the tensor's stream, so the values equal a gather from the whole perturbed tensor. For an
+   * embedding lookup: a batch reads a few hundred of its tens of thousands of rows.
+   */
+  perturbedRows(name: string, ids: Tensor): Tensor;
+  /**
+   * `use` applied to consecutive row blocks of the perturbed tensor `name` (blocks of at most
+   * `chunk` elements, the first generated after `after`, each next one after the previous use):
+   * only one block of z and θ ± εz exists at a time. For a large projection such as a tied LM head,
+   * whose output the caller assembles from the blocks' results. A tensor within `chunk` is one block.
+   */
+  perturbedBlocks(name: string, after: Tensor, use: (block: Tensor, r0: number, r1: number) => Tensor): Tensor[];
+  /** False in the unperturbed forward (mode "forward": the inference baseline), true in the ZO step. */
+  perturbing: boolean;
 }
 
 export interface ZoStepDefinition {
@@ -94,7 +110,16 @@ export function traceZoStep(def: ZoStepDefinition, mode: "zo" | "forward" = "zo"
     const frozen = declare(g, F, def.frozen);
     const batch = declare(g, B, def.batch);
     if (mode === "forward") {
-      g.addOutput("loss", def.loss({ params: theta, frozen, batch, perturbedAfter: (name) => theta[name] }).cast("f32").id);
+      const loss = def.loss({
+        params: theta,
+        frozen,
+        batch,
+        perturbedAfter: (name) => theta[name],
+        perturbedRows: (name, ids) => theta[name].gather(ids, 0),
+        perturbedBlocks: (name, _after, use) => [use(theta[name], 0, theta[name].shape[0] as number)],
+        perturbing: false,
+      });
+      g.addOutput("loss", loss.cast("f32").id);
       return g;
     }
     const eps = input(g, "eps", { dtype: "f32", shape: [] });
@@ -117,16 +142,38 @@ export function traceZoStep(def: ZoStepDefinition, mode: "zo" | "forward" = "zo"
       }
       return out;
     };
+    const trained = (name: string): Tensor => {
+      const t = theta[name];
+      if (!t) throw new EngineUsageError(`zeroth-order step: "${name}" is not trained`);
+      return t;
+    };
+    const chunk = def.chunk ?? ZO_CHUNK;
     const forward = (sign: 1 | -1, seeds: Record<string, Tensor>, after: Tensor[]): Tensor =>
       def.loss({
         params: perturbed(sign, seeds, after),
         frozen,
         batch,
-        perturbedAfter: (name, x) => {
-          const t = theta[name];
-          if (!t) throw new EngineUsageError(`zeroth-order step: "${name}" is not trained`);
-          return perturb(t, seeds[name], eps, h?.[name] ?? null, sign, def.chunk ?? ZO_CHUNK, [...after, x]);
+        perturbedAfter: (name, x) => perturb(trained(name), seeds[name], eps, h?.[name] ?? null, sign, chunk, [...after, x]),
+        perturbedRows: (name, ids) => perturbRows(trained(name), ids, seeds[name], eps, h?.[name] ?? null, sign, after),
+        perturbedBlocks: (name, x, use) => {
+          const t = trained(name);
+          const out: Tensor[] = [];
+          for (const [r0, r1] of rowBlocks(t.shape as number[], chunk)) {
+            const prev = out.length ? out[out.length - 1] : x;
+            const block = perturb(
+              t.slice(0, r0, r1),
+              blockSeed(seeds[name], r0, t.shape as number[]),
+              eps,
+              h?.[name] ?? null,
+              sign,
+              Infinity,
+              [...after, prev],
+            );
+            out.push(use(block, r0, r1));
+          }
+          return out;
         },
+        perturbing: true,
       });
     const plus = forward(1, seedsPlus, []);
     g.addOutput("loss_plus", plus.cast("f32").id);
@@ -139,7 +186,6 @@ export function traceZoStep(def: ZoStepDefinition, mode: "zo" | "forward" = "zo"
   });
 }
 
-/** θ ± ε·ẑ for one tensor, z in row blocks of at most `chunk` elements when it is larger. */
 /** An i64 zero that depends on each of `after` (one element of each read), to order the graph. */
 function zeroAfter(after: readonly Tensor[]): Tensor | null {
   let z: Tensor | null = null;
@@ -152,6 +198,7 @@ function zeroAfter(after: readonly Tensor[]): Tensor | null {
   return z;
 }
 
+/** θ ± ε·ẑ for one tensor, z in row blocks of at most `chunk` elements when it is larger. */
 function perturb(
   t: Tensor,
   seed0: Tensor,
@@ -169,19 +216,51 @@ function perturb(
     const step = z.mul(eps.cast(theta.dtype));
     return sign > 0 ? theta.add(step) : theta.sub(step);
   };
-  const shape = t.shape as number[];
+  const blocks = rowBlocks(t.shape as number[], chunk);
+  if (blocks.length === 1) return one(t, seed);
+  return concat(
+    blocks.map(([r0, r1]) => one(t.slice(0, r0, r1), blockSeed(seed, r0, t.shape as number[]))),
+    0,
+  );
+}
+
+/** [r0, r1) row ranges of at most `chunk` elements each (one range for a vector or a small tensor). */
+function rowBlocks(shape: readonly number[], chunk: number): [number, number][] {
   const numel = shape.reduce((a, b) => a * b, 1);
   const rowSize = numel / (shape[0] || 1);
   const rows = Math.max(1, Math.floor(chunk / rowSize));
-  if (shape.length < 2 || numel <= chunk || rows >= shape[0]) return one(t, seed);
-  const parts: Tensor[] = [];
-  for (let r0 = 0; r0 < shape[0]; r0 += rows) {
-    const r1 = Math.min(shape[0], r0 + rows);
-    // seed < 2^32 and the offset < 2^32: the generator reduces the sum mod 2^32
-    const s = r0 === 0 ? seed : seed.add(scalar(seedOffset(r0 * rowSize), "i64"));
-    parts.push(one(t.slice(0, r0, r1), s));
-  }
-  return concat(parts, 0);
+  if (shape.length < 2 || numel <= chunk || rows >= shape[0]) return [[0, shape[0] ?? 1]];
+  const out: [number, number][] = [];
+  for (let r0 = 0; r0 < shape[0]; r0 += rows) out.push([r0, Math.min(shape[0], r0 + rows)]);
+  return out;
+}
+
+/** The seed whose stream starts at row r0 of a tensor of `shape` under `seed`. */
+function blockSeed(seed: Tensor, r0: number, shape: readonly number[]): Tensor {
+  const rowSize = shape.slice(1).reduce((a, b) => a * b, 1);
+  // seed < 2^32 and the offset < 2^32: the generator reduces the sum mod 2^32
+  return r0 === 0 ? seed : seed.add(scalar(seedOffset(r0 * rowSize), "i64"));
+}
+
+/**
+ * Rows `ids` of θ ± ε·ẑ, generating z only for them: one stream per looked-up row, seeded at the
+ * row's place in the tensor's stream (seed + id·seedOffset(row); the i64 product stays below 2^53
+ * for any vocabulary under 2^21 rows, and the generator reduces it mod 2^32).
+ */
+function perturbRows(t: Tensor, ids: Tensor, seed0: Tensor, eps: Tensor, h: Tensor | null, sign: 1 | -1, after: readonly Tensor[]): Tensor {
+  const dep = zeroAfter(after);
+  const seed = dep ? seed0.add(dep) : seed0;
+  const rowShape = (t.shape as number[]).slice(1);
+  const rowSize = rowShape.reduce((a, b) => a * b, 1);
+  const rows = t.gather(ids, 0);
+  const rowSeeds = ids
+    .cast("i64")
+    .mul(scalar(seedOffset(rowSize), "i64"))
+    .add(seed);
+  let z = randomNormal(rowSeeds, rowShape, t.dtype);
+  if (h) z = rows.abs().le(h).where(z, 0);
+  const step = z.mul(eps.cast(t.dtype));
+  return sign > 0 ? rows.add(step) : rows.sub(step);
 }
 
 export interface ZoStepResult {

@@ -11,8 +11,8 @@
 import type { CompileOptions } from "../../engine/exec/backend.js";
 import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import type { TensorDecl } from "../../engine/optim/train-step.js";
-import { crossEntropy } from "../../engine/trace/composites.js";
-import type { Tensor } from "../../engine/trace/tensor.js";
+import { crossEntropy, crossEntropyBlockStats, crossEntropyFromBlocks } from "../../engine/trace/composites.js";
+import { concat, type Tensor } from "../../engine/trace/tensor.js";
 import type { PreTrainedModel } from "../../models/pretrained.js";
 import { type ForwardContext, type LinearOptions, ModelError, WeightContext } from "../../nn/context.js";
 import { dropLeading } from "../../nn/prompt.js";
@@ -21,7 +21,7 @@ import { ModulesToSaveContext, modulesToSaveKeys } from "../../tuners/modules-to
 import type { PeftModel } from "../../tuners/peft-model.js";
 import { prepareBatch, stepBatchDecls, stepModelInputs, type TrainBatch } from "../../tuners/train.js";
 import { magnitudeThreshold } from "./sparse.js";
-import { compileForward, ZoStep, type ZoStepDefinition, type ZoStepResult, type ZoUpdateOptions } from "./step.js";
+import { compileForward, type ZoLossContext, ZoStep, type ZoStepDefinition, type ZoStepResult, type ZoUpdateOptions } from "./step.js";
 
 const IGNORE = -100;
 /** The authors' zo_update skips weight decay for names with "bias", "layer_norm" or "layernorm"; peftkit's norms are all "...norm...". */
@@ -182,29 +182,72 @@ function thresholdsOf(init: Record<string, HostTensor>, opts: ZoTrainerOptions):
 }
 
 /**
- * Full-weight mode's context: each linear layer and embedding gets a fresh perturbed weight
- * generated after its input exists (ZoLossContext.perturbedAfter), so one layer's z is live at a
- * time; a tied embedding is perturbed again for the head instead of kept through the forward.
- * Other weights (norms) are read once per forward.
+ * Full-weight mode's context: each linear layer gets a fresh perturbed weight generated after its
+ * input exists (ZoLossContext.perturbedAfter), so one layer's z is live at a time. An embedding
+ * lookup perturbs only the rows it reads (perturbedRows), and a linear layer larger than the step's
+ * chunk (a tied LM head: 49152 × 576 in SmolLM2) is applied in row blocks (perturbedBlocks), so
+ * neither builds a whole perturbed copy of the embedding. Other weights (norms) are read once per
+ * forward.
  */
 class PerturbedLinears extends WeightContext {
   constructor(
     get: (name: string) => Tensor | undefined,
     names: ReadonlySet<string>,
-    private readonly fresh: (name: string, after: Tensor) => Tensor | null,
+    /** The trained tensor behind a weight name (aliases resolved), or null when it is frozen. */
+    private readonly trained: (name: string) => string | null,
+    private readonly zo: Pick<ZoLossContext, "perturbedAfter" | "perturbedRows" | "perturbedBlocks">,
+    /** The LM head to fuse with the loss (see headLoss), or none. */
+    private readonly head: { path: string; labels: Tensor } | null = null,
   ) {
     super(get, names);
   }
 
+  /**
+   * The loss of the fused head: when the head's weight is trained, each block of its logits is
+   * reduced to cross-entropy statistics before the next block is generated, so neither the
+   * perturbed weight nor the whole logits exist (the logits are still returned, as a concat that
+   * the graph drops when nothing reads it). Valid only when the model returns those logits as
+   * they are: the caller checks `logits === out.logits`.
+   */
+  headLoss: { logits: Tensor; loss: Tensor } | null = null;
+
+  private fresh(name: string, after: Tensor): Tensor | null {
+    const k = this.trained(name);
+    return k === null ? null : this.zo.perturbedAfter(k, after);
+  }
+
   override linear(path: string, x: Tensor, opts: LinearOptions = {}): Tensor {
-    const w = this.fresh(`${path}.weight`, x) ?? this.weight(`${path}.weight`);
-    let y = x.matmul(opts.fanInFanOut ? w : w.transpose());
+    const k = this.trained(`${path}.weight`);
+    let y: Tensor;
+    if (k === null) y = x.matmul(opts.fanInFanOut ? this.weight(`${path}.weight`) : this.weight(`${path}.weight`).transpose());
+    else if (this.head && path === this.head.path && !opts.fanInFanOut && !this.hasWeight(`${path}.bias`)) {
+      const labels = this.head.labels;
+      const parts: Tensor[] = [];
+      const stats: Tensor[] = [];
+      this.zo.perturbedBlocks(k, x, (w, r0) => {
+        const p = x.matmul(w.transpose());
+        parts.push(p);
+        stats.push(crossEntropyBlockStats(p, labels, r0, { ignoreIndex: IGNORE }));
+        return stats[stats.length - 1];
+      });
+      y = parts.length === 1 ? parts[0] : concat(parts, -1);
+      this.headLoss = { logits: y, loss: crossEntropyFromBlocks(stats, labels, { ignoreIndex: IGNORE }) };
+    } else if (opts.fanInFanOut) {
+      // [in, out]: a block of rows is a block of inputs, and the blocks' products add up
+      const parts = this.zo.perturbedBlocks(k, x, (w, r0, r1) => x.slice(-1, r0, r1).matmul(w));
+      y = parts.reduce((a, b) => a.add(b));
+    } else {
+      // [out, in]: a block of rows is a block of output features
+      const parts = this.zo.perturbedBlocks(k, x, (w) => x.matmul(w.transpose()));
+      y = parts.length === 1 ? parts[0] : concat(parts, -1);
+    }
     if (this.hasWeight(`${path}.bias`)) y = y.add(this.fresh(`${path}.bias`, x) ?? this.weight(`${path}.bias`));
     return y;
   }
 
   override embedding(path: string, ids: Tensor): Tensor {
-    return (this.fresh(`${path}.weight`, ids) ?? this.weight(`${path}.weight`)).gather(ids, 0);
+    const k = this.trained(`${path}.weight`);
+    return k === null ? this.weight(`${path}.weight`).gather(ids, 0) : this.zo.perturbedRows(k, ids);
   }
 }
 
@@ -239,17 +282,21 @@ function fullDefinition(
     frozen,
     batch: stepBatchDecls(head, model.usesTokenTypeIds),
     sparse,
-    loss: ({ params: p, frozen: f, batch, perturbedAfter }) => {
+    loss: (zo) => {
+      const { params: p, frozen: f, batch } = zo;
       const at = (n: string) => {
         const k = aliases.get(n) ?? n;
         return k in p ? p[k] : f[k];
       };
-      const fresh = (n: string, after: Tensor) => {
+      const trained = (n: string) => {
         const k = aliases.get(n) ?? n;
-        return k in p ? perturbedAfter(k, after) : null;
+        return k in params ? k : null;
       };
-      const out = model.traceForward(new PerturbedLinears(at, names, fresh), stepModelInputs(batch));
+      const headPath = head === "causal_lm" ? "lm_head" : null;
+      const ctx = new PerturbedLinears(at, names, trained, zo, zo.perturbing && headPath ? { path: headPath, labels: batch.labels } : null);
+      const out = model.traceForward(ctx, stepModelInputs(batch));
       if (!out.logits) throw new ModelError(`a ${head} model has no logits to train on`);
+      if (ctx.headLoss && ctx.headLoss.logits === out.logits) return ctx.headLoss.loss;
       return crossEntropy(out.logits, batch.labels, { ignoreIndex: IGNORE });
     },
   };

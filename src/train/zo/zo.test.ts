@@ -34,8 +34,8 @@ const SEQ = [[5, 17, 99, 3, 42, 7, 7, 120, 64, 1]];
 const BATCH = { inputIds: SEQ, labels: SEQ };
 const INTERP = { backend: "interpreter", precision: "f64" } as const;
 
-function tinyModel(seed: number): PreTrainedModel {
-  const config = JSON.parse(readFileSync(join(GOLDEN_MODELS, "llama_gqa_tied", "config.json"), "utf8"));
+function tinyModel(seed: number, dir = "llama_gqa_tied"): PreTrainedModel {
+  const config = JSON.parse(readFileSync(join(GOLDEN_MODELS, dir, "config.json"), "utf8"));
   return PreTrainedModel.fromConfig(config, "causal_lm", { seed });
 }
 
@@ -144,10 +144,18 @@ describe("MeZO", () => {
     const eps = 1e-3;
     const lr = 1e-2;
     const seed = stepSeed(7, 0);
-    for (const compile of [INTERP, {}]) {
-      const model = tinyModel(11);
+    // chunk 100: the tied head runs in row blocks of the perturbed embedding (llama: [out, in],
+    // blocks of output features; gpt2: [in, out] Conv1D, blocks of inputs summed); the lookup always
+    // perturbs only the rows it reads
+    for (const [compile, chunk, dir] of [
+      [INTERP, undefined, "llama_gqa_tied"],
+      [INTERP, 100, "llama_gqa_tied"],
+      [INTERP, 100, "gpt2"],
+      [{}, undefined, "llama_gqa_tied"],
+    ] as const) {
+      const model = tinyModel(11, dir);
       const want = expectedStep(model, seed, eps, lr);
-      const t = await ZoTrainer.full(model, { compile });
+      const t = await ZoTrainer.full(model, { compile, chunk });
       const res = await t.train(BATCH, { lr, eps, seed });
       const exact = compile === INTERP;
       const gTol = exact ? 1e-9 * Math.max(1, Math.abs(want.g)) : 2e-2 * Math.abs(want.g) + 1e-3;
@@ -158,15 +166,16 @@ describe("MeZO", () => {
         const got = (model.weights.get(n) as HostTensor).data as Float32Array;
         const before = want.theta.get(n) as Float64Array;
         for (let j = 0; j < got.length; j++) {
-          // the f32 store rounds θ′; on ORT, g itself carries the f32 forwards' error
+          // the f32 store rounds θ′; g carries its own error into the step (the interpreter's ~1e-9
+          // relative: f32 ε, f64 sums; ORT's f32 forwards), which shows where θ′ ≈ 0 cancels
           const step = before[j] - exp[j];
-          const tol = 1e-7 * Math.abs(exp[j]) + 1e-12 + (exact ? 0 : 2.5e-2 * Math.abs(step));
+          const tol = 1e-7 * Math.abs(exp[j]) + 1e-12 + (exact ? 1e-8 : 2.5e-2) * Math.abs(step);
           assert.ok(Math.abs(got[j] - exp[j]) <= tol, `${n}[${j}]: ${got[j]} vs ${exp[j]} (step ${step})`);
           if (got[j] !== Math.fround(before[j])) moved++;
         }
       }
       assert.ok(moved > 0.99 * [...want.theta.values()].reduce((a, t) => a + t.length, 0), `only ${moved} entries moved`);
-      assert.equal(model.weights.get("lm_head.weight"), model.weights.get("model.embed_tokens.weight"));
+      if (dir === "llama_gqa_tied") assert.equal(model.weights.get("lm_head.weight"), model.weights.get("model.embed_tokens.weight"));
       await t.release();
       await model.release();
     }

@@ -398,7 +398,7 @@ function lowerRandom(normal: boolean): Lowering {
     const dt = a.attrs.dtype as DType;
     const i64 = (v: number) => b.scalar("i64", v);
     const seed32 = b.op("Mod", [a.ins[0], i64(TWO32)], [attrInt("fmod", 0)]);
-    const seedTerm = b.op("Mod", [b.op("Mul", [seed32, i64(RNG.K_SEED)]), i64(TWO32)], [attrInt("fmod", 0)]);
+    let seedTerm = b.op("Mod", [b.op("Mul", [seed32, i64(RNG.K_SEED)]), i64(TWO32)], [attrInt("fmod", 0)]);
     // The counters 0..n-1 are an exclusive CumSum of ones computed from the seed input, not a constant
     // Range: ORT's constant folding would turn the counter chain (Range, ·2, +1, ·K) into int64
     // initializers of numel elements each, about 40 bytes per generated value held for the session's
@@ -408,8 +408,15 @@ function lowerRandom(normal: boolean): Lowering {
     const nVec = shape.every((d) => typeof d === "number")
       ? b.shapeTensor([(shape as number[]).reduce((p, d) => p * d, 1)])
       : b.op("Reshape", [b.numelScalar(shape), b.shapeTensor([1])]);
-    const one = b.op("Add", [b.op("Min", [seed32, i64(0)]), i64(1)]);
+    // A batch of seeds (rank > 0) gives one stream per seed: the seed term is a column [m, 1] against
+    // the counters [n], and the hash is [m, n]. `one` must be a scalar that depends on the seed; a
+    // sum of seed·0 is 0 even for an empty batch.
+    const seedRank = a.inTypes[0].shape.length;
+    const dep =
+      seedRank === 0 ? b.op("Min", [seed32, i64(0)]) : b.op("ReduceSum", [b.op("Mul", [seed32, i64(0)])], [attrInt("keepdims", 0)]);
+    const one = b.op("Add", [dep, i64(1)]);
     const idx = b.op("CumSum", [b.op("Expand", [one, nVec]), i64(0)], [attrInt("exclusive", 1)]);
+    if (seedRank > 0) seedTerm = b.op("Reshape", [seedTerm, b.i64s([-1, 1])]);
     let flat: string;
     if (!normal) {
       flat = bitsToUnit(b, hashBits(b, idx, seedTerm), dt, false);
@@ -423,7 +430,7 @@ function lowerRandom(normal: boolean): Lowering {
       const ang = b.op("Cos", [b.op("Mul", [u2, b.scalar(dt, 2 * Math.PI)])]);
       flat = b.op("Mul", [rad, ang]);
     }
-    b.op("Reshape", [flat, b.shapeTensor(shape)], [attrInt("allowzero", 1)], a.outs[0]);
+    b.op("Reshape", [flat, b.shapeTensor([...a.inTypes[0].shape, ...shape])], [attrInt("allowzero", 1)], a.outs[0]);
     return undefined;
   };
 }

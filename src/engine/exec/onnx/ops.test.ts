@@ -248,6 +248,12 @@ add({
   fn: (s) => [randomNormal(s, [4, 5]), randomNormal(s, [9], "f64")],
   tol: { rtol: 1e-5, scaleTol: 1e-6 },
 });
+add({
+  name: "random_normal, a batch of seeds",
+  specs: [spec("i64", ["batch", 2], "seed")],
+  fn: (s) => [randomNormal(s, [5]), randomUniform(s, [3, 2], "f64")],
+  tol: { rtol: 1e-5, scaleTol: 1e-6 },
+});
 add({ name: "stop_gradient", specs: [spec("f32", [3], "x")], fn: (x) => x.stopGradient().mul(2) });
 add({
   name: "custom_vjp",

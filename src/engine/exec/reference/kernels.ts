@@ -565,11 +565,15 @@ function random(normal: boolean): Kernel {
     const dtype = attrs.dtype as DType;
     const n = size(shape);
     if (n > 2 ** 32) throw new BackendError(`${op}: ${n} elements exceed the 2^32 counters of the generator`);
-    const s = reduceSeed(seed.big ? seed.big[0] : BigInt(seed.data[0]));
-    const out = new Float64Array(n);
-    if (normal) for (let i = 0; i < n; i++) out[i] = normalAt(s, i);
-    else for (let i = 0; i < n; i++) out[i] = uniformAt(s, i);
-    return [val(dtype, shape, settle(ctx, dtype, out))];
+    const m = seed.big ? seed.big.length : seed.data.length;
+    const out = new Float64Array(m * n);
+    for (let k = 0; k < m; k++) {
+      const s = reduceSeed(seed.big ? seed.big[k] : BigInt(seed.data[k]));
+      const o = k * n;
+      if (normal) for (let i = 0; i < n; i++) out[o + i] = normalAt(s, i);
+      else for (let i = 0; i < n; i++) out[o + i] = uniformAt(s, i);
+    }
+    return [val(dtype, [...seed.shape, ...shape], settle(ctx, dtype, out))];
   };
 }
 
