@@ -66,6 +66,7 @@ export async function trainZo(o: Flags, modelDir: string, peftConfig: Record<str
       ...tensorRunBasics(o, train, tokenizer),
       eps,
       sparsity,
+      split: Boolean(o.zoSplit),
       weightDecay: o.weightDecay as number,
       saveSteps: (o.saveSteps as number) || undefined,
       saveTotalLimit: o.saveTotalLimit as number,

@@ -768,6 +768,11 @@ export const TRAIN_FLAGS: CommandSpec["flags"] = [
     min: 0,
     exclusiveMax: 1,
   },
+  {
+    name: "zo-split",
+    type: "boolean",
+    help: "mezo, sparse_mezo: run the two forwards as two runs of a one-forward graph: less memory (SmolLM2-135M: 0.87× inference instead of 1.08×) and faster session creation, about a fifth more time per step",
+  },
   { name: "warmup", type: "number", meta: "N", help: "warmup steps (>= 1) or fraction of all steps (< 1)", default: 0, min: 0 },
   { name: "optimizer", type: "string", help: "optimizer", default: "adamw", choices: ["adamw", "sgd"] },
   { name: "weight-decay", type: "number", meta: "W", help: "weight decay", default: 0, min: 0 },
@@ -841,9 +846,12 @@ export const trainCommand: CommandSpec = {
     const zo = (ZO_METHODS as readonly string[]).includes(o.method as string);
     o.schedule ??= zo ? "constant" : "linear";
     if (!zo)
-      for (const f of ["zoOver", "zoSparsity"] as const)
-        if (o[f] !== undefined)
-          throw new UsageError(`--${f === "zoOver" ? "zo-over" : "zo-sparsity"} is for --method mezo or sparse_mezo, not ${o.method}`);
+      for (const [f, flag] of [
+        ["zoOver", "zo-over"],
+        ["zoSparsity", "zo-sparsity"],
+        ["zoSplit", "zo-split"],
+      ] as const)
+        if (o[f] !== undefined && o[f] !== false) throw new UsageError(`--${flag} is for --method mezo or sparse_mezo, not ${o.method}`);
     // The adapter method: the one ZO trains with --zo-over.
     const adapterMethod = zo ? ((o.zoOver as string | undefined) ?? null) : (o.method as string);
     // Prompt/prefix soft tokens take positions too (in the sequence, or shifting the real ones).

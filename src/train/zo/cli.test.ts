@@ -65,12 +65,25 @@ describe("peftkit train --method mezo / sparse_mezo", () => {
     assert.ok(existsSync(join(tmp, "sparse-lora-straight", "adapter_config.json")));
   });
 
+  test("--zo-split trains every weight to the same values bit for bit (the looked-up rows, the blocked head)", () => {
+    const runs = ["one-graph", "split"].map((name) => {
+      const dir = join(tmp, name);
+      const r = train(["--method", "mezo", "--lr", "1e-5", ...(name === "split" ? ["--zo-split"] : [])], dir);
+      assert.equal(r.code, 0, r.stderr);
+      return { dir, tensors: readSafetensors(join(dir, "trained_tensors.safetensors")).tensors };
+    });
+    assert.deepEqual(metrics(runs[1].dir), metrics(runs[0].dir));
+    assert.ok(Object.keys(runs[0].tensors).some((n) => n.includes("embed_tokens")));
+    for (const [key, t] of Object.entries(runs[0].tensors)) assert.deepEqual(runs[1].tensors[key].data, t.data, key);
+  });
+
   test("usage errors name the flag (exit 2, one line)", () => {
     const cases: [string[], RegExp][] = [
       [["--method", "sparse_mezo", "--zo-sparsity", "1"], /--zo-sparsity must be in \[0, 1\), got 1/],
       [["--method", "mezo", "--grad-accum", "2"], /--grad-accum 2: --method mezo takes one batch per step/],
       [["--method", "mezo", "--zo-sparsity", "0.5"], /--zo-sparsity is for --method sparse_mezo, not mezo/],
       [["--method", "lora", "--zo-over", "lora"], /--zo-over is for --method mezo or sparse_mezo, not lora/],
+      [["--method", "lora", "--zo-split"], /--zo-split is for --method mezo or sparse_mezo, not lora/],
       [["--method", "mezo", "--zo-eps", "0"], /--zo-eps must be > 0, got 0/],
     ];
     for (const [args, re] of cases) {

@@ -71,6 +71,8 @@ export interface ZoRunOptions extends TensorRunBasics {
   target: string[] | null;
   eps: number;
   sparsity: number | null;
+  /** The two forwards as two runs of a one-forward graph (ZoStepDefinition.split): less memory. */
+  split?: boolean;
   weightDecay: number;
   saveSteps?: number;
   saveTotalLimit?: number;
@@ -117,7 +119,7 @@ export async function runZo(o: ZoRunOptions): Promise<{ steps: number; finalLoss
           .map(([k, t]) => [k.slice(THRESHOLD.length), Number(t.data[0])]),
       )
     : undefined;
-  const opts = { sparsity: o.sparsity ?? undefined, thresholds };
+  const opts = { sparsity: o.sparsity ?? undefined, thresholds, split: o.split };
   const trainer = o.peft ? await ZoTrainer.adapter(o.peft, opts) : await ZoTrainer.full(o.model, { ...opts, trains: o.trains });
   const stream = new BatchStream(o.train, { batchSize: o.batchSize, seed: o.seed, padId: o.padId });
   const metricsPath = join(o.outputDir, "metrics.jsonl");

@@ -109,6 +109,7 @@ export class ZoTrainer {
         frozen,
         batch: stepBatchDecls(head, model.usesTokenTypeIds),
         sparse: opts.sparsity !== undefined,
+        split: opts.split,
         loss: ({ params: p, frozen: f, batch }) => {
           const base = new WeightContext((n) => f[n], new Set(Object.keys(f)));
           let ctx: ForwardContext = base;
