@@ -53,8 +53,20 @@ export async function causalTrainData(o: Flags, modelDir: string) {
   if (FORMAT_TASKS[data.format].head !== "causal_lm")
     throw new UsageError(`--method ${o.method} trains causal language models; ${o.data} holds ${data.format} records`);
   const ef = o.evalFraction as number;
-  const train = ef > 0 && data.examples.length >= 20 ? splitDataset(data.examples, ef, o.seed as number).train : data.examples;
-  return { tokenizer, format: data.format, train };
+  // The held-out examples as `peftkit train` takes them: --eval-data, else --eval-fraction of --data.
+  let train: Example[] = data.examples;
+  let evalSet: Example[] = [];
+  if (o.evalData) {
+    evalSet = (
+      await loadDataset(o.evalData as string, {
+        tokenizer,
+        format: data.format,
+        maxLength: o.maxLength as number,
+        onBadRecord: o.onBadRecord as "error" | "skip",
+      })
+    ).examples;
+  } else if (ef > 0 && data.examples.length >= 20) ({ train, eval: evalSet } = splitDataset(data.examples, ef, o.seed as number));
+  return { tokenizer, format: data.format, train, eval: evalSet };
 }
 
 export async function trainSelective(o: Flags, modelDir: string): Promise<number> {

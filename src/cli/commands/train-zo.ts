@@ -4,8 +4,13 @@
  * names) and the output folder holds the changed tensors; with --zo-over the adapter of that
  * method trains and the output is an adapter folder. Causal-LM data only.
  */
+import type { PreTrainedTokenizer } from "../../io/tokenizer.js";
 import { PreTrainedModel } from "../../models/pretrained.js";
+import { BatchStream, type DataFormat, type Example } from "../../train/data/index.js";
+import type { EvalBatch } from "../../train/evaluate.js";
 import { gradNormTargets } from "../../train/gradnorm-run.js";
+import { completionItems } from "../../train/run.js";
+import type { EvalSource } from "../../train/trainer.js";
 import { runZo, type ZoMethod } from "../../train/zo/run.js";
 import { checkSparsity, ZoSparsityError } from "../../train/zo/sparse.js";
 import { PeftConfigError } from "../../tuners/config.js";
@@ -20,6 +25,8 @@ export async function trainZo(o: Flags, modelDir: string, peftConfig: Record<str
       `--grad-accum ${o.gradAccum}: --method ${method} takes one batch per step (the authors assert gradient_accumulation_steps == 1)`,
     );
   if (o.pack) throw new UsageError(`--pack: --method ${method} does not pack examples yet`);
+  if (o.earlyStoppingPatience !== undefined)
+    throw new UsageError(`--early-stopping-patience: --method ${method} evaluates (--eval-steps) but does not stop early`);
   const eps = o.zoEps as number;
   if (!(eps > 0) || !Number.isFinite(eps)) throw new UsageError(`--zo-eps ${eps}: want a positive number`);
   let sparsity: number | null = null;
@@ -32,10 +39,9 @@ export async function trainZo(o: Flags, modelDir: string, peftConfig: Record<str
       throw e;
     }
   } else if (o.zoSparsity !== undefined) throw new UsageError(`--zo-sparsity is for --method sparse_mezo, not ${method}`);
-  if (o.evalData) process.stderr.write(`warning: --method ${method} does not evaluate during training; --eval-data is ignored\n`);
   if (o.optimizer !== "adamw" || (o.clipNorm as number) !== 1)
     process.stderr.write(`warning: --method ${method} is ZO-SGD; --optimizer and --clip-norm are ignored\n`);
-  const { tokenizer, format, train } = await causalTrainData(o, modelDir);
+  const { tokenizer, format, train, eval: held } = await causalTrainData(o, modelDir);
   const model = await PreTrainedModel.load(modelDir, "causal_lm", { threads: o.threads as number | undefined });
   try {
     let peft: PeftModel | null = null;
@@ -74,6 +80,9 @@ export async function trainZo(o: Flags, modelDir: string, peftConfig: Record<str
       resume: Boolean(o.resume),
       record: { ...o, data_format: format, train_examples: train.length, peft_config: peftConfig },
       log: (line) => process.stdout.write(`${line}\n`),
+      evaluation: held.length
+        ? { source: evalSource(held, tokenizer, o, format), tokenizer, every: o.evalSteps as number | undefined }
+        : undefined,
     });
     process.stdout.write(
       `saved ${o.outputDir}/${peftConfig ? "adapter_model.safetensors" : "trained_tensors.safetensors"} (${r.trainable.toLocaleString("en-US")} parameters trained by ${method})\n`,
@@ -86,3 +95,16 @@ export async function trainZo(o: Flags, modelDir: string, peftConfig: Record<str
 
 /** --zo-sparsity's default (Sparse MeZO's paper gives none; docs/methods/mezo.md). */
 export const ZO_SPARSITY_DEFAULT = 0.75;
+
+/**
+ * The held-out examples as `peftkit train` evaluates them: loss batches at --batch-size, and exact
+ * match by generation on up to 200 prompt/completion or chat examples.
+ */
+function evalSource(examples: Example[], tokenizer: PreTrainedTokenizer, o: Flags, format: DataFormat): EvalSource {
+  const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
+  const batches = new BatchStream(examples, { batchSize: o.batchSize as number, seed: 0, padId, shuffle: false }).epochBatches(
+    0,
+  ) as EvalBatch[];
+  const generative = format === "prompt_completion" || format === "chat";
+  return { batches, completions: generative ? completionItems(examples, tokenizer, 200) : undefined };
+}

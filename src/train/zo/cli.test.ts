@@ -9,7 +9,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { readSafetensors } from "../../io/safetensors.js";
-import { kindOfTrainArgs, tempDir, trainWith, writeKindOfData } from "../../testing/train-cli.js";
+import { runCli } from "../../testing/cli.js";
+import { kindOfTrainArgs, MODEL, tempDir, trainWith, writeKindOfData } from "../../testing/train-cli.js";
 
 const tmp = tempDir("peftkit-mezo-cli-");
 const data = writeKindOfData(tmp);
@@ -77,6 +78,70 @@ describe("peftkit train --method mezo / sparse_mezo", () => {
     for (const [key, t] of Object.entries(runs[0].tensors)) assert.deepEqual(runs[1].tensors[key].data, t.data, key);
   });
 
+  test("--eval-data / --eval-steps: evaluated every N steps and at the end, on the weights as they stand", () => {
+    const evalData = join(tmp, "train.jsonl");
+    const evalRows = (dir: string) =>
+      readFileSync(join(dir, "metrics.jsonl"), "utf8")
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as { step: number; eval_loss?: number; eval_exact_match?: number })
+        .filter((r) => r.eval_loss !== undefined);
+    // over LoRA: the last evaluation is what `peftkit eval` gives the saved adapter
+    const lora = join(tmp, "eval-lora");
+    const args = [
+      "--method",
+      "mezo",
+      "--zo-over",
+      "lora",
+      "--lr",
+      "1e-1",
+      "--zo-eps",
+      "1e-2",
+      "--eval-data",
+      evalData,
+      "--eval-steps",
+      "4",
+    ];
+    const r = train(args, lora);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /eval at step 4: eval_loss/);
+    const rows = evalRows(lora);
+    assert.deepEqual(
+      rows.map((x) => x.step),
+      [4, 6],
+    );
+    assert.ok(rows.every((x) => x.eval_exact_match !== undefined));
+    const ev = runCli([
+      "eval",
+      "--model",
+      MODEL,
+      "--adapter",
+      lora,
+      "--data",
+      evalData,
+      "--batch-size",
+      "4",
+      "--output",
+      join(tmp, "ev.json"),
+    ]);
+    assert.equal(ev.code, 0, ev.stderr);
+    const want = JSON.parse(readFileSync(join(tmp, "ev.json"), "utf8")).eval_loss as number;
+    assert.ok(Math.abs((rows[1].eval_loss as number) - want) < 1e-5 * want, `${rows[1].eval_loss} vs peftkit eval ${want}`);
+    // full weights, trained in place: evaluating along the way changes nothing, and the last
+    // evaluation equals that of a run evaluated only at its end
+    const full = ["--method", "mezo", "--lr", "1e-4", "--eval-data", evalData];
+    const along = train([...full, "--eval-steps", "2"], join(tmp, "eval-full"));
+    const once = train(full, join(tmp, "eval-full-once"));
+    assert.equal(along.code + once.code, 0, along.stderr + once.stderr);
+    const losses = evalRows(join(tmp, "eval-full")).map((x) => x.eval_loss as number);
+    assert.equal(losses.length, 3);
+    assert.equal(new Set(losses).size, 3, `evaluations did not change: ${losses}`);
+    assert.deepEqual(
+      evalRows(join(tmp, "eval-full-once")).map((x) => x.eval_loss),
+      [losses[2]],
+    );
+  });
+
   test("usage errors name the flag (exit 2, one line)", () => {
     const cases: [string[], RegExp][] = [
       [["--method", "sparse_mezo", "--zo-sparsity", "1"], /--zo-sparsity must be in \[0, 1\), got 1/],
@@ -84,6 +149,10 @@ describe("peftkit train --method mezo / sparse_mezo", () => {
       [["--method", "mezo", "--zo-sparsity", "0.5"], /--zo-sparsity is for --method sparse_mezo, not mezo/],
       [["--method", "lora", "--zo-over", "lora"], /--zo-over is for --method mezo or sparse_mezo, not lora/],
       [["--method", "lora", "--zo-split"], /--zo-split is for --method mezo or sparse_mezo, not lora/],
+      [
+        ["--method", "mezo", "--early-stopping-patience", "2"],
+        /--early-stopping-patience: --method mezo evaluates \(--eval-steps\) but does not stop early/,
+      ],
       [["--method", "mezo", "--zo-eps", "0"], /--zo-eps must be > 0, got 0/],
     ];
     for (const [args, re] of cases) {

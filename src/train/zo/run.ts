@@ -17,6 +17,7 @@ import { type HostTensor, hostTensor } from "../../engine/ir/host.js";
 import { writeFileAtomic } from "../../io/atomic-write.js";
 import { faultPoint } from "../../io/fault.js";
 import { readSafetensors, writeSafetensors } from "../../io/safetensors.js";
+import type { PreTrainedTokenizer } from "../../io/tokenizer.js";
 import type { PreTrainedModel } from "../../models/pretrained.js";
 import type { PeftModel } from "../../tuners/peft-model.js";
 import { weightsFingerprint } from "../../util/fingerprint.js";
@@ -30,10 +31,12 @@ import {
   type TrainerState,
 } from "../checkpoint.js";
 import { BatchStream } from "../data/index.js";
+import { type EvalMetrics, evaluate } from "../evaluate.js";
 import { truncateMetrics } from "../metrics-file.js";
 import { refuseEarlierRun } from "../run.js";
 import { learningRate, TrainingArgsError, warmupSteps } from "../schedule.js";
 import { type SelectiveConfig, type TensorRunBasics, writeTrained } from "../selective-run.js";
+import type { EvalSource } from "../trainer.js";
 import { stepSeed } from "./seeds.js";
 import { checkSparsity } from "./sparse.js";
 import { ZoTrainer } from "./trainer.js";
@@ -80,6 +83,12 @@ export interface ZoRunOptions extends TensorRunBasics {
   resume: boolean;
   record?: Record<string, unknown>;
   log?: (line: string) => void;
+  /**
+   * Evaluation during training, as `peftkit train` does it: every `every` steps (when given) and
+   * after the last step, on the model as it stands (full weights are trained in place; an adapter
+   * is synced after every step). Each result is a line of metrics.jsonl.
+   */
+  evaluation?: { source: EvalSource; tokenizer: PreTrainedTokenizer; every?: number };
 }
 
 export async function runZo(o: ZoRunOptions): Promise<{ steps: number; finalLoss: number; trainable: number }> {
@@ -167,6 +176,7 @@ export async function runZo(o: ZoRunOptions): Promise<{ steps: number; finalLoss
   const warm = warmupSteps(o.warmup, o.maxSteps);
   const started = Date.now();
   let lastLoss = Number.NaN;
+  let lastEval: EvalMetrics | null = null;
   try {
     while (state.step < o.maxSteps) {
       faultPoint("train:step");
@@ -186,6 +196,21 @@ export async function runZo(o: ZoRunOptions): Promise<{ steps: number; finalLoss
         log(
           `step ${state.step}/${o.maxSteps}: loss ${res.lossPlus.toFixed(4)} (−εz: ${res.lossMinus.toFixed(4)}), g ${res.projectedGrad.toExponential(3)}`,
         );
+      const ev = o.evaluation;
+      if (ev && ((ev.every && state.step % ev.every === 0) || state.step === o.maxSteps)) {
+        lastEval = await evaluate(o.peft ?? o.model, ev.source.batches, {
+          causal: true,
+          classification: false,
+          completions: ev.source.completions,
+          tokenizer: ev.tokenizer,
+        });
+        appendFileSync(metricsPath, `${JSON.stringify({ step: state.step, ...lastEval })}\n`);
+        log(
+          `eval at step ${state.step}: ${Object.entries(lastEval)
+            .map(([k, v]) => `${k} ${typeof v === "number" ? v.toFixed(4) : v}`)
+            .join("  ")}`,
+        );
+      }
       if (o.saveSteps && state.step % o.saveSteps === 0 && state.step < o.maxSteps) checkpoint();
     }
     if (lastSaved !== state.step) checkpoint();
@@ -197,6 +222,7 @@ export async function runZo(o: ZoRunOptions): Promise<{ steps: number; finalLoss
       trainableParams: trainer.trainedParameters(),
       stoppedBy: "max_steps",
       finalLoss: lastLoss,
+      lastEval,
     };
     writeFileAtomic(join(o.outputDir, "training_args.json"), `${JSON.stringify({ ...o.record, method: o.method, zo, result }, null, 2)}\n`);
   } finally {

@@ -59,10 +59,21 @@ export class ZoTrainer {
       { params: init, frozen: frozenInit, thresholds: thresholdsOf(init, opts), decay: Object.keys(init).filter((k) => !noDecay(k)) },
       { ...model.compileOptions, ...opts.compile },
     );
+    // The model's own map must keep pointing at the trained tensors: its inference path may
+    // re-point entries at packed copies (WeightStacks, src/models/stacked.ts), which the in-place
+    // update would then leave behind. Evaluation during training, and any use of the model after
+    // it, read the map.
+    const keyOf = new Map(Object.entries(init).map(([k, t]) => [t, k]));
+    const names = [...model.weights].flatMap(([n, t]) => {
+      const k = keyOf.get(t);
+      return k === undefined ? [] : [[n, k] as const];
+    });
     return new ZoTrainer(
       step,
       (b) => prepareBatch(model.head, b, model.usesTokenTypeIds),
-      () => {},
+      () => {
+        for (const [n, k] of names) model.weights.set(n, step.params[k]);
+      },
     );
   }
 
@@ -137,7 +148,13 @@ export class ZoTrainer {
       { params: init, frozen: frozenInit, thresholds: thresholdsOf(init, opts), decay: Object.keys(init).filter((k) => !noDecay(k)) },
       { ...model.compileOptions, ...opts.compile },
     );
-    const sync = () => peft.setAdapterTensors(name, new Map([...a.tensors, ...Object.entries(step.params)]));
+    // Fresh HostTensor objects over the same buffers: the PeftModel memoizes values prepared from
+    // its tensors by object identity, and the update changes the buffers in place.
+    const sync = () =>
+      peft.setAdapterTensors(
+        name,
+        new Map([...a.tensors, ...Object.entries(step.params).map(([k, t]) => [k, hostTensor(t.dtype, [...t.shape], t.data)] as const)]),
+      );
     sync();
     return new ZoTrainer(step, (b) => prepareBatch(head, b, model.usesTokenTypeIds), sync);
   }
