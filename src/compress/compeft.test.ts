@@ -223,7 +223,13 @@ describe("ComPEFT --bits > 1: Lloyd–Max magnitude levels (peftkit extension)",
 
   const tensors = new Map([
     ["x.w", f32([6, 9], noise(54, 11))],
-    ["y.w", f32([40], noise(40, 12).map((v) => v * v * v))],
+    [
+      "y.w",
+      f32(
+        [40],
+        noise(40, 12).map((v) => v * v * v),
+      ),
+    ],
     ["z.w", f32([3], [0.25, -0.5, 0])],
   ]);
   const keptOf = (c: CompressedAdapter, name: string) => popcount((c.tensors.get(name) as CompressedTensor).mask);
@@ -241,7 +247,10 @@ describe("ComPEFT --bits > 1: Lloyd–Max magnitude levels (peftkit extension)",
           const tau = group.flatMap((n) => values(tensors.get(n)));
           const out = group.flatMap((n) => values(dense.get(n)));
           const kept = referenceTopK(tau, keptCount(tau.length, 0.6)).filter((i) => tau[i] !== 0);
-          const fitted = lloydMax(Float64Array.from(kept, (i) => Math.abs(tau[i])), 2 ** (bits - 1));
+          const fitted = lloydMax(
+            Float64Array.from(kept, (i) => Math.abs(tau[i])),
+            2 ** (bits - 1),
+          );
           const levels = [...fitted].map((l) => Math.fround(alpha * l));
           const stored = scope === "global" ? (c.levels as Float32Array) : (c.tensors.get(group[0]) as CompressedTensor).magnitudes?.levels;
           assert.ok(stored && stored.length <= 2 ** (bits - 1));
@@ -280,8 +289,20 @@ describe("ComPEFT --bits > 1: Lloyd–Max magnitude levels (peftkit extension)",
   it("the error over the kept entries falls with b (1 at its best α, then 2, 3, 4, 8)", () => {
     // A random "adapter": 3000 entries, magnitudes spread over two orders of magnitude.
     const big = new Map([
-      ["a", f32([1000], noise(1000, 21).map((v) => v * Math.exp(3 * v)))],
-      ["b", f32([2000], noise(2000, 22).map((v) => v * v * Math.sign(v)))],
+      [
+        "a",
+        f32(
+          [1000],
+          noise(1000, 21).map((v) => v * Math.exp(3 * v)),
+        ),
+      ],
+      [
+        "b",
+        f32(
+          [2000],
+          noise(2000, 22).map((v) => v * v * Math.sign(v)),
+        ),
+      ],
     ]);
     const tau = [...values(big.get("a")), ...values(big.get("b"))];
     const kept = referenceTopK(tau, keptCount(tau.length, 0.3));
@@ -298,7 +319,8 @@ describe("ComPEFT --bits > 1: Lloyd–Max magnitude levels (peftkit extension)",
     const closedForm = mags.reduce((s, m) => s + (m - mean) ** 2, 0);
     assert.ok(Math.abs(one - closedForm) <= 1e-5 * closedForm, `b = 1 at α*: ${one} vs Σ(|τ| − mean)² = ${closedForm}`);
     const errors = [one];
-    for (const bits of [2, 3, 4, 8] as const) errors.push(sse(compressTensors(big, { density: 0.3, alpha: 1, scope: "global", init: 0, bits })));
+    for (const bits of [2, 3, 4, 8] as const)
+      errors.push(sse(compressTensors(big, { density: 0.3, alpha: 1, scope: "global", init: 0, bits })));
     for (let i = 1; i < errors.length; i++) assert.ok(errors[i] < errors[i - 1], `SSE by b = 1, 2, 3, 4, 8: ${errors.join(", ")}`);
     // And α = 1 is the right scale for fitted levels: α ≠ 1 is worse.
     for (const alpha of [0.9, 1.1])
@@ -307,7 +329,13 @@ describe("ComPEFT --bits > 1: Lloyd–Max magnitude levels (peftkit extension)",
 
   it("IA³ (init 1): τ = θ − 1 is coded, and 1 is added back", () => {
     // τ = [0.5, −1, 2, −0.25]; D = 0.75 keeps 2, −1, 0.5; b = 3 has 4 ≥ 3 levels: each magnitude is its own level.
-    const c = compressTensors(new Map([["l", f32([4], [1.5, 0, 3, 0.75])]]), { density: 0.75, alpha: 1, scope: "global", init: 1, bits: 3 });
+    const c = compressTensors(new Map([["l", f32([4], [1.5, 0, 3, 0.75])]]), {
+      density: 0.75,
+      alpha: 1,
+      scope: "global",
+      init: 1,
+      bits: 3,
+    });
     assert.deepEqual([...(c.levels as Float32Array)], [0.5, 1, 2]);
     assert.deepEqual(values(decompressAdapter(c).get("l")), [1.5, 0, 3, 1]);
   });
@@ -346,11 +374,14 @@ describe("ComPEFT --bits > 1: Lloyd–Max magnitude levels (peftkit extension)",
     );
     it(
       `${scope}: refuses a levels tensor longer than 2^(b−1)`,
-      broken((p) => {
-        const t = p.tensors[levelsKey];
-        p.tensors[levelsKey] = { dtype: "F32", shape: [9], data: new Uint8Array(36) };
-        assert.ok(t.shape[0] <= 8);
-      }, new RegExp(`^f\\.safetensors: tensor "${levelsKey}": has 9 levels, expected 1 to 2\\^\\(4−1\\) = 8 at bits 4$`)),
+      broken(
+        (p) => {
+          const t = p.tensors[levelsKey];
+          p.tensors[levelsKey] = { dtype: "F32", shape: [9], data: new Uint8Array(36) };
+          assert.ok(t.shape[0] <= 8);
+        },
+        new RegExp(`^f\\.safetensors: tensor "${levelsKey}": has 9 levels, expected 1 to 2\\^\\(4−1\\) = 8 at bits 4$`),
+      ),
     );
     it(
       `${scope}: refuses a code that points past the levels`,
@@ -383,9 +414,12 @@ describe("ComPEFT --bits > 1: Lloyd–Max magnitude levels (peftkit extension)",
   for (const bad of ["5", "1", "0", "16", "2.0", "two"])
     it(
       `refuses metadata "bits" = ${JSON.stringify(bad)}`,
-      brokenMeta((m) => {
-        m.bits = bad;
-      }, new RegExp(`^f\\.safetensors: metadata "bits" must be one of 2, 3, 4, 8 \\(absent for 1\\), got "${bad}"$`)),
+      brokenMeta(
+        (m) => {
+          m.bits = bad;
+        },
+        new RegExp(`^f\\.safetensors: metadata "bits" must be one of 2, 3, 4, 8 \\(absent for 1\\), got "${bad}"$`),
+      ),
     );
   it(
     'refuses "bits" in a format_version 1 file',
@@ -402,6 +436,9 @@ describe("ComPEFT --bits > 1: Lloyd–Max magnitude levels (peftkit extension)",
   it("refuses a codebook tensor of the other scope", () => {
     const p = compeftParts(c2);
     const parts = { tensors: { ...p.tensors, "x.w.compeft_levels": p.tensors.compeft_levels }, metadata: p.metadata };
-    assert.throws(() => compeftFromParts(parts, "f"), /tensor "x\.w\.compeft_levels" in a global-scope file \(one codebook, in tensor "compeft_levels"\)/);
+    assert.throws(
+      () => compeftFromParts(parts, "f"),
+      /tensor "x\.w\.compeft_levels" in a global-scope file \(one codebook, in tensor "compeft_levels"\)/,
+    );
   });
 });

@@ -230,7 +230,11 @@ export function nearestLevel(x: number, levels: ArrayLike<number>): number {
  * as its nearest scaled level to α·|τ|; levels that no value uses are dropped (codes renumbered),
  * so the codebook holds at most min(2^(b−1), distinct magnitudes) levels.
  */
-export function quantiseMagnitudes(mags: Float64Array, bits: Exclude<CompeftBits, 1>, alpha: number): { levels: Float32Array; codes: Int32Array } {
+export function quantiseMagnitudes(
+  mags: Float64Array,
+  bits: Exclude<CompeftBits, 1>,
+  alpha: number,
+): { levels: Float32Array; codes: Int32Array } {
   const fitted = lloydMax(mags, 2 ** (bits - 1));
   const scaled = Float32Array.from(fitted, (l) => alpha * l);
   const codes = new Int32Array(mags.length);
@@ -466,7 +470,9 @@ function metaBits(metadata: Readonly<Record<string, string>>, file: string): Com
   if (!(/^[0-9]+$/.test(raw) && isCompeftBits(b) && b !== 1))
     throw new CompeftError(`${file}: metadata "bits" must be one of 2, 3, 4, 8 (absent for 1), got ${JSON.stringify(raw)}`);
   if (metadata.format_version !== COMPEFT_VERSION_CODES)
-    throw new CompeftError(`${file}: metadata "bits" is ${raw} but format_version is "${metadata.format_version}" (b ≥ 2 files are "${COMPEFT_VERSION_CODES}")`);
+    throw new CompeftError(
+      `${file}: metadata "bits" is ${raw} but format_version is "${metadata.format_version}" (b ≥ 2 files are "${COMPEFT_VERSION_CODES}")`,
+    );
   return b;
 }
 
@@ -564,7 +570,13 @@ export function compeftFromParts(parts: CompeftFileParts, file: string): Compres
       );
     if (!padBitsClear(sign, kept)) throw new CompeftError(`${file}: tensor "${name}${SIGN}" has bits set past its ${kept} signs`);
     if (bits !== 1) {
-      out.set(name, { shape: shape as number[], mask, sign, scale: Number.NaN, magnitudes: codesOf(parts, file, name, bits, kept, globalLevels) });
+      out.set(name, {
+        shape: shape as number[],
+        mask,
+        sign,
+        scale: Number.NaN,
+        magnitudes: codesOf(parts, file, name, bits, kept, globalLevels),
+      });
       continue;
     }
     let scale = globalScale;
