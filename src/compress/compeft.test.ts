@@ -277,7 +277,7 @@ describe("ComPEFT --bits > 1: Lloyd–Max magnitude levels (peftkit extension)",
         const parts = compeftParts(c);
         for (const name of names) {
           const m = keptOf(c, name);
-          assert.equal(parts.tensors[name + ".compeft_code"].data.length, Math.ceil((m * (bits - 1)) / 8), name);
+          assert.equal(parts.tensors[`${name}.compeft_code`].data.length, Math.ceil((m * (bits - 1)) / 8), name);
           const n = (tensors.get(name) as HostTensor).data.length;
           assert.equal(payloadBytes(n, m, bits), Math.ceil(n / 8) + Math.ceil(m / 8) + Math.ceil((m * (bits - 1)) / 8));
         }
