@@ -134,6 +134,7 @@ export const compressCommand: CommandSpec = {
     "peftkit compress runs/demo --density 0.1 --output-dir runs/demo-compeft",
     "peftkit eval --model models/wordnet-llama --adapter runs/demo-compeft --data eval.jsonl",
     "peftkit compress runs/demo --density 0.1 --alpha auto --model models/wordnet-llama --eval-data dev.jsonl --output-dir runs/demo-compeft",
+    "peftkit compress runs/demo --density 0.5 --bits 4 --output-dir runs/demo-compeft4",
     "peftkit compress runs/demo-compeft --decompress --output-dir runs/demo-ternary",
   ],
   async run(o) {
