@@ -289,7 +289,7 @@ export function compressTensors(tensors: ReadonlyMap<string, HostTensor>, o: Com
   });
   const base = { scope: o.scope, density: o.density, alpha: o.alpha, init: o.init, bits };
   const out = new Map<string, CompressedTensor>();
-  /** b ≥ 2: the codebook of the kept entries kept[from, to) of `tau`. */
+  /** b ≥ 2: the codebook and codes of the entries of `tau` at the positions `kept`. */
   const quantise = (tau: Float64Array, kept: Int32Array) =>
     quantiseMagnitudes(
       Float64Array.from(kept, (p) => Math.abs(tau[p])),
@@ -331,7 +331,8 @@ export function compressTensors(tensors: ReadonlyMap<string, HostTensor>, o: Com
     const from = j;
     while (j < kept.length && kept[j] < off + n) j++;
     const packed = packTensor((tensors.get(name) as HostTensor).shape, all, off, n, kept, from, j);
-    if (q === null || bits === 1) out.set(name, { ...packed, scale });
+    if (q === null || bits === 1)
+      out.set(name, { ...packed, scale }); // (bits === 1 narrows the type)
     else out.set(name, { ...packed, scale, magnitudes: { bits, codes: packCodes(q.codes, from, j, bits - 1), levels: q.levels } });
     off += n;
   });
