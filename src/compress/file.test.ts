@@ -1,16 +1,18 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { pickAlpha } from "../cli/commands/compress.js";
-import type { HostTensor } from "../engine/ir/host.js";
-import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
+import { type HostTensor, hostTensor } from "../engine/ir/host.js";
+import { type RawTensor, readSafetensors, type SafetensorsDType, SafetensorsFile, writeSafetensors } from "../io/safetensors.js";
 import { AutoModelForCausalLM } from "../models/auto.js";
 import type { PreTrainedModel } from "../models/pretrained.js";
 import { runCli } from "../testing/cli.js";
 import { MODEL, maxAbsDifference, tempDir, writeKindOfData } from "../testing/train-cli.js";
 import { PeftModel } from "../tuners/peft-model.js";
-import { COMPEFT_WEIGHTS, compressAdapterFolder, readCompeftFile } from "./file.js";
+import { compressTensors, decompressAdapter, payloadBytes, popcount } from "./compeft.js";
+import { COMPEFT_WEIGHTS, compressAdapterFolder, readCompeftFile, writeCompeftFile } from "./file.js";
 
 const PREFIX = "base_model.model.";
 
@@ -53,6 +55,36 @@ function expected(tensors: Record<string, HostTensor>, init: number, density: nu
   }
   return out;
 }
+
+describe("ComPEFT --bits 1 files", () => {
+  it("are byte for byte what peftkit wrote before --bits 2|3|4|8 existed (sha256 of the file)", () => {
+    // The hashes were taken from the code of commit fb3b5dc (before --bits > 1) on this same input.
+    const noise = (n: number, seed: number) => {
+      let s = seed >>> 0;
+      return Float32Array.from({ length: n }, () => {
+        s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+        return s / 2 ** 31 - 1;
+      });
+    };
+    const tensors = new Map([
+      ["m.b", hostTensor("f32", [3, 7], noise(21, 2))],
+      ["m.a", hostTensor("f32", [4, 5], noise(20, 1))],
+      ["m.c", hostTensor("f32", [9], noise(9, 3))],
+    ]);
+    const want = {
+      global: "37726ea0484191c9443d7a7fdae52ace81523f0102723ea98a5aa6274c66ff69",
+      "per-tensor": "0ee5a9d87a289bb54cfd100c4f35a76da6d73671fe6c76fb6244f142dd7fdd36",
+    };
+    const dir = tempDir("compeft-b1-");
+    for (const scope of ["global", "per-tensor"] as const)
+      for (const bits of [undefined, 1] as const) {
+        const path = join(dir, `${scope}-${bits}.safetensors`);
+        const c = compressTensors(tensors, { density: 0.3, alpha: 1.5, scope, init: 0, bits });
+        writeCompeftFile(path, c, { peft_type: "LORA", source_sha256: "0".repeat(64) });
+        assert.equal(createHash("sha256").update(readFileSync(path)).digest("hex"), want[scope], `${scope}, bits ${bits}`);
+      }
+  });
+});
 
 describe("ComPEFT adapter folders", () => {
   let base: PreTrainedModel;
@@ -99,6 +131,81 @@ describe("ComPEFT adapter folders", () => {
       for (const [name, w] of want) assert.equal(maxAbsDifference(back[name].data as Float32Array, w), 0, name);
     });
   }
+
+  for (const c of cases)
+    for (const [bits, scope] of [
+      [2, "global"],
+      [4, "per-tensor"],
+      [8, "global"],
+    ] as const)
+      it(`${c.name}, --bits ${bits}, ${scope}: the loader and --decompress restore what was compressed`, () => {
+        const src = join(root, `${c.init}-src`);
+        const out = join(root, `${c.init}-b${bits}-${scope}`);
+        const tensors = readSafetensors(join(src, "adapter_model.safetensors")).tensors;
+        const r = runCli([
+          "compress",
+          src,
+          "--density",
+          "0.3",
+          "--alpha",
+          "1.25",
+          "--scope",
+          scope,
+          "--bits",
+          String(bits),
+          "--output-dir",
+          out,
+        ]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stdout, new RegExp(`, ${bits} bits \\(`));
+        const want = decompressAdapter(
+          compressTensors(new Map(Object.entries(tensors)), { density: 0.3, alpha: 1.25, scope, init: c.init as 0 | 1, bits }),
+        );
+        const file = readCompeftFile(join(out, COMPEFT_WEIGHTS));
+        assert.equal(file.bits, bits);
+        const peft = PeftModel.fromPretrained(base, out);
+        let distinct = 0;
+        try {
+          const got = peft.adapter("default").tensors;
+          assert.equal(got.size, want.size);
+          for (const [name, w] of want) {
+            const g = got.get(name.slice(PREFIX.length));
+            assert.ok(g, `${name} loaded`);
+            assert.equal(maxAbsDifference(g.data as Float32Array, w.data as Float32Array), 0, name);
+            // At most 2^(b−1) magnitudes per codebook, each with two signs (the ternary form: 2 values).
+            const kept = new Set([...(w.data as Float32Array)].filter((v) => v !== c.init));
+            assert.ok(kept.size <= 2 ** bits, name);
+            distinct = Math.max(distinct, kept.size);
+          }
+          assert.ok(distinct > 2, "more than one magnitude");
+        } finally {
+          base.contextWrapper = null;
+        }
+        const plain = join(root, `${c.init}-b${bits}-${scope}-plain`);
+        const d = runCli(["compress", out, "--decompress", "--output-dir", plain]);
+        assert.equal(d.code, 0, d.stderr);
+        const back = readSafetensors(join(plain, "adapter_model.safetensors")).tensors;
+        for (const [name, w] of want) assert.equal(maxAbsDifference(back[name].data as Float32Array, w.data as Float32Array), 0, name);
+      });
+
+  it("--bits 4: the file is 8 + header + Σ(⌈n/8⌉ + ⌈m/8⌉ + ⌈3m/8⌉) + 4 bytes per level", () => {
+    const out = join(root, "ratio-b4");
+    const r = runCli(["compress", join(root, "0-src"), "--density", "0.2", "--bits", "4", "--output-dir", out]);
+    assert.equal(r.code, 0, r.stderr);
+    const path = join(out, COMPEFT_WEIGHTS);
+    const bytes = readFileSync(path);
+    const c = readCompeftFile(path);
+    let payload = 4 * (c.levels as Float32Array).length;
+    for (const t of c.tensors.values())
+      payload += payloadBytes(
+        t.shape.reduce((a, b) => a * b, 1),
+        popcount(t.mask),
+        4,
+      );
+    assert.ok((c.levels as Float32Array).length === 8);
+    assert.equal(bytes.length, 8 + Number(bytes.readBigUInt64LE(0)) + payload);
+    assert.match(r.stdout, new RegExp(`→ ${bytes.length} bytes`));
+  });
 
   it("the file is 8 + header + Σ(ceil(n/8) + ceil(kept/8)) bytes and the printed ratio is source/compressed", () => {
     const src = join(root, "0-src");
@@ -186,6 +293,65 @@ describe("ComPEFT adapter folders", () => {
         (b) => Buffer.from(b.toString("latin1").replace(/"scale":"(\d)/, '"scale":"9'), "latin1"),
         /content_sha256 does not match/,
       ));
+    /** Rewrites the --bits 4 file with edited tensors/metadata (the hash is then stale; structure is checked first). */
+    const editB4 = (edit: (t: Record<string, RawTensor>, m: Record<string, string>) => void) => (_: Buffer) => {
+      const f = SafetensorsFile.open(join(root, "ratio-b4", COMPEFT_WEIGHTS));
+      const tensors: Record<string, RawTensor> = {};
+      for (const e of f.entries)
+        tensors[e.name] = { dtype: e.dtype as SafetensorsDType, shape: e.shape, data: Uint8Array.from(f.readRaw(e.name)) };
+      const metadata = { ...f.metadata };
+      f.close();
+      edit(tensors, metadata);
+      const path = join(tempDir("compeft-b4-"), "x.safetensors");
+      writeSafetensors(path, tensors, metadata);
+      return readFileSync(path);
+    };
+    const codeKey = (t: Record<string, RawTensor>) =>
+      Object.keys(t).find((k) => k.endsWith(".compeft_code") && t[k].shape[0] > 1) as string;
+    it("--bits 4: a truncated codes tensor", () =>
+      loadFails(
+        editB4((t) => {
+          const k = codeKey(t);
+          t[k] = { ...t[k], shape: [t[k].shape[0] - 1], data: (t[k].data as Uint8Array).subarray(1) };
+        }),
+        /adapter_compeft\.safetensors: tensor "base_model\.[\w.]+\.compeft_code" has \d+ bytes, but its mask keeps \d+ entries of 3 bits/,
+      ));
+    it("--bits 4: a levels tensor of the wrong length", () =>
+      loadFails(
+        editB4((t) => {
+          t.compeft_levels = { dtype: "F32", shape: [16], data: new Uint8Array(64) };
+        }),
+        /adapter_compeft\.safetensors: tensor "compeft_levels": has 16 levels, expected 1 to 2\^\(4−1\) = 8 at bits 4/,
+      ));
+    it("--bits 4: a code past the levels", () =>
+      loadFails(
+        editB4((t) => {
+          t.compeft_levels = { dtype: "F32", shape: [2], data: (t.compeft_levels.data as Uint8Array).subarray(0, 8) };
+        }),
+        /adapter_compeft\.safetensors: tensor "base_model\.[\w.]+\.compeft_code": code \d+ of kept entry \d+ points past the 2 levels of "compeft_levels"/,
+      ));
+    it("--bits 4: a bits value in the metadata that is not allowed", () =>
+      loadFails(
+        editB4((_, m) => {
+          m.bits = "6";
+        }),
+        /adapter_compeft\.safetensors: metadata "bits" must be one of 2, 3, 4, 8 \(absent for 1\), got "6"/,
+      ));
+    it("--bits 4: a flipped code bit fails the content hash", () =>
+      loadFails(
+        editB4((t) => {
+          const k = codeKey(t);
+          (t[k].data as Uint8Array)[0] ^= 1;
+        }),
+        /content_sha256 does not match/,
+      ));
+    it("--bits outside 1, 2, 3, 4, 8 names --bits (exit 2)", () => {
+      for (const b of ["0", "5", "16", "x"]) {
+        const r = runCli(["compress", join(root, "0-src"), "--bits", b, "--output-dir", join(root, "never")]);
+        assert.equal(r.code, 2, r.stderr);
+        assert.match(r.stderr, new RegExp(`--bits must be one of 1, 2, 3, 4, 8, got "${b}"`));
+      }
+    });
     it("density outside (0, 1] names --density (exit 2)", () => {
       for (const d of ["0", "1.5"]) {
         const r = runCli(["compress", join(root, "0-src"), "--density", d, "--output-dir", join(root, "never")]);

@@ -15,6 +15,7 @@ import { fsyncFile } from "../io/atomic-write.js";
 import { readJsonFile } from "../io/hf-folder.js";
 import { type RawTensor, readSafetensors, type SafetensorsDType, SafetensorsFile, writeSafetensors } from "../io/safetensors.js";
 import {
+  type CompeftBits,
   CompeftError,
   type CompeftFileParts,
   type CompeftScope,
@@ -96,15 +97,20 @@ export interface CompressStats {
   readonly ratio: number;
   readonly entries: number;
   readonly kept: number;
-  /** The global scale, or NaN in per-tensor scope. */
+  /** The global scale, or NaN in per-tensor scope and at b ≥ 2. */
   readonly scale: number;
   readonly init: 0 | 1;
+  readonly bits: CompeftBits;
+  /** b ≥ 2: the levels of the global codebook, or the most levels of any tensor's; 0 at b = 1. */
+  readonly levels: number;
 }
 
 export interface CompressFolderOptions {
   readonly density: number;
   readonly alpha: number;
   readonly scope: CompeftScope;
+  /** Bits per kept entry (default 1, ComPEFT's sign). */
+  readonly bits?: CompeftBits;
 }
 
 /** Compresses an adapter folder into `out` (created; its ComPEFT file is replaced atomically). */
@@ -127,11 +133,14 @@ export function compressAdapterFolder(dir: string, out: string, o: CompressFolde
   const compressedBytes = statSync(output).size;
   let entries = 0;
   let kept = 0;
+  let levels = c.levels?.length ?? 0;
   for (const t of c.tensors.values()) {
     entries += t.shape.reduce((a, b) => a * b, 1);
     for (const b of t.mask) kept += popcount8(b);
+    levels = Math.max(levels, t.magnitudes?.levels.length ?? 0);
   }
-  return { source, output, sourceBytes, compressedBytes, ratio: sourceBytes / compressedBytes, entries, kept, scale: c.scale, init };
+  const ratio = sourceBytes / compressedBytes;
+  return { source, output, sourceBytes, compressedBytes, ratio, entries, kept, scale: c.scale, init, bits: c.bits, levels };
 }
 
 function popcount8(b: number): number {

@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { type CompeftScope, checkCompeftDensity } from "../../compress/compeft.js";
+import { COMPEFT_BITS, type CompeftBits, type CompeftScope, checkCompeftDensity } from "../../compress/compeft.js";
 import { compressAdapterFolder, decompressAdapterFolder } from "../../compress/file.js";
 import { tmpPath } from "../../io/atomic-write.js";
 import { type CommandSpec, type Flags, parseFlags, UsageError } from "../args.js";
@@ -35,7 +35,14 @@ function parseAlpha(v: string): number {
 }
 
 /** Compresses at every α of the grid, evaluates each with `peftkit eval`, and returns the trials. */
-async function alphaTrials(o: Flags, adapter: string, out: string, density: number, scope: CompeftScope): Promise<AlphaTrial[]> {
+async function alphaTrials(
+  o: Flags,
+  adapter: string,
+  out: string,
+  density: number,
+  scope: CompeftScope,
+  bits: CompeftBits,
+): Promise<AlphaTrial[]> {
   const model = o.model as string | undefined;
   const data = o.evalData as string | undefined;
   if (!model || !data) throw new UsageError("--alpha auto needs --model and --eval-data (α is chosen by the score there)");
@@ -46,7 +53,7 @@ async function alphaTrials(o: Flags, adapter: string, out: string, density: numb
   try {
     for (const alpha of grid) {
       const dir = join(work, `alpha-${alpha}`);
-      compressAdapterFolder(adapter, dir, { density, alpha, scope });
+      compressAdapterFolder(adapter, dir, { density, alpha, scope, bits });
       const result = join(dir, "eval.json");
       const args = ["--model", model, "--adapter", dir, "--data", data, "--output", result];
       if (o.threads !== undefined) args.push("--threads", String(o.threads));
@@ -63,9 +70,10 @@ async function alphaTrials(o: Flags, adapter: string, out: string, density: numb
 
 export const compressCommand: CommandSpec = {
   name: "compress",
-  summary: "Compress an adapter with ComPEFT (top-k of the update, ternarised with one scale), or --decompress one.",
+  summary:
+    "Compress an adapter with ComPEFT (top-k of the update, ternarised with one scale; or --bits > 1 magnitude levels), or --decompress one.",
   usage:
-    "peftkit compress ADAPTER --density D [--alpha A|auto] [--scope global|per-tensor] --output-dir DIR | ADAPTER --decompress --output-dir DIR",
+    "peftkit compress ADAPTER --density D [--alpha A|auto] [--scope global|per-tensor] [--bits 1|2|3|4|8] --output-dir DIR | ADAPTER --decompress --output-dir DIR",
   flags: [
     {
       name: "adapter",
@@ -94,7 +102,7 @@ export const compressCommand: CommandSpec = {
       name: "alpha",
       type: "string",
       meta: "A|auto",
-      help: "the kept entries become ±alpha·σ (σ: std of the whole update); auto: the best of --alphas on --eval-data",
+      help: "the kept entries become ±alpha·σ (σ: std of the whole update; --bits > 1: ±alpha·level); auto: the best of --alphas on --eval-data",
       default: "1",
     },
     { name: "alphas", type: "list", meta: "LIST", help: "--alpha auto: the grid tried", default: ["0.5", "1", "2", "4"] },
@@ -108,18 +116,17 @@ export const compressCommand: CommandSpec = {
     {
       name: "scope",
       type: "string",
-      help: "top-k and σ over all adapter tensors at once (the authors') or per tensor",
+      help: "top-k and σ (or the --bits > 1 codebook) over all adapter tensors at once (the authors') or per tensor",
       default: "global",
       choices: ["global", "per-tensor"],
     },
     {
       name: "bits",
-      type: "int",
+      type: "string",
       meta: "B",
-      help: "bits per kept entry: 1 (sign, ComPEFT) is the only one implemented",
-      default: 1,
-      min: 1,
-      max: 1,
+      help: "bits per kept entry: 1 = the sign (ComPEFT); 2, 3, 4, 8 = the sign + a (B−1)-bit index into 2^(B−1) Lloyd–Max magnitude levels (peftkit's extension)",
+      default: "1",
+      choices: COMPEFT_BITS.map(String),
     },
     { name: "decompress", type: "boolean", help: "write the plain HF PEFT folder (adapter_model.safetensors) of a compressed one" },
   ],
@@ -127,6 +134,7 @@ export const compressCommand: CommandSpec = {
     "peftkit compress runs/demo --density 0.1 --output-dir runs/demo-compeft",
     "peftkit eval --model models/wordnet-llama --adapter runs/demo-compeft --data eval.jsonl",
     "peftkit compress runs/demo --density 0.1 --alpha auto --model models/wordnet-llama --eval-data dev.jsonl --output-dir runs/demo-compeft",
+    "peftkit compress runs/demo --density 0.5 --bits 4 --output-dir runs/demo-compeft4",
     "peftkit compress runs/demo-compeft --decompress --output-dir runs/demo-ternary",
   ],
   async run(o) {
@@ -146,17 +154,21 @@ export const compressCommand: CommandSpec = {
       throw new UsageError((e as Error).message);
     }
     const scope = o.scope as CompeftScope;
+    const bits = Number(o.bits) as CompeftBits;
     let alpha: number;
     if (o.alpha === "auto") {
-      const trials = await alphaTrials(o, adapter, out, density, scope);
+      const trials = await alphaTrials(o, adapter, out, density, scope, bits);
       for (const t of trials) console.log(`alpha ${t.alpha}: score ${t.score ?? "–"}, loss ${t.loss.toFixed(4)}`);
       alpha = pickAlpha(trials).alpha;
       console.log(`chose alpha ${alpha}`);
     } else alpha = parseAlpha(String(o.alpha));
-    const s = compressAdapterFolder(adapter, out, { density, alpha, scope });
-    const scale = Number.isNaN(s.scale) ? "per tensor" : s.scale.toPrecision(6);
+    const s = compressAdapterFolder(adapter, out, { density, alpha, scope, bits });
+    const scale =
+      s.bits !== 1
+        ? `${s.bits} bits (${scope === "global" ? `${s.levels} levels` : `≤ ${s.levels} levels per tensor`})`
+        : `scale ${Number.isNaN(s.scale) ? "per tensor" : s.scale.toPrecision(6)}`;
     console.log(
-      `wrote ${s.output}: kept ${s.kept} of ${s.entries} entries (${((100 * s.kept) / s.entries).toFixed(2)}%), scale ${scale}, init ${s.init}`,
+      `wrote ${s.output}: kept ${s.kept} of ${s.entries} entries (${((100 * s.kept) / s.entries).toFixed(2)}%), ${scale}, init ${s.init}`,
     );
     console.log(`size: ${s.sourceBytes} → ${s.compressedBytes} bytes (${s.ratio.toFixed(2)}× smaller than ${s.source})`);
     return 0;
