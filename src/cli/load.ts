@@ -1,4 +1,5 @@
 /** Loading a model (and optionally an adapter) the way every CLI command does. */
+
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadConfig, readJsonFile } from "../io/hf-folder.js";
@@ -12,6 +13,7 @@ import { mergeDeltaSet } from "../sparse/compose.js";
 import { loadSparseDeltas } from "../sparse/file.js";
 import type { SparseDeltaSet } from "../sparse/format.js";
 import { withWeights } from "../train/dsee-prune.js";
+import { applyTrainedTensors, SELECTIVE_CONFIG_FILE } from "../train/selective-run.js";
 import { modulesToSaveKeys } from "../tuners/modules-to-save.js";
 import { PeftModel } from "../tuners/peft-model.js";
 import { weightsFingerprint } from "../util/fingerprint.js";
@@ -85,7 +87,19 @@ export interface Loaded {
 
 export async function loadModelAndAdapter(
   modelDir: string,
-  opts: { adapter?: string; threads?: number; numLabels?: number; head?: TaskHead; needTokenizer?: boolean } = {},
+  opts: {
+    adapter?: string;
+    threads?: number;
+    numLabels?: number;
+    head?: TaskHead;
+    needTokenizer?: boolean;
+    /**
+     * Also accept, as --adapter, the output of a run that trains base tensors in place (LISA, HFT,
+     * GradNormLoRP, full-weight MeZO: trained_tensors.safetensors + selective_config.json): the
+     * tensors go onto the model, and `peft` is null.
+     */
+    trainedTensors?: boolean;
+  } = {},
 ): Promise<Loaded> {
   requireDir(modelDir, "--model");
   if (opts.adapter) requireDir(opts.adapter, "--adapter");
@@ -104,7 +118,13 @@ export async function loadModelAndAdapter(
       labels = labelConfig(declared && declared.names.length === n ? declared.names : defaultLabelNames(n));
     }
   }
-  const peft = opts.adapter ? PeftModel.fromPretrained(model, opts.adapter) : null;
+  const inPlace =
+    opts.trainedTensors &&
+    opts.adapter !== undefined &&
+    !existsSync(join(opts.adapter, "adapter_config.json")) &&
+    existsSync(join(opts.adapter, SELECTIVE_CONFIG_FILE));
+  if (inPlace) applyTrainedTensors(model, opts.adapter as string);
+  const peft = opts.adapter && !inPlace ? PeftModel.fromPretrained(model, opts.adapter) : null;
   if (peft) warnUnsuppliedHead(model, peft);
   let tokenizer: PreTrainedTokenizer | null = null;
   if (existsSync(join(modelDir, "tokenizer.json"))) tokenizer = await AutoTokenizer.fromPretrained(modelDir);

@@ -17,7 +17,12 @@ export const evalCommand: CommandSpec = {
   usage: "peftkit eval --model DIR [--adapter DIR] --data FILE [--task NAME] [--output FILE]",
   flags: [
     { name: "model", type: "string", meta: "DIR", help: "base model folder", required: true },
-    { name: "adapter", type: "string", meta: "DIR", help: "PEFT adapter folder to apply" },
+    {
+      name: "adapter",
+      type: "string",
+      meta: "DIR",
+      help: "PEFT adapter folder to apply, or the output of a run that trains base tensors in place (lisa, hft, gradnorm_lorp, full-weight mezo)",
+    },
     {
       name: "data",
       type: "string",
@@ -60,6 +65,7 @@ export const evalCommand: CommandSpec = {
       adapter: o.adapter as string | undefined,
       threads: o.threads as number | undefined,
       needTokenizer: true,
+      trainedTensors: true,
     });
     if (!tokenizer) throw new UsageError("the model has no tokenizer");
     const data = await loadDataset(o.data as string, {

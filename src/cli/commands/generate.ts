@@ -12,7 +12,12 @@ export const generateCommand: CommandSpec = {
     "peftkit generate --model DIR [--adapter DIR] [--prompt TEXT] [--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]",
   flags: [
     { name: "model", type: "string", meta: "DIR", help: "model folder (with tokenizer.json)", required: true },
-    { name: "adapter", type: "string", meta: "DIR", help: "PEFT adapter folder to apply" },
+    {
+      name: "adapter",
+      type: "string",
+      meta: "DIR",
+      help: "PEFT adapter folder to apply, or the output of a run that trains base tensors in place (lisa, hft, gradnorm_lorp, full-weight mezo)",
+    },
     { name: "prompt", type: "string", meta: "TEXT", help: "the prompt; without it, an interactive chat starts on a terminal" },
     { name: "max-new-tokens", type: "int", meta: "N", help: "tokens to generate", default: 64, min: 1 },
     { name: "temperature", type: "number", meta: "T", help: "0 = greedy", default: 0, min: 0 },
@@ -31,6 +36,7 @@ export const generateCommand: CommandSpec = {
       adapter: o.adapter as string | undefined,
       threads: o.threads as number | undefined,
       needTokenizer: true,
+      trainedTensors: true,
     });
     if (!tokenizer) throw new UsageError("the model folder has no tokenizer.json");
     applyTask(peft, o.adapter as string | undefined, o.task as string | undefined);

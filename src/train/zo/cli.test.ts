@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { readSafetensors } from "../../io/safetensors.js";
 import { runCli } from "../../testing/cli.js";
+import { GOLDEN_MODELS } from "../../testing/paths.js";
 import { kindOfTrainArgs, MODEL, tempDir, trainWith, writeKindOfData } from "../../testing/train-cli.js";
 
 const tmp = tempDir("peftkit-mezo-cli-");
@@ -140,6 +141,26 @@ describe("peftkit train --method mezo / sparse_mezo", () => {
       evalRows(join(tmp, "eval-full-once")).map((x) => x.eval_loss),
       [losses[2]],
     );
+    // `peftkit eval --adapter` takes the trained-tensors folder too, and agrees
+    const evFull = runCli([
+      "eval",
+      "--model",
+      MODEL,
+      "--adapter",
+      join(tmp, "eval-full"),
+      "--data",
+      evalData,
+      "--batch-size",
+      "4",
+      "--output",
+      join(tmp, "ev-full.json"),
+    ]);
+    assert.equal(evFull.code, 0, evFull.stderr);
+    const got = JSON.parse(readFileSync(join(tmp, "ev-full.json"), "utf8")).eval_loss as number;
+    assert.ok(Math.abs(got - losses[2]) < 1e-5 * got, `${got} vs ${losses[2]}`);
+    const other = runCli(["eval", "--model", join(GOLDEN_MODELS, "llama_basic"), "--adapter", join(tmp, "eval-full"), "--data", evalData]);
+    assert.equal(other.code, 1, other.stderr);
+    assert.match(other.stderr, /selective_config\.json: base_model \S+ is not this model's weights/);
   });
 
   test("usage errors name the flag (exit 2, one line)", () => {
