@@ -162,6 +162,7 @@ describe("ComPEFT adapter folders", () => {
         ]);
         assert.equal(r.code, 0, r.stderr);
         assert.match(r.stdout, new RegExp(`, ${bits} bits \\(`));
+        assert.match(runCli(["info", out]).stdout, new RegExp(`scope ${scope}, ${bits} bits per kept entry`));
         const want = decompressAdapter(
           compressTensors(new Map(Object.entries(tensors)), { density: 0.3, alpha: 1.25, scope, init: c.init as 0 | 1, bits }),
         );

@@ -85,7 +85,10 @@ export const infoCommand: CommandSpec = {
         const c = readCompeftFile(compressed);
         const entries = [...c.tensors.values()].reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0);
         rows.push(
-          ["compressed", `ComPEFT (${COMPEFT_WEIGHTS}, docs/formats/compeft.md): density ${c.density}, alpha ${c.alpha}, scope ${c.scope}`],
+          [
+            "compressed",
+            `ComPEFT (${COMPEFT_WEIGHTS}, docs/formats/compeft.md): density ${c.density}, alpha ${c.alpha}, scope ${c.scope}, ${c.bits} bit${c.bits === 1 ? "" : "s"} per kept entry`,
+          ],
           ["tensors", String(c.tensors.size)],
           ["parameters", entries.toLocaleString("en-US")],
           ["file size", mb(statSync(compressed).size)],
