@@ -140,7 +140,16 @@ function boPicker(
   rng: Rng,
 ): (seen: Set<string>) => SearchConfig | null {
   const { space, reference } = problem;
-  const xs = ok.map((e) => encode(space, e.config));
+  // The encoding plus the configuration's cost (log10 trainable parameters, scaled by the
+  // reference's): configurations of similar size then inform each other, whatever their layers.
+  const features = (c: SearchConfig): Float64Array => {
+    const e = encode(space, c);
+    const x = new Float64Array(e.length + 1);
+    x.set(e);
+    x[e.length] = cost(problem.params(c)) / reference.cost;
+    return x;
+  };
+  const xs = ok.map((e) => features(e.config));
   // Standardised once on the observed scores, so pending points do not move the scale.
   const m = standardised(ok.map((e) => e.score));
   const zs = ok.map((e) => (e.score - m.mean) / m.scale);
@@ -153,7 +162,7 @@ function boPicker(
   const front: Point2[] = ok.map((e) => ({ cost: cost(e.params), score: e.score }));
   const frontConfigs: SearchConfig[] = ok.map((e) => e.config);
   const believe = (c: SearchConfig) => {
-    const x = encode(space, c);
+    const x = features(c);
     const mu = gp.predict(x).mean;
     xs.push(x);
     zs.push(mu);
@@ -170,7 +179,7 @@ function boPicker(
       if (seen.has(k)) return Number.NEGATIVE_INFINITY;
       const hit = cache.get(k);
       if (hit !== undefined) return hit;
-      const p = predict(encode(space, c));
+      const p = predict(features(c));
       const v = expectedHvImprovement(front, cost(problem.params(c)), p.mean, p.std, reference);
       cache.set(k, v);
       return v;
