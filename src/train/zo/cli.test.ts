@@ -23,6 +23,14 @@ const metrics = (dir: string) =>
     .split("\n")
     .map((l) => JSON.parse(l) as { loss: number; projected_grad: number; lr: number });
 
+/** `peftkit eval`'s eval loss for an output folder (an adapter, or trained base tensors). */
+function peftkitEvalLoss(adapter: string, data: string): number {
+  const out = join(adapter, "peftkit-eval.json");
+  const r = runCli(["eval", "--model", MODEL, "--adapter", adapter, "--data", data, "--batch-size", "4", "--output", out]);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(readFileSync(out, "utf8")).eval_loss as number;
+}
+
 function assertResumeExact(args: string[], file: string, name: string): void {
   const straight = join(tmp, `${name}-straight`);
   const r = train(args, straight);
@@ -112,21 +120,7 @@ describe("peftkit train --method mezo / sparse_mezo", () => {
       [4, 6],
     );
     assert.ok(rows.every((x) => x.eval_exact_match !== undefined));
-    const ev = runCli([
-      "eval",
-      "--model",
-      MODEL,
-      "--adapter",
-      lora,
-      "--data",
-      evalData,
-      "--batch-size",
-      "4",
-      "--output",
-      join(tmp, "ev.json"),
-    ]);
-    assert.equal(ev.code, 0, ev.stderr);
-    const want = JSON.parse(readFileSync(join(tmp, "ev.json"), "utf8")).eval_loss as number;
+    const want = peftkitEvalLoss(lora, evalData);
     assert.ok(Math.abs((rows[1].eval_loss as number) - want) < 1e-5 * want, `${rows[1].eval_loss} vs peftkit eval ${want}`);
     // full weights, trained in place: evaluating along the way changes nothing, and the last
     // evaluation equals that of a run evaluated only at its end
@@ -142,21 +136,7 @@ describe("peftkit train --method mezo / sparse_mezo", () => {
       [losses[2]],
     );
     // `peftkit eval --adapter` takes the trained-tensors folder too, and agrees
-    const evFull = runCli([
-      "eval",
-      "--model",
-      MODEL,
-      "--adapter",
-      join(tmp, "eval-full"),
-      "--data",
-      evalData,
-      "--batch-size",
-      "4",
-      "--output",
-      join(tmp, "ev-full.json"),
-    ]);
-    assert.equal(evFull.code, 0, evFull.stderr);
-    const got = JSON.parse(readFileSync(join(tmp, "ev-full.json"), "utf8")).eval_loss as number;
+    const got = peftkitEvalLoss(join(tmp, "eval-full"), evalData);
     assert.ok(Math.abs(got - losses[2]) < 1e-5 * got, `${got} vs ${losses[2]}`);
     const other = runCli(["eval", "--model", join(GOLDEN_MODELS, "llama_basic"), "--adapter", join(tmp, "eval-full"), "--data", evalData]);
     assert.equal(other.code, 1, other.stderr);
