@@ -11,7 +11,7 @@ import { AutoTokenizer, type PreTrainedTokenizer } from "../io/tokenizer.js";
 import type { TaskHead } from "../models/architecture.js";
 import { PreTrainedModel } from "../models/pretrained.js";
 import { BatchStream, type DataFormat, type Example, type LoadedDataset, loadDataset, trainingLabels } from "../train/data/index.js";
-import { type EvalBatch, evaluate } from "../train/evaluate.js";
+import { evalBatches, evaluate } from "../train/evaluate.js";
 import { FullTrainer } from "../train/full-finetune.js";
 import { completionItems } from "../train/run.js";
 import { learningRate, warmupSteps } from "../train/schedule.js";
@@ -99,7 +99,7 @@ export async function fullTrain(
 /** The task metrics of a model on the run's evaluation set (`peftkit eval`'s evaluation code). */
 export async function evaluateTrained(t: FullTrained): Promise<Record<string, number>> {
   const { model, head, ev, padId, labelNames, tokenizer } = t;
-  const batches = new BatchStream(ev.examples, { batchSize: 16, seed: 0, padId, shuffle: false }).epochBatches(0) as EvalBatch[];
+  const batches = evalBatches(ev.examples, 16, padId);
   const metrics = await evaluate(model, batches, {
     causal: head === "causal_lm",
     classification: head === "sequence_classification",

@@ -6,8 +6,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { AutoTokenizer } from "../io/tokenizer.js";
 import { PreTrainedModel } from "../models/pretrained.js";
-import { BatchStream, type DataFormat, loadDataset } from "../train/data/index.js";
-import { type EvalBatch, evaluate } from "../train/evaluate.js";
+import { type DataFormat, loadDataset } from "../train/data/index.js";
+import { evalBatches, evaluate } from "../train/evaluate.js";
 import { completionItems } from "../train/run.js";
 import { applyTrainedTensors } from "../train/selective-run.js";
 import type { WorkerResult, WorkerSpec } from "./worker.js";
@@ -25,7 +25,7 @@ export async function selectiveEval(s: WorkerSpec, dir: string): Promise<Omit<Wo
     const total = [...new Set(model.weights.values())].reduce((a, t) => a + t.data.length, 0);
     applyTrainedTensors(model, dir);
     const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
-    const batches = new BatchStream(ev.examples, { batchSize: 16, seed: 0, padId, shuffle: false }).epochBatches(0) as EvalBatch[];
+    const batches = evalBatches(ev.examples, 16, padId);
     const metrics = await evaluate(model, batches, {
       causal: true,
       classification: false,

@@ -13,6 +13,7 @@ import { PeftkitError } from "../engine/errors.js";
 import type { PreTrainedTokenizer } from "../io/tokenizer.js";
 import type { ModelOutput } from "../models/pretrained.js";
 import type { TrainBatch } from "../tuners/train.js";
+import { BatchStream, type Example } from "./data/index.js";
 import { isSpanTagSet, SpanCounts } from "./span-f1.js";
 
 export interface EvalModel {
@@ -36,6 +37,11 @@ export interface EvalBatch extends TrainBatch {
   attentionMask: number[][];
   tokenTypeIds?: number[][];
   labels: number[][];
+}
+
+/** Evaluation batches: the examples in order, `batchSize` at a time, padded with `padId`. */
+export function evalBatches(examples: readonly Example[], batchSize: number, padId: number): EvalBatch[] {
+  return new BatchStream(examples, { batchSize, seed: 0, padId, shuffle: false }).epochBatches(0) as EvalBatch[];
 }
 
 export interface CompletionItem {

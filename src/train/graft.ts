@@ -34,7 +34,7 @@ import { prepareBatch, type TrainBatch } from "../tuners/train.js";
 import { weightsFingerprint } from "../util/fingerprint.js";
 import { Rng } from "../util/rng.js";
 import { BatchStream, type Example } from "./data/index.js";
-import { type EvalBatch, evaluate, exactMatch } from "./evaluate.js";
+import { evalBatches, evaluate, exactMatch } from "./evaluate.js";
 import { basePatch, type GraftTensor, graftCount, graftDelta, interpolate, updateScores } from "./graft-mask.js";
 import { completionItems } from "./run.js";
 import { TrainingArgsError } from "./schedule.js";
@@ -193,9 +193,7 @@ async function score(
 ): Promise<number> {
   const items = o.exactMatchLimit > 0 ? completionItems(examples, o.tokenizer, o.exactMatchLimit) : [];
   if (items.length) return exactMatch(model, items, o.tokenizer);
-  const batches = new BatchStream(examples, { batchSize: o.batchSize, seed: 0, padId: o.padId, shuffle: false }).epochBatches(
-    0,
-  ) as EvalBatch[];
+  const batches = evalBatches(examples, o.batchSize, o.padId);
   const m = await evaluate(model, batches, { causal: model.head === "causal_lm", classification: false });
   return -m.eval_loss;
 }

@@ -22,7 +22,7 @@ import { PeftTrainer } from "../tuners/train.js";
 import type { CalibrationStats } from "../tuners/tuner.js";
 import { latestCheckpoint } from "./checkpoint.js";
 import { BatchStream, deriveSeed, type Example, IGNORE_INDEX } from "./data/index.js";
-import type { CompletionItem, EvalBatch } from "./evaluate.js";
+import { type CompletionItem, evalBatches } from "./evaluate.js";
 import { Progress, table } from "./progress.js";
 import { TrainingArgsError } from "./schedule.js";
 import { plannedSteps, Trainer, type TrainerArgs, type TrainResult } from "./trainer.js";
@@ -152,11 +152,7 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
     seqLen: o.seqLen,
     eosId: o.tokenizer.eosTokenId,
   });
-  const evalBatches = o.eval.length
-    ? (new BatchStream(o.eval, { batchSize: o.evalBatchSize ?? o.batchSize, seed: 0, padId, shuffle: false }).epochBatches(
-        0,
-      ) as EvalBatch[])
-    : [];
+  const evalSet = o.eval.length ? evalBatches(o.eval, o.evalBatchSize ?? o.batchSize, padId) : [];
   const classification = o.model.head === "sequence_classification";
   if (o.labels && o.resume) checkResumedLabels(o.outputDir, o.labels);
   const peft = PeftModel.create(o.model, o.peftConfig, { seed: o.seed ?? 42, calibration: o.calibration });
@@ -213,7 +209,7 @@ export async function runTraining(o: RunOptions): Promise<RunSummary> {
       labelNames: o.labels?.names,
     },
     stream,
-    evalBatches.length ? { batches: evalBatches, completions } : null,
+    evalSet.length ? { batches: evalSet, completions } : null,
     { ...o, outputDir: o.outputDir },
     progress,
   );

@@ -1,8 +1,8 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { writeFileAtomic } from "../../io/atomic-write.js";
-import { BatchStream, DATA_FORMATS, type DataFormat, loadDataset } from "../../train/data/index.js";
-import { type EvalBatch, evaluate } from "../../train/evaluate.js";
+import { DATA_FORMATS, type DataFormat, loadDataset } from "../../train/data/index.js";
+import { evalBatches, evaluate } from "../../train/evaluate.js";
 import { table } from "../../train/progress.js";
 import { completionItems } from "../../train/run.js";
 import { type CommandSpec, UsageError } from "../args.js";
@@ -80,9 +80,7 @@ export const evalCommand: CommandSpec = {
     applyTask(peft, o.adapter as string | undefined, o.task as string | undefined, data.examples);
     const runner = peft ?? model;
     const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
-    const batches = new BatchStream(data.examples, { batchSize: o.batchSize as number, seed: 0, padId, shuffle: false }).epochBatches(
-      0,
-    ) as EvalBatch[];
+    const batches = evalBatches(data.examples, o.batchSize as number, padId);
     const metrics = await evaluate(runner, batches, {
       causal: model.head === "causal_lm",
       classification: model.head === "sequence_classification",

@@ -6,8 +6,8 @@
  */
 import type { PreTrainedTokenizer } from "../../io/tokenizer.js";
 import { PreTrainedModel } from "../../models/pretrained.js";
-import { BatchStream, type DataFormat, type Example } from "../../train/data/index.js";
-import type { EvalBatch } from "../../train/evaluate.js";
+import type { DataFormat, Example } from "../../train/data/index.js";
+import { evalBatches } from "../../train/evaluate.js";
 import { gradNormTargets } from "../../train/gradnorm-run.js";
 import { completionItems } from "../../train/run.js";
 import type { EvalSource } from "../../train/trainer.js";
@@ -102,9 +102,7 @@ export const ZO_SPARSITY_DEFAULT = 0.75;
  */
 function evalSource(examples: Example[], tokenizer: PreTrainedTokenizer, o: Flags, format: DataFormat): EvalSource {
   const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
-  const batches = new BatchStream(examples, { batchSize: o.batchSize as number, seed: 0, padId, shuffle: false }).epochBatches(
-    0,
-  ) as EvalBatch[];
+  const batches = evalBatches(examples, o.batchSize as number, padId);
   const generative = format === "prompt_completion" || format === "chat";
   return { batches, completions: generative ? completionItems(examples, tokenizer, 200) : undefined };
 }

@@ -140,25 +140,14 @@ export function crossEntropyBlockStats(logits: Tensor, labels: Tensor, start: nu
 
 /** crossEntropy's value from the blocks' crossEntropyBlockStats, in vocabulary order. */
 export function crossEntropyFromBlocks(stats: readonly Tensor[], labels: Tensor, opts: CrossEntropyOptions = {}): Tensor {
-  const all = concat(stats, -1);
-  const k = stats.length;
-  const lse = logSumExp(
-    all
-      .reshape([...labels.shape, k, 2])
-      .slice(-1, 0, 1)
-      .squeeze(-1),
-    -1,
-  );
-  const target = all
-    .reshape([...labels.shape, k, 2])
-    .slice(-1, 1, 2)
-    .squeeze(-1)
-    .sum(-1);
-  const valid = labels.ne(opts.ignoreIndex ?? -100);
-  const validF = valid.cast(lse.dtype);
-  const total = lse.sub(target).mul(validF).sum();
-  if ((opts.reduction ?? "mean") === "sum") return total;
   if (opts.reduction === "none") throw new ShapeError("crossEntropyFromBlocks: reduction none is not offered");
+  // [..., k blocks, (lse, target)]
+  const all = concat(stats, -1).reshape([...labels.shape, stats.length, 2]);
+  const lse = logSumExp(all.slice(-1, 0, 1).squeeze(-1), -1);
+  const target = all.slice(-1, 1, 2).squeeze(-1).sum(-1);
+  const validF = labels.ne(opts.ignoreIndex ?? -100).cast(lse.dtype);
+  const total = lse.sub(target).mul(validF).sum();
+  if (opts.reduction === "sum") return total;
   return total.div(validF.sum().maximum(1));
 }
 

@@ -160,16 +160,9 @@ export function traceZoStep(def: ZoStepDefinition, mode: "zo" | "forward" = "zo"
           const out: Tensor[] = [];
           for (const [r0, r1] of rowBlocks(t.shape as number[], chunk)) {
             const prev = out.length ? out[out.length - 1] : x;
-            const block = perturb(
-              t.slice(0, r0, r1),
-              blockSeed(seeds[name], r0, t.shape as number[]),
-              eps,
-              h?.[name] ?? null,
-              sign,
-              Infinity,
-              [...after, prev],
-            );
-            out.push(use(block, r0, r1));
+            const theta = t.slice(0, r0, r1);
+            const seed = seedAfter(blockSeed(seeds[name], r0, t.shape as number[]), [...after, prev]);
+            out.push(use(shifted(theta, randomNormal(seed, theta.shape, theta.dtype), eps, h?.[name] ?? null, sign), r0, r1));
           }
           return out;
         },
@@ -186,16 +179,25 @@ export function traceZoStep(def: ZoStepDefinition, mode: "zo" | "forward" = "zo"
   });
 }
 
-/** An i64 zero that depends on each of `after` (one element of each read), to order the graph. */
-function zeroAfter(after: readonly Tensor[]): Tensor | null {
-  let z: Tensor | null = null;
+/**
+ * `seed`, made to depend on one element of each of `after` (plus 0), so that what is generated from
+ * it runs after them: ORT orders nodes by data dependencies only.
+ */
+function seedAfter(seed: Tensor, after: readonly Tensor[]): Tensor {
+  let out = seed;
   for (const t of after) {
     const x = t.reshape([-1]).gather(constant(hostTensor("i64", [1], [0])), 0);
     // x == x is 0 or 1 (NaN); times 0: always 0
-    const d = x.eq(x).cast("i64").mul(scalar(0, "i64")).reshape([]);
-    z = z ? z.add(d) : d;
+    out = out.add(x.eq(x).cast("i64").mul(scalar(0, "i64")).reshape([]));
   }
-  return z;
+  return out;
+}
+
+/** θ ± ε·ẑ, where ẑ is z masked to the entries with |θ| ≤ h (Sparse MeZO), or z. */
+function shifted(theta: Tensor, z: Tensor, eps: Tensor, h: Tensor | null, sign: 1 | -1): Tensor {
+  const masked = h ? theta.abs().le(h).where(z, 0) : z;
+  const step = masked.mul(eps.cast(theta.dtype));
+  return sign > 0 ? theta.add(step) : theta.sub(step);
 }
 
 /** θ ± ε·ẑ for one tensor, z in row blocks of at most `chunk` elements when it is larger. */
@@ -208,14 +210,8 @@ function perturb(
   chunk: number,
   after: readonly Tensor[] = [],
 ): Tensor {
-  const dep = zeroAfter(after);
-  const seed = dep ? seed0.add(dep) : seed0;
-  const one = (theta: Tensor, s: Tensor): Tensor => {
-    let z = randomNormal(s, theta.shape, theta.dtype);
-    if (h) z = theta.abs().le(h).where(z, 0);
-    const step = z.mul(eps.cast(theta.dtype));
-    return sign > 0 ? theta.add(step) : theta.sub(step);
-  };
+  const seed = seedAfter(seed0, after);
+  const one = (theta: Tensor, s: Tensor) => shifted(theta, randomNormal(s, theta.shape, theta.dtype), eps, h, sign);
   const blocks = rowBlocks(t.shape as number[], chunk);
   if (blocks.length === 1) return one(t, seed);
   return concat(
@@ -248,19 +244,13 @@ function blockSeed(seed: Tensor, r0: number, shape: readonly number[]): Tensor {
  * for any vocabulary under 2^21 rows, and the generator reduces it mod 2^32).
  */
 function perturbRows(t: Tensor, ids: Tensor, seed0: Tensor, eps: Tensor, h: Tensor | null, sign: 1 | -1, after: readonly Tensor[]): Tensor {
-  const dep = zeroAfter(after);
-  const seed = dep ? seed0.add(dep) : seed0;
   const rowShape = (t.shape as number[]).slice(1);
   const rowSize = rowShape.reduce((a, b) => a * b, 1);
-  const rows = t.gather(ids, 0);
   const rowSeeds = ids
     .cast("i64")
     .mul(scalar(seedOffset(rowSize), "i64"))
-    .add(seed);
-  let z = randomNormal(rowSeeds, rowShape, t.dtype);
-  if (h) z = rows.abs().le(h).where(z, 0);
-  const step = z.mul(eps.cast(t.dtype));
-  return sign > 0 ? rows.add(step) : rows.sub(step);
+    .add(seedAfter(seed0, after));
+  return shifted(t.gather(ids, 0), randomNormal(rowSeeds, rowShape, t.dtype), eps, h, sign);
 }
 
 export interface ZoStepResult {

@@ -412,8 +412,7 @@ function lowerRandom(normal: boolean): Lowering {
     // the counters [n], and the hash is [m, n]. `one` must be a scalar that depends on the seed; a
     // sum of seed·0 is 0 even for an empty batch.
     const seedRank = a.inTypes[0].shape.length;
-    const dep =
-      seedRank === 0 ? b.op("Min", [seed32, i64(0)]) : b.op("ReduceSum", [b.op("Mul", [seed32, i64(0)])], [attrInt("keepdims", 0)]);
+    const dep = b.op("ReduceSum", [b.op("Mul", [seed32, i64(0)])], [attrInt("keepdims", 0)]);
     const one = b.op("Add", [dep, i64(1)]);
     const idx = b.op("CumSum", [b.op("Expand", [one, nVec]), i64(0)], [attrInt("exclusive", 1)]);
     if (seedRank > 0) seedTerm = b.op("Reshape", [seedTerm, b.i64s([-1, 1])]);
